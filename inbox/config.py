@@ -1,0 +1,85 @@
+"""Settings of the store, the SLA policy and case threading, as validated models.
+
+The composition root loads settings.toml into these models; every model forbids unknown keys
+so that a typo stops start-up with its name instead of silently meaning the default.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from inbox.secrets import Secret, from_env
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DatabaseSettings(Strict):
+    url: str = "sqlite:///var/parity.db"
+    # Name of an environment variable whose value replaces `url`, for URLs carrying a password.
+    url_env: str = "PARITY_DATABASE_URL"
+    # How long a writer waits for a lock before intake answers "try again later" (SMTP 451).
+    busy_timeout_ms: int = Field(default=5000, ge=0)
+    # PostgreSQL: TCP keepalives so a dead peer's locks free in about this many seconds.
+    keepalive_s: int = Field(default=30, ge=5)
+
+    def resolved_url(self, environ: dict[str, str] | None = None) -> str | Secret:
+        secret = from_env(self.url_env, environ)
+        return secret if secret is not None else self.url
+
+
+class ContentRule(Strict):
+    """A content rule may bring a case's due time forward; it never pushes it back."""
+
+    name: str
+    pattern: str
+    due_within_minutes: int = Field(ge=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+
+class BusinessHours(Strict):
+    enabled: bool = False
+    timezone: str = "UTC"
+    # ISO weekdays, 1 = Monday.
+    days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("days")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(d < 1 or d > 7 for d in value):
+            raise ValueError("days are ISO weekdays from 1 (Monday) to 7 (Sunday)")
+        return value
+
+
+class SlaSettings(Strict):
+    # One target for every channel: the queue never asks which channel a case came from.
+    first_response_minutes: int = Field(default=240, ge=1)
+    business_hours: BusinessHours = BusinessHours()
+    rules: list[ContentRule] = Field(default_factory=list)
+
+
+class ThreadingSettings(Strict):
+    # A message for a case resolved less than this long ago reopens it; later ones start a
+    # new case linked to it.
+    reopen_window_days: int = Field(default=14, ge=0)
+
+
+class StoreSettings(Strict):
+    database: DatabaseSettings = DatabaseSettings()
+    sla: SlaSettings = SlaSettings()
+    threading: ThreadingSettings = ThreadingSettings()

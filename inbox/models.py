@@ -1,0 +1,520 @@
+"""The store's tables, as SQLAlchemy 2 models. Alembic migrations in inbox/migrations follow them.
+
+Raw input is kept apart from what was made of it: `Intake` rows hold exactly what a connector
+received (content-addressed in `Blob`), so a parser fix can be replayed over the original
+bytes, and `Message` rows hold the channel-neutral shape the normalizer made.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite has no 64-bit autoincrement alias other than INTEGER, PostgreSQL wants BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as naive UTC and always handed back timezone-aware.
+
+    SQLite keeps no zone, so without this a round trip would turn aware times naive and
+    comparisons between stored and fresh times would raise.
+    """
+
+    impl = _DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware times")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+class Blob(Base):
+    """Raw inputs and attachments, content-addressed so copies share one row."""
+
+    __tablename__ = "blobs"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Intake(Base):
+    """One delivery of raw input by a connector, stored before the source is acknowledged.
+
+    (channel, source_key) is unique: a redelivery of the same input (webhook retry, IMAP
+    re-poll, cursor overlap) is recognised here, before anything is parsed.
+    """
+
+    __tablename__ = "intake"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connector: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    source_key: Mapped[str] = mapped_column(String(512))
+    raw_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    envelope: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # pending -> done | dead; `claimed_*` is a lease so a crashed worker's rows come back.
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    processed_at: Mapped[datetime | None]
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    # Imported history is stored and cased like anything else but never acknowledged.
+    acknowledge: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (
+        UniqueConstraint("channel", "source_key", name="uq_intake_source"),
+        Index("ix_intake_pending", "state", "id"),
+    )
+
+
+class Contact(Base):
+    """A person, as far as agents have established; identities point at a contact."""
+
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    identities: Mapped[list[Identity]] = relationship(back_populates="contact")
+
+
+class Identity(Base):
+    """A handle on one kind of channel: an email address, an E.164 number, a user id."""
+
+    __tablename__ = "identities"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # email | phone | twitter | reddit: sms and voice share the phone identity.
+    kind: Mapped[str] = mapped_column(String(16))
+    handle: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Facts such as follower count or karma: stored for agents, never used for ordering.
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    contact: Mapped[Contact] = relationship(back_populates="identities")
+
+    __table_args__ = (UniqueConstraint("kind", "handle", name="uq_identity_handle"),)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # C- plus the id, zero-padded to at least six digits; set right after the insert.
+    reference: Mapped[str | None] = mapped_column(String(32), unique=True)
+    # Proves a message belongs to this case when it comes from an address we don't know.
+    token: Mapped[str] = mapped_column(String(32))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    # new | open | pending_customer | resolved
+    status: Mapped[str] = mapped_column(String(24), default="new")
+    # The channel of the first inbound message: the case counts under it in reports.
+    channel: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(512), default="")
+    due_at: Mapped[datetime]
+    due_rule: Mapped[str | None] = mapped_column(String(128))
+    first_inbound_at: Mapped[datetime]
+    first_response_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    last_activity_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "Claims to be about C-...": set when a stranger cites another case's reference.
+    claims_reference: Mapped[str | None] = mapped_column(String(32))
+    # The earlier case this one continues, when a message came after the reopen window.
+    linked_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    followups: Mapped[int] = mapped_column(default=0)
+    ack_state: Mapped[str | None] = mapped_column(String(24))
+    ack_reason: Mapped[str | None] = mapped_column(String(256))
+    # Set when a caller asked to be called back (Twilio call menu, "press 1").
+    callback_requested_at: Mapped[datetime | None]
+    # The agent working the case holds a lease: claimed_by until lease_until, renewed while
+    # they work; an expired lease frees the case for claim-next again.
+    claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    lease_until: Mapped[datetime | None]
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+
+    __table_args__ = (
+        # The queue: open cases by due time, channel never part of the key.
+        Index("ix_cases_queue", "status", "due_at", "id"),
+        Index("ix_cases_contact_activity", "contact_id", "last_activity_at"),
+        # The queue's pages and claim-next walk these in queue order; partial, so resolved
+        # cases (most of a long-lived store) are not in them.
+        Index(
+            "ix_cases_open_queue",
+            "due_at",
+            "first_inbound_at",
+            "id",
+            sqlite_where=text("status IN ('new', 'open', 'pending_customer')"),
+            postgresql_where=text("status IN ('new', 'open', 'pending_customer')"),
+        ),
+        Index(
+            "ix_cases_claimable",
+            "due_at",
+            "first_inbound_at",
+            "id",
+            sqlite_where=text("status IN ('new', 'open')"),
+            postgresql_where=text("status IN ('new', 'open')"),
+        ),
+        # "The case I hold": few rows have a holder, so the index stays small.
+        Index(
+            "ix_cases_claimed_by",
+            "claimed_by",
+            sqlite_where=text("claimed_by IS NOT NULL"),
+            postgresql_where=text("claimed_by IS NOT NULL"),
+        ),
+        # Recent answer throughput, for the expected response time in acknowledgements.
+        Index("ix_cases_first_response", "first_response_at"),
+    )
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(8))  # inbound | outbound
+    visibility: Mapped[str] = mapped_column(String(8))  # public | private
+    # The dedup key: the same key is the same message, whichever way it came in.
+    dedup_key: Mapped[str] = mapped_column(String(600), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(512), index=True)
+    from_handle: Mapped[str] = mapped_column(String(320), default="")
+    from_name: Mapped[str] = mapped_column(String(256), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    raw_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    # Thread signals kept for later threading: In-Reply-To, References, a conversation key.
+    thread: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Why no acknowledgement may be sent for this message (auto-reply, bounce...), if any.
+    automated: Mapped[str | None] = mapped_column(String(128))
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_messages_case_received", "case_id", "received_at"),)
+
+
+class MessageRef(Base):
+    """Every RFC 5322 Message-ID and platform id a case's messages carry, for threading."""
+
+    __tablename__ = "message_refs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ref: Mapped[str] = mapped_column(String(600), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+
+
+class Receipt(Base):
+    """One delivery of a message: the SMTP and the IMAP copy of one mail are two receipts."""
+
+    __tablename__ = "receipts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    intake_id: Mapped[int] = mapped_column(ForeignKey("intake.id"))
+    connector: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(512), default="")
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("message_id", "intake_id", "address", name="uq_receipt_delivery"),
+    )
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    filename: Mapped[str] = mapped_column(String(512), default="")
+    content_type: Mapped[str] = mapped_column(String(256), default="application/octet-stream")
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class Outbox(Base):
+    """An outbound message the connector of its channel delivers, retries and records."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # ack | reply
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(512))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    # Message-ID for email: a resend after a crash reuses it so receivers drop the copy.
+    message_id_header: Mapped[str | None] = mapped_column(String(600))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # queued | sending | sent | delivered | failed | undelivered | unknown
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    # A lease: a row still "sending" after this was left by a process that died mid-send.
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_id: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+        # "Was this sender acknowledged recently?" is asked for every new case.
+        Index("ix_outbox_recipient", "channel", "recipient", "created_at"),
+    )
+
+
+class OutboxAttempt(Base):
+    __tablename__ = "outbox_attempts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16))  # sent | retry | failed | unknown
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Checkpoint(Base):
+    """A connector's cursor, written in the same transaction as the input it covers."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connector: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(512))
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("connector", "key", name="uq_checkpoint"),)
+
+
+class DeadLetter(Base):
+    """Input that could not be turned into a message, kept whole with its error."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    intake_id: Mapped[int | None] = mapped_column(ForeignKey("intake.id"), index=True)
+    connector: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    raw_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    replayed_at: Mapped[datetime | None]
+    replays: Mapped[int] = mapped_column(default=0)
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ConnectorState(Base):
+    """What a running connector last reported, so `parity connectors status` can read it."""
+
+    __tablename__ = "connector_state"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    connector: Mapped[str] = mapped_column(String(32))
+    instance: Mapped[str] = mapped_column(String(128))
+    running: Mapped[bool] = mapped_column(Boolean, default=False)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    restarts: Mapped[int] = mapped_column(default=0)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (UniqueConstraint("connector", "instance", name="uq_connector_instance"),)
+
+
+class AuditLog(Base):
+    """Append-only record of every agent, admin and system decision on a case.
+
+    Each row's hmac covers its own fields and the previous row's hmac, so an edited or
+    deleted row breaks the chain from that row on.
+    """
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    prev_hmac: Mapped[str] = mapped_column(String(64))
+    hmac: Mapped[str] = mapped_column(String(64))
+
+
+# --- the agent inbox: accounts, sessions, notes, presence ---------------------------------
+
+
+class User(Base):
+    """An agent, manager or admin of the inbox. Only an Argon2id hash of the password is kept."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # agent | manager | admin
+    password_hash: Mapped[str] = mapped_column(String(256))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is stored (it is random, not chosen)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A browser session: the cookie holds a random secret, the store its SHA-256.
+
+    Kept in the store rather than in a signed cookie so a logout or a disabled account ends
+    the session at once, in every web process.
+    """
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the secret
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # Sent back by the page or client on every state-changing request (CSRF).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+
+
+class LoginAttempt(Base):
+    """Failed logins, counted per account and per address to rate-limit guessing."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    name: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_login_attempts_name", "name", "at"),
+        Index("ix_login_attempts_ip", "ip", "at"),
+    )
+
+
+class CaseNote(Base):
+    """An internal note on a case: seen by agents, never sent to anyone."""
+
+    __tablename__ = "case_notes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CaseViewer(Base):
+    """Who has a case open right now: a heartbeat row that counts until `seen_at` goes stale."""
+
+    __tablename__ = "case_viewers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("case_id", "user_id", name="uq_case_viewer"),)
+
+
+# --- one person, one case: merges and near-duplicate signatures ----------------------------
+
+
+class CaseMerge(Base):
+    """One merge of a case into another, with what it moved, so it can be undone exactly.
+
+    The absorbed case keeps its row (status "merged"); its messages, refs, outbox rows and
+    notes point at the surviving case until the merge is undone. Audit rows never move: they
+    stay on the case they were written for, which is how the log keeps both histories.
+    """
+
+    __tablename__ = "case_merges"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    into_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    merged_at: Mapped[datetime] = mapped_column(default=utcnow)
+    merged_by: Mapped[str] = mapped_column(String(128))
+    # The ids each table had on the absorbed case at merge time (message ids, ref ids...).
+    moved: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Both cases' fields before the merge, restored by an undo.
+    source_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    into_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    undone_at: Mapped[datetime | None]
+    undone_by: Mapped[str | None] = mapped_column(String(128))
+    # What the undo sent back that had arrived after the merge, and why.
+    undo_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CaseSignature(Base):
+    """The MinHash signature of a case's inbound text (the union of its messages' shingles)."""
+
+    __tablename__ = "case_signatures"
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    hashvalues: Mapped[bytes] = mapped_column(LargeBinary)
+    shingles: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CaseBand(Base):
+    """LSH buckets of a case's signature: cases sharing any (band, bucket) are candidates.
+
+    Kept in the store rather than in memory so every process (web, CLI, worker) asks the same
+    index, and a lookup is one indexed probe per band whatever the number of cases.
+    """
+
+    __tablename__ = "case_bands"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    band: Mapped[int] = mapped_column(Integer)
+    bucket: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_case_bands_bucket", "band", "bucket"),)

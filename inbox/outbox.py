@@ -1,0 +1,457 @@
+"""The outbox in the store: queue, claim, record attempts, recover after a crash, read back.
+
+Channel-neutral: every connector that sends (email now; SMS, Twitter and Reddit later) drains
+its channel's rows with these calls, so each keeps DESIGN.md's outbox promise the same way:
+- a row is claimed atomically (one conditional UPDATE under SQLite's single writer; FOR
+  UPDATE SKIP LOCKED on PostgreSQL), so two senders never take the same row;
+- every attempt is recorded with its outcome and error, in the transaction that moves the row;
+- a row left "sending" by a process that died is recovered once its lease ends: resent when
+  the channel has an id receivers deduplicate on (email's Message-ID), otherwise marked
+  "unknown" for the connector to check with its provider or for an agent to decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+
+from inbox.db import is_sqlite, write
+from inbox.models import Case, Outbox, OutboxAttempt, utcnow
+
+STATES = ("queued", "sending", "sent", "delivered", "failed", "undelivered", "unknown")
+# States after which we never send a row again on our own.
+FINAL_STATES = frozenset({"sent", "delivered", "failed", "undelivered"})
+
+
+def enqueue(
+    conn: Connection,
+    *,
+    case_id: int | None,
+    kind: str,
+    channel: str,
+    recipient: str,
+    subject: str = "",
+    body: str = "",
+    payload: dict[str, Any] | None = None,
+    created_by: str = "system",
+) -> int:
+    """Queue one outbound message inside the caller's transaction."""
+    now = utcnow()
+    return int(
+        conn.execute(
+            insert(Outbox)
+            .values(
+                case_id=case_id,
+                kind=kind,
+                channel=channel,
+                recipient=recipient,
+                subject=subject,
+                body=body,
+                payload=payload or {},
+                state="queued",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                created_by=created_by,
+            )
+            .returning(Outbox.id)
+        ).scalar_one()
+    )
+
+
+def last_sent_to(conn: Connection, channel: str, recipient: str, kind: str) -> datetime | None:
+    """When we last queued a `kind` message for this recipient on this channel."""
+    value: datetime | None = conn.execute(
+        select(func.max(Outbox.created_at)).where(
+            Outbox.channel == channel, Outbox.recipient == recipient, Outbox.kind == kind
+        )
+    ).scalar_one_or_none()
+    return value
+
+
+def has_work(engine: Engine, channel: str, now: datetime | None = None) -> bool:
+    """Whether `channel` has a due row or one left "sending" past its lease.
+
+    Asked before any write transaction: on SQLite a write transaction, even an empty one,
+    holds the one write lock that intake needs, and most polls find nothing to do.
+    """
+    now = now or utcnow()
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(Outbox.id)
+            .where(
+                Outbox.channel == channel,
+                or_(
+                    and_(Outbox.state == "queued", Outbox.next_attempt_at <= now),
+                    and_(Outbox.state == "sending", Outbox.claimed_until < now),
+                ),
+            )
+            .limit(1)
+        ).first()
+        conn.rollback()
+    return found is not None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row handed to one sender, with what it needs to build the message."""
+
+    id: int
+    case_id: int | None
+    kind: str
+    channel: str
+    recipient: str
+    subject: str
+    body: str
+    payload: dict[str, Any]
+    attempts: int  # attempts made before this one
+    message_id_header: str | None
+    created_at: datetime
+    case_reference: str | None
+    case_token: str | None
+
+
+def claim(
+    engine: Engine,
+    channel: str,
+    worker: str,
+    *,
+    limit: int,
+    lease: timedelta,
+    assign_id: Callable[[int, str | None, str | None], str | None] | None = None,
+    now: datetime | None = None,
+) -> list[Claimed]:
+    """Move up to `limit` due rows of `channel` from queued to sending, for `worker` alone.
+
+    `assign_id(row_id, reference, token)` gives a row that has none its provider-visible id
+    (email's Message-ID) in this same transaction, before anything is sent, so a resend after
+    a crash carries the very same id.
+    """
+    now = now or utcnow()
+    due = and_(Outbox.channel == channel, Outbox.state == "queued", Outbox.next_attempt_at <= now)
+    values = {"state": "sending", "claimed_by": worker, "claimed_until": now + lease}
+    with write(engine) as conn:
+        if is_sqlite(conn):
+            # One UPDATE under SQLite's single writer lock is atomic.
+            ids = list(
+                conn.execute(
+                    update(Outbox)
+                    .where(
+                        Outbox.id.in_(
+                            select(Outbox.id)
+                            .where(due)
+                            .order_by(Outbox.next_attempt_at, Outbox.id)
+                            .limit(limit)
+                            .scalar_subquery()
+                        )
+                    )
+                    .values(**values)
+                    .returning(Outbox.id)
+                ).scalars()
+            )
+        else:
+            ids = list(
+                conn.execute(
+                    select(Outbox.id)
+                    .where(due)
+                    .order_by(Outbox.next_attempt_at, Outbox.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if ids:
+                conn.execute(update(Outbox).where(Outbox.id.in_(ids)).values(**values))
+        if not ids:
+            return []
+        rows = list(
+            conn.execute(
+                select(*Outbox.__table__.c, Case.reference, Case.token)
+                .join(Case, Case.id == Outbox.case_id, isouter=True)
+                .where(Outbox.id.in_(ids))
+                .order_by(Outbox.id)
+            )
+        )
+        claimed: list[Claimed] = []
+        for box in rows:
+            header = box.message_id_header
+            if header is None and assign_id is not None:
+                header = assign_id(box.id, box.reference, box.token)
+                conn.execute(
+                    update(Outbox).where(Outbox.id == box.id).values(message_id_header=header)
+                )
+            claimed.append(
+                Claimed(
+                    id=box.id,
+                    case_id=box.case_id,
+                    kind=box.kind,
+                    channel=box.channel,
+                    recipient=box.recipient,
+                    subject=box.subject,
+                    body=box.body,
+                    payload=dict(box.payload or {}),
+                    attempts=box.attempts,
+                    message_id_header=header,
+                    created_at=box.created_at,
+                    case_reference=box.reference,
+                    case_token=box.token,
+                )
+            )
+        return claimed
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one attempt came to, as the connector classified it."""
+
+    outcome: str  # sent | retry | failed | unknown
+    error: str | None = None
+    next_attempt_at: datetime | None = None  # for retry
+    provider_id: str | None = None
+
+
+_ROW_STATE = {"sent": "sent", "retry": "queued", "failed": "failed", "unknown": "unknown"}
+# What the case shows about its acknowledgement once the outbox knows.
+_ACK_STATE = {"sent": "sent", "failed": "failed", "unknown": "unknown"}
+
+
+def record(engine: Engine, row: Claimed, worker: str, result: Result) -> bool:
+    """Record one attempt and move the row on, in one transaction.
+
+    Returns False when the row was no longer ours (our lease ran out and it was recovered);
+    the attempt is recorded all the same, since it happened.
+    """
+    now = utcnow()
+    state = _ROW_STATE[result.outcome]
+    values: dict[str, Any] = {
+        "state": state,
+        "attempts": Outbox.attempts + 1,
+        "last_error": result.error,
+        "claimed_by": None,
+        "claimed_until": None,
+    }
+    if result.outcome == "retry":
+        values["next_attempt_at"] = result.next_attempt_at or now
+    if result.outcome == "sent":
+        values["sent_at"] = now
+    if result.provider_id:
+        values["provider_id"] = result.provider_id
+    with write(engine) as conn:
+        conn.execute(
+            insert(OutboxAttempt).values(
+                outbox_id=row.id, at=now, outcome=result.outcome, error=result.error
+            )
+        )
+        mine = conn.execute(
+            update(Outbox)
+            .where(Outbox.id == row.id, Outbox.state == "sending", Outbox.claimed_by == worker)
+            .values(**values)
+        ).rowcount
+        if mine and row.kind == "ack" and row.case_id is not None and state in _ACK_STATE:
+            conn.execute(
+                update(Case)
+                .where(Case.id == row.case_id)
+                .values(ack_state=_ACK_STATE[state], ack_reason=result.error)
+            )
+    return bool(mine)
+
+
+def recover(engine: Engine, channel: str, *, resend: bool, now: datetime | None = None) -> int:
+    """Deal with rows left "sending" past their lease by a process that died mid-send.
+
+    `resend` is for channels whose receivers drop a copy by its id (email: the same
+    Message-ID goes out again, at least once). Elsewhere the provider may or may not have
+    taken the message, so the row becomes "unknown": never sent again blindly.
+    """
+    now = now or utcnow()
+    with write(engine) as conn:
+        stuck = list(
+            conn.execute(
+                select(Outbox.id, Outbox.kind, Outbox.case_id).where(
+                    Outbox.channel == channel,
+                    Outbox.state == "sending",
+                    Outbox.claimed_until < now,
+                )
+            )
+        )
+        if resend:
+            error = "interrupted while sending; sent again with the same id"
+            values: dict[str, Any] = {"state": "queued", "next_attempt_at": now}
+        else:
+            error = "interrupted while sending; the provider may or may not have it"
+            values = {"state": "unknown"}
+        for row in stuck:
+            moved = conn.execute(
+                update(Outbox)
+                .where(Outbox.id == row.id, Outbox.state == "sending", Outbox.claimed_until < now)
+                .values(
+                    attempts=Outbox.attempts + 1,
+                    last_error=error,
+                    claimed_by=None,
+                    claimed_until=None,
+                    **values,
+                )
+            ).rowcount
+            if not moved:
+                continue
+            conn.execute(
+                insert(OutboxAttempt).values(
+                    outbox_id=row.id, at=now, outcome="unknown", error=error
+                )
+            )
+            if not resend and row.kind == "ack" and row.case_id is not None:
+                conn.execute(
+                    update(Case)
+                    .where(Case.id == row.case_id)
+                    .values(ack_state="unknown", ack_reason=error)
+                )
+        return len(stuck)
+
+
+def requeue(engine: Engine, outbox_id: int) -> bool:
+    """Send a failed or unknown row again (an operator's or agent's decision)."""
+    with write(engine) as conn:
+        return bool(
+            conn.execute(
+                update(Outbox)
+                .where(Outbox.id == outbox_id, Outbox.state.in_(("failed", "unknown")))
+                .values(state="queued", next_attempt_at=utcnow(), attempts=0, last_error=None)
+            ).rowcount
+        )
+
+
+def mark(
+    engine: Engine,
+    channel: str,
+    state: str,
+    *,
+    provider_id: str | None = None,
+    message_id_header: str | None = None,
+    error: str | None = None,
+) -> int:
+    """A provider's later word on a sent row (delivered, undelivered), found by its id."""
+    if state not in ("delivered", "undelivered"):
+        raise ValueError(f"a provider can report delivered or undelivered, not {state!r}")
+    if provider_id is None and message_id_header is None:
+        return 0
+    condition = (
+        Outbox.provider_id == provider_id
+        if provider_id is not None
+        else Outbox.message_id_header == message_id_header
+    )
+    with write(engine) as conn:
+        return int(
+            conn.execute(
+                update(Outbox)
+                .where(Outbox.channel == channel, condition, Outbox.state.in_(("sent", "unknown")))
+                .values(state=state, last_error=error)
+            ).rowcount
+        )
+
+
+# --- read side ---------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _summary(box: Any, reference: str | None) -> dict[str, Any]:
+    return {
+        "id": box.id,
+        "channel": box.channel,
+        "kind": box.kind,
+        "recipient": box.recipient,
+        "case": reference,
+        "state": box.state,
+        "attempts": box.attempts,
+        "last_error": box.last_error,
+        "subject": box.subject,
+        "message_id": box.message_id_header,
+        "provider_id": box.provider_id,
+        "created_at": _iso(box.created_at),
+        "next_attempt_at": _iso(box.next_attempt_at) if box.state == "queued" else None,
+        "sent_at": _iso(box.sent_at),
+    }
+
+
+def list_rows(
+    engine: Engine,
+    *,
+    states: Sequence[str] | None = None,
+    channel: str | None = None,
+    case_reference: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Outbox rows, newest first: what `parity outbox list --json` prints."""
+    query = (
+        select(*Outbox.__table__.c, Case.reference)
+        .join(Case, Case.id == Outbox.case_id, isouter=True)
+        .order_by(Outbox.id.desc())
+    )
+    if states:
+        query = query.where(Outbox.state.in_(states))
+    if channel:
+        query = query.where(Outbox.channel == channel)
+    if case_reference:
+        query = query.where(Case.reference == case_reference)
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [_summary(row, row.reference) for row in conn.execute(query)]
+
+
+def counts(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Per channel: rows in each state, and when the oldest queued row was queued."""
+    result: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for channel, state, number, oldest in conn.execute(
+            select(Outbox.channel, Outbox.state, func.count(), func.min(Outbox.created_at))
+            .group_by(Outbox.channel, Outbox.state)
+            .order_by(Outbox.channel, Outbox.state)
+        ):
+            entry = result.setdefault(
+                channel, {"states": dict.fromkeys(STATES, 0), "oldest_queued_at": None}
+            )
+            entry["states"][state] = int(number)
+            if state == "queued":
+                entry["oldest_queued_at"] = _iso(oldest)
+    return result
+
+
+def detail(engine: Engine, outbox_id: int) -> dict[str, Any] | None:
+    """One row with its text and every attempt."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(*Outbox.__table__.c, Case.reference)
+            .join(Case, Case.id == Outbox.case_id, isouter=True)
+            .where(Outbox.id == outbox_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        result = _summary(row, row.reference)
+        result["body"] = row.body
+        result["attempt_log"] = [
+            {"at": _iso(a.at), "outcome": a.outcome, "error": a.error}
+            for a in conn.execute(
+                select(OutboxAttempt)
+                .where(OutboxAttempt.outbox_id == outbox_id)
+                .order_by(OutboxAttempt.id)
+            )
+        ]
+        return result
+
+
+def save_route(engine: Engine, outbox_id: int, payload: dict[str, Any]) -> None:
+    """Keep the route a channel's sender chose for a row (how and where it is sent).
+
+    Written before the first attempt, so that a check after a crash (was it sent?) looks
+    where the send went.
+    """
+    with write(engine) as conn:
+        conn.execute(update(Outbox).where(Outbox.id == outbox_id).values(payload=payload))

@@ -1,0 +1,164 @@
+"""Where an agent's reply may go, and what it looks like. Pure functions, tested by tables.
+
+A reply goes only to an identity of the case's contact: the people agents have established
+as this person. Someone who merely cited the case's reference is a stranger with a case of
+their own ("claims to be about C-..."), and someone who carried the case's token from a new
+address joined the case but belongs to another contact until an agent links them. Neither
+is ever a reply target, whoever wrote last.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from inbox.references import case_tag
+
+# The channel a reply to an identity of each kind goes out on. A voice message is answered
+# by SMS: the same number, and the one way to send it text.
+REPLY_CHANNEL: dict[str, str] = {
+    "email": "email",
+    "phone": "sms",
+    "twitter": "twitter",
+    "reddit": "reddit",
+}
+# The identity kind each channel's handles belong to.
+IDENTITY_KIND: dict[str, str] = {
+    "email": "email",
+    "sms": "phone",
+    "voice": "phone",
+    "twitter": "twitter",
+    "reddit": "reddit",
+}
+
+
+class ReplyRefused(ValueError):
+    """The reply cannot go where it was asked to; the message says why."""
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    id: int
+    kind: str
+    handle: str
+    contact_id: int
+
+
+@dataclass(frozen=True)
+class InboundView:
+    """An inbound message of the case, as far as choosing a reply target needs it."""
+
+    id: int
+    identity_id: int | None
+    channel: str
+    visibility: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    identity_id: int
+    kind: str
+    handle: str
+    channel: str
+    # The inbound message this reply answers, when there is one from this identity.
+    in_reply_to_message_id: int | None = None
+
+
+def _norm_handle(kind: str, handle: str) -> str:
+    handle = handle.strip()
+    return handle.lower() if kind in ("email", "reddit") else handle
+
+
+def choose_reply_target(
+    contact_id: int,
+    identities: Sequence[IdentityView],
+    inbound: Sequence[InboundView],
+    *,
+    channel: str | None = None,
+    handle: str | None = None,
+) -> ReplyTarget:
+    """The identity and channel a reply goes to.
+
+    By default: the channel of the last inbound message from an identity of the case's
+    contact. A `channel` and/or `handle` picks another identity of that same contact.
+    """
+    own = [i for i in identities if i.contact_id == contact_id]
+    by_id = {i.id: i for i in own}
+    latest_from: dict[int, InboundView] = {}
+    for message in sorted(inbound, key=lambda m: (m.received_at, m.id)):
+        if message.identity_id in by_id:
+            latest_from[message.identity_id] = message
+    if channel is not None and channel not in IDENTITY_KIND:
+        raise ReplyRefused(f"unknown channel {channel!r}")
+    if channel == "voice":
+        raise ReplyRefused("a voice message is answered by sms, to the same number")
+
+    if handle is not None:
+        kinds = [IDENTITY_KIND[channel]] if channel else list(REPLY_CHANNEL)
+        for identity in own:
+            if identity.kind in kinds and identity.handle == _norm_handle(identity.kind, handle):
+                return _target(identity, latest_from.get(identity.id))
+        raise ReplyRefused(
+            f"{handle!r} is not an identity of this case's contact; a reply goes only to them"
+        )
+
+    if channel is not None:
+        kind = IDENTITY_KIND[channel]
+        candidates = [i for i in own if i.kind == kind]
+        if not candidates:
+            raise ReplyRefused(f"this case's contact has no {kind} identity to reply to")
+
+        def recency(identity: IdentityView) -> tuple[datetime | None, int]:
+            last = latest_from.get(identity.id)
+            return (last.received_at if last else None, identity.id)
+
+        # The one they last wrote from on that channel, else the newest identity of the kind.
+        written = [i for i in candidates if i.id in latest_from]
+        chosen = max(written, key=recency) if written else max(candidates, key=lambda i: i.id)
+        return _target(chosen, latest_from.get(chosen.id))
+
+    if not latest_from:
+        raise ReplyRefused(
+            "no message in this case comes from an identity of its contact; "
+            "name a channel or handle of the contact"
+        )
+    last = max(latest_from.values(), key=lambda m: (m.received_at, m.id))
+    assert last.identity_id is not None
+    return _target(by_id[last.identity_id], last, channel=last.channel)
+
+
+def _target(
+    identity: IdentityView, last: InboundView | None, channel: str | None = None
+) -> ReplyTarget:
+    chosen = channel or REPLY_CHANNEL[identity.kind]
+    if chosen == "voice":
+        chosen = "sms"
+    return ReplyTarget(
+        identity_id=identity.id,
+        kind=identity.kind,
+        handle=identity.handle,
+        channel=chosen,
+        in_reply_to_message_id=last.id if last else None,
+    )
+
+
+_PREFIX = re.compile(r"^\s*((re|fwd?|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+_TAG = re.compile(r"\s*\[C-\d{6,12}(\s*#[a-z2-7]+)?\]\s*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def reply_subject(subject: str, reference: str, token: str) -> str:
+    """`Re: <subject> [C-001042 #token]`: one Re:, one tag, no line breaks, bounded length.
+
+    The tag carries the token, so the customer's answer threads back into this case even
+    from a mail client that keeps only the subject.
+    """
+    clean = _CONTROL.sub(" ", subject)
+    clean = _TAG.sub(" ", clean)
+    clean = _PREFIX.sub("", clean)
+    clean = " ".join(clean.split())[:200].strip()
+    tag = case_tag(reference, token)
+    return f"Re: {clean} {tag}" if clean else f"Re: {tag}"

@@ -1,0 +1,61 @@
+"""Settings of the agent inbox ([inbox] in settings.toml)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, field_validator
+
+from inbox.accounts import LoginLimits, SessionPolicy
+from inbox.casework import Timing
+from inbox.config import Strict
+
+
+class InboxSettings(Strict):
+    # A claimed case stays with its agent this long unless renewed; the web client renews
+    # it while the agent works (any action on the case, or the presence heartbeat).
+    lease_seconds: int = Field(default=300, ge=30)
+    # Someone counts as viewing a case this long after their last heartbeat.
+    presence_seconds: int = Field(default=60, ge=10)
+    # A session ends after this long without a request, and after session_max_hours anyway.
+    session_idle_minutes: int = Field(default=480, ge=5)
+    session_max_hours: int = Field(default=72, ge=1)
+    # Set true when agents reach the inbox over HTTPS (behind a TLS proxy).
+    cookie_secure: bool = False
+    cookie_samesite: str = "Strict"
+    # Failed logins allowed per account and per client address within the window.
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_ip: int = Field(default=20, ge=1)
+    login_window_minutes: int = Field(default=15, ge=1)
+    # Behind a reverse proxy every client has the proxy's address: then take the client
+    # address from the last X-Forwarded-For entry (which the proxy wrote). Only then.
+    trust_forwarded_for: bool = False
+    # The domain of the Message-IDs of replies; empty means connectors.smtp.hostname.
+    message_id_domain: str = ""
+    queue_page_max: int = Field(default=200, ge=1, le=1000)
+
+    @field_validator("cookie_samesite")
+    @classmethod
+    def _samesite(cls, value: str) -> str:
+        if value not in ("Strict", "Lax"):
+            raise ValueError('cookie_samesite is "Strict" or "Lax"')
+        return value
+
+    def timing(self) -> Timing:
+        return Timing(
+            lease=timedelta(seconds=self.lease_seconds),
+            presence=timedelta(seconds=self.presence_seconds),
+        )
+
+    def login_limits(self) -> LoginLimits:
+        return LoginLimits(
+            per_account=self.login_max_failures_per_account,
+            per_ip=self.login_max_failures_per_ip,
+            window=timedelta(minutes=self.login_window_minutes),
+        )
+
+    def session_policy(self) -> SessionPolicy:
+        return SessionPolicy(
+            idle=timedelta(minutes=self.session_idle_minutes),
+            lifetime=timedelta(hours=self.session_max_hours),
+        )

@@ -1,0 +1,423 @@
+"""The agent pages: server-rendered HTML (Jinja2, autoescaped), static CSS/JS, the sandboxed
+mail frame and the queue's server-sent events.
+
+Pages render what the JSON API returns; actions on a page go through the same JSON API from
+static JavaScript with the session's CSRF token, so there is one set of rules. No page runs
+inline script: the Content-Security-Policy says so and a browser enforces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import mimetypes
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from sqlalchemy import Engine, select
+
+from inbox import casework
+from inbox.db import read
+from inbox.models import Case, Message, utcnow
+from inbox.web.app import LOGIN_PATH, PRINCIPAL, blocking, context, principal
+from inbox.web.mailview import fold, sanitize
+from inbox.web.routes import Route
+
+# Script and style only from our own /static/; the mail frame is the only frame.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+# The mail frame runs nothing and loads nothing but inline styles (mail is styled inline)
+# and, once the agent asks, remote images. `sandbox` makes it an opaque origin even if
+# opened on its own.
+FRAME_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data: cid:{images}; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox allow-popups "
+    "allow-popups-to-escape-sandbox"
+)
+PUBLIC_CHANNELS = frozenset({"twitter", "reddit"})
+SSE_POLL_SECONDS = 1.0
+SSE_KEEPALIVE_SECONDS = 15.0
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("inbox.web", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_STATIC = resources.files("inbox.web") / "static"
+# Set when the app shuts down: open event streams end at once instead of holding the
+# server's graceful shutdown for its whole timeout.
+CLOSING = web.AppKey("parity.pages.closing", asyncio.Event)
+
+
+def install(app: web.Application) -> None:
+    """Add the pages' routes and their shutdown hook to the app."""
+    from inbox.web.routes import add_routes
+
+    app[CLOSING] = asyncio.Event()
+
+    async def close_streams(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(close_streams)
+    add_routes(app, routes())
+
+
+def duration(seconds: float) -> str:
+    """'3d 4h', '2h 5m', '4m' for a span in seconds (the sign is the caller's business)."""
+    seconds = abs(int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"
+
+
+def time_left(due_at: str | None, now: datetime) -> tuple[str, bool]:
+    """How long until due, and whether it is overdue."""
+    if not due_at:
+        return "", False
+    due = datetime.fromisoformat(due_at)
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    left = (due - now).total_seconds()
+    return (duration(left) if left >= 0 else f"{duration(left)} over"), left < 0
+
+
+def _aware(now: datetime) -> datetime:
+    return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+
+def queue_rows(cases: list[dict[str, Any]], now: datetime, show_held: bool) -> list[dict[str, Any]]:
+    """The queue's rows: held-by-others cases are hidden unless asked for, since nobody else
+    can act on them."""
+    rows = []
+    now = _aware(now)
+    for case in cases:
+        lease = case.get("lease")
+        if lease and not lease["mine"] and not show_held:
+            continue
+        first = datetime.fromisoformat(case["first_inbound_at"])
+        if first.tzinfo is None:
+            first = first.replace(tzinfo=UTC)
+        left, overdue = time_left(case["due_at"], now)
+        contact = case["contact"]
+        handle = contact["identities"][0]["handle"] if contact["identities"] else ""
+        rows.append(
+            {
+                "reference": case["reference"],
+                "contact": contact["name"] or handle,
+                "handle": handle,
+                "subject": case["subject"],
+                "channels": case["channels"],
+                "age": duration((now - first).total_seconds()),
+                "left": left,
+                "overdue": overdue,
+                "status": case["status"],
+                "followups": case["followups"],
+                "holder": lease["holder"] if lease else None,
+                "mine": bool(lease and lease["mine"]),
+                "assignee": case["assignee"],
+                # Near-duplicates from other people (issue 11): shown, never merged on their own.
+                "similar": [
+                    (s["reference"], f"{s['score']:.2f}") for s in case.get("suggestions") or []
+                ],
+            }
+        )
+    return rows
+
+
+def render(request: web.Request, name: str, **values: Any) -> web.Response:
+    found = request.get(PRINCIPAL)
+    text = _ENV.get_template(name).render(
+        me=found.name if found is not None else None,
+        csrf=found.csrf_token if found is not None else "",
+        **values,
+    )
+    return web.Response(
+        text=text, content_type="text/html", headers={"Content-Security-Policy": PAGE_CSP}
+    )
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/queue")
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    target = request.rel_url.query.get("next", "/queue")
+    # Only our own paths: a login link must not send the agent elsewhere afterwards.
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/queue"
+    return render(request, "login.html", next=target)
+
+
+def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str], bool]:
+    query = request.rel_url.query
+    status = query.get("status", "")
+    statuses = tuple(s for s in status.split(",") if s) or casework.OPEN_STATUSES
+    chosen = {
+        "status": status,
+        "channel": query.get("channel", ""),
+        "assignee": query.get("assignee", ""),
+        "held": query.get("held", ""),
+    }
+    return (
+        casework.QueueFilter(
+            statuses=statuses,
+            channel=chosen["channel"] or None,
+            assignee=chosen["assignee"] or None,
+        ),
+        chosen,
+        chosen["held"] == "1",
+    )
+
+
+async def _rows(request: web.Request) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    filters, chosen, show_held = _filters(request)
+    page = await blocking(
+        casework.queue_page,
+        context(request).engine,
+        principal(request),
+        filters,
+        limit=context(request).settings.queue_page_max,
+    )
+    return queue_rows(page["cases"], utcnow(), show_held), chosen
+
+
+async def queue_page(request: web.Request) -> web.StreamResponse:
+    rows, chosen = await _rows(request)
+    return render(
+        request,
+        "queue.html",
+        rows=rows,
+        chosen=chosen,
+        statuses=casework.STATUSES,
+        channels=("email", "sms", "voice", "twitter", "reddit"),
+    )
+
+
+async def queue_fragment(request: web.Request) -> web.StreamResponse:
+    rows, _ = await _rows(request)
+    return render(request, "queue_rows.html", rows=rows)
+
+
+def _html_message_ids(engine: Engine, ids: list[int]) -> set[int]:
+    if not ids:
+        return set()
+    with read(engine) as conn:
+        return set(
+            conn.execute(
+                select(Message.id).where(Message.id.in_(ids), Message.html.is_not(None))
+            ).scalars()
+        )
+
+
+async def case_page(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    who = principal(request)
+    view = await blocking(
+        casework.case_view, ctx.engine, who, request.match_info["reference"], ctx.settings.timing()
+    )
+    message_ids = [e["id"] for e in view["timeline"] if e["kind"] == "message"]
+    with_html = await blocking(_html_message_ids, ctx.engine, message_ids)
+    public_on = {
+        e["channel"]
+        for e in view["timeline"]
+        if e["kind"] == "message" and e["direction"] == "inbound" and e["visibility"] == "public"
+    }
+    for entry in view["timeline"]:
+        entry["segments"] = fold(entry.get("text") or "")
+        entry["html"] = entry["kind"] == "message" and entry["id"] in with_html
+    targets = [
+        {
+            **t,
+            "public": t["channel"] in PUBLIC_CHANNELS and t["channel"] in public_on,
+            "default": view["default_reply"] == t,
+        }
+        for t in view["reply_targets"]
+    ]
+    viewers = [v["user"] for v in view.get("viewers", []) if v["user"] != who.name]
+    return render(
+        request,
+        "case.html",
+        case=view,
+        targets=targets,
+        viewers=viewers,
+        title=f"{view['reference']} · {view['subject']}",
+    )
+
+
+def _message_html(engine: Engine, message_id: int) -> str | None:
+    with read(engine) as conn:
+        found = conn.execute(select(Message.html).where(Message.id == message_id)).one_or_none()
+    if found is None:
+        raise casework.NotFound(f"no message {message_id}")
+    markup: str | None = found.html
+    return markup
+
+
+async def mail_frame(request: web.Request) -> web.StreamResponse:
+    """The sanitized HTML of one mail, for a sandboxed iframe of the case page."""
+    try:
+        message_id = int(request.match_info["message_id"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+    show_images = request.rel_url.query.get("images") == "1"
+    markup = await blocking(_message_html, context(request).engine, message_id)
+    clean, _blocked = await blocking(sanitize, markup or "", show_images=show_images)
+    document = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>mail</title></head>'
+        f"<body>{clean}</body></html>"
+    )
+    return web.Response(
+        text=document,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": FRAME_CSP.format(
+                images=" https: http:" if show_images else ""
+            ),
+            "X-Frame-Options": "SAMEORIGIN",
+        },
+    )
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    entry = _STATIC / name
+    if "/" in name or name.startswith(".") or not entry.is_file():
+        raise web.HTTPNotFound()
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return web.Response(
+        body=entry.read_bytes(),
+        content_type=kind,
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": "default-src 'none'"},
+    )
+
+
+def queue_signature(engine: Engine) -> str:
+    """A digest of what the queue shows: it changes when a case is added, claimed, released,
+    assigned or changes status."""
+    digest = hashlib.sha256()
+    with read(engine) as conn:
+        for row in conn.execute(
+            select(
+                Case.id,
+                Case.status,
+                Case.claimed_by,
+                Case.lease_until,
+                Case.assignee_id,
+                Case.followups,
+            )
+            .where(Case.status.in_(casework.OPEN_STATUSES))
+            .order_by(Case.id)
+        ):
+            digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
+
+
+async def queue_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: `queue` whenever the queue changed (polled once a second; one
+    indexed scan of the open cases, cheap next to an agent reloading the page)."""
+    engine = context(request).engine
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    last = await blocking(queue_signature, engine)
+    await response.write(b"retry: 2000\n\n")
+    idle = 0.0
+    closing = request.app.get(CLOSING) or asyncio.Event()  # an app built without install()
+    try:
+        while not closing.is_set():
+            try:
+                await asyncio.wait_for(closing.wait(), timeout=SSE_POLL_SECONDS)
+                break
+            except TimeoutError:
+                pass
+            current = await blocking(queue_signature, engine)
+            if current != last:
+                last = current
+                data = json.dumps({"at": utcnow().isoformat()})
+                await response.write(f"event: queue\ndata: {data}\n\n".encode())
+                idle = 0.0
+            else:
+                idle += SSE_POLL_SECONDS
+                if idle >= SSE_KEEPALIVE_SECONDS:
+                    await response.write(b": keep-alive\n\n")
+                    idle = 0.0
+    except ConnectionResetError:
+        pass  # the agent closed the page
+    return response
+
+
+def routes() -> list[Route]:
+    return [
+        Route("GET", "/", root, "The queue", "pages", kind="html", in_openapi=False),
+        Route(
+            "GET",
+            LOGIN_PATH,
+            login_page,
+            "Log in",
+            "pages",
+            auth="login",
+            kind="html",
+            in_openapi=False,
+        ),
+        Route("GET", "/queue", queue_page, "The queue", "pages", kind="html", in_openapi=False),
+        Route(
+            "GET",
+            "/queue/rows",
+            queue_fragment,
+            "The queue's rows (for live updates)",
+            "pages",
+            kind="html",
+            in_openapi=False,
+        ),
+        Route(
+            "GET", "/cases/{reference}", case_page, "A case", "pages", kind="html", in_openapi=False
+        ),
+        Route(
+            "GET",
+            "/messages/{message_id}/frame",
+            mail_frame,
+            "A mail's sanitized HTML",
+            "pages",
+            kind="html",
+            in_openapi=False,
+        ),
+        Route(
+            "GET",
+            "/static/{name}",
+            static_file,
+            "Page CSS and JavaScript",
+            "pages",
+            auth="public",
+            kind="file",
+            in_openapi=False,
+        ),
+        Route(
+            "GET",
+            "/events/queue",
+            queue_events,
+            "Queue changes as server-sent events",
+            "pages",
+            kind="text",
+            in_openapi=False,
+        ),
+    ]

@@ -1,0 +1,106 @@
+// The case page: reply (with a warning on public channels), notes, status, assign, claim,
+// who else is viewing, remote images on request, and the keyboard shortcuts.
+"use strict";
+document.addEventListener("DOMContentLoaded", () => {
+  const reference = document.getElementById("case").dataset.reference;
+  const base = `/api/cases/${encodeURIComponent(reference)}`;
+  const problem = document.getElementById("case-error");
+
+  function fail(error) {
+    problem.textContent = error.message;
+    problem.hidden = false;
+  }
+  function reload() {
+    window.location.reload();
+  }
+  function on(id, handler) {
+    const form = document.getElementById(id);
+    if (!form) return;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      problem.hidden = true;
+      handler(form).then(reload, fail);
+    });
+  }
+
+  const target = document.getElementById("reply-target");
+  const warning = document.getElementById("public-warning");
+  function isPublic() {
+    return target && target.selectedOptions[0].dataset.public === "yes";
+  }
+  if (target) {
+    const update = () => {
+      warning.hidden = !isPublic();
+    };
+    target.addEventListener("change", update);
+    update();
+  }
+  on("reply", async (form) => {
+    const [channel, ...rest] = target.value.split("|");
+    if (isPublic() && !window.confirm(`Post this reply publicly on ${channel}?`)) {
+      throw new Error("not sent");
+    }
+    await Parity.api("POST", `${base}/replies`, {
+      text: form.elements.text.value,
+      channel,
+      handle: rest.join("|"),
+      status: form.elements.status.value,
+    });
+  });
+  on("note", (form) => Parity.api("POST", `${base}/notes`, { text: form.elements.text.value }));
+  on("status", (form) =>
+    Parity.api("POST", `${base}/status`, { status: form.elements.status.value }),
+  );
+  on("assign", (form) =>
+    Parity.api("POST", `${base}/assign`, { assignee: form.elements.assignee.value || null }),
+  );
+  function resolve() {
+    Parity.api("POST", `${base}/status`, { status: "resolved" }).then(reload, fail);
+  }
+  document.getElementById("resolve").addEventListener("click", resolve);
+  document
+    .getElementById("claim")
+    .addEventListener("click", () => Parity.api("POST", `${base}/claim`, {}).then(reload, fail));
+
+  // Remote images stay blocked until the agent asks, per mail.
+  document.querySelectorAll("button.show-images").forEach((button) => {
+    button.addEventListener("click", () => {
+      const frame = document.querySelector(`#${button.dataset.frame} iframe.mail`);
+      frame.src = `${frame.dataset.src}?images=1`;
+      button.hidden = true;
+    });
+  });
+  // The frame is sandboxed (no scripts, opaque origin): size it from here is not possible,
+  // so it gets a fixed height and scrolls.
+
+  // Presence: tell the server I am here, show who else is.
+  const viewers = document.getElementById("viewers");
+  const me = document.querySelector(".who")?.textContent;
+  async function beat() {
+    try {
+      const data = await Parity.api("POST", `${base}/presence`);
+      const others = data.viewers.map((v) => v.user).filter((name) => name !== me);
+      viewers.textContent = others.length ? `Also viewing: ${others.join(", ")}` : "";
+    } catch (error) {
+      /* the next beat tries again */
+    }
+  }
+  beat();
+  setInterval(beat, 20000);
+  window.addEventListener("pagehide", () => {
+    fetch(`${base}/presence`, {
+      method: "DELETE",
+      keepalive: true,
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content },
+    });
+  });
+
+  Parity.onKeys({
+    c: () => Parity.claimNext(fail),
+    r: () => document.getElementById("reply-text")?.focus(),
+    e: resolve,
+    n: () => document.getElementById("note-text").focus(),
+    q: () => window.location.assign("/queue"),
+  });
+});

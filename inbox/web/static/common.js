@@ -1,0 +1,55 @@
+// Shared by every signed-in page: the CSRF token, JSON calls to the API, log out.
+"use strict";
+const Parity = (() => {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  async function api(method, path, body) {
+    const options = { method, headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, options);
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new Error(data.error || `${response.status} ${response.statusText}`);
+    }
+    return data;
+  }
+  // Shortcuts never fire while the agent types.
+  function typing(event) {
+    const t = event.target;
+    return t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName);
+  }
+  function onKeys(map) {
+    document.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey || typing(event)) return;
+      const action = map[event.key];
+      if (action) {
+        event.preventDefault();
+        action();
+      }
+    });
+  }
+  async function claimNext(show) {
+    try {
+      const data = await api("POST", "/api/queue/claim-next");
+      if (data.case) {
+        window.location.assign(`/cases/${encodeURIComponent(data.case.reference)}`);
+      } else {
+        show(data.message || "no unclaimed open case");
+      }
+    } catch (error) {
+      show(error.message);
+    }
+  }
+  document.addEventListener("DOMContentLoaded", () => {
+    const logout = document.getElementById("logout");
+    if (logout) {
+      logout.addEventListener("click", async () => {
+        await api("POST", "/api/logout").catch(() => null);
+        window.location.assign("/login");
+      });
+    }
+  });
+  return { api, onKeys, claimNext };
+})();
