@@ -1,0 +1,1 @@
+"""Turns stored raw input into one channel-neutral Message, deduplicated and threaded."""

@@ -1,0 +1,328 @@
+"""Acknowledgements: whether a new case gets one, when we expect to answer, and what it says.
+
+Pure functions and the settings they read. The worker gathers the facts inside the case
+transaction (normalizer/worker.py) and queues the result in the outbox; the connector of the
+channel delivers it. Nothing here touches the store or the network.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator, model_validator
+
+from inbox.config import BusinessHours, Strict
+from inbox.sla import add_business_time, business_time_between
+from normalizer.threads import case_tag
+
+# The placeholders a template may use. Values taken from inbound mail ({name}, {subject}) are
+# cleaned of control characters before they are put in, so a template can't carry CR/LF into
+# a header whatever it says.
+PLACEHOLDERS = frozenset(
+    {
+        "reference",  # C-001042
+        "token",  # the case's secret token ("" on public channels)
+        "tag",  # [C-001042 #token] (just [C-001042] on public channels)
+        "name",  # the sender's display name, or "there"
+        "subject",  # the sender's subject, or "your message"
+        "eta",  # "within about 3 hours" / "by Monday 23 November, 13:00 (Europe/Berlin)"
+        "eta_at",  # the expected time in ISO 8601 UTC
+        "queue_position",  # 1 + the open cases ahead of this one
+        "follow_up",  # the channel's own "how to follow up" text
+        "other_channels",  # the other ways to reach us (global)
+        "channel",  # email | sms | voice | twitter | reddit
+    }
+)
+
+
+# Channels whose connector plans its own acknowledgement, because the right form depends on
+# the platform: a public reply or a private message, a locked thread, the account's DM
+# settings, rate budgets. The normalizer leaves their cases' ack_state empty, and that
+# connector's planner claims each one (connectors/twitter_outbox.py, reddit_outbox.py) with
+# its own templates in [connectors.twitter] and [connectors.reddit].
+PLANNED_BY_CONNECTOR = frozenset({"twitter", "reddit"})
+
+
+def template_fields(template: str) -> set[str]:
+    """The placeholder names in `template`; raises ValueError for anything but plain names."""
+    names: set[str] = set()
+    for _, field, spec, conversion in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if not field.isidentifier() or spec or conversion:
+            raise ValueError(f"{{{field}}}: placeholders are plain names such as {{reference}}")
+        if field not in PLACEHOLDERS:
+            raise ValueError(
+                f"unknown placeholder {{{field}}}; known: " + ", ".join(sorted(PLACEHOLDERS))
+            )
+        names.add(field)
+    return names
+
+
+class AckTemplate(Strict):
+    """One channel's acknowledgement. `subject` is used by email only."""
+
+    enabled: bool = True
+    subject: str = ""
+    body: str
+    # How to follow up on this channel; may itself use placeholders ({tag}, {reference}).
+    follow_up: str = ""
+
+    @field_validator("subject", "body", "follow_up")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        template_fields(value)
+        return value
+
+    @model_validator(mode="after")
+    def _names_the_case(self) -> AckTemplate:
+        used = template_fields(self.subject) | template_fields(self.body)
+        if not used & {"reference", "tag"}:
+            raise ValueError(
+                "an acknowledgement must give the case reference ({reference} or {tag})"
+            )
+        if "follow_up" in template_fields(self.follow_up):
+            raise ValueError("follow_up cannot include itself")
+        return self
+
+
+class EmailAckTemplate(AckTemplate):
+    subject: str = "{tag} Re: {subject}"
+    body: str = (
+        "Hello {name},\n\n"
+        "we have your message and opened case {reference} for it.\n"
+        "A person will answer you {eta}.\n\n"
+        "{follow_up}\n"
+        "{other_channels}\n\n"
+        "This is an automatic acknowledgement; please don't reply just to say thanks."
+    )
+    follow_up: str = (
+        "To add anything, reply to this email and keep {tag} in the subject line: "
+        "it tells us the reply belongs to your case."
+    )
+
+    @model_validator(mode="after")
+    def _tag_in_subject(self) -> EmailAckTemplate:
+        # The tag in the subject is what threads a reply from a client that drops
+        # In-Reply-To and References, and what keeps a stranger's reply out of the case.
+        if "tag" not in template_fields(self.subject):
+            raise ValueError("the email subject must contain {tag}")
+        return self
+
+
+def _short(body: str, follow_up: str) -> AckTemplate:
+    return AckTemplate(body=body, follow_up=follow_up)
+
+
+class AckSettings(Strict):
+    enabled: bool = True
+    # No second acknowledgement to a sender acknowledged on the same channel this recently.
+    sender_window_hours: int = Field(default=24, ge=0)
+    # Throughput for the expected response time: cases first answered in this many days.
+    throughput_days: int = Field(default=7, ge=1)
+    # With fewer answered cases than this in that window, the SLA target is the estimate.
+    min_answered: int = Field(default=5, ge=1)
+    # Ahead-of-you counts stop here; the estimate is already far past any target by then.
+    max_queue_count: int = Field(default=10_000, ge=1)
+    # The other ways to reach us, for {other_channels}.
+    other_channels: str = ""
+    email: EmailAckTemplate = EmailAckTemplate()
+    sms: AckTemplate = _short(
+        "We have your message: case {reference}. A person will answer {eta}. {follow_up}",
+        "Reply to this number to add anything.",
+    )
+    # A call is acknowledged by text message to the caller's number.
+    voice: AckTemplate = _short(
+        # Sent when the call comes in, before any voicemail exists: the call is what we have.
+        "We have your call: case {reference}. A person will answer {eta}. {follow_up}",
+        "Reply to this text to add anything.",
+    )
+
+    @field_validator("other_channels")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        template_fields(value)
+        return value
+
+    def template(self, channel: str) -> AckTemplate | None:
+        found = getattr(self, channel, None)
+        return found if isinstance(found, AckTemplate) else None
+
+
+# --- whether ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AckFacts:
+    """What the decision needs, gathered by the worker for a message that opened a case."""
+
+    channel: str
+    acknowledge: bool  # False for imported history
+    automated: str | None  # the parser's reason this message came from a robot, if any
+    recipient: str  # the sender's handle: address, number, user id
+    anonymous: bool = False
+
+
+def withhold_reason(facts: AckFacts, settings: AckSettings) -> str | None:
+    """Why this new case gets no acknowledgement, or None when it should get one.
+
+    The "recently acknowledged" check needs the store and is `recently_acknowledged`.
+    """
+    if not facts.acknowledge:
+        return "imported history is never acknowledged"
+    if not settings.enabled:
+        return "acknowledgements are turned off"
+    template = settings.template(facts.channel)
+    if template is None or not template.enabled:
+        return f"acknowledgements on {facts.channel} are turned off"
+    if facts.automated:
+        return f"automated message ({facts.automated})"
+    if facts.anonymous or not facts.recipient:
+        return "no address to answer"
+    if not answerable(facts.channel, facts.recipient):
+        return "the sender's address cannot be answered safely"
+    return None
+
+
+def recently_acknowledged(
+    last_ack_at: datetime | None, now: datetime, settings: AckSettings
+) -> str | None:
+    if last_ack_at is None or settings.sender_window_hours == 0:
+        return None
+    if now - last_ack_at < timedelta(hours=settings.sender_window_hours):
+        return (
+            f"sender already acknowledged at {last_ack_at.isoformat(timespec='seconds')}, "
+            f"within {settings.sender_window_hours} h"
+        )
+    return None
+
+
+def answerable(channel: str, recipient: str) -> bool:
+    """A handle we may put in an address header or an API call: no controls, no spaces."""
+    if len(recipient) > 320 or any(not ch.isprintable() or ch.isspace() for ch in recipient):
+        return False
+    if channel == "email":
+        local, at, domain = recipient.rpartition("@")
+        return bool(at and local and domain) and not any(c in recipient for c in '<>()[],;:"\\')
+    return True
+
+
+# --- when --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Eta:
+    at: datetime
+    basis: Literal["queue", "sla"]
+    ahead: int
+
+
+def expected_response(
+    now: datetime,
+    *,
+    ahead: int,
+    answered: int,
+    since: datetime,
+    due_at: datetime,
+    hours: BusinessHours,
+    min_answered: int,
+) -> Eta:
+    """When this case will likely be answered.
+
+    From the queue: `ahead` open cases come first, and `answered` cases were first answered
+    between `since` and `now`, so each takes about the working time elapsed over `answered`;
+    ours is done after `ahead + 1` of those. Without enough history the case's own due time
+    (the SLA target) is the honest estimate.
+    """
+    worked = business_time_between(since, now, hours)
+    if answered < min_answered or worked <= timedelta(0):
+        return Eta(due_at, "sla", ahead)
+    per_case = worked / answered
+    minutes = math.ceil((per_case * (ahead + 1)).total_seconds() / 60)
+    return Eta(add_business_time(now, minutes, hours), "queue", ahead)
+
+
+def describe_eta(now: datetime, at: datetime, timezone: str) -> str:
+    """The estimate in words, rounded up so we never promise sooner than we expect."""
+    delta = at - now
+    minutes = max(1, math.ceil(delta.total_seconds() / 60))
+    if minutes <= 45:
+        return f"within about {math.ceil(minutes / 15) * 15} minutes"
+    hours = math.ceil(minutes / 60)
+    if hours < 24:
+        return "within about an hour" if hours == 1 else f"within about {hours} hours"
+    local = at.astimezone(ZoneInfo(timezone))
+    return f"by {local:%A} {local.day} {local:%B}, {local:%H:%M} ({timezone})"
+
+
+# --- what --------------------------------------------------------------------------------------
+
+
+def header_text(value: str, limit: int) -> str:
+    """`value` safe for one header line: control and line-break characters become spaces.
+
+    "=?" is broken up too: Python before 3.11.10 decodes an RFC 2047 encoded word found in a
+    header value while writing the header out, so "=?utf-8?q?a=0D=0ABcc:...?=" taken from
+    inbound mail would come out as a real line break and a header of the sender's choosing
+    (CVE-2024-6923).
+    """
+    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+    cleaned = cleaned.replace("=?", "= ?")
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class AckContent:
+    subject: str
+    body: str
+
+
+def _fill(template: str, fields: dict[str, str]) -> str:
+    template_fields(template)  # settings were validated; this guards templates built in code
+    return template.format_map(fields)
+
+
+def compose(
+    template: AckTemplate,
+    *,
+    channel: str,
+    reference: str,
+    token: str,
+    public: bool,
+    name: str,
+    subject: str,
+    eta: Eta,
+    now: datetime,
+    timezone: str,
+    other_channels: str = "",
+) -> AckContent:
+    """The acknowledgement's subject and text for one case.
+
+    A public reply never shows the token: anyone could read it, and the token is what lets a
+    message from an unknown address into the case.
+    """
+    fields = {
+        "reference": reference,
+        "token": "" if public else token,
+        "tag": f"[{reference}]" if public else case_tag(reference, token),
+        "name": header_text(name, 80) or "there",
+        "subject": header_text(subject, 160) or "your message",
+        "eta": describe_eta(now, eta.at, timezone),
+        "eta_at": eta.at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "queue_position": str(eta.ahead + 1),
+        "channel": channel,
+        "follow_up": "",
+        "other_channels": "",
+    }
+    fields["follow_up"] = _fill(template.follow_up, fields)
+    fields["other_channels"] = _fill(other_channels, fields)
+    body = _fill(template.body, fields)
+    # Blank lines left by empty optional parts are dropped, three newlines become two.
+    while "\n\n\n" in body:
+        body = body.replace("\n\n\n", "\n\n")
+    return AckContent(header_text(_fill(template.subject, fields), 250), body.strip() + "\n")

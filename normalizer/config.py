@@ -1,0 +1,29 @@
+"""Settings of the normalizer worker and the caps applied before any parser runs."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from inbox.config import Strict
+from normalizer.mail import Caps
+
+
+class NormalizerSettings(Strict):
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    # A claimed row comes back to the queue this long after its worker stopped answering.
+    lease_seconds: int = Field(default=120, ge=5)
+    max_attempts: int = Field(default=5, ge=1)
+    max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_mime_depth: int = Field(default=100, ge=2)
+    max_mime_parts: int = Field(default=1000, ge=1)
+    max_header_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_addresses: int = Field(default=1000, ge=1)
+
+    def caps(self) -> Caps:
+        return Caps(
+            max_bytes=self.max_message_bytes,
+            max_depth=self.max_mime_depth,
+            max_parts=self.max_mime_parts,
+            max_header_bytes=self.max_header_bytes,
+            max_addresses=self.max_addresses,
+        )

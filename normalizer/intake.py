@@ -1,0 +1,267 @@
+"""Intake: the one call every connector makes to store raw input durably before acknowledging it.
+
+`store` writes raw bytes and the delivery record in one transaction and returns only after
+the commit. `IntakeWriter` does the same for asyncio servers, batching concurrent
+submissions into one commit on a thread of its own, so the event loop never blocks on a
+commit (an inline SQLite commit gave the SMTP server a 343 ms p99) and one fsync covers
+many messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+
+from inbox.db import StorageUnavailable, insert_ignore, read, write
+from inbox.models import Blob, Checkpoint, Intake, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawInput:
+    connector: str
+    channel: str
+    # With the channel, identifies this delivery: a redelivery carries the same key.
+    source_key: str
+    payload: bytes
+    envelope: dict[str, Any] = field(default_factory=dict)
+    received_at: datetime = field(default_factory=utcnow)
+    acknowledge: bool = True
+
+
+@dataclass(frozen=True)
+class CheckpointUpdate:
+    """A connector cursor saved in the same transaction as the input it covers."""
+
+    connector: str
+    key: str
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stored:
+    intake_id: int
+    duplicate: bool
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def store(
+    engine: Engine,
+    items: Sequence[RawInput],
+    checkpoints: Sequence[CheckpointUpdate] = (),
+) -> list[Stored]:
+    """Store raw inputs durably, in one transaction. Duplicates are recognised, not added.
+
+    Raises StorageUnavailable when the store refuses writes, so the connector can tell its
+    source to retry (SMTP 451, HTTP 503).
+    """
+    with write(engine) as conn:
+        return store_in(conn, items, checkpoints)
+
+
+def store_in(
+    conn: Connection,
+    items: Sequence[RawInput],
+    checkpoints: Sequence[CheckpointUpdate] = (),
+) -> list[Stored]:
+    """`store` inside a transaction the caller owns."""
+    results: list[Stored] = []
+    if items:
+        blobs = {
+            sha256(i.payload): {
+                "sha256": sha256(i.payload),
+                "size": len(i.payload),
+                "data": i.payload,
+                "created_at": i.received_at,
+            }
+            for i in items
+        }
+        conn.execute(insert_ignore(conn, Blob, ["sha256"]), list(blobs.values()))
+        # RETURNING names the rows this statement inserted; only the rest (redeliveries)
+        # need a lookup. Two statements on the hot path instead of four: intake is what
+        # a sender waits on.
+        inserted = {
+            (row.channel, row.source_key): row.id
+            for row in conn.execute(
+                insert_ignore(conn, Intake, ["channel", "source_key"]).returning(
+                    Intake.id, Intake.channel, Intake.source_key
+                ),
+                [
+                    {
+                        "connector": i.connector,
+                        "channel": i.channel,
+                        "source_key": i.source_key,
+                        "raw_sha256": sha256(i.payload),
+                        "envelope": i.envelope,
+                        "received_at": i.received_at,
+                        "state": "pending",
+                        "attempts": 0,
+                        "acknowledge": i.acknowledge,
+                    }
+                    for i in items
+                ],
+            )
+        }
+        known = _existing(conn, [i for i in items if (i.channel, i.source_key) not in inserted])
+        seen: set[int] = set()
+        for item in items:
+            key = (item.channel, item.source_key)
+            if key in inserted:
+                intake_id, duplicate = inserted[key], inserted[key] in seen
+            else:
+                intake_id, duplicate = known[key], True
+            seen.add(intake_id)
+            results.append(Stored(intake_id, duplicate))
+    for cp in checkpoints:
+        save_checkpoint(conn, cp)
+    return results
+
+
+def _existing(conn: Connection, items: Sequence[RawInput]) -> dict[tuple[str, str], int]:
+    by_channel: dict[str, list[str]] = {}
+    for item in items:
+        by_channel.setdefault(item.channel, []).append(item.source_key)
+    found: dict[tuple[str, str], int] = {}
+    for channel, keys in by_channel.items():
+        for start in range(0, len(keys), 500):
+            rows = conn.execute(
+                select(Intake.id, Intake.source_key).where(
+                    Intake.channel == channel, Intake.source_key.in_(keys[start : start + 500])
+                )
+            )
+            found.update({(channel, row.source_key): row.id for row in rows})
+    return found
+
+
+def save_checkpoint(conn: Connection, cp: CheckpointUpdate) -> None:
+    now = utcnow()
+    conn.execute(
+        insert_ignore(conn, Checkpoint, ["connector", "key"]),
+        [{"connector": cp.connector, "key": cp.key, "value": cp.value, "updated_at": now}],
+    )
+    conn.execute(
+        update(Checkpoint)
+        .where(Checkpoint.connector == cp.connector, Checkpoint.key == cp.key)
+        .values(value=cp.value, updated_at=now)
+    )
+
+
+def load_checkpoint(engine: Engine, connector: str, key: str) -> dict[str, Any] | None:
+    with read(engine) as conn:
+        value = conn.execute(
+            select(Checkpoint.value).where(Checkpoint.connector == connector, Checkpoint.key == key)
+        ).scalar_one_or_none()
+    return dict(value) if value is not None else None
+
+
+class IntakeWriter:
+    """Group commit for asyncio servers: `await submit(item)` returns once it is durable.
+
+    One thread owns the writes. Whatever arrived while the previous commit ran goes into the
+    next one, so under load one fsync covers many messages and the loop never waits on disk.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 256,
+        on_stored: Callable[[int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.on_stored = on_stored
+        self._queue: queue.SimpleQueue[
+            tuple[RawInput, asyncio.Future[Stored], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.pending = 0
+        self.last_submit = 0.0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="intake-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def submit(self, item: RawInput) -> Stored:
+        self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Stored] = loop.create_future()
+        self.pending += 1
+        self.last_submit = loop.time()
+        self._queue.put((item, future, loop))
+        try:
+            return await future
+        finally:
+            self.pending -= 1
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stopping:
+                return
+
+    def _commit(
+        self, batch: list[tuple[RawInput, asyncio.Future[Stored], asyncio.AbstractEventLoop]]
+    ) -> None:
+        try:
+            results: list[Stored] | BaseException = store(self.engine, [b[0] for b in batch])
+        except StorageUnavailable as exc:
+            results = exc
+        except Exception as exc:  # anything else is still "not stored": the caller must know
+            log.exception("intake commit failed")
+            results = StorageUnavailable(f"{type(exc).__name__}: {exc}")
+        # One wake-up per event loop for the whole batch, not one per message.
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Stored], Stored | BaseException]]
+        ] = {}
+        for index, (_, future, loop) in enumerate(batch):
+            outcome = results if isinstance(results, BaseException) else results[index]
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, outcomes in by_loop.items():
+            loop.call_soon_threadsafe(_settle, outcomes)
+        if not isinstance(results, BaseException) and self.on_stored is not None:
+            self.on_stored(len(batch))
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Stored], Stored | BaseException]]) -> None:
+    for future, outcome in outcomes:
+        if future.done():  # the session went away meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -1,0 +1,870 @@
+"""The normalizer worker: stored input -> Message -> Case, idempotently, in any number of processes.
+
+Each intake row is claimed with a lease, parsed outside any write transaction, then
+deduplicated and threaded in one short transaction that holds the threading lock, so two
+workers never open two cases for one person and never store one message twice. A worker
+that dies leaves its lease to expire; the row is then claimed again, and the unique dedup
+key and receipt keys make the second pass change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+
+from inbox import audit, logcontext
+from inbox.config import StoreSettings
+from inbox.db import (
+    StorageUnavailable,
+    insert_ignore,
+    is_sqlite,
+    lock_for_threading,
+    read,
+    write,
+)
+from inbox.identities import mark_verified
+from inbox.merges import MERGED, absorbed_contacts, surviving_case_id
+from inbox.models import (
+    Attachment,
+    Blob,
+    Case,
+    Contact,
+    DeadLetter,
+    Identity,
+    Intake,
+    Message,
+    MessageRef,
+    Receipt,
+    utcnow,
+)
+from inbox.outbox import enqueue, last_sent_to
+from inbox.sla import due_time
+from inbox.suggestions import index_text
+from normalizer.acks import (
+    PLANNED_BY_CONNECTOR,
+    AckFacts,
+    AckSettings,
+    Eta,
+    compose,
+    header_text,
+    recently_acknowledged,
+    withhold_reason,
+)
+from normalizer.config import NormalizerSettings
+from normalizer.eta import estimate
+from normalizer.intake import sha256
+from normalizer.message import InboundMessage, ParseError
+from normalizer.parse import parse
+from normalizer.threads import (
+    OPEN_STATUSES,
+    Candidates,
+    CaseView,
+    Decision,
+    LinkKind,
+    decide,
+    find_references,
+    find_tokens,
+    format_reference,
+    new_token,
+)
+from normalizer.twilio import merge_voicemail
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    intake_id: int
+    state: str  # done | dead | duplicate | skipped
+    message_id: int | None = None
+    case_id: int | None = None
+    decision: Decision | None = None
+    error: str | None = None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{id(object()):x}"
+
+
+class Normalizer:
+    def __init__(
+        self,
+        engine: Engine,
+        store: StoreSettings,
+        settings: NormalizerSettings | None = None,
+        *,
+        name: str | None = None,
+        on_case: Callable[[Outcome], None] | None = None,
+        acks: AckSettings | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.settings = settings or NormalizerSettings()
+        self.name = name or worker_id()
+        self.on_case = on_case
+        self.acks = acks or AckSettings()
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    def claim(self, limit: int, only: Sequence[int] | None = None) -> list[int]:
+        """Lease up to `limit` pending rows to this worker; no row is leased to two at once.
+
+        `only` restricts the claim to those intake ids (an import or a replay normalizing
+        exactly what it stored).
+        """
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        claimable = and_(
+            Intake.state == "pending",
+            or_(Intake.claimed_until.is_(None), Intake.claimed_until < now),
+        )
+        if only is not None:
+            claimable = and_(claimable, Intake.id.in_(list(only)))
+        with write(self.engine) as conn:
+            if is_sqlite(conn):
+                # One UPDATE under SQLite's single writer lock is atomic.
+                subquery = select(Intake.id).where(claimable).order_by(Intake.id).limit(limit)
+                rows = conn.execute(
+                    update(Intake)
+                    .where(Intake.id.in_(subquery.scalar_subquery()))
+                    .values(claimed_by=self.name, claimed_until=until, attempts=Intake.attempts + 1)
+                    .returning(Intake.id)
+                )
+                return sorted(r[0] for r in rows)
+            ids = list(
+                conn.execute(
+                    select(Intake.id)
+                    .where(claimable)
+                    .order_by(Intake.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if ids:
+                conn.execute(
+                    update(Intake)
+                    .where(Intake.id.in_(ids))
+                    .values(claimed_by=self.name, claimed_until=until, attempts=Intake.attempts + 1)
+                )
+            return ids
+
+    def release(self, intake_ids: list[int]) -> None:
+        """Give back rows this worker claimed and will not process (it is stopping)."""
+        with write(self.engine) as conn:
+            conn.execute(
+                update(Intake)
+                .where(
+                    Intake.id.in_(intake_ids),
+                    Intake.claimed_by == self.name,
+                    Intake.state == "pending",
+                )
+                .values(claimed_by=None, claimed_until=None, attempts=Intake.attempts - 1)
+            )
+
+    def drain(
+        self, max_rows: int | None = None, only: Sequence[int] | None = None
+    ) -> list[Outcome]:
+        """Normalize pending input until none is left (or `max_rows`); for the CLI and tests."""
+        outcomes: list[Outcome] = []
+        while max_rows is None or len(outcomes) < max_rows:
+            batch = self.claim(self.settings.batch_size, only)
+            if not batch:
+                break
+            outcomes.extend(self.process(i) for i in batch)
+        return outcomes
+
+    # --- one row ----------------------------------------------------------------------------
+
+    def process(self, intake_id: int) -> Outcome:
+        # Every line logged while this input is handled names it, its connector and its case.
+        with logcontext.bound(intake_id=intake_id):
+            return self._process(intake_id)
+
+    def _process(self, intake_id: int) -> Outcome:
+        with read(self.engine) as conn:
+            row = conn.execute(
+                select(*Intake.__table__.c, Blob.data)
+                .join(Blob, Blob.sha256 == Intake.raw_sha256)
+                .where(Intake.id == intake_id)
+            ).one_or_none()
+            conn.rollback()
+        if row is None:
+            return Outcome(intake_id, "skipped")
+        intake: Any = row  # a Row: the intake columns plus the raw bytes as `data`
+        raw: bytes = row.data
+        logcontext.annotate(connector=intake.connector)
+        if intake.state != "pending" or intake.claimed_by != self.name:
+            return Outcome(intake_id, "skipped")
+        if intake.attempts > self.settings.max_attempts:
+            # Something other than parsing keeps failing on this input: hand it to a person
+            # instead of retrying forever.
+            return self._dead_letter(intake, f"gave up after {intake.attempts - 1} attempts")
+        try:
+            message = parse(
+                intake.channel,
+                raw,
+                envelope=intake.envelope,
+                received_at=intake.received_at,
+                caps=self.settings.caps(),
+            )
+        except ParseError as exc:
+            return self._dead_letter(intake, str(exc))
+        except Exception as exc:  # a parser bug is still this input's problem, not the worker's
+            log.exception("parser crashed on intake %s", intake_id)
+            return self._dead_letter(intake, f"parser crashed: {type(exc).__name__}: {exc}")
+        try:
+            outcome = self._persist(intake, message)
+        except StorageUnavailable:
+            raise  # the store is briefly away: the lease expires and the row is tried again
+        except Exception as exc:
+            # The store refused this message itself (a constraint, a value it cannot hold):
+            # retrying would fail the same way, so a person gets it now, raw bytes and all.
+            log.exception("storing intake %s failed", intake_id)
+            return self._dead_letter(intake, f"could not store: {type(exc).__name__}: {exc}")
+        if self.on_case is not None and outcome.state == "done":
+            self.on_case(outcome)
+        log.debug("intake %s %s", intake_id, outcome.state)  # the context names the case
+        return outcome
+
+    def _dead_letter(self, intake: Any, error: str) -> Outcome:
+        with write(self.engine) as conn:
+            claimed = conn.execute(
+                update(Intake)
+                .where(Intake.id == intake.id, Intake.state == "pending")
+                .values(state="dead", processed_at=utcnow())
+            ).rowcount
+            previous = conn.execute(
+                select(DeadLetter.id).where(
+                    DeadLetter.intake_id == intake.id, DeadLetter.resolved.is_(False)
+                )
+            ).scalar()
+            if claimed and previous is not None:
+                # A replay that failed again: one dead letter per input, with the newest error.
+                conn.execute(
+                    update(DeadLetter).where(DeadLetter.id == previous).values(error=error)
+                )
+            elif claimed:
+                conn.execute(
+                    insert(DeadLetter).values(
+                        intake_id=intake.id,
+                        connector=intake.connector,
+                        channel=intake.channel,
+                        raw_sha256=intake.raw_sha256,
+                        error=error,
+                        created_at=utcnow(),
+                        replays=0,
+                        resolved=False,
+                    )
+                )
+        log.warning("intake %s dead-lettered: %s", intake.id, error)
+        return Outcome(intake.id, "dead", error=error)
+
+    def _persist(self, intake: Any, message: InboundMessage) -> Outcome:
+        with write(self.engine) as conn:
+            lock_for_threading(conn)
+            state = conn.execute(select(Intake.state).where(Intake.id == intake.id)).scalar_one()
+            if state != "pending":
+                return Outcome(intake.id, "skipped")
+            existing = conn.execute(
+                select(Message.id, Message.case_id).where(Message.dedup_key == message.dedup_key)
+            ).one_or_none()
+            if existing is not None:
+                logcontext.annotate(case=format_reference(existing.case_id))
+                if "voicemail" in message.meta:
+                    _merge_voicemail(conn, existing.id, message)
+                self._receipts(conn, existing.id, intake, message)
+                self._finish(conn, intake.id, existing.id)
+                return Outcome(intake.id, "duplicate", existing.id, existing.case_id)
+            contact_id, identity_id = self._identity(conn, message)
+            candidates, tokens = self._candidates(conn, message, contact_id)
+            decision = decide(
+                candidates,
+                message.received_at,
+                timedelta(days=self.store.threading.reopen_window_days),
+            )
+            facts = _ack_facts(intake, message)
+            # A reason known before the case exists is written with it: no second statement.
+            acknowledging = decision.action == "new" and facts.channel not in PLANNED_BY_CONNECTOR
+            withheld = withhold_reason(facts, self.acks) if acknowledging else None
+            case_id = self._apply(conn, decision, message, contact_id, withheld)
+            logcontext.annotate(case=format_reference(case_id))
+            message_id = self._insert_message(conn, case_id, identity_id, intake, message, decision)
+            # Issue 11: a token answered from the case's own contact verifies the identity;
+            # the case's signature learns the text for merge suggestions.
+            mark_verified(conn, identity_id, tokens)
+            index_text(conn, case_id, f"{message.subject}\n{message.text}")
+            if message.meta.get("callback_requested"):
+                conn.execute(
+                    update(Case)
+                    .where(Case.id == case_id, Case.callback_requested_at.is_(None))
+                    .values(callback_requested_at=message.received_at)
+                )
+            self._receipts(conn, message_id, intake, message)
+            if acknowledging:
+                self._acknowledge(conn, case_id, message_id, facts, withheld, message)
+            self._finish(conn, intake.id, message_id)
+            return Outcome(intake.id, "done", message_id, case_id, decision)
+
+    # --- pieces of _persist -----------------------------------------------------------------
+
+    def _identity(self, conn: Connection, message: InboundMessage) -> tuple[int, int | None]:
+        sender = message.sender
+        if sender.anonymous or not sender.handle:
+            # A withheld number or missing address is nobody in particular: never merged.
+            contact_id = self._new_contact(conn, sender.name)
+            return contact_id, None
+        row = conn.execute(
+            select(Identity.id, Identity.contact_id, Identity.display_name, Identity.facts).where(
+                Identity.kind == sender.kind, Identity.handle == sender.handle
+            )
+        ).one_or_none()
+        if row is not None:
+            changes: dict[str, Any] = {}
+            if sender.name and sender.name != row.display_name:
+                changes["display_name"] = sender.name
+            if sender.facts and sender.facts != row.facts:
+                changes["facts"] = {**(row.facts or {}), **sender.facts}
+            if changes:
+                conn.execute(update(Identity).where(Identity.id == row.id).values(**changes))
+            return row.contact_id, row.id
+        contact_id = self._new_contact(conn, sender.name or sender.handle)
+        identity_id = conn.execute(
+            insert(Identity)
+            .values(
+                kind=sender.kind,
+                handle=sender.handle,
+                display_name=sender.name,
+                contact_id=contact_id,
+                verified=False,
+                facts=sender.facts,
+                created_at=utcnow(),
+            )
+            .returning(Identity.id)
+        ).scalar_one()
+        return contact_id, identity_id
+
+    @staticmethod
+    def _new_contact(conn: Connection, name: str) -> int:
+        return conn.execute(
+            insert(Contact).values(name=name, created_at=utcnow()).returning(Contact.id)
+        ).scalar_one()
+
+    def _candidates(
+        self, conn: Connection, message: InboundMessage, contact_id: int
+    ) -> tuple[Candidates, frozenset[int]]:
+        """The candidates, and the cases whose token the message really carries."""
+        sender_contact = (
+            None if message.sender.anonymous or not message.sender.handle else contact_id
+        )
+        linked: list[tuple[LinkKind, CaseView]] = []
+        token_case_ids: set[int] = set()
+        header_ids = [*message.thread.in_reply_to, *reversed(message.thread.references)]
+        for reference, token in find_tokens((message.subject, message.text), header_ids):
+            case = self._case_by(conn, Case.reference == reference)
+            if case is not None and self._token_of_reference(conn, reference) == token:
+                token_case_ids.add(case.id)
+                linked.append(("token", case))
+        for kind, refs in (
+            ("in-reply-to", message.thread.in_reply_to),
+            ("references", tuple(reversed(message.thread.references))),
+            ("conversation", message.thread.conversation),
+        ):
+            for ref in refs:
+                for case_id in conn.execute(
+                    select(MessageRef.case_id).where(MessageRef.ref == ref).distinct()
+                ).scalars():
+                    case = self._case_by(conn, Case.id == case_id)
+                    if case is not None:
+                        linked.append((kind, case))  # type: ignore[arg-type]
+        for reference in find_references(message.subject, message.text):
+            case = self._case_by(conn, Case.reference == reference)
+            if case is not None:
+                linked.append(("reference", case))
+        # Issue 11: a reply from the contact of a case merged into the linked case is trusted
+        # like the case's own contact's (the agent joined the threads, not the people).
+        trusted = set(token_case_ids)
+        if sender_contact is not None:
+            for _how, case in linked:
+                if sender_contact in absorbed_contacts(conn, case.id):
+                    trusted.add(case.id)
+        open_cases: list[CaseView] = []
+        if sender_contact is not None:
+            open_cases = [
+                self._view(c)
+                for c in conn.execute(
+                    select(Case).where(
+                        Case.contact_id == sender_contact, Case.status.in_(OPEN_STATUSES)
+                    )
+                )
+            ]
+        candidates = Candidates(sender_contact, linked, frozenset(trusted), open_cases)
+        return candidates, frozenset(token_case_ids)
+
+    def _case_by(self, conn: Connection, condition: Any) -> CaseView | None:
+        row = conn.execute(select(Case).where(condition)).one_or_none()
+        if row is not None and row.status == MERGED:
+            # A merged case's thread continues in the case it was merged into.
+            survivor = surviving_case_id(conn, row.id)
+            row = conn.execute(select(Case).where(Case.id == survivor)).one()
+        return self._view(row) if row is not None else None
+
+    @staticmethod
+    def _token_of_reference(conn: Connection, reference: str) -> str | None:
+        return conn.execute(
+            select(Case.token).where(Case.reference == reference)
+        ).scalar_one_or_none()
+
+    @staticmethod
+    def _view(row: Any) -> CaseView:
+        return CaseView(
+            id=row.id,
+            reference=row.reference,
+            contact_id=row.contact_id,
+            status=row.status,
+            resolved_at=row.resolved_at,
+            last_activity_at=row.last_activity_at,
+        )
+
+    @staticmethod
+    def _token_of(conn: Connection, case_id: int) -> str:
+        return str(conn.execute(select(Case.token).where(Case.id == case_id)).scalar_one())
+
+    def _apply(
+        self,
+        conn: Connection,
+        decision: Decision,
+        message: InboundMessage,
+        contact_id: int,
+        withheld: str | None = None,
+    ) -> int:
+        now = message.received_at
+        if decision.action == "new":
+            due, rule = due_time(now, message.subject, message.text, self.store.sla)
+            case_id = conn.execute(
+                insert(Case)
+                .values(
+                    token=new_token(),
+                    contact_id=contact_id,
+                    status="new",
+                    channel=message.channel,
+                    subject=(message.subject or message.text.strip().split("\n", 1)[0])[:500],
+                    due_at=due,
+                    due_rule=rule,
+                    first_inbound_at=now,
+                    last_activity_at=now,
+                    created_at=utcnow(),
+                    claims_reference=decision.claims,
+                    linked_case_id=decision.linked_case_id,
+                    followups=0,
+                    ack_state="withheld" if withheld else None,
+                    ack_reason=withheld[:256] if withheld else None,
+                )
+                .returning(Case.id)
+            ).scalar_one()
+            conn.execute(
+                update(Case).where(Case.id == case_id).values(reference=format_reference(case_id))
+            )
+            if decision.claims or decision.linked_case_id:
+                audit.append(
+                    conn,
+                    actor="system",
+                    action="case.opened",
+                    case_id=case_id,
+                    after={
+                        "reason": decision.reason,
+                        "claims": decision.claims,
+                        "linked_case_id": decision.linked_case_id,
+                    },
+                )
+            return case_id
+        assert decision.case_id is not None
+        before = conn.execute(
+            select(Case.status, Case.resolved_at).where(Case.id == decision.case_id)
+        ).one()
+        values: dict[str, Any] = {
+            "last_activity_at": now,
+            "followups": Case.followups + 1,
+        }
+        if decision.action == "reopen":
+            values.update(status="open", resolved_at=None)
+        elif before.status == "pending_customer":
+            values["status"] = "open"  # the customer answered: the ball is with us again
+        conn.execute(update(Case).where(Case.id == decision.case_id).values(**values))
+        if decision.action == "reopen":
+            audit.append(
+                conn,
+                actor="system",
+                action="case.reopened",
+                case_id=decision.case_id,
+                before={
+                    "status": before.status,
+                    "resolved_at": before.resolved_at.isoformat() if before.resolved_at else None,
+                },
+                after={"status": "open", "reason": decision.reason},
+            )
+        return decision.case_id
+
+    def _insert_message(
+        self,
+        conn: Connection,
+        case_id: int,
+        identity_id: int | None,
+        intake: Any,
+        message: InboundMessage,
+        decision: Decision,
+    ) -> int:
+        meta = dict(message.meta)
+        meta["threading"] = decision.reason
+        if decision.claims:
+            meta["claims"] = decision.claims
+        if decision.related:
+            meta["related"] = decision.related
+        message_id = conn.execute(
+            insert(Message)
+            .values(
+                case_id=case_id,
+                identity_id=identity_id,
+                channel=message.channel,
+                direction="inbound",
+                visibility=message.visibility,
+                dedup_key=message.dedup_key,
+                external_id=message.external_id,
+                from_handle=message.sender.handle,
+                from_name=message.sender.name,
+                subject=message.subject,
+                text=message.text,
+                html=message.html,
+                sent_at=message.sent_at,
+                received_at=message.received_at,
+                raw_sha256=intake.raw_sha256,
+                thread={
+                    "in_reply_to": list(message.thread.in_reply_to),
+                    "references": list(message.thread.references),
+                    "conversation": list(message.thread.conversation),
+                },
+                automated=message.automated,
+                meta=meta,
+            )
+            .returning(Message.id)
+        ).scalar_one()
+        refs = {*message.own_refs, *message.thread.conversation}
+        if refs:
+            conn.execute(
+                insert(MessageRef),
+                [{"ref": r, "case_id": case_id, "message_id": message_id} for r in sorted(refs)],
+            )
+        for part in message.attachments:
+            digest = sha256(part.data)
+            conn.execute(
+                insert_ignore(conn, Blob, ["sha256"]),
+                [
+                    {
+                        "sha256": digest,
+                        "size": len(part.data),
+                        "data": part.data,
+                        "created_at": utcnow(),
+                    }
+                ],
+            )
+            conn.execute(
+                insert(Attachment).values(
+                    message_id=message_id,
+                    sha256=digest,
+                    filename=part.filename[:500],
+                    content_type=part.content_type[:250],
+                    size=len(part.data),
+                )
+            )
+        return message_id
+
+    # --- acknowledgement ---------------------------------------------------------------------
+
+    def _acknowledge(
+        self,
+        conn: Connection,
+        case_id: int,
+        message_id: int,
+        facts: AckFacts,
+        withheld: str | None,
+        message: InboundMessage,
+    ) -> None:
+        """Queue the new case's one acknowledgement, or record why there is none.
+
+        Decided in the transaction that opens the case, so a crash can neither lose the
+        acknowledgement nor queue it twice. The decision goes to the audit log, except for
+        imported history: importing is the operator's one decision for the whole file, and
+        the import writes one audit row for it (normalizer/backfill.py).
+        """
+        now = utcnow()
+        if withheld is None:
+            withheld = recently_acknowledged(
+                last_sent_to(conn, facts.channel, facts.recipient, "ack"), now, self.acks
+            )
+            if withheld is not None:
+                conn.execute(
+                    update(Case)
+                    .where(Case.id == case_id)
+                    .values(ack_state="withheld", ack_reason=withheld[:256])
+                )
+        template = self.acks.template(facts.channel)
+        if withheld is not None or template is None:
+            if not facts.acknowledge:
+                return
+            audit.append(
+                conn,
+                actor="system",
+                action="acknowledgement.withheld",
+                case_id=case_id,
+                after={"reason": withheld},
+            )
+            return
+        sender = message.sender
+        case = conn.execute(
+            select(Case.reference, Case.token, Case.due_at).where(Case.id == case_id)
+        ).one()
+        eta = self._eta(conn, case_id, case.due_at, now)
+        content = compose(
+            template,
+            channel=message.channel,
+            reference=case.reference,
+            token=case.token,
+            public=message.visibility == "public",
+            name=sender.name,
+            subject=message.subject,
+            eta=eta,
+            now=now,
+            timezone=self.store.sla.business_hours.timezone,
+            other_channels=self.acks.other_channels,
+        )
+        outbox_id = enqueue(
+            conn,
+            case_id=case_id,
+            kind="ack",
+            channel=message.channel,
+            recipient=sender.handle,
+            subject=content.subject,
+            body=content.body,
+            payload=_reply_payload(message, message_id),
+        )
+        conn.execute(
+            update(Case).where(Case.id == case_id).values(ack_state="queued", ack_reason=None)
+        )
+        audit.append(
+            conn,
+            actor="system",
+            action="acknowledgement.queued",
+            case_id=case_id,
+            after={
+                "outbox_id": outbox_id,
+                "channel": message.channel,
+                "recipient": sender.handle,
+                "eta_at": eta.at.isoformat(),
+                "eta_basis": eta.basis,
+                "ahead": eta.ahead,
+            },
+        )
+
+    def _eta(self, conn: Connection, case_id: int, due_at: datetime, now: datetime) -> Eta:
+        return estimate(
+            conn, case_id, due_at, now, hours=self.store.sla.business_hours, acks=self.acks
+        )
+
+    @staticmethod
+    def _receipts(conn: Connection, message_id: int, intake: Any, message: InboundMessage) -> None:
+        addresses = intake.envelope.get("rcpt_tos") or [intake.envelope.get("address", "")]
+        conn.execute(
+            insert_ignore(conn, Receipt, ["message_id", "intake_id", "address"]),
+            [
+                {
+                    "message_id": message_id,
+                    "intake_id": intake.id,
+                    "connector": intake.connector,
+                    "address": str(address).lower(),
+                    "received_at": intake.received_at,
+                }
+                for address in dict.fromkeys(addresses)
+            ],
+        )
+
+    @staticmethod
+    def _finish(conn: Connection, intake_id: int, message_id: int) -> None:
+        conn.execute(
+            update(Intake)
+            .where(Intake.id == intake_id)
+            .values(state="done", message_id=message_id, processed_at=utcnow())
+        )
+
+
+def _merge_voicemail(conn: Connection, message_id: int, message: InboundMessage) -> None:
+    """The recording and transcription callbacks of one voicemail make one message."""
+    stored = conn.execute(select(Message.meta).where(Message.id == message_id)).scalar_one()
+    merged = merge_voicemail(stored or {}, message.meta)
+    if merged is not None:
+        text, meta = merged
+        conn.execute(update(Message).where(Message.id == message_id).values(text=text, meta=meta))
+
+
+def _ack_facts(intake: Any, message: InboundMessage) -> AckFacts:
+    return AckFacts(
+        channel=message.channel,
+        acknowledge=bool(intake.acknowledge),
+        automated=message.automated,
+        recipient=message.sender.handle,
+        anonymous=message.sender.anonymous,
+    )
+
+
+def _reply_payload(message: InboundMessage, message_id: int) -> dict[str, Any]:
+    """What the channel's connector needs to send a reply that threads with `message`."""
+    payload: dict[str, Any] = {
+        "message_id": message_id,
+        "external_id": message.external_id,
+        "visibility": message.visibility,
+        "to_name": header_text(message.sender.name, 80),
+    }
+    if message.channel == "email" and message.external_id:
+        # RFC 5322 3.6.4: the parent's References plus the parent's Message-ID, bounded.
+        payload["in_reply_to"] = message.external_id
+        payload["references"] = [*message.thread.references[-19:], message.external_id]
+    else:
+        payload["conversation"] = list(message.thread.conversation)
+    return payload
+
+
+class WorkerLoop:
+    """Runs a Normalizer inside the daemon's event loop, without starving intake.
+
+    Intake answers the sender; normalizing can wait a moment. In one process they share one
+    interpreter lock, so every millisecond spent parsing is a millisecond a sender waits.
+    While the intake writer is busy the worker waits, for up to `busy_defer_s`: a burst is
+    answered at full speed and normalized right after it (the same work, done later).
+    Intake that stays busy longer is a sustained load, and then the worker takes a small
+    share of the time (it sleeps several times as long as it worked), so the backlog never
+    grows without bound. When intake is quiet it works in chunks, at full speed.
+    """
+
+    def __init__(
+        self,
+        normalizer: Normalizer,
+        *,
+        intake_busy: Callable[[], bool] = lambda: False,
+        idle_poll_s: float = 1.0,
+        busy_share: float = 0.15,
+        busy_defer_s: float = 10.0,
+        idle_chunk: int = 10,
+    ) -> None:
+        self.normalizer = normalizer
+        self.intake_busy = intake_busy
+        self.idle_poll_s = idle_poll_s
+        self.busy_share = busy_share
+        self.busy_defer_s = busy_defer_s
+        self.idle_chunk = idle_chunk
+        self._busy_since: float | None = None
+        self.wake = asyncio.Event()
+        self.processed = 0
+        self.last_success: datetime | None = None
+        self.last_error: str | None = None
+
+    def notify(self, _count: int = 0) -> None:
+        """Called from any thread when new input was stored."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.wake.set)
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def _deferring(self) -> bool:
+        """True while intake is busy and has not been busy for `busy_defer_s` yet."""
+        if not self.intake_busy():
+            self._busy_since = None
+            return False
+        now = time.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+        return now - self._busy_since < self.busy_defer_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            if self._deferring():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.05)
+                continue
+            try:
+                batch = await asyncio.to_thread(
+                    self.normalizer.claim, self.normalizer.settings.batch_size
+                )
+            except StorageUnavailable as exc:
+                self.last_error = str(exc)
+                batch = []
+            if not batch:
+                self.wake.clear()
+                await _wait_any(stop, self.wake, self.idle_poll_s)
+                continue
+            position = 0
+            while position < len(batch) and not stop.is_set() and not self._deferring():
+                # While intake is busy: one row per trip to a thread, then a pause (below).
+                # Otherwise a chunk per trip, since each trip to a thread and back waits on
+                # the scheduler twice, which on a loaded machine costs more than a row.
+                size = 1 if self.intake_busy() else self.idle_chunk
+                started = time.perf_counter()
+                attempted, error = await asyncio.to_thread(
+                    self._process_some, batch[position : position + size]
+                )
+                position += attempted
+                if attempted > (error is not None):
+                    self.processed += attempted - (error is not None)
+                    self.last_success = utcnow()
+                pause = 0.0
+                if isinstance(error, StorageUnavailable):
+                    self.last_error = str(error)
+                    pause = 1.0
+                elif error is not None:
+                    self.last_error = f"{type(error).__name__}: {error}"
+                    log.error("normalizing intake %s failed", batch[position - 1], exc_info=error)
+                    pause = 0.5
+                if self.intake_busy():
+                    spent = time.perf_counter() - started
+                    pause = max(pause, spent * (1 - self.busy_share) / self.busy_share)
+                if pause:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=pause)
+            if position < len(batch):
+                # Stopping, or a burst began: hand the rows claimed but not reached back now,
+                # rather than leaving them leased to a worker that is gone or waiting.
+                with contextlib.suppress(StorageUnavailable):
+                    await asyncio.to_thread(self.normalizer.release, batch[position:])
+
+    def _process_some(self, ids: list[int]) -> tuple[int, Exception | None]:
+        """Normalize rows in order until one fails: how many were tried, and the failure."""
+        for tried, intake_id in enumerate(ids, start=1):
+            try:
+                self.normalizer.process(intake_id)
+            except Exception as exc:
+                return tried, exc
+        return len(ids), None
+
+    def backlog(self) -> int:
+        with read(self.normalizer.engine) as conn:
+            return len(
+                conn.execute(select(Intake.id).where(Intake.state == "pending").limit(10000)).all()
+            )
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    tasks = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
