@@ -1,0 +1,525 @@
+"""Twilio: signed webhooks in (SMS, MMS, calls, voicemail), SMS out through the outbox.
+
+Webhooks: the signature is checked against `public_url` plus the path and query, never the
+request's own URL (behind a TLS proxy scheme and host differ). Then the form post is stored,
+raw, through intake, and only then does Twilio get 200 with TwiML; a store that refuses the
+write gives 503, so Twilio retries. The intake key is the MessageSid, CallSid, RecordingSid or
+TranscriptionSid: a retried webhook changes nothing.
+
+Opt-outs (STOP, START) are kept per number in the checkpoint table, connector "twilio": the
+sender checks it before every send, so nothing goes to a number that opted out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from aiohttp import web
+from sqlalchemy import Engine, insert, select, update
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import VoiceResponse
+
+from connectors.base import ConnectorHealth
+from connectors.config import OutboxSettings, TwilioSettings
+from connectors.outbox import DrainReport, OutboxDrainer, Permanent, Retriable, http_retriable
+from inbox.config import SlaSettings
+from inbox.db import insert_ignore, read, write
+from inbox.models import Attachment, Blob, Checkpoint, Message, Outbox, utcnow
+from inbox.outbox import Claimed, mark, recover
+from inbox.secrets import Secret
+from inbox.sla import due_time
+from inbox.web.routes import Route
+from normalizer.acks import describe_eta
+from normalizer.intake import CheckpointUpdate, RawInput, Stored, save_checkpoint, sha256
+from normalizer.message import ParseError
+from normalizer.twilio import form, keyword, normalise_number, source_key
+
+log = logging.getLogger(__name__)
+
+CONNECTOR = "twilio"
+TWIML = "application/xml"
+HELP_TEXT = (
+    "This number reaches our support team. Text your question and a person will answer. "
+    "Reply STOP to stop texts, START to receive them again."
+)
+Submit = Callable[[RawInput], Awaitable[Stored]]
+
+
+def optout_key(number: str) -> str:
+    return f"optout:{number}"
+
+
+def opted_out(engine: Engine, number: str) -> bool:
+    with read(engine) as conn:
+        value = conn.execute(
+            select(Checkpoint.value).where(
+                Checkpoint.connector == CONNECTOR, Checkpoint.key == optout_key(number)
+            )
+        ).scalar_one_or_none()
+        conn.rollback()
+    return bool(value and value.get("opted_out"))
+
+
+def set_opt_out(engine: Engine, number: str, opted: bool, at: datetime) -> None:
+    with write(engine) as conn:
+        save_checkpoint(
+            conn,
+            CheckpointUpdate(
+                CONNECTOR, optout_key(number), {"opted_out": opted, "at": at.isoformat()}
+            ),
+        )
+
+
+class TwilioWebhooks:
+    """The six webhook routes; `submit` stores one raw input durably (IntakeWriter.submit)."""
+
+    def __init__(
+        self,
+        settings: TwilioSettings,
+        engine: Engine,
+        auth_token: Secret,
+        submit: Submit,
+        *,
+        sla: SlaSettings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.validator = RequestValidator(auth_token.reveal())
+        self.submit = submit
+        self.sla = sla or SlaSettings()
+        self.base = settings.public_url.rstrip("/")
+
+    def eta_text(self, now: datetime | None = None) -> str:
+        """The SLA target of a case opened now, in words (rounded up, never sooner)."""
+        now = now or utcnow()
+        due, _rule = due_time(now, "", "", self.sla)
+        return describe_eta(now, due, self.sla.business_hours.timezone)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def routes(self) -> list[Route]:
+        def route(path: str, handler: Any, summary: str) -> Route:
+            return Route(
+                "POST",
+                path,
+                handler,
+                summary,
+                "twilio",
+                auth="signature",
+                kind="text",
+                responses={200: "TwiML", 403: "bad signature", 503: "not stored; retry"},
+            )
+
+        return [
+            route("/twilio/sms", self.twilio_sms, "Twilio: incoming SMS or MMS"),
+            route("/twilio/voice", self.twilio_voice, "Twilio: incoming call"),
+            route("/twilio/voice/menu", self.twilio_menu, "Twilio: the caller's menu choice"),
+            route("/twilio/recording", self.twilio_recording, "Twilio: voicemail recording status"),
+            route("/twilio/transcription", self.twilio_transcription, "Twilio: voicemail text"),
+            route("/twilio/status", self.twilio_status, "Twilio: delivery status of a sent SMS"),
+        ]
+
+    async def _signed(self, request: web.Request) -> tuple[bytes, dict[str, str]]:
+        raw = await request.read()
+        try:
+            params = form(raw)
+        except ParseError as exc:
+            raise web.HTTPForbidden(text="unreadable form post") from exc
+        signature = request.headers.get("X-Twilio-Signature", "")
+        # Path and query as Twilio requested them; scheme and host are the public ones.
+        public = self.url(request.raw_path)
+        if not signature or not self.validator.validate(public, params, signature):
+            log.warning("twilio webhook %s: bad or missing signature", request.path)
+            raise web.HTTPForbidden(text="bad signature")
+        return raw, params
+
+    async def _store(
+        self,
+        kind: str,
+        channel: str,
+        raw: bytes,
+        params: Mapping[str, str],
+        query: Mapping[str, str] | None = None,
+    ) -> None:
+        try:
+            key = source_key(kind, params)
+        except ParseError as exc:
+            # Signed by Twilio yet without its id: nothing to key it by; Twilio should not retry.
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        await self.submit(
+            RawInput(
+                connector=CONNECTOR,
+                channel=channel,
+                source_key=key,
+                payload=raw,
+                envelope={
+                    "kind": kind,
+                    "address": params.get("To", ""),
+                    # Signed with the rest: what we put in callback URLs (the caller).
+                    **({"query": dict(query)} if query else {}),
+                },
+            )
+        )
+
+    @staticmethod
+    def _twiml(body: str) -> web.Response:
+        return web.Response(text=body, content_type=TWIML)
+
+    async def twilio_sms(self, request: web.Request) -> web.StreamResponse:
+        raw, params = await self._signed(request)
+        await self._store("sms", "sms", raw, params)
+        reply = MessagingResponse()
+        number = normalise_number(params.get("From", ""))
+        word = keyword(params.get("Body", ""))
+        if number is not None and word in ("stop", "start"):
+            await asyncio.to_thread(set_opt_out, self.engine, number, word == "stop", utcnow())
+        elif word == "help":
+            reply.message(HELP_TEXT)
+        return self._twiml(str(reply))
+
+    async def twilio_voice(self, request: web.Request) -> web.StreamResponse:
+        raw, params = await self._signed(request)
+        await self._store("call", "voice", raw, params)
+        reply = VoiceResponse()
+        reply.say(
+            "Thank you for calling. Our office may be closed, but your call is now a case, "
+            f"and a person will answer {self.eta_text()}. "
+            "Your case reference will come to you by text message."
+        )
+        gather = reply.gather(
+            num_digits=1, action=self.url("/twilio/voice/menu"), method="POST", timeout=5
+        )
+        gather.say("Press 1 for a callback, or leave a message after the tone.")
+        self._record(reply, params)
+        return self._twiml(str(reply))
+
+    def _record(self, reply: VoiceResponse, call: Mapping[str, str]) -> None:
+        # Twilio's recording-status callback names the call but not the caller: the caller
+        # rides in the callback URL, which Twilio signs with the rest.
+        caller = urlencode({"From": call.get("From", ""), "To": call.get("To", "")})
+        reply.record(
+            max_length=180,
+            play_beep=True,
+            transcribe=True,
+            transcribe_callback=self.url("/twilio/transcription"),
+            recording_status_callback=self.url("/twilio/recording") + "?" + caller,
+            recording_status_callback_method="POST",
+        )
+        reply.say("Thank you. Goodbye.")
+        reply.hangup()
+
+    async def twilio_menu(self, request: web.Request) -> web.StreamResponse:
+        raw, params = await self._signed(request)
+        await self._store("menu", "voice", raw, params)
+        reply = VoiceResponse()
+        if params.get("Digits") == "1":
+            reply.say("Thank you. We will call you back. Goodbye.")
+            reply.hangup()
+        else:
+            reply.say("Please leave a message after the tone.")
+            self._record(reply, params)
+        return self._twiml(str(reply))
+
+    async def twilio_recording(self, request: web.Request) -> web.StreamResponse:
+        raw, params = await self._signed(request)
+        await self._store("recording", "voice", raw, params, request.query)
+        return self._twiml(str(VoiceResponse()))
+
+    async def twilio_transcription(self, request: web.Request) -> web.StreamResponse:
+        raw, params = await self._signed(request)
+        await self._store("transcription", "voice", raw, params)
+        return self._twiml(str(VoiceResponse()))
+
+    async def twilio_status(self, request: web.Request) -> web.StreamResponse:
+        _raw, params = await self._signed(request)
+        sid = params.get("MessageSid") or params.get("SmsSid") or ""
+        state = params.get("MessageStatus") or params.get("SmsStatus") or ""
+        if sid and state in ("delivered", "undelivered", "failed"):
+            error = params.get("ErrorCode") or None
+            await asyncio.to_thread(
+                mark_status, self.engine, sid, state, f"Twilio error {error}" if error else None
+            )
+        # queued, sending and sent say nothing the outbox row does not know already.
+        return self._twiml(str(MessagingResponse()))
+
+
+def mark_status(engine: Engine, sid: str, state: str, error: str | None) -> int:
+    """A status callback on a row sent by SMS (acknowledgements of calls go out as SMS too)."""
+    outcome = "delivered" if state == "delivered" else "undelivered"
+    return sum(
+        mark(engine, channel, outcome, provider_id=sid, error=error) for channel in ("sms", "voice")
+    )
+
+
+# --- outbound SMS -------------------------------------------------------------------------
+
+
+def make_client(settings: TwilioSettings, sid: str, token: Secret) -> Client:
+    client = Client(sid, token.reveal())
+    base = settings.api_base_url.rstrip("/")
+    if base and base != "https://api.twilio.com":
+        # Every domain's base URL points at the configured API (a fake, in tests).
+        client.api.base_url = base
+    return client
+
+
+class TwilioSmsSender:
+    """Sends outbox rows of one channel (sms, or voice: a caller is answered by text)."""
+
+    resend_safe = False  # an SMS has no id a handset could drop a copy by
+
+    def __init__(
+        self,
+        channel: str,
+        settings: TwilioSettings,
+        client: Client,
+        engine: Engine,
+        *,
+        status_callback: bool = True,
+    ) -> None:
+        self.channel = channel
+        self.settings = settings
+        self.client = client
+        self.engine = engine
+        self.status_callback = (
+            settings.public_url.rstrip("/") + "/twilio/status"
+            if status_callback and settings.public_url
+            else None
+        )
+
+    def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
+        return None
+
+    def send(self, row: Claimed) -> str | None:
+        number = normalise_number(row.recipient)
+        if number is None:
+            raise Permanent(f"{row.recipient!r} is not an E.164 number")
+        if opted_out(self.engine, number):
+            raise Permanent("the number opted out (STOP); nothing is sent to it")
+        kwargs: dict[str, Any] = {
+            "to": number,
+            "from_": self.settings.from_number,
+            "body": row.body,
+        }
+        if self.status_callback:
+            kwargs["status_callback"] = self.status_callback
+        message = self.client.messages.create(**kwargs)
+        return str(message.sid)
+
+    def classify(self, exc: BaseException) -> tuple[bool, str]:
+        if isinstance(exc, Permanent):
+            return False, str(exc)
+        if isinstance(exc, Retriable):
+            return True, str(exc)
+        if isinstance(exc, TwilioRestException):
+            return http_retriable(exc.status), f"Twilio {exc.status} {exc.code}: {exc.msg}"
+        return True, f"{type(exc).__name__}: {exc}"
+
+    def already_sent(self, row: Any) -> str | None:
+        """The sid of a message to the row's number with its body sent around its attempt,
+        if Twilio has one: a row left "sending" by a crash is looked up before any retry."""
+        since = (row.created_at or utcnow()) - timedelta(minutes=5)
+        for message in self.client.messages.list(
+            to=row.recipient, from_=self.settings.from_number, date_sent_after=since, limit=50
+        ):
+            if (message.body or "") == row.body:
+                return str(message.sid)
+        return None
+
+
+def reconcile_unknown(engine: Engine, sender: TwilioSmsSender) -> tuple[int, int]:
+    """Rows of `sender.channel` in "unknown": sent (found at Twilio) or queued again.
+
+    Returns (found, requeued). A lookup that fails leaves the row unknown for the next pass.
+    """
+    with read(engine) as conn:
+        rows = list(
+            conn.execute(
+                select(Outbox.id, Outbox.recipient, Outbox.body, Outbox.created_at).where(
+                    Outbox.channel == sender.channel, Outbox.state == "unknown"
+                )
+            )
+        )
+        conn.rollback()
+    found = requeued = 0
+    for row in rows:
+        try:
+            sid = sender.already_sent(row)
+        except (TwilioRestException, OSError) as exc:
+            log.warning("outbox %s: could not look it up at Twilio: %s", row.id, exc)
+            continue
+        with write(engine) as conn:
+            if sid is not None:
+                values: dict[str, Any] = {"state": "sent", "provider_id": sid, "last_error": None}
+                found += 1
+            else:
+                values = {"state": "queued", "next_attempt_at": utcnow()}
+                requeued += 1
+            conn.execute(
+                update(Outbox)
+                .where(Outbox.id == row.id, Outbox.state == "unknown")
+                .values(**values)
+            )
+    return found, requeued
+
+
+class TwilioDrainer(OutboxDrainer):
+    """The outbox drainer, with rows left "unknown" by a crash looked up at Twilio first."""
+
+    sender: TwilioSmsSender
+
+    def __init__(
+        self, engine: Engine, sender: TwilioSmsSender, settings: OutboxSettings, *, worker: str
+    ) -> None:
+        super().__init__(engine, sender, settings, worker=worker)
+        self.sender = sender
+
+    def drain_once(self, max_rows: int | None = None) -> DrainReport:
+        recovered = recover(self.engine, self.sender.channel, resend=False)
+        reconcile_unknown(self.engine, self.sender)
+        report = super().drain_once(max_rows)
+        report.recovered += recovered
+        return report
+
+
+# --- MMS media ------------------------------------------------------------------------------
+
+
+class MediaFetcher:
+    """Downloads MMS media (MediaUrlN) after the message is stored, with the account's
+    credentials, and stores each as an attachment of its message.
+
+    Twilio keeps the media until deleted, so fetching after the 200 loses nothing; a failed
+    download is tried again on the next pass, up to `max_attempts`, then noted on the message.
+    """
+
+    # The Twilio connector's supervised task: `parity connectors status` reports it as twilio.
+    name = "twilio"
+
+    def __init__(
+        self,
+        engine: Engine,
+        account_sid: str,
+        token: Secret,
+        *,
+        poll_seconds: float = 10.0,
+        max_attempts: int = 5,
+        max_bytes: int = 20 * 1024 * 1024,
+    ) -> None:
+        self.engine = engine
+        self.auth = (account_sid, token)
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max_attempts
+        self.max_bytes = max_bytes
+        self.health = ConnectorHealth()
+
+    def pending(self) -> list[tuple[int, dict[str, Any]]]:
+        with read(self.engine) as conn:
+            found = [
+                (row.id, dict(row.meta or {}))
+                for row in conn.execute(
+                    select(Message.id, Message.meta)
+                    .where(Message.channel == "sms", Message.dedup_key.like("twilio:sms:MM%"))
+                    .order_by(Message.id.desc())
+                    .limit(200)
+                )
+            ]
+            conn.rollback()
+        return [
+            (mid, meta)
+            for mid, meta in found
+            if (meta.get("twilio") or {}).get("media")
+            and not (meta.get("twilio") or {}).get("media_fetched")
+        ]
+
+    def download(self, url: str) -> tuple[str, bytes]:
+        sid, token = self.auth
+        # requests drops the credentials when Twilio redirects to its media storage host.
+        response = requests.get(url, auth=(sid, token.reveal()), timeout=30, stream=True)
+        response.raise_for_status()
+        data = response.raw.read(self.max_bytes + 1, decode_content=True)
+        if len(data) > self.max_bytes:
+            raise ValueError(f"media over {self.max_bytes} bytes")
+        return response.headers.get("Content-Type", "application/octet-stream"), data
+
+    def fetch_once(self) -> int:
+        """Fetch the media of every message still missing them; the number of attachments."""
+        stored = 0
+        for message_id, meta in self.pending():
+            twilio = dict(meta["twilio"])
+            try:
+                files = [self.download(str(m["url"])) for m in twilio["media"]]
+            except (requests.RequestException, ValueError) as exc:
+                attempts = int(twilio.get("media_attempts") or 0) + 1
+                twilio["media_attempts"] = attempts
+                if attempts >= self.max_attempts:
+                    twilio["media_fetched"] = True
+                    twilio["media_error"] = str(exc)[:500]
+                self.health.error(f"message {message_id}: media: {exc}")
+                with write(self.engine) as conn:
+                    conn.execute(
+                        update(Message)
+                        .where(Message.id == message_id)
+                        .values(meta={**meta, "twilio": twilio})
+                    )
+                continue
+            with write(self.engine) as conn:
+                current = conn.execute(
+                    select(Message.meta).where(Message.id == message_id)
+                ).scalar_one()
+                if (current.get("twilio") or {}).get("media_fetched"):
+                    continue  # another instance got there first
+                for index, (content_type, data) in enumerate(files):
+                    digest = sha256(data)
+                    conn.execute(
+                        insert_ignore(conn, Blob, ["sha256"]),
+                        [
+                            {
+                                "sha256": digest,
+                                "size": len(data),
+                                "data": data,
+                                "created_at": utcnow(),
+                            }
+                        ],
+                    )
+                    conn.execute(
+                        insert(Attachment).values(
+                            message_id=message_id,
+                            sha256=digest,
+                            filename=f"media-{index}{_extension(content_type)}",
+                            content_type=content_type.split(";")[0][:256],
+                            size=len(data),
+                        )
+                    )
+                    stored += 1
+                twilio["media_fetched"] = True
+                conn.execute(
+                    update(Message)
+                    .where(Message.id == message_id)
+                    .values(meta={**current, "twilio": twilio})
+                )
+            self.health.success()
+        return stored
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(self.fetch_once)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+
+
+def _extension(content_type: str) -> str:
+    found = mimetypes.guess_extension(content_type.split(";")[0].strip())
+    return found or ""
