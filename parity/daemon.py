@@ -1,0 +1,596 @@
+"""`parity run`: every enabled connector and the normalizer worker in one event loop.
+
+A connector that crashes is restarted with exponential backoff and jitter, capped; the
+others keep running. What each connector reports is written to the store every few
+seconds, so `parity connectors status` (another process) can read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import random
+import signal
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import Engine, func, select, update
+
+from connectors.base import Connector, ConnectorHealth
+from connectors.config import CONNECTOR_NAMES
+from connectors.email_outbox import SmtpRelaySender
+from connectors.outbox import OutboxDrainer
+from connectors.reddit import RedditConnector
+from connectors.reddit import availability as reddit_availability
+from connectors.smtp import SmtpConnector
+from connectors.twitter_auth import unavailable_reason as twitter_unavailable
+from inbox import logcontext
+from inbox.db import StorageUnavailable, insert_ignore, make_engine, write
+from inbox.models import ConnectorState, Intake, utcnow
+from inbox.secrets import from_env
+from inbox.web import create_app, manager
+from inbox.web.routes import Route
+from normalizer.eta import queue_estimate
+from normalizer.intake import IntakeWriter
+from normalizer.worker import Normalizer, Outcome, WorkerLoop
+from parity.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+# Connectors that serve HTTP: the listener starts only when one of them runs.
+HTTP_CONNECTORS = ("web", "twilio")
+# Connectors this build can run; the others are reported disabled with that reason.
+BUILT = ("smtp", "web", "twilio")
+# Restart policy of a crashed connector: exponential backoff from the first delay, capped,
+# with jitter; a connector that ran this long before crashing starts the backoff anew.
+RESTART_FIRST_S = 1.0
+RESTART_CAP_S = 60.0
+RESTART_RESET_AFTER_S = 60.0
+
+
+def availability(
+    settings: Settings, name: str, environ: Mapping[str, str] | None = None
+) -> tuple[bool, str | None]:
+    """Whether connector `name` can run with these settings, and why not."""
+    section = getattr(settings.connectors, name)
+    if not section.enabled:
+        return False, "disabled in settings"
+    env = os.environ if environ is None else environ
+    if name == "reddit":
+        return reddit_availability(settings.connectors.reddit, env)
+    if name == "twitter":
+        why = twitter_unavailable(settings.connectors.twitter, env)
+        return why is None, why
+    if name == "imap":
+        return imap_availability(settings, env)
+    missing = missing_requirements(settings, name, env)
+    if missing:
+        return False, "missing " + "; ".join(missing)
+    if name not in BUILT:
+        return False, f"the {name} connector is not part of this build yet"
+    return True, None
+
+
+def imap_availability(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> tuple[bool, str | None]:
+    """IMAP runs when imapclient is installed, accounts exist and each one's secret is set."""
+    imap = settings.connectors.imap
+    if importlib.util.find_spec("imapclient") is None:
+        return False, "imapclient is not installed"
+    if not imap.accounts:
+        return False, "no accounts: add [[connectors.imap.accounts]] to the settings"
+    missing = [
+        f"{a.password_env} (account {a.name})"
+        for a in imap.accounts
+        if from_env(a.password_env, None if environ is None else dict(environ)) is None
+    ]
+    if missing:
+        return False, "environment variable not set: " + ", ".join(missing)
+    return True, None
+
+
+def outbox_availability(settings: Settings) -> tuple[bool, str | None]:
+    """Whether email can be sent (acknowledgements, replies), and why not."""
+    relay = settings.outbox.email
+    if not relay.enabled:
+        return False, "disabled in settings"
+    if not relay.host:
+        return False, "no relay configured ([outbox.email] host); email stays queued"
+    return True, None
+
+
+def missing_requirements(settings: Settings, name: str, environ: Mapping[str, str]) -> list[str]:
+    """Settings and credentials a connector without its own check cannot work without.
+
+    Names only, never values. IMAP, Twitter and Reddit have their own, richer checks.
+    """
+    needed: list[str] = []
+    env: list[str] = []
+    if name == "twilio":
+        twilio = settings.connectors.twilio
+        if importlib.util.find_spec("twilio") is None:
+            needed.append("the twilio library (pip install twilio)")
+        if not twilio.public_url:
+            needed.append("setting connectors.twilio.public_url (Twilio signs requests to it)")
+        env += [twilio.account_sid_env, twilio.auth_token_env]
+    unset = [v for v in dict.fromkeys(env) if not environ.get(v)]
+    if unset:
+        needed.append("environment variable " + ", ".join(unset))
+    return needed
+
+
+def restart_delay(
+    crashes_in_a_row: int, first: float = RESTART_FIRST_S, cap: float = RESTART_CAP_S
+) -> float:
+    """The wait before restart number `crashes_in_a_row` (1, 2, ...): doubling, capped.
+
+    Jitter is applied by the caller, so that many instances that crashed together (the
+    database went away) do not all come back in the same second.
+    """
+    return min(first * 2.0 ** max(0, crashes_in_a_row - 1), cap)
+
+
+@dataclass
+class Supervised:
+    connector: Connector
+    restarts: int = 0
+    running: bool = False
+    task: asyncio.Task[None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class WebListener:
+    """The HTTP listener: health now; the agent inbox and webhooks mount here."""
+
+    name = "web"
+
+    def __init__(self, host: str, port: int, app: web.Application) -> None:
+        self.host = host
+        self.port = port
+        self.app = app
+        self.health = ConnectorHealth()
+        self.bound: str = ""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            host, port = sockets[0].getsockname()[:2]
+            self.bound = f"{host}:{port}"
+            self.health.details["listening"] = self.bound
+        log.info("HTTP listener on http://%s", self.bound)
+        self.health.success()
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        only: Iterable[str] | None = None,
+        *,
+        restart_first_s: float = RESTART_FIRST_S,
+        restart_cap_s: float = RESTART_CAP_S,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.settings = settings
+        self.only = set(only) if only else None
+        unknown = (self.only or set()) - set(CONNECTOR_NAMES)
+        if unknown:
+            raise ValueError(
+                f"unknown connector {', '.join(sorted(unknown))}; the names are "
+                + ", ".join(CONNECTOR_NAMES)
+            )
+        self.restart_first_s = restart_first_s
+        self.restart_cap_s = restart_cap_s
+        self.heartbeat_s = heartbeat_s
+        db = settings.database
+        self.engine: Engine = make_engine(
+            db.resolved_url(), busy_timeout_ms=db.busy_timeout_ms, keepalive_s=db.keepalive_s
+        )
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.stop = asyncio.Event()
+        # Set when a connector starts or crashes, so status shows it now, not at the next beat.
+        self.changed = asyncio.Event()
+        self.worker = WorkerLoop(
+            Normalizer(
+                self.engine,
+                settings.store(),
+                settings.normalizer,
+                name=self.instance,
+                on_case=self._case_opened,
+                acks=settings.acknowledgements,
+            ),
+            intake_busy=self._intake_busy,
+        )
+        self.drainers: list[OutboxDrainer] = []
+        # Connectors that acknowledge on their own promise the same time an email gets.
+        self.eta = queue_estimate(settings.sla, settings.acknowledgements)
+        self.writer = IntakeWriter(self.engine, on_stored=self.worker.notify)
+        self.supervised: dict[str, Supervised] = {}
+        self.disabled: dict[str, str] = {}
+        self._built = False
+        self.extra_routes: list[Route] = []
+
+    def _intake_busy(self) -> bool:
+        loop = asyncio.get_running_loop()
+        return self.writer.pending > 0 or loop.time() - self.writer.last_submit < 0.25
+
+    def _case_opened(self, _outcome: Outcome) -> None:
+        # A new case may have queued an acknowledgement: send it now, not at the next poll.
+        for drainer in self.drainers:
+            drainer.notify()
+
+    def selected(self, name: str) -> bool:
+        return self.only is None or name in self.only
+
+    def build(self) -> None:
+        if self._built:
+            return
+        self._built = True
+        available: list[str] = []
+        for name in CONNECTOR_NAMES:
+            if not self.selected(name):
+                continue
+            ok, why = availability(self.settings, name)
+            if not ok:
+                self.disabled[name] = why or "disabled"
+                log.info("connector %s disabled: %s", name, why)
+                continue
+            available.append(name)
+        if "smtp" in available:
+            self.supervised["smtp"] = Supervised(
+                SmtpConnector(self.settings.connectors.smtp, self.writer)
+            )
+        if "reddit" in available:
+            self.supervised["reddit"] = Supervised(
+                RedditConnector(
+                    self.settings.connectors.reddit,
+                    self.engine,
+                    os.environ,
+                    instance=self.instance,
+                    eta=self.eta,
+                )
+            )
+        if "twitter" in available:
+            self.supervised["twitter"] = Supervised(self._twitter())
+        if "imap" in available:
+            # Imported here: without imapclient only this connector is disabled.
+            from connectors.imap import ImapConnector
+
+            self.supervised["imap"] = Supervised(
+                ImapConnector(
+                    self.settings.connectors.imap, self.engine, on_stored=self.worker.notify
+                )
+            )
+        # Email leaves through the relay whichever email connector took the mail in.
+        if self.selected("smtp") or self.selected("imap"):
+            ok, why = outbox_availability(self.settings)
+            if ok:
+                drainer = OutboxDrainer(
+                    self.engine,
+                    SmtpRelaySender(self.settings.outbox.email),
+                    self.settings.outbox,
+                    worker=self.instance,
+                )
+                self.drainers.append(drainer)
+                self.supervised[drainer.name] = Supervised(drainer)
+            else:
+                log.info("email outbox not running: %s", why)
+        if "twilio" in available:
+            self._twilio_senders()
+        if any(name in available for name in HTTP_CONNECTORS):
+            web_settings = self.settings.connectors.web
+            self.supervised["web"] = Supervised(
+                WebListener(web_settings.host, web_settings.port, self.web_app())
+            )
+
+    def summary(self) -> str:
+        """One line saying what this process will run, and what it will not and why."""
+        self.build()
+        parts = []
+        if "smtp" in self.supervised:
+            smtp = self.settings.connectors.smtp
+            parts.append(f"SMTP on {smtp.host}:{smtp.port} for {', '.join(smtp.support_domains)}")
+        if "web" in self.supervised:
+            web_settings = self.settings.connectors.web
+            parts.append(f"web on http://{web_settings.host}:{web_settings.port}/")
+        parts.append("the normalizer worker")
+        # Connectors switched off in settings are expected; any other reason is news.
+        skipped = [
+            f"{name}: {why}"
+            for name, why in self.disabled.items()
+            if self.only or why != "disabled in settings"
+        ]
+        line = "Parity: " + "; ".join(parts)
+        return line + (f" (not running: {'; '.join(skipped)})" if skipped else "")
+
+    def _twilio_senders(self) -> None:
+        """Twilio's webhooks join the HTTP listener; SMS (and call acknowledgements) leave
+        through the outbox when a sending number is configured."""
+        # Imported here: without the twilio library only this connector is disabled.
+        from connectors.twilio import (
+            MediaFetcher,
+            TwilioDrainer,
+            TwilioSmsSender,
+            TwilioWebhooks,
+        )
+        from connectors.twilio import make_client as make_twilio_client
+
+        section = self.settings.connectors.twilio
+        token = from_env(section.auth_token_env)
+        sid = from_env(section.account_sid_env)
+        assert token is not None and sid is not None  # availability() checked them
+        self.extra_routes += TwilioWebhooks(
+            section, self.engine, token, self.writer.submit, sla=self.settings.store().sla
+        ).routes()
+        fetcher = MediaFetcher(self.engine, sid.reveal(), token)
+        self.supervised[fetcher.name] = Supervised(fetcher)
+        if not section.from_number:
+            log.info("Twilio outbox not running: no connectors.twilio.from_number")
+            return
+        client = make_twilio_client(section, sid.reveal(), token)
+        for channel in ("sms", "voice"):
+            drainer = TwilioDrainer(
+                self.engine,
+                TwilioSmsSender(channel, section, client, self.engine),
+                self.settings.outbox,
+                worker=self.instance,
+            )
+            self.drainers.append(drainer)
+            self.supervised[drainer.name] = Supervised(drainer)
+
+    def web_hint(self) -> list[str]:
+        """Where agents log in, and how to make the first user when there is none yet."""
+        if "web" not in self.supervised:
+            return []
+        web_settings = self.settings.connectors.web
+        # A wildcard bind is not an address a browser can open; loopback always works here.
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}  # noqa: S104 (we only compare)
+        host = wildcard.get(web_settings.host, web_settings.host)
+        lines = [f"Agent inbox: http://{host}:{web_settings.port}/ (log in there)"]
+        from inbox.models import User
+
+        with self.engine.connect() as conn:
+            users = conn.execute(select(func.count()).select_from(User)).scalar_one()
+        if not users:
+            lines.append(
+                "No users yet. Create the first one with: parity users add NAME --role admin "
+                "(the password comes from PARITY_PASSWORD or a prompt)"
+            )
+        return lines
+
+    def _twitter(self) -> Connector:
+        # Imported here: tweepy loads only when the connector runs.
+        from connectors.twitter import TwitterConnector
+        from connectors.twitter_auth import credentials
+
+        section = self.settings.connectors.twitter
+        creds = credentials(section)
+        assert creds is not None  # availability() checked them
+        return TwitterConnector(
+            section,
+            self.engine,
+            creds,
+            instance=self.instance,
+            on_stored=self.worker.notify,
+            eta=self.eta,
+            lock_retry_s=section.standby_retry_seconds,
+        )
+
+    def web_app(self) -> web.Application:
+        async def health() -> tuple[dict[str, Any], int]:
+            # Health says how the service is, never anything about a customer. It reads
+            # connector_state, so every web instance reports every instance's connectors.
+            from parity import status  # status imports this module for HEARTBEAT_S
+
+            data, code = await asyncio.to_thread(status.health, self.settings, self.engine)
+            running = {n: s.running for n, s in self.supervised.items()}
+            # "connectors" stays what it always was: this process's connectors, running or not.
+            data["connectors"] = running
+            # What this process runs is up now, even before its first heartbeat is written.
+            states = data.get("connector_states", [])
+            for entry in states:
+                if running.get(entry["name"]) and entry["state"] == "down":
+                    entry["state"] = "up"
+            if states and code == 503 and all(e["state"] != "down" for e in states):
+                data["status"], code = "ok", 200
+            data["instance"] = self.instance
+            if not all(running.values()) and code == 200:
+                data["status"], code = "degraded", 503
+            # The manager audit's parity figure (issue 12): ratios only, no customer data. A
+            # breach is reported, not made a failure: the service itself is up.
+            try:
+                data["parity"] = await asyncio.to_thread(
+                    manager.parity_health, self.engine, self.settings.audit
+                )
+            except Exception as exc:  # a failing report must not take health down with it
+                data["parity"] = {"error": type(exc).__name__}
+            return data, code
+
+        # The agent inbox (JSON API, /healthz, /metrics); webhooks and pages join its table.
+        app = create_app(
+            self.engine,
+            self.settings.inbox,
+            message_id_domain=self.settings.connectors.smtp.hostname,
+            health=health,
+            routes=self.extra_routes,
+        )
+        manager.install(app, self.settings.audit)
+        return app
+
+    async def _supervise(self, name: str, entry: Supervised) -> None:
+        # This task's own context: every line the connector logs (its tasks and threads
+        # too) names it. Drainers bind their channel's sender name the same way.
+        logcontext.annotate(connector=name)
+        loop = asyncio.get_running_loop()
+        crashes_in_a_row = 0
+        while not self.stop.is_set():
+            started = loop.time()
+            entry.running = True
+            entry.extra.pop("next_restart_in_s", None)
+            self.changed.set()
+            try:
+                await entry.connector.run(self.stop)
+                if self.stop.is_set():
+                    return
+                raise RuntimeError("connector returned without being asked to stop")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                entry.running = False
+                entry.restarts += 1
+                if loop.time() - started > RESTART_RESET_AFTER_S:
+                    crashes_in_a_row = 0  # it ran well for a while: start the backoff anew
+                crashes_in_a_row += 1
+                wait = restart_delay(crashes_in_a_row, self.restart_first_s, self.restart_cap_s)
+                wait *= random.uniform(0.8, 1.2)
+                entry.extra["next_restart_in_s"] = round(wait, 2)
+                entry.connector.health.error(f"crashed: {type(exc).__name__}: {exc}")
+                log.error(
+                    "connector %s crashed (restart %d, next try in %.2f s): %s: %s",
+                    name,
+                    entry.restarts,
+                    wait,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not isinstance(exc, OSError),
+                )
+            finally:
+                entry.running = False
+                self.changed.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=wait)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop.set)
+        self.build()
+        if self.only and not self.supervised:
+            log.error(
+                "nothing to run: %s",
+                "; ".join(f"{n}: {why}" for n, why in sorted(self.disabled.items())),
+            )
+            self.engine.dispose()
+            return 78  # EX_CONFIG: the settings name nothing this process can run
+        self.writer.start()
+        tasks = [asyncio.create_task(self.worker.run(self.stop), name="normalizer")]
+        for name, entry in self.supervised.items():
+            entry.task = asyncio.create_task(self._supervise(name, entry), name=name)
+            tasks.append(entry.task)
+        tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        await self.stop.wait()
+        log.info("stopping")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("task ended with %r", result)
+        await asyncio.to_thread(self.writer.stop)
+        try:
+            await asyncio.to_thread(self._write_states, final=True)
+        except Exception as exc:
+            log.warning("could not record the final connector status: %s", exc)
+        self.engine.dispose()
+        log.info("stopped")
+        return 0
+
+    async def _heartbeat(self) -> None:
+        """Write each connector's state every `heartbeat_s`, and within a second of news.
+
+        News is a start, a crash, a first success or a new error. At most one write a
+        second, so a busy SMTP server does not compete with its own intake for the store.
+        """
+        loop = asyncio.get_running_loop()
+        written: object = None
+        last_write = -float("inf")
+        while not self.stop.is_set():
+            snapshot = self._snapshot()
+            if snapshot != written or loop.time() - last_write >= self.heartbeat_s:
+                self.changed.clear()
+                try:
+                    await asyncio.to_thread(self._write_states)
+                    written, last_write = snapshot, loop.time()
+                except StorageUnavailable as exc:
+                    log.warning("could not record connector status: %s", exc)
+                except Exception:
+                    log.exception("could not record connector status")
+            await _wait_any(min(1.0, self.heartbeat_s), self.stop, self.changed)
+
+    def _snapshot(self) -> object:
+        return [
+            (
+                name,
+                e.running,
+                e.restarts,
+                e.connector.health.last_success_at is not None,
+                e.connector.health.last_error,
+            )
+            for name, e in self.supervised.items()
+        ]
+
+    def _write_states(self, final: bool = False) -> None:
+        now = utcnow()
+        with write(self.engine) as conn:
+            for name, entry in self.supervised.items():
+                health = entry.connector.health
+                details = {**health.details, **entry.extra}
+                if name == "smtp":
+                    details["backlog"] = conn.execute(
+                        select(func.count())
+                        .select_from(Intake)
+                        .where(Intake.connector == "smtp", Intake.state == "pending")
+                    ).scalar_one()
+                values = {
+                    "running": entry.running and not final,
+                    "heartbeat_at": now,
+                    "last_success_at": health.last_success_at,
+                    "last_error": health.last_error,
+                    "last_error_at": health.last_error_at,
+                    "restarts": entry.restarts,
+                    "details": details,
+                }
+                conn.execute(
+                    insert_ignore(conn, ConnectorState, ["connector", "instance"]),
+                    [{"connector": name, "instance": self.instance, **values}],
+                )
+                conn.execute(
+                    update(ConnectorState)
+                    .where(
+                        ConnectorState.connector == name, ConnectorState.instance == self.instance
+                    )
+                    .values(**values)
+                )
+
+
+async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def run(settings: Settings, only: Iterable[str] | None = None) -> int:
+    daemon = Daemon(settings, only)
+    print(daemon.summary(), flush=True)
+    for line in daemon.web_hint():
+        print(line, flush=True)
+    return asyncio.run(daemon.run())

@@ -1,0 +1,197 @@
+"""`parity doctor`: what is wrong with this installation, and what to do about each thing.
+
+Checks the settings file, the database and its migrations, each enabled connector's
+credentials and whether its hosts answer (a TCP connect with a short timeout), the email
+relay and the audit key. Secrets are never printed: only the names of their variables.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+
+from connectors.config import CONNECTOR_NAMES
+from inbox import audit, migrate
+from inbox.db import make_engine
+from inbox.secrets import Secret, mask
+from parity import daemon
+from parity.settings import Settings, SettingsError, load
+
+CONNECT_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    area: str  # "settings", "database", "connector imap", "audit", ...
+    problem: str
+    fix: str
+    fatal: bool = True  # False: a warning, the exit status stays 0
+
+
+Connect = Callable[[str, int], str | None]
+
+
+def tcp_connect(host: str, port: int) -> str | None:
+    """None when something listens at host:port, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def url_endpoint(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def endpoints(settings: Settings, name: str) -> list[tuple[str, str, int]]:
+    """(what, host, port) a connector must reach."""
+    c = settings.connectors
+    if name == "imap":
+        return [(f"IMAP account {a.name}", a.host, a.port) for a in c.imap.accounts]
+    if name == "twitter":
+        return [("X API", *url_endpoint(c.twitter.api_base_url))]
+    if name == "reddit":
+        return [("Reddit API", *url_endpoint(c.reddit.oauth_url))]
+    if name == "twilio":
+        return [("Twilio API", *url_endpoint(c.twilio.api_base_url))]
+    return []
+
+
+def check_settings(path: str | None) -> tuple[Settings | None, list[Finding]]:
+    try:
+        return load(path), []
+    except SettingsError as exc:
+        return None, [Finding("settings", str(exc), "correct the keys named above")]
+
+
+def check_database(settings: Settings) -> list[Finding]:
+    db = settings.database
+    resolved = db.resolved_url()
+    url = make_url(resolved.reveal() if isinstance(resolved, Secret) else resolved)
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).exists():
+        # Connecting would create an empty file: say so instead.
+        return [
+            Finding(
+                "database",
+                f"SQLite file {file} does not exist",
+                "run `parity db upgrade` (or fix [database] url)",
+            )
+        ]
+    try:
+        engine = make_engine(db.resolved_url(), busy_timeout_ms=db.busy_timeout_ms)
+    except Exception as exc:
+        return [Finding("database", f"unusable URL: {mask(str(exc))}", "fix [database] url")]
+    try:
+        current = migrate.current(engine)
+    except Exception as exc:
+        return [
+            Finding(
+                "database",
+                f"cannot connect: {type(exc).__name__}: {mask(str(getattr(exc, 'orig', exc)))}",
+                f"start the database or fix [database] url (or ${db.url_env})",
+            )
+        ]
+    finally:
+        engine.dispose()
+    head = migrate.head()
+    if current != head:
+        return [
+            Finding(
+                "database",
+                f"schema at migration {current or 'none'}, code expects {head}",
+                "run `parity db upgrade`",
+            )
+        ]
+    return []
+
+
+def check_connectors(settings: Settings, connect: Connect) -> list[Finding]:
+    findings = []
+    for name in CONNECTOR_NAMES:
+        if not getattr(settings.connectors, name).enabled:
+            continue
+        area = f"connector {name}"
+        ok, why = daemon.availability(settings, name)
+        if not ok:
+            findings.append(Finding(area, why or "cannot run", "set what is named, or disable it"))
+            continue
+        for what, host, port in endpoints(settings, name):
+            error = connect(host, port)
+            if error is not None:
+                findings.append(
+                    Finding(
+                        area,
+                        f"{what}: cannot reach {host}:{port} ({error})",
+                        "check the host name, port and firewall",
+                    )
+                )
+    relay = settings.outbox.email
+    if relay.enabled and relay.host:
+        error = connect(relay.host, relay.port)
+        if error is not None:
+            findings.append(
+                Finding(
+                    "outbox email",
+                    f"SMTP relay {relay.host}:{relay.port} unreachable ({error})",
+                    "fix [outbox.email] host/port; email stays queued until then",
+                )
+            )
+    elif relay.enabled:
+        findings.append(
+            Finding(
+                "outbox email",
+                "no relay configured: acknowledgements and replies stay queued",
+                "set [outbox.email] host",
+                fatal=False,
+            )
+        )
+    return findings
+
+
+def check_audit() -> list[Finding]:
+    if audit.key_configured():
+        return []
+    return [
+        Finding(
+            "audit",
+            f"{audit.KEY_ENV} is not set: the audit chain detects accidents, not forgery",
+            f"set {audit.KEY_ENV} to a long random value in the environment",
+            fatal=False,
+        )
+    ]
+
+
+def diagnose(path: str | None, connect: Connect = tcp_connect) -> list[Finding]:
+    settings, findings = check_settings(path)
+    if settings is None:
+        return findings
+    findings += check_database(settings)
+    findings += check_connectors(settings, connect)
+    findings += check_audit()
+    return findings
+
+
+def report(path: str | None, out: TextIO | None = None, connect: Connect = tcp_connect) -> int:
+    """Print each finding with its fix; 1 when any is a problem, 0 when only warnings."""
+    out = out or sys.stdout  # looked up now: tests and callers may have replaced it
+    findings = diagnose(path, connect)
+    shown = Path(path).name if path else "settings"
+    for f in findings:
+        print(f"{'PROBLEM' if f.fatal else 'warning'} [{f.area}] {f.problem}", file=out)
+        print(f"    fix: {f.fix}", file=out)
+    problems = sum(f.fatal for f in findings)
+    if problems:
+        print(f"{problems} problem(s) found with {shown}", file=out)
+        return 1
+    print(f"no problems found with {shown}", file=out)
+    return 0

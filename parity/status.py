@@ -1,0 +1,166 @@
+"""Connector status from connector_state, as `parity connectors status` and /healthz show it.
+
+Every instance writes its heartbeat to the shared store, so any process (a CLI, any web
+instance) reads the same picture of all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from connectors.config import CONNECTOR_NAMES
+from inbox import queries
+from inbox.db import read
+from inbox.models import ConnectorState, Intake, utcnow
+from parity import daemon
+from parity.settings import Settings
+
+# A connector's heartbeat older than this means its process is gone.
+STALE_AFTER = timedelta(seconds=daemon.HEARTBEAT_S * 3)
+
+
+def connector_status(settings: Settings, engine: Engine) -> list[dict[str, Any]]:
+    """Each connector: enabled or why not, running, last success, backlog and last error."""
+    now = utcnow()
+    with read(engine) as conn:
+        rows = list(conn.execute(select(ConnectorState).order_by(ConnectorState.heartbeat_at)))
+        pending = dict(
+            conn.execute(
+                select(Intake.connector, func.count())
+                .where(Intake.state == "pending")
+                .group_by(Intake.connector)
+            ).all()
+        )
+    result = []
+    for name in CONNECTOR_NAMES:
+        enabled, why = daemon.availability(settings, name)
+        instances = [
+            {
+                "instance": r.instance,
+                "alive": now - r.heartbeat_at < STALE_AFTER,
+                "running": bool(r.running and now - r.heartbeat_at < STALE_AFTER),
+                "heartbeat_at": queries.iso(r.heartbeat_at),
+                "last_success_at": queries.iso(r.last_success_at),
+                "last_error": r.last_error,
+                "last_error_at": queries.iso(r.last_error_at),
+                "restarts": r.restarts,
+                "details": r.details,
+            }
+            for r in rows
+            if r.connector == name
+        ]
+        live = [i for i in instances if i["running"]]
+        if live and not enabled:
+            # This process may lack the connector's environment (another container has it);
+            # an instance that runs it proves it is enabled there.
+            enabled, why = True, None
+        # A connector that turned itself off (e.g. refused credentials) says so, until an
+        # instance started later reports otherwise.
+        latest = (instances[-1]["details"] or {}) if instances else {}
+        if enabled and latest.get("disabled_reason"):
+            enabled, why = False, str(latest["disabled_reason"])
+        successes = [i["last_success_at"] for i in instances if i["last_success_at"]]
+        errors = sorted(
+            (i for i in instances if i["last_error"]), key=lambda i: i["last_error_at"] or ""
+        )
+        entry: dict[str, Any] = {
+            "name": name,
+            "enabled": enabled,
+            "disabled_reason": why,
+            "running": bool(live),
+            "last_success_at": max(successes) if successes else None,
+            "backlog": pending.get(name, 0),
+            "last_error": errors[-1]["last_error"] if errors else None,
+            # Crashes survived by the processes alive now (each restarts with backoff).
+            "restarts": sum(i["restarts"] for i in instances if i["alive"]),
+            "instances": instances,
+        }
+        # Per-account status (IMAP: upstream backlog, quota, last auth error) as the running
+        # instances report it, or as the last instances seen did when none runs.
+        accounts: dict[str, Any] = {}
+        for instance in live or instances:  # oldest heartbeat first: newer ones overwrite
+            accounts.update((instance["details"] or {}).get("accounts") or {})
+        if accounts:
+            entry["accounts"] = accounts
+        result.append(entry)
+    return result
+
+
+# Health is public: no customer data. Connector errors can quote an address or a number
+# (a refused recipient, an SMS sender), so strings are scrubbed of both and kept short.
+_ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+_MAX_TEXT = 200
+
+
+def scrub(value: Any) -> Any:
+    """The same structure with addresses and phone numbers masked in every string."""
+    if isinstance(value, str):
+        text = _PHONE.sub("<number>", _ADDRESS.sub("<address>", value))
+        return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+    if isinstance(value, dict):
+        return {scrub(str(k)): scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _lag_s(last_success_at: str | None) -> float | None:
+    if last_success_at is None:
+        return None
+    return round((utcnow() - datetime.fromisoformat(last_success_at)).total_seconds(), 1)
+
+
+def health(settings: Settings, engine: Engine) -> tuple[dict[str, Any], int]:
+    """/healthz: overall status and each connector as `parity connectors status` sees it.
+
+    Degraded (503) when an enabled connector runs nowhere; down (503) when the store is
+    unreachable. Rate-limit budgets and IMAP quota come from the instances' reports.
+    """
+    try:
+        status = connector_status(settings, engine)
+    except Exception as exc:  # the store is down: that is the health answer
+        return {"status": "down", "database": f"unreachable: {type(exc).__name__}"}, 503
+    connectors = []
+    for entry in status:
+        instances = entry["instances"]
+        limits: dict[str, Any] = {}
+        for instance in instances:
+            details = instance["details"] or {}
+            for key in ("rate_limits", "rate_limit"):
+                if details.get(key):
+                    limits[instance["instance"]] = details[key]
+        view: dict[str, Any] = {
+            "name": entry["name"],
+            "enabled": entry["enabled"],
+            "disabled_reason": entry["disabled_reason"],
+            "state": "up" if entry["running"] else ("down" if entry["enabled"] else "disabled"),
+            "last_success_at": entry["last_success_at"],
+            "lag_s": _lag_s(entry["last_success_at"]),
+            "backlog": entry["backlog"],
+            "last_error": entry["last_error"],
+            "restarts": entry["restarts"],
+            "instances": [
+                {
+                    "instance": i["instance"],
+                    "running": i["running"],
+                    "heartbeat_at": i["heartbeat_at"],
+                    "last_success_at": i["last_success_at"],
+                    "last_error": i["last_error"],
+                }
+                for i in instances
+                if i["alive"]
+            ],
+        }
+        if entry.get("accounts"):
+            view["accounts"] = entry["accounts"]
+        if limits:
+            view["rate_limits"] = limits
+        connectors.append(scrub(view))
+    ok = all(c["state"] != "down" for c in connectors)
+    body = {"status": "ok" if ok else "degraded", "database": "ok", "connector_states": connectors}
+    return body, (200 if ok else 503)
