@@ -1,0 +1,127 @@
+"""Soak bench: many messages through one `parity run` over SMTP; memory and speed over time.
+
+    .venv/bin/python -m bench.soak                       # 100,000 messages, SQLite
+    .venv/bin/python -m bench.soak --messages 10000 --db postgresql
+
+The client (bench/smtp_intake.py's, a separate process, 8 persistent connections) sends the
+load in ten equal tenths. After each tenth the server's resident memory (VmRSS) is read.
+Reported: RSS after the first tenth (the warmed-up start) and at the end, growth in percent
+(goal: under 10 %), and the messages per second of the first and the last tenth, whose
+ratio is the slowdown as the store grows. At the end every message must be in a case.
+Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.smtp_intake import REPO, Database, _free_port, _wait_for_port, run_client
+from inbox.db import make_engine
+from inbox.models import Intake, Message
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def soak(url: str, workdir: Path, messages: int, connections: int) -> dict[str, Any]:
+    port = _free_port()
+    settings = workdir / "settings.toml"
+    settings.write_text(
+        f'[database]\nurl = "{url}"\nurl_env = "PARITY_BENCH_NO_SUCH_VARIABLE"\n\n'
+        f'[connectors.smtp]\nport = {port}\nsupport_domains = ["support.example.com"]\n\n'
+        "[connectors.web]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    log = open(workdir / "parity.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "parity", "--settings", str(settings), "run", "--only", "smtp"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    engine = make_engine(url)
+    tenth = messages // 10
+    tenths: list[dict[str, Any]] = []
+    try:
+        _wait_for_port(port, server)
+        rss_before = rss_kib(server.pid)
+        for k in range(10):
+            client = run_client(port, tenth, connections, 1000 + k, f"soak{k}")
+            seconds = client["t_end"] - client["t_start"]
+            accepted = sum(1 for c in client["codes"] if c == 250)
+            tenths.append(
+                {
+                    "tenth": k + 1,
+                    "accepted": accepted,
+                    "per_second": round(accepted / seconds, 1),
+                    "rss_kib": rss_kib(server.pid),
+                }
+            )
+            print(json.dumps(tenths[-1]), file=sys.stderr, flush=True)
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                pending = conn.execute(
+                    select(func.count()).select_from(Intake).where(Intake.state == "pending")
+                ).scalar_one()
+            if not pending:
+                break
+            time.sleep(1)
+        with engine.connect() as conn:
+            cased = conn.execute(select(func.count()).select_from(Message)).scalar_one()
+        rss_end = rss_kib(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+        log.close()
+        engine.dispose()
+    start = tenths[0]["rss_kib"]
+    return {
+        "messages": tenth * 10,
+        "accepted": sum(t["accepted"] for t in tenths),
+        "in_cases": cased,
+        "rss_kib_idle": rss_before,
+        "rss_kib_start": start,
+        "rss_kib_end": rss_end,
+        "rss_growth_percent": round(100 * (rss_end - start) / start, 1),
+        "first_tenth_per_second": tenths[0]["per_second"],
+        "last_tenth_per_second": tenths[-1]["per_second"],
+        "last_over_first": round(tenths[-1]["per_second"] / tenths[0]["per_second"], 2),
+        "tenths": tenths,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="parity-soak-") as tmp:
+        workdir = Path(tmp)
+        database = Database(args.db, workdir)
+        try:
+            result = soak(database.fresh("soak"), workdir, args.messages, args.connections)
+        finally:
+            database.drop_all()
+    result["db"] = args.db
+    print(json.dumps(result, indent=2))
+    return 0 if result["in_cases"] == result["accepted"] == result["messages"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

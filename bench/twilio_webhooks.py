@@ -1,0 +1,147 @@
+"""Signed Twilio SMS webhooks per second, against a bare aiohttp handler returning the same
+TwiML, measured in the same run with the same client load.
+
+Ours: the inbox app with the Twilio routes, as `parity run` mounts it: signature check
+(RequestValidator over public_url + path), the raw form post stored durably through the
+IntakeWriter (group commit, SQLite WAL with FULL sync, in a temporary directory), then 200
+with TwiML. The baseline reads the body and returns the same TwiML, storing nothing.
+
+    .venv/bin/python bench/twilio_webhooks.py [--requests 2000] [--concurrency 32]
+
+Every request is a distinct message (its own MessageSid), signed before timing starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from connectors.config import TwilioSettings
+from connectors.twilio import TwilioWebhooks
+from inbox import migrate
+from inbox.db import make_engine
+from inbox.models import Intake
+from inbox.secrets import Secret
+from inbox.web import create_app
+from normalizer.intake import IntakeWriter
+
+TOKEN = "bench-auth-token-0123456789abcdef"  # noqa: S105 (made up: signs local requests)
+PUBLIC = "https://support.example.com"
+
+
+def requests_for(count: int) -> list[tuple[bytes, str]]:
+    validator = RequestValidator(TOKEN)
+    made = []
+    for i in range(count):
+        params = {
+            "MessageSid": f"SM{i:032x}",
+            "SmsSid": f"SM{i:032x}",
+            "AccountSid": "AC" + "0" * 32,
+            "From": f"+1415555{i % 10000:04d}",
+            "To": "+14155550100",
+            "Body": f"Question number {i}: where is my order?",
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "SmsStatus": "received",
+            "ApiVersion": "2010-04-01",
+        }
+        made.append(
+            (
+                urlencode(params).encode(),
+                validator.compute_signature(PUBLIC + "/twilio/sms", params),
+            )
+        )
+    return made
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/twilio/sms"
+
+
+async def load(url: str, items: list[tuple[bytes, str]], concurrency: int) -> float:
+    queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body, signature = queue.get_nowait()
+                headers = {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": signature,
+                }
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(items) / (time.perf_counter() - started)
+
+
+async def main(count: int, concurrency: int) -> None:
+    twiml = str(MessagingResponse())
+
+    async def bare(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text=twiml, content_type="application/xml")
+
+    baseline_app = web.Application()
+    baseline_app.router.add_post("/twilio/sms", bare)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/bench.db")
+        migrate.upgrade(engine)
+        writer = IntakeWriter(engine)
+        writer.start()
+        settings = TwilioSettings(enabled=True, public_url=PUBLIC)
+        hooks = TwilioWebhooks(settings, engine, Secret(TOKEN), writer.submit)
+        ours_app = create_app(engine, routes=hooks.routes())
+        warm = requests_for(count + 200)
+        results: dict[str, float] = {}
+        for name, app, items in (
+            ("bare aiohttp", baseline_app, warm[:200]),
+            ("bare aiohttp", baseline_app, warm[200:]),
+            ("parity", ours_app, warm[:200]),
+            ("parity", ours_app, warm[200:]),
+        ):
+            runner, url = await serve(app)
+            results[name] = await load(url, items, concurrency)  # the second run overwrites
+            await runner.cleanup()
+        await asyncio.to_thread(writer.stop)
+        with engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()
+        engine.dispose()
+    assert stored == count + 200, stored
+    print(f"{count} signed SMS webhooks, {concurrency} at a time, SQLite (WAL, FULL sync)")
+    for name, rate in results.items():
+        print(f"  {name:14s} {rate:8.0f} requests/s")
+    print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.concurrency))
