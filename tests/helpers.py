@@ -1,0 +1,65 @@
+"""One shared way for tests to feed input through the real intake and normalizer."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from inbox import queries
+from inbox.config import StoreSettings
+from normalizer.intake import RawInput, Stored, store
+from normalizer.worker import Normalizer, Outcome
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_bytes(*parts: str) -> bytes:
+    return FIXTURES.joinpath(*parts).read_bytes()
+
+
+def ingest(
+    engine: Engine,
+    raw: bytes,
+    *,
+    channel: str = "email",
+    connector: str = "test",
+    envelope: dict[str, Any] | None = None,
+    source_key: str | None = None,
+    received_at: datetime | None = None,
+) -> Stored:
+    kwargs: dict[str, Any] = {}
+    if received_at is not None:
+        kwargs["received_at"] = received_at
+    item = RawInput(
+        connector=connector,
+        channel=channel,
+        source_key=source_key or f"{connector}:" + hashlib.sha256(raw).hexdigest(),
+        payload=raw,
+        envelope=envelope or {},
+        **kwargs,
+    )
+    return store(engine, [item])[0]
+
+
+def normalize(engine: Engine, settings: StoreSettings | None = None) -> list[Outcome]:
+    return Normalizer(engine, settings or StoreSettings()).drain()
+
+
+def ingest_and_normalize(engine: Engine, raw: bytes, **kwargs: Any) -> Outcome:
+    stored = ingest(engine, raw, **kwargs)
+    outcomes = [o for o in normalize(engine) if o.intake_id == stored.intake_id]
+    assert outcomes, f"intake {stored.intake_id} was not normalized"
+    return outcomes[0]
+
+
+def case_of(engine: Engine, outcome: Outcome) -> dict[str, Any]:
+    assert outcome.message_id is not None, outcome
+    reference = queries.case_of_message(engine, outcome.message_id)
+    assert reference is not None
+    detail = queries.case_detail(engine, reference)
+    assert detail is not None
+    return detail

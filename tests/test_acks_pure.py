@@ -1,0 +1,491 @@
+"""Acknowledgements and outbox policy as pure functions, tested by tables of realistic inputs."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+from datetime import UTC, date, datetime, time, timedelta
+from email import policy
+from email.parser import BytesParser
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from connectors.config import EmailRelaySettings
+from connectors.email_outbox import classify_smtp, compose_email, serialize
+from connectors.outbox import Permanent, Retriable, backoff, http_retriable
+from inbox.config import BusinessHours
+from inbox.outbox import Claimed
+from normalizer.acks import (
+    AckContent,
+    AckFacts,
+    AckSettings,
+    AckTemplate,
+    EmailAckTemplate,
+    Eta,
+    answerable,
+    compose,
+    describe_eta,
+    expected_response,
+    header_text,
+    recently_acknowledged,
+    withhold_reason,
+)
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
+OFFICE = BusinessHours(enabled=True, timezone="UTC", start=time(9), end=time(17))
+
+
+def facts(**kw: Any) -> AckFacts:
+    base: dict[str, Any] = {
+        "channel": "email",
+        "acknowledge": True,
+        "automated": None,
+        "recipient": "ann@example.org",
+        "anonymous": False,
+    }
+    return AckFacts(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("given", "settings", "expected"),
+    [
+        (facts(), AckSettings(), None),
+        (facts(acknowledge=False), AckSettings(), "imported history is never acknowledged"),
+        # Imported history wins over every other reason: it was never a candidate.
+        (
+            facts(acknowledge=False, automated="precedence: bulk"),
+            AckSettings(),
+            "imported history is never acknowledged",
+        ),
+        (facts(), AckSettings(enabled=False), "acknowledgements are turned off"),
+        (
+            facts(channel="sms", recipient="+447700900123"),
+            AckSettings(sms=AckTemplate(enabled=False, body="{reference}")),
+            "acknowledgements on sms are turned off",
+        ),
+        (facts(channel="fax"), AckSettings(), "acknowledgements on fax are turned off"),
+        (
+            facts(automated="auto-submitted: auto-replied"),
+            AckSettings(),
+            "automated message (auto-submitted: auto-replied)",
+        ),
+        (facts(recipient="", anonymous=True), AckSettings(), "no address to answer"),
+        (
+            facts(channel="voice", recipient="", anonymous=True),
+            AckSettings(),
+            "no address to answer",
+        ),
+        (
+            facts(recipient="ann@example.org\r\nBcc: x@evil.example"),
+            AckSettings(),
+            "the sender's address cannot be answered safely",
+        ),
+        (facts(channel="sms", recipient="+447700900123"), AckSettings(), None),
+    ],
+)
+def test_withhold_reason(given, settings, expected):
+    assert withhold_reason(given, settings) == expected
+
+
+@pytest.mark.parametrize(
+    ("last", "window_hours", "withheld"),
+    [
+        (None, 24, False),
+        (NOW - timedelta(hours=23, minutes=59), 24, True),
+        (NOW - timedelta(hours=24, minutes=1), 24, False),
+        (NOW - timedelta(minutes=5), 0, False),  # a window of 0 turns the check off
+        (NOW - timedelta(hours=2), 1, False),
+    ],
+)
+def test_recently_acknowledged(last, window_hours, withheld):
+    reason = recently_acknowledged(last, NOW, AckSettings(sender_window_hours=window_hours))
+    if withheld:
+        assert reason is not None and f"within {window_hours} h" in reason
+    else:
+        assert reason is None
+
+
+@pytest.mark.parametrize(
+    ("channel", "recipient", "ok"),
+    [
+        ("email", "ann@example.org", True),
+        ("email", "o'brien+support@example.co.uk", True),
+        ("email", "josé@exämple.org", True),
+        ("email", "ann@example.org\r\nBcc: x@y", False),
+        ("email", "ann example@example.org", False),
+        ("email", "ann@example.org>, <x@y", False),
+        ("email", "@example.org", False),
+        ("email", "ann@", False),
+        ("email", "no-at-sign", False),
+        ("email", "ann\u2028@example.org", False),
+        ("sms", "+447700900123", True),
+        ("twitter", "1432167890123456789", True),
+        ("reddit", "throwaway 42", False),
+    ],
+)
+def test_answerable(channel, recipient, ok):
+    assert answerable(channel, recipient) is ok
+
+
+# --- the expected response time ----------------------------------------------------------------
+
+
+def test_without_enough_history_the_sla_target_is_the_estimate():
+    due = NOW + timedelta(hours=4)
+    eta = expected_response(
+        NOW,
+        ahead=30,
+        answered=4,
+        since=NOW - timedelta(days=7),
+        due_at=due,
+        hours=BusinessHours(),
+        min_answered=5,
+    )
+    assert eta == Eta(due, "sla", 30)
+
+
+@pytest.mark.parametrize(
+    ("now", "since", "answered", "ahead", "hours", "expected"),
+    [
+        # 84 answered in 168 wall-clock hours: 2 h each; third in line: 6 h.
+        (NOW, NOW - timedelta(days=7), 84, 2, BusinessHours(), NOW + timedelta(hours=6)),
+        # Monday 16 10:00 to Monday 23 10:00 holds 40 working hours (7 + 4*8 + 1); 20
+        # answered is 2 h each; fourth in line needs 8 h: 7 h on Monday, 1 h on Tuesday.
+        (
+            NOW,
+            NOW - timedelta(days=7),
+            20,
+            3,
+            OFFICE,
+            datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        ),
+        # Friday 16:00, 1 h each, second in line: 1 h on Friday, 1 h on Monday morning.
+        (
+            datetime(2026, 11, 27, 16, 0, tzinfo=UTC),
+            datetime(2026, 11, 20, 16, 0, tzinfo=UTC),
+            40,
+            1,
+            OFFICE,
+            datetime(2026, 11, 30, 10, 0, tzinfo=UTC),
+        ),
+        # A holiday on Tuesday pushes the same estimate to Wednesday.
+        (
+            NOW,
+            NOW - timedelta(days=7),
+            20,
+            3,
+            BusinessHours(
+                enabled=True,
+                timezone="UTC",
+                start=time(9),
+                end=time(17),
+                holidays=[date(2026, 11, 24)],
+            ),
+            datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+        ),
+    ],
+)
+def test_the_estimate_follows_queue_and_throughput(now, since, answered, ahead, hours, expected):
+    eta = expected_response(
+        now,
+        ahead=ahead,
+        answered=answered,
+        since=since,
+        due_at=now + timedelta(hours=4),
+        hours=hours,
+        min_answered=5,
+    )
+    assert (eta.at, eta.basis, eta.ahead) == (expected, "queue", ahead)
+
+
+def test_no_working_time_in_the_window_falls_back_to_the_target():
+    due = NOW + timedelta(hours=4)
+    eta = expected_response(
+        NOW, ahead=0, answered=50, since=NOW, due_at=due, hours=OFFICE, min_answered=5
+    )
+    assert eta.basis == "sla" and eta.at == due
+
+
+@pytest.mark.parametrize(
+    ("delta", "zone", "expected"),
+    [
+        (timedelta(minutes=10), "UTC", "within about 15 minutes"),
+        (timedelta(minutes=44), "UTC", "within about 45 minutes"),
+        (timedelta(minutes=46), "UTC", "within about an hour"),
+        (timedelta(minutes=60), "UTC", "within about an hour"),
+        (timedelta(minutes=61), "UTC", "within about 2 hours"),
+        (timedelta(hours=4), "UTC", "within about 4 hours"),
+        (timedelta(hours=22, minutes=1), "UTC", "within about 23 hours"),
+        (timedelta(days=3), "UTC", "by Thursday 26 November, 10:00 (UTC)"),
+        (timedelta(days=3), "Europe/Berlin", "by Thursday 26 November, 11:00 (Europe/Berlin)"),
+        (-timedelta(hours=1), "UTC", "within about 15 minutes"),  # overdue: as soon as can be
+    ],
+)
+def test_describe_eta(delta, zone, expected):
+    assert describe_eta(NOW, NOW + delta, zone) == expected
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Locked out", "Locked out"),
+        ("Locked\r\nBcc: victim@example.com", "Locked Bcc: victim@example.com"),
+        ("a\u2028b\u0085c\x00d\te", "a b c d e"),
+        ("=?utf-8?q?a=0D=0ABcc:_x@y?=", "= ?utf-8?q?a=0D=0ABcc:_x@y?="),
+        ("x" * 30, "x" * 9 + "…"),
+    ],
+)
+def test_header_text(value, expected):
+    assert header_text(value, 10 if len(value) == 30 else 200) == expected
+
+
+def _compose(template: AckTemplate | None = None, **kw: Any) -> AckContent:
+    args: dict[str, Any] = {
+        "channel": "email",
+        "reference": "C-001042",
+        "token": "abcdefghjkmn",
+        "public": False,
+        "name": "Ann Example",
+        "subject": "Locked out",
+        "eta": Eta(NOW + timedelta(hours=3), "queue", 7),
+        "now": NOW,
+        "timezone": "UTC",
+    }
+    args.update(kw)
+    return compose(template or EmailAckTemplate(), **args)
+
+
+def test_the_default_email_acknowledgement():
+    content = _compose(other_channels="Or call +44 20 7946 0000.")
+    assert content.subject == "[C-001042 #abcdefghjkmn] Re: Locked out"
+    assert content.body.startswith("Hello Ann Example,\n")
+    assert "case C-001042" in content.body
+    assert "within about 3 hours" in content.body
+    assert "keep [C-001042 #abcdefghjkmn] in the subject" in content.body
+    assert "Or call +44 20 7946 0000." in content.body
+    assert "\n\n\n" not in content.body
+
+
+def test_a_public_acknowledgement_never_shows_the_token():
+    template = AckTemplate(body="{tag} {token} {reference}: {eta}. {follow_up}", follow_up="{tag}")
+    content = _compose(template, channel="sms", public=True, name="", subject="")
+    assert "abcdefghjkmn" not in content.subject + content.body
+    assert content.body == "[C-001042]  C-001042: within about 3 hours. [C-001042]\n"
+
+
+def test_all_placeholders_render():
+    template = EmailAckTemplate(
+        subject="{tag} {subject}",
+        body="{reference}|{token}|{name}|{eta}|{eta_at}|{queue_position}|{channel}|{follow_up}",
+        follow_up="see {reference}",
+    )
+    content = _compose(template, name="", subject="")
+    assert content.subject == "[C-001042 #abcdefghjkmn] your message"
+    assert content.body == (
+        "C-001042|abcdefghjkmn|there|within about 3 hours|2026-11-23T13:00:00Z|8|email|"
+        "see C-001042\n"
+    )
+
+
+def test_inbound_text_cannot_break_the_subject():
+    content = _compose(
+        name="Ann\r\nBcc: evil@example.net", subject="Hi\r\nBcc: victim@example.com\u2028X: y"
+    )
+    assert "\r" not in content.subject and "\n" not in content.subject
+    assert content.subject == "[C-001042 #abcdefghjkmn] Re: Hi Bcc: victim@example.com X: y"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"subject": "Re: {subject}", "body": "{tag}"}, "must contain {tag}"),
+        ({"subject": "{tag}", "body": "{reference.__class__}"}, "plain names"),
+        ({"subject": "{tag}", "body": "{reference!r}"}, "plain names"),
+        ({"subject": "{tag}", "body": "{secret}"}, "unknown placeholder {secret}"),
+        ({"subject": "{tag}", "body": "{eta:>20}"}, "plain names"),
+        ({"subject": "{tag}", "body": "x", "follow_up": "{follow_up}"}, "cannot include itself"),
+    ],
+)
+def test_bad_templates_are_refused_at_load(kwargs, message):
+    with pytest.raises(ValidationError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        EmailAckTemplate(**kwargs)
+
+
+def test_a_template_must_name_the_case():
+    with pytest.raises(ValidationError, match="case reference"):
+        AckTemplate(body="We got it.")
+
+
+# --- retry policy ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attempt", "rand", "expected"),
+    [
+        (1, 0.0, 15.0),  # 30 s ceiling, half fixed
+        (1, 1.0, 30.0),
+        (2, 0.5, 45.0),  # 60 s ceiling: 30 fixed + 15 random
+        (4, 0.0, 120.0),  # 240 s ceiling
+        (20, 1.0, 3600.0),  # capped
+        (20, 0.0, 1800.0),
+    ],
+)
+def test_backoff(attempt, rand, expected):
+    assert backoff(attempt, 30.0, 3600.0, lambda: rand) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("status", "retriable"),
+    [
+        (200, False),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (408, True),
+        (422, False),
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+    ],
+)
+def test_http_retriable(status, retriable):
+    assert http_retriable(status) is retriable
+
+
+@pytest.mark.parametrize(
+    ("exc", "retriable", "text"),
+    [
+        (smtplib.SMTPDataError(451, b"4.3.0 Try again later"), True, "451 4.3.0"),
+        (smtplib.SMTPDataError(550, b"5.7.1 Message rejected"), False, "permanent: 550"),
+        (smtplib.SMTPRecipientsRefused({"a@b.c": (550, b"5.1.1 User unknown")}), False, "550"),
+        (smtplib.SMTPRecipientsRefused({"a@b.c": (452, b"4.2.2 Mailbox full")}), True, "452"),
+        (smtplib.SMTPSenderRefused(553, b"5.7.1 Not our domain", "x@y"), False, "553"),
+        (smtplib.SMTPAuthenticationError(535, b"5.7.8 Bad credentials"), True, "credentials"),
+        (smtplib.SMTPConnectError(554, b"no service"), True, "refused the connection"),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True, "closed"),
+        (TimeoutError("timed out"), True, "timed out"),
+        (OSError(110, "Connection timed out"), True, "timed out"),
+        (ConnectionRefusedError(111, "Connection refused"), True, "connection failed"),
+        (socket.gaierror(-2, "Name or service not known"), True, "connection failed"),
+        (Retriable("no relay configured"), True, "no relay"),
+        (Permanent("cannot address"), False, "cannot address"),
+        (ValueError("something odd"), False, "ValueError"),
+    ],
+)
+def test_classify_smtp(exc, retriable, text):
+    got_retriable, description = classify_smtp(exc)
+    assert got_retriable is retriable
+    assert text in description
+
+
+# --- composing the email --------------------------------------------------------------------------
+
+RELAY = EmailRelaySettings(
+    host="relay.example.net", from_address="Support <help@support.example.com>"
+)
+OUR_HEADERS = [
+    "auto-submitted",
+    "content-transfer-encoding",
+    "content-type",
+    "date",
+    "from",
+    "in-reply-to",
+    "message-id",
+    "mime-version",
+    "references",
+    "subject",
+    "to",
+    "x-auto-response-suppress",
+    "x-parity-case",
+]
+
+
+def row(**kw: Any) -> Claimed:
+    base: dict[str, Any] = {
+        "id": 7,
+        "case_id": 1,
+        "kind": "ack",
+        "channel": "email",
+        "recipient": "ann@example.org",
+        "subject": "[C-001042 #abcdefghjkmn] Re: Locked out",
+        "body": "Hello Ann,\n",
+        "payload": {
+            "to_name": "Ann",
+            "in_reply_to": "m1@example.org",
+            "references": ["m0@example.org", "m1@example.org"],
+        },
+        "attempts": 0,
+        "message_id_header": "parity.C-001042.abcdefghjkmn.7.00ff@support.example.com",
+        "created_at": NOW,
+        "case_reference": "C-001042",
+        "case_token": "abcdefghjkmn",
+    }
+    base.update(kw)
+    return Claimed(**base)
+
+
+def headers_of(data: bytes) -> list[str]:
+    parsed = BytesParser(policy=policy.default).parsebytes(data)
+    return sorted(k.lower() for k in parsed)
+
+
+def test_an_acknowledgement_is_marked_as_ours_and_automatic():
+    msg = compose_email(row(), RELAY, NOW)
+    data = serialize(msg)
+    assert headers_of(data) == OUR_HEADERS
+    assert msg["Message-ID"] == "<parity.C-001042.abcdefghjkmn.7.00ff@support.example.com>"
+    assert msg["In-Reply-To"] == "<m1@example.org>"
+    assert msg["References"] == "<m0@example.org> <m1@example.org>"
+    assert msg["X-Parity-Case"] == "C-001042"
+    assert msg["Auto-Submitted"] == "auto-replied"
+
+
+EVIL_NAME = "Ann\r\nBcc: evil@example.net"
+# Encoded words that decode to CR/LF: Python < 3.11.10 writes them out as real line breaks.
+EVIL_WORD = "=?utf-8?q?Ann=0D=0ABcc=3A_evil=40example=2Enet?="
+EVIL_B64 = "=?utf-8?b?SGkNCkJjYzogZXZpbEBleGFtcGxlLm5ldA==?="
+
+
+def _payload(**kw: Any) -> dict[str, Any]:
+    return {
+        "to_name": "Ann",
+        "in_reply_to": "m1@example.org",
+        "references": ["m1@example.org"],
+    } | kw
+
+
+@pytest.mark.parametrize(
+    ("changes", "dropped"),
+    [
+        ({"payload": _payload(to_name=EVIL_NAME)}, ()),
+        ({"payload": _payload(to_name=EVIL_WORD)}, ()),
+        ({"subject": f"[C-001042 #abcdefghjkmn] {EVIL_B64}"}, ()),
+        ({"subject": "[C-001042 #abcdefghjkmn] Hi\r\nBcc: evil@example.net"}, ()),
+        # An id that is not a plain Message-ID is left out, never written.
+        (
+            {
+                "payload": _payload(
+                    in_reply_to="m1@example.org>\r\nBcc: <evil@example.net",
+                    references=["m1@example.org\r\nBcc: evil@example.net", "m1@example.org"],
+                )
+            },
+            ("in-reply-to",),
+        ),
+    ],
+)
+def test_inbound_values_never_add_a_header(changes, dropped):
+    data = serialize(compose_email(row(**changes), RELAY, NOW))
+    assert headers_of(data) == [h for h in OUR_HEADERS if h not in dropped]
+    assert b"\nBcc" not in data and b"\rBcc" not in data
+
+
+def test_a_recipient_that_is_not_an_address_is_a_permanent_failure():
+    with pytest.raises(Permanent):
+        compose_email(row(recipient="ann@example.org>\r\nBcc: <evil@example.net"), RELAY, NOW)

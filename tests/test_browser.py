@@ -1,0 +1,234 @@
+"""The agent pages in real headless Chromium (Debian's chromium and chromedriver), against a
+real aiohttp server on an ephemeral port, on SQLite and PostgreSQL.
+
+Missing chromium or chromedriver is a failure, not a skip: `scripts/bootstrap --test`
+installs them. The test also takes the README's screenshots (docs/screenshots/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import threading
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import Engine
+
+from inbox import accounts
+from inbox.web import create_app
+from inbox.web.config import InboxSettings
+from tests.inbox_helpers import DOMAIN, PASSWORD, email_case, make_user
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# The README's screenshots are refreshed only when asked (PARITY_SCREENSHOTS=1), so a test
+# run leaves the committed pictures alone; otherwise they go to a scratch folder.
+README_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+
+# Each payload would set the top page's or the frame's title, or a global, if it ran.
+HTML_MAIL = (
+    "<h2>Where is my order?</h2><p>Order <b>#4471</b> was due on Monday.</p>"
+    "<script>document.title='pwned-script';window.pwned=1;</script>"
+    '<img src="x" onerror="document.title=\'pwned-onerror\';window.pwned=2">'
+    '<img src="https://tracker.example/open.gif">'
+    "<p><a href=\"javascript:document.title='pwned-js'\">see my order</a></p>"
+    "<div onmouseover=\"document.title='pwned-hover'\">Thanks, Lee</div>"
+)
+
+
+class Server:
+    """The inbox app on 127.0.0.1:<ephemeral> in its own thread and event loop."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.port = 0
+        self.runner: web.AppRunner | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        app = create_app(self.engine, InboxSettings(), message_id_domain=DOMAIN)
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        assert self.ready.wait(10), "the server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, token: str, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            self.url + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    # Fail, never skip: a CI without the browser must not pass the browser test.
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), f"{CHROMIUM} is missing"
+    assert Path(CHROMEDRIVER).exists(), f"{CHROMEDRIVER} is missing"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, condition: Any, timeout: float = 30) -> Any:
+    # Pages reload after actions: an element can vanish between finding and reading it.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, 0.1, ignored_exceptions=ignored).until(condition)
+
+
+def queue_refs(driver: WebDriver) -> list[str]:
+    return [
+        row.get_attribute("data-reference") or ""
+        for row in driver.find_elements(By.CSS_SELECTOR, "#queue-rows tr[data-reference]")
+    ]
+
+
+def test_an_agent_works_the_queue_in_a_real_browser(
+    engine: Engine, browser: WebDriver, tmp_path: Path
+) -> None:
+    shots = README_SCREENSHOTS if os.environ.get("PARITY_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    make_user(engine, "ann")
+    make_user(engine, "bo")
+    html = "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+    # The HTML mail is the oldest, so it is the top of the queue and claim-next takes it.
+    rich = email_case(engine, "lee@example.org", "Where is my order?", HTML_MAIL, extra=html, at=T0)
+    other = email_case(
+        engine,
+        "pat@example.org",
+        "Card declined",
+        "It failed again.\r\n\r\nOn Mon, 2 Mar 2026, Help <help@x.example> wrote:\r\n> retry",
+        at=T0 + timedelta(minutes=20),
+    )
+    third = email_case(
+        engine,
+        "kim@example.net",
+        "Invoice copy",
+        "Could you send May's invoice?",
+        at=T0 + timedelta(hours=1),
+    )
+    bo = accounts.create_token(engine, "bo", label="browser test")
+
+    with Server(engine) as server:
+        driver = browser
+        # Logs in: the queue sends an anonymous visitor to the login page and back.
+        driver.get(server.url + "/queue")
+        wait(driver, lambda d: "/login" in d.current_url)
+        driver.find_element(By.ID, "name").send_keys("ann")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+        wait(driver, lambda d: d.current_url == server.url + "/queue")
+        wait(driver, lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "on")
+        assert queue_refs(driver) == [rich, other, third]
+        driver.save_screenshot(str(shots / "queue.png"))
+
+        # Claims a case: claim-next leases the top case and opens it.
+        driver.find_element(By.ID, "claim-next").click()
+        wait(driver, lambda d: d.current_url.endswith(f"/cases/{rich}"))
+        wait(driver, lambda d: "Held by you" in d.find_element(By.ID, "lease").text)
+
+        # The HTML mail renders, and none of its payloads runs.
+        frame = driver.find_element(By.CSS_SELECTOR, "iframe.mail")
+        assert frame.get_attribute("sandbox") == ""
+        driver.switch_to.frame(frame)
+        wait(driver, lambda d: "#4471" in d.find_element(By.TAG_NAME, "body").text)
+        link = driver.find_element(By.XPATH, "//a[contains(., 'see my order')]")
+        assert link.get_attribute("href") in (None, "")
+        link.click()
+        inside = driver.execute_script("return [document.title, typeof window.pwned]")
+        assert inside == ["mail", "undefined"]
+        assert not driver.find_elements(By.TAG_NAME, "script")
+        images = driver.find_elements(By.TAG_NAME, "img")
+        assert all("tracker.example" not in (i.get_attribute("src") or "") for i in images)
+        driver.switch_to.default_content()
+        top = driver.execute_script("return [document.title, typeof window.pwned]")
+        assert top[0].startswith(rich) and top[1] == "undefined"
+
+        # Replies, and sees the reply in the outbox.
+        driver.execute_script("window.beforeReply = true")
+        driver.find_element(By.ID, "reply-text").send_keys("Your order ships today.")
+        driver.find_element(By.CSS_SELECTOR, "#reply button[type=submit]").click()
+        # The page reloads after the reply is queued.
+        wait(driver, lambda d: d.execute_script("return window.beforeReply") is None)
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#outbox li[data-outbox]"))
+        outbox = driver.find_element(By.ID, "outbox").text
+        assert "lee@example.org" in outbox and "queued" in outbox
+        assert "Your order ships today." in driver.find_element(By.CSS_SELECTOR, ".timeline").text
+        driver.save_screenshot(str(shots / "case.png"))
+
+        # A case claimed by another agent disappears from the queue without a reload.
+        driver.get(server.url + "/queue")
+        wait(driver, lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "on")
+        assert other in queue_refs(driver)
+        driver.execute_script("window.notReloaded = true")
+        server.call(bo, "POST", f"/api/cases/{other}/claim", {})
+        wait(driver, lambda d: other not in queue_refs(d))
+        assert driver.execute_script("return window.notReloaded") is True
+        assert third in queue_refs(driver)
+
+        # Phone width: the queue becomes stacked cards, no sideways scrolling.
+        driver.set_window_size(390, 844)
+        header = driver.find_element(By.CSS_SELECTOR, "table.queue thead")
+        assert header.value_of_css_property("display") == "none"
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        )

@@ -1,0 +1,108 @@
+"""The agent pages over HTTP, on SQLite and PostgreSQL: login redirects, the Content-Security-
+Policy, the queue's rows and live events, the case page's folding and the mail frame."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sqlalchemy import select
+
+from inbox.models import Message
+from tests.inbox_helpers import email_case, make_user
+
+pytest_plugins = ["tests.inbox_fixtures"]
+
+HTML_MAIL = (
+    "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n",
+    "<p>Order <b>42</b> is late</p><script>document.title='pwned'</script>"
+    '<img src="https://tracker.example/p.gif" onerror="document.title=\'pwned\'">'
+    "<a href=\"javascript:document.title='pwned'\">track</a>",
+)
+
+
+async def test_pages_need_a_login_and_forbid_inline_script(api, engine):
+    make_user(engine, "ann")
+    client = await api.client()
+    for path in ("/", "/queue", "/cases/C-000001", "/messages/1/frame", "/queue/rows"):
+        response = await client.get(path, allow_redirects=False)
+        assert response.status == 303, path
+        assert response.headers["Location"].startswith("/login?next=/"), path
+    events = await client.get("/events/queue")
+    assert events.status == 401
+    login = await client.get("/login")
+    assert login.status == 200
+    policy = login.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("style-src")[0]
+    assert "<script>" not in await login.text()  # scripts only by src
+    static = await client.get("/static/queue.js")
+    assert static.status == 200 and "EventSource" in await static.text()
+    assert (await client.get("/static/..%2Fpages.py")).status == 404
+    assert (await client.get("/static/nothing.js")).status == 404
+
+
+async def test_queue_case_page_and_mail_frame(api, engine):
+    make_user(engine, "ann")
+    make_user(engine, "bo")
+    plain = email_case(
+        engine,
+        "pat@example.org",
+        "Card declined",
+        "It failed again.\r\n\r\nOn Mon, 2 Mar 2026, Help <help@x.example> wrote:\r\n> try again",
+    )
+    rich = email_case(engine, "lee@example.org", "Late order", HTML_MAIL[1], extra=HTML_MAIL[0])
+    client, csrf = await api.session("ann")
+
+    queue = await (await client.get("/queue")).text()
+    assert plain in queue and rich in queue and "pat@example.org" in queue
+    assert 'class="badge ch-email"' in queue
+
+    # bo claims the rich case: ann's queue hides it unless she asks for held cases.
+    await api.call("bo", "POST", f"/api/cases/{rich}/claim", json={})
+    rows = await (await client.get("/queue/rows")).text()
+    assert plain in rows and rich not in rows
+    assert rich in await (await client.get("/queue/rows?held=1")).text()
+
+    page = await client.get(f"/cases/{plain}")
+    assert page.status == 200
+    text = await page.text()
+    assert '<details class="fold quote">' in text and "It failed again." in text
+
+    with engine.connect() as conn:
+        message_id = conn.execute(select(Message.id).where(Message.html.is_not(None))).scalar_one()
+    case_text = await (await client.get(f"/cases/{rich}")).text()
+    assert f'<iframe class="mail" sandbox title="mail {message_id}"' in case_text
+    frame = await client.get(f"/messages/{message_id}/frame")
+    body = await frame.text()
+    assert "<b>42</b>" in body
+    for payload in ("<script", "onerror", "javascript:", "tracker.example"):
+        assert payload not in body
+    policy = frame.headers["Content-Security-Policy"]
+    assert "script-src" not in policy and "default-src 'none'" in policy and "sandbox" in policy
+    shown = await client.get(f"/messages/{message_id}/frame?images=1")
+    assert "https://tracker.example/p.gif" in await shown.text()
+    assert "img-src data: cid: https:" in shown.headers["Content-Security-Policy"]
+    assert csrf  # the page's meta tag carries the same token
+    assert csrf["X-CSRF-Token"] in case_text
+
+
+async def test_queue_events_announce_a_claim(api, engine):
+    make_user(engine, "ann")
+    make_user(engine, "bo")
+    reference = email_case(engine, "pat@example.org", "Card declined")
+    client, _ = await api.session("ann")
+    response = await client.get("/events/queue")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert await response.content.readline() == b"retry: 2000\n"
+    await response.content.readline()
+    await api.call("bo", "POST", f"/api/cases/{reference}/claim", json={})
+    event = await asyncio.wait_for(response.content.readline(), timeout=10)
+    assert event == b"event: queue\n"
+    data = await response.content.readline()
+    assert "at" in json.loads(data.decode().removeprefix("data: "))
+    # Shutting the server down ends open streams at once, not after the graceful timeout.
+    closing = asyncio.create_task(api.server.close())
+    rest = await asyncio.wait_for(response.content.read(), timeout=10)
+    assert rest in (b"\n", b"")
+    await closing

@@ -1,0 +1,44 @@
+"""IntakeWriter: group commit for asyncio servers, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from inbox.db import make_engine
+from inbox.models import Blob, Intake
+from normalizer.intake import IntakeWriter, RawInput, store
+
+
+def item(key: str, payload: bytes = b"same bytes") -> RawInput:
+    return RawInput(connector="smtp", channel="email", source_key=key, payload=payload)
+
+
+async def test_one_commit_of_new_repeated_and_known_inputs(db_url):
+    engine = make_engine(db_url)
+    try:
+        (known,) = store(engine, [item("known")])
+        writer = IntakeWriter(engine)
+        writer.start()
+        try:
+            # Submitted together, so they share commits: a new key twice, a known key, others.
+            results = await asyncio.gather(
+                writer.submit(item("a")),
+                writer.submit(item("a")),
+                writer.submit(item("known")),
+                writer.submit(item("b", b"other bytes")),
+                *(writer.submit(item(f"n{i}", b"n%d" % i)) for i in range(20)),
+            )
+        finally:
+            await asyncio.to_thread(writer.stop)
+        a1, a2, k, b = results[:4]
+        assert a1.intake_id == a2.intake_id and {a1.duplicate, a2.duplicate} == {False, True}
+        assert (k.intake_id, k.duplicate) == (known.intake_id, True)
+        assert not b.duplicate and len({r.intake_id for r in results}) == 23
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(Intake)).scalar_one() == 23
+            # Content-addressed: "known" and "a" share one blob.
+            assert conn.execute(select(func.count()).select_from(Blob)).scalar_one() == 22
+    finally:
+        engine.dispose()

@@ -1,0 +1,51 @@
+"""The run command exactly as README gives it: `./scripts/run`, a mail by smtplib, the queue."""
+
+from __future__ import annotations
+
+import json
+import signal
+import smtplib
+import subprocess
+from email.message import EmailMessage
+
+from tests.smtp_support import REPO, ParityProcess, daemon_settings, wait_for
+
+
+def test_scripts_run_accepts_a_mail_and_cases_list_shows_it(db_url, tmp_path):
+    settings, smtp_port, _ = daemon_settings(tmp_path, db_url)
+    env = {"PARITY_SETTINGS": str(settings)}
+    parity = ParityProcess([str(REPO / "scripts" / "run")], tmp_path / "run.log", env=env)
+    try:
+        parity.wait_for_port(smtp_port, timeout=120)  # bootstrap checks, then migrate
+        m = EmailMessage()
+        m["From"], m["To"], m["Subject"] = (
+            "Ann <ann@example.org>",
+            "help@support.example.com",
+            "Locked out",
+        )
+        m.set_content("I can't log in since my phone was stolen.")
+        with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+            assert s.send_message(m) == {}
+
+        def listed() -> list[dict[str, object]]:
+            result = subprocess.run(
+                [str(REPO / ".venv" / "bin" / "parity"), "cases", "list", "--json"],
+                env={**env, "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
+            assert result.returncode == 0, result.stderr
+            cases: list[dict[str, object]] = json.loads(result.stdout)
+            return cases
+
+        (case,) = wait_for(listed, timeout=60, message="the case in `parity cases list`")
+        assert case["subject"] == "Locked out" and case["status"] == "new"
+        assert case["channels"] == ["email"]
+        assert case["contact"]["identities"][0]["handle"] == "ann@example.org"
+        parity.signal(signal.SIGTERM)
+        assert parity.wait(timeout=30) == 0, parity.log()
+    finally:
+        parity.kill()
+    assert "database at revision" in parity.log()  # ./scripts/run migrated first
