@@ -38,6 +38,10 @@ class AccountError(ValueError):
     """A request about accounts that cannot be done; the message says why."""
 
 
+class UnknownAccount(LookupError):
+    """No user or token by that name or id (a 404, not a bad request)."""
+
+
 def has_role(role: str, needed: str) -> bool:
     """Whether `role` includes the rights of `needed` (admin > manager > agent)."""
     return _RANK.get(role, 0) >= _RANK[needed]
@@ -195,7 +199,7 @@ def update_user(
     with write(engine) as conn:
         row = get_user(conn, name)
         if row is None:
-            raise LookupError(f"no user named {name!r}")
+            raise UnknownAccount(f"no user named {name!r}")
         before = {"role": row.role, "disabled": row.disabled}
         if values:
             conn.execute(update(User).where(User.id == row.id).values(**values))
@@ -222,7 +226,7 @@ def create_token(engine: Engine, name: str, *, label: str = "", actor: str = "cl
     with write(engine) as conn:
         row = get_user(conn, name)
         if row is None:
-            raise LookupError(f"no user named {name!r}")
+            raise UnknownAccount(f"no user named {name!r}")
         if row.disabled:
             raise AccountError(f"user {name!r} is disabled")
         token_id = conn.execute(
@@ -265,7 +269,7 @@ def revoke_token(engine: Engine, token_id: int, principal: Principal) -> None:
             select(ApiToken.user_id, ApiToken.revoked_at).where(ApiToken.id == token_id)
         ).one_or_none()
         if row is None or row.revoked_at is not None:
-            raise LookupError(f"no token {token_id}")
+            raise UnknownAccount(f"no token {token_id}")
         if row.user_id != principal.id and not has_role(principal.role, "admin"):
             raise PermissionError("only an admin may revoke another user's token")
         conn.execute(update(ApiToken).where(ApiToken.id == token_id).values(revoked_at=utcnow()))

@@ -371,7 +371,7 @@ def cmd_users_token(settings: Settings, args: argparse.Namespace) -> int:
         token = accounts.create_token(
             engine, args.name.strip().lower(), label=args.label, actor="cli"
         )
-    except (LookupError, accounts.AccountError) as exc:
+    except (accounts.UnknownAccount, accounts.AccountError) as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return 1
     # Shown once; only its hash is stored. Use it as `Authorization: Bearer <token>`.

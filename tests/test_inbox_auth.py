@@ -5,21 +5,24 @@ and `parity users add/token` make working credentials."""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import Engine, select, update
 
 from inbox import accounts
 from inbox.models import AuditLog, LoginAttempt, User, WebSession
+from inbox.web import create_app
 from inbox.web.config import InboxSettings
-from inbox.web.routes import ROUTES
+from inbox.web.routes import ROUTES, Route
 from parity import cli
 from parity.daemon import Daemon
 from parity.settings import parse
-from tests.inbox_helpers import PASSWORD, email_case, make_user
+from tests.inbox_helpers import DOMAIN, PASSWORD, Api, email_case, make_user
 
 pytest_plugins = ["tests.inbox_fixtures"]
 
@@ -402,3 +405,32 @@ async def test_pages_and_webhooks_join_the_same_route_table(engine):
         assert len(ids) == len(set(ids))
     finally:
         await client.close()
+
+
+async def test_an_unknown_user_is_404_and_a_bugs_key_error_is_500(engine, caplog):
+    """Only our own "no such thing" errors are 404s. A KeyError is a LookupError too; from a
+    bug in a handler it must be a logged 500, or the bug hides behind "not found"."""
+    make_user(engine, "root", "admin")
+
+    async def buggy(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"value": {}["missing"]})
+
+    app = create_app(
+        engine,
+        InboxSettings(),
+        message_id_domain=DOMAIN,
+        routes=[Route("GET", "/api/buggy", buggy, "A handler with a bug", "test")],
+    )
+    server = TestServer(app)
+    await server.start_server()
+    api = Api(engine, server)
+    try:
+        await api.call("root", "PATCH", "/api/users/nobody", 404, json={"disabled": True})
+        with caplog.at_level(logging.ERROR):
+            answer = await api.call("root", "GET", "/api/buggy", 500)
+        assert "missing" not in str(answer)  # no internals in the answer
+        assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+    finally:
+        for client in api.clients:
+            await client.close()
+        await server.close()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
 from inbox import accounts
-from inbox.accounts import AccountError, Principal, has_role
+from inbox.accounts import AccountError, Principal, UnknownAccount, has_role
 from inbox.casework import Conflict, Invalid, NotFound
 from inbox.db import StorageUnavailable
 from inbox.web.config import InboxSettings
@@ -128,7 +128,9 @@ async def errors_middleware(
         raise
     except _HttpError as exc:
         return error(exc.status, str(exc), **exc.extra)
-    except NotFound as exc:
+    except (NotFound, UnknownAccount) as exc:
+        # Only our own "no such thing" errors: a KeyError or IndexError from a bug is a
+        # LookupError too, and must surface as a 500 with its traceback logged, not a 404.
         return error(404, str(exc))
     except Conflict as exc:
         return error(409, str(exc), holder=exc.holder)
@@ -136,8 +138,6 @@ async def errors_middleware(
         return error(400, str(exc))
     except PermissionError as exc:
         return error(403, str(exc))
-    except LookupError as exc:
-        return error(404, str(exc))
     except StorageUnavailable:
         log.warning("store unavailable for %s %s", request.method, request.path)
         return error(503, "the store is busy; try again", retry_after=5)
