@@ -413,7 +413,8 @@ async def test_an_unknown_user_is_404_and_a_bugs_key_error_is_500(engine, caplog
     make_user(engine, "root", "admin")
 
     async def buggy(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"value": {}["missing"]})
+        settings: dict[str, str] = {}
+        return web.json_response({"value": settings["missing"]})
 
     app = create_app(
         engine,
