@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 
+from inbox import audit
 from inbox.db import is_sqlite, write
 from inbox.models import Case, Outbox, OutboxAttempt, utcnow
 
@@ -350,6 +351,55 @@ def mark(
                 .values(state=state, last_error=error)
             ).rowcount
         )
+
+
+def report_delivery(
+    conn: Connection, *, message_id_header: str, outcome: str, reason: str
+) -> list[int]:
+    """What a delivery status notification said about our email with this Message-ID.
+
+    In the caller's transaction (the normalizer files the DSN itself in the same one).
+    "undelivered" and "delivered" move sent (or unknown) rows on; "delayed" only notes the
+    reason, since the remote MTA is still trying. An acknowledgement's case shows the
+    outcome, and every move is audited: an agent must see that the customer never heard back.
+    """
+    if outcome not in ("undelivered", "delivered", "delayed"):
+        raise ValueError(f"a delivery report says undelivered, delivered or delayed: {outcome!r}")
+    rows = list(
+        conn.execute(
+            select(Outbox.id, Outbox.kind, Outbox.case_id, Outbox.state).where(
+                Outbox.channel == "email",
+                Outbox.message_id_header == message_id_header,
+                Outbox.state.in_(("sent", "unknown", "delivered")),
+            )
+        )
+    )
+    moved: list[int] = []
+    for row in rows:
+        if outcome == "delayed" or row.state == outcome:
+            conn.execute(update(Outbox).where(Outbox.id == row.id).values(last_error=reason))
+            continue
+        conn.execute(
+            update(Outbox).where(Outbox.id == row.id).values(state=outcome, last_error=reason)
+        )
+        moved.append(row.id)
+        if row.case_id is None:
+            continue
+        if row.kind == "ack":
+            conn.execute(
+                update(Case)
+                .where(Case.id == row.case_id)
+                .values(ack_state=outcome, ack_reason=reason[:256])
+            )
+        audit.append(
+            conn,
+            actor="system",
+            action=f"{row.kind}.{outcome}",
+            case_id=row.case_id,
+            before={"outbox_id": row.id, "state": row.state},
+            after={"outbox_id": row.id, "state": outcome, "reason": reason},
+        )
+    return moved
 
 
 # --- read side ---------------------------------------------------------------------------------

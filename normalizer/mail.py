@@ -25,6 +25,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any, cast
 
+from normalizer.dsn import delivery_report
 from normalizer.message import (
     AttachmentPart,
     InboundMessage,
@@ -317,6 +318,19 @@ def _to_message(
     # Only the headers automated_reason reads: the email package parses a header each time
     # it is fetched, and fetching all of them was most of the parse time of a typical mail.
     headers = {name: _header(msg, name) for name in AUTOMATION_HEADERS if name in msg}
+    meta: dict[str, Any] = {"message_id": message_id} if message_id else {}
+    references = message_ids(_header(msg, "references"))
+    try:
+        report = delivery_report(msg)
+    except Exception as exc:  # a mangled report still files as a message; say why it is bare
+        report = None
+        meta["delivery_report_error"] = f"{type(exc).__name__}: {exc}"[:200]
+    if report is not None:
+        meta["delivery_report"] = report.as_meta()
+        if report.original_message_id:
+            # The bounce threads like a reply to what bounced: our Message-ID carries the
+            # case's token, so it lands in that case and not in a new one from MAILER-DAEMON.
+            references = tuple(dict.fromkeys((*references, report.original_message_id)))
     return InboundMessage(
         channel="email",
         visibility="private",
@@ -331,12 +345,12 @@ def _to_message(
         own_refs=(message_id,) if message_id else (),
         thread=ThreadSignals(
             in_reply_to=message_ids(_header(msg, "in-reply-to")),
-            references=message_ids(_header(msg, "references")),
+            references=references,
         ),
         attachments=attachments,
         automated=automated_reason(headers, mail_from, address, msg.get_content_type()),
         recipients=recipients,
-        meta={"message_id": message_id} if message_id else {},
+        meta=meta,
     )
 
 

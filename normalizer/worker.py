@@ -47,7 +47,7 @@ from inbox.models import (
     Receipt,
     utcnow,
 )
-from inbox.outbox import enqueue, last_sent_to
+from inbox.outbox import enqueue, last_sent_to, report_delivery
 from inbox.sla import due_time
 from inbox.suggestions import index_text
 from normalizer.acks import (
@@ -302,7 +302,11 @@ class Normalizer:
             # Issue 11: a token answered from the case's own contact verifies the identity;
             # the case's signature learns the text for merge suggestions.
             mark_verified(conn, identity_id, tokens)
-            index_text(conn, case_id, f"{message.subject}\n{message.text}")
+            report = message.meta.get("delivery_report")
+            if report:
+                _record_delivery(conn, report)
+            else:  # a bounce's boilerplate would make every bounced case look alike
+                index_text(conn, case_id, f"{message.subject}\n{message.text}")
             if message.meta.get("callback_requested"):
                 conn.execute(
                     update(Case)
@@ -712,6 +716,19 @@ def _merge_voicemail(conn: Connection, message_id: int, message: InboundMessage)
     if merged is not None:
         text, meta = merged
         conn.execute(update(Message).where(Message.id == message_id).values(text=text, meta=meta))
+
+
+def _record_delivery(conn: Connection, report: dict[str, Any]) -> None:
+    """A delivery status notification about our own mail: the outbox row it names learns
+    whether it arrived (see normalizer/dsn.py)."""
+    original, outcome = report.get("original_message_id"), report.get("outcome")
+    if not original or not outcome:
+        return
+    moved = report_delivery(
+        conn, message_id_header=original, outcome=outcome, reason=report.get("reason", "")
+    )
+    if moved:
+        log.info("delivery report: outbox %s %s", ",".join(map(str, moved)), outcome)
 
 
 def _ack_facts(intake: Any, message: InboundMessage) -> AckFacts:

@@ -1,0 +1,173 @@
+"""Bounces of our own mail: a delivery status notification files into the case it is about,
+and the outbox row and the case learn that the customer never got it.
+
+The reports are realistic fixtures (Postfix, sendmail, Exchange shapes) in tests/fixtures/dsn.
+The store tests run on SQLite and PostgreSQL, with the acknowledgement really sent to an SMTP
+server (the sink) and the bounce built around what the sink received.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from inbox.models import Case
+from normalizer.dsn import DeliveryReport, RecipientStatus
+from normalizer.mail import parse_email
+from tests.helpers import FIXTURES, ingest_and_normalize
+from tests.outbox_helpers import audit_actions, case_row, drainer_for, mail, outbox_rows
+from tests.sink import Sink
+
+DSN = FIXTURES / "dsn"
+WHEN = datetime(2026, 11, 23, 10, 3, tzinfo=UTC)
+ORIGINAL = "parity.C-000001.abcdefghijkl.1@support.example.com"
+
+
+def postfix_bounce(original: str) -> bytes:
+    return (DSN / "postfix_failed.eml.in").read_bytes().replace(b"{ORIGINAL}", original.encode())
+
+
+REPORTS: list[tuple[str, bytes, DeliveryReport | None]] = [
+    (
+        "postfix: one recipient failed, the message returned whole",
+        postfix_bounce(ORIGINAL),
+        DeliveryReport(
+            ORIGINAL,
+            (
+                RecipientStatus(
+                    "ann@example.org",
+                    "failed",
+                    "5.1.1",
+                    "smtp; 550 5.1.1 <ann@example.org>: Recipient address rejected: "
+                    "User unknown in virtual mailbox table",
+                ),
+            ),
+        ),
+    ),
+    (
+        "sendmail: a warning, only the headers returned",
+        (DSN / "sendmail_delayed.eml").read_bytes(),
+        DeliveryReport(
+            "parity.C-000002.mnopqrstuvwx.2@support.example.com",
+            (
+                RecipientStatus(
+                    "bob@slow.example", "delayed", "4.4.1", "SMTP; 421 4.4.1 connection timed out"
+                ),
+            ),
+        ),
+    ),
+    (
+        "success notification for two recipients",
+        (DSN / "exchange_delivered.eml").read_bytes(),
+        DeliveryReport(
+            "parity.C-000003.yz234567abcd.3@support.example.com",
+            (
+                RecipientStatus("carol@partner.example", "delivered", "2.0.0", ""),
+                RecipientStatus("dave@partner.example", "relayed", "2.0.0", ""),
+            ),
+        ),
+    ),
+    (
+        "one delivered, one failed, nothing returned",
+        (DSN / "mixed_no_original.eml").read_bytes(),
+        DeliveryReport(
+            None,
+            (
+                RecipientStatus("erin@example.com", "delivered", "2.0.0", ""),
+                RecipientStatus(
+                    "frank@full.example", "failed", "5.2.2", "smtp; 552 5.2.2 Mailbox full"
+                ),
+            ),
+        ),
+    ),
+    ("a read receipt is a report but not a DSN", (DSN / "mdn_not_dsn.eml").read_bytes(), None),
+    ("an ordinary customer mail", mail(), None),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "want"), REPORTS, ids=[r[0] for r in REPORTS])
+def test_delivery_reports_are_read(case: str, raw: bytes, want: DeliveryReport | None) -> None:
+    message = parse_email(raw, received_at=WHEN)
+    assert message.meta.get("delivery_report") == (want.as_meta() if want else None)
+    if want is not None and want.original_message_id:
+        # The bounce threads like a reply to what bounced.
+        assert want.original_message_id in message.thread.references
+    if want is not None:
+        assert message.automated is not None  # never acknowledged in turn
+
+
+@pytest.mark.parametrize(
+    ("actions", "outcome"),
+    [
+        (("failed",), "undelivered"),
+        (("delivered", "failed"), "undelivered"),  # one lost copy is what matters
+        (("delayed",), "delayed"),
+        (("delayed", "delivered"), "delayed"),
+        (("delivered", "relayed"), "delivered"),
+        (("expanded",), "delivered"),
+        (("unknown",), None),
+        ((), None),
+    ],
+)
+def test_one_outcome_for_the_whole_report(actions: tuple[str, ...], outcome: str | None) -> None:
+    report = DeliveryReport(
+        None, tuple(RecipientStatus(f"r{i}@x.example", a, "", "") for i, a in enumerate(actions))
+    )
+    assert report.outcome == outcome
+
+
+def _acknowledged_case(engine, sink: Sink) -> tuple[int, str]:
+    first = ingest_and_normalize(engine, mail(), envelope={"mail_from": "ann@example.org"})
+    assert drainer_for(engine, sink).drain_once().sent == 1
+    sent = sink.delivered[-1].parsed()
+    return int(first.case_id or 0), str(sent["Message-ID"]).strip("<>")
+
+
+def _cases(engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Case)).scalar_one())
+
+
+def test_a_bounced_acknowledgement_is_undelivered_on_its_case(engine, sink: Sink):
+    case_id, ack_id = _acknowledged_case(engine, sink)
+    assert [r.state for r in outbox_rows(engine)] == ["sent"]
+
+    bounce = ingest_and_normalize(
+        engine, postfix_bounce(ack_id), envelope={"mail_from": "", "rcpt_tos": []}
+    )
+
+    assert bounce.case_id == case_id, "the bounce opened a case of its own"
+    assert _cases(engine) == 1
+    (row,) = outbox_rows(engine)
+    assert row.state == "undelivered"
+    assert "5.1.1" in (row.last_error or "") and "ann@example.org" in (row.last_error or "")
+    case = case_row(engine, case_id)
+    assert case.ack_state == "undelivered"
+    assert "User unknown" in (case.ack_reason or "")
+    actions = [a for a, _ in audit_actions(engine, case_id)]
+    assert actions.count("ack.undelivered") == 1
+    # The bounce itself is never acknowledged: nothing new was queued, nothing more sent.
+    assert drainer_for(engine, sink).drain_once().sent == 0
+    assert len(sink.delivered) == 1
+
+
+def test_a_bounce_for_mail_we_never_sent_changes_nothing(engine, sink: Sink):
+    case_id, _ = _acknowledged_case(engine, sink)
+    stranger = "parity.C-000001.zzzzzzzzzzzz.9@support.example.com"
+
+    ingest_and_normalize(engine, postfix_bounce(stranger), envelope={"mail_from": ""})
+
+    assert [r.state for r in outbox_rows(engine)] == ["sent"]
+    assert case_row(engine, case_id).ack_state == "sent"
+    assert "ack.undelivered" not in [a for a, _ in audit_actions(engine, case_id)]
+
+
+def test_the_same_bounce_twice_moves_the_row_once(engine, sink: Sink):
+    case_id, ack_id = _acknowledged_case(engine, sink)
+    raw = postfix_bounce(ack_id)
+    ingest_and_normalize(engine, raw, envelope={"mail_from": ""})
+    ingest_and_normalize(engine, raw, envelope={"mail_from": ""}, source_key="again")
+    assert [r.state for r in outbox_rows(engine)] == ["undelivered"]
+    assert [a for a, _ in audit_actions(engine, case_id)].count("ack.undelivered") == 1
