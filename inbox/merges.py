@@ -206,10 +206,13 @@ def undo(engine: Engine, principal: Principal, merge_id: int) -> dict[str, Any]:
             raise NotFound(f"no merge {merge_id}")
         if row.undone_at is not None:
             raise Conflict(f"merge {merge_id} was undone already")
+        # Only a merge made after this one blocks it. A merge into the absorbed case made
+        # before it is not in the way: this undo hands back what that one moved in too.
         later = conn.execute(
             select(CaseMerge.id).where(
                 CaseMerge.into_case_id == row.source_case_id,
                 CaseMerge.undone_at.is_(None),
+                CaseMerge.id > merge_id,
             )
         ).first()
         if later is not None:

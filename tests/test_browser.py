@@ -232,3 +232,84 @@ def test_an_agent_works_the_queue_in_a_real_browser(
         assert driver.execute_script(
             "return document.documentElement.scrollWidth <= window.innerWidth"
         )
+
+
+# Issue 11's sample: the same complaint pasted from another address with small edits.
+COMPLAINT = (
+    "I have been locked out of my account since yesterday evening. Every time I try to log in "
+    "it says my password is wrong, and the reset email never arrives in my inbox or spam "
+    "folder. I need to get into my account today because my invoices are in there."
+)
+EDITED = COMPLAINT.replace("yesterday evening", "yesterday night").replace("invoices", "bills")
+
+
+def timeline(driver: WebDriver) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, ".timeline").text)
+
+
+def flash_text(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "flash").text)
+
+
+def test_an_agent_merges_undoes_and_links_from_the_case_page(
+    engine: Engine, browser: WebDriver
+) -> None:
+    make_user(engine, "ann")
+    home = email_case(engine, "alice@example.com", "Locked out", COMPLAINT, at=T0)
+    work = email_case(
+        engine, "alice.w@work.example", "Account locked", EDITED, at=T0 + timedelta(hours=1)
+    )
+
+    with Server(engine) as server:
+        driver = browser
+        driver.get(f"{server.url}/cases/{work}")
+        wait(driver, lambda d: "/login" in d.current_url)
+        driver.find_element(By.ID, "name").send_keys("ann")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+        wait(driver, lambda d: d.current_url == f"{server.url}/cases/{work}")
+        assert "yesterday night" in timeline(driver)
+
+        # The suggestion only fills in the target; the agent reviews, then confirms.
+        driver.find_element(By.CSS_SELECTOR, f"button.prefill-merge[data-into='{home}']").click()
+        assert driver.find_element(By.ID, "merge-into").get_attribute("value") == home
+        assert driver.current_url == f"{server.url}/cases/{work}"
+        driver.find_element(By.ID, "merge-review").click()
+        wait(driver, lambda d: d.find_elements(By.ID, "merge-confirm"))
+        source = driver.find_element(By.ID, "merge-source").text
+        into = driver.find_element(By.ID, "merge-target").text
+        assert work in source and "alice.w@work.example" in source and "Account locked" in source
+        assert home in into and "alice@example.com" in into and "Locked out" in into
+        assert driver.find_element(By.CSS_SELECTOR, "#merge-source .count").text == "1"
+        driver.find_element(By.ID, "merge-confirm-button").click()
+
+        # The survivor shows both people's messages.
+        wait(driver, lambda d: d.current_url == f"{server.url}/cases/{home}")
+        assert f"{work} was merged into {home}" in flash_text(driver)
+        both = timeline(driver)
+        assert "yesterday evening" in both and "yesterday night" in both
+
+        # Undo from the survivor's merge list: both cases as they were.
+        driver.find_element(By.CSS_SELECTOR, "#merges button.undo-merge").click()
+        wait(driver, lambda d: "undone" in flash_text(d))
+        assert "yesterday night" not in timeline(driver)
+        assert "yesterday evening" in timeline(driver)
+        assert not driver.find_elements(By.CSS_SELECTOR, "#merges button.undo-merge")
+        driver.get(f"{server.url}/cases/{work}")
+        assert "yesterday night" in timeline(driver) and "yesterday evening" not in timeline(driver)
+        assert not driver.find_elements(By.ID, "merged-into")
+
+        # Link the work address to the home case's contact, then unlink it.
+        driver.get(f"{server.url}/cases/{home}")
+        driver.find_element(By.CSS_SELECTOR, "#link-channel option[value='email']").click()
+        driver.find_element(By.ID, "link-handle").send_keys("alice.w@work.example")
+        driver.find_element(By.ID, "link-submit").click()
+        wait(driver, lambda d: "Linked email: alice.w@work.example" in flash_text(d))
+        item = "#identities li[data-identity='email:alice.w@work.example']"
+        assert "not verified" in driver.find_element(By.CSS_SELECTOR, item).text
+        driver.find_element(By.CSS_SELECTOR, f"{item} button.unlink").click()
+        wait(driver, lambda d: "Unlinked email: alice.w@work.example" in flash_text(d))
+        assert not driver.find_elements(By.CSS_SELECTOR, item)
+        assert driver.find_elements(
+            By.CSS_SELECTOR, "#identities li[data-identity='email:alice@example.com']"
+        )

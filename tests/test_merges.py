@@ -163,6 +163,31 @@ def test_merge_refuses_self_and_chains(engine: Engine) -> None:
         merges.merge(engine, who, a, b)
 
 
+def test_chained_merges_undo_in_reverse_order(engine: Engine) -> None:
+    who = agent(engine)
+    a, b = two_cases(engine, who)
+    c = email_case(engine, "carol@example.net", "App crash", "It crashes.", msgid="c1@x", at=T0)
+    before = {ref: case_state(engine, ref) for ref in (a, b, c)}
+    first = merges.merge(engine, who, b, a)
+    second = merges.merge(engine, who, a, c)
+    assert set(case_state(engine, c)["messages"]) == {
+        m for ref in (a, b, c) for m in before[ref]["messages"]
+    }
+    # Out of order: the first merge's survivor went on into c.
+    with pytest.raises(casework.Conflict, match=f"undo merge {second['id']} first"):
+        merges.undo(engine, who, first["id"])
+    # In reverse order both undo (the first merge must not block undoing the second).
+    merges.undo(engine, who, second["id"])
+    assert case_state(engine, c)["messages"] == before[c]["messages"]
+    assert set(case_state(engine, a)["messages"]) == set(
+        before[a]["messages"] + before[b]["messages"]
+    )
+    merges.undo(engine, who, first["id"])
+    for ref in (a, b, c):
+        assert case_state(engine, ref)["messages"] == before[ref]["messages"], ref
+        assert case_state(engine, ref)["row"]["status"] == before[ref]["row"]["status"], ref
+
+
 def test_link_and_unlink_identity(engine: Engine) -> None:
     who = agent(engine)
     a = email_case(engine, "alice@example.com", "Locked out", "I cannot log in.", at=T0)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -170,6 +171,13 @@ async def auth_middleware(
             value = form.get(CSRF_FIELD)
             sent = value if isinstance(value, str) else None
         if not sent or not found.csrf_token or not hmac.compare_digest(sent, found.csrf_token):
+            if route is not None and route.kind == "html":
+                # A page form: a sentence for the agent (a stale tab after a new login), not JSON.
+                return web.Response(
+                    status=403,
+                    text="This form's security token is missing or out of date: go back, "
+                    "reload the page and try again.",
+                )
             return error(403, f"CSRF token missing or wrong: send the {CSRF_HEADER} header")
     needed = route.role if route is not None else "agent"
     if not has_role(found.role, needed):
@@ -180,7 +188,11 @@ async def auth_middleware(
 
 def _anonymous(request: web.Request, route: Route | None) -> web.StreamResponse:
     if route is not None and route.kind == "html":
-        raise web.HTTPSeeOther(f"{LOGIN_PATH}?next={request.rel_url.path}")
+        target = request.rel_url.path
+        if route.login_next is not None and request.method not in SAFE_METHODS:
+            target = route.login_next.format_map(request.match_info)
+        # Quoted: path parameters arrive decoded and must not break the Location header.
+        raise web.HTTPSeeOther(f"{LOGIN_PATH}?next={quote(target, safe='/')}")
     return reply_json(
         {"error": "log in first (a session cookie or Authorization: Bearer <token>)"},
         status=401,

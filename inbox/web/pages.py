@@ -1,9 +1,11 @@
 """The agent pages: server-rendered HTML (Jinja2, autoescaped), static CSS/JS, the sandboxed
 mail frame and the queue's server-sent events.
 
-Pages render what the JSON API returns; actions on a page go through the same JSON API from
-static JavaScript with the session's CSRF token, so there is one set of rules. No page runs
-inline script: the Content-Security-Policy says so and a browser enforces it.
+Pages render what the JSON API returns; most actions on a page go through the same JSON API
+from static JavaScript with the session's CSRF token, so there is one set of rules. The
+merge, undo and identity actions are plain POST forms (inbox/web/forms.py) over the same
+store functions. No page runs inline script: the Content-Security-Policy says so and a
+browser enforces it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import jinja2
 from aiohttp import web
 from sqlalchemy import Engine, select
 
-from inbox import casework
+from inbox import casework, identities, merges
 from inbox.db import read
 from inbox.models import Case, Message, utcnow
+from inbox.web import flash
 from inbox.web.app import LOGIN_PATH, PRINCIPAL, blocking, context, principal
 from inbox.web.mailview import fold, sanitize
 from inbox.web.routes import Route
@@ -58,6 +61,7 @@ CLOSING = web.AppKey("parity.pages.closing", asyncio.Event)
 
 def install(app: web.Application) -> None:
     """Add the pages' routes and their shutdown hook to the app."""
+    from inbox.web import forms
     from inbox.web.routes import add_routes
 
     app[CLOSING] = asyncio.Event()
@@ -66,7 +70,7 @@ def install(app: web.Application) -> None:
         app[CLOSING].set()
 
     app.on_shutdown.append(close_streams)
-    add_routes(app, routes())
+    add_routes(app, [*routes(), *forms.routes()])
 
 
 def duration(seconds: float) -> str:
@@ -227,9 +231,23 @@ def _html_message_ids(engine: Engine, ids: list[int]) -> set[int]:
 async def case_page(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     who = principal(request)
-    view = await blocking(
-        casework.case_view, ctx.engine, who, request.match_info["reference"], ctx.settings.timing()
-    )
+    notice = flash.take(request)
+    try:
+        view = await blocking(
+            casework.case_view,
+            ctx.engine,
+            who,
+            request.match_info["reference"],
+            ctx.settings.timing(),
+        )
+    except casework.NotFound as exc:
+        response = render(
+            request, "problem.html", title="No such case", problem=str(exc), flash=notice
+        )
+        response.set_status(404)
+        flash.clear(request, response)
+        return response
+    history = await blocking(merges.merges_of, ctx.engine, view["reference"])
     message_ids = [e["id"] for e in view["timeline"] if e["kind"] == "message"]
     with_html = await blocking(_html_message_ids, ctx.engine, message_ids)
     public_on = {
@@ -249,14 +267,25 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         for t in view["reply_targets"]
     ]
     viewers = [v["user"] for v in view.get("viewers", []) if v["user"] != who.name]
-    return render(
+    # The live merge that absorbed this case, if it was: the page says where it went.
+    absorbed_by = next(
+        (m for m in history if m["source"] == view["reference"] and m["undone_at"] is None),
+        None,
+    )
+    response = render(
         request,
         "case.html",
         case=view,
         targets=targets,
         viewers=viewers,
         title=f"{view['reference']} · {view['subject']}",
+        flash=notice,
+        merges=history,
+        absorbed_by=absorbed_by,
+        identity_kinds=identities.KINDS,
     )
+    flash.clear(request, response)
+    return response
 
 
 def _message_html(engine: Engine, message_id: int) -> str | None:

@@ -48,6 +48,9 @@ class Route:
     # the login page instead of getting 401.
     kind: Literal["json", "html", "file", "text"] = "json"
     in_openapi: bool = True
+    # For a page's POST route: where an anonymous visitor goes after logging in (a path
+    # template filled from the route's parameters), since a login ends with a GET.
+    login_next: str | None = None
 
     @property
     def path_params(self) -> list[str]:

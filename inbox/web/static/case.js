@@ -62,6 +62,15 @@ document.addEventListener("DOMContentLoaded", () => {
     .getElementById("claim")
     .addEventListener("click", () => Parity.api("POST", `${base}/claim`, {}).then(reload, fail));
 
+  // A merge suggestion only fills in the target; the agent reviews and confirms the merge.
+  document.querySelectorAll("button.prefill-merge").forEach((button) => {
+    button.addEventListener("click", () => {
+      const input = document.getElementById("merge-into");
+      input.value = button.dataset.into;
+      input.focus();
+    });
+  });
+
   // Remote images stay blocked until the agent asks, per mail.
   document.querySelectorAll("button.show-images").forEach((button) => {
     button.addEventListener("click", () => {
