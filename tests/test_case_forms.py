@@ -183,6 +183,9 @@ async def test_merge_through_the_confirmation_then_undo(api: Api, engine: Engine
     assert f'Merged into <a href="/cases/{alice}">{alice}</a>' in banner
     assert f'action="/cases/{bob}/merges/{row.id}/undo"' in banner
     assert 'id="merge-into"' not in absorbed  # a merged case is not merged again
+    # Nor answered or re-statused there: those live on the surviving case.
+    assert 'id="merged-note"' in absorbed
+    assert all(f'<form id="{form}"' not in absorbed for form in ("reply", "status", "assign"))
 
     # Undo from the absorbed case's banner: both cases as they were.
     restored = await post_form(

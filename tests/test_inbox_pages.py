@@ -4,11 +4,13 @@ Policy, the queue's rows and live events, the case page's folding and the mail f
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from inbox.models import Message
+from inbox.models import Case, Message, Outbox
+from inbox.outbox import enqueue, report_delivery
 from tests.inbox_helpers import email_case, make_user
 
 pytest_plugins = ["tests.inbox_fixtures"]
@@ -106,3 +108,31 @@ async def test_queue_events_announce_a_claim(api, engine):
     rest = await asyncio.wait_for(response.content.read(), timeout=10)
     assert rest in (b"\n", b"")
     await closing
+
+
+async def test_the_case_page_says_when_the_acknowledgement_bounced(api, engine):
+    """The customer never heard back: the page says so, with the remote server's words."""
+    make_user(engine, "ann")
+    reference = email_case(engine, "pat@example.org", "Card declined", "It failed again.")
+    reason = "pat@example.org: failed 5.1.1 smtp; 550 5.1.1 User unknown"
+    with engine.begin() as conn:
+        case_id = conn.execute(select(Case.id).where(Case.reference == reference)).scalar_one()
+        box = enqueue(
+            conn, case_id=case_id, kind="ack", channel="email", recipient="pat@example.org"
+        )
+        conn.execute(
+            update(Outbox)
+            .where(Outbox.id == box)
+            .values(state="sent", message_id_header="parity.bounced@support.example.com")
+        )
+        report_delivery(
+            conn,
+            message_id_header="parity.bounced@support.example.com",
+            outcome="undelivered",
+            reason=reason,
+        )
+    client, _ = await api.session("ann")
+    text = await (await client.get(f"/cases/{reference}")).text()
+    escaped = html.escape(reason)
+    assert f"Acknowledgement: undelivered ({escaped})" in text
+    assert '<span class="state">undelivered</span>' in text and f"({escaped})</span>" in text

@@ -57,10 +57,11 @@ document.addEventListener("DOMContentLoaded", () => {
   function resolve() {
     Parity.api("POST", `${base}/status`, { status: "resolved" }).then(reload, fail);
   }
-  document.getElementById("resolve").addEventListener("click", resolve);
+  // A merged case has no status or claim controls.
+  document.getElementById("resolve")?.addEventListener("click", resolve);
   document
     .getElementById("claim")
-    .addEventListener("click", () => Parity.api("POST", `${base}/claim`, {}).then(reload, fail));
+    ?.addEventListener("click", () => Parity.api("POST", `${base}/claim`, {}).then(reload, fail));
 
   // A merge suggestion only fills in the target; the agent reviews and confirms the merge.
   document.querySelectorAll("button.prefill-merge").forEach((button) => {
@@ -109,7 +110,7 @@ document.addEventListener("DOMContentLoaded", () => {
     c: () => Parity.claimNext(fail),
     r: () => document.getElementById("reply-text")?.focus(),
     e: resolve,
-    n: () => document.getElementById("note-text").focus(),
+    n: () => document.getElementById("note-text")?.focus(),
     q: () => window.location.assign("/queue"),
   });
 });
