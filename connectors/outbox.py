@@ -1,12 +1,13 @@
 """Draining the outbox: one loop every sending connector shares, and its retry policy.
 
-A channel plugs in a `ChannelSender` (email: connectors/email_outbox.py; SMS, Twitter and
-Reddit later). The drainer recovers rows a crashed process left "sending", claims due rows
-atomically, sends each once, classifies a failure as retriable or permanent, and records
-every attempt. Retries back off exponentially with jitter up to a cap, and stop after
-`max_attempts`: a row is never retried forever, and a failed row stays visible in
-`parity outbox list`.
-"""
+A channel plugs in a `ChannelSender` (email: connectors/email_outbox.py; SMS:
+connectors/twilio.py). Twitter and Reddit drive the same store calls (`inbox.outbox`) from
+their own loops (connectors/twitter_outbox.py, connectors/reddit_outbox.py), because their
+pollers own the API client and its rate limits. The drainer recovers rows a crashed process
+left "sending", claims due rows atomically, sends each once, classifies a failure as
+retriable or permanent, and records every attempt. Retries back off exponentially with
+jitter up to a cap (`inbox.outbox.backoff`), and stop after `max_attempts`: a row is never
+retried forever, and a failed row stays visible in `parity outbox list`."""
 
 from __future__ import annotations
 
@@ -25,21 +26,9 @@ from connectors.base import ConnectorHealth
 from connectors.config import OutboxSettings
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
-from inbox.outbox import Claimed, Result, claim, has_work, record, recover
+from inbox.outbox import Claimed, Result, backoff, claim, has_work, record, recover
 
 log = logging.getLogger(__name__)
-
-
-def backoff(
-    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait before retry number `attempt` (1 = the first retry).
-
-    Exponential and capped, with "equal jitter": half the delay is fixed so retries never
-    bunch up at zero, half random so many rows failing together don't retry together.
-    """
-    ceiling: float = min(cap, base * 2.0 ** max(0, attempt - 1))
-    return ceiling / 2 + rand() * ceiling / 2
 
 
 class Retriable(Exception):

@@ -16,8 +16,8 @@ Delivery keeps the outbox promise for a channel with no idempotency key: a claim
 sent once; a failure that may have reached Reddit (5xx, timeout, a crash) makes the row
 "unknown", and it is looked up in our own comments or sent messages before any retry.
 
-The claim and record calls live in `outbox_reddit_tmp` until the outbox of issue 4 is
-merged; `sweep_acks` is the part its acknowledgement planner replaces for Reddit.
+The claim, record and recovery calls are the shared outbox's (`inbox.outbox`), the same
+as every channel's; `sweep_acks` is Reddit's acknowledgement planner.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
-from connectors import outbox_reddit_tmp as outbox
-from connectors.config import RedditSettings
+from connectors.config import OutboxSettings, RedditSettings
 from connectors.reddit import AuthFailed, auth_failure, retry_wait
+from inbox import outbox
 from inbox.db import write
-from inbox.models import Case, Intake, Message, MessageRef, Outbox, Receipt, utcnow
-from inbox.outbox import save_route
+from inbox.models import Case, Intake, Message, Outbox, Receipt, utcnow
+from inbox.outbox import Claimed, Result
 from normalizer.eta import EtaEstimate
 from normalizer.reddit import ref
 
@@ -51,6 +51,9 @@ SUBJECT_MAX = 100  # Reddit refuses longer private message subjects
 # Reddit errors that mean a public reply can never be posted there: answer privately instead.
 THREAD_CLOSED = {"THREAD_LOCKED", "TOO_OLD", "DELETED_COMMENT", "DELETED_LINK", "DELETED_THING"}
 _RATELIMIT_WAIT = re.compile(r"(\d+)\s*(second|minute|millisecond)", re.IGNORECASE)
+# The outbox's default retry curve ([outbox] backoff_base_s, backoff_max_s); the number of
+# attempts is Reddit's own setting (max_send_attempts).
+_RETRY = OutboxSettings()
 
 
 # --- what to send: pure ----------------------------------------------------------------------
@@ -299,52 +302,61 @@ class RedditDelivery:
             ("planned", "expired", "reconciled", "sent", "retry", "unknown", "failed"), 0
         )
         counts["planned"] = sweep_acks(self.engine, self.settings, self.account, eta=self.eta)
-        counts["expired"] = len(outbox.expire_leases(self.engine, CHANNEL))
+        # Look before writing: on SQLite a write transaction holds up intake, and most ticks
+        # find nothing due and no lease run out.
+        if outbox.has_work(self.engine, CHANNEL):
+            counts["expired"] = outbox.recover(self.engine, CHANNEL, resend=False)
         counts["reconciled"] = self.reconcile(halt)
-        rows = [
-            self._routed(row)
-            for row in outbox.claim(
-                self.engine,
-                CHANNEL,
-                self.worker,
-                limit=10,
-                lease_s=self.settings.sending_lease_seconds,
-            )
-        ]
+        rows: list[Claimed] = []
+        if outbox.has_work(self.engine, CHANNEL):
+            rows = [
+                self._routed(row)
+                for row in outbox.claim(
+                    self.engine,
+                    CHANNEL,
+                    self.worker,
+                    limit=10,
+                    lease=timedelta(seconds=self.settings.sending_lease_seconds),
+                )
+            ]
         for index, row in enumerate(rows):
             if halt.is_set():
                 for rest in rows[index:]:
-                    outbox.record_retry(
-                        self.engine, rest.id, self.worker, "stopped before sending", 0
+                    # Never sent: back in the queue, and no attempt counted.
+                    outbox.release(
+                        self.engine, rest, self.worker, "stopped before sending", utcnow()
                     )
                 break
             counts[self.deliver(row)] += 1
         self._summarise()
         return counts
 
-    def deliver(self, row: outbox.Claimed) -> str:
+    def deliver(self, row: Claimed) -> str:
         try:
             provider_id = self.send(row)
         except Exception as exc:
-            verdict = classify(exc, row.attempts, self.settings.max_rate_wait_seconds)
+            verdict = classify(exc, row.attempts + 1, self.settings.max_rate_wait_seconds)
             return self._failed(row, verdict)
         if self.after_send is not None:
             self.after_send(row)
-        outbox.record_sent(self.engine, row.id, self.worker, provider_id)
-        self._delivered(row, provider_id)
+        # A reply to our reply threads into this case by its parent.
+        refs = [ref(provider_id)] if provider_id else []
+        outbox.record(
+            self.engine, row, self.worker, Result("sent", provider_id=provider_id, refs=refs)
+        )
         log.info("reddit %s for case %s sent as %s", row.kind, row.case_id, provider_id)
         return "sent"
 
-    def _routed(self, row: outbox.Claimed) -> outbox.Claimed:
+    def _routed(self, row: Claimed) -> Claimed:
         if row.payload.get("mode"):
             return row
         # An agent's reply from the inbox: give it a route, and keep it on the row so a
         # check after a crash looks in the right place.
         route = reply_route(row.payload, row.recipient)
-        save_route(self.engine, row.id, route)
+        outbox.save_route(self.engine, row.id, route)
         return dataclasses.replace(row, payload=route)
 
-    def send(self, row: outbox.Claimed) -> str | None:
+    def send(self, row: Claimed) -> str | None:
         mode = row.payload.get("mode")
         if mode == "reply":
             thing = self._thing(str(row.payload.get("thing_id", "")))
@@ -373,37 +385,47 @@ class RedditDelivery:
             return praw.models.Message(self.reddit, {"id": id36, "name": fullname})
         raise ValueError(f"cannot reply to {fullname!r}")
 
-    def _failed(self, row: outbox.Claimed, verdict: Verdict) -> str:
+    def _failed(self, row: Claimed, verdict: Verdict) -> str:
+        number = row.attempts + 1  # this attempt
         if verdict.outcome == "auth":
-            outbox.record_retry(self.engine, row.id, self.worker, verdict.reason, 60)
+            # Reddit refused us, not the item, and we stop sending: not an attempt that counts.
+            outbox.release(
+                self.engine, row, self.worker, verdict.reason, utcnow() + timedelta(seconds=60)
+            )
             raise AuthFailed(verdict.reason)
-        if verdict.outcome == "retry" and row.attempts < self.settings.max_send_attempts:
-            delay = verdict.delay_s or outbox.backoff(row.attempts)
-            outbox.record_retry(self.engine, row.id, self.worker, verdict.reason, delay)
+        if verdict.outcome == "retry" and number < self.settings.max_send_attempts:
+            delay = verdict.delay_s or outbox.backoff(
+                number, _RETRY.backoff_base_s, _RETRY.backoff_max_s
+            )
+            at = utcnow() + timedelta(seconds=delay)
+            outbox.record(
+                self.engine, row, self.worker, Result("retry", verdict.reason, next_attempt_at=at)
+            )
             return "retry"
         if verdict.outcome == "unknown":
-            outbox.record_unknown(self.engine, row.id, self.worker, verdict.reason)
+            outbox.record(self.engine, row, self.worker, Result("unknown", verdict.reason))
             return "unknown"
         reason = verdict.reason
         if verdict.outcome == "retry":
-            reason = f"gave up after {row.attempts} attempts: {reason}"
-        outbox.record_failed(self.engine, row.id, self.worker, reason)
+            reason = f"gave up after {number} attempts: {reason}"
         fallback = (
             verdict.closed_thread and row.kind == "ack" and row.payload.get("mode") == "reply"
         )
-        with write(self.engine) as conn:
-            if fallback:
-                # The thread is closed to replies: the person still hears back, privately.
-                self._private_instead(conn, row)
-            elif row.kind == "ack" and row.case_id is not None:
-                conn.execute(
-                    update(Case)
-                    .where(Case.id == row.case_id)
-                    .values(ack_state="failed", ack_reason=reason[:256])
-                )
+
+        def private_instead(conn: Connection) -> None:
+            # The thread is closed to replies: the person still hears back, privately.
+            self._private_instead(conn, row)
+
+        outbox.record(
+            self.engine,
+            row,
+            self.worker,
+            Result("failed", reason),
+            then=private_instead if fallback else None,
+        )
         return "failed"
 
-    def _private_instead(self, conn: Any, row: outbox.Claimed) -> None:
+    def _private_instead(self, conn: Connection, row: Claimed) -> None:
         case = conn.execute(
             select(Case.reference, Case.token, Case.due_at).where(Case.id == row.case_id)
         ).one_or_none()
@@ -428,18 +450,12 @@ class RedditDelivery:
             body=plan.body,
             payload={**plan.payload, "instead_of": row.id},
         )
-
-    def _delivered(self, row: outbox.Claimed, provider_id: str | None) -> None:
-        with write(self.engine) as conn:
-            if provider_id and row.case_id is not None:
-                # A reply to our reply threads into this case by its parent.
-                conn.execute(insert(MessageRef).values(ref=ref(provider_id), case_id=row.case_id))
-            if row.kind == "ack" and row.case_id is not None:
-                conn.execute(
-                    update(Case)
-                    .where(Case.id == row.case_id)
-                    .values(ack_state="sent", ack_reason=None)
-                )
+        # The case is still being acknowledged, by the private message now queued.
+        conn.execute(
+            update(Case)
+            .where(Case.id == row.case_id)
+            .values(ack_state="queued", ack_reason="the public reply failed: sent privately")
+        )
 
     # unknown outcomes ---------------------------------------------------------------------
 
@@ -447,7 +463,7 @@ class RedditDelivery:
         """Look each "unknown" row up at Reddit: found -> sent; absent -> queued again."""
         resolved = 0
         now = time.monotonic()
-        for row in outbox.unknown_rows(self.engine, CHANNEL):
+        for row in outbox.unknown_rows(self.engine, CHANNEL, limit=20):
             if halt.is_set():
                 break
             if now - self._checked.get(row.id, -1e9) < 60:
@@ -462,15 +478,18 @@ class RedditDelivery:
                 # checked again later. It is never resent blindly.
                 log.warning("could not check outbox row %s at Reddit: %s", row.id, exc)
                 continue
-            found = provider_id is not None
-            if outbox.resolve_unknown(self.engine, row.id, provider_id=provider_id, found=found):
+            if outbox.resolve_unknown(
+                self.engine,
+                row.id,
+                found=provider_id is not None,
+                provider_id=provider_id,
+                refs=[ref(provider_id)] if provider_id else [],
+            ):
                 resolved += 1
                 self._checked.pop(row.id, None)
-                if found:
-                    self._delivered(row, provider_id)
         return resolved
 
-    def _find(self, row: outbox.Claimed) -> str | None:
+    def _find(self, row: Claimed) -> str | None:
         """The fullname of this row's item among our own recent comments or sent messages."""
         mode = row.payload.get("mode")
         if mode == "reply":

@@ -35,8 +35,8 @@ from connectors.config import OutboxSettings, TwilioSettings
 from connectors.outbox import DrainReport, OutboxDrainer, Permanent, Retriable, http_retriable
 from inbox.config import SlaSettings
 from inbox.db import insert_ignore, read, write
-from inbox.models import Attachment, Blob, Checkpoint, Message, Outbox, utcnow
-from inbox.outbox import Claimed, mark, recover
+from inbox.models import Attachment, Blob, Checkpoint, Message, utcnow
+from inbox.outbox import Claimed, mark, recover, resolve_unknown, unknown_rows
 from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
@@ -344,34 +344,18 @@ def reconcile_unknown(engine: Engine, sender: TwilioSmsSender) -> tuple[int, int
 
     Returns (found, requeued). A lookup that fails leaves the row unknown for the next pass.
     """
-    with read(engine) as conn:
-        rows = list(
-            conn.execute(
-                select(Outbox.id, Outbox.recipient, Outbox.body, Outbox.created_at).where(
-                    Outbox.channel == sender.channel, Outbox.state == "unknown"
-                )
-            )
-        )
-        conn.rollback()
     found = requeued = 0
-    for row in rows:
+    for row in unknown_rows(engine, sender.channel):
         try:
             sid = sender.already_sent(row)
         except (TwilioRestException, OSError) as exc:
             log.warning("outbox %s: could not look it up at Twilio: %s", row.id, exc)
             continue
-        with write(engine) as conn:
+        if resolve_unknown(engine, row.id, found=sid is not None, provider_id=sid):
             if sid is not None:
-                values: dict[str, Any] = {"state": "sent", "provider_id": sid, "last_error": None}
                 found += 1
             else:
-                values = {"state": "queued", "next_attempt_at": utcnow()}
                 requeued += 1
-            conn.execute(
-                update(Outbox)
-                .where(Outbox.id == row.id, Outbox.state == "unknown")
-                .values(**values)
-            )
     return found, requeued
 
 

@@ -33,13 +33,13 @@ from sqlalchemy import Engine
 
 from connectors.base import ConnectorHealth
 from connectors.config import TwitterSettings
-from connectors.outbox_common import backoff_seconds
 from connectors.poller_lock import PollerLock
 from connectors.twitter_api import Budget, XApi, XError, seconds_until
 from connectors.twitter_auth import TwitterCredentials
 from connectors.twitter_outbox import Delivery, Stop, plan_acks
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
+from inbox.outbox import backoff
 from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, store
 
@@ -339,14 +339,12 @@ class TwitterConnector:
                 failures += 1
                 stream.state, stream.reason = "error", str(exc)
                 self.health.error(f"{name}: {exc}")
-                wait = min(
-                    backoff_seconds(failures, base=5.0, cap=900.0), max(stream.interval, 5.0) * 8
-                )
+                wait = min(backoff(failures, 5.0, 900.0), max(stream.interval, 5.0) * 8)
             except StorageUnavailable as exc:
                 failures += 1
                 stream.state, stream.reason = "error", f"storage unavailable: {exc}"
                 self.health.error(stream.reason)
-                wait = backoff_seconds(failures, base=2.0, cap=60.0)
+                wait = backoff(failures, 2.0, 60.0)
             self._publish()
             if await _sleep(wait, stop, halt):
                 return

@@ -25,13 +25,12 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, select, update
 
-from connectors import outbox_common as outbox
-from connectors.config import TwitterSettings
+from connectors.config import OutboxSettings, TwitterSettings
 from connectors.twitter_api import XApi, XError, is_duplicate_content, seconds_until
-from inbox import audit
+from inbox import audit, outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow
-from inbox.outbox import save_route
+from inbox.outbox import Claimed, Result
 from normalizer.eta import EtaEstimate
 from normalizer.threads import OPEN_STATUSES, case_tag
 from normalizer.twitter import tweet_ref
@@ -40,6 +39,12 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "twitter"
 Route = Literal["tweet", "dm"]
+# Retry policy of a send X refused for a passing reason: the outbox's defaults ([outbox]
+# max_attempts, backoff_base_s, backoff_max_s), the same curve as every channel's.
+_RETRY = OutboxSettings()
+# A claimed row still "sending" this long after its claim was left by a process that died;
+# far longer than one request may take (the API client's timeouts bound each request).
+SENDING_LEASE = timedelta(minutes=10)
 
 
 # --- pure rules -------------------------------------------------------------------------
@@ -109,7 +114,8 @@ def plan_acks(
         Case.ack_state.is_(None),
         Case.status.in_(OPEN_STATUSES),
     )
-    # Look before taking the write lock (see outbox_common.claim): usually there is nothing.
+    # Look before taking the write lock: on SQLite every write transaction, even an empty
+    # one, briefly holds up intake, and usually there is nothing to plan.
     with engine.connect() as conn:
         if conn.execute(select(Case.id).where(*waiting).limit(1)).first() is None:
             return planned
@@ -239,17 +245,34 @@ class Delivery:
         self.credits_retry_seconds = credits_retry_seconds
         self.counts: dict[str, int] = {"sent": 0, "retry": 0, "failed": 0, "unknown": 0}
 
-    def next_item(self) -> outbox.OutboxItem | None:
-        item = outbox.claim(self.engine, CHANNEL, self.worker)
-        if item is not None and not item.payload.get("mode"):
+    def next_item(self) -> Claimed | None:
+        """The next due row, claimed for this worker with a lease; None when nothing is due."""
+        # Look before taking the write lock: most polls find nothing to send.
+        if not outbox.has_work(self.engine, CHANNEL):
+            return None
+        # A lease that ran out (a sender that lost the poller lock and died): unknown, and
+        # looked up at X at once, as after a restart.
+        recovered = outbox.recover(self.engine, CHANNEL, resend=False)
+        if recovered:
+            self.counts["unknown"] += recovered
+            self.reconcile_unknown()
+        claimed = outbox.claim(self.engine, CHANNEL, self.worker, limit=1, lease=SENDING_LEASE)
+        if not claimed:
+            return None
+        item = claimed[0]
+        if not item.payload.get("mode"):
             # An agent's reply from the inbox: give it a route, and keep it on the row so a
             # check after a crash looks in the right place.
             route = reply_route(item.payload)
-            save_route(self.engine, item.id, route)
+            outbox.save_route(self.engine, item.id, route)
             item = dataclasses.replace(item, payload=route)
         return item
 
-    def deliver(self, item: outbox.OutboxItem) -> str:
+    def _record(self, item: Claimed, result: Result) -> str:
+        outbox.record(self.engine, item, self.worker, result)
+        return self._count(result.outcome)
+
+    def deliver(self, item: Claimed) -> str:
         """Send one claimed row and record the outcome; raises Stop for 401 and 402."""
         mode = item.payload.get("mode")
         try:
@@ -263,38 +286,34 @@ class Delivery:
                 provider_id = _data_field(body, "dm_event_id")
                 refs = []
             else:
-                outbox.record_failed(self.engine, item.id, f"unknown twitter send mode {mode!r}")
-                return self._count("failed")
+                return self._record(item, Result("failed", f"unknown twitter send mode {mode!r}"))
         except XError as exc:
             return self._failed_send(item, exc)
         if provider_id is None:
-            outbox.record_unknown(
-                self.engine, item.id, "X accepted the send but its answer carried no id"
+            return self._record(
+                item, Result("unknown", "X accepted the send but its answer carried no id")
             )
-            return self._count("unknown")
-        outbox.record_sent(self.engine, item.id, provider_id, refs=refs)
-        return self._count("sent")
+        return self._record(item, Result("sent", provider_id=provider_id, refs=refs))
 
-    def _failed_send(self, item: outbox.OutboxItem, exc: XError) -> str:
+    def _failed_send(self, item: Claimed, exc: XError) -> str:
         message = str(exc)
+        number = item.attempts + 1  # this attempt
         if exc.kind == "rate_limited":
             # The request was refused, not processed: safe to send again after the reset.
             wait = seconds_until(exc.reset_at)
-            outbox.record_retry(self.engine, item.id, message, outbox.later(wait))
-            return self._count("retry")
+            return self._record(item, Result("retry", message, next_attempt_at=_later(wait)))
         if exc.kind in ("credits", "auth"):
+            # X refused before doing anything, and we stop sending: not an attempt that counts.
             wait = self.credits_retry_seconds if exc.kind == "credits" else 3600.0
-            outbox.release(self.engine, item.id, message, outbox.later(wait))
+            outbox.release(self.engine, item, self.worker, message, _later(wait))
             raise Stop(exc)
         if exc.kind == "transient":
-            if item.attempts >= outbox.MAX_ATTEMPTS:
-                outbox.record_failed(
-                    self.engine, item.id, f"gave up after {item.attempts} attempts: {message}"
+            if number >= _RETRY.max_attempts:
+                return self._record(
+                    item, Result("failed", f"gave up after {number} attempts: {message}")
                 )
-                return self._count("failed")
-            wait = outbox.backoff_seconds(item.attempts)
-            outbox.record_retry(self.engine, item.id, message, outbox.later(wait))
-            return self._count("retry")
+            wait = outbox.backoff(number, _RETRY.backoff_base_s, _RETRY.backoff_max_s)
+            return self._record(item, Result("retry", message, next_attempt_at=_later(wait)))
         if exc.kind == "unsure" or (
             exc.kind == "forbidden"
             and item.payload.get("mode") == "tweet"
@@ -302,12 +321,10 @@ class Delivery:
         ):
             # Either the answer was lost, or X says we already posted this very text: the
             # tweet probably exists. Look for it instead of posting again.
-            outbox.record_unknown(self.engine, item.id, message)
-            self._count("unknown")
+            self._record(item, Result("unknown", message))
             self.reconcile(item)
             return "unknown"
-        outbox.record_failed(self.engine, item.id, message)
-        return self._count("failed")
+        return self._record(item, Result("failed", message))
 
     def _count(self, outcome: str) -> str:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -315,16 +332,15 @@ class Delivery:
 
     # --- unknown outcomes ------------------------------------------------------------------
 
-    def recover_orphans(self) -> list[int]:
-        """Rows left "sending" by a process that died: unknown, then looked up at X."""
-        ids = outbox.orphans_to_unknown(
-            self.engine,
-            CHANNEL,
-            "found in state sending after a restart: the process died while sending, and a "
-            "tweet or DM has no idempotency key",
-        )
-        self.counts["unknown"] = self.counts.get("unknown", 0) + len(ids)
-        return ids
+    def recover_orphans(self) -> int:
+        """Rows left "sending" by a process that died: unknown, then looked up at X.
+
+        Called by the holder of the twitter poller lock before it sends anything: it is the
+        only sender, so every row still "sending" is a dead process's, lease or not.
+        """
+        found = outbox.recover(self.engine, CHANNEL, resend=False, sole_sender=True)
+        self.counts["unknown"] = self.counts.get("unknown", 0) + found
+        return found
 
     def reconcile_unknown(self) -> int:
         """Look up each unknown row not yet checked; returns how many were found sent."""
@@ -336,7 +352,7 @@ class Delivery:
                 found += 1
         return found
 
-    def reconcile(self, item: outbox.OutboxItem) -> bool:
+    def reconcile(self, item: Claimed) -> bool:
         since = item.created_at - timedelta(minutes=1)
         try:
             match = (
@@ -355,18 +371,20 @@ class Delivery:
                 "again could post it twice",
             )
             return False
-        outbox.record_sent(
+        if not outbox.resolve_unknown(
             self.engine,
             item.id,
-            match,
-            note="outcome was unknown; found at X",
+            found=True,
+            provider_id=match,
             refs=[tweet_ref(match)] if item.payload.get("mode") == "tweet" else [],
-        )
+            note="outcome was unknown; found at X",
+        ):
+            return False
         self.counts["sent"] = self.counts.get("sent", 0) + 1
         self.counts["unknown"] = max(self.counts.get("unknown", 0) - 1, 0)
         return True
 
-    def _find_tweet(self, item: outbox.OutboxItem, since: datetime) -> str | None:
+    def _find_tweet(self, item: Claimed, since: datetime) -> str | None:
         target = str(item.payload.get("in_reply_to_tweet_id") or "")
         for tweet in self.api.own_tweets(since).get("data") or []:
             replied = {
@@ -378,7 +396,7 @@ class Delivery:
                 return str(tweet["id"])
         return None
 
-    def _find_dm(self, item: outbox.OutboxItem, since: datetime) -> str | None:
+    def _find_dm(self, item: Claimed, since: datetime) -> str | None:
         participant = str(item.payload.get("participant_id") or item.recipient)
         for event in self.api.dm_events_with(participant).get("data") or []:
             created = _parse_time(event.get("created_at"))
@@ -389,6 +407,10 @@ class Delivery:
             ):
                 return str(event["id"])
         return None
+
+
+def _later(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
 
 
 def _data_field(body: Mapping[str, Any], field: str) -> str | None:

@@ -1,27 +1,34 @@
 """The outbox in the store: queue, claim, record attempts, recover after a crash, read back.
 
-Channel-neutral: every connector that sends (email now; SMS, Twitter and Reddit later) drains
-its channel's rows with these calls, so each keeps DESIGN.md's outbox promise the same way:
+Channel-neutral: every connector that sends (email, SMS, Twitter and Reddit) drains its
+channel's rows with these calls, so each keeps DESIGN.md's outbox promise the same way:
 - a row is claimed atomically (one conditional UPDATE under SQLite's single writer; FOR
-  UPDATE SKIP LOCKED on PostgreSQL), so two senders never take the same row;
-- every attempt is recorded with its outcome and error, in the transaction that moves the row;
+  UPDATE SKIP LOCKED on PostgreSQL), so two senders never take the same row, and the claim
+  is a lease (`claimed_until`);
+- every real attempt is counted once (when its outcome is recorded) and logged with its
+  outcome and error, in the transaction that moves the row;
 - a row left "sending" by a process that died is recovered once its lease ends: resent when
   the channel has an id receivers deduplicate on (email's Message-ID), otherwise marked
-  "unknown" for the connector to check with its provider or for an agent to decide.
+  "unknown", to be looked up at the provider (`unknown_rows`, `resolve_unknown`) or left
+  for an agent to decide; never sent again blindly;
+- an acknowledgement's outcome (sent, failed, unknown) is written to its case (ack_state,
+  ack_reason) and to the audit log, the same way for every channel, because "acknowledgement
+  sent or withheld" is a system decision on a case.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or_, select, update
 
 from inbox import audit
 from inbox.db import is_sqlite, write
-from inbox.models import Case, Outbox, OutboxAttempt, utcnow
+from inbox.models import Case, MessageRef, Outbox, OutboxAttempt, utcnow
 
 STATES = ("queued", "sending", "sent", "delivered", "failed", "undelivered", "unknown")
 # States after which we never send a row again on our own.
@@ -74,6 +81,20 @@ def last_sent_to(conn: Connection, channel: str, recipient: str, kind: str) -> d
     return value
 
 
+def backoff(
+    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait before retry number `attempt` (1 = the first retry).
+
+    Exponential and capped, with "equal jitter": half the delay is fixed so retries never
+    bunch up at zero, half random so many rows (or pollers) failing together don't retry
+    together. The one retry curve of every sender, and of the pollers that back off too.
+    """
+    # The exponent is bounded so that a huge attempt number cannot overflow a float.
+    ceiling: float = min(cap, base * 2.0 ** min(max(0, attempt - 1), 64))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
 def has_work(engine: Engine, channel: str, now: datetime | None = None) -> bool:
     """Whether `channel` has a due row or one left "sending" past its lease.
 
@@ -109,11 +130,30 @@ class Claimed:
     subject: str
     body: str
     payload: dict[str, Any]
-    attempts: int  # attempts made before this one
+    attempts: int  # attempts made before this one (the claim does not count one)
     message_id_header: str | None
     created_at: datetime
     case_reference: str | None
     case_token: str | None
+
+
+def _claimed(box: Any, header: str | None) -> Claimed:
+    """A Claimed from a row of the outbox joined with its case's reference and token."""
+    return Claimed(
+        id=box.id,
+        case_id=box.case_id,
+        kind=box.kind,
+        channel=box.channel,
+        recipient=box.recipient,
+        subject=box.subject,
+        body=box.body,
+        payload=dict(box.payload or {}),
+        attempts=box.attempts,
+        message_id_header=header,
+        created_at=box.created_at,
+        case_reference=box.reference,
+        case_token=box.token,
+    )
 
 
 def claim(
@@ -184,23 +224,7 @@ def claim(
                 conn.execute(
                     update(Outbox).where(Outbox.id == box.id).values(message_id_header=header)
                 )
-            claimed.append(
-                Claimed(
-                    id=box.id,
-                    case_id=box.case_id,
-                    kind=box.kind,
-                    channel=box.channel,
-                    recipient=box.recipient,
-                    subject=box.subject,
-                    body=box.body,
-                    payload=dict(box.payload or {}),
-                    attempts=box.attempts,
-                    message_id_header=header,
-                    created_at=box.created_at,
-                    case_reference=box.reference,
-                    case_token=box.token,
-                )
-            )
+            claimed.append(_claimed(box, header))
         return claimed
 
 
@@ -209,18 +233,91 @@ class Result:
     """What one attempt came to, as the connector classified it."""
 
     outcome: str  # sent | retry | failed | unknown
+    # Why it failed; for "sent", an optional note (for example how an unknown was resolved).
     error: str | None = None
     next_attempt_at: datetime | None = None  # for retry
     provider_id: str | None = None
+    # Platform ids of what was posted (a tweet, a Reddit comment): they join the case's thread
+    # refs, so the customer's answer to our message threads into the case.
+    refs: Sequence[str] = ()
 
 
 _ROW_STATE = {"sent": "sent", "retry": "queued", "failed": "failed", "unknown": "unknown"}
 # What the case shows about its acknowledgement once the outbox knows.
 _ACK_STATE = {"sent": "sent", "failed": "failed", "unknown": "unknown"}
+_ACK_REASON_MAX = 256  # the width of cases.ack_reason
 
 
-def record(engine: Engine, row: Claimed, worker: str, result: Result) -> bool:
+def _log_attempt(
+    conn: Connection, outbox_id: int, outcome: str, error: str | None, now: datetime
+) -> None:
+    conn.execute(
+        insert(OutboxAttempt).values(outbox_id=outbox_id, at=now, outcome=outcome, error=error)
+    )
+
+
+def _add_refs(conn: Connection, case_id: int | None, refs: Sequence[str]) -> None:
+    if case_id is not None and refs:
+        conn.execute(
+            insert(MessageRef), [{"ref": r, "case_id": case_id, "message_id": None} for r in refs]
+        )
+
+
+def _ack_outcome(
+    conn: Connection,
+    outbox_id: int,
+    state: str,
+    reason: str | None,
+    provider_id: str | None = None,
+) -> None:
+    """Write an acknowledgement's outcome to its case and the audit log; other rows: nothing.
+
+    One place for every channel, so the case page, the manager report and the audit log say
+    the same thing whichever channel the acknowledgement went out on.
+    """
+    row = conn.execute(
+        select(Outbox.kind, Outbox.case_id, Outbox.channel).where(Outbox.id == outbox_id)
+    ).one()
+    if row.kind != "ack" or row.case_id is None:
+        return
+    conn.execute(
+        update(Case)
+        .where(Case.id == row.case_id)
+        .values(ack_state=state, ack_reason=reason[:_ACK_REASON_MAX] if reason else None)
+    )
+    audit.append(
+        conn,
+        actor="system",
+        action=f"ack.{state}",
+        case_id=row.case_id,
+        after={
+            "outbox_id": outbox_id,
+            "channel": row.channel,
+            "reason": reason,
+            "provider_id": provider_id,
+        },
+    )
+
+
+def _ours(outbox_id: int, worker: str) -> ColumnElement[bool]:
+    return and_(Outbox.id == outbox_id, Outbox.state == "sending", Outbox.claimed_by == worker)
+
+
+def record(
+    engine: Engine,
+    row: Claimed,
+    worker: str,
+    result: Result,
+    *,
+    then: Callable[[Connection], None] | None = None,
+) -> bool:
     """Record one attempt and move the row on, in one transaction.
+
+    Counts the attempt, adds `result.refs` to the case's thread refs when sent, and writes an
+    acknowledgement's outcome to its case and the audit log. `then(conn)` runs in the same
+    transaction when the row was still ours (a channel's follow-up, such as queueing a
+    private acknowledgement instead of a public one that failed), so a crash cannot keep
+    one without the other.
 
     Returns False when the row was no longer ours (our lease ran out and it was recovered);
     the attempt is recorded all the same, since it happened.
@@ -241,53 +338,77 @@ def record(engine: Engine, row: Claimed, worker: str, result: Result) -> bool:
     if result.provider_id:
         values["provider_id"] = result.provider_id
     with write(engine) as conn:
-        conn.execute(
-            insert(OutboxAttempt).values(
-                outbox_id=row.id, at=now, outcome=result.outcome, error=result.error
-            )
-        )
-        mine = conn.execute(
-            update(Outbox)
-            .where(Outbox.id == row.id, Outbox.state == "sending", Outbox.claimed_by == worker)
-            .values(**values)
-        ).rowcount
-        if mine and row.kind == "ack" and row.case_id is not None and state in _ACK_STATE:
+        _log_attempt(conn, row.id, result.outcome, result.error, now)
+        mine = conn.execute(update(Outbox).where(_ours(row.id, worker)).values(**values)).rowcount
+        if not mine:
+            return False
+        if state == "sent":
+            _add_refs(conn, row.case_id, result.refs)
+        if state in _ACK_STATE:
+            _ack_outcome(conn, row.id, _ACK_STATE[state], result.error, result.provider_id)
+        if then is not None:
+            then(conn)
+    return True
+
+
+def release(engine: Engine, row: Claimed, worker: str, reason: str, at: datetime) -> bool:
+    """Give a claimed row back, due at `at`, without counting an attempt: it was never sent
+    (the sender stopped, or paused before trying). False when the row was no longer ours."""
+    with write(engine) as conn:
+        return bool(
             conn.execute(
-                update(Case)
-                .where(Case.id == row.case_id)
-                .values(ack_state=_ACK_STATE[state], ack_reason=result.error)
-            )
-    return bool(mine)
+                update(Outbox)
+                .where(_ours(row.id, worker))
+                .values(
+                    state="queued",
+                    next_attempt_at=at,
+                    last_error=reason,
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+            ).rowcount
+        )
 
 
-def recover(engine: Engine, channel: str, *, resend: bool, now: datetime | None = None) -> int:
+def recover(
+    engine: Engine,
+    channel: str,
+    *,
+    resend: bool,
+    sole_sender: bool = False,
+    now: datetime | None = None,
+) -> int:
     """Deal with rows left "sending" past their lease by a process that died mid-send.
 
     `resend` is for channels whose receivers drop a copy by its id (email: the same
     Message-ID goes out again, at least once). Elsewhere the provider may or may not have
     taken the message, so the row becomes "unknown": never sent again blindly.
+
+    `sole_sender` is for a caller that is provably the channel's only sender, because it
+    holds the channel's poller lock and has not started sending: every row still "sending"
+    was then left by a process that died, so its lease need not run out first.
+
+    The interrupted attempt is counted here, since the claim did not count it.
     """
     now = now or utcnow()
+    stale = Outbox.state == "sending"
+    if not sole_sender:
+        stale = and_(stale, Outbox.claimed_until < now)
+    if resend:
+        error = "interrupted while sending; sent again with the same id"
+        values: dict[str, Any] = {"state": "queued", "next_attempt_at": now}
+    else:
+        error = "interrupted while sending; the provider may or may not have it"
+        values = {"state": "unknown"}
+    moved = 0
     with write(engine) as conn:
         stuck = list(
-            conn.execute(
-                select(Outbox.id, Outbox.kind, Outbox.case_id).where(
-                    Outbox.channel == channel,
-                    Outbox.state == "sending",
-                    Outbox.claimed_until < now,
-                )
-            )
+            conn.execute(select(Outbox.id).where(Outbox.channel == channel, stale)).scalars()
         )
-        if resend:
-            error = "interrupted while sending; sent again with the same id"
-            values: dict[str, Any] = {"state": "queued", "next_attempt_at": now}
-        else:
-            error = "interrupted while sending; the provider may or may not have it"
-            values = {"state": "unknown"}
-        for row in stuck:
-            moved = conn.execute(
+        for outbox_id in stuck:
+            if not conn.execute(
                 update(Outbox)
-                .where(Outbox.id == row.id, Outbox.state == "sending", Outbox.claimed_until < now)
+                .where(Outbox.id == outbox_id, stale)
                 .values(
                     attempts=Outbox.attempts + 1,
                     last_error=error,
@@ -295,21 +416,89 @@ def recover(engine: Engine, channel: str, *, resend: bool, now: datetime | None 
                     claimed_until=None,
                     **values,
                 )
-            ).rowcount
-            if not moved:
+            ).rowcount:
                 continue
+            moved += 1
+            _log_attempt(conn, outbox_id, "unknown", error, now)
+            if not resend:
+                _ack_outcome(conn, outbox_id, "unknown", error)
+    return moved
+
+
+def unknown_rows(engine: Engine, channel: str, limit: int = 50) -> list[Claimed]:
+    """Rows of `channel` whose outcome is unknown, oldest first, to look up at the provider."""
+    with engine.connect() as conn:
+        rows = list(
             conn.execute(
-                insert(OutboxAttempt).values(
-                    outbox_id=row.id, at=now, outcome="unknown", error=error
-                )
+                select(*Outbox.__table__.c, Case.reference, Case.token)
+                .join(Case, Case.id == Outbox.case_id, isouter=True)
+                .where(Outbox.channel == channel, Outbox.state == "unknown")
+                .order_by(Outbox.id)
+                .limit(limit)
             )
-            if not resend and row.kind == "ack" and row.case_id is not None:
-                conn.execute(
-                    update(Case)
-                    .where(Case.id == row.case_id)
-                    .values(ack_state="unknown", ack_reason=error)
-                )
-        return len(stuck)
+        )
+    return [_claimed(box, box.message_id_header) for box in rows]
+
+
+def resolve_unknown(
+    engine: Engine,
+    outbox_id: int,
+    *,
+    found: bool,
+    provider_id: str | None = None,
+    refs: Sequence[str] = (),
+    note: str | None = None,
+) -> bool:
+    """An unknown row after its connector looked for it at the provider.
+
+    Found: it was sent (no attempt is counted; the one that sent it was counted already),
+    with its thread refs and, for an acknowledgement, the outcome on the case and in the
+    audit log. Not found: queued to be sent now. False when the row was no longer unknown.
+    """
+    now = utcnow()
+    if found:
+        note = note or "found at the provider after an unknown outcome"
+        values: dict[str, Any] = {
+            "state": "sent",
+            "provider_id": provider_id,
+            "sent_at": now,
+            "last_error": note,
+        }
+        outcome = "sent"
+    else:
+        note = note or "not found at the provider: sending again"
+        values = {"state": "queued", "next_attempt_at": now, "last_error": note}
+        outcome = "retry"
+    with write(engine) as conn:
+        if not conn.execute(
+            update(Outbox).where(Outbox.id == outbox_id, Outbox.state == "unknown").values(**values)
+        ).rowcount:
+            return False
+        _log_attempt(conn, outbox_id, outcome, note, now)
+        if found:
+            case_id = conn.execute(
+                select(Outbox.case_id).where(Outbox.id == outbox_id)
+            ).scalar_one()
+            _add_refs(conn, case_id, refs)
+            _ack_outcome(conn, outbox_id, "sent", note, provider_id)
+    return True
+
+
+def note_checked(engine: Engine, outbox_id: int, note: str) -> None:
+    """Remember that an unknown row was looked for at the provider and not found.
+
+    The row stays unknown (for a channel that leaves such rows to an agent rather than
+    risk posting twice); `payload.checked_at` tells its connector not to look again.
+    """
+    with write(engine) as conn:
+        payload = conn.execute(select(Outbox.payload).where(Outbox.id == outbox_id)).scalar_one()
+        conn.execute(
+            update(Outbox)
+            .where(Outbox.id == outbox_id)
+            .values(
+                payload={**(payload or {}), "checked_at": utcnow().isoformat()}, last_error=note
+            )
+        )
 
 
 def requeue(engine: Engine, outbox_id: int) -> bool:

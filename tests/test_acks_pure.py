@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from connectors.config import EmailRelaySettings
 from connectors.email_outbox import classify_smtp, compose_email, serialize
-from connectors.outbox import Permanent, Retriable, backoff, http_retriable
+from connectors.outbox import Permanent, Retriable, http_retriable
 from inbox.config import BusinessHours
 from inbox.outbox import Claimed
 from normalizer.acks import (
@@ -322,21 +322,6 @@ def test_a_template_must_name_the_case():
 
 
 # --- retry policy ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("attempt", "rand", "expected"),
-    [
-        (1, 0.0, 15.0),  # 30 s ceiling, half fixed
-        (1, 1.0, 30.0),
-        (2, 0.5, 45.0),  # 60 s ceiling: 30 fixed + 15 random
-        (4, 0.0, 120.0),  # 240 s ceiling
-        (20, 1.0, 3600.0),  # capped
-        (20, 0.0, 1800.0),
-    ],
-)
-def test_backoff(attempt, rand, expected):
-    assert backoff(attempt, 30.0, 3600.0, lambda: rand) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

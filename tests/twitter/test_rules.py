@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.config import TwitterSettings
-from connectors.outbox_common import backoff_seconds
 from connectors.twitter import dm_items, mention_items, newer_event, newest_tweet_id
 from connectors.twitter_api import XApi, XError, classify, describe, read_budget, seconds_until
 from connectors.twitter_auth import credentials
 from connectors.twitter_outbox import ack_text, choose_ack, format_eta
+from inbox.outbox import backoff
 from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, fixture
 
 
@@ -187,12 +187,14 @@ def test_templates_cannot_carry_anything_personal(field, template, error):
 
 
 def test_backoff_grows_with_jitter_and_is_capped():
+    # The twitter sender's retry curve (the outbox's): 30 s doubling, capped at an hour, each
+    # delay between half its ceiling and the ceiling.
     rng = random.Random(7)
-    delays = [backoff_seconds(n, rng=rng) for n in (1, 2, 3, 20)]
-    assert 24 <= delays[0] <= 36
-    assert 48 <= delays[1] <= 72
-    assert 96 <= delays[2] <= 144
-    assert 2880 <= delays[3] <= 4320
+    delays = [backoff(n, 30.0, 3600.0, rng.random) for n in (1, 2, 3, 20)]
+    assert 15 <= delays[0] <= 30
+    assert 30 <= delays[1] <= 60
+    assert 60 <= delays[2] <= 120
+    assert 1800 <= delays[3] <= 3600
 
 
 def test_a_send_that_cannot_connect_is_retried_but_never_counted_as_unsure():
