@@ -36,7 +36,7 @@ from connectors.outbox import DrainReport, OutboxDrainer, Permanent, Retriable, 
 from inbox.config import SlaSettings
 from inbox.db import insert_ignore, read, write
 from inbox.models import Attachment, Blob, Checkpoint, Message, utcnow
-from inbox.outbox import Claimed, mark, recover, resolve_unknown, unknown_rows
+from inbox.outbox import Claimed, has_work, mark, recover, resolve_unknown, unknown_rows
 from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
@@ -371,7 +371,11 @@ class TwilioDrainer(OutboxDrainer):
         self.sender = sender
 
     def drain_once(self, max_rows: int | None = None) -> DrainReport:
-        recovered = recover(self.engine, self.sender.channel, resend=False)
+        recovered = 0
+        # Recover only when a row may need it: a recovery is a write transaction, and one on
+        # every poll held up intake on SQLite's single writer.
+        if has_work(self.engine, self.sender.channel):
+            recovered = recover(self.engine, self.sender.channel, resend=False)
         reconcile_unknown(self.engine, self.sender)
         report = super().drain_once(max_rows)
         report.recovered += recovered
