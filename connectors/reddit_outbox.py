@@ -254,7 +254,7 @@ def sweep_acks(
             if not claimed:
                 continue
             if plan.withheld is None:
-                outbox.enqueue(
+                outbox_id = outbox.enqueue(
                     conn,
                     case_id=case_id,
                     kind="ack",
@@ -264,6 +264,17 @@ def sweep_acks(
                     body=plan.body,
                     payload=plan.payload,
                 )
+                outbox.audit_ack_queued(
+                    conn,
+                    case_id,
+                    outbox_id=outbox_id,
+                    channel=CHANNEL,
+                    recipient=plan.recipient,
+                    eta_at=target.eta_at or target.due_at,
+                    mode=plan.payload.get("mode"),
+                )
+            else:
+                outbox.audit_ack_withheld(conn, case_id, reason=plan.withheld, channel=CHANNEL)
             planned += 1
     return planned
 

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, select, update
 
 from connectors.config import OutboxSettings, TwitterSettings
 from connectors.twitter_api import XApi, XError, is_duplicate_content, seconds_until
-from inbox import audit, outbox
+from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow
 from inbox.outbox import Claimed, Result
@@ -203,18 +203,19 @@ def plan_acks(
                         "reference": case.reference,
                     },
                 )
-            audit.append(
-                conn,
-                actor="system",
-                action="ack.queued" if route else "ack.withheld",
-                case_id=case.id,
-                after={
-                    "channel": CHANNEL,
-                    "route": route,
-                    "reason": reason,
-                    "outbox_id": outbox_id,
-                },
-            )
+            if outbox_id is not None:
+                outbox.audit_ack_queued(
+                    conn,
+                    case.id,
+                    outbox_id=outbox_id,
+                    channel=CHANNEL,
+                    recipient=first.from_handle,
+                    eta_at=promised,
+                    route=route,
+                    reason=reason,
+                )
+            else:
+                outbox.audit_ack_withheld(conn, case.id, reason=reason, channel=CHANNEL)
             planned.append(Planned(case.id, route, reason, outbox_id))
     return planned
 

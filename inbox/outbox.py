@@ -263,6 +263,51 @@ def _add_refs(conn: Connection, case_id: int | None, refs: Sequence[str]) -> Non
         )
 
 
+# The audit actions of planning an acknowledgement, the same for every channel: the manager
+# report reads each case's promised time (after.eta_at) from ACK_QUEUED, so a channel that
+# named it differently, or skipped it, dropped out of "promise kept" (Twitter and Reddit did).
+ACK_QUEUED = "acknowledgement.queued"
+ACK_WITHHELD = "acknowledgement.withheld"
+
+
+def audit_ack_queued(
+    conn: Connection,
+    case_id: int,
+    *,
+    outbox_id: int,
+    channel: str,
+    recipient: str,
+    eta_at: datetime,
+    **details: Any,
+) -> None:
+    """Audit an acknowledgement queued, with the time it promises, in the caller's
+    transaction (the one that queues it)."""
+    audit.append(
+        conn,
+        actor="system",
+        action=ACK_QUEUED,
+        case_id=case_id,
+        after={
+            "outbox_id": outbox_id,
+            "channel": channel,
+            "recipient": recipient,
+            "eta_at": eta_at.isoformat(),
+            **details,
+        },
+    )
+
+
+def audit_ack_withheld(conn: Connection, case_id: int, *, reason: str, **details: Any) -> None:
+    """Audit why a new case gets no acknowledgement (a system decision on the case)."""
+    audit.append(
+        conn,
+        actor="system",
+        action=ACK_WITHHELD,
+        case_id=case_id,
+        after={"reason": reason, **details},
+    )
+
+
 def _ack_outcome(
     conn: Connection,
     outbox_id: int,

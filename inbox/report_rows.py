@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from inbox.models import AuditLog, Case, Message
+from inbox.outbox import ACK_QUEUED
 from inbox.report import CaseRow
 
-ACK_ACTION = "acknowledgement.queued"
+ACK_ACTION = ACK_QUEUED  # written by every channel through inbox.outbox
 
 
 def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:

@@ -47,7 +47,13 @@ from inbox.models import (
     Receipt,
     utcnow,
 )
-from inbox.outbox import enqueue, last_sent_to, report_delivery
+from inbox.outbox import (
+    audit_ack_queued,
+    audit_ack_withheld,
+    enqueue,
+    last_sent_to,
+    report_delivery,
+)
 from inbox.sla import due_time
 from inbox.suggestions import index_text
 from normalizer.acks import (
@@ -624,13 +630,7 @@ class Normalizer:
         if withheld is not None or template is None:
             if not facts.acknowledge:
                 return
-            audit.append(
-                conn,
-                actor="system",
-                action="acknowledgement.withheld",
-                case_id=case_id,
-                after={"reason": withheld},
-            )
+            audit_ack_withheld(conn, case_id, reason=withheld or "no template for the channel")
             return
         sender = message.sender
         case = conn.execute(
@@ -663,19 +663,15 @@ class Normalizer:
         conn.execute(
             update(Case).where(Case.id == case_id).values(ack_state="queued", ack_reason=None)
         )
-        audit.append(
+        audit_ack_queued(
             conn,
-            actor="system",
-            action="acknowledgement.queued",
-            case_id=case_id,
-            after={
-                "outbox_id": outbox_id,
-                "channel": message.channel,
-                "recipient": sender.handle,
-                "eta_at": eta.at.isoformat(),
-                "eta_basis": eta.basis,
-                "ahead": eta.ahead,
-            },
+            case_id,
+            outbox_id=outbox_id,
+            channel=message.channel,
+            recipient=sender.handle,
+            eta_at=eta.at,
+            eta_basis=eta.basis,
+            ahead=eta.ahead,
         )
 
     def _eta(self, conn: Connection, case_id: int, due_at: datetime, now: datetime) -> Eta:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select, update
 from connectors.config import OutboxSettings
 from connectors.twilio import TwilioDrainer, TwilioSmsSender, make_client
 from connectors.twitter_outbox import plan_acks
+from inbox import report_rows
 from inbox.models import AuditLog, Case, Outbox, utcnow
 from inbox.outbox import Result, backoff, claim, enqueue, record, recover
 from inbox.secrets import Secret
@@ -243,3 +244,43 @@ def test_failed_and_unknown_acknowledgements_are_audited_the_same_way(
             None,
         )
         assert states[cases[1]] == "unknown"
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "twitter", "reddit"])
+async def test_every_channel_audits_the_time_its_acknowledgement_promised(
+    engine: Engine, sink: Sink, channel: str
+) -> None:
+    """The manager report's "promise kept" reads the promised time from the audit log: a
+    channel that planned its acknowledgements without that row (Twitter and Reddit did)
+    dropped out of the figure."""
+    if channel == "email":
+        await asyncio.to_thread(send_email_ack, engine, sink)
+    elif channel == "sms":
+        await send_sms_ack(engine)
+    elif channel == "twitter":
+        await send_twitter_ack(engine)
+    else:
+        await asyncio.to_thread(send_reddit_ack, engine)
+
+    rows = sent_acks(engine, channel)
+    assert rows
+    with engine.connect() as conn:
+        queued = [
+            (case_id, after)
+            for case_id, after in conn.execute(
+                select(AuditLog.case_id, AuditLog.after).where(
+                    AuditLog.action == "acknowledgement.queued"
+                )
+            )
+        ]
+        report = {
+            r.id: r
+            for r in report_rows.fetch(
+                conn, datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+            )
+        }
+    assert sorted(after["outbox_id"] for _, after in queued) == sorted(r.id for r in rows)
+    for case_id, after in queued:
+        assert after["channel"] == channel
+        promised = datetime.fromisoformat(after["eta_at"])
+        assert report[case_id].eta_at == promised
