@@ -134,6 +134,10 @@ class ImapSettings(Strict):
     max_backoff_seconds: int = Field(default=300, ge=1)
     # Status warns when the upstream mailbox uses this share of its quota.
     quota_warn_percent: int = Field(default=80, ge=1, le=100)
+    # A standby instance (another one polls the folder) retries the folder's poller lock
+    # this often: the takeover time after the active instance dies (plus
+    # database.keepalive_s * 2 when its whole host vanished).
+    standby_retry_seconds: int = Field(default=15, ge=1)
     accounts: list[ImapAccount] = Field(default_factory=list)
 
     @field_validator("accounts")
@@ -258,6 +262,10 @@ class RedditSettings(Strict):
     # A row still "sending" this long after it was claimed is from a crashed sender: it
     # becomes "unknown" and is checked against Reddit before any retry.
     sending_lease_seconds: int = Field(default=600, ge=0)
+    # One instance polls and delivers, holding the reddit poller lock; a standby retries the
+    # lock this often: the takeover time after the active instance dies (plus
+    # database.keepalive_s * 2 when its whole host vanished).
+    standby_retry_seconds: int = Field(default=15, ge=1)
     # New cases are acknowledged only when they are younger than this (no acks for history).
     ack_max_age_hours: int = Field(default=24, ge=1)
     # Public text never carries anything personal: only {reference}, {eta} and {account}.

@@ -47,8 +47,6 @@ IDLE_TICK_S = 1.0
 MAX_BATCH_BYTES = 32 * 1024 * 1024
 # UIDs per MOVE, COPY, STORE or EXPUNGE command line (about 6 KiB of digits and commas).
 UIDS_PER_COMMAND = 1000
-# How often a standby instance asks for a folder's poller lock.
-LOCK_RETRY_S = 15.0
 CONNECT_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 120.0
 
@@ -575,13 +573,20 @@ class FolderPoller:
         # fetch everything twice and race the first one's archive moves.
         lock = PollerLock(self.connector.engine, f"imap:{self.account.name}:{self.folder}")
         while not await asyncio.to_thread(lock.try_acquire):
+            if self.folder_state.status != "standby":
+                log.info("imap %s: another instance polls this folder; standing by", self.label)
             self.folder_state.status = "standby"
             self.folder_state.waiting = "another instance polls this folder"
             self.connector.publish()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=LOCK_RETRY_S)
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.standby_retry_seconds)
             if stop.is_set():
                 return
+        if self.folder_state.status == "standby":
+            # Taken over from an instance that stopped or died: say so, and start afresh.
+            log.info("imap %s: took the poller lock over", self.label)
+            self.folder_state.status, self.folder_state.waiting = "connecting", ""
+            self.connector.publish()
         try:
             await self._drain(stop)
         finally:

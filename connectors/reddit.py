@@ -19,6 +19,11 @@ far is dropped. Listings are read as JSON through `Reddit.request` rather than a
 objects, because the store keeps what Reddit sent (a parser fix replays it) and because
 praw's lazy objects make hidden requests when a missing attribute is read.
 
+One instance polls and delivers: it holds the reddit poller lock (connectors/poller_lock.py),
+and any other instance stands by, asking for the lock every `standby_retry_seconds`. Two
+pollers would store nothing twice (intake is idempotent) but would race each other's
+checkpoints and both sign in and spend the account's one rate budget.
+
 An authentication failure disables the connector with a clear status until it is restarted
 with working credentials; it never becomes a crash loop against Reddit's token endpoint.
 """
@@ -42,6 +47,7 @@ from sqlalchemy import Engine, select
 
 from connectors.base import ConnectorHealth
 from connectors.config import RedditSettings
+from connectors.poller_lock import PollerLock
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
@@ -319,6 +325,8 @@ class RedditConnector:
         self.reddit: Any = None
         self.account = ""
         self.disabled_reason: str | None = None
+        self.state = "starting"  # running | standby | disabled
+        self.lock = PollerLock(engine, CONNECTOR)
         self._karma: dict[str, tuple[float, dict[str, int]]] = {}
         self._source_state: dict[str, dict[str, Any]] = {}
         self.delivery: Any = None
@@ -357,12 +365,33 @@ class RedditConnector:
             )
 
     def disable(self, reason: str) -> None:
+        self.state = "disabled"
         self.disabled_reason = f"{reason}; fix the credentials and restart"
         self.health.error(self.disabled_reason)
         self.health.details = {**self.health.details, "disabled_reason": self.disabled_reason}
         log.error("reddit connector disabled: %s", self.disabled_reason)
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Signed in only once the lock is ours: a standby spends none of the rate budget.
+        while not await asyncio.to_thread(self.lock.try_acquire):
+            if self.state != "standby":
+                log.info("reddit: another instance holds the poller lock; standing by")
+            self.state = "standby"
+            self._publish()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.standby_retry_seconds)
+            if stop.is_set():
+                return
+        if self.state == "standby":
+            log.info("reddit: took the poller lock over")
+        self.state = "running"
+        self._publish()
+        try:
+            await self._run_locked(stop)
+        finally:
+            await asyncio.to_thread(self.lock.release)
+
+    async def _run_locked(self, stop: asyncio.Event) -> None:
         halt = threading.Event()  # the worker threads' view of `stop`
         mirror = asyncio.create_task(_mirror(stop, halt))
         loop = asyncio.get_running_loop()
@@ -688,6 +717,7 @@ class RedditConnector:
             if limits.get(key) is not None:
                 rate[key] = limits[key]
         details: dict[str, Any] = {
+            "state": self.state,
             "account": self.account,
             "rate_limit": rate,
             "sources": {k: dict(v) for k, v in self._source_state.items()},

@@ -126,9 +126,13 @@ class ParityProcess:
         )
 
     @classmethod
-    def run(cls, settings: Path, *args: str, log_path: Path) -> ParityProcess:
+    def run(
+        cls, settings: Path, *args: str, log_path: Path, env: dict[str, str] | None = None
+    ) -> ParityProcess:
         return cls(
-            [sys.executable, "-m", "parity", "--settings", str(settings), "run", *args], log_path
+            [sys.executable, "-m", "parity", "--settings", str(settings), "run", *args],
+            log_path,
+            env=env,
         )
 
     def log(self) -> str:
