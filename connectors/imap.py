@@ -29,7 +29,7 @@ from sqlalchemy import Engine, select
 
 from connectors.base import ConnectorHealth
 from connectors.config import ImapAccount, ImapSettings
-from connectors.poller_lock import PollerLock
+from connectors.poller_lock import PollerLock, hold
 from inbox.db import StorageUnavailable, read
 from inbox.models import Intake, utcnow
 from inbox.secrets import Secret, from_env
@@ -588,7 +588,7 @@ class FolderPoller:
             self.folder_state.status, self.folder_state.waiting = "connecting", ""
             self.connector.publish()
         try:
-            await self._drain(stop)
+            await hold(lock, self._drain(stop), self.settings.standby_retry_seconds)
         finally:
             await asyncio.to_thread(lock.release)
 

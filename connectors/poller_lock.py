@@ -7,15 +7,24 @@ that any outbox row of its channel still marked "sending" belongs to a process t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+
+class LockLost(RuntimeError):
+    """The poller lock's database session ended under us: another instance may poll now."""
 
 
 def lock_key(name: str) -> int:
@@ -74,6 +83,31 @@ class PollerLock:
         self.held = True
         return True
 
+    def lost(self) -> bool:
+        """Whether the lock was ours and no longer is.
+
+        A PostgreSQL advisory lock lives as long as its session. When the server ends that
+        session (a network split, keepalives expiring, an operator's pg_terminate_backend),
+        a standby takes the lock while this process, unaware, would go on polling and
+        sending: two pollers, and every acknowledgement twice. A live session still holds
+        its lock (only an unlock or the session's end frees it), so one round trip answers.
+        A file lock (SQLite) belongs to this process until it exits, and is never lost.
+        """
+        if not self.held or self._conn is None:
+            return False
+        try:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.rollback()
+            return False
+        except Exception as exc:
+            log.error("poller lock %s: its database session ended: %s", self.name, exc)
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+                self._conn.close()
+            self._conn = None
+            self.held = False
+            return True
+
     def release(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
@@ -90,3 +124,30 @@ class PollerLock:
             self._file.close()
             self._file = None
         self.held = False
+
+
+async def hold(lock: PollerLock, work: Awaitable[Any], check_seconds: float) -> None:
+    """Run `work` (the polling) while `lock` stays ours; check every `check_seconds`.
+
+    When the lock is found lost, the work is cancelled and LockLost raised: the daemon
+    restarts the connector, which stands by until it can take the lock again. A lock the
+    work released on purpose (a connector disabled by bad credentials frees it for a
+    standby) is not "lost": the work goes on, unwatched.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=check_seconds)
+            if done:
+                break
+            if await asyncio.to_thread(lock.lost):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise LockLost(f"lost the {lock.name} poller lock: its database session ended")
+        task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

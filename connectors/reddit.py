@@ -47,7 +47,7 @@ from sqlalchemy import Engine, select
 
 from connectors.base import ConnectorHealth
 from connectors.config import RedditSettings
-from connectors.poller_lock import PollerLock
+from connectors.poller_lock import PollerLock, hold
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
@@ -387,7 +387,7 @@ class RedditConnector:
         self.state = "running"
         self._publish()
         try:
-            await self._run_locked(stop)
+            await hold(self.lock, self._run_locked(stop), self.settings.standby_retry_seconds)
         finally:
             await asyncio.to_thread(self.lock.release)
 
@@ -400,6 +400,9 @@ class RedditConnector:
                 await asyncio.to_thread(self.connect)
             except AuthFailed as exc:
                 self.disable(str(exc))
+                # Disabled: free the lock for a standby, and wait (a restart would sign in
+                # with the same bad credentials again).
+                await asyncio.to_thread(self.lock.release)
                 await stop.wait()
                 return
             next_poll = 0.0
@@ -415,6 +418,7 @@ class RedditConnector:
                     break
                 except AuthFailed as exc:
                     self.disable(str(exc))
+                    await asyncio.to_thread(self.lock.release)
                     await stop.wait()
                     return
                 except Exception as exc:

@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 
 from connectors.base import ConnectorHealth
 from connectors.config import TwitterSettings
-from connectors.poller_lock import PollerLock
+from connectors.poller_lock import PollerLock, hold
 from connectors.twitter_api import Budget, XApi, XError, seconds_until
 from connectors.twitter_auth import TwitterCredentials
 from connectors.twitter_outbox import Delivery, Stop, plan_acks
@@ -285,14 +285,20 @@ class TwitterConnector:
         try:
             self.state, self.reason = "running", None
             self._publish()
-            await asyncio.gather(
-                self._poll_loop("mentions", stop, halt),
-                self._poll_loop("dms", stop, halt),
-                self._delivery_loop(stop, halt),
+            await hold(
+                self.lock,
+                asyncio.gather(
+                    self._poll_loop("mentions", stop, halt),
+                    self._poll_loop("dms", stop, halt),
+                    self._delivery_loop(stop, halt),
+                ),
+                self.lock_retry_s,
             )
             if halt.is_set():
                 # Disabled, not crashed: returning would make the daemon restart us, and
-                # every restart would knock on X with the same bad credentials.
+                # every restart would knock on X with the same bad credentials. The lock
+                # goes, so a standby (perhaps with working credentials) can take over.
+                await asyncio.to_thread(self.lock.release)
                 await stop.wait()
         finally:
             await asyncio.to_thread(self.lock.release)
