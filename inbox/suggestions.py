@@ -117,15 +117,90 @@ def index_text(conn: Connection, case_id: int, text: str) -> None:
         if np.array_equal(old, merged) and row.shingles >= MIN_SHINGLES:
             return
         values = merged
+    _write_bands(conn, case_id, values, count, fresh=row is None)
+
+
+def _write_bands(
+    conn: Connection, case_id: int, values: np.ndarray[Any, Any], count: int, *, fresh: bool
+) -> None:
+    """A case's bands from its signature: none while it has fewer than MIN_SHINGLES."""
+    if not fresh:
         conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
     if count < MIN_SHINGLES:
         # Too short to be indexed yet; a later, longer message may change that.
-        conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
         return
     conn.execute(
         insert(CaseBand),
         [{"case_id": case_id, "band": b, "bucket": h} for b, h in enumerate(buckets(values))],
     )
+
+
+def saved_signature(conn: Connection, case_id: int) -> dict[str, Any] | None:
+    """A case's signature as JSON-safe values, for a merge record to restore it from."""
+    row = conn.execute(
+        select(CaseSignature.hashvalues, CaseSignature.shingles).where(
+            CaseSignature.case_id == case_id
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return {"hashvalues": bytes(row.hashvalues).hex(), "shingles": row.shingles}
+
+
+def restore_signature(conn: Connection, case_id: int, saved: dict[str, Any] | None) -> None:
+    """Put back a signature taken by `saved_signature` (None: the case had none), and its
+    bands, which are a function of the signature."""
+    conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
+    conn.execute(delete(CaseSignature).where(CaseSignature.case_id == case_id))
+    if saved is None:
+        return
+    data = bytes.fromhex(saved["hashvalues"])
+    count = int(saved["shingles"])
+    conn.execute(
+        insert(CaseSignature).values(
+            case_id=case_id, hashvalues=data, shingles=count, updated_at=utcnow()
+        )
+    )
+    _write_bands(conn, case_id, _decode(data), count, fresh=True)
+
+
+def fold_case(conn: Connection, source_id: int, into_id: int) -> None:
+    """A merge: the survivor's signature becomes that of the union of both cases' texts (the
+    element-wise minimum), its bands follow, and the absorbed case leaves the index (it is no
+    longer open, and its text now lives in the survivor's signature)."""
+    rows = {
+        r.case_id: r
+        for r in conn.execute(
+            select(CaseSignature.case_id, CaseSignature.hashvalues, CaseSignature.shingles).where(
+                CaseSignature.case_id.in_([source_id, into_id])
+            )
+        )
+    }
+    conn.execute(delete(CaseBand).where(CaseBand.case_id == source_id))
+    conn.execute(delete(CaseSignature).where(CaseSignature.case_id == source_id))
+    source, into = rows.get(source_id), rows.get(into_id)
+    if source is None:
+        return
+    values = _decode(source.hashvalues)
+    count = source.shingles
+    if into is not None:
+        values = np.minimum(_decode(into.hashvalues), values)
+        count += into.shingles
+        conn.execute(
+            update(CaseSignature)
+            .where(CaseSignature.case_id == into_id)
+            .values(hashvalues=values.astype("<u8").tobytes(), shingles=count, updated_at=utcnow())
+        )
+    else:
+        conn.execute(
+            insert(CaseSignature).values(
+                case_id=into_id,
+                hashvalues=values.astype("<u8").tobytes(),
+                shingles=count,
+                updated_at=utcnow(),
+            )
+        )
+    _write_bands(conn, into_id, values, count, fresh=into is None)
 
 
 @dataclass(frozen=True)
