@@ -82,7 +82,7 @@ def fill(path: Path, count: int) -> None:
     migrate.upgrade(make_engine(url))
     db = sqlite3.connect(path)
     db.execute("PRAGMA synchronous=OFF")
-    db.execute("DROP INDEX ix_case_bands_bucket")
+    db.execute("DROP INDEX ix_case_bands_probe")
     db.execute("DROP INDEX ix_case_bands_case_id")
     db.execute("INSERT INTO contacts (id, name, created_at) VALUES (1, 'bench', '2026-11-20')")
     at = T0.replace(tzinfo=None).isoformat(sep=" ")
@@ -95,7 +95,7 @@ def fill(path: Path, count: int) -> None:
                 batch = []
         if batch:
             _insert(db, batch, at)
-    db.execute("CREATE INDEX ix_case_bands_bucket ON case_bands (band, bucket)")
+    db.execute("CREATE INDEX ix_case_bands_probe ON case_bands (band, bucket, case_id)")
     db.execute("CREATE INDEX ix_case_bands_case_id ON case_bands (case_id)")
     db.commit()
     db.execute("ANALYZE")

@@ -23,11 +23,23 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from datasketch import MinHash  # type: ignore[import-untyped]
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from inbox.db import read
 from inbox.models import Case, CaseBand, CaseSignature, utcnow
@@ -257,56 +269,82 @@ def suggestions_for(
         return result
     pairs: dict[int, set[int]] = {}
     keys = list(probes)
-    for start in range(0, len(keys), 400):
-        chunk = keys[start : start + 400]
-        for r in conn.execute(
-            # OR of equalities, not a row-value IN: SQLite plans the former as one index
-            # probe per band and the latter as a scan of the whole table.
-            select(CaseBand.case_id, CaseBand.band, CaseBand.bucket).where(
-                or_(*(and_(CaseBand.band == b, CaseBand.bucket == h) for b, h in chunk))
-            )
-        ):
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        params = {f"b{i}": b for i, (b, _h) in enumerate(chunk)}
+        params.update({f"h{i}": h for i, (_b, h) in enumerate(chunk)})
+        for r in conn.execute(_probe(len(chunk)), params):
             for case_id in probes[(r.band, r.bucket)]:
                 if r.case_id != case_id:
                     pairs.setdefault(case_id, set()).add(r.case_id)
-    candidate_ids = sorted({c for s in pairs.values() for c in s})
+    asked_by: dict[int, list[int]] = {}  # candidate -> the cases it is a candidate for
+    for case_id, others in pairs.items():
+        for other_id in others:
+            asked_by.setdefault(other_id, []).append(case_id)
+    candidate_ids = sorted(asked_by)
     if not candidate_ids:
         return result
-    candidates = {}
+    # Score first, on the signatures alone (one primary-key lookup each): most candidates
+    # of a large store share only a common phrase's band and fall below the threshold, so
+    # only the few that pass cost a read of their case.
+    scores: dict[tuple[int, int], float] = {}
     for start in range(0, len(candidate_ids), 900):
         ids = candidate_ids[start : start + 900]
+        for sig in conn.execute(
+            select(CaseSignature.case_id, CaseSignature.hashvalues).where(
+                CaseSignature.case_id.in_(ids)
+            )
+        ):
+            theirs = _decode(sig.hashvalues)
+            for case_id in asked_by[sig.case_id]:
+                score = similarity(values[case_id], theirs)
+                if score >= threshold:
+                    scores[(case_id, sig.case_id)] = score
+    passed = sorted({other for _mine, other in scores})
+    candidates = {}
+    for start in range(0, len(passed), 900):
+        ids = passed[start : start + 900]
         for c in conn.execute(
             select(
-                Case.id,
-                Case.reference,
-                Case.subject,
-                Case.contact_id,
-                Case.first_inbound_at,
-                CaseSignature.hashvalues,
-            )
-            .join(CaseSignature, CaseSignature.case_id == Case.id)
-            .where(Case.id.in_(ids), Case.status.in_(OPEN_STATUSES))
+                Case.id, Case.reference, Case.subject, Case.contact_id, Case.first_inbound_at
+            ).where(Case.id.in_(ids), Case.status.in_(OPEN_STATUSES))
         ):
             candidates[c.id] = c
-    for case_id, others in pairs.items():
-        mine = own[case_id]
-        found = []
-        for other_id in others:
-            other = candidates.get(other_id)
-            if other is None or other.contact_id == mine.contact_id:
-                continue
-            if abs(other.first_inbound_at - mine.first_inbound_at) > window:
-                continue
-            score = similarity(values[case_id], _decode(other.hashvalues))
-            if score >= threshold:
-                found.append(
-                    Suggestion(
-                        other.id, other.reference, score, other.subject, iso(other.first_inbound_at)
-                    )
-                )
-        found.sort(key=lambda s: (-s.score, s.case_id))
-        result[case_id] = found[:limit]
+    found: dict[int, list[Suggestion]] = {}
+    for (case_id, other_id), score in scores.items():
+        mine, other = own[case_id], candidates.get(other_id)
+        if other is None or other.contact_id == mine.contact_id:
+            continue
+        if abs(other.first_inbound_at - mine.first_inbound_at) > window:
+            continue
+        found.setdefault(case_id, []).append(
+            Suggestion(other.id, other.reference, score, other.subject, iso(other.first_inbound_at))
+        )
+    for case_id, rows in found.items():
+        rows.sort(key=lambda s: (-s.score, s.case_id))
+        result[case_id] = rows[:limit]
     return result
+
+
+_CHUNK = 400
+
+
+@lru_cache(maxsize=64)
+def _probe(size: int) -> Select[int, int, int]:
+    """The lookup of `size` (band, bucket) pairs, built once per size: building 2 x 16
+    comparisons anew for every message cost more than running them.
+
+    An OR of equalities, not a row-value IN: SQLite plans the former as one probe of
+    ix_case_bands_probe per pair (answered from the index alone, it holds case_id) and the
+    latter as a scan of the whole table."""
+    return select(CaseBand.case_id, CaseBand.band, CaseBand.bucket).where(
+        or_(
+            *(
+                and_(CaseBand.band == bindparam(f"b{i}"), CaseBand.bucket == bindparam(f"h{i}"))
+                for i in range(size)
+            )
+        )
+    )
 
 
 def for_reference(engine: Engine, reference: str) -> list[dict[str, Any]]:

@@ -12,11 +12,13 @@ deviation about 0.06 near 0.5) may cost one pair either way, hence 0.85 rather t
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from inbox import casework, merges, suggestions
+from inbox import casework, merges, migrate, suggestions
 from inbox.accounts import Principal
+from inbox.db import make_engine
 from inbox.models import Case, CaseBand, CaseSignature
 from tests.fixtures.suggestions.pairs import PAIRS, SAME
 from tests.inbox_helpers import email_case, make_user
@@ -210,3 +212,22 @@ def test_resolved_cases_are_not_suggested_until_they_reopen(engine: Engine) -> N
         status = conn.execute(select(Case.status).where(Case.reference == resolved)).scalar_one()
     assert status == "open"
     assert resolved in suggested(engine, other)
+
+
+def test_sqlite_probe_reads_the_index_alone_with_the_configured_cache(tmp_path: Path) -> None:
+    """After migration 0007 a probe is answered from ix_case_bands_probe alone (no lookup of
+    each row in the table), and the [database] cache size reaches every SQLite connection."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", sqlite_cache_mb=17)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -17 * 1024
+        statement = suggestions._probe(16)
+        compiled = statement.compile(dialect=engine.dialect)
+        params = {f"b{i}": i for i in range(16)} | {f"h{i}": 7 for i in range(16)}
+        args = tuple(params[name] for name in compiled.positiontup or [])
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args).all()
+    details = [row[-1] for row in plan]
+    searches = [d for d in details if "case_bands" in d]
+    assert len(searches) == 16, details
+    assert all("COVERING INDEX ix_case_bands_probe" in d for d in searches), details
+    engine.dispose()
