@@ -29,15 +29,14 @@ from typing import Any
 import numpy as np
 from datasketch import MinHash  # type: ignore[import-untyped]
 from sqlalchemy import (
+    CompoundSelect,
     Connection,
     Engine,
-    Select,
-    and_,
     bindparam,
     delete,
     insert,
-    or_,
     select,
+    union_all,
     update,
 )
 
@@ -326,25 +325,37 @@ def suggestions_for(
     return result
 
 
-_CHUNK = 400
+# Pairs per probe statement: a UNION ALL of this many terms stays under SQLite's limit of
+# 500 compound terms; a queue page of 50 cases is then 13 statements.
+_CHUNK = 64
+# Rows read per (band, bucket), newest cases first. A bucket shared by thousands of cases
+# holds a common phrase's minima ("i cannot log in to my account"), not a near-duplicate:
+# at 1,000,000 synthetic complaints a few buckets held thousands of rows each, and the
+# messages that hit one spent their time reading and scoring unrelated cases. A real
+# near-duplicate shares several bands (about 4 of 16 at a Jaccard of 0.7), nearly all of
+# them rare buckets, so capping the common ones costs little recall and keeps the cost per
+# message flat. Newest first, because suggestions are for cases within WINDOW anyway.
+BUCKET_CAP = 32
 
 
 @lru_cache(maxsize=64)
-def _probe(size: int) -> Select[int, int, int]:
-    """The lookup of `size` (band, bucket) pairs, built once per size: building 2 x 16
+def _probe(size: int) -> CompoundSelect[int, int, int]:
+    """The lookup of `size` (band, bucket) pairs, built once per size: building the
     comparisons anew for every message cost more than running them.
 
-    An OR of equalities, not a row-value IN: SQLite plans the former as one probe of
-    ix_case_bands_probe per pair (answered from the index alone, it holds case_id) and the
-    latter as a scan of the whole table."""
-    return select(CaseBand.case_id, CaseBand.band, CaseBand.bucket).where(
-        or_(
-            *(
-                and_(CaseBand.band == bindparam(f"b{i}"), CaseBand.bucket == bindparam(f"h{i}"))
-                for i in range(size)
-            )
+    One index range per pair, each read from ix_case_bands_probe alone (it holds case_id,
+    in order, so the newest BUCKET_CAP are its last entries)."""
+    terms = []
+    for i in range(size):
+        term = (
+            select(CaseBand.case_id, CaseBand.band, CaseBand.bucket)
+            .where(CaseBand.band == bindparam(f"b{i}"), CaseBand.bucket == bindparam(f"h{i}"))
+            .order_by(CaseBand.case_id.desc())
+            .limit(BUCKET_CAP)
+            .subquery()
         )
-    )
+        terms.append(select(term.c.case_id, term.c.band, term.c.bucket))
+    return union_all(*terms)
 
 
 def for_reference(engine: Engine, reference: str) -> list[dict[str, Any]]:
