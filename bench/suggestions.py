@@ -5,12 +5,13 @@ signature and LSH bands of a synthetic complaint (generated deterministically fr
 vocabulary and a few dozen topic phrases, so unrelated texts share common bigrams as real
 complaints do). Then the same 300 new messages (a third of them near-duplicates of stored
 texts, with small edits) are each indexed (`index_text`) and asked for their suggestions
-(`suggestions_for`) in one write transaction, as the normalizer and the queue do. The figure
-is the mean time per message; the result is the ratio of the 1M figure to the 10k figure,
-measured in the same run (flat means close to 1).
+(`suggestions_for`) in one write transaction, as the normalizer and the queue do. The sizes
+are measured in turn for several rounds, baseline first in each. The figures are the mean
+and median time per message (wall and this process's CPU time); the result is the ratio of
+the 1M figures to the 10k figures, measured in the same run (flat means close to 1).
 
     .venv/bin/python bench/suggestions.py [--sizes 10000 1000000] [--messages 300]
-        [--rounds 3] [--cache-mb 64] [--keep DIR]
+        [--rounds 3] [--cache-mb 2] [--keep DIR]
 
 Not run by CI: filling a million signatures takes minutes (two worker processes); --keep
 keeps the filled stores in DIR and reuses them next time (upgraded to the current schema).

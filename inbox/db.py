@@ -27,8 +27,8 @@ class StorageUnavailable(Exception):
     """The store refused a write for now (locked, read-only, gone): the source should retry."""
 
 
-# [database] sqlite_cache_mb's default, for engines made without settings (tests, benches).
-SQLITE_CACHE_MB = 64
+# [database] sqlite_cache_mb's default (SQLite's own), for engines made without settings.
+SQLITE_CACHE_MB = 2
 
 
 def make_engine(
@@ -94,8 +94,7 @@ def _sqlite_pragmas(engine: Engine, busy_timeout_ms: int, cache_mb: int) -> None
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        # Negative: KiB rather than pages. The default 2 MiB holds too little of a large
-        # store's indexes (bench/suggestions.py, README "Merge suggestions").
+        # Negative: KiB rather than pages ([database] sqlite_cache_mb).
         cursor.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
         cursor.close()
 
