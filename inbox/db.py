@@ -27,12 +27,17 @@ class StorageUnavailable(Exception):
     """The store refused a write for now (locked, read-only, gone): the source should retry."""
 
 
+# [database] sqlite_cache_mb's default (SQLite's own), for engines made without settings.
+SQLITE_CACHE_MB = 2
+
+
 def make_engine(
     url: str | Secret,
     *,
     busy_timeout_ms: int = 5000,
     keepalive_s: int = 30,
     pool_size: int = 5,
+    sqlite_cache_mb: int = SQLITE_CACHE_MB,
 ) -> Engine:
     raw = url.reveal() if isinstance(url, Secret) else url
     parsed = make_url(raw)
@@ -46,7 +51,7 @@ def make_engine(
             pool_size=pool_size,
             max_overflow=10,
         )
-        _sqlite_pragmas(engine, busy_timeout_ms)
+        _sqlite_pragmas(engine, busy_timeout_ms, sqlite_cache_mb)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
@@ -79,7 +84,7 @@ def make_engine(
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
 
 
-def _sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+def _sqlite_pragmas(engine: Engine, busy_timeout_ms: int, cache_mb: int) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see module doc).
@@ -89,6 +94,8 @@ def _sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Negative: KiB rather than pages ([database] sqlite_cache_mb).
+        cursor.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from inbox import audit
+from inbox import audit, suggestions
 from inbox.accounts import Principal
 from inbox.casework import Conflict, Invalid, NotFound, _case, _guard
 from inbox.db import read, write
@@ -115,6 +115,14 @@ def merge(
                 ).scalars()
             )
         )
+        # Both MinHash signatures as they were: an undo puts them back exactly, then folds in
+        # only what arrived since. Stored rather than recomputed from the messages, because
+        # a signature is not always a function of the case's messages today (cases older
+        # than the index have none), and an undo then costs the same for a case of any size.
+        moved["signatures"] = {
+            "source": suggestions.saved_signature(conn, source.id),
+            "into": suggestions.saved_signature(conn, into.id),
+        }
         source_state = _snapshot(source, _SOURCE_FIELDS)
         into_state = _snapshot(into, _INTO_FIELDS)
         for table, column in (
@@ -135,6 +143,7 @@ def merge(
         if into.status == "resolved" and source.status != "resolved":
             into_values.update(status="open")
         conn.execute(update(Case).where(Case.id == into.id).values(**into_values))
+        suggestions.fold_case(conn, source.id, into.id)
         # An undo restores the survivor's status only if nobody changed it since.
         moved["into_status_after"] = into_values.get("status", into.status)
         conn.execute(
@@ -232,6 +241,7 @@ def undo(engine: Engine, principal: Principal, merge_id: int) -> dict[str, Any]:
         ref_values = set(moved.get("ref_values", []))
         returned: list[dict[str, Any]] = []
         kept: list[int] = []
+        texts: dict[int, str] = {}  # what the normalizer indexed for each later message
         before_merge = message_ids | set(moved.get("into_messages", []))
         for m in conn.execute(
             select(Message)
@@ -240,6 +250,7 @@ def undo(engine: Engine, principal: Principal, merge_id: int) -> dict[str, Any]:
         ):
             if m.id in before_merge:
                 continue
+            texts[m.id] = f"{m.subject}\n{m.text}"
             reason = _cites(m, source_ref, ref_values)
             if reason is not None:
                 message_ids.add(m.id)
@@ -266,6 +277,7 @@ def undo(engine: Engine, principal: Principal, merge_id: int) -> dict[str, Any]:
                     .where(table.id.in_(sorted(ids)), table.case_id == row.into_case_id)
                     .values(case_id=row.source_case_id)
                 )
+        _restore_signatures(conn, row, returned_ids, kept, texts)
         source_values = _restore(row.source_state)
         into_values = _restore(row.into_state)
         # Activity since the merge is real: keep the later time, never go back before it.
@@ -318,6 +330,31 @@ def undo(engine: Engine, principal: Principal, merge_id: int) -> dict[str, Any]:
         )
         row = conn.execute(select(CaseMerge).where(CaseMerge.id == merge_id)).one()
         return merge_json(row, refs)
+
+
+def _restore_signatures(
+    conn: Connection, row: Any, returned: list[int], kept: list[int], texts: dict[int, str]
+) -> None:
+    """Both cases' signatures and bands as before the merge, plus the texts of the messages
+    that arrived since, each in the case it now belongs to (as if it had arrived there)."""
+    saved = row.moved.get("signatures")
+    for case_id, which, later in (
+        (row.source_case_id, "source", returned),
+        (row.into_case_id, "into", kept),
+    ):
+        if saved is not None:
+            suggestions.restore_signature(conn, case_id, saved[which])
+            for message_id in later:
+                suggestions.index_text(conn, case_id, texts[message_id])
+        else:
+            # A merge recorded before signatures were saved: rebuild from the case's messages.
+            suggestions.restore_signature(conn, case_id, None)
+            for m in conn.execute(
+                select(Message.subject, Message.text)
+                .where(Message.case_id == case_id, Message.direction == "inbound")
+                .order_by(Message.id)
+            ):
+                suggestions.index_text(conn, case_id, f"{m.subject}\n{m.text}")
 
 
 def merges_of(engine: Engine, reference: str) -> list[dict[str, Any]]:

@@ -517,4 +517,5 @@ class CaseBand(Base):
     band: Mapped[int] = mapped_column(Integer)
     bucket: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_case_bands_bucket", "band", "bucket"),)
+    # case_id in the index: a probe is answered from the index alone (migration 0007).
+    __table_args__ = (Index("ix_case_bands_probe", "band", "bucket", "case_id"),)

@@ -23,11 +23,22 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from datasketch import MinHash  # type: ignore[import-untyped]
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    insert,
+    select,
+    union_all,
+    update,
+)
 
 from inbox.db import read
 from inbox.models import Case, CaseBand, CaseSignature, utcnow
@@ -117,15 +128,90 @@ def index_text(conn: Connection, case_id: int, text: str) -> None:
         if np.array_equal(old, merged) and row.shingles >= MIN_SHINGLES:
             return
         values = merged
+    _write_bands(conn, case_id, values, count, fresh=row is None)
+
+
+def _write_bands(
+    conn: Connection, case_id: int, values: np.ndarray[Any, Any], count: int, *, fresh: bool
+) -> None:
+    """A case's bands from its signature: none while it has fewer than MIN_SHINGLES."""
+    if not fresh:
         conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
     if count < MIN_SHINGLES:
         # Too short to be indexed yet; a later, longer message may change that.
-        conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
         return
     conn.execute(
         insert(CaseBand),
         [{"case_id": case_id, "band": b, "bucket": h} for b, h in enumerate(buckets(values))],
     )
+
+
+def saved_signature(conn: Connection, case_id: int) -> dict[str, Any] | None:
+    """A case's signature as JSON-safe values, for a merge record to restore it from."""
+    row = conn.execute(
+        select(CaseSignature.hashvalues, CaseSignature.shingles).where(
+            CaseSignature.case_id == case_id
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return {"hashvalues": bytes(row.hashvalues).hex(), "shingles": row.shingles}
+
+
+def restore_signature(conn: Connection, case_id: int, saved: dict[str, Any] | None) -> None:
+    """Put back a signature taken by `saved_signature` (None: the case had none), and its
+    bands, which are a function of the signature."""
+    conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
+    conn.execute(delete(CaseSignature).where(CaseSignature.case_id == case_id))
+    if saved is None:
+        return
+    data = bytes.fromhex(saved["hashvalues"])
+    count = int(saved["shingles"])
+    conn.execute(
+        insert(CaseSignature).values(
+            case_id=case_id, hashvalues=data, shingles=count, updated_at=utcnow()
+        )
+    )
+    _write_bands(conn, case_id, _decode(data), count, fresh=True)
+
+
+def fold_case(conn: Connection, source_id: int, into_id: int) -> None:
+    """A merge: the survivor's signature becomes that of the union of both cases' texts (the
+    element-wise minimum), its bands follow, and the absorbed case leaves the index (it is no
+    longer open, and its text now lives in the survivor's signature)."""
+    rows = {
+        r.case_id: r
+        for r in conn.execute(
+            select(CaseSignature.case_id, CaseSignature.hashvalues, CaseSignature.shingles).where(
+                CaseSignature.case_id.in_([source_id, into_id])
+            )
+        )
+    }
+    conn.execute(delete(CaseBand).where(CaseBand.case_id == source_id))
+    conn.execute(delete(CaseSignature).where(CaseSignature.case_id == source_id))
+    source, into = rows.get(source_id), rows.get(into_id)
+    if source is None:
+        return
+    values = _decode(source.hashvalues)
+    count = source.shingles
+    if into is not None:
+        values = np.minimum(_decode(into.hashvalues), values)
+        count += into.shingles
+        conn.execute(
+            update(CaseSignature)
+            .where(CaseSignature.case_id == into_id)
+            .values(hashvalues=values.astype("<u8").tobytes(), shingles=count, updated_at=utcnow())
+        )
+    else:
+        conn.execute(
+            insert(CaseSignature).values(
+                case_id=into_id,
+                hashvalues=values.astype("<u8").tobytes(),
+                shingles=count,
+                updated_at=utcnow(),
+            )
+        )
+    _write_bands(conn, into_id, values, count, fresh=into is None)
 
 
 @dataclass(frozen=True)
@@ -182,56 +268,94 @@ def suggestions_for(
         return result
     pairs: dict[int, set[int]] = {}
     keys = list(probes)
-    for start in range(0, len(keys), 400):
-        chunk = keys[start : start + 400]
-        for r in conn.execute(
-            # OR of equalities, not a row-value IN: SQLite plans the former as one index
-            # probe per band and the latter as a scan of the whole table.
-            select(CaseBand.case_id, CaseBand.band, CaseBand.bucket).where(
-                or_(*(and_(CaseBand.band == b, CaseBand.bucket == h) for b, h in chunk))
-            )
-        ):
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        params = {f"b{i}": b for i, (b, _h) in enumerate(chunk)}
+        params.update({f"h{i}": h for i, (_b, h) in enumerate(chunk)})
+        for r in conn.execute(_probe(len(chunk)), params):
             for case_id in probes[(r.band, r.bucket)]:
                 if r.case_id != case_id:
                     pairs.setdefault(case_id, set()).add(r.case_id)
-    candidate_ids = sorted({c for s in pairs.values() for c in s})
+    asked_by: dict[int, list[int]] = {}  # candidate -> the cases it is a candidate for
+    for case_id, others in pairs.items():
+        for other_id in others:
+            asked_by.setdefault(other_id, []).append(case_id)
+    candidate_ids = sorted(asked_by)
     if not candidate_ids:
         return result
-    candidates = {}
+    # Score first, on the signatures alone (one primary-key lookup each): most candidates
+    # of a large store share only a common phrase's band and fall below the threshold, so
+    # only the few that pass cost a read of their case.
+    scores: dict[tuple[int, int], float] = {}
     for start in range(0, len(candidate_ids), 900):
         ids = candidate_ids[start : start + 900]
+        for sig in conn.execute(
+            select(CaseSignature.case_id, CaseSignature.hashvalues).where(
+                CaseSignature.case_id.in_(ids)
+            )
+        ):
+            theirs = _decode(sig.hashvalues)
+            for case_id in asked_by[sig.case_id]:
+                score = similarity(values[case_id], theirs)
+                if score >= threshold:
+                    scores[(case_id, sig.case_id)] = score
+    passed = sorted({other for _mine, other in scores})
+    candidates = {}
+    for start in range(0, len(passed), 900):
+        ids = passed[start : start + 900]
         for c in conn.execute(
             select(
-                Case.id,
-                Case.reference,
-                Case.subject,
-                Case.contact_id,
-                Case.first_inbound_at,
-                CaseSignature.hashvalues,
-            )
-            .join(CaseSignature, CaseSignature.case_id == Case.id)
-            .where(Case.id.in_(ids), Case.status.in_(OPEN_STATUSES))
+                Case.id, Case.reference, Case.subject, Case.contact_id, Case.first_inbound_at
+            ).where(Case.id.in_(ids), Case.status.in_(OPEN_STATUSES))
         ):
             candidates[c.id] = c
-    for case_id, others in pairs.items():
-        mine = own[case_id]
-        found = []
-        for other_id in others:
-            other = candidates.get(other_id)
-            if other is None or other.contact_id == mine.contact_id:
-                continue
-            if abs(other.first_inbound_at - mine.first_inbound_at) > window:
-                continue
-            score = similarity(values[case_id], _decode(other.hashvalues))
-            if score >= threshold:
-                found.append(
-                    Suggestion(
-                        other.id, other.reference, score, other.subject, iso(other.first_inbound_at)
-                    )
-                )
-        found.sort(key=lambda s: (-s.score, s.case_id))
-        result[case_id] = found[:limit]
+    found: dict[int, list[Suggestion]] = {}
+    for (case_id, other_id), score in scores.items():
+        mine, other = own[case_id], candidates.get(other_id)
+        if other is None or other.contact_id == mine.contact_id:
+            continue
+        if abs(other.first_inbound_at - mine.first_inbound_at) > window:
+            continue
+        found.setdefault(case_id, []).append(
+            Suggestion(other.id, other.reference, score, other.subject, iso(other.first_inbound_at))
+        )
+    for case_id, rows in found.items():
+        rows.sort(key=lambda s: (-s.score, s.case_id))
+        result[case_id] = rows[:limit]
     return result
+
+
+# Pairs per probe statement: a UNION ALL of this many terms stays under SQLite's limit of
+# 500 compound terms; a queue page of 50 cases is then 13 statements.
+_CHUNK = 64
+# Rows read per (band, bucket), newest cases first. A bucket shared by thousands of cases
+# holds a common phrase's minima ("i cannot log in to my account"), not a near-duplicate:
+# at 1,000,000 synthetic complaints a few buckets held thousands of rows each, and the
+# messages that hit one spent their time reading and scoring unrelated cases. A real
+# near-duplicate shares several bands (about 4 of 16 at a Jaccard of 0.7), nearly all of
+# them rare buckets, so capping the common ones costs little recall and keeps the cost per
+# message flat. Newest first, because suggestions are for cases within WINDOW anyway.
+BUCKET_CAP = 32
+
+
+@lru_cache(maxsize=64)
+def _probe(size: int) -> CompoundSelect[int, int, int]:
+    """The lookup of `size` (band, bucket) pairs, built once per size: building the
+    comparisons anew for every message cost more than running them.
+
+    One index range per pair, each read from ix_case_bands_probe alone (it holds case_id,
+    in order, so the newest BUCKET_CAP are its last entries)."""
+    terms = []
+    for i in range(size):
+        term = (
+            select(CaseBand.case_id, CaseBand.band, CaseBand.bucket)
+            .where(CaseBand.band == bindparam(f"b{i}"), CaseBand.bucket == bindparam(f"h{i}"))
+            .order_by(CaseBand.case_id.desc())
+            .limit(BUCKET_CAP)
+            .subquery()
+        )
+        terms.append(select(term.c.case_id, term.c.band, term.c.bucket))
+    return union_all(*terms)
 
 
 def for_reference(engine: Engine, reference: str) -> list[dict[str, Any]]:

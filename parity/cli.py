@@ -39,7 +39,10 @@ from parity.status import connector_status as connector_status  # re-exported: t
 def _engine(settings: Settings) -> Engine:
     db = settings.database
     return make_engine(
-        db.resolved_url(), busy_timeout_ms=db.busy_timeout_ms, keepalive_s=db.keepalive_s
+        db.resolved_url(),
+        busy_timeout_ms=db.busy_timeout_ms,
+        keepalive_s=db.keepalive_s,
+        sqlite_cache_mb=db.sqlite_cache_mb,
     )
 
 

@@ -201,7 +201,10 @@ class Daemon:
         self.heartbeat_s = heartbeat_s
         db = settings.database
         self.engine: Engine = make_engine(
-            db.resolved_url(), busy_timeout_ms=db.busy_timeout_ms, keepalive_s=db.keepalive_s
+            db.resolved_url(),
+            busy_timeout_ms=db.busy_timeout_ms,
+            keepalive_s=db.keepalive_s,
+            sqlite_cache_mb=db.sqlite_cache_mb,
         )
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.stop = asyncio.Event()

@@ -88,7 +88,11 @@ def check_database(settings: Settings) -> list[Finding]:
             )
         ]
     try:
-        engine = make_engine(db.resolved_url(), busy_timeout_ms=db.busy_timeout_ms)
+        engine = make_engine(
+            db.resolved_url(),
+            busy_timeout_ms=db.busy_timeout_ms,
+            sqlite_cache_mb=db.sqlite_cache_mb,
+        )
     except Exception as exc:
         return [Finding("database", f"unusable URL: {mask(str(exc))}", "fix [database] url")]
     try:
