@@ -1,7 +1,7 @@
 """cases.callback_requested_at: a caller pressed 1 for a callback
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-21 02:30:00
 
 A column, not message meta, so the queue and the case view show the flag without reading
