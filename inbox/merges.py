@@ -206,8 +206,14 @@ def _cites(message: Any, reference: str, ref_values: set[str]) -> str | None:
     return None
 
 
-def undo(engine: Engine, principal: Principal, merge_id: int) -> dict[str, Any]:
-    """Undo a merge: both cases as they were, plus the rule above for what came since."""
+def undo(
+    engine: Engine, principal: Principal, merge_id: int, *, force: bool = False
+) -> dict[str, Any]:
+    """Undo a merge: both cases as they were, plus the rule above for what came since.
+
+    Like a merge, it is refused while another agent holds the surviving case (messages
+    would vanish from under them), unless a manager forces it.
+    """
     now = utcnow()
     with write(engine) as conn:
         row = conn.execute(select(CaseMerge).where(CaseMerge.id == merge_id)).one_or_none()
@@ -235,6 +241,7 @@ def undo(engine: Engine, principal: Principal, merge_id: int) -> dict[str, Any]:
         if onward is not None:
             raise Conflict(f"undo merge {onward.id} first: it merged the surviving case onward")
         refs = _refs(conn, {row.source_case_id, row.into_case_id})
+        _guard(conn, _case(conn, refs[row.into_case_id], lock=True), principal, now, force)
         source_ref = refs[row.source_case_id]
         moved = row.moved
         message_ids = set(moved["messages"])

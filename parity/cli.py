@@ -447,7 +447,9 @@ def cmd_cases_merge(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_cases_unmerge(settings: Settings, args: argparse.Namespace) -> int:
     from inbox import merges
 
-    return _store_action(settings, lambda e: merges.undo(e, _cli_principal(), args.merge_id))
+    return _store_action(
+        settings, lambda e: merges.undo(e, _cli_principal(), args.merge_id, force=args.force)
+    )
 
 
 def cmd_cases_suggestions(settings: Settings, args: argparse.Namespace) -> int:
@@ -488,6 +490,7 @@ def _add_merge_commands(cases: Any, sub: Any) -> None:
     merge.set_defaults(func=cmd_cases_merge)
     unmerge = cases.add_parser("unmerge", help="undo a merge by its id")
     unmerge.add_argument("merge_id", type=int)
+    unmerge.add_argument("--force", action="store_true", help="even if an agent holds the case")
     unmerge.set_defaults(func=cmd_cases_unmerge)
     similar = cases.add_parser("suggestions", help="near-duplicate open cases of other people")
     similar.add_argument("reference")

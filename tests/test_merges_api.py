@@ -132,3 +132,26 @@ def _messages(engine: Engine, reference: str) -> list[int]:
     case_id = case_row(engine, reference).id
     with engine.connect() as conn:
         return sorted(conn.execute(select(Message.id).where(Message.case_id == case_id)).scalars())
+
+
+async def test_undo_is_refused_while_another_agent_holds_the_survivor(
+    api: Api, engine: Engine
+) -> None:
+    """Undoing takes messages out of the surviving case: as with a merge, not from under an
+    agent working on it, unless a manager forces it."""
+    make_user(engine, "ada")
+    make_user(engine, "bo")
+    make_user(engine, "max", "manager")
+    a = email_case(engine, "alice@example.com", "Locked out", COMPLAINT, at=T0)
+    b = email_case(engine, "alice.w@work.example", "Account locked", EDITED, at=T0)
+    merged = await api.call("ada", "POST", f"/api/cases/{b}/merge", 201, json={"into": a})
+    merge_id = merged["merge"]["id"]
+    await api.call("bo", "POST", f"/api/cases/{a}/claim", json={})
+
+    refused = await api.call("ada", "POST", f"/api/merges/{merge_id}/undo", 409)
+    assert refused["holder"] == "bo"
+    # An agent cannot force; a manager can.
+    await api.call("ada", "POST", f"/api/merges/{merge_id}/undo", 409, json={"force": True})
+    undone = await api.call("max", "POST", f"/api/merges/{merge_id}/undo", json={"force": True})
+    assert undone["merge"]["undone_by"] == "user:max"
+    assert case_row(engine, b).status != "merged"

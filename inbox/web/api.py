@@ -90,6 +90,10 @@ class MergeBody(Strict):
     force: bool = False
 
 
+class UndoBody(Strict):
+    force: bool = False
+
+
 class LinkBody(Strict):
     channel: Literal["email", "phone", "twitter", "reddit"]
     handle: str = Field(min_length=1, max_length=320)
@@ -409,7 +413,11 @@ async def case_merge(request: web.Request) -> web.StreamResponse:
 
 async def merge_undo(request: web.Request) -> web.StreamResponse:
     merge_id = _int(request.match_info["merge_id"], "merge")
-    record = await blocking(merges.undo, context(request).engine, principal(request), merge_id)
+    # The body is optional: `{"force": true}` lets a manager undo on a case another holds.
+    data = await body(request, UndoBody) if request.can_read_body else UndoBody()
+    record = await blocking(
+        merges.undo, context(request).engine, principal(request), merge_id, force=data.force
+    )
     return reply_json({"merge": record})
 
 
@@ -739,9 +747,13 @@ def routes() -> list[Route]:
             "POST",
             "/api/merges/{merge_id}/undo",
             merge_undo,
-            "Undo a merge: both cases as they were",
+            "Undo a merge: both cases as they were (optional body: {\"force\": true})",
             "merges",
-            responses={200: "undone", 404: "no such merge", 409: "undone already"},
+            responses={
+                200: "undone",
+                404: "no such merge",
+                409: "undone already, out of order, or held by another agent",
+            },
         ),
         Route(
             "POST",
