@@ -747,7 +747,7 @@ def routes() -> list[Route]:
             "POST",
             "/api/merges/{merge_id}/undo",
             merge_undo,
-            "Undo a merge: both cases as they were (optional body: {\"force\": true})",
+            'Undo a merge: both cases as they were (optional body: {"force": true})',
             "merges",
             responses={
                 200: "undone",
