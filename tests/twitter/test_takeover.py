@@ -24,7 +24,12 @@ from tests.twitter.support import (
     write_settings,
 )
 
-FAST = "mentions_poll_seconds = 1\ndm_poll_seconds = 3600\nstandby_retry_seconds = 1"
+# The dead instance's normalizer may hold leased, unfiled input: a short lease (the default
+# is 120 s) lets the survivor file it within the test's wait.
+FAST = (
+    "mentions_poll_seconds = 1\ndm_poll_seconds = 3600\nstandby_retry_seconds = 1\n"
+    "[normalizer]\nlease_seconds = 5"
+)
 
 
 def _outbox(engine: Any) -> set[str]:
