@@ -600,8 +600,7 @@ def _claim_next(
 ) -> tuple[Any, Any, bool]:
     """(before, after, renewed): my held case renewed, or the top claimable case taken.
 
-    Three short statements. One statement with data-modifying CTEs saves two round trips
-    but measured slower on PostgreSQL: it is planned afresh on every call.
+    SQLite's path (PostgreSQL's is _claim_next_pg): round trips cost nothing in-process.
     """
     held = _renew_held(conn, principal, now, until)
     if held is not None:
@@ -615,28 +614,16 @@ def _take_top(
 ) -> tuple[Any, Any]:
     """(the case before, the case after) this agent took the top claimable case, or Nones."""
     top = select(Case).where(_claimable(principal, now)).order_by(*queue_order()).limit(1)
-    if is_sqlite(conn):
-        # One conditional UPDATE; SQLite's writer lock (BEGIN IMMEDIATE) makes it atomic.
-        before = conn.execute(top).one_or_none()
-        if before is None:
-            return None, None
-        after = conn.execute(
-            update(Case)
-            .where(Case.id == before.id, _claimable(principal, now))
-            .values(claimed_by=principal.id, lease_until=until)
-            .returning(*Case.__table__.c)
-        ).one_or_none()
-        return before, after
-    # Rows other agents are claiming right now are skipped, not waited for.
-    before = conn.execute(top.with_for_update(skip_locked=True)).one_or_none()
+    # One conditional UPDATE; SQLite's writer lock (BEGIN IMMEDIATE) makes it atomic.
+    before = conn.execute(top).one_or_none()
     if before is None:
         return None, None
     after = conn.execute(
         update(Case)
-        .where(Case.id == before.id)
+        .where(Case.id == before.id, _claimable(principal, now))
         .values(claimed_by=principal.id, lease_until=until)
         .returning(*Case.__table__.c)
-    ).one()
+    ).one_or_none()
     return before, after
 
 
