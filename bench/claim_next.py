@@ -23,6 +23,7 @@ import os
 import secrets
 import statistics
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,6 +222,52 @@ def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str
     return {"claim": summary(times), "claims_per_s": len(handed) / wall, "claims": len(handed)}
 
 
+def _traced(engine: Engine, action: Any) -> int:
+    """Round trips of one call of `action`, counted in libpq's protocol trace.
+
+    Each request the client sends and then waits on ends in a Query (simple protocol) or a
+    Sync (extended protocol) message, so their number is the number of round trips,
+    including the pool's pre-ping, BEGIN and COMMIT. The engine has one pooled connection.
+    """
+    from psycopg import pq
+
+    with engine.connect() as conn:
+        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            action()
+        finally:
+            pgconn.untrace()
+        trace.seek(0)
+        sent = [line.split("\t") for line in trace.read().splitlines()]
+    return sum(1 for f in sent if f[0] == "F" and f[2].strip() in ("Query", "Sync"))
+
+
+def round_trips(url: str, agent: Principal) -> tuple[int, int]:
+    """(claim-next, bare SELECT): round trips of one call each, on a warm connection."""
+    engine = make_engine(url, pool_size=1)
+    taken: list[str] = []
+
+    def claim() -> None:
+        case = casework.claim_next(engine, agent)
+        assert case is not None
+        taken.append(case["reference"])
+
+    try:
+        # Warm up: statements prepared (psycopg prepares after five runs), as in service.
+        for _ in range(6):
+            claim()
+            top_claimable(engine, agent)
+            casework.set_status(engine, agent, taken[-1], "resolved")
+        claim_trips = _traced(engine, claim)
+        casework.set_status(engine, agent, taken[-1], "resolved")
+        return claim_trips, _traced(engine, lambda: top_claimable(engine, agent))
+    finally:
+        engine.dispose()
+
+
 def dead_tuples(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(
@@ -286,6 +333,7 @@ def main() -> int:
         vacuum(engine)
         claims = measure_claims(engine, team, args.samples)
         pages = measure_pages(engine, team[0], args.pages)
+        trips = round_trips(url, team[0])
         engine.dispose()  # no pooled connection may cross the fork
         crowd = measure_crowd(url, team, max(1, args.samples // AGENTS))
         dead_before = dead_tuples(engine)
@@ -307,6 +355,7 @@ def main() -> int:
         print(row("queue page, 50 cases", pages["page"], pages["bare"]))
         print(row("claim-next (16 agents at once)", crowd["claim"], claims["bare"]))
         print()
+        print(f"round trips: claim-next {trips[0]}, bare SELECT {trips[1]}")
         print(
             f"16 agents at once: {crowd['claims_per_s']:.0f} claims/s "
             f"({crowd['claims']} claims, each also resolved), no case handed out twice"

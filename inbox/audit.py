@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, ScalarSelect, bindparam, func, insert, literal, select, text
 
 from inbox.db import is_sqlite
 from inbox.models import AuditLog, utcnow
@@ -55,6 +55,27 @@ def row_hmac(
     return _hmac.new(key or _key(), body.encode(), hashlib.sha256).hexdigest()
 
 
+def _newest() -> ScalarSelect[str]:
+    """The chain's newest HMAC, or GENESIS for an empty log."""
+    newest = select(AuditLog.hmac).order_by(AuditLog.id.desc()).limit(1).scalar_subquery()
+    return select(func.coalesce(newest, GENESIS)).scalar_subquery()
+
+
+def lock_and_newest_sql() -> str:
+    """PostgreSQL: SQL that takes the chain's lock and gives the newest HMAC this statement saw.
+
+    For a caller that folds the chain's lock into a statement of its own (claim-next does,
+    to save two round trips); pass the value to `append(..., newest=...)`. The HMAC may be
+    stale: a statement reads from a snapshot taken when it began, before it waited for the
+    lock, so `append` checks it under the lock. The lock's subquery is in FROM, where
+    PostgreSQL runs it although no column of it is read (a volatile call is never pulled up).
+    Only constants are formatted in.
+    """
+    newest = f"coalesce((SELECT hmac FROM audit_log ORDER BY id DESC LIMIT 1), '{GENESIS}')"  # noqa: S608
+    lock = f"(SELECT pg_advisory_xact_lock({_AUDIT_LOCK})) AS chain_lock"
+    return f"(SELECT {newest} FROM {lock})"  # noqa: S608
+
+
 def append(
     conn: Connection,
     *,
@@ -63,11 +84,23 @@ def append(
     case_id: int | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    newest: str | None = None,
 ) -> int:
-    """Append one row inside the caller's transaction; rows are chained in commit order."""
-    if not is_sqlite(conn):
+    """Append one row inside the caller's transaction; rows are chained in commit order.
+
+    `newest` is what `lock_and_newest_sql()` gave earlier in this transaction: the lock is
+    then held already, and the last HMAC is not read in a round trip of its own.
+    """
+    if is_sqlite(conn):
+        newest = None  # its writer lock, held since BEGIN IMMEDIATE, is the chain's lock
+    elif newest is not None:
+        row_id = _append_if_newest(conn, newest, actor, action, case_id, before, after)
+        if isinstance(row_id, int):
+            return row_id
+        newest = row_id  # another append committed while we waited for the lock
+    else:
         conn.execute(text(f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})"))
-    prev = (
+    prev = newest or (
         conn.execute(
             select(AuditLog.hmac).order_by(AuditLog.id.desc()).limit(1)
         ).scalar_one_or_none()
@@ -91,6 +124,44 @@ def append(
             .returning(AuditLog.id)
         ).scalar_one()
     )
+
+
+def _append_if_newest(
+    conn: Connection,
+    prev: str,
+    actor: str,
+    action: str,
+    case_id: int | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> int | str:
+    """Insert the row chained to `prev` if `prev` is still the newest HMAC: the row's id.
+
+    Otherwise insert nothing and return the newest HMAC. Both are read in this statement's
+    snapshot, which began after this transaction took the chain's lock: every append holds
+    that lock until it commits, so the snapshot holds the chain's true end and nobody can
+    append before our commit.
+    """
+    at = utcnow()
+    digest = row_hmac(prev, at, actor, action, case_id, before, after)
+    values = {
+        "at": literal(at, AuditLog.at.type),
+        "actor": literal(actor, AuditLog.actor.type),
+        "action": literal(action, AuditLog.action.type),
+        "case_id": literal(case_id, AuditLog.case_id.type),
+        "before": bindparam("before", before, type_=AuditLog.before.type),
+        "after": bindparam("after", after, type_=AuditLog.after.type),
+        "prev_hmac": literal(prev, AuditLog.prev_hmac.type),
+        "hmac": literal(digest, AuditLog.hmac.type),
+    }
+    inserted = (
+        insert(AuditLog)
+        .from_select(list(values), select(*values.values()).where(_newest() == prev))
+        .returning(AuditLog.id)
+        .cte("inserted")
+    )
+    row = conn.execute(select(select(inserted.c.id).scalar_subquery(), _newest())).one()
+    return int(row[0]) if row[0] is not None else str(row[1])
 
 
 @dataclass(frozen=True)

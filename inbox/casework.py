@@ -21,15 +21,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    JSON,
+    BigInteger,
+    Boolean,
     Connection,
     Engine,
+    Integer,
+    LargeBinary,
+    String,
     and_,
     bindparam,
+    column,
     delete,
     func,
     insert,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -49,6 +58,7 @@ from inbox.models import (
     MessageRef,
     Outbox,
     User,
+    UTCDateTime,
     utcnow,
 )
 from inbox.queries import iso, queue_order
@@ -405,6 +415,8 @@ def claim_next(
     """
     now = now or utcnow()
     until = now + timing.lease
+    if not is_sqlite(engine):
+        return _claim_next_pg(engine, principal, now, until)
     me = {principal.id: principal.name}
     with write(engine) as conn:
         before, row, renewed = _claim_next(conn, principal, now, until)
@@ -415,6 +427,155 @@ def claim_next(
         if not renewed:
             _audit_change(conn, principal, "case.claimed", row.id, before, row, via="claim-next")
         return item
+
+
+def _claim_next_pg(
+    engine: Engine, principal: Principal, now: datetime, until: datetime
+) -> dict[str, Any] | None:
+    """claim-next on PostgreSQL in four round trips: BEGIN, one statement, the audit row, COMMIT.
+
+    The one statement renews my held lease or takes the top case (SKIP LOCKED), reads what
+    the queue item shows, and takes the audit chain's lock with its newest HMAC; each of
+    those used to be a round trip of its own, and on a busy host every round trip costs a
+    wait for the scheduler on both sides.
+    """
+    with write(engine) as conn:
+        row = conn.execute(_CLAIM_NEXT_PG, {"me": principal.id, "now": now, "until": until})
+        found = row.one_or_none()
+        if found is None:
+            return None
+        names = {principal.id: principal.name}
+        for user_id, name in (
+            (found.assignee_id, found.assignee_name),
+            (found.before_claimed_by, found.before_holder_name),
+        ):
+            if user_id is not None and name is not None:
+                names.setdefault(user_id, name)
+        contact = {
+            "id": found.contact_id,
+            "name": found.contact_name,
+            "identities": found.contact_identities or [],
+        }
+        item = queries._case_summary(
+            found, found.item_channels or [found.channel], found.item_message_count, contact
+        )
+        item["assignee"] = names.get(found.assignee_id) if found.assignee_id else None
+        item["lease"] = _lease_json(found, names, principal.id, now)
+        own = {}
+        if found.sig_shingles is not None and found.sig_shingles >= suggestions.MIN_SHINGLES:
+            own[found.id] = suggestions.Own(
+                found.sig_hashvalues, found.contact_id, found.first_inbound_at
+            )
+        similar = suggestions.suggestions_for(conn, [found.id], own=own)
+        item["suggestions"] = [s.json() for s in similar.get(found.id, [])]
+        item["already_held"] = found.renewed
+        if not found.renewed:
+            before = _Lease(found, found.before_claimed_by, found.before_lease_until)
+            audit.append(
+                conn,
+                actor=principal.actor,
+                action="case.claimed",
+                case_id=found.id,
+                before=_state(before, names),
+                after={**_state(found, names), "via": "claim-next"},
+                newest=found.audit_newest,
+            )
+        return item
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """A case row with its lease as it was before claim-next took it (all else is unchanged)."""
+
+    row: Any
+    claimed_by: int | None
+    lease_until: datetime | None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.row, name)
+
+
+def _claim_next_sql() -> Any:
+    """The statement behind _claim_next_pg, built once: its text never changes, so psycopg
+    prepares it and PostgreSQL can keep its plan.
+
+    held:   renew my live leases on claimable cases (the first in queue order is my answer);
+    top:    only when I hold none, the top claimable case, skipping rows that other agents
+            are claiming right now (FOR UPDATE SKIP LOCKED, as before; the partial index
+            ix_cases_claimable serves the ORDER BY ... LIMIT 1);
+    taken:  lease it to me, with the lease it had before (for the audit row);
+    chosen: the one case of either.
+    Data-modifying CTEs all run, once, on one snapshot; held and top can't meet the same
+    row, since a live lease of mine is not claimable.
+    """
+    statuses = ", ".join(f"'{s}'" for s in CLAIMABLE_STATUSES)  # constants, not input
+    cols = [c.name for c in Case.__table__.c]
+    listed = ", ".join(cols)
+    sql = f"""
+WITH held AS (
+    UPDATE cases SET lease_until = :until
+    WHERE claimed_by = :me AND lease_until > :now AND status IN ({statuses})
+    RETURNING {", ".join(f"cases.{c}" for c in cols)}
+), top AS (
+    SELECT id, claimed_by, lease_until FROM cases
+    WHERE status IN ({statuses})
+      AND (lease_until IS NULL OR lease_until <= :now)
+      AND (assignee_id IS NULL OR assignee_id = :me)
+      AND NOT EXISTS (SELECT FROM held)
+    ORDER BY due_at, first_inbound_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE cases SET claimed_by = :me, lease_until = :until
+    FROM top WHERE cases.id = top.id
+    RETURNING {", ".join(f"cases.{c}" for c in cols)},
+              top.claimed_by AS before_claimed_by, top.lease_until AS before_lease_until
+), chosen AS (
+    SELECT {listed}, true AS renewed,
+           NULL::bigint AS before_claimed_by, NULL::timestamp AS before_lease_until
+    FROM held
+    UNION ALL
+    SELECT {listed}, false, before_claimed_by, before_lease_until FROM taken
+    ORDER BY due_at, first_inbound_at, id
+    LIMIT 1
+)
+SELECT chosen.*,
+    (SELECT array_agg(f.channel ORDER BY f.first, f.channel)
+     FROM (SELECT channel, min(received_at) AS first FROM messages
+           WHERE case_id = chosen.id AND direction = 'inbound' GROUP BY channel) f
+    ) AS item_channels,
+    (SELECT count(*) FROM messages WHERE case_id = chosen.id) AS item_message_count,
+    contacts.name AS contact_name,
+    (SELECT json_agg(json_build_object(
+                'channel', i.kind, 'handle', i.handle, 'name', i.display_name,
+                'verified', i.verified, 'facts', i.facts) ORDER BY i.id)
+     FROM identities i WHERE i.contact_id = chosen.contact_id) AS contact_identities,
+    (SELECT name FROM users WHERE id = chosen.assignee_id) AS assignee_name,
+    (SELECT name FROM users WHERE id = chosen.before_claimed_by) AS before_holder_name,
+    sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles,
+    CASE WHEN chosen.renewed THEN NULL ELSE {audit.lock_and_newest_sql()} END AS audit_newest
+FROM chosen
+JOIN contacts ON contacts.id = chosen.contact_id
+LEFT JOIN case_signatures sig ON sig.case_id = chosen.id
+"""  # noqa: S608 - only constants and column names are formatted in
+    return text(sql).columns(
+        *Case.__table__.c,
+        column("renewed", Boolean),
+        column("before_claimed_by", BigInteger),
+        column("before_lease_until", UTCDateTime()),
+        column("item_channels", ARRAY(String)),
+        column("item_message_count", Integer),
+        column("contact_name", String),
+        column("contact_identities", JSON),
+        column("assignee_name", String),
+        column("before_holder_name", String),
+        column("sig_hashvalues", LargeBinary),
+        column("sig_shingles", Integer),
+        column("audit_newest", String),
+    )
+
+
+_CLAIM_NEXT_PG = _claim_next_sql()
 
 
 def _renew_held(conn: Connection, principal: Principal, now: datetime, until: datetime) -> Any:
@@ -439,8 +600,7 @@ def _claim_next(
 ) -> tuple[Any, Any, bool]:
     """(before, after, renewed): my held case renewed, or the top claimable case taken.
 
-    Three short statements. One statement with data-modifying CTEs saves two round trips
-    but measured slower on PostgreSQL: it is planned afresh on every call.
+    SQLite's path (PostgreSQL's is _claim_next_pg): round trips cost nothing in-process.
     """
     held = _renew_held(conn, principal, now, until)
     if held is not None:
@@ -454,28 +614,16 @@ def _take_top(
 ) -> tuple[Any, Any]:
     """(the case before, the case after) this agent took the top claimable case, or Nones."""
     top = select(Case).where(_claimable(principal, now)).order_by(*queue_order()).limit(1)
-    if is_sqlite(conn):
-        # One conditional UPDATE; SQLite's writer lock (BEGIN IMMEDIATE) makes it atomic.
-        before = conn.execute(top).one_or_none()
-        if before is None:
-            return None, None
-        after = conn.execute(
-            update(Case)
-            .where(Case.id == before.id, _claimable(principal, now))
-            .values(claimed_by=principal.id, lease_until=until)
-            .returning(*Case.__table__.c)
-        ).one_or_none()
-        return before, after
-    # Rows other agents are claiming right now are skipped, not waited for.
-    before = conn.execute(top.with_for_update(skip_locked=True)).one_or_none()
+    # One conditional UPDATE; SQLite's writer lock (BEGIN IMMEDIATE) makes it atomic.
+    before = conn.execute(top).one_or_none()
     if before is None:
         return None, None
     after = conn.execute(
         update(Case)
-        .where(Case.id == before.id)
+        .where(Case.id == before.id, _claimable(principal, now))
         .values(claimed_by=principal.id, lease_until=until)
         .returning(*Case.__table__.c)
-    ).one()
+    ).one_or_none()
     return before, after
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -231,6 +231,15 @@ class Suggestion:
         }
 
 
+@dataclass(frozen=True)
+class Own:
+    """A case's own signature and what pairing needs of the case, read by the caller."""
+
+    hashvalues: bytes
+    contact_id: int
+    first_inbound_at: datetime
+
+
 def suggestions_for(
     conn: Connection,
     case_ids: list[int],
@@ -238,13 +247,29 @@ def suggestions_for(
     threshold: float = THRESHOLD,
     window: timedelta = WINDOW,
     limit: int = LIMIT,
+    own: dict[int, Own] | None = None,
 ) -> dict[int, list[Suggestion]]:
-    """Near-duplicate open cases of other contacts for each of these cases, best first."""
+    """Near-duplicate open cases of other contacts for each of these cases, best first.
+
+    `own`: the cases' signatures (those with at least MIN_SHINGLES), when the caller read
+    them already (claim-next reads them in its one statement); else they are read here.
+    """
     result: dict[int, list[Suggestion]] = {c: [] for c in case_ids}
     if not case_ids:
         return result
-    own = {
-        r.case_id: r
+    own = own if own is not None else _own(conn, case_ids)
+    values = {}
+    probes: dict[tuple[int, int], list[int]] = {}
+    for case_id, row in own.items():
+        values[case_id] = _decode(row.hashvalues)
+        for band, bucket in enumerate(buckets(values[case_id])):
+            probes.setdefault((band, bucket), []).append(case_id)
+    return _pair(conn, own, values, probes, result, threshold, window, limit)
+
+
+def _own(conn: Connection, case_ids: list[int]) -> dict[int, Own]:
+    return {
+        r.case_id: Own(r.hashvalues, r.contact_id, r.first_inbound_at)
         for r in conn.execute(
             select(
                 CaseSignature.case_id,
@@ -258,12 +283,18 @@ def suggestions_for(
         )
         if r.shingles >= MIN_SHINGLES
     }
-    probes: dict[tuple[int, int], list[int]] = {}
-    values = {}
-    for case_id, row in own.items():
-        values[case_id] = _decode(row.hashvalues)
-        for band, bucket in enumerate(buckets(values[case_id])):
-            probes.setdefault((band, bucket), []).append(case_id)
+
+
+def _pair(
+    conn: Connection,
+    own: dict[int, Own],
+    values: dict[int, Any],
+    probes: dict[tuple[int, int], list[int]],
+    result: dict[int, list[Suggestion]],
+    threshold: float,
+    window: timedelta,
+    limit: int,
+) -> dict[int, list[Suggestion]]:
     if not probes:
         return result
     pairs: dict[int, set[int]] = {}

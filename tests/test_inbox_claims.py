@@ -9,7 +9,7 @@ from collections import Counter
 
 from sqlalchemy import func, select
 
-from inbox import casework
+from inbox import audit, casework
 from inbox.accounts import Principal
 from inbox.db import make_engine
 from inbox.models import AuditLog, Case
@@ -76,6 +76,9 @@ def test_sixteen_agents_claim_next_at_once(db_url, engine):
         still_open = conn.execute(
             select(func.count()).select_from(Case).where(Case.status != "resolved")
         ).scalar_one()
+        # Claims and resolves all appended to one chain at once; it must still verify.
+        chain = audit.verify(conn)
     for ids in taken.values():
         assert [due[i] for i in ids] == sorted(due[i] for i in ids)
     assert claimed == count and still_open == 0
+    assert chain.ok, chain.problem

@@ -1,0 +1,90 @@
+"""claim-next's answer and audit row, built on PostgreSQL from one statement, against the
+queue page's item for the same case (built by `summaries`, query by query) and the audit
+chain's own verification. Runs on both stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, text, update
+
+from inbox import audit, casework
+from inbox.accounts import Principal
+from inbox.models import AuditLog, Case
+from tests.fixtures.suggestions.pairs import PAIRS, SAME
+from tests.inbox_helpers import add_inbound, email_case, link_identity, make_user
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+
+
+def _agent(engine, name: str) -> Principal:
+    return Principal(id=make_user(engine, name), name=name, role="agent", via="token")
+
+
+def test_claim_next_answers_the_queue_item_and_audits_the_lease_it_took(engine):
+    _label, _kind, first, second = next(p for p in PAIRS if p[0] == SAME)
+    mine = email_case(engine, "ann@example.com", "Locked out", first, msgid="a1@x", at=T0)
+    other = email_case(engine, "bob@example.com", "Locked out", second, msgid="b1@x", at=T0)
+    sms = link_identity(engine, mine, "sms", "+15555550100")
+    add_inbound(engine, mine, sms, "sms", "Still locked out", T0 + timedelta(minutes=5))
+    agent, previous = _agent(engine, "agent01"), _agent(engine, "agent02")
+    # Both leases expired: claim-next may take either, and its audit row names who held it.
+    with engine.begin() as conn:
+        conn.execute(update(Case).values(claimed_by=previous.id, lease_until=T0))
+
+    item = casework.claim_next(engine, agent)
+
+    assert item is not None and item["reference"] in (mine, other)
+    assert item.pop("already_held") is False
+    page = casework.queue_page(engine, agent)["cases"]
+    assert item == next(c for c in page if c["reference"] == item["reference"])
+    assert item["suggestions"], "the near-duplicate of the other contact is offered"
+    if item["reference"] == mine:
+        assert item["channels"] == ["email", "sms"] and item["message_count"] == 2
+    with engine.connect() as conn:
+        row = conn.execute(select(AuditLog).order_by(AuditLog.id.desc()).limit(1)).one()
+        assert audit.verify(conn).ok
+    assert row.action == "case.claimed"
+    assert row.before["claimed_by"] == "agent02"
+    assert row.after["claimed_by"] == "agent01" and row.after["via"] == "claim-next"
+    assert row.after["lease_until"] == item["lease"]["until"]
+
+    # Asked again: the same case, renewed, and no second audit row (a heartbeat).
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    again = casework.claim_next(engine, agent, now=later)
+    assert again is not None and again["reference"] == item["reference"]
+    assert again["already_held"] is True
+    assert again["lease"]["until"] > item["lease"]["until"]
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(AuditLog)).scalar_one()
+        assert conn.execute(select(func.max(AuditLog.id))).scalar_one() == row.id
+    assert rows >= 1
+
+
+def test_no_case_no_answer_and_no_audit_row(engine):
+    agent = _agent(engine, "agent01")
+    assert casework.claim_next(engine, agent) is None
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(AuditLog)).scalar_one() == 0
+
+
+def test_a_stale_newest_hmac_still_chains_to_the_true_end(engine):
+    """`append(newest=...)` trusts nothing: given an HMAC that is no longer the newest (as
+    after waiting for the chain's lock), it chains to the real newest row."""
+    with engine.begin() as conn:
+        audit.append(conn, actor="system", action="first")
+        audit.append(conn, actor="system", action="second")
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            seen = conn.execute(text(f"SELECT {audit.lock_and_newest_sql()}")).scalar_one()
+            newest = conn.execute(
+                select(AuditLog.hmac).order_by(AuditLog.id.desc()).limit(1)
+            ).scalar_one()
+            assert seen == newest  # what the statement saw, when nobody else appended
+        stale = audit.GENESIS
+        audit.append(conn, actor="system", action="third", newest=stale)
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(AuditLog).order_by(AuditLog.id)))
+        assert [r.action for r in rows] == ["first", "second", "third"]
+        assert rows[2].prev_hmac == rows[1].hmac
+        assert audit.verify(conn).ok
