@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.connections,
                 trace,
                 args.trace_heap,
+                args.warmup,
             )
         finally:
             database.drop_all()
