@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from normalizer.mail import OWN_HEADER, parse_email
+from normalizer import mail as mail_module
+from normalizer.mail import HEADER_CACHE_SIZE, OWN_HEADER, parse_email
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -58,3 +59,48 @@ def test_messages_sharing_header_text_each_keep_their_own_values():
         "bo@example.org",
         "cy@example.org",
     ]
+
+
+def distinct_mail(i: int) -> bytes:
+    """A multipart mail whose every per-mail header (and its boundary) is its own."""
+    boundary = f"b{i:06d}"
+    return (
+        f"From: Customer {i} <c{i}@example.org>\r\n"
+        "To: help@support.example.com\r\n"
+        f"Subject: Help needed {i}\r\n"
+        f"Date: Fri, 20 Nov 2026 10:{i // 60 % 60:02d}:{i % 60:02d} +0000\r\n"
+        f"Message-ID: <m{i}@example.org>\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
+        "\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "\r\n"
+        f"Question {i}.\r\n"
+        f"--{boundary}\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n"
+        "\r\n"
+        f"<p>Question {i}.</p>\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+
+
+def test_the_header_cache_stays_bounded_and_holds_only_structural_headers():
+    # A soak of distinct mails once filled the cache with every mail's Message-ID, Date and
+    # Subject, each parse tree kept alive long after its mail was stored.
+    mail_module._parsed_header.cache_clear()
+    count = 3 * HEADER_CACHE_SIZE
+    for i in range(count):
+        message = parse_email(distinct_mail(i), envelope={}, received_at=NOW)
+        assert message.subject == f"Help needed {i}"  # the uncached headers are still read
+        assert message.text.strip() == f"Question {i}."
+    info = mail_module._parsed_header.cache_info()
+    # Every mail brings one structural value of its own (its boundary), so the cache saw
+    # more values than it may keep: it is full, and no larger.
+    assert info.currsize == HEADER_CACHE_SIZE
+    # A miss per mail for its boundary, plus at most one each for the three structural
+    # values all mails share (MIME-Version, the text and the HTML part's Content-Type).
+    # Caching the per-mail headers too would add a miss per mail for each of them.
+    assert count <= info.misses <= count + 3
+    # Within one mail the structural headers are fetched again and again: those are hits.
+    assert info.hits > count
