@@ -765,9 +765,9 @@ class WorkerLoop:
     share of the time (it sleeps several times as long as it worked): it keeps filing, but
     more slowly than a saturated SMTP server stores (the 100,000-mail soak on SQLite filed
     about a tenth as fast as it stored, and caught up 24 minutes after the load ended).
-    Nothing is lost meanwhile; more instances, or a separate `parity run --only` for intake
-    and one for the normalizer on PostgreSQL, shorten the wait. When intake is quiet it
-    works in chunks, at full speed.
+    Nothing is lost meanwhile; on PostgreSQL more instances (each `parity run` has a
+    worker, and they share the backlog) shorten the wait. When intake is quiet it works in
+    chunks, at full speed.
     """
 
     def __init__(
