@@ -63,3 +63,23 @@ def case_of(engine: Engine, outcome: Outcome) -> dict[str, Any]:
     detail = queries.case_detail(engine, reference)
     assert detail is not None
     return detail
+
+
+def child_settings(db_url: str, *, lease_seconds: int | None = None) -> str:
+    """The head of a settings.toml for a `parity run --only <connector>` child process: the
+    test's store, and the SMTP server and web inbox off. The test adds its connector's
+    section. `lease_seconds` shortens the normalizer's lease, so input a SIGKILLed instance
+    had leased comes back within a test's wait (the default is 120 s)."""
+    normalizer = f"\n[normalizer]\nlease_seconds = {lease_seconds}\n" if lease_seconds else ""
+    return f"""
+[database]
+url = "{db_url}"
+url_env = "PARITY_TEST_UNUSED_DATABASE_URL"
+busy_timeout_ms = 60000
+{normalizer}
+[connectors.smtp]
+enabled = false
+
+[connectors.web]
+enabled = false
+"""

@@ -14,6 +14,7 @@ from inbox.db import make_engine
 from inbox.models import Case, Intake, Outbox
 from parity import cli, daemon
 from parity.settings import SettingsError, load, parse
+from tests.helpers import child_settings
 from tests.reddit_fake import FakeReddit
 from tests.reddit_support import EVERYTHING, KEYWORDS
 
@@ -50,17 +51,8 @@ def test_subreddit_names_are_checked():
 def write_settings(path: Path, db_url: str, fake: FakeReddit) -> Path:
     keywords = ", ".join(json.dumps(k) for k in KEYWORDS)
     path.write_text(
-        f"""
-[database]
-url = "{db_url}"
-url_env = "PARITY_TEST_UNSET_DATABASE_URL"
-
-[connectors.smtp]
-enabled = false
-
-[connectors.web]
-enabled = false
-
+        child_settings(db_url)
+        + f"""
 [connectors.reddit]
 enabled = true
 oauth_url = "{fake.url}"

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, func, select
 from inbox.models import Case, ConnectorState, Intake, Message, Outbox
 from tests.dovecot import Certificates, Dovecot, Mailbox, TokenEndpoint, make_certificates
 from tests.dovecot import make_mail as imap_mail
+from tests.helpers import child_settings
 from tests.reddit_fake import FakeReddit
 from tests.reddit_support import EVERYTHING, KEYWORDS
 
@@ -124,22 +125,8 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
 
 def imap_settings(path: Path, db_url: str, mailbox: Mailbox) -> Path:
     path.write_text(
-        f"""
-[database]
-url = "{db_url}"
-url_env = "PARITY_TEST_UNUSED_DATABASE_URL"
-busy_timeout_ms = 60000
-
-[normalizer]
-# Intake a killed instance had leased comes back quickly, so the survivor files it.
-lease_seconds = 5
-
-[connectors.smtp]
-enabled = false
-
-[connectors.web]
-enabled = false
-
+        child_settings(db_url, lease_seconds=5)
+        + f"""
 [connectors.imap]
 enabled = true
 poll_seconds = 1
@@ -265,21 +252,8 @@ def test_imap_standby_takes_over_a_folder_after_a_sigkill_nothing_lost_or_double
 def reddit_settings(path: Path, db_url: str, fake: FakeReddit) -> Path:
     keywords = ", ".join(f'"{k}"' for k in KEYWORDS)
     path.write_text(
-        f"""
-[database]
-url = "{db_url}"
-url_env = "PARITY_TEST_UNUSED_DATABASE_URL"
-busy_timeout_ms = 60000
-
-[normalizer]
-lease_seconds = 5
-
-[connectors.smtp]
-enabled = false
-
-[connectors.web]
-enabled = false
-
+        child_settings(db_url, lease_seconds=5)
+        + f"""
 [connectors.reddit]
 enabled = true
 oauth_url = "{fake.url}"

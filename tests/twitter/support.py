@@ -17,6 +17,7 @@ from connectors.config import TwitterSettings
 from connectors.twitter import TwitterConnector
 from connectors.twitter_auth import credentials
 from inbox.models import Intake
+from tests.helpers import child_settings
 from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, FakeX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,18 +74,8 @@ def customer_dms(fake: FakeX) -> set[str]:
 def write_settings(path: Path, db_url: str, fake: FakeX, extra: str = "") -> Path:
     """A settings.toml for a `parity run --only twitter` child process."""
     path.write_text(
-        f"""
-[database]
-url = "{db_url}"
-url_env = "PARITY_TEST_UNUSED_DATABASE_URL"
-busy_timeout_ms = 60000
-
-[connectors.smtp]
-enabled = false
-
-[connectors.web]
-enabled = false
-
+        child_settings(db_url)
+        + f"""
 [connectors.twitter]
 enabled = true
 api_base_url = "{fake.base_url}"
