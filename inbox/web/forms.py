@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from inbox import casework, identities, merges
-from inbox.accounts import AccountError, has_role
+from inbox.accounts import AccountError, UnknownAccount, has_role
 from inbox.db import StorageUnavailable
 from inbox.web import flash
 from inbox.web.api import LinkBody, MergeBody, UnlinkBody
@@ -24,14 +24,14 @@ from inbox.web.pages import render
 from inbox.web.routes import Route
 
 # What an agent can act on: the store's refusals, a form that does not validate, a busy
-# store. Anything else is a bug and stays a 500.
+# store. Anything else is a bug and stays a 500 (so not LookupError: a KeyError is one).
 REFUSALS: tuple[type[Exception], ...] = (
     casework.NotFound,
     casework.Conflict,
     casework.Invalid,
     AccountError,
     PermissionError,
-    LookupError,
+    UnknownAccount,
     ValidationError,
     StorageUnavailable,
 )
