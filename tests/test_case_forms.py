@@ -363,3 +363,37 @@ async def test_link_and_unlink_an_identity_from_the_page(api: Api, engine: Engin
     assert owner != contact and identities_left == 2
     assert case_row(engine, work).contact_id == owner
     assert case_row(engine, alice).contact_id == contact and phone
+
+
+async def test_undo_on_a_held_case_needs_a_manager_and_force(api: Api, engine: Engine) -> None:
+    make_user(engine, "ann")
+    make_user(engine, "bo")
+    make_user(engine, "meg", role="manager")
+    alice, bob, _ = cases(engine)
+    ann, ann_header = await api.session("ann")
+    meg, meg_header = await api.session("meg")
+    await post_form(
+        ann,
+        f"/cases/{bob}/merge",
+        {"csrf_token": ann_header["X-CSRF-Token"], "into": alice},
+        f"/cases/{alice}",
+    )
+    [row] = merge_rows(engine)
+    await api.call("bo", "POST", f"/api/cases/{alice}/claim", json={})
+    undo = f"/cases/{alice}/merges/{row.id}/undo"
+
+    # The agent has no force box, and her undo (even with a forged force field) is refused.
+    assert 'name="force"' not in section(await get_page(ann, f"/cases/{alice}"), "merges")
+    refused = await post_form(
+        ann, undo, {"csrf_token": ann_header["X-CSRF-Token"], "force": "1"}, f"/cases/{alice}"
+    )
+    assert flash_of(refused) == ("error", f"Not undone: {alice} is being worked on by bo.")
+    assert merge_rows(engine)[0].undone_at is None
+
+    # The manager sees the box, and undoes with it.
+    assert 'name="force"' in section(await get_page(meg, f"/cases/{alice}"), "merges")
+    done = await post_form(
+        meg, undo, {"csrf_token": meg_header["X-CSRF-Token"], "force": "1"}, f"/cases/{alice}"
+    )
+    assert (flash_of(done) or ("", ""))[0] == "ok"
+    assert merge_rows(engine)[0].undone_at is not None

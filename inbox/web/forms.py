@@ -153,8 +153,11 @@ async def merge_undo(request: web.Request) -> web.StreamResponse:
         raise flash.redirect(
             request, _back(reference), "error", "Not undone: no such merge."
         ) from None
+    form = await _form(request)
     try:
-        record = await blocking(merges.undo, ctx.engine, principal(request), merge_id)
+        record = await blocking(
+            merges.undo, ctx.engine, principal(request), merge_id, force=form.get("force") == "1"
+        )
     except REFUSALS as exc:
         raise flash.redirect(
             request, _back(reference), "error", f"Not undone: {refusal(exc)}"

@@ -23,6 +23,7 @@ from aiohttp import web
 from sqlalchemy import Engine, select
 
 from inbox import casework, identities, merges
+from inbox.accounts import has_role
 from inbox.db import read
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
@@ -283,6 +284,7 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         merges=history,
         absorbed_by=absorbed_by,
         identity_kinds=identities.KINDS,
+        may_force=has_role(who.role, "manager"),
     )
     flash.clear(request, response)
     return response
