@@ -257,7 +257,8 @@ def undo(
         ):
             if m.id in before_merge:
                 continue
-            texts[m.id] = f"{m.subject}\n{m.text}"
+            if not (m.meta or {}).get("delivery_report"):  # bounces are never indexed
+                texts[m.id] = f"{m.subject}\n{m.text}"
             reason = _cites(m, source_ref, ref_values)
             if reason is not None:
                 message_ids.add(m.id)
@@ -352,16 +353,18 @@ def _restore_signatures(
         if saved is not None:
             suggestions.restore_signature(conn, case_id, saved[which])
             for message_id in later:
-                suggestions.index_text(conn, case_id, texts[message_id])
+                if message_id in texts:
+                    suggestions.index_text(conn, case_id, texts[message_id])
         else:
             # A merge recorded before signatures were saved: rebuild from the case's messages.
             suggestions.restore_signature(conn, case_id, None)
             for m in conn.execute(
-                select(Message.subject, Message.text)
+                select(Message.subject, Message.text, Message.meta)
                 .where(Message.case_id == case_id, Message.direction == "inbound")
                 .order_by(Message.id)
             ):
-                suggestions.index_text(conn, case_id, f"{m.subject}\n{m.text}")
+                if not (m.meta or {}).get("delivery_report"):
+                    suggestions.index_text(conn, case_id, f"{m.subject}\n{m.text}")
 
 
 def merges_of(engine: Engine, reference: str) -> list[dict[str, Any]]:
