@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -24,15 +25,26 @@ from tests.emails import SCREENSHOT_PNG, STATEMENT_PDF, eml
 from tests.helpers import FIXTURES, ingest, normalize
 
 
-def parity(settings: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def parity(settings: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARITY_")}
-    return subprocess.run(
+    # A command that hangs shows where: faulthandler prints every thread's stack on SIGABRT.
+    # (One CI run saw `parity ingest` exceed 120 s once on a loaded machine, with no database
+    # session waiting; this way a repeat explains itself.)
+    env["PYTHONFAULTHANDLER"] = "1"
+    process = subprocess.Popen(
         [sys.executable, "-m", "parity", "--settings", str(settings), *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        timeout=120,
     )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        out, err = process.communicate(timeout=30)
+        pytest.fail(f"`parity {' '.join(args)}` ran over {timeout} s; its stacks:\n{err[-8000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def settings_for(tmp_path: Path, url: str) -> Path:
