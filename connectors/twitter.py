@@ -85,13 +85,12 @@ def mention_items(body: Mapping[str, Any], account_id: str, received_at: datetim
             own += 1
             continue
         items.append(
-            RawInput(
-                connector=CONNECTOR,
-                channel=CHANNEL,
-                source_key=f"tweet:{tweet.get('id')}",
-                payload=_item_bytes("mention", account_id, tweet, users.get(author)),
-                envelope={"kind": "mention", "address": f"twitter:mentions:{account_id}"},
-                received_at=received_at,
+            _raw_input(
+                "mention",
+                f"tweet:{tweet.get('id')}",
+                f"twitter:mentions:{account_id}",
+                _item_bytes("mention", account_id, tweet, users.get(author)),
+                received_at,
             )
         )
     return Page(items, own, 0)
@@ -110,16 +109,29 @@ def dm_items(body: Mapping[str, Any], account_id: str, received_at: datetime) ->
             own += 1
             continue
         items.append(
-            RawInput(
-                connector=CONNECTOR,
-                channel=CHANNEL,
-                source_key=f"dm:{event.get('id')}",
-                payload=_item_bytes("dm", account_id, event, users.get(sender)),
-                envelope={"kind": "dm", "address": f"twitter:dm:{account_id}"},
-                received_at=received_at,
+            _raw_input(
+                "dm",
+                f"dm:{event.get('id')}",
+                f"twitter:dm:{account_id}",
+                _item_bytes("dm", account_id, event, users.get(sender)),
+                received_at,
             )
         )
     return Page(items, own, other)
+
+
+def _raw_input(
+    kind: str, source_key: str, address: str, payload: bytes, received_at: datetime
+) -> RawInput:
+    """One mention or DM as intake stores it: keyed by its X id, addressed to our account."""
+    return RawInput(
+        connector=CONNECTOR,
+        channel=CHANNEL,
+        source_key=source_key,
+        payload=payload,
+        envelope={"kind": kind, "address": address},
+        received_at=received_at,
+    )
 
 
 def newest_tweet_id(*candidates: str | None) -> str | None:
