@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Dialect,
     ForeignKey,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -159,6 +160,9 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # "Claims to be about C-...": set when a stranger cites another case's reference.
     claims_reference: Mapped[str | None] = mapped_column(String(32))
+    # "Unverified: claims to be from ...": an unauthenticated mail's From, when the mail
+    # opened this case instead of joining that address's contact.
+    unverified_from: Mapped[str | None] = mapped_column(String(320))
     # The earlier case this one continues, when a message came after the reopen window.
     linked_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     followups: Mapped[int] = mapped_column(default=0)
@@ -222,6 +226,12 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     html: Mapped[str | None] = mapped_column(Text)
+    # The HTML part depth-capped and sanitized when the message was filed, under the parse
+    # budget: the case page shows this and never parses raw HTML per request.
+    html_view: Mapped[str | None] = mapped_column(Text)
+    # Inbound email's sender authentication: spf, dkim, dmarc, arc, from_domain, verdict
+    # (pass | fail | none | temperror), and where it came from. None for other channels.
+    auth: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     sent_at: Mapped[datetime | None]
     received_at: Mapped[datetime]
     raw_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
@@ -232,6 +242,18 @@ class Message(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (Index("ix_messages_case_received", "case_id", "received_at"),)
+
+
+class AckBucket(Base):
+    """A token bucket limiting acknowledgements (per recipient, per domain, or global).
+
+    Stored, not kept in memory, so every instance draws on the same buckets.
+    """
+
+    __tablename__ = "ack_buckets"
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime]
 
 
 class MessageRef(Base):
