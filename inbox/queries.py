@@ -90,6 +90,8 @@ def _case_summary(
         "followups": case.followups,
         "due_rule": case.due_rule,
         "claims_reference": case.claims_reference,
+        # "Unverified: claims to be from ...": set when an unauthenticated mail opened the case.
+        "unverified_from": getattr(case, "unverified_from", None),
         "acknowledgement": {"state": case.ack_state, "reason": case.ack_reason},
         "callback_requested_at": iso(getattr(case, "callback_requested_at", None)),
     }
@@ -212,6 +214,9 @@ def case_detail(engine: Engine, reference: str) -> dict[str, Any] | None:
                 "text": m.text,
                 "has_html": m.html is not None,
                 "automated": m.automated,
+                # Inbound email's sender authentication (spf, dkim, dmarc, arc, from_domain,
+                # verdict); None on other channels and on mail filed before it was checked.
+                "auth": m.auth,
                 "external_id": m.external_id,
                 "receipts": receipts.get(m.id, []),
                 "attachments": attachments.get(m.id, []),
