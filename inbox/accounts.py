@@ -8,11 +8,13 @@ usable credential, and looking one up stays a single indexed read per request.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import math
 import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
@@ -313,9 +315,21 @@ class SessionPolicy:
 
 @dataclass(frozen=True)
 class LoginLimits:
+    """The login throttle. Failures are counted per (account, client address) and per client
+    address, never per account alone: a stranger's failures slow only the stranger's address,
+    so they cannot lock a person out of their own account from elsewhere.
+
+    Below its free allowance a counter costs nothing; from there each failure doubles the wait
+    before the next try from that address (delay, 2 x delay, 4 x delay, ... up to max_delay),
+    measured from the latest failure. Failures older than `window` are forgotten.
+    """
+
+    # Free failures per (account, address) and per address.
     per_account: int = 5
     per_ip: int = 20
     window: timedelta = timedelta(minutes=15)
+    delay: timedelta = timedelta(seconds=1)
+    max_delay: timedelta = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -327,27 +341,60 @@ class LoginResult:
     retry_after: int | None = None
 
 
+def address_key(ip: str) -> str:
+    """The client address as the throttle counts it: an IPv6 client is its /64 (one customer
+    line holds a whole /64, so counting single addresses would give it 2^64 fresh counters);
+    an IPv4-mapped IPv6 address is the IPv4 address. Anything unparsable is kept as it is."""
+    try:
+        address = ipaddress.ip_address(ip.strip().split("%", 1)[0])
+    except ValueError:
+        return ip[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def throttle_delay(failures: int, free: int, limits: LoginLimits) -> timedelta | None:
+    """How long after the latest of `failures` the next try must wait (None: not at all)."""
+    if failures < free:
+        return None
+    # Capped before the power is taken: a long flood must not build a huge integer.
+    doublings = min(failures - free, 40)
+    wait: timedelta = min(limits.delay * (2**doublings), limits.max_delay)
+    return wait
+
+
 def login_blocked(
     conn: Connection, name: str, ip: str, limits: LoginLimits, now: datetime
 ) -> int | None:
-    """Seconds until a login for `name` from `ip` may be tried again, or None if it may now."""
+    """Seconds until a login for `name` from `ip` (an address_key) may be tried again, or
+    None if it may now. The name alone never blocks: see LoginLimits."""
     since = now - limits.window
     waits: list[int] = []
-    for column, value, limit in (
-        (LoginAttempt.name, name, limits.per_account),
-        (LoginAttempt.ip, ip, limits.per_ip),
+    for condition, free in (
+        ((LoginAttempt.name == name) & (LoginAttempt.ip == ip), limits.per_account),
+        (LoginAttempt.ip == ip, limits.per_ip),
     ):
-        count, oldest = conn.execute(
-            select(func.count(), func.min(LoginAttempt.at)).where(
-                column == value, LoginAttempt.at > since
+        count, latest = conn.execute(
+            select(func.count(), func.max(LoginAttempt.at)).where(
+                condition, LoginAttempt.at > since
             )
         ).one()
-        if count >= limit:
-            # The count drops below the limit once the oldest failure leaves the window;
-            # approximate (later failures may keep it up), which errs on the safe side.
-            oldest = oldest if isinstance(oldest, datetime) else now
-            waits.append(max(1, int((oldest + limits.window - now).total_seconds()) + 1))
+        wait = throttle_delay(count, free, limits)
+        if wait is None:
+            continue
+        latest = _aware(latest) if isinstance(latest, datetime) else now
+        left = (latest + wait - now).total_seconds()
+        if left > 0:
+            waits.append(max(1, math.ceil(left)))
     return max(waits) if waits else None
+
+
+def _aware(at: datetime) -> datetime:
+    # A naive time from the store is UTC (the column type says so; this guards a raw driver).
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def login(
@@ -365,8 +412,9 @@ def login(
     now = now_fn()
     name = name.strip().lower()[:64]
     ip = ip[:64]
+    counted = address_key(ip)
     with read(engine) as conn:
-        wait = login_blocked(conn, name, ip, limits, now)
+        wait = login_blocked(conn, name, counted, limits, now)
         user = get_user(conn, name) if name else None
         conn.rollback()
     if wait is not None:
@@ -376,7 +424,7 @@ def login(
     ok = verify_password(encoded, password)
     if not ok or user is None:
         with write(engine) as conn:
-            conn.execute(insert(LoginAttempt).values(at=now, name=name, ip=ip))
+            conn.execute(insert(LoginAttempt).values(at=now, name=name, ip=counted))
             conn.execute(delete(LoginAttempt).where(LoginAttempt.at < now - timedelta(days=1)))
         return LoginResult()
     secret = secrets.token_urlsafe(32)
@@ -386,7 +434,11 @@ def login(
         if _hasher().check_needs_rehash(user.password_hash):
             values["password_hash"] = hash_password(password)
         conn.execute(update(User).where(User.id == user.id).values(**values))
-        conn.execute(delete(LoginAttempt).where(LoginAttempt.name == name))
+        # Only this address's failures for this account: a success elsewhere must not hand a
+        # guesser fresh tries.
+        conn.execute(
+            delete(LoginAttempt).where(LoginAttempt.name == name, LoginAttempt.ip == counted)
+        )
         conn.execute(delete(WebSession).where(WebSession.expires_at < now))
         conn.execute(
             insert(WebSession).values(

@@ -1213,6 +1213,8 @@ def _timeline(conn: Connection, refs: dict[int, str]) -> tuple[list[dict[str, An
             "has_raw": m.raw_sha256 is not None,
             "attachments": attachments.get(m.id, []),
             "delivery": deliveries.get((m.meta or {}).get("outbox_id", -1)),
+            # Sender authentication of inbound email (issue 16), shown per message.
+            "auth": m.auth,
         }
         for m in messages
     ]

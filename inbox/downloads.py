@@ -11,6 +11,8 @@ import re
 import unicodedata
 from urllib.parse import quote
 
+from inbox.display import strip_bidi
+
 # Types a browser only ever renders as pixels. SVG is not here: it is a document that can
 # carry script.
 INLINE_IMAGES: dict[str, tuple[str, ...]] = {
@@ -24,8 +26,12 @@ MAX_FILENAME = 120
 
 
 def safe_filename(name: str, fallback: str = "download") -> str:
-    """A file name with no path, no control characters, no quotes and no leading dots."""
-    base = re.split(r"[\\/]", name)[-1]
+    """A file name with no path, no control characters, no quotes and no leading dots.
+
+    Bidirectional controls go too: a saved "invoice<U+202E>gpj.exe" must not look like a
+    picture in the agent's download list.
+    """
+    base = re.split(r"[\\/]", strip_bidi(name))[-1]
     base = _UNSAFE.sub("_", base).strip().lstrip(".").strip()
     if len(base) > MAX_FILENAME:
         stem, dot, ext = base.rpartition(".")

@@ -25,6 +25,7 @@ from inbox import accounts
 from inbox.accounts import AccountError, Principal, UnknownAccount, has_role
 from inbox.casework import Conflict, Invalid, NotFound
 from inbox.db import StorageUnavailable
+from inbox.display import strip_bidi
 from inbox.web.config import InboxSettings
 from inbox.web.routes import ROUTES, Route, add_routes, route_of
 
@@ -83,7 +84,8 @@ def reply_json(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
-    return reply_json({"error": message, **extra}, status=status)
+    # Pages show these sentences as they are; one may quote a name a sender chose.
+    return reply_json({"error": strip_bidi(message), **extra}, status=status)
 
 
 async def body(request: web.Request, model: type[M]) -> M:

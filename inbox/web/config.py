@@ -23,10 +23,15 @@ class InboxSettings(Strict):
     # Set true when agents reach the inbox over HTTPS (behind a TLS proxy).
     cookie_secure: bool = False
     cookie_samesite: str = "Strict"
-    # Failed logins allowed per account and per client address within the window.
+    # Failed logins that cost nothing, per (account, client address) and per client address,
+    # within the window; past them each failure doubles the wait before the next try from
+    # that address (login_delay_seconds, then twice that, ... up to login_max_delay_seconds).
+    # Nobody's failures ever block the right password from another address.
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=20, ge=1)
     login_window_minutes: int = Field(default=15, ge=1)
+    login_delay_seconds: int = Field(default=1, ge=1, le=3600)
+    login_max_delay_seconds: int = Field(default=900, ge=1, le=86400)
     # Behind a reverse proxy every client has the proxy's address: then take the client
     # address from the last X-Forwarded-For entry (which the proxy wrote). Only then.
     trust_forwarded_for: bool = False
@@ -52,6 +57,10 @@ class InboxSettings(Strict):
             per_account=self.login_max_failures_per_account,
             per_ip=self.login_max_failures_per_ip,
             window=timedelta(minutes=self.login_window_minutes),
+            delay=timedelta(seconds=self.login_delay_seconds),
+            max_delay=timedelta(
+                seconds=max(self.login_delay_seconds, self.login_max_delay_seconds)
+            ),
         )
 
     def session_policy(self) -> SessionPolicy:

@@ -20,16 +20,19 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 from sqlalchemy import Engine, select
 
 from inbox import casework, identities, merges
 from inbox.accounts import has_role
 from inbox.db import read
+from inbox.display import strip_bidi
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
 from inbox.web.app import LOGIN_PATH, PRINCIPAL, blocking, context, principal
 from inbox.web.mailview import fold, sanitize
 from inbox.web.routes import Route
+from inbox.web.trust import auth_line, safe_next
 
 # Script and style only from our own /static/; the mail frame is the only frame.
 PAGE_CSP = (
@@ -49,11 +52,29 @@ PUBLIC_CHANNELS = frozenset({"twitter", "reddit"})
 SSE_POLL_SECONDS = 1.0
 SSE_KEEPALIVE_SECONDS = 15.0
 
+
+def shown(value: Any) -> Any:
+    """Every `{{ ... }}` of every page passes here: text loses its bidirectional controls,
+    so no name, subject or file name a sender chose can reorder what is around it. Markup
+    (a message body marked by the `body` filter) is left alone."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return strip_bidi(value)
+    return value
+
+
+def body(value: Any) -> Markup:
+    """A message's text, escaped, with its direction controls kept: the template shows it in
+    its own `dir="auto"` block, which isolates it (right-to-left writing needs its marks)."""
+    return Markup.escape("" if value is None else str(value))
+
+
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("inbox.web", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
+    finalize=shown,
 )
+_ENV.filters["body"] = body
 _STATIC = resources.files("inbox.web") / "static"
 # Set when the app shuts down: open event streams end at once instead of holding the
 # server's graceful shutdown for its whole timeout.
@@ -132,6 +153,9 @@ def queue_rows(cases: list[dict[str, Any]], now: datetime, show_held: bool) -> l
                 "holder": lease["holder"] if lease else None,
                 "mine": bool(lease and lease["mine"]),
                 "assignee": case["assignee"],
+                # Issue 16: marks the agent must see before trusting who wrote.
+                "claims_reference": case.get("claims_reference"),
+                "unverified_from": case.get("unverified_from"),
                 # Near-duplicates from other people (issue 11): shown, never merged on their own.
                 "similar": [
                     (s["reference"], f"{s['score']:.2f}") for s in case.get("suggestions") or []
@@ -139,6 +163,18 @@ def queue_rows(cases: list[dict[str, Any]], now: datetime, show_held: bool) -> l
             }
         )
     return rows
+
+
+def sender_check(entry: dict[str, Any]) -> dict[str, str] | None:
+    """The sender-authentication line of one timeline entry: inbound email only (SMS, voice
+    and the social channels are authenticated by their connectors, not per message)."""
+    if entry["kind"] != "message" or entry["direction"] != "inbound":
+        return None
+    line = auth_line(entry.get("auth"))
+    if line is None and entry["channel"] == "email":
+        # Filed before sender authentication existed, or never checked: not a pass.
+        return {"text": "Sender not checked", "state": "none"}
+    return line
 
 
 def render(request: web.Request, name: str, **values: Any) -> web.Response:
@@ -161,11 +197,8 @@ async def root(request: web.Request) -> web.StreamResponse:
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
-    target = request.rel_url.query.get("next", "/queue")
     # Only our own paths: a login link must not send the agent elsewhere afterwards.
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/queue"
-    return render(request, "login.html", next=target)
+    return render(request, "login.html", next=safe_next(request.rel_url.query.get("next")))
 
 
 def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str], bool]:
@@ -259,6 +292,7 @@ async def case_page(request: web.Request) -> web.StreamResponse:
     for entry in view["timeline"]:
         entry["segments"] = fold(entry.get("text") or "")
         entry["html"] = entry["kind"] == "message" and entry["id"] in with_html
+        entry["sender_check"] = sender_check(entry)
     targets = [
         {
             **t,
@@ -268,6 +302,9 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         for t in view["reply_targets"]
     ]
     viewers = [v["user"] for v in view.get("viewers", []) if v["user"] != who.name]
+    # Another agent's lease: the reply box is shut (the server refuses anyway, issue 16).
+    lease = view.get("lease")
+    held_by_other = bool(lease and not lease["mine"])
     # The live merge that absorbed this case, if it was: the page says where it went.
     absorbed_by = next(
         (m for m in history if m["source"] == view["reference"] and m["undone_at"] is None),
@@ -285,6 +322,7 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         absorbed_by=absorbed_by,
         identity_kinds=identities.KINDS,
         may_force=has_role(who.role, "manager"),
+        held_by_other=held_by_other,
     )
     flash.clear(request, response)
     return response

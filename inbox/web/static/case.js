@@ -83,6 +83,27 @@ document.addEventListener("DOMContentLoaded", () => {
   // The frame is sandboxed (no scripts, opaque origin): size it from here is not possible,
   // so it gets a fixed height and scrolls.
 
+  // The reply box is shut while another agent holds the case (the server refuses such a
+  // reply anyway; this spares the agent typing it). Each beat brings the lease; a timer
+  // re-checks when the other agent's hold ends.
+  const replyFields = document.getElementById("reply-fields");
+  const replyHeld = document.getElementById("reply-held");
+  let leaseTimer = null;
+  function showLease(lease) {
+    if (!replyFields) return;
+    const other = lease && !lease.mine;
+    replyFields.disabled = Boolean(other);
+    replyHeld.hidden = !other;
+    replyHeld.textContent = other
+      ? `${lease.holder} holds this case until ${lease.until}: you can reply once they release it or the hold ends.`
+      : "";
+    clearTimeout(leaseTimer);
+    if (other) {
+      const left = Date.parse(lease.until) - Date.now();
+      leaseTimer = setTimeout(beat, Math.min(Math.max(left, 0) + 1000, 60000));
+    }
+  }
+
   // Presence: tell the server I am here, show who else is.
   const viewers = document.getElementById("viewers");
   const me = document.querySelector(".who")?.textContent;
@@ -91,12 +112,18 @@ document.addEventListener("DOMContentLoaded", () => {
       const data = await Parity.api("POST", `${base}/presence`);
       const others = data.viewers.map((v) => v.user).filter((name) => name !== me);
       viewers.textContent = others.length ? `Also viewing: ${others.join(", ")}` : "";
+      showLease(data.lease);
     } catch (error) {
       /* the next beat tries again */
     }
   }
   beat();
   setInterval(beat, 20000);
+  // Back on the tab: the hold may have ended meanwhile.
+  window.addEventListener("focus", beat);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") beat();
+  });
   window.addEventListener("pagehide", () => {
     fetch(`${base}/presence`, {
       method: "DELETE",

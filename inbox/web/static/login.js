@@ -1,5 +1,19 @@
 // The login form posts JSON to /api/login (a cross-site form cannot), then follows ?next.
 "use strict";
+// The server already checked ?next; the browser checks again with its own URL parser, which
+// is the one that decides where the page goes: only a path on this origin, else the queue.
+function sameOriginPath(next) {
+  if (!next || !/^\/(?![/\\])[!-[\]-~]*$/.test(next)) return "/queue";
+  let url;
+  try {
+    url = new URL(next, window.location.origin);
+  } catch (error) {
+    return "/queue";
+  }
+  if (url.origin !== window.location.origin) return "/queue";
+  // The whole URL, not its path: "/..//x" has the path "//x", which would leave the origin.
+  return url.href;
+}
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("login");
   const problem = document.getElementById("login-error");
@@ -16,8 +30,7 @@ document.addEventListener("DOMContentLoaded", () => {
       }),
     });
     if (response.ok) {
-      const next = form.dataset.next || "/queue";
-      window.location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/queue");
+      window.location.assign(sameOriginPath(form.dataset.next));
       return;
     }
     const data = await response.json().catch(() => ({}));
