@@ -1,7 +1,7 @@
 """The Twitter/X connector: mentions and direct messages into intake, the outbox out to X.
 
-Intake keeps DESIGN.md's promise "the cursor advances in the same transaction as the
-messages it covers":
+Intake keeps docs/architecture/promises.md, promise 1: the cursor advances in the same
+transaction as the messages it covers:
 - mentions: each page is stored together with the checkpoint. While a round of pages is
   under way the checkpoint holds the round's pagination token, and `since_id` advances to the
   round's newest id with the last page, so a restart resumes exactly where it stopped;

@@ -1,7 +1,8 @@
 """The outbox in the store: queue, claim, record attempts, recover after a crash, read back.
 
 Channel-neutral: every connector that sends (email, SMS, Twitter and Reddit) drains its
-channel's rows with these calls, so each keeps DESIGN.md's outbox promise the same way:
+channel's rows with these calls, so each keeps the outbox's promise the same way
+(docs/architecture/promises.md, promise 7):
 - a row is claimed atomically (one conditional UPDATE under SQLite's single writer; FOR
   UPDATE SKIP LOCKED on PostgreSQL), so two senders never take the same row, and the claim
   is a lease (`claimed_until`);

@@ -7,7 +7,7 @@ scored by the signatures' estimated Jaccard similarity and kept above THRESHOLD,
 WINDOW of each other, open, and of another contact. A suggestion is only ever shown: merging
 is an agent's action.
 
-Why these numbers (measured, see tests/test_suggestions.py and README):
+Why these numbers (measured, see tests/test_suggestions.py and docs/agents/merges.md):
 - 2-word shingles: a 5% word edit of a 55-word complaint keeps Jaccard about 0.86 with
   2-word shingles against 0.80 with 3-word ones (0.69 on the issue's sample); on our
   labelled pairs every same complaint scores 0.59..0.82 and every different one 0.02..0.46.

@@ -90,7 +90,7 @@ class Decision:
 
 
 def decide(candidates: Candidates, now: datetime, reopen_window: timedelta) -> Decision:
-    """Where a message goes, by DESIGN.md's rules, strongest evidence first."""
+    """Where a message goes, strongest evidence first (docs/architecture/threading.md)."""
     claims: str | None = None
     related: str | None = None
     after_window: CaseView | None = None

@@ -1,5 +1,5 @@
 """The manager page in a real browser (Debian chromium through selenium): the charts render,
-the CSP lets the page's own style through, and a screenshot goes to the README.
+the CSP lets the page's own style through, and a screenshot goes to docs/managers/index.md.
 
 Set PARITY_SCREENSHOTS=1 to refresh docs/screenshots/manager.png; the test always takes one.
 Without chromium this fails: a missing browser is not a reason to skip."""

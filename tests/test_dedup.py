@@ -1,9 +1,9 @@
 """Dedup: one message per mail however often and however it arrives; different mail is kept.
 
-DESIGN.md promise 3. The key is the Message-ID together with a hash of what the person wrote
-(sender, Date, Subject, decoded text, attachments), so trace headers and transfer encodings
-that differ between the SMTP and the IMAP copy don't split a message, while a different mail
-that reuses a Message-ID is not dropped.
+docs/architecture/promises.md, promise 3. The key is the Message-ID together with a hash of
+what the person wrote (sender, Date, Subject, decoded text, attachments), so trace headers
+and transfer encodings that differ between the SMTP and the IMAP copy don't split a message,
+while a different mail that reuses a Message-ID is not dropped.
 """
 
 from __future__ import annotations

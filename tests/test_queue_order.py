@@ -1,9 +1,9 @@
 """Channel-blind order: permuting the channels of otherwise identical cases changes nothing.
 
-DESIGN.md promise 5. Cases are written through the store's own models with equal times and
-different channels, visibilities and follower counts; every permutation of the channels
-must list the same case positions in the same order. A content rule is the one thing that
-may move a case forward.
+docs/architecture/promises.md, promise 5. Cases are written through the store's own models
+with equal times and different channels, visibilities and follower counts; every permutation
+of the channels must list the same case positions in the same order. A content rule is the
+one thing that may move a case forward.
 """
 
 from __future__ import annotations

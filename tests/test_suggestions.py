@@ -3,10 +3,11 @@ and PostgreSQL, through the real intake and normalizer (which index each case's 
 
 Precision and recall are counted from the labels: every suggestion shown anywhere in the
 store is a predicted pair; it is right only if the two texts are the two sides of one `same`
-pair. The bars are justified in README ("Merge suggestions"): on these pairs the 2-word
-shingle Jaccard of every `same` pair is at least 0.59 and of every `different` pair at most
-0.46, so a 0.5 threshold separates them; MinHash estimation noise (64 permutations, standard
-deviation about 0.06 near 0.5) may cost one pair either way, hence 0.85 rather than 1.0.
+pair. The bars are justified in docs/agents/merges.md ("Merge suggestions"): on these pairs
+the 2-word shingle Jaccard of every `same` pair is at least 0.59 and of every `different`
+pair at most 0.46, so a 0.5 threshold separates them; MinHash estimation noise (64
+permutations, standard deviation about 0.06 near 0.5) may cost one pair either way, hence
+0.85 rather than 1.0.
 """
 
 from __future__ import annotations
