@@ -4,7 +4,8 @@ Promises kept here:
 - 250 only after the raw message is durable (intake commits before the answer);
 - never 5xx for storage trouble: a refused write answers 451 so the sender's server retries;
 - no quota: the configurable size limit is the only 5xx besides relay denial;
-- never a relay: a recipient outside the support domains gets 550 at RCPT.
+- never a relay: a recipient outside the support domains gets 550 at RCPT, and so does a
+  recipient with a source route (`<@relay.example:help@ours>`), whatever its final domain.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import hashlib
 import logging
 import ssl
 import weakref
+from email._header_value_parser import get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from connectors.base import ConnectorHealth
 from connectors.config import SmtpSettings
@@ -39,6 +42,26 @@ def recipient_allowed(address: str, domains: list[str]) -> bool:
         return False
     domain = _domain_key(address.rsplit("@", 1)[1])
     return domain != "" and domain in {_domain_key(d) for d in domains}
+
+
+def has_source_route(path: str) -> bool:
+    """True when an SMTP path (`<@a.example,@b.example:user@domain>`) carries a source route.
+
+    aiosmtpd parses the path as the email package does, which drops an RFC 5321 source route
+    and hands the handler only `user@domain`: checked there, `<@evil.example:help@ours>`
+    looked like our own address and got 250. Parsed here the same way, the route is kept
+    and seen, however it is spelled (several hops, spaces, comments, a leading comma).
+    """
+    value = path.strip()
+    if value.startswith("@"):  # a route without the angle brackets
+        return True
+    if not value.startswith("<"):
+        return False
+    try:
+        address, _rest = get_angle_addr(value)
+    except HeaderParseError:
+        return False  # aiosmtpd cannot parse it either, and answers 553
+    return address.route is not None
 
 
 def _domain_key(domain: str) -> str:
@@ -63,6 +86,7 @@ def source_key(raw: bytes, recipients: list[str]) -> str:
 
 
 TOO_BIG = "552 5.3.4 Message too big for this system"
+SOURCE_ROUTE_DENIED = "550 5.7.1 Relaying denied: source routes are not accepted"
 TRY_LATER = "451 4.3.0 Temporary local problem, please try again later"
 
 
@@ -80,6 +104,26 @@ class _SMTP(SMTP):
         # overrun the reader: that message is too big, and is answered as such.
         self._lines_bounded_by_size = line_length_limit > (kwargs.get("data_size_limit") or 0)
         super().__init__(handler, **kwargs)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        # The route is gone by the time the handler sees the address (has_source_route), so
+        # it is refused here, once the session is where RCPT is allowed at all (else
+        # aiosmtpd's own 503 is the right answer). A MAIL FROM route is accepted and its
+        # route dropped, as RFC 5321 (appendix C) asks: nothing is ever sent along it.
+        keyword = (arg or "")[:3].upper()
+        if (
+            keyword == "TO:"
+            and has_source_route((arg or "")[3:])
+            and self.session is not None
+            and self.session.host_name
+            and self.envelope is not None
+            and self.envelope.mail_from
+        ):
+            log.info("%r recipient with a source route refused: %.200r", self.session.peer, arg)
+            await self.push(SOURCE_ROUTE_DENIED)
+            return
+        await super().smtp_RCPT(arg)
 
     async def push(self, status: AnyStr) -> None:
         if (

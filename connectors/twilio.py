@@ -7,7 +7,9 @@ write gives 503, so Twilio retries. The intake key is the MessageSid, CallSid, R
 TranscriptionSid: a retried webhook changes nothing.
 
 Opt-outs (STOP, START) are kept per number in the checkpoint table, connector "twilio": the
-sender checks it before every send, so nothing goes to a number that opted out.
+sender checks it before every send, so nothing goes to a number that opted out. A keyword
+changes that state only in the transaction that first stores its MessageSid: a replayed START
+(validly signed, but captured before a later STOP) is a duplicate and changes nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
 from normalizer.acks import describe_eta
-from normalizer.intake import CheckpointUpdate, RawInput, Stored, save_checkpoint, sha256
+from normalizer.intake import CheckpointUpdate, RawInput, Stored, sha256
 from normalizer.message import ParseError
 from normalizer.twilio import form, keyword, normalise_number, source_key
 
@@ -71,14 +73,19 @@ def opted_out(engine: Engine, number: str) -> bool:
     return bool(value and value.get("opted_out"))
 
 
-def set_opt_out(engine: Engine, number: str, opted: bool, at: datetime) -> None:
-    with write(engine) as conn:
-        save_checkpoint(
-            conn,
-            CheckpointUpdate(
-                CONNECTOR, optout_key(number), {"opted_out": opted, "at": at.isoformat()}
-            ),
-        )
+def opt_out_update(number: str, opted: bool, at: datetime) -> CheckpointUpdate:
+    return CheckpointUpdate(
+        CONNECTOR, optout_key(number), {"opted_out": opted, "at": at.isoformat()}
+    )
+
+
+def keyword_updates(params: Mapping[str, str], at: datetime) -> tuple[CheckpointUpdate, ...]:
+    """The opt-out change a texted STOP or START asks for, to apply with its first storage."""
+    number = normalise_number(params.get("From", ""))
+    word = keyword(params.get("Body", ""))
+    if number is None or word not in ("stop", "start"):
+        return ()
+    return (opt_out_update(number, word == "stop", at),)
 
 
 class TwilioWebhooks:
@@ -152,13 +159,14 @@ class TwilioWebhooks:
         raw: bytes,
         params: Mapping[str, str],
         query: Mapping[str, str] | None = None,
-    ) -> None:
+        on_first_store: tuple[CheckpointUpdate, ...] = (),
+    ) -> Stored:
         try:
             key = source_key(kind, params)
         except ParseError as exc:
             # Signed by Twilio yet without its id: nothing to key it by; Twilio should not retry.
             raise web.HTTPBadRequest(text=str(exc)) from exc
-        await self.submit(
+        return await self.submit(
             RawInput(
                 connector=CONNECTOR,
                 channel=channel,
@@ -170,6 +178,7 @@ class TwilioWebhooks:
                     # Signed with the rest: what we put in callback URLs (the caller).
                     **({"query": dict(query)} if query else {}),
                 },
+                on_first_store=on_first_store,
             )
         )
 
@@ -179,13 +188,13 @@ class TwilioWebhooks:
 
     async def twilio_sms(self, request: web.Request) -> web.StreamResponse:
         raw, params = await self._signed(request)
-        await self._store("sms", "sms", raw, params)
+        # STOP and START change the opt-out state in the transaction that first stores their
+        # MessageSid, never on a duplicate: a signature proves Twilio sent it, not when.
+        await self._store(
+            "sms", "sms", raw, params, on_first_store=keyword_updates(params, utcnow())
+        )
         reply = MessagingResponse()
-        number = normalise_number(params.get("From", ""))
-        word = keyword(params.get("Body", ""))
-        if number is not None and word in ("stop", "start"):
-            await asyncio.to_thread(set_opt_out, self.engine, number, word == "stop", utcnow())
-        elif word == "help":
+        if keyword(params.get("Body", "")) == "help":
             reply.message(HELP_TEXT)
         return self._twiml(str(reply))
 

@@ -17,19 +17,55 @@ from typing import Any
 
 from sqlalchemy import Connection, ScalarSelect, bindparam, func, insert, literal, select, text
 
-from inbox.db import is_sqlite
+from inbox.db import StorageUnavailable, is_sqlite
 from inbox.models import AuditLog, utcnow
 
 KEY_ENV = "PARITY_AUDIT_KEY"
 GENESIS = "0" * 64
 _AUDIT_LOCK = 7365012002
+# The key of a development install that set `[audit] allow_unkeyed = true`. It is public (it
+# is in this source), so such a chain detects accidents but not a forger.
+UNKEYED = b"parity-audit-key-not-configured"
+MISSING = (
+    f"{KEY_ENV} is not set: the audit log would be chained with a key anyone can read in "
+    f"Parity's source. Set {KEY_ENV} to a long random value (for example the output of "
+    "`openssl rand -hex 32`) in the environment, or, on a development machine only, set "
+    "`allow_unkeyed = true` under [audit] in the settings."
+)
+
+
+class AuditKeyMissing(StorageUnavailable):
+    """No audit key, and the settings did not allow the development constant.
+
+    A StorageUnavailable: a write that must be audited cannot happen until the key is set,
+    so a worker leaves its input pending (never a dead letter) and a webhook gets "retry".
+    """
+
+
+# Set once at start-up from `[audit] allow_unkeyed` (`permit`). Module state, because every
+# store function appends to the chain and none of them is handed the settings.
+_unkeyed_allowed = False
+
+
+def permit(allow_unkeyed: bool) -> None:
+    """Start-up: raise AuditKeyMissing unless a key is set or the settings allow none.
+
+    Every process that writes audit rows calls this before its first write; `_key` refuses
+    as well, so a forgotten call fails loudly instead of silently using the public key.
+    """
+    global _unkeyed_allowed
+    if not key_configured() and not allow_unkeyed:
+        raise AuditKeyMissing(MISSING)
+    _unkeyed_allowed = allow_unkeyed
 
 
 def _key() -> bytes:
     value = os.environ.get(KEY_ENV, "")
-    # Without a configured key the chain still detects accidents but not a forger who has
-    # read this source; `parity doctor` says so.
-    return value.encode() if value else b"parity-audit-key-not-configured"
+    if value:
+        return value.encode()
+    if _unkeyed_allowed:
+        return UNKEYED
+    raise AuditKeyMissing(MISSING)
 
 
 def key_configured() -> bool:

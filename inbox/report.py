@@ -61,6 +61,10 @@ class AuditSettings(Strict):
     parity_ratio_threshold: float = Field(default=2.0, gt=1.0)
     # The period /healthz and the page use when none is asked for.
     default_period_days: int = Field(default=30, ge=1, le=3660)
+    # Development only: without PARITY_AUDIT_KEY, chain the audit log with a constant key
+    # that is public (it detects accidents, not forgery) instead of refusing to start.
+    # `parity doctor` warns while it is on.
+    allow_unkeyed: bool = False
 
 
 # slots: a million of these is the bench's case; without slots each carries a dict.

@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class CheckpointUpdate:
+    """A connector cursor saved in the same transaction as the input it covers."""
+
+    connector: str
+    key: str
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class RawInput:
     connector: str
     channel: str
@@ -37,15 +46,10 @@ class RawInput:
     envelope: dict[str, Any] = field(default_factory=dict)
     received_at: datetime = field(default_factory=utcnow)
     acknowledge: bool = True
-
-
-@dataclass(frozen=True)
-class CheckpointUpdate:
-    """A connector cursor saved in the same transaction as the input it covers."""
-
-    connector: str
-    key: str
-    value: dict[str, Any]
+    # State this input changes (an SMS STOP or START), written in the same transaction only
+    # when the input is stored for the first time: a replayed or retried delivery, however
+    # validly signed, changes nothing, and a crash cannot store one without the other.
+    on_first_store: tuple[CheckpointUpdate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,9 @@ def store_in(
                 intake_id, duplicate = known[key], True
             seen.add(intake_id)
             results.append(Stored(intake_id, duplicate))
+            if not duplicate:
+                for cp in item.on_first_store:
+                    save_checkpoint(conn, cp)
     for cp in checkpoints:
         save_checkpoint(conn, cp)
     return results

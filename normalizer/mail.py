@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from email.headerregistry import Address, AddressHeader, HeaderRegistry
+from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import Policy
@@ -315,7 +315,8 @@ def _to_message(
     if not msg.keys():
         raise ParseError("no headers: this is not an email message")
     mail_from = str(envelope.get("mail_from", "")) if "mail_from" in envelope else None
-    address, name = _sender(msg, mail_from)
+    who = _sender(msg, mail_from)
+    address, name = who.address, who.name
     subject = _fold(_header(msg, "subject"))
     sent_at = _date(_header(msg, "date"))
     text, html, body_parts = _bodies(msg)
@@ -334,6 +335,9 @@ def _to_message(
     # it is fetched, and fetching all of them was most of the parse time of a typical mail.
     headers = {name: _header(msg, name) for name in AUTOMATION_HEADERS if name in msg}
     meta: dict[str, Any] = {"message_id": message_id} if message_id else {}
+    if who.problem:
+        # Why the sender is anonymous, and what the mail claimed, for the agent to judge.
+        meta["from_problem"] = {"reason": who.problem, "claimed": who.claimed}
     references = message_ids(_header(msg, "references"))
     try:
         report = delivery_report(msg)
@@ -381,24 +385,131 @@ def _fold(value: str) -> str:
     return " ".join(value.split())
 
 
-def _sender(msg: EmailMessage, mail_from: str | None) -> tuple[str, str]:
-    for header in ("from", "sender", "reply-to"):
+@dataclass(frozen=True)
+class FromCheck:
+    """Who a mail says it is from: one clean address and its display name, or why not."""
+
+    address: str = ""  # lower-case; "" when the mail names no usable sender
+    name: str = ""
+    problem: str | None = None  # why the From was not used: shown on the message
+    claimed: str = ""  # the From text as written, printable and short, for that note
+
+
+_CLAIMED_SHOWN = 200
+
+
+def _sender(msg: EmailMessage, mail_from: str | None) -> FromCheck:
+    """The sender, from the From header alone when there is one.
+
+    A From that is not exactly one clean mailbox makes an anonymous sender: the message
+    still becomes a case (its text may be a real customer's), but its contact has no
+    address and nothing is ever sent to one. There is no falling back to another field
+    then: Reply-To, Sender and the envelope are chosen as freely as From, and a fallback
+    would hand an attacker the choice of the acknowledgement's recipient.
+    """
+    froms = _raw_values(msg, "from")
+    if len(froms) > 1:
+        return FromCheck(
+            problem=f"the mail has {len(froms)} From headers",
+            claimed=_claimed(" / ".join(froms)),
+        )
+    if froms:
+        return check_from(froms[0])
+    # No From at all (RFC 5322 requires one): the Sender header, then the envelope's MAIL
+    # FROM (what SPF checks), each only when it is one clean address.
+    for value in _raw_values(msg, "sender")[:1]:
+        found = check_from(value)
+        if found.address:
+            return found
+    if mail_from:
+        address = clean_address(utf8_text(mail_from).strip().strip("<>"))
+        if address:
+            return FromCheck(address)
+    return FromCheck(problem="the mail has no From header")
+
+
+def _raw_values(msg: Message, name: str) -> list[str]:
+    # As written, before the header registry: its own parse is what check_from judges.
+    return [str(v) for k, v in msg.raw_items() if k.lower() == name]
+
+
+def check_from(value: str) -> FromCheck:
+    """One From (or Sender) header's text to a clean mailbox, or the problem with it.
+
+    Pure. Refused: a header the parser rejects (an encoded-word that decodes to a line
+    break, smuggling "Bcc:" into the name), group syntax, no address or several, and an
+    address that is not `local@domain` with a real domain (clean_address).
+    """
+    claimed = _claimed(value)
+    try:
+        header = _POLICY.header_factory("from", _LINESEP.sub("", value))
+        groups = list(header.groups)
+    except Exception as exc:  # the registry raises ValueError and others on hostile input
+        return FromCheck(problem=f"From cannot be parsed ({type(exc).__name__})", claimed=claimed)
+    if any(group.display_name is not None for group in groups):
+        return FromCheck(problem="From is a group, not one mailbox", claimed=claimed)
+    mailboxes = [address for group in groups for address in group.addresses]
+    if not mailboxes:
+        return FromCheck(problem="From names no address", claimed=claimed)
+    if len(mailboxes) > 1:
+        return FromCheck(problem=f"From names {len(mailboxes)} addresses", claimed=claimed)
+    address = clean_address(utf8_text(mailboxes[0].addr_spec))
+    if address is None:
+        return FromCheck(problem="From is not a usable address", claimed=claimed)
+    return FromCheck(address, _clean_name(utf8_text(mailboxes[0].display_name)))
+
+
+# RFC 5322 atext: what an unquoted local part may hold, with dots between runs of it.
+_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-/=?^_`{|}~")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def clean_address(spec: str) -> str | None:
+    """`spec` lower-cased when it is an address mail can safely be sent to, else None.
+
+    Pure. The local part is a dot-atom (RFC 5322 atext, or non-ASCII letters for SMTPUTF8)
+    of at most 64 characters: no space, control or format character, no quotes. The domain
+    is a host name of two labels or more (IDN allowed), not an address literal or a number.
+    """
+    spec = spec.strip().lower()
+    if spec.count("@") != 1 or len(spec) > 254:
+        return None
+    local, domain = spec.split("@")
+    if not _clean_local(local):
+        return None
+    domain = domain[:-1] if domain.endswith(".") else domain
+    if _ascii_domain(domain) is None:
+        return None
+    return f"{local}@{domain}"
+
+
+def _clean_local(local: str) -> bool:
+    if not local or len(local) > 64 or ".." in local or local[0] == "." or local[-1] == ".":
+        return False
+    # Non-ASCII (SMTPUTF8) is fine when printable: no format, control or space characters.
+    return all(ch == "." or ch in _ATEXT or (ord(ch) > 127 and ch.isprintable()) for ch in local)
+
+
+def _ascii_domain(domain: str) -> str | None:
+    labels = domain.split(".")
+    if len(labels) < 2 or len(domain) > 253:
+        return None
+    encoded = []
+    for label in labels:
         try:
-            value = msg.get(header)
-            addresses: tuple[Address, ...] = getattr(value, "addresses", ()) if value else ()
-        except Exception:
-            addresses = ()
-        for addr in addresses:
-            spec = utf8_text(addr.addr_spec)
-            if spec and "@" in spec:
-                return spec.lower(), _clean_name(utf8_text(addr.display_name))
-        raw = _header(msg, header)
-        for display, spec in getaddresses([raw]) if raw else ():
-            if "@" in spec:
-                return spec.lower(), _clean_name(display)
-    if mail_from and "@" in mail_from:
-        return utf8_text(mail_from).strip("<>").lower(), ""
-    return "", ""
+            ascii_label = label.encode("idna").decode("ascii") if label else ""
+        except UnicodeError:
+            return None
+        if not _LABEL.match(ascii_label):
+            return None
+        encoded.append(ascii_label)
+    if encoded[-1].isdigit():
+        return None  # 192.0.2.1 is not a host name
+    return ".".join(encoded)
+
+
+def _claimed(value: str) -> str:
+    return _clean_name(utf8_text(value))[:_CLAIMED_SHOWN]
 
 
 _ESCAPED = re.compile("[\udc80-\udcff]+")
@@ -595,6 +706,33 @@ AUTOMATION_HEADERS = (
 )
 
 
+_COMMENT = re.compile(r"\([^()]*\)")
+_KEYWORD_SHOWN = 40
+
+
+def auto_submitted_keyword(value: str) -> str | None:
+    """The keyword of an Auto-Submitted value (RFC 3834), lower-case, or None when empty.
+
+    `auto-replied; owner-email="a@b.example"` is "auto-replied": parameters after `;` and
+    comments in parentheses do not count. Anything but "no" means a robot sent it, including
+    keywords this code has never heard of (`notify-list`, `auto-notified`): a prefix check
+    for "no" took `notify-list` for "no".
+    """
+    text = value
+    # Innermost comments first; nesting is bounded by the header's own length.
+    while "(" in text:
+        stripped = _COMMENT.sub(" ", text)
+        if stripped == text:
+            break  # an unbalanced "(": keep what is there
+        text = stripped
+    keyword = text.split(";", 1)[0].strip().lower()
+    if not keyword:
+        return None
+    # Shown on the case as the reason: the sender chose it, so printable and short.
+    shown = "".join(ch if ch.isprintable() else "?" for ch in keyword)
+    return shown[:_KEYWORD_SHOWN]
+
+
 def automated_reason(
     headers: Mapping[str, str], mail_from: str | None, sender: str, content_type: str
 ) -> str | None:
@@ -604,9 +742,9 @@ def automated_reason(
     """
     if OWN_HEADER.lower() in headers:
         return "our own outbound mail came back"
-    auto_submitted = headers.get("auto-submitted", "").strip().lower()
-    if auto_submitted and not auto_submitted.startswith("no"):
-        return f"auto-submitted: {auto_submitted.split(';')[0]}"
+    keyword = auto_submitted_keyword(headers.get("auto-submitted", ""))
+    if keyword is not None and keyword != "no":
+        return f"auto-submitted: {keyword}"
     if content_type == "multipart/report":
         return "bounce: delivery status notification"
     if mail_from is not None and mail_from.strip("<> ") == "":

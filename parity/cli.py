@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from connectors.config import CONNECTOR_NAMES
 from connectors.email_outbox import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
-from inbox import migrate, outbox, queries
+from inbox import audit, migrate, outbox, queries
 from inbox.db import StorageUnavailable, make_engine, read
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import mask
@@ -296,8 +296,6 @@ def cmd_audit_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from inbox import audit
-
     checkpoint = json.loads(Path(args.checkpoint).read_text()) if args.checkpoint else None
     with _engine(settings).connect() as conn:
         result = audit.verify(conn, checkpoint)
@@ -319,8 +317,6 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
-    from inbox import audit
-
     with _engine(settings).connect() as conn:
         data = audit.checkpoint(conn)
     text = json.dumps(data, indent=2) + "\n"
@@ -926,6 +922,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that write audit rows (or, for verify, recompute their HMACs): each stops at
+# start-up without PARITY_AUDIT_KEY unless [audit] allow_unkeyed, before touching the store.
+AUDITED = frozenset(
+    {
+        cmd_run,
+        cmd_ingest,
+        cmd_normalize,
+        cmd_import,
+        cmd_deadletters_replay,
+        cmd_outbox_send,
+        cmd_users_add,
+        cmd_users_token,
+        cmd_cases_merge,
+        cmd_cases_unmerge,
+        cmd_contacts_link,
+        cmd_contacts_unlink,
+        cmd_audit_verify,
+    }
+)
+
+
+def needs_audit_key(args: argparse.Namespace) -> bool:
+    func = getattr(args, "func", None)
+    if func is cmd_audit:
+        func = getattr(args, "audit_func", None)
+    return func in AUDITED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "doctor", False):
@@ -933,12 +957,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return doctor.report(args.settings)
     try:
         settings = load(args.settings)
-    except SettingsError as exc:
+        if needs_audit_key(args):
+            audit.permit(settings.audit.allow_unkeyed)
+    except (SettingsError, audit.AuditKeyMissing) as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG
     logs.configure(settings.logging.level, settings.logging.json_lines)
     try:
         return int(args.func(settings, args))
+    except audit.AuditKeyMissing as exc:  # a write this table did not foresee: still refused
+        print(f"parity: {exc}", file=sys.stderr)
+        return 78
     except StorageUnavailable as exc:
         print(f"parity: the database is unavailable: {exc}", file=sys.stderr)
         return 75  # EX_TEMPFAIL

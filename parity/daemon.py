@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from connectors.reddit import RedditConnector
 from connectors.reddit import availability as reddit_availability
 from connectors.smtp import SmtpConnector
 from connectors.twitter_auth import unavailable_reason as twitter_unavailable
-from inbox import logcontext
+from inbox import audit, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import from_env
@@ -600,6 +601,12 @@ async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
 
 
 def run(settings: Settings, only: Iterable[str] | None = None) -> int:
+    try:
+        # Before anything starts: every part of the daemon appends to the audit chain.
+        audit.permit(settings.audit.allow_unkeyed)
+    except audit.AuditKeyMissing as exc:
+        print(f"parity: {exc}", file=sys.stderr, flush=True)
+        return 78  # EX_CONFIG
     daemon = Daemon(settings, only)
     print(daemon.summary(), flush=True)
     for line in daemon.web_hint():

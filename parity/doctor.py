@@ -162,14 +162,38 @@ def check_connectors(settings: Settings, connect: Connect) -> list[Finding]:
     return findings
 
 
-def check_audit() -> list[Finding]:
-    if audit.key_configured():
-        return []
+def check_audit(settings: Settings) -> list[Finding]:
+    keyed = audit.key_configured()
+    if not settings.audit.allow_unkeyed:
+        if keyed:
+            return []
+        return [
+            Finding(
+                "audit",
+                f"{audit.KEY_ENV} is not set: `parity run` and every command that writes "
+                "the audit log refuse to start",
+                f"set {audit.KEY_ENV} to a long random value in the environment "
+                "(`openssl rand -hex 32`); on a development machine only, "
+                "[audit] allow_unkeyed = true",
+            )
+        ]
+    if keyed:
+        return [
+            Finding(
+                "audit",
+                "[audit] allow_unkeyed = true is a development setting (unused while "
+                f"{audit.KEY_ENV} is set)",
+                "remove allow_unkeyed from [audit]",
+                fatal=False,
+            )
+        ]
     return [
         Finding(
             "audit",
-            f"{audit.KEY_ENV} is not set: the audit chain detects accidents, not forgery",
-            f"set {audit.KEY_ENV} to a long random value in the environment",
+            f"[audit] allow_unkeyed = true and {audit.KEY_ENV} is not set: a development "
+            "setting; the audit log is chained with a public key and detects accidents, "
+            "not forgery",
+            f"set {audit.KEY_ENV} to a long random value and remove allow_unkeyed",
             fatal=False,
         )
     ]
@@ -181,7 +205,7 @@ def diagnose(path: str | None, connect: Connect = tcp_connect) -> list[Finding]:
         return findings
     findings += check_database(settings)
     findings += check_connectors(settings, connect)
-    findings += check_audit()
+    findings += check_audit(settings)
     return findings
 
 

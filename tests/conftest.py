@@ -24,6 +24,10 @@ PG_ADMIN_URL = os.environ.get(
     "PARITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 FIXTURES = Path(__file__).parent / "fixtures"
+# Tests run keyed, like production: without a key every command that writes the audit log
+# refuses to start. One random key per session, in the environment, so child processes
+# (`parity run`, the CLI) inherit it and chain and verify with the same key as the tests.
+os.environ.setdefault("PARITY_AUDIT_KEY", "test-" + secrets.token_hex(32))
 # The `sink` fixture: a real SMTP server standing in for the relay (tests/sink.py).
 pytest_plugins = ["tests.sink"]
 

@@ -26,7 +26,12 @@ from tests.helpers import FIXTURES, ingest, normalize
 
 
 def parity(settings: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARITY_")}
+    # The test's settings only, but the session's audit key (tests run keyed, conftest.py).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PARITY_") or k == "PARITY_AUDIT_KEY"
+    }
     # A command that hangs shows where: faulthandler prints every thread's stack on SIGABRT.
     # (One CI run saw `parity ingest` exceed 120 s once on a loaded machine, with no database
     # session waiting; this way a repeat explains itself.)

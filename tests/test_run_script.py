@@ -13,7 +13,8 @@ from tests.smtp_support import REPO, ParityProcess, daemon_settings, wait_for
 
 def test_scripts_run_accepts_a_mail_and_cases_list_shows_it(db_url, tmp_path):
     settings, smtp_port, _ = daemon_settings(tmp_path, db_url)
-    env = {"PARITY_SETTINGS": str(settings)}
+    # A first-time user: no audit key in the environment (the script makes a development one).
+    env = {"PARITY_SETTINGS": str(settings), "PARITY_AUDIT_KEY": ""}
     parity = ParityProcess([str(REPO / "scripts" / "run")], tmp_path / "run.log", env=env)
     try:
         parity.wait_for_port(smtp_port, timeout=120)  # bootstrap checks, then migrate
@@ -49,3 +50,20 @@ def test_scripts_run_accepts_a_mail_and_cases_list_shows_it(db_url, tmp_path):
     finally:
         parity.kill()
     assert "database at revision" in parity.log()  # ./scripts/run migrated first
+    # The development audit key: kept for the next run, readable by its owner only, and the
+    # one the running Parity chained the audit log with.
+    key_file = REPO / "var" / "audit-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text().strip()
+    assert len(key) == 64 and int(key, 16) >= 0
+    verified = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "parity"), "audit", "verify", "--json"],
+        env={**env, "PARITY_AUDIT_KEY": key, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["ok"] and report["rows"] > 0
