@@ -375,7 +375,8 @@ class Daemon:
         if not users:
             lines.append(
                 "No users yet. Create the first one with: parity users add NAME --role admin "
-                "(the password comes from PARITY_PASSWORD or a prompt)"
+                "(the password comes from PARITY_PASSWORD or a prompt; the command needs this "
+                "server's PARITY_AUDIT_KEY, which ./scripts/run keeps in var/audit-key)"
             )
         return lines
 
