@@ -325,7 +325,9 @@ def results_from_header(from_domain: str, found: list[AuthResult]) -> Results:
         first.setdefault(result.method, result)
     spf = first.get("spf")
     dkim_passes = tuple(
-        domain_of("x@" + (r.props.get("header.d") or domain_of(r.props.get("header.i", ""))))
+        domain_of(
+            "x@" + (r.props.get("header.d") or r.props.get("header.i", "").rpartition("@")[2])
+        )
         for r in found
         if r.method == "dkim" and r.result == "pass"
     )
@@ -672,7 +674,9 @@ def _own_checks(
 
 # --- the acknowledgement greeting ---------------------------------------------------------------
 
-_PLAIN_NAME = re.compile(r"[^\W\d_]+(?:[ .'’-]{1,2}[^\W\d_]+)*\.?")
+# Words of letters, joined by one space, a hyphen or apostrophe, or ". " / ", " (so
+# "Dr. Ann Lee" and "Lee, Ann" pass, and "www.evil.example" does not).
+_PLAIN_NAME = re.compile(r"[^\W\d_]+(?:(?:[ '’-]|[.,] )[^\W\d_]+)*\.?")
 _MAX_NAME = 64
 
 
