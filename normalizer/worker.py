@@ -236,7 +236,13 @@ class Normalizer:
         # Sender authentication asks DNS: done here, outside any transaction, and it never
         # fails the input (a DNS failure is a `temperror` verdict, not a lost mail).
         auth = (
-            evaluate(raw, intake.envelope, message.sender.handle, self.mail_auth)
+            evaluate(
+                raw,
+                intake.envelope,
+                message.sender.handle,
+                self.mail_auth,
+                history=not intake.acknowledge,
+            )
             if message.channel == "email"
             else None
         )
