@@ -166,3 +166,10 @@ def dkim_sign(raw: bytes, domain: str, selector: str = "sel1") -> bytes:
         include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
     )
     return bytes(signature) + raw
+
+
+def mail_auth_toml() -> str:
+    """The [mail_auth] section of a test's settings.toml: the fixture DNS server."""
+    return (
+        f'\n[mail_auth]\nnameservers = ["127.0.0.1:{shared_dns().port}"]\ntimeout_seconds = 1.0\n'
+    )

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from inbox.models import Case, Identity, Intake, Message, Receipt
 from normalizer.intake import RawInput, store
+from tests.dns_server import mail_auth_toml
 
 SENDERS_WITH_FOLLOW_UPS = 60  # each writes 10 mails without reply headers
 FOLLOW_UPS = 10
@@ -83,7 +84,7 @@ def test_two_worker_processes_make_each_input_exactly_one_message(engine, db_url
     settings = tmp_path / "settings.toml"
     settings.write_text(
         f'[database]\nurl = "{db_url}"\nbusy_timeout_ms = 30000\n\n'
-        f'[normalizer]\nbatch_size = 25\n\n[logging]\nlevel = "WARNING"\n'
+        f'[normalizer]\nbatch_size = 25\n\n[logging]\nlevel = "WARNING"\n' + mail_auth_toml()
     )
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
