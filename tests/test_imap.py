@@ -1100,8 +1100,13 @@ async def test_imap_mail_is_authenticated_by_the_providers_topmost_header(engine
     assert verdicts == {False: "pass", True: "fail"}
     first, second = (o.case_id for o in outcomes)
     assert first != second  # the forgery did not join the customer's case
-    genuine = queries.case_detail(engine, queries.case_of_message(engine, outcomes[0].message_id))
-    forgery = queries.case_detail(engine, queries.case_of_message(engine, outcomes[1].message_id))
+    details = []
+    for outcome in outcomes:
+        assert outcome.message_id is not None
+        reference = queries.case_of_message(engine, outcome.message_id)
+        assert reference is not None
+        details.append(queries.case_detail(engine, reference))
+    genuine, forgery = details
     assert genuine is not None and forgery is not None
     by_verdict = {
         d["messages"][0]["auth"]["verdict"]: d["unverified_from"] for d in (genuine, forgery)
