@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from inbox.models import Case, Identity, Intake, Message, Receipt
 from normalizer.intake import RawInput, store
 from tests.dns_server import mail_auth_toml
+from tests.helpers import smtp_envelope
 
 SENDERS_WITH_FOLLOW_UPS = 60  # each writes 10 mails without reply headers
 FOLLOW_UPS = 10
@@ -73,7 +74,9 @@ def test_two_worker_processes_make_each_input_exactly_one_message(engine, db_url
                 channel="email",
                 source_key=f"load:{i}",
                 payload=raw,
-                envelope={"rcpt_tos": ["support@support.example.com"]},
+                # As SMTP intake stores it: the client, and MAIL FROM at the From address,
+                # so the senders are authenticated (fixture DNS) and follow-ups thread.
+                envelope={**smtp_envelope(raw), "rcpt_tos": ["support@support.example.com"]},
                 received_at=T,
             )
             for i, (_, raw) in enumerate(items)
