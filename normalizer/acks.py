@@ -18,6 +18,8 @@ from pydantic import Field, field_validator, model_validator
 
 from inbox.config import BusinessHours, Strict
 from inbox.sla import add_business_time, business_time_between
+from normalizer.mailauth import domain_of, fold_address
+from normalizer.message import IDENTITY_KIND
 from normalizer.threads import case_tag
 
 # The placeholders a template may use. Values taken from inbound mail ({name}, {subject}) are
@@ -91,8 +93,16 @@ class AckTemplate(Strict):
         return self
 
 
+# Text the sender chose never goes into an acknowledgement's headers: a forged sender would
+# otherwise write the Subject of mail we send to their victim.
+SENDER_CHOSEN = frozenset({"name", "subject"})
+
+
 class EmailAckTemplate(AckTemplate):
-    subject: str = "{tag} Re: {subject}"
+    # Only mail whose From is authenticated (DMARC pass, or an aligned SPF or DKIM pass) is
+    # acknowledged: anything else may be forged to aim our acknowledgements at a victim.
+    require_authenticated_sender: bool = True
+    subject: str = "{tag} We have your message"
     body: str = (
         "Hello {name},\n\n"
         "we have your message and opened case {reference} for it.\n"
@@ -112,11 +122,36 @@ class EmailAckTemplate(AckTemplate):
         # In-Reply-To and References, and what keeps a stranger's reply out of the case.
         if "tag" not in template_fields(self.subject):
             raise ValueError("the email subject must contain {tag}")
+        chosen = template_fields(self.subject) & SENDER_CHOSEN
+        if chosen:
+            raise ValueError(
+                "the email subject cannot use "
+                + ", ".join(f"{{{f}}}" for f in sorted(chosen))
+                + ": the sender chose that text, and it would go into our mail's headers"
+            )
         return self
 
 
 def _short(body: str, follow_up: str) -> AckTemplate:
     return AckTemplate(body=body, follow_up=follow_up)
+
+
+class AckLimits(Strict):
+    """[acknowledgements.limits]: token buckets across all channels, shared by every instance.
+
+    Each bucket holds up to `*_burst` acknowledgements and regains `*_per_hour` of them an
+    hour; an acknowledgement takes one token from each of its three buckets, or is withheld.
+    """
+
+    # One recipient (an address folded where its provider ignores dots or +tags, a number).
+    recipient_burst: int = Field(default=3, ge=1)
+    recipient_per_hour: float = Field(default=0.5, ge=0)
+    # One recipient domain (email only).
+    domain_burst: int = Field(default=60, ge=1)
+    domain_per_hour: float = Field(default=120.0, ge=0)
+    # Everything this desk sends.
+    global_burst: int = Field(default=500, ge=1)
+    global_per_hour: float = Field(default=1000.0, ge=0)
 
 
 class AckSettings(Strict):
@@ -131,6 +166,7 @@ class AckSettings(Strict):
     max_queue_count: int = Field(default=10_000, ge=1)
     # The other ways to reach us, for {other_channels}.
     other_channels: str = ""
+    limits: AckLimits = AckLimits()
     email: EmailAckTemplate = EmailAckTemplate()
     sms: AckTemplate = _short(
         "We have your message: case {reference}. A person will answer {eta}. {follow_up}",
@@ -166,6 +202,8 @@ class AckFacts:
     automated: str | None  # the parser's reason this message came from a robot, if any
     recipient: str  # the sender's handle: address, number, user id
     anonymous: bool = False
+    # Email: whether the From is authenticated (normalizer/mailauth.py); None elsewhere.
+    authenticated: bool | None = None
 
 
 def withhold_reason(facts: AckFacts, settings: AckSettings) -> str | None:
@@ -182,11 +220,80 @@ def withhold_reason(facts: AckFacts, settings: AckSettings) -> str | None:
         return f"acknowledgements on {facts.channel} are turned off"
     if facts.automated:
         return f"automated message ({facts.automated})"
+    if (
+        facts.channel == "email"
+        and settings.email.require_authenticated_sender
+        and not facts.authenticated
+    ):
+        return UNAUTHENTICATED
     if facts.anonymous or not facts.recipient:
         return "no address to answer"
     if not answerable(facts.channel, facts.recipient):
         return "the sender's address cannot be answered safely"
     return None
+
+
+UNAUTHENTICATED = "unauthenticated sender"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    key: str
+    burst: int
+    per_hour: float
+    reason: str  # the withheld reason when this bucket is empty
+
+
+def ack_buckets(channel: str, recipient: str, limits: AckLimits) -> list[Bucket]:
+    """The buckets one acknowledgement draws on, narrowest first."""
+    kind = IDENTITY_KIND.get(channel, channel)
+    folded = fold_address(recipient) if channel == "email" else recipient.strip().lower()
+    buckets = [
+        Bucket(
+            f"recipient:{kind}:{folded}"[:400],
+            limits.recipient_burst,
+            limits.recipient_per_hour,
+            "rate limit: recipient",
+        )
+    ]
+    domain = domain_of(folded) if channel == "email" else ""
+    if domain:
+        buckets.append(
+            Bucket(
+                f"domain:{domain}"[:400],
+                limits.domain_burst,
+                limits.domain_per_hour,
+                "rate limit: recipient domain",
+            )
+        )
+    buckets.append(
+        Bucket("global", limits.global_burst, limits.global_per_hour, "rate limit: global")
+    )
+    return buckets
+
+
+def refill(tokens: float, updated_at: datetime, now: datetime, bucket: Bucket) -> float:
+    """The bucket's level at `now`: what it held plus what it regained, at most its burst."""
+    elapsed = max(0.0, (now - updated_at).total_seconds())
+    return min(float(bucket.burst), tokens + elapsed / 3600 * bucket.per_hour)
+
+
+def take_tokens(
+    buckets: list[Bucket], stored: dict[str, tuple[float, datetime]], now: datetime
+) -> tuple[str | None, dict[str, float]]:
+    """(the withheld reason or None, each bucket's new level).
+
+    All or nothing: an acknowledgement that one bucket refuses takes no token from the
+    others, so a flood aimed at one recipient does not use up the domain's or the desk's.
+    """
+    levels = {
+        b.key: refill(*stored[b.key], now, b) if b.key in stored else float(b.burst)
+        for b in buckets
+    }
+    for bucket in buckets:
+        if levels[bucket.key] < 1:
+            return bucket.reason, levels
+    return None, {key: level - 1 for key, level in levels.items()}
 
 
 def recently_acknowledged(

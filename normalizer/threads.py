@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -72,6 +72,9 @@ class Candidates:
     token_case_ids: frozenset[int] = frozenset()
     # The sender's contact's open cases.
     open_cases: Sequence[CaseView] = ()
+    # False for email whose From is not authenticated (normalizer/mailauth.py): anyone could
+    # have written that From, so it proves nothing about who the sender is.
+    sender_verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,17 +90,31 @@ class Decision:
     notes: tuple[str, ...] = field(default=())
     # Another person's case in the same public thread: shown to agents, never joined.
     related: str | None = None
+    # A new case opened by an unauthenticated sender: "claims to be from" its address.
+    unverified: bool = False
 
 
 def decide(candidates: Candidates, now: datetime, reopen_window: timedelta) -> Decision:
-    """Where a message goes, strongest evidence first (docs/architecture/threading.md)."""
+    """Where a message goes, strongest evidence first (docs/architecture/threading.md).
+
+    An unverified sender is trusted only through a case's secret token: its From address
+    alone never joins, reopens or continues the case of the contact owning that address,
+    and the new case it opens says who it claims to be.
+    """
+    decision = _decide(candidates, now, reopen_window)
+    if candidates.sender_verified or decision.action != "new":
+        return decision
+    return replace(decision, unverified=True, reason=f"unauthenticated sender; {decision.reason}")
+
+
+def _decide(candidates: Candidates, now: datetime, reopen_window: timedelta) -> Decision:
+    verified_contact = candidates.sender_contact_id if candidates.sender_verified else None
     claims: str | None = None
     related: str | None = None
     after_window: CaseView | None = None
     for how, case in candidates.linked:
         trusted = case.id in candidates.token_case_ids or (
-            candidates.sender_contact_id is not None
-            and case.contact_id == candidates.sender_contact_id
+            verified_contact is not None and case.contact_id == verified_contact
         )
         if not trusted:
             # Writing in someone else's public thread is ordinary traffic, not a claim to
@@ -112,7 +129,7 @@ def decide(candidates: Candidates, now: datetime, reopen_window: timedelta) -> D
         if case.resolved_at is not None and now - case.resolved_at <= reopen_window:
             return Decision("reopen", case.id, reason=f"{how}, resolved within the reopen window")
         after_window = after_window or case
-    if candidates.sender_contact_id is not None and candidates.open_cases:
+    if verified_contact is not None and candidates.open_cases:
         latest = max(candidates.open_cases, key=lambda c: (c.last_activity_at, c.id))
         return Decision(
             "join",

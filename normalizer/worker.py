@@ -35,6 +35,7 @@ from inbox.db import (
 from inbox.identities import mark_verified
 from inbox.merges import MERGED, absorbed_contacts, surviving_case_id
 from inbox.models import (
+    AckBucket,
     Attachment,
     Blob,
     Case,
@@ -61,14 +62,16 @@ from normalizer.acks import (
     AckFacts,
     AckSettings,
     Eta,
+    ack_buckets,
     compose,
-    header_text,
     recently_acknowledged,
+    take_tokens,
     withhold_reason,
 )
 from normalizer.config import NormalizerSettings
 from normalizer.eta import estimate
 from normalizer.intake import sha256
+from normalizer.mailauth import MailAuthSettings, authenticated, evaluate, greeting_name
 from normalizer.message import InboundMessage, ParseError
 from normalizer.parse import parse
 from normalizer.threads import (
@@ -112,6 +115,7 @@ class Normalizer:
         name: str | None = None,
         on_case: Callable[[Outcome], None] | None = None,
         acks: AckSettings | None = None,
+        mail_auth: MailAuthSettings | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -119,6 +123,7 @@ class Normalizer:
         self.name = name or worker_id()
         self.on_case = on_case
         self.acks = acks or AckSettings()
+        self.mail_auth = mail_auth or MailAuthSettings()
 
     # --- claiming ---------------------------------------------------------------------------
 
@@ -228,8 +233,21 @@ class Normalizer:
         except Exception as exc:  # a parser bug is still this input's problem, not the worker's
             log.exception("parser crashed on intake %s", intake_id)
             return self._dead_letter(intake, f"parser crashed: {type(exc).__name__}: {exc}")
+        # Sender authentication asks DNS: done here, outside any transaction, and it never
+        # fails the input (a DNS failure is a `temperror` verdict, not a lost mail).
+        auth = (
+            evaluate(
+                raw,
+                intake.envelope,
+                message.sender.handle,
+                self.mail_auth,
+                history=not intake.acknowledge,
+            )
+            if message.channel == "email"
+            else None
+        )
         try:
-            outcome = self._persist(intake, message)
+            outcome = self._persist(intake, message, auth)
         except StorageUnavailable:
             raise  # the store is briefly away: the lease expires and the row is tried again
         except Exception as exc:
@@ -275,7 +293,9 @@ class Normalizer:
         log.warning("intake %s dead-lettered: %s", intake.id, error)
         return Outcome(intake.id, "dead", error=error)
 
-    def _persist(self, intake: Any, message: InboundMessage) -> Outcome:
+    def _persist(
+        self, intake: Any, message: InboundMessage, auth: dict[str, str] | None = None
+    ) -> Outcome:
         with write(self.engine) as conn:
             lock_for_threading(conn)
             state = conn.execute(select(Intake.state).where(Intake.id == intake.id)).scalar_one()
@@ -291,23 +311,29 @@ class Normalizer:
                 self._receipts(conn, existing.id, intake, message)
                 self._finish(conn, intake.id, existing.id)
                 return Outcome(intake.id, "duplicate", existing.id, existing.case_id)
-            contact_id, identity_id = self._identity(conn, message)
-            candidates, tokens = self._candidates(conn, message, contact_id)
+            # Email whose From is not authenticated proves nothing about who sent it: it is
+            # filed under a contact of its own, never under the identity it names.
+            verified = message.channel != "email" or authenticated(auth)
+            contact_id, identity_id, claimed = self._identity(conn, message, verified)
+            candidates, tokens = self._candidates(conn, message, claimed, verified)
             decision = decide(
                 candidates,
                 message.received_at,
                 timedelta(days=self.store.threading.reopen_window_days),
             )
-            facts = _ack_facts(intake, message)
+            facts = _ack_facts(intake, message, auth)
             # A reason known before the case exists is written with it: no second statement.
             acknowledging = decision.action == "new" and facts.channel not in PLANNED_BY_CONNECTOR
             withheld = withhold_reason(facts, self.acks) if acknowledging else None
             case_id = self._apply(conn, decision, message, contact_id, withheld)
             logcontext.annotate(case=format_reference(case_id))
-            message_id = self._insert_message(conn, case_id, identity_id, intake, message, decision)
+            message_id = self._insert_message(
+                conn, case_id, identity_id, intake, message, decision, auth
+            )
             # Issue 11: a token answered from the case's own contact verifies the identity;
             # the case's signature learns the text for merge suggestions.
-            mark_verified(conn, identity_id, tokens)
+            if verified:  # an unauthenticated message never verifies an identity
+                mark_verified(conn, identity_id, tokens)
             report = message.meta.get("delivery_report")
             if report:
                 _record_delivery(conn, report)
@@ -321,23 +347,33 @@ class Normalizer:
                 )
             self._receipts(conn, message_id, intake, message)
             if acknowledging:
-                self._acknowledge(conn, case_id, message_id, facts, withheld, message)
+                self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
             self._finish(conn, intake.id, message_id)
             return Outcome(intake.id, "done", message_id, case_id, decision)
 
     # --- pieces of _persist -----------------------------------------------------------------
 
-    def _identity(self, conn: Connection, message: InboundMessage) -> tuple[int, int | None]:
+    def _identity(
+        self, conn: Connection, message: InboundMessage, verified: bool = True
+    ) -> tuple[int, int | None, int | None]:
+        """(contact, identity, the contact the sender's handle belongs to).
+
+        An unverified sender gets a new contact and no identity: it may not change the
+        name we know an identity by, nor be joined with that identity's cases later.
+        """
         sender = message.sender
         if sender.anonymous or not sender.handle:
             # A withheld number or missing address is nobody in particular: never merged.
             contact_id = self._new_contact(conn, sender.name)
-            return contact_id, None
+            return contact_id, None, None
         row = conn.execute(
             select(Identity.id, Identity.contact_id, Identity.display_name, Identity.facts).where(
                 Identity.kind == sender.kind, Identity.handle == sender.handle
             )
         ).one_or_none()
+        if not verified:
+            contact_id = self._new_contact(conn, sender.name or sender.handle)
+            return contact_id, None, row.contact_id if row is not None else contact_id
         if row is not None:
             changes: dict[str, Any] = {}
             if sender.name and sender.name != row.display_name:
@@ -346,7 +382,7 @@ class Normalizer:
                 changes["facts"] = {**(row.facts or {}), **sender.facts}
             if changes:
                 conn.execute(update(Identity).where(Identity.id == row.id).values(**changes))
-            return row.contact_id, row.id
+            return row.contact_id, row.id, row.contact_id
         contact_id = self._new_contact(conn, sender.name or sender.handle)
         identity_id = conn.execute(
             insert(Identity)
@@ -361,7 +397,7 @@ class Normalizer:
             )
             .returning(Identity.id)
         ).scalar_one()
-        return contact_id, identity_id
+        return contact_id, identity_id, contact_id
 
     @staticmethod
     def _new_contact(conn: Connection, name: str) -> int:
@@ -370,7 +406,11 @@ class Normalizer:
         ).scalar_one()
 
     def _candidates(
-        self, conn: Connection, message: InboundMessage, contact_id: int
+        self,
+        conn: Connection,
+        message: InboundMessage,
+        contact_id: int | None,
+        verified: bool = True,
     ) -> tuple[Candidates, frozenset[int]]:
         """The candidates, and the cases whose token the message really carries."""
         sender_contact = (
@@ -403,7 +443,7 @@ class Normalizer:
         # Issue 11: a reply from the contact of a case merged into the linked case is trusted
         # like the case's own contact's (the agent joined the threads, not the people).
         trusted = set(token_case_ids)
-        if sender_contact is not None:
+        if sender_contact is not None and verified:
             for _how, case in linked:
                 if sender_contact in absorbed_contacts(conn, case.id):
                     trusted.add(case.id)
@@ -417,7 +457,9 @@ class Normalizer:
                     )
                 )
             ]
-        candidates = Candidates(sender_contact, linked, frozenset(trusted), open_cases)
+        candidates = Candidates(
+            sender_contact, linked, frozenset(trusted), open_cases, sender_verified=verified
+        )
         return candidates, frozenset(token_case_ids)
 
     def _case_by(self, conn: Connection, condition: Any) -> CaseView | None:
@@ -478,6 +520,7 @@ class Normalizer:
                     followups=0,
                     ack_state="withheld" if withheld else None,
                     ack_reason=withheld[:256] if withheld else None,
+                    unverified_from=message.sender.handle[:320] if decision.unverified else None,
                 )
                 .returning(Case.id)
             ).scalar_one()
@@ -532,6 +575,7 @@ class Normalizer:
         intake: Any,
         message: InboundMessage,
         decision: Decision,
+        auth: dict[str, str] | None = None,
     ) -> int:
         meta = dict(message.meta)
         meta["threading"] = decision.reason
@@ -564,6 +608,7 @@ class Normalizer:
                 },
                 automated=message.automated,
                 meta=meta,
+                auth=auth,
             )
             .returning(Message.id)
         ).scalar_one()
@@ -607,6 +652,7 @@ class Normalizer:
         facts: AckFacts,
         withheld: str | None,
         message: InboundMessage,
+        auth: dict[str, str] | None = None,
     ) -> None:
         """Queue the new case's one acknowledgement, or record why there is none.
 
@@ -620,6 +666,8 @@ class Normalizer:
             withheld = recently_acknowledged(
                 last_sent_to(conn, facts.channel, facts.recipient, "ack"), now, self.acks
             )
+            if withheld is None and self.acks.template(facts.channel) is not None:
+                withheld = self._take_ack_tokens(conn, facts, now)
             if withheld is not None:
                 conn.execute(
                     update(Case)
@@ -643,7 +691,8 @@ class Normalizer:
             reference=case.reference,
             token=case.token,
             public=message.visibility == "public",
-            name=sender.name,
+            # The greeting names only an authenticated sender, and only by a plain name.
+            name=greeting_name(sender.name, auth if message.channel == "email" else _TRUSTED),
             subject=message.subject,
             eta=eta,
             now=now,
@@ -673,6 +722,33 @@ class Normalizer:
             eta_basis=eta.basis,
             ahead=eta.ahead,
         )
+
+    def _take_ack_tokens(self, conn: Connection, facts: AckFacts, now: datetime) -> str | None:
+        """Take a token from each of the acknowledgement's buckets, or say which is empty.
+
+        In the transaction that decides the acknowledgement, and stored, so every instance
+        draws on the same buckets; the threading lock already held orders the takers, and
+        FOR UPDATE keeps that true on PostgreSQL even without it.
+        """
+        buckets = ack_buckets(facts.channel, facts.recipient, self.acks.limits)
+        conn.execute(
+            insert_ignore(conn, AckBucket, ["key"]),
+            [{"key": b.key, "tokens": float(b.burst), "updated_at": now} for b in buckets],
+        )
+        stored = {
+            row.key: (row.tokens, row.updated_at)
+            for row in conn.execute(
+                select(AckBucket.key, AckBucket.tokens, AckBucket.updated_at)
+                .where(AckBucket.key.in_([b.key for b in buckets]))
+                .with_for_update()
+            )
+        }
+        reason, levels = take_tokens(buckets, stored, now)
+        for key, level in levels.items():
+            conn.execute(
+                update(AckBucket).where(AckBucket.key == key).values(tokens=level, updated_at=now)
+            )
+        return reason
 
     def _eta(self, conn: Connection, case_id: int, due_at: datetime, now: datetime) -> Eta:
         return estimate(
@@ -727,14 +803,20 @@ def _record_delivery(conn: Connection, report: dict[str, Any]) -> None:
         log.info("delivery report: outbox %s %s", ",".join(map(str, moved)), outcome)
 
 
-def _ack_facts(intake: Any, message: InboundMessage) -> AckFacts:
+def _ack_facts(intake: Any, message: InboundMessage, auth: dict[str, str] | None) -> AckFacts:
     return AckFacts(
         channel=message.channel,
         acknowledge=bool(intake.acknowledge),
         automated=message.automated,
         recipient=message.sender.handle,
         anonymous=message.sender.anonymous,
+        authenticated=authenticated(auth) if message.channel == "email" else None,
     )
+
+
+# Other channels' senders are who the platform says (a Twilio number, a platform account):
+# their display names still pass the plain-name check before a greeting uses them.
+_TRUSTED = {"verdict": "pass"}
 
 
 def _reply_payload(message: InboundMessage, message_id: int) -> dict[str, Any]:
@@ -743,7 +825,8 @@ def _reply_payload(message: InboundMessage, message_id: int) -> dict[str, Any]:
         "message_id": message_id,
         "external_id": message.external_id,
         "visibility": message.visibility,
-        "to_name": header_text(message.sender.name, 80),
+        # No "to_name": the acknowledgement goes to the bare address. A display name is text
+        # the sender chose, and a forged sender would choose it for the victim to read.
     }
     if message.channel == "email" and message.external_id:
         # RFC 5322 3.6.4: the parent's References plus the parent's Message-ID, bounded.

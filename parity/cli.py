@@ -512,7 +512,13 @@ def _add_merge_commands(cases: Any, sub: Any) -> None:
 
 
 def _normalizer(settings: Settings, engine: Engine) -> Normalizer:
-    return Normalizer(engine, settings.store(), settings.normalizer, acks=settings.acknowledgements)
+    return Normalizer(
+        engine,
+        settings.store(),
+        settings.normalizer,
+        acks=settings.acknowledgements,
+        mail_auth=settings.mail_auth,
+    )
 
 
 def cmd_outbox_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -219,6 +219,7 @@ class Daemon:
                 name=self.instance,
                 on_case=self._case_opened,
                 acks=settings.acknowledgements,
+                mail_auth=settings.mail_auth,
             ),
             intake_busy=self._intake_busy,
         )

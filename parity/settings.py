@@ -19,6 +19,7 @@ from inbox.report import AuditSettings
 from inbox.web.config import InboxSettings
 from normalizer.acks import AckSettings
 from normalizer.config import NormalizerSettings
+from normalizer.mailauth import MailAuthSettings
 
 ENV = "PARITY_SETTINGS"
 DEFAULT_FILE = "settings.toml"
@@ -50,6 +51,8 @@ class Settings(Strict):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     # The manager audit report (issue 12): the parity ratio threshold.
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    # Sender authentication of inbound email (SPF, DKIM, DMARC, ARC): DNS and trust.
+    mail_auth: MailAuthSettings = Field(default_factory=MailAuthSettings)
 
     def store(self) -> StoreSettings:
         return StoreSettings(database=self.database, sla=self.sla, threading=self.threading)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from inbox import queries
 from inbox.config import StoreSettings
 from normalizer.intake import RawInput, Stored, store
 from normalizer.worker import Normalizer, Outcome
+from tests.dns_server import shared_dns, test_mail_auth
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -30,7 +34,18 @@ def ingest(
     envelope: dict[str, Any] | None = None,
     source_key: str | None = None,
     received_at: datetime | None = None,
+    authenticated: bool = True,
 ) -> Stored:
+    """Store `raw` as the connector would.
+
+    Email comes, unless the test says otherwise, as if by SMTP from 127.0.0.1 with MAIL FROM
+    at its From address: the fixture DNS (tests/fixtures/dns) lets 127.0.0.1 send for the
+    tests' domains, so the sender is authenticated by an aligned SPF pass, as most real
+    customers' mail is. Tests about unauthenticated mail pass `authenticated=False` or an
+    envelope of their own.
+    """
+    if channel == "email" and authenticated:
+        envelope = {**smtp_envelope(raw), **(envelope or {})}
     kwargs: dict[str, Any] = {}
     if received_at is not None:
         kwargs["received_at"] = received_at
@@ -45,8 +60,15 @@ def ingest(
     return store(engine, [item])[0]
 
 
+def smtp_envelope(raw: bytes) -> dict[str, Any]:
+    """The envelope SMTP intake would store for `raw` sent from 127.0.0.1 by its From."""
+    found = getaddresses(BytesHeaderParser(policy=compat32).parsebytes(raw).get_all("from", []))
+    mail_from = next((address for _, address in found if "@" in address), "")
+    return {"peer": "127.0.0.1:40000", "helo": "client.example", "mail_from": mail_from}
+
+
 def normalize(engine: Engine, settings: StoreSettings | None = None) -> list[Outcome]:
-    return Normalizer(engine, settings or StoreSettings()).drain()
+    return Normalizer(engine, settings or StoreSettings(), mail_auth=test_mail_auth()).drain()
 
 
 def ingest_and_normalize(engine: Engine, raw: bytes, **kwargs: Any) -> Outcome:
@@ -77,6 +99,10 @@ url = "{db_url}"
 url_env = "PARITY_TEST_UNUSED_DATABASE_URL"
 busy_timeout_ms = 60000
 {normalizer}
+[mail_auth]
+nameservers = ["127.0.0.1:{shared_dns().port}"]
+timeout_seconds = 1.0
+
 [connectors.smtp]
 enabled = false
 

@@ -36,6 +36,7 @@ from connectors.smtp import SmtpConnector
 from inbox.db import make_engine
 from inbox.models import Intake
 from normalizer.intake import IntakeWriter
+from tests.dns_server import shared_dns
 
 REPO = Path(__file__).resolve().parent.parent
 DOMAINS = ["support.example.com", "help.example.net"]
@@ -95,6 +96,9 @@ def daemon_settings(
         "logging": {"level": "INFO"},
         "connectors.smtp": {"port": smtp_port, "support_domains": DOMAINS},
         "connectors.web": {"port": web_port, "enabled": web},
+        # The fixture DNS server (tests/fixtures/dns): 127.0.0.1 may send for the tests'
+        # domains, so mail sent by smtplib with MAIL FROM at its From is authenticated.
+        "mail_auth": {"nameservers": [f"127.0.0.1:{shared_dns().port}"], "timeout_seconds": 1.0},
     }
     for key, values in (extra or {}).items():
         sections.setdefault(key, {}).update(values)

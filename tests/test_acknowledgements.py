@@ -17,6 +17,7 @@ from inbox.models import Case, Intake, utcnow
 from normalizer.acks import AckSettings
 from normalizer.threads import find_tokens
 from normalizer.worker import Normalizer
+from tests.dns_server import test_mail_auth
 from tests.helpers import FIXTURES, case_of, ingest, ingest_and_normalize, normalize
 from tests.outbox_helpers import (
     attempts_of,
@@ -60,8 +61,9 @@ def test_a_new_case_gets_exactly_one_acknowledgement(engine, sink: Sink):
     assert delivery.mail_from == "help@support.example.com"
     ack = delivery.parsed()
     assert ack["To"].addresses[0].addr_spec == "ann@example.org"
-    assert ack["Subject"].startswith(f"[{case.reference} #{case.token}] ")
-    assert "Locked out of my account" in ack["Subject"]
+    # Issue 16: the fixed subject with the case's tag, and nothing the sender wrote.
+    assert ack["Subject"] == f"[{case.reference} #{case.token}] We have your message"
+    assert ack["To"].addresses[0].display_name == ""
     assert ack["In-Reply-To"] == "<m1@example.org>"
     assert ack["References"] == "<m0@example.org> <m1@example.org>"
     assert ack["X-Parity-Case"] == case.reference
@@ -220,7 +222,9 @@ def test_a_sender_acknowledged_recently_is_not_acknowledged_again(engine, store_
             .values(status="resolved", resolved_at=utcnow() - timedelta(days=30))
         )
     ingest(engine, mail("A third problem"))
-    normalizer = Normalizer(engine, store_settings, acks=AckSettings(sender_window_hours=0))
+    normalizer = Normalizer(
+        engine, store_settings, acks=AckSettings(sender_window_hours=0), mail_auth=test_mail_auth()
+    )
     (third,) = normalizer.drain()
     assert case_row(engine, third.case_id).ack_state == "queued"
     assert len(outbox_rows(engine)) == 2
@@ -251,7 +255,7 @@ def test_twitter_and_reddit_cases_are_left_to_their_connectors_planners(engine):
     from normalizer.message import InboundMessage, Sender
 
     (stored,) = store(engine, [RawInput("twitter", "twitter", "tweet:1", b"{}")])
-    normalizer = Normalizer(engine, StoreSettings())
+    normalizer = Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth())
     assert normalizer.claim(5) == [stored.intake_id]
     with engine.connect() as conn:
         intake = conn.execute(select(Intake).where(Intake.id == stored.intake_id)).one()

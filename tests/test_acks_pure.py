@@ -44,6 +44,7 @@ def facts(**kw: Any) -> AckFacts:
         "automated": None,
         "recipient": "ann@example.org",
         "anonymous": False,
+        "authenticated": True,
     }
     return AckFacts(**{**base, **kw})
 
@@ -83,6 +84,22 @@ def facts(**kw: Any) -> AckFacts:
             "the sender's address cannot be answered safely",
         ),
         (facts(channel="sms", recipient="+447700900123"), AckSettings(), None),
+        # Issue 16: email from an unauthenticated (possibly forged) From is never answered,
+        # unless the operator turned the requirement off; other channels have no such idea.
+        (facts(authenticated=False), AckSettings(), "unauthenticated sender"),
+        (facts(authenticated=None), AckSettings(), "unauthenticated sender"),
+        (
+            facts(authenticated=False),
+            AckSettings(email=EmailAckTemplate(require_authenticated_sender=False)),
+            None,
+        ),
+        # A robot's mail says so whether or not its sender is authenticated.
+        (
+            facts(authenticated=False, automated="precedence: bulk"),
+            AckSettings(),
+            "automated message (precedence: bulk)",
+        ),
+        (facts(channel="sms", recipient="+447700900123", authenticated=None), AckSettings(), None),
     ],
 )
 def test_withhold_reason(given, settings, expected):
@@ -262,7 +279,8 @@ def _compose(template: AckTemplate | None = None, **kw: Any) -> AckContent:
 
 def test_the_default_email_acknowledgement():
     content = _compose(other_channels="Or call +44 20 7946 0000.")
-    assert content.subject == "[C-001042 #abcdefghjkmn] Re: Locked out"
+    # Issue 16: a fixed subject with the case's tag; nothing the sender wrote.
+    assert content.subject == "[C-001042 #abcdefghjkmn] We have your message"
     assert content.body.startswith("Hello Ann Example,\n")
     assert "case C-001042" in content.body
     assert "within about 3 hours" in content.body
@@ -280,21 +298,27 @@ def test_a_public_acknowledgement_never_shows_the_token():
 
 def test_all_placeholders_render():
     template = EmailAckTemplate(
-        subject="{tag} {subject}",
-        body="{reference}|{token}|{name}|{eta}|{eta_at}|{queue_position}|{channel}|{follow_up}",
+        subject="{tag}",
+        body="{reference}|{token}|{name}|{eta}|{eta_at}|{queue_position}|{channel}|{follow_up}"
+        "|{subject}",
         follow_up="see {reference}",
     )
     content = _compose(template, name="", subject="")
-    assert content.subject == "[C-001042 #abcdefghjkmn] your message"
+    assert content.subject == "[C-001042 #abcdefghjkmn]"
     assert content.body == (
         "C-001042|abcdefghjkmn|there|within about 3 hours|2026-11-23T13:00:00Z|8|email|"
-        "see C-001042\n"
+        "see C-001042|your message\n"
     )
 
 
 def test_inbound_text_cannot_break_the_subject():
+    # An email template may no longer put {subject} in the subject (below); a template built
+    # in code still gets the inbound text cleaned of line breaks.
+    template = AckTemplate(subject="{tag} Re: {subject}", body="{reference}")
     content = _compose(
-        name="Ann\r\nBcc: evil@example.net", subject="Hi\r\nBcc: victim@example.com\u2028X: y"
+        template,
+        name="Ann\r\nBcc: evil@example.net",
+        subject="Hi\r\nBcc: victim@example.com\u2028X: y",
     )
     assert "\r" not in content.subject and "\n" not in content.subject
     assert content.subject == "[C-001042 #abcdefghjkmn] Re: Hi Bcc: victim@example.com X: y"
@@ -309,6 +333,9 @@ def test_inbound_text_cannot_break_the_subject():
         ({"subject": "{tag}", "body": "{secret}"}, "unknown placeholder {secret}"),
         ({"subject": "{tag}", "body": "{eta:>20}"}, "plain names"),
         ({"subject": "{tag}", "body": "x", "follow_up": "{follow_up}"}, "cannot include itself"),
+        # Issue 16: text the sender chose never goes into our headers.
+        ({"subject": "{tag} Re: {subject}", "body": "{tag}"}, "cannot use {subject}"),
+        ({"subject": "{tag} for {name}", "body": "{tag}"}, "cannot use {name}"),
     ],
 )
 def test_bad_templates_are_refused_at_load(kwargs, message):

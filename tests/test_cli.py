@@ -21,6 +21,7 @@ from inbox import migrate
 from inbox.db import make_engine
 from inbox.models import Base
 from tests.conftest import PG_ADMIN_URL
+from tests.dns_server import mail_auth_toml
 from tests.emails import SCREENSHOT_PNG, STATEMENT_PDF, eml
 from tests.helpers import FIXTURES, ingest, normalize
 
@@ -54,7 +55,9 @@ def parity(settings: Path, *args: str, timeout: float = 300) -> subprocess.Compl
 
 def settings_for(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "settings.toml"
-    path.write_text(f'[database]\nurl = "{url}"\n\n[logging]\nlevel = "WARNING"\n')
+    path.write_text(
+        f'[database]\nurl = "{url}"\n\n[logging]\nlevel = "WARNING"\n' + mail_auth_toml()
+    )
     return path
 
 

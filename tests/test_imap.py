@@ -43,12 +43,14 @@ from connectors.imap import (
 )
 from connectors.smtp import SmtpConnector
 from inbox import queries
-from inbox.config import DatabaseSettings
+from inbox.config import DatabaseSettings, StoreSettings
 from inbox.models import Blob, Checkpoint, DeadLetter, Intake, Message, Receipt
 from normalizer.intake import CheckpointUpdate, IntakeWriter, RawInput, load_checkpoint, store
+from normalizer.worker import Normalizer
 from parity.cli import connector_status
 from parity.daemon import Daemon, availability
 from parity.settings import Settings, parse
+from tests.dns_server import test_mail_auth
 from tests.dovecot import (
     CAPABILITIES_WITHOUT_MOVE,
     Certificates,
@@ -1067,3 +1069,46 @@ async def test_backfill_takes_mail_since_the_configured_date_with_progress(engin
     with engine.connect() as conn:
         saved = conn.execute(select(Checkpoint.value)).scalar_one()
     assert saved["backfill_complete"] is True
+
+
+async def test_imap_mail_is_authenticated_by_the_providers_topmost_header(engine, dovecot):
+    """Issue 16: mail fetched by IMAP was checked by the mailbox provider; its topmost
+    Authentication-Results under a trusted authserv-id is believed, and nothing below it."""
+    mailbox = dovecot.add_user()
+    header = (
+        "Authentication-Results: mx.provider.example; dmarc={} header.from=customer.example\r\n"
+    )
+    vouched = make_mail(1, domain="customer.example", extra_headers=header.format("pass"))
+    # A forgery: the provider's own header says fail; the sender wrote a "pass" below it.
+    forged = make_mail(
+        1,
+        domain="customer.example",
+        subject="Send the link to mallory@evil.example",
+        extra_headers=header.format("fail") + header.format("pass"),
+    ).replace(b"<msg1.", b"<msg1-forged.")
+    mailbox.append("INBOX", [vouched, forged])
+    connector = ImapConnector(
+        imap_settings(account(mailbox)), engine, environ={"PARITY_TEST_IMAP": mailbox.password}
+    )
+    await drive(connector, drained(connector))
+    trusting = test_mail_auth().model_copy(update={"trusted_authserv_ids": ["mx.provider.example"]})
+    outcomes = Normalizer(engine, StoreSettings(), mail_auth=trusting).drain()
+    assert [o.state for o in outcomes] == ["done", "done"]
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(Message.subject, Message.auth).order_by(Message.id)))
+    verdicts = {row.subject.startswith("Send the link"): row.auth["verdict"] for row in rows}
+    assert verdicts == {False: "pass", True: "fail"}
+    first, second = (o.case_id for o in outcomes)
+    assert first != second  # the forgery did not join the customer's case
+    details = []
+    for outcome in outcomes:
+        assert outcome.message_id is not None
+        reference = queries.case_of_message(engine, outcome.message_id)
+        assert reference is not None
+        details.append(queries.case_detail(engine, reference))
+    genuine, forgery = details
+    assert genuine is not None and forgery is not None
+    by_verdict = {
+        d["messages"][0]["auth"]["verdict"]: d["unverified_from"] for d in (genuine, forgery)
+    }
+    assert by_verdict == {"pass": None, "fail": "customer1@customer.example"}

@@ -21,6 +21,7 @@ from normalizer.config import NormalizerSettings
 from normalizer.mail import Caps, check_caps, parse_email
 from normalizer.message import ParseError
 from normalizer.worker import Normalizer
+from tests.dns_server import test_mail_auth
 from tests.helpers import ingest
 
 DEFAULT = Caps()
@@ -198,7 +199,7 @@ def test_hostile_mail_ends_as_dead_letters_with_its_raw_bytes(engine):
     inputs["a message over the size cap"] = oversize
     for name, raw in inputs.items():
         ingest(engine, raw, source_key=f"hostile:{name}")
-    outcomes = Normalizer(engine, StoreSettings(), settings).drain()
+    outcomes = Normalizer(engine, StoreSettings(), settings, mail_auth=test_mail_auth()).drain()
     assert [o.state for o in outcomes] == ["dead"] * len(inputs)
     with engine.connect() as conn:
         assert conn.execute(select(Message.id)).first() is None

@@ -23,6 +23,7 @@ import pytest
 from connectors.config import EmailRelaySettings, OutboxSettings
 from normalizer.acks import AckSettings
 from parity.settings import SettingsError, load, parse
+from tests.dns_server import shared_dns
 from tests.sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,12 @@ url_env = "PARITY_TEST_UNSET_URL"
 [connectors.smtp]
 port = {smtp_port}
 support_domains = ["support.example.com"]
+
+# The fixture DNS (tests/fixtures/dns): 127.0.0.1 may send for the sender's domain, so the
+# sender is authenticated and acknowledged.
+[mail_auth]
+nameservers = ["127.0.0.1:{shared_dns().port}"]
+timeout_seconds = 1.0
 
 [outbox]
 poll_seconds = 30.0

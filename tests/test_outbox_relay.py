@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from inbox import outbox
 from inbox.models import Case, Outbox, utcnow
 from parity.cli import main
+from tests.dns_server import mail_auth_toml
 from tests.helpers import ingest_and_normalize
 from tests.outbox_helpers import (
     attempts_of,
@@ -256,7 +257,7 @@ def _settings_file(tmp_path: Path, db_url: str, sink: Sink) -> Path:
 [database]
 url = "{db_url}"
 url_env = "PARITY_TEST_UNSET_URL"
-
+{mail_auth_toml()}
 [outbox]
 lease_seconds = 1
 backoff_base_s = 0.0

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from inbox.config import StoreSettings
 from inbox.models import Intake
 from normalizer.worker import Normalizer, WorkerLoop
+from tests.dns_server import test_mail_auth
 from tests.helpers import ingest, normalize
 
 
@@ -37,7 +38,7 @@ async def test_a_stopping_worker_gives_back_the_rows_it_did_not_reach(engine):
     # Intake busy for good (no deferring left) and a 1% share: after each row the worker
     # pauses 99 times as long.
     loop = WorkerLoop(
-        Normalizer(engine, StoreSettings(), name="stopping-worker"),
+        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth(), name="stopping-worker"),
         intake_busy=lambda: True,
         busy_share=0.01,
         busy_defer_s=0,
@@ -60,7 +61,9 @@ async def test_a_stopping_worker_gives_back_the_rows_it_did_not_reach(engine):
 async def test_an_idle_worker_drains_everything_in_chunks(engine):
     for n in range(25):
         ingest(engine, mail(n), connector="smtp")
-    loop = WorkerLoop(Normalizer(engine, StoreSettings()), idle_chunk=10)
+    loop = WorkerLoop(
+        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth()), idle_chunk=10
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     await until(lambda: loop.processed >= 25)
@@ -75,7 +78,7 @@ async def test_a_burst_is_answered_first_and_normalized_right_after(engine):
         ingest(engine, mail(n), connector="smtp")
     burst_until = time.monotonic() + 0.6
     loop = WorkerLoop(
-        Normalizer(engine, StoreSettings()),
+        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth()),
         intake_busy=lambda: time.monotonic() < burst_until,
         busy_defer_s=30,
     )
@@ -94,7 +97,9 @@ async def test_sustained_intake_still_gets_a_share_after_the_deferral(engine):
         ingest(engine, mail(n), connector="smtp")
     started = time.monotonic()
     loop = WorkerLoop(
-        Normalizer(engine, StoreSettings()), intake_busy=lambda: True, busy_defer_s=0.3
+        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth()),
+        intake_busy=lambda: True,
+        busy_defer_s=0.3,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))

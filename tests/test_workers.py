@@ -21,6 +21,8 @@ from sqlalchemy import func, select
 
 from inbox.models import Case, Identity, Intake, Message, Receipt
 from normalizer.intake import RawInput, store
+from tests.dns_server import mail_auth_toml
+from tests.helpers import smtp_envelope
 
 SENDERS_WITH_FOLLOW_UPS = 60  # each writes 10 mails without reply headers
 FOLLOW_UPS = 10
@@ -72,7 +74,9 @@ def test_two_worker_processes_make_each_input_exactly_one_message(engine, db_url
                 channel="email",
                 source_key=f"load:{i}",
                 payload=raw,
-                envelope={"rcpt_tos": ["support@support.example.com"]},
+                # As SMTP intake stores it: the client, and MAIL FROM at the From address,
+                # so the senders are authenticated (fixture DNS) and follow-ups thread.
+                envelope={**smtp_envelope(raw), "rcpt_tos": ["support@support.example.com"]},
                 received_at=T,
             )
             for i, (_, raw) in enumerate(items)
@@ -83,7 +87,7 @@ def test_two_worker_processes_make_each_input_exactly_one_message(engine, db_url
     settings = tmp_path / "settings.toml"
     settings.write_text(
         f'[database]\nurl = "{db_url}"\nbusy_timeout_ms = 30000\n\n'
-        f'[normalizer]\nbatch_size = 25\n\n[logging]\nlevel = "WARNING"\n'
+        f'[normalizer]\nbatch_size = 25\n\n[logging]\nlevel = "WARNING"\n' + mail_auth_toml()
     )
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
