@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -109,3 +110,13 @@ enabled = false
 [connectors.web]
 enabled = false
 """
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a `parity` child: none of the caller's PARITY_* settings, but the
+    session's audit key (tests run keyed, like production: conftest.py)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PARITY_") or k == "PARITY_AUDIT_KEY"
+    }

@@ -7,7 +7,6 @@ same process delivers it to a relay (aiosmtpd) the test runs.
 
 from __future__ import annotations
 
-import os
 import signal
 import smtplib
 import socket
@@ -24,6 +23,7 @@ from connectors.config import EmailRelaySettings, OutboxSettings
 from normalizer.acks import AckSettings
 from parity.settings import SettingsError, load, parse
 from tests.dns_server import shared_dns
+from tests.helpers import child_env
 from tests.sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ security = "none"
 from_address = "Support <help@support.example.com>"
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARITY_")}
+    env = child_env()
     daemon = subprocess.Popen(
         [sys.executable, "-m", "parity", "--settings", str(settings), "run", "--only", "smtp"],
         env=env,
