@@ -22,9 +22,9 @@ from email.parser import BytesParser
 from email.policy import Policy
 from email.policy import default as policy_default
 from email.utils import getaddresses, parsedate_to_datetime
-from html.parser import HTMLParser
 from typing import Any, cast
 
+from inbox.mailhtml import html_to_text as html_to_text
 from normalizer.dsn import delivery_report
 from normalizer.message import (
     AttachmentPart,
@@ -537,41 +537,6 @@ def _verbatim(message: Message) -> bytes:
         return message.as_bytes(policy=_VERBATIM)
     except Exception:  # the raw mail is kept whole in the store; this copy is a convenience
         return b""
-
-
-class _TextExtractor(HTMLParser):
-    _SKIP = frozenset({"script", "style", "head", "title"})
-    _BREAK = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self.skipping += 1
-        elif tag in self._BREAK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self._BREAK:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.out.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Readable text of an HTML body, for search and for mail that has no text part."""
-    extractor = _TextExtractor()
-    extractor.feed(html)
-    extractor.close()
-    lines = [" ".join(line.split()) for line in "".join(extractor.out).split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 # --- auto-replies, bounces and lists --------------------------------------------------------
