@@ -79,10 +79,10 @@ def tokens(markup: str) -> Iterator[Token]:
                 yield ("text", "", _NO_ATTRS, "</")
                 return
             if markup.startswith("<!--", pos):
-                end = _COMMENT_END.search(markup, pos + 2)
-                if end is None:
+                comment_end = _COMMENT_END.search(markup, pos + 2)
+                if comment_end is None:
                     return  # a comment left open runs to the end of the input
-                pos = end.end()
+                pos = comment_end.end()
                 continue
             close = markup.find(">", pos + 2)  # doctype, CDATA, <?...>: a bogus comment
             if close < 0:
