@@ -62,7 +62,7 @@ _ADDRESS_HEADERS = frozenset(
     if issubclass(kind, AddressHeader)
 )
 # The headers whose value is a list of parameters the library parses (RFC 2045, 2183, 2231).
-_PARAM_HEADERS = (b"content-type:", b"content-disposition:")
+_PARAM_HEADERS = {b"content-type:": "Content-Type", b"content-disposition:": "Content-Disposition"}
 # A boundary the raw bytes can never contain (the parser cannot match a non-ASCII one).
 _NEVER = b"\x00never a boundary\x00"
 
@@ -164,9 +164,8 @@ def _check_params(block: list[bytes], caps: Caps) -> None:
     """
     for line in block:
         lowered = line[:20].lower()
-        for name in _PARAM_HEADERS:
+        for name, header in _PARAM_HEADERS.items():
             if lowered.startswith(name):
-                header = name[:-1].decode()
                 if len(line) > caps.max_param_header_bytes:
                     raise ParseError(
                         f"a {header} header is {len(line)} bytes,"
