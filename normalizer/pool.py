@@ -146,13 +146,14 @@ class ParsePool:
         self,
         jobs: list[ParseJob],
         budget_s: float,
-        refill: Callable[[], list[ParseJob]] | None = None,
+        refill: Callable[[int], list[ParseJob]] | None = None,
     ) -> Iterator[ParseResult]:
         """Parse `jobs`, `workers` at a time, yielding each result as soon as it is ready.
 
         When a child is free, the jobs are used up and another is still running (a slow
-        input), `refill` is asked for more work, so the slow one delays nothing. A parse not
-        finished `budget_s` after it started is killed and yields a timed-out result.
+        input), `refill(n)` is asked for up to n more jobs, so the slow one delays nothing.
+        A parse not finished `budget_s` after it started is killed and yields a timed-out
+        result.
         """
         with self._lock:
             pending = deque(jobs)
@@ -162,7 +163,7 @@ class ParsePool:
                     if not pending and running and refill is not None:
                         free = self.workers - len(running)
                         if free > 0:
-                            pending.extend(refill()[:free])
+                            pending.extend(refill(free))
                     while pending and len(running) < self.workers:
                         job = pending.popleft()
                         child = self._checkout()

@@ -205,7 +205,7 @@ class Normalizer:
         self,
         intake_ids: Sequence[int],
         *,
-        refill: Callable[[], list[int]] | None = None,
+        refill: Callable[[int], list[int]] | None = None,
         outcomes: list[Outcome] | None = None,
     ) -> list[Outcome]:
         """Normalize rows, parsing `workers` of them at once in child processes.
@@ -240,7 +240,7 @@ class Normalizer:
                 )
             return found
 
-        more = (lambda: jobs(refill())) if refill is not None else None
+        more = (lambda n: jobs(refill(n))) if refill is not None else None
         pool = shared_pool(self.settings.workers)
         for result in pool.run(jobs(intake_ids), self.settings.parse_timeout_seconds, more):
             with logcontext.bound(intake_id=result.key):
@@ -942,11 +942,11 @@ class WorkerLoop:
         self.processed += max(0, len(outcomes) - len(ids))
         return len(ids), None
 
-    def _refill(self) -> list[int]:
+    def _refill(self, count: int) -> list[int]:
         if not self._refilling.is_set():
             return []
         try:
-            return self.normalizer.claim(self.normalizer.settings.workers)
+            return self.normalizer.claim(count)
         except StorageUnavailable:
             return []
 
