@@ -18,6 +18,13 @@ class NormalizerSettings(Strict):
     max_mime_parts: int = Field(default=1000, ge=1)
     max_header_bytes: int = Field(default=256 * 1024, ge=1024)
     max_addresses: int = Field(default=1000, ge=1)
+    # Parameters of one Content-Type or Content-Disposition header, and its size (issue 16).
+    max_header_params: int = Field(default=64, ge=1)
+    max_param_header_bytes: int = Field(default=16 * 1024, ge=256)
+    # Wall-clock budget of one input's parse, enforced by killing the parse's process.
+    parse_timeout_seconds: float = Field(default=5, gt=0)
+    # Parse processes: this many inputs are parsed at once, so a slow one holds no other.
+    workers: int = Field(default=2, ge=1, le=64)
 
     def caps(self) -> Caps:
         return Caps(
@@ -26,4 +33,6 @@ class NormalizerSettings(Strict):
             max_parts=self.max_mime_parts,
             max_header_bytes=self.max_header_bytes,
             max_addresses=self.max_addresses,
+            max_header_params=self.max_header_params,
+            max_param_header_bytes=self.max_param_header_bytes,
         )

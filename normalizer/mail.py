@@ -22,9 +22,9 @@ from email.parser import BytesParser
 from email.policy import Policy
 from email.policy import default as policy_default
 from email.utils import getaddresses, parsedate_to_datetime
-from html.parser import HTMLParser
 from typing import Any, cast
 
+from inbox.mailhtml import html_to_text as html_to_text
 from normalizer.dsn import delivery_report
 from normalizer.message import (
     AttachmentPart,
@@ -46,6 +46,10 @@ class Caps:
     max_parts: int = 1000
     max_header_bytes: int = 256 * 1024
     max_addresses: int = 1000
+    # MIME parameters (Content-Type, Content-Disposition): the library parses each at about
+    # 7 us a byte and every parse of a part repeats it; 250 KB of parameters took 45 s.
+    max_header_params: int = 64
+    max_param_header_bytes: int = 16 * 1024
 
 
 # The parser's own test for a header line (email.feedparser.headerRE): any other line,
@@ -57,6 +61,8 @@ _ADDRESS_HEADERS = frozenset(
     for name, kind in HeaderRegistry().registry.items()
     if issubclass(kind, AddressHeader)
 )
+# The headers whose value is a list of parameters the library parses (RFC 2045, 2183, 2231).
+_PARAM_HEADERS = {b"content-type:": "Content-Type", b"content-disposition:": "Content-Disposition"}
 # A boundary the raw bytes can never contain (the parser cannot match a non-ASCII one).
 _NEVER = b"\x00never a boundary\x00"
 
@@ -125,6 +131,7 @@ def check_caps(raw: bytes, caps: Caps) -> None:
             continue
         # The header block ends here. A blank line is the separator; any other line
         # already belongs to the body, and so cannot start a nested message's headers.
+        _check_params(block, caps)
         ctype, boundary, read = _content_type(block, open_)
         block, block_bytes, counting = [], 0, False
         # Content-Type is parsed for every part, by us and again by the parser, at about
@@ -148,6 +155,26 @@ def check_caps(raw: bytes, caps: Caps) -> None:
             raise ParseError(f"MIME nesting deeper than {caps.max_depth}")
         if parts > caps.max_parts:
             raise ParseError(f"more than {caps.max_parts} MIME parts")
+
+
+def _check_params(block: list[bytes], caps: Caps) -> None:
+    """Refuse a parameter header too long or with too many parameters, before it is parsed.
+
+    Every `;` counts, quoted or not: the count can only be higher than the parser's.
+    """
+    for line in block:
+        lowered = line[:20].lower()
+        for name, header in _PARAM_HEADERS.items():
+            if lowered.startswith(name):
+                if len(line) > caps.max_param_header_bytes:
+                    raise ParseError(
+                        f"a {header} header is {len(line)} bytes,"
+                        f" over the cap of {caps.max_param_header_bytes}"
+                    )
+                if line.count(b";") > caps.max_header_params:
+                    raise ParseError(
+                        f"a {header} header has more than {caps.max_header_params} parameters"
+                    )
 
 
 def _match_boundary(open_: list[_Container], marker: bytes) -> tuple[int, bool] | None:
@@ -648,41 +675,6 @@ def _verbatim(message: Message) -> bytes:
         return message.as_bytes(policy=_VERBATIM)
     except Exception:  # the raw mail is kept whole in the store; this copy is a convenience
         return b""
-
-
-class _TextExtractor(HTMLParser):
-    _SKIP = frozenset({"script", "style", "head", "title"})
-    _BREAK = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self.skipping += 1
-        elif tag in self._BREAK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self._BREAK:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.out.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Readable text of an HTML body, for search and for mail that has no text part."""
-    extractor = _TextExtractor()
-    extractor.feed(html)
-    extractor.close()
-    lines = [" ".join(line.split()) for line in "".join(extractor.out).split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 # --- auto-replies, bounces and lists --------------------------------------------------------

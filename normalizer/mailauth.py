@@ -20,6 +20,7 @@ import contextvars
 import functools
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
@@ -44,6 +45,10 @@ class MailAuthSettings(Strict):
     nameservers: list[str] = Field(default_factory=list)
     # Seconds one DNS question may take; a mail asks a handful (SPF at most 10 lookups).
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Seconds all of one mail's questions may take together. A sender controls its own name
+    # servers and can make every answer slow; past this the rest is `temperror`, so one mail
+    # never holds a parse worker longer than its parse budget plus this.
+    budget_seconds: float = Field(default=10.0, gt=0, le=120)
     # authserv-ids (RFC 8601) whose Authentication-Results are believed for mail fetched by
     # IMAP or imported, where we never saw the sending IP: the mailbox provider's own name,
     # e.g. "mx.google.com". Only the topmost header with such an id counts.
@@ -415,6 +420,7 @@ class Dns:
         import dns.resolver
 
         self.timeout = settings.timeout_seconds
+        self.deadline = time.monotonic() + settings.budget_seconds
         if settings.nameservers:
             resolver = dns.resolver.Resolver(configure=False)
             resolver.nameservers = [
@@ -434,9 +440,12 @@ class Dns:
         import dns.exception
         import dns.resolver
 
+        lifetime = min(self.timeout, self.deadline - time.monotonic())
+        if lifetime <= 0:
+            raise DnsTempError(f"{qtype} {name}: the mail's DNS budget is spent")
         try:
             answer = self.resolver.resolve(
-                name, qtype, raise_on_no_answer=False, search=False, lifetime=self.timeout
+                name, qtype, raise_on_no_answer=False, search=False, lifetime=lifetime
             )
         except dns.resolver.NXDOMAIN:
             return []
@@ -543,7 +552,7 @@ def _check_spf(dns: Dns, facts: SmtpFacts) -> tuple[str, str]:
         s=sender,
         h=facts.helo or domain,
         timeout=dns.timeout,
-        querytime=dns.timeout * 4,
+        querytime=max(0.001, min(dns.timeout * 4, dns.deadline - time.monotonic())),
     )
     result, _code, _text = query.check()
     return str(result).lower(), domain

@@ -58,6 +58,8 @@ class InboundMessage:
     subject: str = ""
     text: str = ""
     html: str | None = None
+    # The sanitized HTML the case page serves (inbox.mailhtml.view), made when parsing.
+    html_view: str | None = None
     sent_at: datetime | None = None
     # Every id this message can be referred to by (its Message-ID, tweet id...).
     own_refs: tuple[str, ...] = ()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from inbox.mailhtml import view
 from normalizer.mail import Caps, parse_email
 from normalizer.message import InboundMessage, ParseError
 from normalizer.reddit import parse_reddit
@@ -36,5 +38,8 @@ def parse(
         message = parse_twilio(raw, envelope=envelope, received_at=received_at)
     else:
         raise ParseError(f"no parser for channel {channel!r}")
+    if message.html is not None:
+        # Made here, in the parse worker under its budget, so no page ever parses raw HTML.
+        message = replace(message, html_view=view(message.html))
     # Every channel's message is fitted to the store's columns the same way.
     return storable(message)

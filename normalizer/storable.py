@@ -66,6 +66,7 @@ def storable(message: InboundMessage) -> InboundMessage:
         subject=text(message.subject),
         text=text(message.text),
         html=None if message.html is None else text(message.html),
+        html_view=None if message.html_view is None else text(message.html_view),
         own_refs=tuple(key(r, REF) for r in message.own_refs),
         thread=ThreadSignals(
             in_reply_to=tuple(key(r, REF) for r in thread.in_reply_to),

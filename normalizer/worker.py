@@ -14,9 +14,10 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,9 +72,9 @@ from normalizer.acks import (
 from normalizer.config import NormalizerSettings
 from normalizer.eta import estimate
 from normalizer.intake import sha256
-from normalizer.mailauth import MailAuthSettings, authenticated, evaluate, greeting_name
-from normalizer.message import InboundMessage, ParseError
-from normalizer.parse import parse
+from normalizer.mailauth import MailAuthSettings, authenticated, greeting_name
+from normalizer.message import InboundMessage
+from normalizer.pool import ParseJob, ParseResult, shared_pool
 from normalizer.threads import (
     OPEN_STATUSES,
     Candidates,
@@ -99,6 +100,8 @@ class Outcome:
     case_id: int | None = None
     decision: Decision | None = None
     error: str | None = None
+    # CPU the parse of this input took in its child process (the budget, if it was killed).
+    cpu_seconds: float = 0.0
 
 
 def worker_id() -> str:
@@ -185,7 +188,11 @@ class Normalizer:
     def drain(
         self, max_rows: int | None = None, only: Sequence[int] | None = None
     ) -> list[Outcome]:
-        """Normalize pending input until none is left (or `max_rows`); for the CLI and tests."""
+        """Normalize pending input until none is left (or `max_rows`); for the CLI and tests.
+
+        Rows are filed one after the other, in intake order (an import or a replay keeps its
+        threading order); each is still parsed in the pool, under the budget.
+        """
         outcomes: list[Outcome] = []
         while max_rows is None or len(outcomes) < max_rows:
             batch = self.claim(self.settings.batch_size, only)
@@ -194,14 +201,65 @@ class Normalizer:
             outcomes.extend(self.process(i) for i in batch)
         return outcomes
 
-    # --- one row ----------------------------------------------------------------------------
+    # --- rows: load, parse in the pool, persist here ------------------------------------------
 
     def process(self, intake_id: int) -> Outcome:
-        # Every line logged while this input is handled names it, its connector and its case.
-        with logcontext.bound(intake_id=intake_id):
-            return self._process(intake_id)
+        return self.process_many([intake_id])[0]
 
-    def _process(self, intake_id: int) -> Outcome:
+    def process_many(
+        self,
+        intake_ids: Sequence[int],
+        *,
+        refill: Callable[[int], list[int]] | None = None,
+        outcomes: list[Outcome] | None = None,
+    ) -> list[Outcome]:
+        """Normalize rows, parsing `workers` of them at once in child processes.
+
+        Each row is persisted here, in this process, as soon as its parse is back, so a slow
+        parse holds back no other row. While a slow parse runs and no row is left, `refill`
+        is asked for more rows (the daemon claims more): the slow one holds one child only.
+        Outcomes are appended to `outcomes` as they happen (the caller sees how far a failure
+        got); what persisting raises (StorageUnavailable) stops the call.
+        """
+        done: list[Outcome] = [] if outcomes is None else outcomes
+        loaded: dict[int, Any] = {}
+
+        def jobs(ids: Sequence[int]) -> list[ParseJob]:
+            found: list[ParseJob] = []
+            for intake_id in ids:
+                with logcontext.bound(intake_id=intake_id):
+                    row = self._load(intake_id)
+                    if isinstance(row, Outcome):
+                        done.append(row)
+                        continue
+                loaded[intake_id] = row
+                found.append(
+                    ParseJob(
+                        intake_id,
+                        row.channel,
+                        row.data,
+                        dict(row.envelope or {}),
+                        row.received_at,
+                        self.settings.caps(),
+                        budget_s=self.settings.parse_timeout_seconds,
+                        # Sender authentication asks DNS: in the child too, so a slow name
+                        # server holds one child, never the filing of other people's mail.
+                        mail_auth=self.mail_auth,
+                        history=not row.acknowledge,
+                    )
+                )
+            return found
+
+        more = (lambda n: jobs(refill(n))) if refill is not None else None
+        pool = shared_pool(self.settings.workers)
+        for result in pool.run(jobs(intake_ids), self.settings.parse_timeout_seconds, more):
+            with logcontext.bound(intake_id=result.key):
+                logcontext.annotate(connector=loaded[result.key].connector)
+                done.append(self._file(loaded.pop(result.key), result))
+        return done
+
+    def _load(self, intake_id: int) -> Any:
+        """The intake row with its raw bytes as `data`, or the Outcome that settles it now."""
         with read(self.engine) as conn:
             row = conn.execute(
                 select(*Intake.__table__.c, Blob.data)
@@ -212,7 +270,6 @@ class Normalizer:
         if row is None:
             return Outcome(intake_id, "skipped")
         intake: Any = row  # a Row: the intake columns plus the raw bytes as `data`
-        raw: bytes = row.data
         logcontext.annotate(connector=intake.connector)
         if intake.state != "pending" or intake.claimed_by != self.name:
             return Outcome(intake_id, "skipped")
@@ -220,47 +277,32 @@ class Normalizer:
             # Something other than parsing keeps failing on this input: hand it to a person
             # instead of retrying forever.
             return self._dead_letter(intake, f"gave up after {intake.attempts - 1} attempts")
-        try:
-            message = parse(
-                intake.channel,
-                raw,
-                envelope=intake.envelope,
-                received_at=intake.received_at,
-                caps=self.settings.caps(),
+        return intake
+
+    def _file(self, intake: Any, result: ParseResult) -> Outcome:
+        """What the parse gave, stored: a message in a case, or a dead letter with why."""
+        if result.message is None:
+            if result.crashed:
+                log.error("parser failed on intake %s: %s", intake.id, result.error)
+            return self._dead_letter(
+                intake, result.error or "parser gave nothing", cpu=result.cpu_seconds
             )
-        except ParseError as exc:
-            return self._dead_letter(intake, str(exc))
-        except Exception as exc:  # a parser bug is still this input's problem, not the worker's
-            log.exception("parser crashed on intake %s", intake_id)
-            return self._dead_letter(intake, f"parser crashed: {type(exc).__name__}: {exc}")
-        # Sender authentication asks DNS: done here, outside any transaction, and it never
-        # fails the input (a DNS failure is a `temperror` verdict, not a lost mail).
-        auth = (
-            evaluate(
-                raw,
-                intake.envelope,
-                message.sender.handle,
-                self.mail_auth,
-                history=not intake.acknowledge,
-            )
-            if message.channel == "email"
-            else None
-        )
         try:
-            outcome = self._persist(intake, message, auth)
+            outcome = self._persist(intake, result.message, result.auth)
         except StorageUnavailable:
             raise  # the store is briefly away: the lease expires and the row is tried again
         except Exception as exc:
             # The store refused this message itself (a constraint, a value it cannot hold):
             # retrying would fail the same way, so a person gets it now, raw bytes and all.
-            log.exception("storing intake %s failed", intake_id)
+            log.exception("storing intake %s failed", intake.id)
             return self._dead_letter(intake, f"could not store: {type(exc).__name__}: {exc}")
+        outcome = replace(outcome, cpu_seconds=result.cpu_seconds)
         if self.on_case is not None and outcome.state == "done":
             self.on_case(outcome)
-        log.debug("intake %s %s", intake_id, outcome.state)  # the context names the case
+        log.debug("intake %s %s", intake.id, outcome.state)  # the context names the case
         return outcome
 
-    def _dead_letter(self, intake: Any, error: str) -> Outcome:
+    def _dead_letter(self, intake: Any, error: str, *, cpu: float = 0.0) -> Outcome:
         with write(self.engine) as conn:
             claimed = conn.execute(
                 update(Intake)
@@ -291,7 +333,7 @@ class Normalizer:
                     )
                 )
         log.warning("intake %s dead-lettered: %s", intake.id, error)
-        return Outcome(intake.id, "dead", error=error)
+        return Outcome(intake.id, "dead", error=error, cpu_seconds=cpu)
 
     def _persist(
         self, intake: Any, message: InboundMessage, auth: dict[str, str] | None = None
@@ -598,6 +640,7 @@ class Normalizer:
                 subject=message.subject,
                 text=message.text,
                 html=message.html,
+                html_view=message.html_view,
                 sent_at=message.sent_at,
                 received_at=message.received_at,
                 raw_sha256=intake.raw_sha256,
@@ -874,6 +917,8 @@ class WorkerLoop:
         self.processed = 0
         self.last_success: datetime | None = None
         self.last_error: str | None = None
+        # Cleared when stopping, so a running chunk claims nothing more.
+        self._refilling = threading.Event()
 
     def notify(self, _count: int = 0) -> None:
         """Called from any thread when new input was stored."""
@@ -895,6 +940,14 @@ class WorkerLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _f: self._refilling.clear())
+        try:
+            await self._run(stop)
+        finally:
+            stopping.cancel()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if self._deferring():
                 with contextlib.suppress(TimeoutError):
@@ -917,6 +970,8 @@ class WorkerLoop:
                 # Otherwise a chunk per trip, since each trip to a thread and back waits on
                 # the scheduler twice, which on a loaded machine costs more than a row.
                 size = 1 if self.intake_busy() else self.idle_chunk
+                if not stop.is_set():
+                    self._refilling.set()
                 started = time.perf_counter()
                 attempted, error = await asyncio.to_thread(
                     self._process_some, batch[position : position + size]
@@ -946,13 +1001,29 @@ class WorkerLoop:
                     await asyncio.to_thread(self.normalizer.release, batch[position:])
 
     def _process_some(self, ids: list[int]) -> tuple[int, Exception | None]:
-        """Normalize rows in order until one fails: how many were tried, and the failure."""
-        for tried, intake_id in enumerate(ids, start=1):
-            try:
-                self.normalizer.process(intake_id)
-            except Exception as exc:
-                return tried, exc
+        """Normalize rows, `workers` at a time: how many were tried, and a failure if any.
+
+        While a slow parse runs and these rows are done, more rows are claimed and filed
+        meanwhile (unless stopping), so a hostile input holds one parse process, not the
+        queue. A failure of the store stops the chunk; its unfiled rows are retried when
+        their lease expires.
+        """
+        outcomes: list[Outcome] = []
+        try:
+            self.normalizer.process_many(ids, refill=self._refill, outcomes=outcomes)
+        except Exception as exc:
+            return len(ids), exc
+        # Rows claimed by refilling were filed too: they count as processed.
+        self.processed += max(0, len(outcomes) - len(ids))
         return len(ids), None
+
+    def _refill(self, count: int) -> list[int]:
+        if not self._refilling.is_set():
+            return []
+        try:
+            return self.normalizer.claim(count)
+        except StorageUnavailable:
+            return []
 
     def backlog(self) -> int:
         with read(self.normalizer.engine) as conn:

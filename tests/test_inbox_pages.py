@@ -136,3 +136,29 @@ async def test_the_case_page_says_when_the_acknowledgement_bounced(api, engine):
     escaped = html.escape(reason)
     assert f"Acknowledgement: undelivered ({escaped})" in text
     assert '<span class="state">undelivered</span>' in text and f"({escaped})</span>" in text
+
+
+async def test_the_frame_serves_the_stored_view_and_never_parses_raw_html(api, engine):
+    """Issue 16: the frame is the view stored at filing; a row without one shows its text."""
+    make_user(engine, "ann")
+    rich = email_case(engine, "lee@example.org", "Late order", HTML_MAIL[1], extra=HTML_MAIL[0])
+    client, _ = await api.session("ann")
+    with engine.connect() as conn:
+        message_id, stored = conn.execute(
+            select(Message.id, Message.html_view).where(Message.html.is_not(None))
+        ).one()
+    assert stored is not None and "<script" not in stored
+    # Replace the stored view by a marker: the frame must serve it, not a fresh parse.
+    marker = "<p>stored view 7f3a</p>"
+    with engine.begin() as conn:
+        conn.execute(update(Message).where(Message.id == message_id).values(html_view=marker))
+    body = await (await client.get(f"/messages/{message_id}/frame")).text()
+    assert marker in body and "<b>42</b>" not in body
+    # A legacy row (HTML kept, no view): no frame, the text part with a note on the page.
+    with engine.begin() as conn:
+        conn.execute(update(Message).where(Message.id == message_id).values(html_view=None))
+    assert (await client.get(f"/messages/{message_id}/frame")).status == 404
+    page = await (await client.get(f"/cases/{rich}")).text()
+    assert '<iframe class="mail"' not in page
+    assert "filed before its HTML was kept in a safe form" in page
+    assert "Order 42 is late" in page

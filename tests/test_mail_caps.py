@@ -173,6 +173,41 @@ def test_address_count_at_the_cap():
         check_caps(addressed(50), caps)
 
 
+def with_header(header: bytes) -> bytes:
+    return HEAD + header + b"\r\n\r\nbody\r\n"
+
+
+def params(count: int, each: bytes = b"v") -> bytes:
+    return b"".join(b"; p%d=%s" % (i, each) for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("header", "refused"),
+    [
+        (b"Content-Type: text/plain; charset=utf-8", None),
+        (b"Content-Type: text/plain" + params(64), None),
+        (b"Content-Type: text/plain" + params(65), "more than 64 parameters"),
+        (b"Content-Disposition: attachment" + params(65), "more than 64 parameters"),
+        (b"Content-Disposition: attachment; filename*0=a" + params(3), None),
+        # folded over many lines: the folded header is one header
+        (b"Content-Type: text/plain" + params(65).replace(b"; ", b";\r\n "), "parameters"),
+        (b'Content-Type: text/plain; name="' + b"x" * 16_000 + b'"', None),
+        (b'Content-Type: text/plain; name="' + b"x" * 17_000 + b'"', "bytes, over the cap"),
+        # The attack as tried: 250 KB of parameters in one Content-Type (45 s before).
+        (b"Content-Type: multipart/mixed; boundary=b" + params(20_000, b"x" * 6), "over"),
+        # A Subject is no parameter list: its semicolons are text.
+        (b"Subject: a; b; c" + b";" * 100, None),
+    ],
+)
+def test_parameter_caps(header: bytes, refused: str | None):
+    raw = with_header(header)
+    if refused is None:
+        check_caps(raw, DEFAULT)
+        return
+    with pytest.raises(ParseError, match=refused):
+        check_caps(raw, DEFAULT)
+
+
 def test_long_references_are_not_addresses():
     refs = b" ".join(b"<msg%d@lists.example.org>" % i for i in range(3000))
     raw = (

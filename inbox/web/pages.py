@@ -30,7 +30,7 @@ from inbox.display import strip_bidi
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
 from inbox.web.app import LOGIN_PATH, PRINCIPAL, blocking, context, principal
-from inbox.web.mailview import fold, sanitize
+from inbox.web.mailview import fold, with_images
 from inbox.web.routes import Route
 from inbox.web.trust import auth_line, safe_next
 
@@ -251,15 +251,17 @@ async def queue_fragment(request: web.Request) -> web.StreamResponse:
     return render(request, "queue_rows.html", rows=rows)
 
 
-def _html_message_ids(engine: Engine, ids: list[int]) -> set[int]:
+def _html_message_ids(engine: Engine, ids: list[int]) -> tuple[set[int], set[int]]:
+    """Messages with a stored sanitized view, and legacy ones with HTML but no view."""
     if not ids:
-        return set()
+        return set(), set()
     with read(engine) as conn:
-        return set(
-            conn.execute(
-                select(Message.id).where(Message.id.in_(ids), Message.html.is_not(None))
-            ).scalars()
-        )
+        rows = conn.execute(
+            select(Message.id, Message.html_view.is_not(None)).where(
+                Message.id.in_(ids), Message.html.is_not(None)
+            )
+        ).all()
+    return {r[0] for r in rows if r[1]}, {r[0] for r in rows if not r[1]}
 
 
 async def case_page(request: web.Request) -> web.StreamResponse:
@@ -283,7 +285,7 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         return response
     history = await blocking(merges.merges_of, ctx.engine, view["reference"])
     message_ids = [e["id"] for e in view["timeline"] if e["kind"] == "message"]
-    with_html = await blocking(_html_message_ids, ctx.engine, message_ids)
+    with_html, legacy_html = await blocking(_html_message_ids, ctx.engine, message_ids)
     public_on = {
         e["channel"]
         for e in view["timeline"]
@@ -293,6 +295,8 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         entry["segments"] = fold(entry.get("text") or "")
         entry["html"] = entry["kind"] == "message" and entry["id"] in with_html
         entry["sender_check"] = sender_check(entry)
+        # Filed before views were stored: its text is shown, its HTML is not parsed here.
+        entry["html_legacy"] = entry["kind"] == "message" and entry["id"] in legacy_html
     targets = [
         {
             **t,
@@ -328,24 +332,33 @@ async def case_page(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _message_html(engine: Engine, message_id: int) -> str | None:
+def _message_view(engine: Engine, message_id: int) -> str | None:
     with read(engine) as conn:
-        found = conn.execute(select(Message.html).where(Message.id == message_id)).one_or_none()
+        found = conn.execute(
+            select(Message.html_view).where(Message.id == message_id)
+        ).one_or_none()
     if found is None:
         raise casework.NotFound(f"no message {message_id}")
-    markup: str | None = found.html
-    return markup
+    view: str | None = found.html_view
+    return view
 
 
 async def mail_frame(request: web.Request) -> web.StreamResponse:
-    """The sanitized HTML of one mail, for a sandboxed iframe of the case page."""
+    """The stored sanitized HTML of one mail, for a sandboxed iframe of the case page.
+
+    The view was made when the message was filed (depth-capped, nh3-cleaned, remote images
+    parked); serving it is a lookup and one linear string pass, never a parse of the mail's
+    raw HTML, so opening a hostile mail costs the server nothing.
+    """
     try:
         message_id = int(request.match_info["message_id"])
     except ValueError as exc:
         raise web.HTTPNotFound() from exc
     show_images = request.rel_url.query.get("images") == "1"
-    markup = await blocking(_message_html, context(request).engine, message_id)
-    clean, _blocked = await blocking(sanitize, markup or "", show_images=show_images)
+    stored = await blocking(_message_view, context(request).engine, message_id)
+    if stored is None:
+        raise web.HTTPNotFound(text="no stored view of this mail; its text is on the case page")
+    clean, _blocked = with_images(stored, show_images)
     document = (
         '<!doctype html><html><head><meta charset="utf-8"><title>mail</title></head>'
         f"<body>{clean}</body></html>"
