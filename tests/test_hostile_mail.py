@@ -166,6 +166,49 @@ def test_a_slow_mail_holds_back_neither_the_next_mail_nor_the_daemon(
         assert parity.proc.poll() is None, parity.log()
 
 
+def dns_silent() -> bytes:
+    """Fine mail from a domain whose name servers never answer (tests/fixtures/dns:
+    `drop spf-timeout.example`): every question it causes runs to its timeout."""
+    return (
+        b"From: Sam <sam@spf-timeout.example>\r\nTo: help@support.example.com\r\n"
+        b"Subject: slow dns\r\nMessage-ID: <slow-dns@spf-timeout.example>\r\n\r\n"
+        b"Hello.\r\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_sender_whose_dns_never_answers_holds_back_nobody_and_is_still_filed(
+    db_url, engine, tmp_path: Path
+):
+    # SPF's question and DMARC's each wait 4 s for an answer that never comes; the mail's
+    # DNS budget (8 s) is spent by then. The check runs in a parse child, so the next
+    # person's mail is filed meanwhile, and the slow one becomes a message with a
+    # `temperror` verdict, never a dead letter (docs/security/senders.md).
+    settings, smtp_port, _ = daemon_settings(
+        tmp_path,
+        db_url,
+        web=False,
+        extra={"mail_auth": {"timeout_seconds": 4.0, "budget_seconds": 8.0}},
+    )
+    slow = dns_silent()
+    parity = ParityProcess.run(settings, log_path=tmp_path / "parity.log")
+    with running(parity):
+        parity.wait_for_port(smtp_port)
+        send(smtp_port, slow, "sam@spf-timeout.example")
+        send(smtp_port, normal(1), "ann1@example.org")
+        wait_for(lambda: case_of(engine, "normal-1@example.org"), 120, "the normal case")
+        # The order of events: the normal mail was filed while the slow one waited on DNS.
+        assert intake_of(engine, slow) == ("pending", None)
+        wait_for(lambda: case_of(engine, "slow-dns@spf-timeout.example"), 120, "the slow case")
+        with engine.connect() as conn:
+            auth = conn.execute(
+                select(Message.auth).where(Message.external_id == "slow-dns@spf-timeout.example")
+            ).scalar_one()
+        assert auth is not None and auth["verdict"] == "temperror", auth
+        assert intake_of(engine, slow) == ("done", None)
+        assert parity.proc.poll() is None, parity.log()
+
+
 def test_over_budget_is_a_dead_letter_with_its_raw_bytes_and_replays_once_raised(engine):
     raw = big_html(2)  # about 1.4 s of parsing
     ingest(engine, raw, source_key="slow-html")
