@@ -51,6 +51,7 @@ from connectors.poller_lock import PollerLock, hold
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
+from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256, store
 from normalizer.reddit import SYSTEM_AUTHORS, ref
@@ -312,8 +313,10 @@ class RedditConnector:
         before_commit: Callable[[Source, Sequence[RawInput]], None] | None = None,
         deliver: bool = True,
         eta: EtaEstimate | None = None,
+        ack_limits: AckLimits | None = None,
     ) -> None:
         self.eta = eta
+        self.ack_limits = ack_limits
         self.settings = settings
         self.engine = engine
         self.environ = dict(environ)
@@ -362,6 +365,7 @@ class RedditConnector:
                 self.instance,
                 self,
                 eta=self.eta,
+                ack_limits=self.ack_limits,
             )
 
     def disable(self, reason: str) -> None:

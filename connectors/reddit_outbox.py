@@ -41,6 +41,8 @@ from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Outbox, Receipt, utcnow
 from inbox.outbox import Claimed, Result
+from normalizer.ack_limits import take_ack_tokens
+from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
 from normalizer.reddit import ref
 
@@ -191,6 +193,7 @@ def sweep_acks(
     account: str,
     now: datetime | None = None,
     eta: EtaEstimate | None = None,
+    limits: AckLimits | None = None,
 ) -> int:
     """Queue (or withhold, with the reason) the acknowledgement of each new Reddit case.
 
@@ -253,6 +256,16 @@ def sweep_acks(
             ).rowcount
             if not claimed:
                 continue
+            if plan.withheld is None and limits is not None:
+                # The same buckets every channel's acknowledgements draw on.
+                limited = take_ack_tokens(conn, CHANNEL, plan.recipient, limits, now)
+                if limited is not None:
+                    plan = AckPlan(withheld=limited)
+                    conn.execute(
+                        update(Case)
+                        .where(Case.id == case_id)
+                        .values(ack_state="withheld", ack_reason=limited)
+                    )
             if plan.withheld is None:
                 outbox_id = outbox.enqueue(
                     conn,
@@ -294,8 +307,10 @@ class RedditDelivery:
         worker: str,
         connector: Any = None,
         eta: EtaEstimate | None = None,
+        ack_limits: AckLimits | None = None,
     ) -> None:
         self.eta = eta
+        self.ack_limits = ack_limits
         self.engine = engine
         self.settings = settings
         self.reddit = reddit
@@ -312,7 +327,9 @@ class RedditDelivery:
         counts = dict.fromkeys(
             ("planned", "expired", "reconciled", "sent", "retry", "unknown", "failed"), 0
         )
-        counts["planned"] = sweep_acks(self.engine, self.settings, self.account, eta=self.eta)
+        counts["planned"] = sweep_acks(
+            self.engine, self.settings, self.account, eta=self.eta, limits=self.ack_limits
+        )
         # Look before writing: on SQLite a write transaction holds up intake, and most ticks
         # find nothing due and no lease run out.
         if outbox.has_work(self.engine, CHANNEL):

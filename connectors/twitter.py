@@ -40,6 +40,7 @@ from connectors.twitter_outbox import Delivery, Stop, plan_acks
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
 from inbox.outbox import backoff
+from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, store
 
@@ -214,8 +215,10 @@ class TwitterConnector:
         lock_retry_s: float = 15.0,
         api_timeout: tuple[float, float] = (10.0, 30.0),
         eta: EtaEstimate | None = None,
+        ack_limits: AckLimits | None = None,
     ) -> None:
         self.eta = eta
+        self.ack_limits = ack_limits
         self.settings = settings
         self.engine = engine
         self.account_id = settings.user_id
@@ -385,6 +388,7 @@ class TwitterConnector:
                     self.settings,
                     dm_available=self.streams["dms"].state != "disabled",
                     eta=self.eta,
+                    limits=self.ack_limits,
                 )
                 item = await asyncio.to_thread(self.delivery.next_item)
                 if item is not None:

@@ -31,6 +31,8 @@ from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow
 from inbox.outbox import Claimed, Result
+from normalizer.ack_limits import take_ack_tokens
+from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
 from normalizer.threads import OPEN_STATUSES, case_tag
 from normalizer.twitter import tweet_ref
@@ -105,6 +107,7 @@ def plan_acks(
     dm_available: bool,
     limit: int = 50,
     eta: EtaEstimate | None = None,
+    limits: AckLimits | None = None,
 ) -> list[Planned]:
     """Queue (or withhold, with the reason) the acknowledgement of each unacknowledged
     Twitter case. Idempotent: a case is planned once, guarded by its ack_state."""
@@ -163,6 +166,16 @@ def plan_acks(
             ).rowcount
             if not taken:
                 continue
+            if route is not None and limits is not None:
+                # The same buckets every channel's acknowledgements draw on.
+                limited = take_ack_tokens(conn, CHANNEL, first.from_handle, limits, utcnow())
+                if limited is not None:
+                    route, reason = None, limited
+                    conn.execute(
+                        update(Case)
+                        .where(Case.id == case.id)
+                        .values(ack_state="withheld", ack_reason=reason)
+                    )
             outbox_id: int | None = None
             # The same queue-based estimate an email gets; the SLA due time without one.
             promised = eta(conn, case.id, case.due_at, utcnow()) if eta else case.due_at

@@ -36,7 +36,6 @@ from inbox.db import (
 from inbox.identities import mark_verified
 from inbox.merges import MERGED, absorbed_contacts, surviving_case_id
 from inbox.models import (
-    AckBucket,
     Attachment,
     Blob,
     Case,
@@ -58,15 +57,14 @@ from inbox.outbox import (
 )
 from inbox.sla import due_time
 from inbox.suggestions import index_text
+from normalizer.ack_limits import take_ack_tokens
 from normalizer.acks import (
     PLANNED_BY_CONNECTOR,
     AckFacts,
     AckSettings,
     Eta,
-    ack_buckets,
     compose,
     recently_acknowledged,
-    take_tokens,
     withhold_reason,
 )
 from normalizer.config import NormalizerSettings
@@ -710,7 +708,9 @@ class Normalizer:
                 last_sent_to(conn, facts.channel, facts.recipient, "ack"), now, self.acks
             )
             if withheld is None and self.acks.template(facts.channel) is not None:
-                withheld = self._take_ack_tokens(conn, facts, now)
+                withheld = take_ack_tokens(
+                    conn, facts.channel, facts.recipient, self.acks.limits, now
+                )
             if withheld is not None:
                 conn.execute(
                     update(Case)
@@ -765,33 +765,6 @@ class Normalizer:
             eta_basis=eta.basis,
             ahead=eta.ahead,
         )
-
-    def _take_ack_tokens(self, conn: Connection, facts: AckFacts, now: datetime) -> str | None:
-        """Take a token from each of the acknowledgement's buckets, or say which is empty.
-
-        In the transaction that decides the acknowledgement, and stored, so every instance
-        draws on the same buckets; the threading lock already held orders the takers, and
-        FOR UPDATE keeps that true on PostgreSQL even without it.
-        """
-        buckets = ack_buckets(facts.channel, facts.recipient, self.acks.limits)
-        conn.execute(
-            insert_ignore(conn, AckBucket, ["key"]),
-            [{"key": b.key, "tokens": float(b.burst), "updated_at": now} for b in buckets],
-        )
-        stored = {
-            row.key: (row.tokens, row.updated_at)
-            for row in conn.execute(
-                select(AckBucket.key, AckBucket.tokens, AckBucket.updated_at)
-                .where(AckBucket.key.in_([b.key for b in buckets]))
-                .with_for_update()
-            )
-        }
-        reason, levels = take_tokens(buckets, stored, now)
-        for key, level in levels.items():
-            conn.execute(
-                update(AckBucket).where(AckBucket.key == key).values(tokens=level, updated_at=now)
-            )
-        return reason
 
     def _eta(self, conn: Connection, case_id: int, due_at: datetime, now: datetime) -> Eta:
         return estimate(

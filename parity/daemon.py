@@ -270,6 +270,7 @@ class Daemon:
                     os.environ,
                     instance=self.instance,
                     eta=self.eta,
+                    ack_limits=self.settings.acknowledgements.limits,
                 )
             )
         if "twitter" in available:
@@ -396,6 +397,7 @@ class Daemon:
             instance=self.instance,
             on_stored=self.worker.notify,
             eta=self.eta,
+            ack_limits=self.settings.acknowledgements.limits,
             lock_retry_s=section.standby_retry_seconds,
         )
 

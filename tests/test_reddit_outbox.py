@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from connectors.reddit_outbox import AckTarget, eta_text, plan_ack, reply_route
+from connectors.reddit_outbox import AckTarget, eta_text, plan_ack, reply_route, sweep_acks
 from inbox import casework, queries
 from inbox.accounts import Principal
 from inbox.models import Case, Outbox
 from inbox.outbox import claim
+from normalizer.acks import AckLimits
 from tests.helpers import normalize
 from tests.inbox_helpers import make_user
 from tests.outbox_helpers import attempts_of
@@ -403,3 +404,20 @@ def test_an_agent_reply_to_a_public_comment_answers_that_comment(engine, fake):
     assert len(answers) == 2  # the acknowledgement, then the agent
     [reply] = [r for r in rows(engine, case.id) if r.kind == "reply"]
     assert (reply.state, reply.payload["mode"]) == ("sent", "reply")
+
+
+def test_past_the_global_bucket_reddit_acknowledgements_are_withheld(engine, fake):
+    # Reddit plans its own acknowledgements too, from the same stored buckets as email.
+    reddit = connector(engine, fake)
+    reddit.poll_once()
+    normalize(engine)
+    limits = AckLimits(global_burst=1, global_per_hour=0)
+    planned = sweep_acks(engine, reddit.settings, reddit.delivery.account, limits=limits)
+    with engine.connect() as conn:
+        cases = list(conn.execute(select(Case.id, Case.ack_state, Case.ack_reason)))
+        acks = conn.execute(select(Outbox.case_id).where(Outbox.kind == "ack")).scalars().all()
+    limited = [c for c in cases if c.ack_reason == "rate limit: global"]
+    queued = [c for c in cases if c.ack_state == "queued"]
+    assert planned == len(cases) and len(cases) >= 3
+    assert len(queued) == 1 and acks == [queued[0].id]
+    assert len(limited) >= 2 and all(c.ack_state == "withheld" for c in limited)
