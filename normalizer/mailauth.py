@@ -527,7 +527,12 @@ def smtp_facts(envelope: Mapping[str, Any]) -> SmtpFacts | None:
 
 def _headers(raw: bytes) -> list[tuple[str, str]]:
     msg = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    return [(k.lower(), str(v)) for k, v in msg.items()]
+    # The parser keeps raw 8-bit bytes (SMTPUTF8 headers) as surrogates; as text they are
+    # UTF-8, or `exämple.org` in a From would never align with the same domain in MAIL FROM.
+    return [
+        (k.lower(), str(v).encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        for k, v in msg.raw_items()
+    ]
 
 
 def from_domain_of(raw_from_values: Sequence[str], fallback: str) -> str:

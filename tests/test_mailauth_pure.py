@@ -420,3 +420,13 @@ def test_an_unverified_sender_joins_only_with_the_token(candidates, action, case
     )
     if unverified:
         assert decision.reason.startswith("unauthenticated sender")
+
+
+def test_an_smtputf8_from_keeps_its_unicode_domain_for_alignment():
+    # 8-bit header bytes are UTF-8 (RFC 6532); read as anything else, `exämple.org` in From
+    # would never align with the same domain in MAIL FROM, and DMARC would ask DNS for junk.
+    from normalizer.mailauth import _headers, from_domain_of
+
+    raw = "From: Zoë Ünal <zoë@exämple.org>\r\nTo: a@b.example\r\n\r\nx\r\n".encode()
+    froms = [v for k, v in _headers(raw) if k == "from"]
+    assert from_domain_of(froms, "") == "exämple.org"
