@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from inbox.channels import CHANNEL_FACTS, CONNECTOR_CHANNELS
 from inbox.config import Strict
 
 _SUBREDDIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{1,20}")
 
-CONNECTOR_NAMES = ("smtp", "imap", "twilio", "twitter", "reddit", "web")
+# Every connector that brings in a channel (the registry's), then the web inbox.
+CONNECTOR_NAMES = (*CONNECTOR_CHANNELS, "web")
 
 
 class SmtpSettings(Strict):
@@ -197,12 +199,16 @@ class TwitterSettings(Strict):
     @field_validator("public_ack_template")
     @classmethod
     def _public_template(cls, value: str) -> str:
-        return _template(value, allowed={"reference", "eta"}, limit=280)
+        return _template(
+            value, allowed={"reference", "eta"}, limit=CHANNEL_FACTS["twitter"].max_public_text
+        )
 
     @field_validator("dm_ack_template")
     @classmethod
     def _dm_template(cls, value: str) -> str:
-        return _template(value, allowed={"reference", "eta", "tag"}, limit=10_000)
+        return _template(
+            value, allowed={"reference", "eta", "tag"}, limit=CHANNEL_FACTS["twitter"].max_text
+        )
 
 
 def _template(value: str, *, allowed: set[str], limit: int) -> str:

@@ -35,6 +35,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from connectors.base import ConnectorHealth
 from connectors.config import OutboxSettings, TwilioSettings
 from connectors.outbox import DrainReport, OutboxDrainer, Permanent, Retriable, http_retriable
+from inbox.channels import channels_of
 from inbox.config import SlaSettings
 from inbox.db import insert_ignore, read, write
 from inbox.models import Attachment, Blob, Checkpoint, Message, utcnow
@@ -268,7 +269,8 @@ def mark_status(engine: Engine, sid: str, state: str, error: str | None) -> int:
     """A status callback on a row sent by SMS (acknowledgements of calls go out as SMS too)."""
     outcome = "delivered" if state == "delivered" else "undelivered"
     return sum(
-        mark(engine, channel, outcome, provider_id=sid, error=error) for channel in ("sms", "voice")
+        mark(engine, channel, outcome, provider_id=sid, error=error)
+        for channel in channels_of("twilio")
     )
 
 

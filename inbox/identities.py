@@ -20,22 +20,18 @@ from sqlalchemy import Connection, Engine, exists, insert, select, update
 from inbox import audit
 from inbox.accounts import Principal
 from inbox.casework import Invalid, NotFound, normalize_reference
+from inbox.channels import IDENTITY_KIND_NAMES, fold_handle
 from inbox.db import write
 from inbox.models import Case, Contact, Identity, Message, utcnow
 
-KINDS = ("email", "phone", "twitter", "reddit")
+KINDS = IDENTITY_KIND_NAMES
 
 
 def normalize_handle(kind: str, handle: str) -> str:
     """The form the normalizer stores: e-mail and reddit names lower-cased."""
     if kind not in KINDS:
         raise Invalid(f"channel is one of {', '.join(KINDS)}")
-    value = handle.strip()
-    if kind == "email":
-        return value.lower()
-    if kind == "reddit":
-        return value.removeprefix("u/").lower()
-    return value
+    return fold_handle(kind, handle, typed=True)
 
 
 def _identity(conn: Connection, kind: str, handle: str) -> Any:

@@ -14,24 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from inbox.channels import (
+    CHANNEL_FACTS,
+    IDENTITY_KIND_OF,
+    IDENTITY_KINDS,
+    REPLY_CHANNEL_OF_KIND,
+    fold_handle,
+)
 from inbox.references import case_tag
 
 # The channel a reply to an identity of each kind goes out on. A voice message is answered
 # by SMS: the same number, and the one way to send it text.
-REPLY_CHANNEL: dict[str, str] = {
-    "email": "email",
-    "phone": "sms",
-    "twitter": "twitter",
-    "reddit": "reddit",
-}
+REPLY_CHANNEL = REPLY_CHANNEL_OF_KIND
 # The identity kind each channel's handles belong to.
-IDENTITY_KIND: dict[str, str] = {
-    "email": "email",
-    "sms": "phone",
-    "voice": "phone",
-    "twitter": "twitter",
-    "reddit": "reddit",
-}
+IDENTITY_KIND = IDENTITY_KIND_OF
 
 
 class ReplyRefused(ValueError):
@@ -68,8 +64,8 @@ class ReplyTarget:
 
 
 def _norm_handle(kind: str, handle: str) -> str:
-    handle = handle.strip()
-    return handle.lower() if kind in ("email", "reddit") else handle
+    # Case-folded as stored; a typed prefix ("u/") is not dropped here (inbox.identities does).
+    return fold_handle(kind, handle)
 
 
 def choose_reply_target(
@@ -93,8 +89,12 @@ def choose_reply_target(
             latest_from[message.identity_id] = message
     if channel is not None and channel not in IDENTITY_KIND:
         raise ReplyRefused(f"unknown channel {channel!r}")
-    if channel == "voice":
-        raise ReplyRefused("a voice message is answered by sms, to the same number")
+    if channel is not None and not CHANNEL_FACTS[channel].replyable:
+        facts = CHANNEL_FACTS[channel]
+        noun = IDENTITY_KINDS[facts.identity_kind].noun
+        raise ReplyRefused(
+            f"a {channel} message is answered by {facts.reply_channel}, to the same {noun}"
+        )
 
     if handle is not None:
         kinds = [IDENTITY_KIND[channel]] if channel else list(REPLY_CHANNEL)
@@ -133,9 +133,12 @@ def choose_reply_target(
 def _target(
     identity: IdentityView, last: InboundView | None, channel: str | None = None
 ) -> ReplyTarget:
+    # The last message's channel, or the kind's; either way where a reply to it goes (a
+    # voice message's is sms).
     chosen = channel or REPLY_CHANNEL[identity.kind]
-    if chosen == "voice":
-        chosen = "sms"
+    facts = CHANNEL_FACTS.get(chosen)
+    if facts is not None:
+        chosen = facts.reply_channel
     return ReplyTarget(
         identity_id=identity.id,
         kind=identity.kind,

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-Channel = Literal["email", "sms", "voice", "twitter", "reddit"]
-CHANNELS: tuple[Channel, ...] = ("email", "sms", "voice", "twitter", "reddit")
-Visibility = Literal["public", "private"]
+from inbox.channels import CHANNEL_FACTS, CHANNEL_NAMES, IDENTITY_KIND_OF
+from inbox.channels import Visibility as Visibility
 
+# A channel's name: one of the registry's (inbox.channels), checked when a message is made.
+Channel = str
+CHANNELS: tuple[Channel, ...] = CHANNEL_NAMES
 # Which identity kind a channel's sender handle belongs to: sms and voice share the number.
-IDENTITY_KIND: dict[str, str] = {
-    "email": "email",
-    "sms": "phone",
-    "voice": "phone",
-    "twitter": "twitter",
-    "reddit": "reddit",
-}
+IDENTITY_KIND = IDENTITY_KIND_OF
 
 
 @dataclass(frozen=True)
@@ -69,6 +65,11 @@ class InboundMessage:
     automated: str | None = None
     recipients: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The registry replaced a Literal type: what mypy checked, the constructor checks.
+        if self.channel not in CHANNEL_FACTS:
+            raise ValueError(f"unknown channel {self.channel!r}")
 
 
 class ParseError(Exception):

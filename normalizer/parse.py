@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from inbox.channels import channels_of
 from inbox.mailhtml import view
 from normalizer.mail import Caps, parse_email
 from normalizer.message import InboundMessage, ParseError
@@ -32,7 +33,7 @@ def parse(
         message = parse_reddit(raw, envelope=envelope, received_at=received_at)
     elif channel == "twitter":
         message = parse_twitter(raw, received_at=received_at)
-    elif channel in ("sms", "voice"):
+    elif channel in channels_of("twilio"):
         if len(raw) > caps.max_bytes:
             raise ParseError(f"Twilio post is {len(raw)} bytes, over the cap of {caps.max_bytes}")
         message = parse_twilio(raw, envelope=envelope, received_at=received_at)

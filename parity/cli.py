@@ -23,6 +23,7 @@ from connectors.config import CONNECTOR_NAMES
 from connectors.email_outbox import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from inbox import audit, migrate, outbox, queries
+from inbox.channels import IDENTITY_KIND_NAMES
 from inbox.db import StorageUnavailable, make_engine, read
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import mask
@@ -494,7 +495,7 @@ def _add_merge_commands(cases: Any, sub: Any) -> None:
     contacts = sub.add_parser("contacts", help="contacts and their identities").add_subparsers(
         dest="contacts_command", required=True
     )
-    kinds = ("email", "phone", "twitter", "reddit")
+    kinds = IDENTITY_KIND_NAMES
     link = contacts.add_parser("link", help="link an identity to another contact")
     link.add_argument("channel", choices=kinds)
     link.add_argument("handle")

@@ -32,6 +32,7 @@ from connectors.reddit import availability as reddit_availability
 from connectors.smtp import SmtpConnector
 from connectors.twitter_auth import unavailable_reason as twitter_unavailable
 from inbox import audit, logcontext
+from inbox.channels import channels_of
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import from_env
@@ -351,7 +352,7 @@ class Daemon:
             log.info("Twilio outbox not running: no connectors.twilio.from_number")
             return
         client = make_twilio_client(section, sid.reveal(), token)
-        for channel in ("sms", "voice"):
+        for channel in channels_of("twilio"):
             drainer = TwilioDrainer(
                 self.engine,
                 TwilioSmsSender(channel, section, client, self.engine),

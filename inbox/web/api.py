@@ -6,14 +6,17 @@ is the single list the router, the authentication middleware and /api/openapi.js
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from pydantic import Field
+from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine
 
 from inbox import accounts, casework, identities, merges, search, suggestions
+from inbox.channels import IDENTITY_KIND_NAMES, REPLY_CHANNEL_NAMES
 from inbox.config import Strict
 from inbox.downloads import download_headers
 from inbox.metrics import StoreCollector
@@ -34,6 +37,41 @@ from inbox.web.routes import Param, Route
 # --- request bodies (their JSON Schemas go into the OpenAPI document) ----------------------
 
 
+def one_of(values: tuple[str, ...]) -> Callable[[object], str]:
+    """A check that a value is one of `values`, failing with the very error a `Literal` of
+    them gives (the API's error text stays the same while the values come from the
+    channel registry)."""
+    quoted = [repr(v) for v in values]
+    expected = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+    def check(value: object) -> str:
+        if isinstance(value, str) and value in values:
+            return value
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+
+    return check
+
+
+def enum_schema(values: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON Schema a `Literal` of these values has."""
+    return {"enum": list(values), "type": "string"}
+
+
+# A channel an agent may reply on, and an identity kind: both from inbox.channels.
+ReplyChannel = Annotated[
+    str,
+    PlainValidator(one_of(REPLY_CHANNEL_NAMES)),
+    WithJsonSchema(enum_schema(REPLY_CHANNEL_NAMES)),
+]
+IdentityKindName = Annotated[
+    str,
+    PlainValidator(one_of(IDENTITY_KIND_NAMES)),
+    WithJsonSchema(enum_schema(IDENTITY_KIND_NAMES)),
+]
+
+
 class LoginBody(Strict):
     name: str = Field(max_length=64)
     password: str = Field(max_length=1024)
@@ -46,7 +84,7 @@ class ClaimBody(Strict):
 
 class ReplyBody(Strict):
     text: str = Field(min_length=1, max_length=casework.MAX_TEXT)
-    channel: Literal["email", "sms", "twitter", "reddit"] | None = None
+    channel: ReplyChannel | None = None
     handle: str | None = Field(default=None, max_length=512)
     status: Literal["open", "pending_customer", "resolved"] = "pending_customer"
     force: bool = False
@@ -95,7 +133,7 @@ class UndoBody(Strict):
 
 
 class LinkBody(Strict):
-    channel: Literal["email", "phone", "twitter", "reddit"]
+    channel: IdentityKindName
     handle: str = Field(min_length=1, max_length=320)
     # One of the two: the contact to link to, or a case whose contact it is.
     to_contact: int | None = None
@@ -103,7 +141,7 @@ class LinkBody(Strict):
 
 
 class UnlinkBody(Strict):
-    channel: Literal["email", "phone", "twitter", "reddit"]
+    channel: IdentityKindName
     handle: str = Field(min_length=1, max_length=320)
 
 

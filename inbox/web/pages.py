@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 
 from inbox import casework, identities, merges
 from inbox.accounts import has_role
+from inbox.channels import CHANNEL_FACTS, CHANNEL_NAMES, PUBLIC_CHANNEL_NAMES, stylesheet
 from inbox.db import read
 from inbox.display import strip_bidi
 from inbox.models import Case, Message, utcnow
@@ -48,8 +49,10 @@ FRAME_CSP = (
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox allow-popups "
     "allow-popups-to-escape-sandbox"
 )
-PUBLIC_CHANNELS = frozenset({"twitter", "reddit"})
+PUBLIC_CHANNELS = PUBLIC_CHANNEL_NAMES
 SSE_POLL_SECONDS = 1.0
+# The stylesheet made from the channel registry, served beside the files of static/.
+CHANNELS_CSS = "channels.css"
 SSE_KEEPALIVE_SECONDS = 15.0
 
 
@@ -75,6 +78,15 @@ _ENV = jinja2.Environment(
     finalize=shown,
 )
 _ENV.filters["body"] = body
+
+
+def channel_label(name: str) -> str:
+    """How pages name a channel (the registry's label; an unknown name as it is)."""
+    facts = CHANNEL_FACTS.get(name)
+    return facts.label if facts is not None else name
+
+
+_ENV.filters["channel_label"] = channel_label
 _STATIC = resources.files("inbox.web") / "static"
 # Set when the app shuts down: open event streams end at once instead of holding the
 # server's graceful shutdown for its whole timeout.
@@ -242,7 +254,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         rows=rows,
         chosen=chosen,
         statuses=casework.STATUSES,
-        channels=("email", "sms", "voice", "twitter", "reddit"),
+        channels=CHANNEL_NAMES,
     )
 
 
@@ -377,6 +389,13 @@ async def mail_frame(request: web.Request) -> web.StreamResponse:
 
 async def static_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
+    if name == CHANNELS_CSS:
+        # The badge colours are the registry's: made here, not kept in app.css.
+        return web.Response(
+            text=stylesheet(),
+            content_type="text/css",
+            headers={"Cache-Control": "no-cache", "Content-Security-Policy": "default-src 'none'"},
+        )
     entry = _STATIC / name
     if "/" in name or name.startswith(".") or not entry.is_file():
         raise web.HTTPNotFound()

@@ -1,0 +1,235 @@
+"""The channel registry: the pure facts of every channel and identity kind, in one place.
+
+Everything above derives from these tables: the normalizer's channel list, reply routing,
+the API's allowed values, the CLI's choices, the page filters and badge colours. A new
+channel is one more entry here (and its connector); nothing else keeps a list of channels,
+and tests/test_channel_registry.py fails on any module that does.
+
+This module is on the lowest layer and imports nothing of ours: it is data, not behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+Visibility = Literal["public", "private"]
+
+
+@dataclass(frozen=True)
+class IdentityKind:
+    """What a sender's handle is, and how one is folded so that the same person matches."""
+
+    name: str
+    # What one handle of this kind is called in a sentence ("to the same number").
+    noun: str
+    # The form the normalizer stores, in words (for the docs and the reader).
+    stored_as: str
+    # Handles compare case-insensitively: they are stored lower-cased, and so is a typed one.
+    case_insensitive: bool
+    # A prefix an agent may type before a handle ("u/alice"), dropped where a handle is typed.
+    typed_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelFacts:
+    """One channel: where its messages come from, how they are answered, how it is shown."""
+
+    name: str
+    # The identity kind its senders' handles belong to: sms and voice share the number.
+    identity_kind: str
+    # The channel an agent's reply to a message of this one goes out on.
+    reply_channel: str
+    # The visibilities its messages can have; "public" means everyone may read them.
+    visibilities: tuple[Visibility, ...]
+    # Which of its messages are public, in words ("" when none can be).
+    public_messages: str
+    # What an agent's reply on this channel answers, in words.
+    replies_to: str
+    # The longest outbound text the platform takes, in characters (a private message).
+    max_text: int
+    # The longest text of a public post (the same as max_text where nothing is public).
+    max_public_text: int
+    # Whether Parity's sender for this channel sends attachments (none does yet).
+    sends_attachments: bool
+    # How pages name the channel, and its badge's background colour.
+    label: str
+    colour: str
+
+    @property
+    def public(self) -> bool:
+        """Some of its messages are public: a reply there may be read by everyone."""
+        return "public" in self.visibilities
+
+    @property
+    def replyable(self) -> bool:
+        """An agent may name this channel for a reply (voice is answered by sms instead)."""
+        return self.reply_channel == self.name
+
+
+IDENTITY_KINDS: Mapping[str, IdentityKind] = MappingProxyType(
+    {
+        k.name: k
+        for k in (
+            IdentityKind("email", "address", "the address, lower-cased", case_insensitive=True),
+            IdentityKind(
+                "phone",
+                "number",
+                "the E.164 number (+ and digits), as the Twilio parser makes it",
+                case_insensitive=False,
+            ),
+            IdentityKind(
+                "twitter",
+                "account",
+                "the numeric user id (a screen name can change)",
+                case_insensitive=False,
+            ),
+            IdentityKind(
+                "reddit",
+                "account",
+                "the username, lower-cased, without u/",
+                case_insensitive=True,
+                typed_prefix="u/",
+            ),
+        )
+    }
+)
+
+CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
+    {
+        c.name: c
+        for c in (
+            ChannelFacts(
+                "email",
+                identity_kind="email",
+                reply_channel="email",
+                visibilities=("private",),
+                public_messages="",
+                replies_to="the message, threaded by In-Reply-To and the case tag",
+                # The inbox's own bound on a reply's text (casework.MAX_TEXT).
+                max_text=100_000,
+                max_public_text=100_000,
+                sends_attachments=False,
+                label="email",
+                colour="#e3edff",
+            ),
+            ChannelFacts(
+                "sms",
+                identity_kind="phone",
+                reply_channel="sms",
+                visibilities=("private",),
+                public_messages="",
+                replies_to="the number, by SMS",
+                # Twilio's limit on one message body (it splits it into segments).
+                max_text=1600,
+                max_public_text=1600,
+                sends_attachments=False,
+                label="sms",
+                colour="#e2f6e9",
+            ),
+            ChannelFacts(
+                "voice",
+                identity_kind="phone",
+                # A call cannot be answered with text: the same number gets an SMS.
+                reply_channel="sms",
+                visibilities=("private",),
+                public_messages="",
+                replies_to="nothing on voice: the caller's number is answered by SMS",
+                max_text=1600,
+                max_public_text=1600,
+                sends_attachments=False,
+                label="voice",
+                colour="#f3e8ff",
+            ),
+            ChannelFacts(
+                "twitter",
+                identity_kind="twitter",
+                reply_channel="twitter",
+                visibilities=("public", "private"),
+                public_messages="mentions and replies to our account; Direct Messages are private",
+                replies_to="a public mention by a reply tweet, anything else by Direct Message",
+                # A Direct Message takes 10,000 characters, a post 280.
+                max_text=10_000,
+                max_public_text=280,
+                sends_attachments=False,
+                label="twitter",
+                colour="#e0f4fd",
+            ),
+            ChannelFacts(
+                "reddit",
+                identity_kind="reddit",
+                reply_channel="reddit",
+                visibilities=("public", "private"),
+                public_messages="posts and comments; private messages are private",
+                replies_to="a post or comment by a public reply, anything else by private message",
+                # Reddit's limit on a comment and on a private message's body.
+                max_text=10_000,
+                max_public_text=10_000,
+                sends_attachments=False,
+                label="reddit",
+                colour="#ffe9df",
+            ),
+        )
+    }
+)
+
+# Which channels each connector brings in (the order is the order connectors start in).
+CONNECTOR_CHANNELS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "smtp": ("email",),
+        "imap": ("email",),
+        "twilio": ("sms", "voice"),
+        "twitter": ("twitter",),
+        "reddit": ("reddit",),
+    }
+)
+
+# --- derived: every list of channels elsewhere is one of these ----------------------------
+
+CHANNEL_NAMES: tuple[str, ...] = tuple(CHANNEL_FACTS)
+IDENTITY_KIND_NAMES: tuple[str, ...] = tuple(IDENTITY_KINDS)
+# The channel -> identity kind table (sms and voice share the number).
+IDENTITY_KIND_OF: Mapping[str, str] = MappingProxyType(
+    {c.name: c.identity_kind for c in CHANNEL_FACTS.values()}
+)
+# The channels an agent may name for a reply.
+REPLY_CHANNEL_NAMES: tuple[str, ...] = tuple(c.name for c in CHANNEL_FACTS.values() if c.replyable)
+PUBLIC_CHANNEL_NAMES: frozenset[str] = frozenset(c.name for c in CHANNEL_FACTS.values() if c.public)
+
+
+def reply_channel_of_kind(kind: str) -> str:
+    """The channel a reply to an identity of `kind` goes out on (the test checks that all
+    channels of a kind agree)."""
+    return next(c.reply_channel for c in CHANNEL_FACTS.values() if c.identity_kind == kind)
+
+
+# The identity kind -> reply channel table: a phone number is answered by SMS.
+REPLY_CHANNEL_OF_KIND: Mapping[str, str] = MappingProxyType(
+    {k: reply_channel_of_kind(k) for k in IDENTITY_KINDS}
+)
+
+
+def channels_of(connector: str) -> tuple[str, ...]:
+    """The channels a connector brings in; () for one that brings in none (the web)."""
+    return CONNECTOR_CHANNELS.get(connector, ())
+
+
+def fold_handle(kind: str, handle: str, *, typed: bool = False) -> str:
+    """A handle in the form the store keeps, so equal handles compare equal.
+
+    `typed`: the handle was typed by a person, who may have put the kind's prefix before it
+    ("u/alice"); the prefix goes before case-folding, so "U/alice" keeps its "u/".
+    Raises KeyError for an unknown kind.
+    """
+    spec = IDENTITY_KINDS[kind]
+    value = handle.strip()
+    if typed and spec.typed_prefix:
+        value = value.removeprefix(spec.typed_prefix)
+    return value.lower() if spec.case_insensitive else value
+
+
+def stylesheet() -> str:
+    """The badge colour of every channel, as CSS (the pages' CSP forbids inline styles)."""
+    return "".join(f".ch-{c.name} {{ background: {c.colour}; }}\n" for c in CHANNEL_FACTS.values())

@@ -1,0 +1,297 @@
+"""The channel registry (inbox/channels.py): complete, consistent, and the only list.
+
+The expected facts below are written out by hand from what each platform and today's
+behaviour are, not read from the registry, so a changed fact fails here until both agree.
+The scan proves that no module of ours keeps its own list of channels beside the registry.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel, ValidationError, create_model
+
+from inbox import channels
+from inbox.channels import (
+    CHANNEL_FACTS,
+    CHANNEL_NAMES,
+    CONNECTOR_CHANNELS,
+    IDENTITY_KIND_NAMES,
+    IDENTITY_KINDS,
+    fold_handle,
+)
+from inbox.web.api import IdentityKindName, ReplyChannel
+
+pytest_plugins = ["tests.inbox_fixtures"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("parity", "connectors", "normalizer", "inbox")
+REGISTRY = Path("inbox/channels.py")
+
+# channel: (identity kind, reply channel, may be public, badge colour), as shipped before the
+# registry (the colours were app.css's).
+EXPECTED = {
+    "email": ("email", "email", False, "#e3edff"),
+    "sms": ("phone", "sms", False, "#e2f6e9"),
+    "voice": ("phone", "sms", False, "#f3e8ff"),
+    "twitter": ("twitter", "twitter", True, "#e0f4fd"),
+    "reddit": ("reddit", "reddit", True, "#ffe9df"),
+}
+EXPECTED_CONNECTORS = {
+    "smtp": {"email"},
+    "imap": {"email"},
+    "twilio": {"sms", "voice"},
+    "twitter": {"twitter"},
+    "reddit": {"reddit"},
+}
+
+
+# --- the registry is complete and consistent -----------------------------------------------
+
+
+def test_the_channels_are_the_ones_we_serve() -> None:
+    assert set(CHANNEL_NAMES) == set(EXPECTED)
+    assert set(IDENTITY_KIND_NAMES) == {kind for kind, _, _, _ in EXPECTED.values()}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_channel_has_every_fact(name: str) -> None:
+    facts = CHANNEL_FACTS[name]
+    kind, reply, public, colour = EXPECTED[name]
+    assert facts.name == name
+    assert (facts.identity_kind, facts.reply_channel, facts.public, facts.colour) == (
+        kind,
+        reply,
+        public,
+        colour,
+    )
+    for field in fields(facts):
+        value = getattr(facts, field.name)
+        if field.name != "public_messages":  # empty exactly when nothing can be public
+            assert value not in ("", None, ()), f"{name}.{field.name} is empty"
+    assert bool(facts.public_messages) == facts.public
+    assert set(facts.visibilities) <= {"public", "private"}
+    assert "private" in facts.visibilities  # every channel can take a private message
+    assert re.fullmatch(r"#[0-9a-f]{6}", facts.colour)
+    assert 0 < facts.max_public_text <= facts.max_text
+    assert isinstance(facts.sends_attachments, bool)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_channel_points_at_facts_that_exist(name: str) -> None:
+    facts = CHANNEL_FACTS[name]
+    assert facts.identity_kind in IDENTITY_KINDS
+    reply = CHANNEL_FACTS[facts.reply_channel]
+    # A reply goes out on a channel that replies on itself, to the same kind of handle.
+    assert reply.replyable and reply.identity_kind == facts.identity_kind
+    assert facts.replyable == (name != "voice")
+
+
+@pytest.mark.parametrize("kind", sorted(IDENTITY_KINDS))
+def test_channels_of_one_identity_kind_agree_where_replies_go(kind: str) -> None:
+    replies = {c.reply_channel for c in CHANNEL_FACTS.values() if c.identity_kind == kind}
+    assert len(replies) == 1, f"{kind}: replies would go to {replies}"
+    assert channels.REPLY_CHANNEL_OF_KIND[kind] == replies.pop()
+    assert IDENTITY_KINDS[kind].noun and IDENTITY_KINDS[kind].stored_as
+
+
+@pytest.mark.parametrize("connector", sorted(EXPECTED_CONNECTORS))
+def test_every_connector_brings_channels_that_exist(connector: str) -> None:
+    assert set(CONNECTOR_CHANNELS[connector]) == EXPECTED_CONNECTORS[connector]
+    assert set(channels.channels_of(connector)) <= set(CHANNEL_FACTS)
+
+
+def test_every_channel_has_a_connector() -> None:
+    assert set(CONNECTOR_CHANNELS) == set(EXPECTED_CONNECTORS)
+    brought = {c for names in CONNECTOR_CHANNELS.values() for c in names}
+    assert brought == set(CHANNEL_FACTS)
+    assert channels.channels_of("web") == ()
+
+
+@pytest.mark.parametrize(
+    ("kind", "handle", "typed", "folded"),
+    [
+        ("email", "  Ann.Lee@Example.ORG ", False, "ann.lee@example.org"),
+        ("email", "Ann.Lee@Example.ORG", True, "ann.lee@example.org"),
+        ("phone", " +49 151 2345678", False, "+49 151 2345678"),  # E.164 is the parser's job
+        ("phone", "+4915123456789\t", True, "+4915123456789"),
+        ("twitter", " 1460323737035677698 ", False, "1460323737035677698"),
+        ("twitter", "AnnLee", True, "AnnLee"),  # user ids; case is kept
+        ("reddit", " Throwaway_Ann ", False, "throwaway_ann"),
+        ("reddit", "u/Throwaway_Ann", True, "throwaway_ann"),
+        # The prefix goes before case-folding, as inbox.identities always did it.
+        ("reddit", "U/Throwaway_Ann", True, "u/throwaway_ann"),
+        # Where a handle is matched, not typed, a prefix is not dropped (inbox.replies).
+        ("reddit", "u/Throwaway_Ann", False, "u/throwaway_ann"),
+    ],
+)
+def test_handles_fold_as_the_store_keeps_them(
+    kind: str, handle: str, typed: bool, folded: str
+) -> None:
+    assert fold_handle(kind, handle, typed=typed) == folded
+
+
+def test_an_unknown_identity_kind_is_refused() -> None:
+    with pytest.raises(KeyError):
+        fold_handle("fax", "+4930123456")
+
+
+def test_the_stylesheet_has_every_badge() -> None:
+    css = channels.stylesheet()
+    for name, (_, _, _, colour) in EXPECTED.items():
+        assert f".ch-{name} {{ background: {colour}; }}" in css
+
+
+# --- the API's registry-made types behave as the Literals they replaced --------------------
+
+
+def _literal_model(values: tuple[str, ...]) -> type[BaseModel]:
+    kind: Any = Literal.__getitem__(values)
+    model: type[BaseModel] = create_model("Body", value=(kind, ...))
+    return model
+
+
+def _errors(model: type[BaseModel], raw: str) -> list[tuple[Any, ...]]:
+    try:
+        model.model_validate_json(raw)
+    except ValidationError as exc:
+        return [(e["loc"], e["type"], e["msg"]) for e in exc.errors()]
+    return []
+
+
+@pytest.mark.parametrize(
+    "raw", ['"email"', '"voice"', '"phone"', '"Email"', '""', "5", "null", "[]", '{"a": 1}']
+)
+@pytest.mark.parametrize(
+    ("new", "values"),
+    [
+        (ReplyChannel, ("email", "sms", "twitter", "reddit")),
+        (IdentityKindName, IDENTITY_KIND_NAMES),
+    ],
+)
+def test_api_types_accept_refuse_and_describe_as_a_literal_did(
+    new: Any, values: tuple[str, ...], raw: str
+) -> None:
+    old = _literal_model(values)
+    made: type[BaseModel] = create_model("Body", value=(new, ...))
+    body = f'{{"value": {raw}}}'
+    assert _errors(made, body) == _errors(old, body)
+    assert made.model_json_schema() == old.model_json_schema()
+
+
+# --- pages take their filters and styles from the registry ---------------------------------
+
+
+async def test_pages_serve_the_registry_styles_and_filters(api: Any, engine: Any) -> None:
+    from tests.inbox_helpers import make_user
+
+    make_user(engine, "ann")
+    client, _ = await api.session("ann")
+    css = await client.get("/static/channels.css")
+    assert css.status == 200 and css.content_type == "text/css"
+    text = await css.text()
+    queue = await (await client.get("/queue")).text()
+    assert '<link rel="stylesheet" href="/static/channels.css">' in queue
+    for name, (_, _, _, colour) in EXPECTED.items():
+        assert f".ch-{name} {{ background: {colour}; }}" in text
+        assert f'<option value="{name}" >{name}</option>' in queue
+    assert ".ch-" not in (ROOT / "inbox/web/static/app.css").read_text()
+
+
+# --- nothing else keeps a list of channels -------------------------------------------------
+
+# The few places that must name two channels together, each with why. Keyed by file and the
+# enclosing definition (or module-level name), so a moved line does not matter; an entry that
+# matches nothing fails too, so the list cannot go stale.
+ALLOWED: dict[tuple[str, str], str] = {
+    # Acknowledgement planning moves into one planner (issue 18, "one way out"), which
+    # removes this set; until then it names the connectors that plan their own.
+    ("normalizer/acks.py", "PLANNED_BY_CONNECTOR"): "removed by the one-way-out step",
+    # Example rows for the generated reference pages: two sample values, not a channel list.
+    ("parity/docsgen.py", "_seed"): "documentation example data",
+}
+
+
+def channel_lists(source: str, names: frozenset[str]) -> list[tuple[int, str, list[str]]]:
+    """(line, enclosing name, channel names) of every tuple, list, set or dict (keys and
+    values) written with two or more of `names` as string constants. A `Literal[...]` of
+    several values is a tuple, and `frozenset({...})` a set, so both are found."""
+    found: list[tuple[int, str, list[str]]] = []
+
+    def named(elts: list[ast.expr | None]) -> list[str]:
+        return [
+            e.value
+            for e in elts
+            if isinstance(e, ast.Constant) and isinstance(e.value, str) and e.value in names
+        ]
+
+    def visit(node: ast.AST, scope: str) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            scope = node.name if not scope else f"{scope}.{node.name}"
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and not scope:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            scope = ",".join(t.id for t in targets if isinstance(t, ast.Name))
+        hits: list[str] = []
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            hits = named(list(node.elts))
+        elif isinstance(node, ast.Dict):
+            hits = named([*node.keys, *node.values])
+        if len(set(hits)) >= 2:
+            found.append((getattr(node, "lineno", 0), scope, hits))
+        for child in ast.iter_child_nodes(node):
+            visit(child, scope)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+SCAN_NAMES = frozenset(CHANNEL_NAMES) | frozenset(IDENTITY_KIND_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("source", "flagged"),
+    [
+        ('CHANNELS = ("email", "sms", "voice", "twitter", "reddit")', True),
+        ('KINDS = ["email", "phone"]', True),
+        ('Channel = Literal["email", "sms"]', True),
+        ('PUBLIC = frozenset({"twitter", "reddit"})', True),
+        ('KIND = {"sms": "phone", "voice": "phone"}', True),
+        ('KIND = {"a": "email", "b": "sms"}', True),
+        ('def f(c):\n    return c in ("sms", "voice")', True),
+        ('def f(c):\n    return c == "email"', False),
+        ('NAMES = ("smtp", "imap", "web")', False),
+        ('ONE = ("email", "email", "other")', False),
+        ('STATUSES = ("open", "resolved")', False),
+    ],
+)
+def test_the_scan_finds_a_list_of_channels(source: str, flagged: bool) -> None:
+    assert bool(channel_lists(source, SCAN_NAMES)) is flagged
+
+
+def modules() -> list[Path]:
+    return sorted(
+        path.relative_to(ROOT)
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if path.relative_to(ROOT) != REGISTRY
+    )
+
+
+def test_no_module_keeps_its_own_list_of_channels() -> None:
+    assert len(modules()) > 50  # the scan sees the code, not an empty directory
+    offending: list[str] = []
+    used: set[tuple[str, str]] = set()
+    for path in modules():
+        for line, scope, hits in channel_lists((ROOT / path).read_text(), SCAN_NAMES):
+            key = (path.as_posix(), scope)
+            if key in ALLOWED:
+                used.add(key)
+            else:
+                offending.append(f"{path}:{line} ({scope or 'module'}): {hits}")
+    assert not offending, "lists of channels outside inbox/channels.py:\n" + "\n".join(offending)
+    assert used == set(ALLOWED), f"allow-list entries that match nothing: {set(ALLOWED) - used}"
