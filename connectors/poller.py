@@ -254,11 +254,11 @@ class Poller:
         self.state, self.reason = "running", None
         self.publish()
         try:
-            await hold(self.lock, self._serve(stop), self.standby_retry_seconds)
+            await hold(self.lock, self._serve_or_disable(stop), self.standby_retry_seconds)
         finally:
             await asyncio.to_thread(self.lock.release)
 
-    async def _serve(self, stop: asyncio.Event) -> None:
+    async def _serve_or_disable(self, stop: asyncio.Event) -> None:
         try:
             await self.serve(stop)
         except Disable as exc:
