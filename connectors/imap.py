@@ -27,13 +27,15 @@ from imapclient import DELETED, IMAPClient, SocketTimeout
 from imapclient.exceptions import CapabilityError, LoginError
 from sqlalchemy import Engine, select
 
+from connectors import poller
 from connectors.base import ConnectorHealth
 from connectors.config import ImapAccount, ImapSettings
-from connectors.poller_lock import PollerLock, hold
+from connectors.poller import Poller, Retry, iso, next_step, sleep_or_stop
 from inbox.db import StorageUnavailable, read
 from inbox.models import Intake, utcnow
+from inbox.outbox import backoff
 from inbox.secrets import Secret, from_env
-from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, store
+from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +140,10 @@ def backoff_delay(
     """Exponential backoff with jitter: half the ceiling fixed, half random.
 
     The fixed half keeps retries from hammering; the random half keeps many pollers that
-    lost the same server from reconnecting in lockstep.
+    lost the same server from reconnecting in lockstep. The outbox's curve, the one every
+    poller backs off on (`attempt` 0 is the first retry here).
     """
-    ceiling = min(cap, base * 2.0 ** min(attempt, 30))
-    return ceiling / 2 + (ceiling / 2) * rand()
+    return backoff(attempt + 1, base, cap, rand)
 
 
 def quota_status(quotas: Iterable[Any], warn_percent: int) -> dict[str, Any] | None:
@@ -436,7 +438,7 @@ class FolderState:
             "stored": self.stored,
             "archived": self.archived,
             "waiting": self.waiting,
-            "last_round_at": _iso(self.last_round_at),
+            "last_round_at": iso(self.last_round_at),
             "last_error": self.last_error,
             "backfill": dict(self.backfill) if self.backfill else None,
         }
@@ -470,18 +472,36 @@ class AccountState:
             "quota": self.quota,
             "warnings": list(self.warnings),
             "last_auth_error": self.last_auth_error,
-            "last_auth_error_at": _iso(self.last_auth_error_at),
+            "last_auth_error_at": iso(self.last_auth_error_at),
             "auth_failures": self.auth_failures,
             "connects": self.connects,
             "reconnects": self.reconnects,
-            "next_retry_at": _iso(self.next_retry_at),
+            "next_retry_at": iso(self.next_retry_at),
             "capabilities": dict(self.capabilities),
             "folders": {name: f.as_dict() for name, f in self.folders.items()},
         }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds").replace("+00:00", "Z") if value else None
+def imap_core(pollers: Sequence[Poller]) -> dict[str, Any]:
+    """The poller base's common fields for the connector as a whole: it polls where any of
+    its folder pollers does, and stands by where all of them do. IMAP never pauses."""
+    states = {p.state for p in pollers}
+    state = "running" if "running" in states else "standby" if states == {"standby"} else "starting"
+    reason = pollers[0].reason if state == "standby" else None
+    return {"state": state, "reason": reason, "paused_until": None}
+
+
+def _status_word(exc: BaseException) -> str:
+    """The folder's status after a failed connection: IMAP's own words, worst first."""
+    if isinstance(exc, AuthRefused):
+        return "auth failed"
+    if isinstance(exc, TlsRefused):
+        return "tls failed"
+    if isinstance(exc, FolderMissing):
+        return "folder missing"
+    if isinstance(exc, StorageUnavailable):
+        return "storage unavailable"
+    return "reconnecting"
 
 
 # --- the connector ---------------------------------------------------------------------------
@@ -530,6 +550,7 @@ class ImapConnector:
         accounts = {name: state.as_dict() for name, state in self.accounts.items()}
         backlogs = [a["backlog"] for a in accounts.values() if a["backlog"] is not None]
         self.health.details = {
+            **imap_core(self.pollers),
             "backlog": sum(backlogs) if backlogs else None,
             "accounts": accounts,
         }
@@ -542,58 +563,77 @@ class ImapConnector:
         # rest, so the daemon's restart never runs two pollers on one folder.
         async with asyncio.TaskGroup() as group:
             for poller in self.pollers:
-                group.create_task(poller.run(stop), name=f"imap:{poller.label}")
+                group.create_task(poller.run(stop), name=f"imap:{poller.where}")
 
 
-class FolderPoller:
-    """Drains one folder of one account: connect, then rounds until told to stop."""
+class FolderPoller(Poller):
+    """Drains one folder of one account: connect, then rounds until told to stop.
+
+    One poller per folder across every instance sharing the store (the poller base holds
+    its lock): a second one would fetch everything twice and race the first one's archive
+    moves. Refused credentials are retried slowly rather than disabling the folder: an
+    admin fixes a mailbox password without restarting Parity.
+    """
+
+    name = CONNECTOR
+    standby_note = "another instance polls this folder"
 
     def __init__(
         self, connector: ImapConnector, account: ImapAccount, folder: str, *, reports_quota: bool
     ) -> None:
+        self.where = f"{account.name}/{folder}"
+        super().__init__(
+            connector.engine,
+            f"imap:{account.name}:{folder}",
+            standby_retry_seconds=connector.settings.standby_retry_seconds,
+            label=f"imap {self.where}",
+        )
+        self.health = connector.health  # the connector's one health record, all folders'
         self.connector = connector
         self.account = account
         self.folder = folder
         self.reports_quota = reports_quota
         self.settings = connector.settings
-        self.state = connector.accounts[account.name]
-        self.folder_state = self.state.folders[folder]
+        self.account_state = connector.accounts[account.name]
+        self.folder_state = self.account_state.folders[folder]
         self.key = checkpoint_key(account.name, folder)
-        self.label = f"{account.name}/{folder}"
+        self.retry = Retry(
+            base_s=1.0,
+            cap_s=float(self.settings.max_backoff_seconds),
+            auth_retry_s=float(self.settings.auth_retry_seconds),
+        )
         self.last_uid = 0
         self.uidvalidity = 0
         self.backfilling = False
         self.rounds_ok = 0
         self.attempted = False
 
+    # --- the poller base's hooks --------------------------------------------------------------
+
+    def publish(self) -> None:
+        # The folder's state lives in the connector's account snapshot, published as a whole.
+        self.connector.publish()
+
+    def standing_by(self) -> None:
+        self.folder_state.status = "standby"
+        self.folder_state.waiting = self.standby_note
+
+    def took_over(self) -> None:
+        # Taken over from an instance that stopped or died: start afresh.
+        self.folder_state.status, self.folder_state.waiting = "connecting", ""
+
+    def classify(self, exc: BaseException) -> poller.Verdict:
+        """A refused login or certificate is retried slowly; anything else reconnects."""
+        if isinstance(exc, AuthRefused | TlsRefused):
+            return poller.AuthFailed(str(exc))
+        if isinstance(exc, FolderMissing | StorageUnavailable):
+            return poller.Transient(str(exc))
+        return poller.Transient(f"{type(exc).__name__}: {exc}")
+
     # --- connection lifecycle ---------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        # One poller per folder across every instance sharing the store: a second one would
-        # fetch everything twice and race the first one's archive moves.
-        lock = PollerLock(self.connector.engine, f"imap:{self.account.name}:{self.folder}")
-        while not await asyncio.to_thread(lock.try_acquire):
-            if self.folder_state.status != "standby":
-                log.info("imap %s: another instance polls this folder; standing by", self.label)
-            self.folder_state.status = "standby"
-            self.folder_state.waiting = "another instance polls this folder"
-            self.connector.publish()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.standby_retry_seconds)
-            if stop.is_set():
-                return
-        if self.folder_state.status == "standby":
-            # Taken over from an instance that stopped or died: say so, and start afresh.
-            log.info("imap %s: took the poller lock over", self.label)
-            self.folder_state.status, self.folder_state.waiting = "connecting", ""
-            self.connector.publish()
-        try:
-            await hold(lock, self._drain(stop), self.settings.standby_retry_seconds)
-        finally:
-            await asyncio.to_thread(lock.release)
-
-    async def _drain(self, stop: asyncio.Event) -> None:
-        attempt = 0
+    async def serve(self, stop: asyncio.Event) -> None:
+        failures = 0
         while not stop.is_set():
             delay = 0.0
             secret = self.connector.secret(self.account)
@@ -604,49 +644,33 @@ class FolderPoller:
                 session = Session(self.account, secret)
                 self.rounds_ok = 0
                 if self.attempted:
-                    self.state.reconnects += 1
+                    self.account_state.reconnects += 1
                 self.attempted = True
                 try:
                     await asyncio.to_thread(session.open)
-                    self.state.connects += 1
+                    self.account_state.connects += 1
                     await self._serve(session, stop)
-                except AuthRefused as exc:
-                    delay = self._slow_retry()
-                    self.state.auth_failures += 1
-                    self.state.last_auth_error = str(exc)
-                    self.state.last_auth_error_at = utcnow()
-                    self._failed("auth failed", str(exc), delay)
-                except TlsRefused as exc:
-                    delay = self._slow_retry()
-                    self._failed("tls failed", str(exc), delay)
                 except Exception as exc:
                     if self.rounds_ok:
-                        attempt = 0  # it worked for a while: back off from the start again
-                    delay, attempt = self._backoff(attempt), attempt + 1
-                    status, error = "reconnecting", f"{type(exc).__name__}: {exc}"
-                    if isinstance(exc, FolderMissing):
-                        status, error = "folder missing", str(exc)
-                    elif isinstance(exc, StorageUnavailable):
-                        status, error = "storage unavailable", str(exc)
-                    elif not isinstance(exc, TRANSIENT):
+                        failures = 0  # it worked for a while: back off from the start again
+                    status = _status_word(exc)
+                    if status == "reconnecting" and not isinstance(exc, TRANSIENT):
                         # A bug here must not stop the other folders: logged, retried.
-                        log.exception("imap %s: unexpected error", self.label)
-                    self._failed(status, error, delay)
+                        log.exception("%s: unexpected error", self.label)
+                    verdict = self.classify(exc)
+                    if not isinstance(verdict, poller.AuthFailed):
+                        failures += 1
+                    step = next_step(verdict, max(failures, 1), self.retry, time.time())
+                    delay = step.wait_s or 0.0
+                    self._failed(status, step.reason, delay)
                 finally:
                     await asyncio.to_thread(session.close)
             if stop.is_set():
                 break
-            log.info("imap %s: next attempt in %.1f s", self.label, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+            log.info("%s: next attempt in %.1f s", self.label, delay)
+            await sleep_or_stop(delay, stop)
         self.folder_state.waiting = ""
         self.connector.publish()
-
-    def _backoff(self, attempt: int) -> float:
-        return backoff_delay(attempt, 1.0, float(self.settings.max_backoff_seconds))
-
-    def _slow_retry(self) -> float:
-        return self.settings.auth_retry_seconds * random.uniform(0.9, 1.1)
 
     def _set_status(self, status: str) -> None:
         self.folder_state.status = status
@@ -654,18 +678,22 @@ class FolderPoller:
 
     def _failed(self, status: str, error: str, retry_in: float) -> None:
         """Record a failure and when the next attempt comes, in one published snapshot."""
+        if status == "auth failed":
+            self.account_state.auth_failures += 1
+            self.account_state.last_auth_error = error
+            self.account_state.last_auth_error_at = utcnow()
         self.folder_state.status = status
         self.folder_state.last_error = error
-        self.state.next_retry_at = utcnow() + timedelta(seconds=retry_in)
-        self.connector.health.error(f"{self.label}: {status}: {error}")
-        log.warning("imap %s: %s: %s", self.label, status, error)
+        self.account_state.next_retry_at = utcnow() + timedelta(seconds=retry_in)
+        self.connector.health.error(f"{self.where}: {status}: {error}")
+        log.warning("%s: %s: %s", self.label, status, error)
         self.connector.publish()
 
     # --- a connected session ----------------------------------------------------------------
 
     async def _serve(self, session: Session, stop: asyncio.Event) -> None:
-        self.state.next_retry_at = None
-        self.state.capabilities = {
+        self.account_state.next_retry_at = None
+        self.account_state.capabilities = {
             "idle": session.has("IDLE"),
             "move": session.has("MOVE"),
             "uidplus": session.has("UIDPLUS"),
@@ -707,7 +735,7 @@ class FolderPoller:
             # UIDs of the old folder mean nothing now. Everything is read again under new
             # source keys; the normalizer's dedup key keeps messages seen before from doubling.
             log.warning(
-                "imap %s: UIDVALIDITY changed from %s to %s: reading the folder again",
+                "%s: UIDVALIDITY changed from %s to %s: reading the folder again",
                 self.label,
                 saved.get("uidvalidity"),
                 uidvalidity,
@@ -727,7 +755,7 @@ class FolderPoller:
             "last_uid": self.last_uid if last_uid is None else last_uid,
             "backfill_complete": not self.backfilling,
         }
-        store(self.connector.engine, items, [CheckpointUpdate(CONNECTOR, self.key, value)])
+        self.commit(items, [CheckpointUpdate(CONNECTOR, self.key, value)])
 
     def _stored_uids(self, uids: Sequence[int]) -> set[int]:
         """Which of these UIDs (of the current UIDVALIDITY) intake already holds."""
@@ -764,11 +792,11 @@ class FolderPoller:
             stored = await asyncio.to_thread(self._stored_uids, below)
             if stored:
                 await self._archive(session, sorted(stored))
-                log.info("imap %s: archived %d messages stored earlier", self.label, len(stored))
+                log.info("%s: archived %d messages stored earlier", self.label, len(stored))
             unknown = sorted(set(below) - stored)
             if unknown:
                 log.warning(
-                    "imap %s: %d messages at or below the checkpoint are not stored: fetching",
+                    "%s: %d messages at or below the checkpoint are not stored: fetching",
                     self.label,
                     len(unknown),
                 )
@@ -825,7 +853,7 @@ class FolderPoller:
                 if self.backfilling:
                     self._backfill_progress(done, total)
                 elif total > self.settings.batch_size:
-                    log.info("imap %s: stored %d of %d", self.label, done, total)
+                    log.info("%s: stored %d of %d", self.label, done, total)
                 self.connector.publish()
         finally:
             if ahead is not None:
@@ -838,7 +866,7 @@ class FolderPoller:
             self.connector.publish()
         if done:
             log.info(
-                "imap %s: stored and archived %d messages in %.1f s",
+                "%s: stored and archived %d messages in %.1f s",
                 self.label,
                 done - len(missing),
                 time.monotonic() - started,
@@ -848,7 +876,7 @@ class FolderPoller:
             # return. Whatever is still there is tried again next round, and said so.
             error = f"{len(missing)} messages could not be fetched (UIDs {sorted(missing)[:20]})"
             self.folder_state.last_error = error
-            log.warning("imap %s: %s", self.label, error)
+            log.warning("%s: %s", self.label, error)
         # Another round at once only if this one got somewhere: a message that can never be
         # fetched must not turn the loop into a busy one.
         progress = self.folder_state.archived > archived_before
@@ -887,7 +915,7 @@ class FolderPoller:
             "complete": False,
         }
         log.info(
-            "imap %s: backfill%s: %d of %d messages stored (%d%%)",
+            "%s: backfill%s: %d of %d messages stored (%d%%)",
             self.label,
             f" since {since.isoformat()}" if since else "",
             done,
@@ -906,7 +934,7 @@ class FolderPoller:
             "total": 0,
         }
         self.folder_state.backfill = {**state, "complete": True}
-        log.info("imap %s: backfill complete: %d messages", self.label, state["done"])
+        log.info("%s: backfill complete: %d messages", self.label, state["done"])
         # Remembered, so that a restart does not take the next round for a first start.
         await asyncio.to_thread(self._save_checkpoint, [])
 
@@ -916,10 +944,10 @@ class FolderPoller:
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
-            log.info("imap %s: GETQUOTAROOT failed: %s", self.label, exc)
+            log.info("%s: GETQUOTAROOT failed: %s", self.label, exc)
             return
         status = quota_status(quotas, self.settings.quota_warn_percent)
-        self.state.quota = status
+        self.account_state.quota = status
         warnings = []
         if status and status["warning"]:
             warnings.append(
@@ -928,7 +956,7 @@ class FolderPoller:
                 "it will bounce mail when full"
             )
             log.warning("imap %s: %s", self.account.name, warnings[0])
-        self.state.warnings = warnings
+        self.account_state.warnings = warnings
 
     async def _idle(self, session: Session, stop: asyncio.Event) -> None:
         """Wait for new mail with IDLE, at most poll_seconds, then let a round run."""

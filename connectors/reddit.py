@@ -19,13 +19,13 @@ far is dropped. Listings are read as JSON through `Reddit.request` rather than a
 objects, because the store keeps what Reddit sent (a parser fix replays it) and because
 praw's lazy objects make hidden requests when a missing attribute is read.
 
-One instance polls and delivers: it holds the reddit poller lock (connectors/poller_lock.py),
-and any other instance stands by, asking for the lock every `standby_retry_seconds`. Two
-pollers would store nothing twice (intake is idempotent) but would race each other's
-checkpoints and both sign in and spend the account's one rate budget.
-
-An authentication failure disables the connector with a clear status until it is restarted
-with working credentials; it never becomes a crash loop against Reddit's token endpoint.
+The poller base (connectors/poller.py) owns the rest: one instance polls and delivers, holding
+the reddit poller lock, while any other stands by (two pollers would store nothing twice,
+intake is idempotent, but would race each other's checkpoints and both sign in and spend the
+account's one rate budget); an authentication failure disables the connector with a clear
+status until it is restarted with working credentials, never a crash loop against Reddit's
+token endpoint. What is Reddit's own here: the sources, the walk back to the checkpoint, the
+filters, the raw input, and `classify`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -45,15 +44,15 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select
 
-from connectors.base import ConnectorHealth
+from connectors import poller
 from connectors.config import RedditSettings
-from connectors.poller_lock import PollerLock, hold
+from connectors.poller import Disable, Poller, Retry, next_step, retry_after, sleep_or_stop
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
 from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
-from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256, store
+from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256
 from normalizer.reddit import SYSTEM_AUTHORS, ref
 
 log = logging.getLogger(__name__)
@@ -214,19 +213,9 @@ def searchable_text(data: Mapping[str, Any]) -> str:
     )
 
 
-def retry_wait(headers: Mapping[str, str], attempt: int, cap_s: float) -> float:
-    """How long to wait out a 429: Retry-After, else the window reset, else backoff."""
-    for name in ("retry-after", "x-ratelimit-reset"):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            continue
-        if seconds >= 0:
-            return min(cap_s, max(1.0, seconds))
-    return min(cap_s, 2.0**attempt * random.uniform(1.0, 1.5))
+# How long to wait out a 429 (Retry-After, else the window reset, else backoff): the poller
+# base's rule, under the name the outbox and the tests know.
+retry_wait = retry_after
 
 
 @dataclass(frozen=True)
@@ -300,7 +289,7 @@ class PollReport:
 # --- the connector --------------------------------------------------------------------------
 
 
-class RedditConnector:
+class RedditConnector(Poller):
     name = CONNECTOR
 
     def __init__(
@@ -315,21 +304,22 @@ class RedditConnector:
         eta: EtaEstimate | None = None,
         ack_limits: AckLimits | None = None,
     ) -> None:
+        super().__init__(
+            engine, CONNECTOR, standby_retry_seconds=settings.standby_retry_seconds, label="reddit"
+        )
         self.eta = eta
         self.ack_limits = ack_limits
         self.settings = settings
-        self.engine = engine
         self.environ = dict(environ)
         self.instance = instance or f"reddit-{id(self):x}"
-        self.health = ConnectorHealth()
         self.budget = RateBudget()
         self.before_commit = before_commit
         self.deliver_enabled = deliver
         self.reddit: Any = None
         self.account = ""
         self.disabled_reason: str | None = None
-        self.state = "starting"  # running | standby | disabled
-        self.lock = PollerLock(engine, CONNECTOR)
+        # Reddit failing for a moment: try again soon, at most every half minute.
+        self.retry = Retry(base_s=5.0, cap_s=min(self.settings.poll_seconds, 30))
         self._karma: dict[str, tuple[float, dict[str, int]]] = {}
         self._source_state: dict[str, dict[str, Any]] = {}
         self.delivery: Any = None
@@ -346,14 +336,14 @@ class RedditConnector:
         try:
             me = self.reddit.user.me()
         except Exception as exc:
-            reason = auth_failure(exc)
-            if reason is not None:
-                raise AuthFailed(reason) from exc
+            verdict = self.classify(exc)
+            if isinstance(verdict, poller.AuthFailed):
+                raise AuthFailed(verdict.reason) from exc
             raise
         if me is None:
             raise AuthFailed("authentication failed: signed in without a user (read-only)")
         self.account = str(me.name)
-        self._publish()
+        self.publish()
         if self.deliver_enabled:
             from connectors.reddit_outbox import RedditDelivery
 
@@ -368,34 +358,29 @@ class RedditConnector:
                 ack_limits=self.ack_limits,
             )
 
+    def classify(self, exc: BaseException) -> poller.Verdict:
+        """What a failure means: refused credentials, a 429 retried out, or for a moment."""
+        from prawcore.exceptions import TooManyRequests
+
+        if isinstance(exc, AuthFailed):
+            return poller.AuthFailed(str(exc))
+        reason = auth_failure(exc)
+        if reason is not None:
+            return poller.AuthFailed(reason)
+        if isinstance(exc, StorageUnavailable):
+            return poller.Transient(f"storage unavailable: {exc}")
+        if isinstance(exc, TooManyRequests):
+            wait = retry_wait(
+                exc.response.headers, MAX_429_RETRIES, self.settings.max_rate_wait_seconds
+            )
+            return poller.RateLimited(after=wait, reason=f"{type(exc).__name__}: {exc}")
+        return poller.Transient(f"{type(exc).__name__}: {exc}")
+
     def disable(self, reason: str) -> None:
-        self.state = "disabled"
         self.disabled_reason = f"{reason}; fix the credentials and restart"
-        self.health.error(self.disabled_reason)
-        self.health.details = {**self.health.details, "disabled_reason": self.disabled_reason}
-        log.error("reddit connector disabled: %s", self.disabled_reason)
+        super().disable(self.disabled_reason)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        # Signed in only once the lock is ours: a standby spends none of the rate budget.
-        while not await asyncio.to_thread(self.lock.try_acquire):
-            if self.state != "standby":
-                log.info("reddit: another instance holds the poller lock; standing by")
-            self.state = "standby"
-            self._publish()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.standby_retry_seconds)
-            if stop.is_set():
-                return
-        if self.state == "standby":
-            log.info("reddit: took the poller lock over")
-        self.state = "running"
-        self._publish()
-        try:
-            await hold(self.lock, self._run_locked(stop), self.settings.standby_retry_seconds)
-        finally:
-            await asyncio.to_thread(self.lock.release)
-
-    async def _run_locked(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event) -> None:
         halt = threading.Event()  # the worker threads' view of `stop`
         mirror = asyncio.create_task(_mirror(stop, halt))
         loop = asyncio.get_running_loop()
@@ -403,13 +388,9 @@ class RedditConnector:
             try:
                 await asyncio.to_thread(self.connect)
             except AuthFailed as exc:
-                self.disable(str(exc))
-                # Disabled: free the lock for a standby, and wait (a restart would sign in
-                # with the same bad credentials again).
-                await asyncio.to_thread(self.lock.release)
-                await stop.wait()
-                return
+                raise Disable(str(exc)) from exc
             next_poll = 0.0
+            failures = 0
             while not stop.is_set():
                 try:
                     if loop.time() >= next_poll:
@@ -417,23 +398,22 @@ class RedditConnector:
                         next_poll = loop.time() + self.settings.poll_seconds
                     if self.delivery is not None:
                         await asyncio.to_thread(self.delivery.tick, halt)
-                        self._publish()
+                        self.publish()
+                    failures = 0
                 except Interrupted:
                     break
-                except AuthFailed as exc:
-                    self.disable(str(exc))
-                    await asyncio.to_thread(self.lock.release)
-                    await stop.wait()
-                    return
                 except Exception as exc:
-                    # The store or Reddit failing for a moment: say so and try again on the
-                    # next turn, rather than restart and sign in again.
-                    log.warning("reddit connector: %s: %s", type(exc).__name__, exc)
-                    self.health.error(f"{type(exc).__name__}: {exc}")
-                    next_poll = max(next_poll, loop.time() + min(self.settings.poll_seconds, 30))
+                    # The store or Reddit failing for a moment: say so and try again after a
+                    # backoff, rather than restart and sign in again.
+                    failures += 1
+                    step = next_step(self.classify(exc), failures, self.retry, time.time())
+                    if step.wait_s is None:
+                        raise Disable(step.reason) from exc
+                    log.warning("reddit connector: %s", step.reason)
+                    self.health.error(step.reason)
+                    next_poll = max(next_poll, loop.time() + step.wait_s)
                 wait = min(max(0.0, next_poll - loop.time()), self.settings.outbox_poll_seconds)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                await sleep_or_stop(wait, stop)
         finally:
             halt.set()
             mirror.cancel()
@@ -451,19 +431,19 @@ class RedditConnector:
                 result = self.poll_source(source, halt)
             except (Interrupted, AuthFailed):
                 raise
-            except StorageUnavailable as exc:
-                result = SourceReport(source.key, error=f"storage unavailable: {exc}")
             except Exception as exc:
-                reason = auth_failure(exc)
-                if reason is not None:
-                    raise AuthFailed(reason) from exc
-                log.warning("reddit source %s failed: %s", source.key, exc)
-                result = SourceReport(source.key, error=f"{type(exc).__name__}: {exc}")
+                verdict = self.classify(exc)
+                if isinstance(verdict, poller.AuthFailed):
+                    raise AuthFailed(verdict.reason) from exc
+                if not isinstance(exc, StorageUnavailable):
+                    log.warning("reddit source %s failed: %s", source.key, exc)
+                # One source failing leaves the others alone; it is tried again next poll.
+                result = SourceReport(source.key, error=verdict.reason)
             report.sources.append(result)
             self._record(result)
         if all(s.error is None for s in report.sources):
             self.health.success()
-        self._publish()
+        self.publish()
         return report
 
     def poll_source(self, source: Source, halt: threading.Event) -> SourceReport:
@@ -500,7 +480,7 @@ class RedditConnector:
             raise Interrupted
         if self.before_commit is not None:
             self.before_commit(source, items)
-        results = store(self.engine, items, checkpoints) if (items or checkpoints) else []
+        results = self.commit(items, checkpoints)
         report.duplicates = sum(1 for r in results if r.duplicate)
         report.stored = len(results) - report.duplicates
         current = new_cursor or cursor
@@ -679,7 +659,7 @@ class RedditConnector:
                     "reddit answered 429; waiting %.1f s, then the same request again", wait
                 )
                 self.budget.waited_seconds += wait
-                self._publish()
+                self.publish()
                 if halt.wait(wait):
                     raise Interrupted from exc
 
@@ -714,8 +694,8 @@ class RedditConnector:
             self.health.error(f"{report.key}: {report.error}")
         self._source_state[report.key] = state
 
-    def _publish(self) -> None:
-        """Replace the health details as a whole: the heartbeat thread reads them any time."""
+    def extras(self) -> dict[str, Any]:
+        """Reddit's own status fields, next to the poller base's `state` and `reason`."""
         limits: dict[str, Any] = {}
         if self.reddit is not None:
             with contextlib.suppress(Exception):
@@ -725,7 +705,6 @@ class RedditConnector:
             if limits.get(key) is not None:
                 rate[key] = limits[key]
         details: dict[str, Any] = {
-            "state": self.state,
             "account": self.account,
             "rate_limit": rate,
             "sources": {k: dict(v) for k, v in self._source_state.items()},
@@ -734,7 +713,7 @@ class RedditConnector:
             details["disabled_reason"] = self.disabled_reason
         if self.delivery is not None:
             details["outbox"] = self.delivery.details()
-        self.health.details = details
+        return details
 
 
 def _number(value: Any) -> bool:

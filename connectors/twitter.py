@@ -11,10 +11,12 @@ transaction as the messages it covers:
 Our own tweets and DMs (the support account's) are never stored: otherwise our own
 acknowledgements would come back as customer messages and be acknowledged in turn.
 
-Failures: a 429 waits for x-rate-limit-reset and repeats the same request (nothing is
-skipped, the checkpoint has not moved); a 402 "credits depleted" pauses the connector with
-that reason; a 401 disables it with a clear status and no restart loop; a 403 stops the one
-stream it concerns (an app without DM access still reads mentions).
+Failures, classified here and handled by the poller base (connectors/poller.py, which also
+holds the poller lock and publishes the common status): a 429 waits for x-rate-limit-reset
+and repeats the same request (nothing is skipped, the checkpoint has not moved); a 402
+"credits depleted" pauses the connector with that reason; a 401 disables it with a clear
+status and no restart loop; a 403 stops the one stream it concerns (an app without DM access
+still reads mentions); anything else backs off with jitter.
 """
 
 from __future__ import annotations
@@ -31,23 +33,24 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.base import ConnectorHealth
+from connectors import poller
 from connectors.config import TwitterSettings
-from connectors.poller_lock import PollerLock, hold
+from connectors.poller import Disable, Poller, Retry, iso, iso_epoch, next_step, sleep_or_stop
 from connectors.twitter_api import Budget, XApi, XError, seconds_until
 from connectors.twitter_auth import TwitterCredentials
 from connectors.twitter_outbox import Delivery, Stop, plan_acks
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
-from inbox.outbox import backoff
 from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
-from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, store
+from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 CONNECTOR = "twitter"
 CHANNEL = "twitter"
+# The store refusing writes for a moment: try again soon (a failover takes seconds).
+STORE_RETRY = Retry(base_s=2.0, cap_s=60.0)
 
 
 # --- pure: API pages to intake items ----------------------------------------------------
@@ -190,8 +193,8 @@ class StreamState:
         return {
             "state": self.state,
             "reason": self.reason,
-            "last_poll_at": _iso(self.last_poll_at),
-            "waiting_until": _iso_epoch(self.waiting_until),
+            "last_poll_at": iso(self.last_poll_at),
+            "waiting_until": iso_epoch(self.waiting_until),
             "fetched": self.fetched,
             "stored": self.stored,
             "skipped_own": self.skipped_own,
@@ -200,8 +203,9 @@ class StreamState:
         }
 
 
-class TwitterConnector:
+class TwitterConnector(Poller):
     name = "twitter"
+    standby_note = "another instance holds the twitter poller lock"
 
     def __init__(
         self,
@@ -217,15 +221,14 @@ class TwitterConnector:
         eta: EtaEstimate | None = None,
         ack_limits: AckLimits | None = None,
     ) -> None:
+        super().__init__(engine, CONNECTOR, standby_retry_seconds=lock_retry_s, label="twitter")
         self.eta = eta
         self.ack_limits = ack_limits
         self.settings = settings
-        self.engine = engine
         self.account_id = settings.user_id
         self.on_stored = on_stored
         self.delivery_poll_s = delivery_poll_s
         self.lock_retry_s = lock_retry_s
-        self.health = ConnectorHealth()
         self.budgets: dict[str, Budget] = {}
         self.api = XApi(
             settings.api_base_url,
@@ -244,136 +247,117 @@ class TwitterConnector:
             "mentions": StreamState("mentions", settings.mentions_poll_seconds),
             "dms": StreamState("dms", settings.dm_poll_seconds),
         }
-        self.state = "starting"  # running | standby | paused | disabled
-        self.reason: str | None = None
-        self.paused_until: float | None = None
-        self.lock = PollerLock(engine, CONNECTOR)
-        self._publish()
+        self._refused: str | None = None  # why the credentials were refused, once they were
+        self.publish()
 
     # --- status --------------------------------------------------------------------------
 
     def _on_budget(self, endpoint: str, budget: Budget) -> None:
         self.budgets[endpoint] = budget
 
-    def _publish(self) -> None:
-        self.health.details = {
-            "state": self.state,
-            "reason": self.reason,
+    def extras(self) -> dict[str, Any]:
+        """Twitter's own status fields, next to the poller base's state, reason, pause."""
+        return {
             "account_id": self.account_id,
             "api_base_url": self.settings.api_base_url,
-            "paused_until": _iso_epoch(self.paused_until),
             "rate_limits": {name: b.as_status() for name, b in sorted(self.budgets.items())},
             "streams": {name: s.status() for name, s in self.streams.items()},
             "outbox": dict(self.delivery.counts),
         }
 
-    def _disable(self, reason: str) -> None:
-        self.state, self.reason = "disabled", reason
-        self.health.error(reason)
-        log.error("twitter connector disabled: %s", reason)
-        self._publish()
-
-    def _pause(self, reason: str) -> None:
-        self.state, self.reason = "paused", reason
-        self.paused_until = time.time() + self.settings.credits_retry_seconds
-        self.health.error(reason)
-        log.warning("twitter connector paused: %s", reason)
-        self._publish()
-
-    def _resume(self) -> None:
-        # A request already under way when another one met the 402 does not end the pause:
-        # only a success after the pause has run its course does.
-        if self.state == "paused" and self.paused_until and time.time() < self.paused_until:
-            return
-        if self.state in ("paused", "starting"):
-            self.state, self.reason, self.paused_until = "running", None, None
+    def classify(self, exc: BaseException) -> poller.Verdict:
+        """What X's answer means: 401, 402, 403 and 429 each have their own verdict."""
+        if isinstance(exc, StorageUnavailable):
+            return poller.Transient(f"storage unavailable: {exc}")
+        if not isinstance(exc, XError):
+            return super().classify(exc)
+        if exc.kind == "auth":
+            return poller.AuthFailed(
+                f"authentication failed ({exc}); check the credentials in "
+                f"{self.settings.consumer_key_env}, {self.settings.access_token_env} "
+                "and their secrets"
+            )
+        if exc.kind == "forbidden":
+            return poller.Fatal(f"forbidden: {exc}")
+        if exc.kind == "credits":
+            return poller.Paused(f"credits depleted: {exc}", self.settings.credits_retry_seconds)
+        if exc.kind == "rate_limited":
+            return poller.RateLimited(until=exc.reset_at, reason=str(exc))
+        return poller.Transient(str(exc))
 
     # --- running ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not await asyncio.to_thread(self.lock.try_acquire):
-            self.state, self.reason = "standby", "another instance holds the twitter poller lock"
-            self._publish()
-            if await _sleep(self.lock_retry_s, stop):
-                return
-        halt = asyncio.Event()  # set when authentication failed: everything stops
         try:
-            self.state, self.reason = "running", None
-            self._publish()
-            await hold(
-                self.lock,
-                asyncio.gather(
-                    self._poll_loop("mentions", stop, halt),
-                    self._poll_loop("dms", stop, halt),
-                    self._delivery_loop(stop, halt),
-                ),
-                self.lock_retry_s,
-            )
-            if halt.is_set():
-                # Disabled, not crashed: returning would make the daemon restart us, and
-                # every restart would knock on X with the same bad credentials. The lock
-                # goes, so a standby (perhaps with working credentials) can take over.
-                await asyncio.to_thread(self.lock.release)
-                await stop.wait()
+            await super().run(stop)
         finally:
-            await asyncio.to_thread(self.lock.release)
             self.api.close()
 
-    async def _wait_out_pause(self, *events: asyncio.Event) -> bool:
-        while self.paused_until is not None and time.time() < self.paused_until:
-            if await _sleep(self.paused_until - time.time(), *events):
-                return True
-        return False
+    async def serve(self, stop: asyncio.Event) -> None:
+        halt = asyncio.Event()  # set when authentication failed: everything stops
+        await asyncio.gather(
+            self._poll_loop("mentions", stop, halt),
+            self._poll_loop("dms", stop, halt),
+            self._delivery_loop(stop, halt),
+        )
+        if halt.is_set():
+            raise Disable(self._refused or "authentication failed")
+
+    def _refuse(self, reason: str, halt: asyncio.Event) -> None:
+        # Shown at once; the poller base disables the connector once every loop has ended.
+        self._refused = reason
+        self.state, self.reason = "disabled", reason
+        self.publish()
+        halt.set()
 
     async def _poll_loop(self, name: str, stop: asyncio.Event, halt: asyncio.Event) -> None:
         stream = self.streams[name]
         failures = 0
         while not (stop.is_set() or halt.is_set()):
-            if await self._wait_out_pause(stop, halt):
+            if await self.wait_out_pause(stop, halt):
                 return
             wait: float = stream.interval
             try:
                 await (self.poll_mentions(stop) if name == "mentions" else self.poll_dms(stop))
                 failures = 0
                 stream.state, stream.reason = "ok", None
-                self._resume()
+                self.resume()
                 self.health.success()
-            except XError as exc:
-                if exc.kind == "auth":
-                    self._disable(
-                        f"authentication failed ({exc}); check the credentials in "
-                        f"{self.settings.consumer_key_env}, {self.settings.access_token_env} "
-                        "and their secrets"
-                    )
-                    halt.set()
+            except (XError, StorageUnavailable) as exc:
+                verdict = self.classify(exc)
+                if isinstance(verdict, poller.AuthFailed):
+                    self._refuse(verdict.reason, halt)
                     return
-                if exc.kind == "forbidden":
-                    stream.state, stream.reason = "disabled", f"forbidden: {exc}"
+                if isinstance(verdict, poller.Fatal):
+                    stream.state, stream.reason = "disabled", verdict.reason
                     self.health.error(f"{name}: {exc}")
                     log.error("twitter %s stopped: %s", name, exc)
-                    self._publish()
+                    self.publish()
                     return
-                if exc.kind == "credits":
+                if isinstance(verdict, poller.Paused):
                     stream.state, stream.reason = "paused", str(exc)
-                    self._pause(f"credits depleted: {exc}")
+                    self.pause(verdict.reason, verdict.seconds)
                     continue
                 failures += 1
-                stream.state, stream.reason = "error", str(exc)
-                self.health.error(f"{name}: {exc}")
-                wait = min(backoff(failures, 5.0, 900.0), max(stream.interval, 5.0) * 8)
-            except StorageUnavailable as exc:
-                failures += 1
-                stream.state, stream.reason = "error", f"storage unavailable: {exc}"
-                self.health.error(stream.reason)
-                wait = backoff(failures, 2.0, 60.0)
-            self._publish()
-            if await _sleep(wait, stop, halt):
+                policy = (
+                    STORE_RETRY
+                    if isinstance(exc, StorageUnavailable)
+                    else Retry(base_s=5.0, cap_s=min(900.0, max(stream.interval, 5.0) * 8))
+                )
+                step = next_step(verdict, failures, policy, time.time())
+                stream.state, stream.reason = "error", step.reason
+                self.health.error(
+                    step.reason if isinstance(exc, StorageUnavailable) else f"{name}: {exc}"
+                )
+                wait = step.wait_s or 0.0
+            self.publish()
+            if await sleep_or_stop(wait, stop, halt):
                 return
 
     async def _delivery_loop(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
         recovered = False
         while not (stop.is_set() or halt.is_set()):
-            if await self._wait_out_pause(stop, halt):
+            if await self.wait_out_pause(stop, halt):
                 return
             wait = self.delivery_poll_s
             try:
@@ -396,10 +380,9 @@ class TwitterConnector:
                     wait = 0.0
             except Stop as exc:
                 if exc.error.kind == "auth":
-                    self._disable(f"authentication failed while sending ({exc.error})")
-                    halt.set()
+                    self._refuse(f"authentication failed while sending ({exc.error})", halt)
                     return
-                self._pause(f"credits depleted: {exc.error}")
+                self.pause(f"credits depleted: {exc.error}", self.settings.credits_retry_seconds)
             except StorageUnavailable as exc:
                 self.health.error(f"outbox: storage unavailable: {exc}")
                 wait = max(wait, 2.0)
@@ -407,8 +390,8 @@ class TwitterConnector:
                 log.exception("twitter delivery failed")
                 self.health.error(f"outbox: {type(exc).__name__}: {exc}")
                 wait = max(wait, 5.0)
-            self._publish()
-            if wait and await _sleep(wait, stop, halt):
+            self.publish()
+            if wait and await sleep_or_stop(wait, stop, halt):
                 return
 
     # --- one request, waiting out rate limits ------------------------------------------
@@ -444,10 +427,10 @@ class TwitterConnector:
         stream.state = "waiting_rate_limit"
         stream.reason = "rate limit reached; waiting for x-rate-limit-reset"
         stream.waiting_until = time.time() + wait
-        self._publish()
-        stopped = await _sleep(wait, stop)
+        self.publish()
+        stopped = await sleep_or_stop(wait, stop)
         stream.state, stream.reason, stream.waiting_until = "ok", None, None
-        self._publish()
+        self.publish()
         return stopped
 
     def _stored(self, stream: StreamState, page: Page, fetched: int, new: int) -> None:
@@ -457,7 +440,7 @@ class TwitterConnector:
         stream.skipped_other += page.other
         if new and self.on_stored is not None:
             self.on_stored(new)
-        self._publish()
+        self.publish()
 
     # --- mentions ----------------------------------------------------------------------
 
@@ -486,10 +469,7 @@ class TwitterConnector:
                     log.warning("mentions pagination token refused (%s); restarting round", exc)
                     token, newest = None, None
                     await asyncio.to_thread(
-                        store,
-                        self.engine,
-                        [],
-                        [CheckpointUpdate(CONNECTOR, key, {"since_id": since_id})],
+                        self.commit, [], [CheckpointUpdate(CONNECTOR, key, {"since_id": since_id})]
                     )
                     continue
                 raise
@@ -511,7 +491,7 @@ class TwitterConnector:
                 next_token = None
                 value = {"since_id": newest_tweet_id(newest, since_id)}
             results = await asyncio.to_thread(
-                store, self.engine, page.items, [CheckpointUpdate(CONNECTOR, key, value)]
+                self.commit, page.items, [CheckpointUpdate(CONNECTOR, key, value)]
             )
             new = sum(not r.duplicate for r in results)
             stored += new
@@ -555,8 +535,7 @@ class TwitterConnector:
                     log.warning("dm pagination token refused (%s); restarting round", exc)
                     token = None
                     await asyncio.to_thread(
-                        store,
-                        self.engine,
+                        self.commit,
                         [],
                         [
                             CheckpointUpdate(
@@ -592,7 +571,7 @@ class TwitterConnector:
                     },
                 }
             results = await asyncio.to_thread(
-                store, self.engine, page.items, [CheckpointUpdate(CONNECTOR, key, value)]
+                self.commit, page.items, [CheckpointUpdate(CONNECTOR, key, value)]
             )
             new = sum(not r.duplicate for r in results)
             stored += new
@@ -602,29 +581,6 @@ class TwitterConnector:
             if done:
                 return stored
             token = next_token
-
-
-async def _sleep(seconds: float, *events: asyncio.Event) -> bool:
-    """Wait `seconds` or until one of `events` is set; True when one was."""
-    if any(e.is_set() for e in events):
-        return True
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return any(e.is_set() for e in events)
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _iso_epoch(value: float | None) -> str | None:
-    return _iso(datetime.fromtimestamp(value, UTC)) if value is not None else None
 
 
 __all__: Sequence[str] = ("TwitterConnector", "dm_items", "mention_items")
