@@ -314,7 +314,10 @@ class RedditConnector:
         deliver: bool = True,
         eta: EtaEstimate | None = None,
         ack_limits: AckLimits | None = None,
+        timezone: str = "UTC",
     ) -> None:
+        # The business hours' time zone, in which a promised time is worded.
+        self.timezone = timezone
         self.eta = eta
         self.ack_limits = ack_limits
         self.settings = settings
@@ -366,6 +369,7 @@ class RedditConnector:
                 self,
                 eta=self.eta,
                 ack_limits=self.ack_limits,
+                timezone=self.timezone,
             )
 
     def disable(self, reason: str) -> None:

@@ -216,7 +216,10 @@ class TwitterConnector:
         api_timeout: tuple[float, float] = (10.0, 30.0),
         eta: EtaEstimate | None = None,
         ack_limits: AckLimits | None = None,
+        timezone: str = "UTC",
     ) -> None:
+        # The business hours' time zone, in which a promised time is worded.
+        self.timezone = timezone
         self.eta = eta
         self.ack_limits = ack_limits
         self.settings = settings
@@ -389,6 +392,7 @@ class TwitterConnector:
                     dm_available=self.streams["dms"].state != "disabled",
                     eta=self.eta,
                     limits=self.ack_limits,
+                    timezone=self.timezone,
                 )
                 item = await asyncio.to_thread(self.delivery.next_item)
                 if item is not None:

@@ -32,7 +32,7 @@ from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow
 from inbox.outbox import Claimed, Result
 from normalizer.ack_limits import take_ack_tokens
-from normalizer.acks import AckLimits
+from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
 from normalizer.threads import OPEN_STATUSES, case_tag
 from normalizer.twitter import tweet_ref
@@ -50,11 +50,6 @@ SENDING_LEASE = timedelta(minutes=10)
 
 
 # --- pure rules -------------------------------------------------------------------------
-
-
-def format_eta(due_at: datetime) -> str:
-    """An ETA anyone can read without knowing our time zone: '21 Nov 13:30 UTC'."""
-    return due_at.strftime("%d %b %H:%M UTC")
 
 
 def choose_ack(
@@ -108,6 +103,7 @@ def plan_acks(
     limit: int = 50,
     eta: EtaEstimate | None = None,
     limits: AckLimits | None = None,
+    timezone: str = "UTC",
 ) -> list[Planned]:
     """Queue (or withhold, with the reason) the acknowledgement of each unacknowledged
     Twitter case. Idempotent: a case is planned once, guarded by its ack_state."""
@@ -178,8 +174,10 @@ def plan_acks(
                     )
             outbox_id: int | None = None
             # The same queue-based estimate an email gets; the SLA due time without one.
-            promised = eta(conn, case.id, case.due_at, utcnow()) if eta else case.due_at
-            eta_words = format_eta(promised)
+            now = utcnow()
+            promised = eta(conn, case.id, case.due_at, now) if eta else case.due_at
+            # The one wording every channel uses (normalizer/acks.py).
+            eta_words = describe_eta(now, promised, timezone)
             if route == "tweet":
                 outbox_id = outbox.enqueue(
                     conn,
