@@ -40,7 +40,7 @@ from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Outbox, Receipt, utcnow
 from inbox.outbox import Claimed, Result
-from normalizer.ack_limits import take_ack_tokens
+from normalizer.ack_plan import AckOut, queue_ack
 from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
 from normalizer.reddit import ref
@@ -236,47 +236,26 @@ def sweep_acks(
     planned = 0
     for case_id, target in targets:
         plan = plan_ack(target, settings, account, now, timezone=timezone)
+        out: AckOut | str = plan.withheld or AckOut(
+            recipient=plan.recipient,
+            subject=plan.subject,
+            body=plan.body,
+            payload=plan.payload,
+            audit={"mode": plan.payload.get("mode")},
+        )
         with write(engine) as conn:
-            state = "withheld" if plan.withheld else "queued"
-            claimed = conn.execute(
-                update(Case)
-                .where(Case.id == case_id, Case.ack_state.is_(None))
-                .values(ack_state=state, ack_reason=plan.withheld)
-            ).rowcount
-            if not claimed:
-                continue
-            if plan.withheld is None and limits is not None:
-                # The same buckets every channel's acknowledgements draw on.
-                limited = take_ack_tokens(conn, CHANNEL, plan.recipient, limits, now)
-                if limited is not None:
-                    plan = AckPlan(withheld=limited)
-                    conn.execute(
-                        update(Case)
-                        .where(Case.id == case_id)
-                        .values(ack_state="withheld", ack_reason=limited)
-                    )
-            if plan.withheld is None:
-                outbox_id = outbox.enqueue(
-                    conn,
-                    case_id=case_id,
-                    kind="ack",
-                    channel=CHANNEL,
-                    recipient=plan.recipient,
-                    subject=plan.subject,
-                    body=plan.body,
-                    payload=plan.payload,
-                )
-                outbox.audit_ack_queued(
-                    conn,
-                    case_id,
-                    outbox_id=outbox_id,
-                    channel=CHANNEL,
-                    recipient=plan.recipient,
-                    eta_at=target.eta_at or target.due_at,
-                    mode=plan.payload.get("mode"),
-                )
-            else:
-                outbox.audit_ack_withheld(conn, case_id, reason=plan.withheld, channel=CHANNEL)
+            # The one planner of every channel (normalizer/ack_plan.py).
+            done = queue_ack(
+                conn,
+                case_id,
+                CHANNEL,
+                out,
+                eta_at=target.eta_at or target.due_at,
+                now=now,
+                limits=limits,
+                audit_withheld={"channel": CHANNEL},
+            )
+        if done is not None:
             planned += 1
     return planned
 
