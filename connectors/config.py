@@ -186,12 +186,12 @@ class TwitterSettings(Strict):
     # Acknowledgement texts. Placeholders: {reference}, {eta}; the DM text may also use {tag},
     # the reference with the case's secret token. A public reply never carries anything else.
     public_ack_template: str = (
-        "Thanks, we have this as case {reference} and expect to reply by {eta}. "
+        "Thanks, we have this as case {reference} and expect to reply {eta}. "
         "Please send us a Direct Message to continue in private; "
         "never post account details here."
     )
     dm_ack_template: str = (
-        "Thanks for your message. We have opened case {reference} and expect to reply by "
+        "Thanks for your message. We have opened case {reference} and expect to reply "
         "{eta}. Reply here to add anything. If you email us instead, keep {tag} in the "
         "subject so it reaches the same case."
     )
@@ -225,8 +225,9 @@ def _template(value: str, *, allowed: set[str], limit: int) -> str:
         )
     if "reference" not in fields:
         raise ValueError("the template must contain {reference}")
-    # References and ETAs are at most ~25 characters each once filled in.
-    if len(value) > limit - 40:
+    # Filled in, a reference is ~12 characters and an ETA at most ~70 ("by Wednesday 30
+    # September, 13:00 (" and the longest time zone name, normalizer/acks.py describe_eta).
+    if len(value) > limit - 90:
         raise ValueError(f"too long: filled in, it must fit in {limit} characters")
     return value
 

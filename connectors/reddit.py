@@ -303,10 +303,13 @@ class RedditConnector(Poller):
         deliver: bool = True,
         eta: EtaEstimate | None = None,
         ack_limits: AckLimits | None = None,
+        timezone: str = "UTC",
     ) -> None:
         super().__init__(
             engine, CONNECTOR, standby_retry_seconds=settings.standby_retry_seconds, label="reddit"
         )
+        # The business hours' time zone, in which a promised time is worded.
+        self.timezone = timezone
         self.eta = eta
         self.ack_limits = ack_limits
         self.settings = settings
@@ -356,6 +359,7 @@ class RedditConnector(Poller):
                 self,
                 eta=self.eta,
                 ack_limits=self.ack_limits,
+                timezone=self.timezone,
             )
 
     def classify(self, exc: BaseException) -> poller.Verdict:

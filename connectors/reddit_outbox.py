@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 import threading
 import time
@@ -41,8 +40,8 @@ from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Outbox, Receipt, utcnow
 from inbox.outbox import Claimed, Result
-from normalizer.ack_limits import take_ack_tokens
-from normalizer.acks import AckLimits
+from normalizer.ack_plan import AckOut, queue_ack
+from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
 from normalizer.reddit import ref
 
@@ -59,19 +58,6 @@ _RETRY = OutboxSettings()
 
 
 # --- what to send: pure ----------------------------------------------------------------------
-
-
-def eta_text(due_at: datetime, now: datetime) -> str:
-    """The expected response time in words, from the case's due time."""
-    seconds = (due_at - now).total_seconds()
-    if seconds <= 15 * 60:
-        return "as soon as possible"
-    if seconds < 90 * 60:
-        return f"within about {max(15, 15 * math.ceil(seconds / 900))} minutes"
-    hours = math.ceil(seconds / 3600)
-    if hours <= 48:
-        return f"within about {hours} hours"
-    return f"within about {math.ceil(hours / 24)} days"
 
 
 @dataclass(frozen=True)
@@ -106,6 +92,7 @@ def plan_ack(
     now: datetime,
     *,
     public: bool | None = None,
+    timezone: str = "UTC",
 ) -> AckPlan:
     """One acknowledgement for a new Reddit case, or why none is sent."""
     if target.automated:
@@ -114,7 +101,8 @@ def plan_ack(
         return AckPlan(withheld="imported history is never acknowledged")
     if not target.username:
         return AckPlan(withheld="the author's account is deleted: nobody to answer")
-    eta = eta_text(target.eta_at or target.due_at, now)
+    # The one wording every channel uses (normalizer/acks.py).
+    eta = describe_eta(now, target.eta_at or target.due_at, timezone)
     publicly = settings.public_replies if public is None else public
     if target.visibility == "public" and publicly and target.fullname:
         body = settings.public_ack_template.format(
@@ -194,6 +182,7 @@ def sweep_acks(
     now: datetime | None = None,
     eta: EtaEstimate | None = None,
     limits: AckLimits | None = None,
+    timezone: str = "UTC",
 ) -> int:
     """Queue (or withhold, with the reason) the acknowledgement of each new Reddit case.
 
@@ -246,48 +235,27 @@ def sweep_acks(
             )
     planned = 0
     for case_id, target in targets:
-        plan = plan_ack(target, settings, account, now)
+        plan = plan_ack(target, settings, account, now, timezone=timezone)
+        out: AckOut | str = plan.withheld or AckOut(
+            recipient=plan.recipient,
+            subject=plan.subject,
+            body=plan.body,
+            payload=plan.payload,
+            audit={"mode": plan.payload.get("mode")},
+        )
         with write(engine) as conn:
-            state = "withheld" if plan.withheld else "queued"
-            claimed = conn.execute(
-                update(Case)
-                .where(Case.id == case_id, Case.ack_state.is_(None))
-                .values(ack_state=state, ack_reason=plan.withheld)
-            ).rowcount
-            if not claimed:
-                continue
-            if plan.withheld is None and limits is not None:
-                # The same buckets every channel's acknowledgements draw on.
-                limited = take_ack_tokens(conn, CHANNEL, plan.recipient, limits, now)
-                if limited is not None:
-                    plan = AckPlan(withheld=limited)
-                    conn.execute(
-                        update(Case)
-                        .where(Case.id == case_id)
-                        .values(ack_state="withheld", ack_reason=limited)
-                    )
-            if plan.withheld is None:
-                outbox_id = outbox.enqueue(
-                    conn,
-                    case_id=case_id,
-                    kind="ack",
-                    channel=CHANNEL,
-                    recipient=plan.recipient,
-                    subject=plan.subject,
-                    body=plan.body,
-                    payload=plan.payload,
-                )
-                outbox.audit_ack_queued(
-                    conn,
-                    case_id,
-                    outbox_id=outbox_id,
-                    channel=CHANNEL,
-                    recipient=plan.recipient,
-                    eta_at=target.eta_at or target.due_at,
-                    mode=plan.payload.get("mode"),
-                )
-            else:
-                outbox.audit_ack_withheld(conn, case_id, reason=plan.withheld, channel=CHANNEL)
+            # The one planner of every channel (normalizer/ack_plan.py).
+            done = queue_ack(
+                conn,
+                case_id,
+                CHANNEL,
+                out,
+                eta_at=target.eta_at or target.due_at,
+                now=now,
+                limits=limits,
+                audit_withheld={"channel": CHANNEL},
+            )
+        if done is not None:
             planned += 1
     return planned
 
@@ -308,7 +276,9 @@ class RedditDelivery:
         connector: Any = None,
         eta: EtaEstimate | None = None,
         ack_limits: AckLimits | None = None,
+        timezone: str = "UTC",
     ) -> None:
+        self.timezone = timezone
         self.eta = eta
         self.ack_limits = ack_limits
         self.engine = engine
@@ -328,7 +298,12 @@ class RedditDelivery:
             ("planned", "expired", "reconciled", "sent", "retry", "unknown", "failed"), 0
         )
         counts["planned"] = sweep_acks(
-            self.engine, self.settings, self.account, eta=self.eta, limits=self.ack_limits
+            self.engine,
+            self.settings,
+            self.account,
+            eta=self.eta,
+            limits=self.ack_limits,
+            timezone=self.timezone,
         )
         # Look before writing: on SQLite a write transaction holds up intake, and most ticks
         # find nothing due and no lease run out.
@@ -467,7 +442,9 @@ class RedditDelivery:
             visibility="private",
             username=row.recipient.removeprefix("u/"),
         )
-        plan = plan_ack(target, self.settings, self.account, utcnow(), public=False)
+        plan = plan_ack(
+            target, self.settings, self.account, utcnow(), public=False, timezone=self.timezone
+        )
         outbox.enqueue(
             conn,
             case_id=row.case_id,

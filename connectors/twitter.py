@@ -220,8 +220,11 @@ class TwitterConnector(Poller):
         api_timeout: tuple[float, float] = (10.0, 30.0),
         eta: EtaEstimate | None = None,
         ack_limits: AckLimits | None = None,
+        timezone: str = "UTC",
     ) -> None:
         super().__init__(engine, CONNECTOR, standby_retry_seconds=lock_retry_s, label="twitter")
+        # The business hours' time zone, in which a promised time is worded.
+        self.timezone = timezone
         self.eta = eta
         self.ack_limits = ack_limits
         self.settings = settings
@@ -373,6 +376,7 @@ class TwitterConnector(Poller):
                     dm_available=self.streams["dms"].state != "disabled",
                     eta=self.eta,
                     limits=self.ack_limits,
+                    timezone=self.timezone,
                 )
                 item = await asyncio.to_thread(self.delivery.next_item)
                 if item is not None:

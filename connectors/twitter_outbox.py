@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from connectors.config import OutboxSettings, TwitterSettings
 from connectors.twitter_api import XApi, XError, is_duplicate_content, seconds_until
@@ -31,8 +31,8 @@ from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow
 from inbox.outbox import Claimed, Result
-from normalizer.ack_limits import take_ack_tokens
-from normalizer.acks import AckLimits
+from normalizer.ack_plan import AckOut, queue_ack
+from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
 from normalizer.threads import OPEN_STATUSES, case_tag
 from normalizer.twitter import tweet_ref
@@ -50,11 +50,6 @@ SENDING_LEASE = timedelta(minutes=10)
 
 
 # --- pure rules -------------------------------------------------------------------------
-
-
-def format_eta(due_at: datetime) -> str:
-    """An ETA anyone can read without knowing our time zone: '21 Nov 13:30 UTC'."""
-    return due_at.strftime("%d %b %H:%M UTC")
 
 
 def choose_ack(
@@ -108,6 +103,7 @@ def plan_acks(
     limit: int = 50,
     eta: EtaEstimate | None = None,
     limits: AckLimits | None = None,
+    timezone: str = "UTC",
 ) -> list[Planned]:
     """Queue (or withhold, with the reason) the acknowledgement of each unacknowledged
     Twitter case. Idempotent: a case is planned once, guarded by its ack_state."""
@@ -159,33 +155,14 @@ def plan_acks(
                 acknowledge=acknowledge,
                 automated=first.automated,
             )
-            taken = conn.execute(
-                update(Case)
-                .where(Case.id == case.id, Case.ack_state.is_(None))
-                .values(ack_state="queued" if route else "withheld", ack_reason=reason)
-            ).rowcount
-            if not taken:
-                continue
-            if route is not None and limits is not None:
-                # The same buckets every channel's acknowledgements draw on.
-                limited = take_ack_tokens(conn, CHANNEL, first.from_handle, limits, utcnow())
-                if limited is not None:
-                    route, reason = None, limited
-                    conn.execute(
-                        update(Case)
-                        .where(Case.id == case.id)
-                        .values(ack_state="withheld", ack_reason=reason)
-                    )
-            outbox_id: int | None = None
+            now = utcnow()
             # The same queue-based estimate an email gets; the SLA due time without one.
-            promised = eta(conn, case.id, case.due_at, utcnow()) if eta else case.due_at
-            eta_words = format_eta(promised)
+            promised = eta(conn, case.id, case.due_at, now) if eta else case.due_at
+            # The one wording every channel uses (normalizer/acks.py).
+            eta_words = describe_eta(now, promised, timezone)
+            plan: AckOut | str = reason
             if route == "tweet":
-                outbox_id = outbox.enqueue(
-                    conn,
-                    case_id=case.id,
-                    kind="ack",
-                    channel=CHANNEL,
+                plan = AckOut(
                     recipient=first.from_handle,
                     body=ack_text(
                         settings.public_ack_template, reference=case.reference, eta=eta_words
@@ -195,14 +172,12 @@ def plan_acks(
                         "in_reply_to_tweet_id": first.external_id,
                         "reference": case.reference,
                     },
+                    reason=reason,
+                    audit={"route": route, "reason": reason},
                 )
             elif route == "dm":
                 # A DM is private: the full acknowledgement, with the tagged reference.
-                outbox_id = outbox.enqueue(
-                    conn,
-                    case_id=case.id,
-                    kind="ack",
-                    channel=CHANNEL,
+                plan = AckOut(
                     recipient=first.from_handle,
                     body=ack_text(
                         settings.dm_ack_template,
@@ -215,20 +190,25 @@ def plan_acks(
                         "participant_id": first.from_handle,
                         "reference": case.reference,
                     },
-                )
-            if outbox_id is not None:
-                outbox.audit_ack_queued(
-                    conn,
-                    case.id,
-                    outbox_id=outbox_id,
-                    channel=CHANNEL,
-                    recipient=first.from_handle,
-                    eta_at=promised,
-                    route=route,
                     reason=reason,
+                    audit={"route": route, "reason": reason},
                 )
-            else:
-                outbox.audit_ack_withheld(conn, case.id, reason=reason, channel=CHANNEL)
+            # The one planner of every channel (normalizer/ack_plan.py).
+            done = queue_ack(
+                conn,
+                case.id,
+                CHANNEL,
+                plan,
+                eta_at=promised,
+                now=now,
+                limits=limits,
+                audit_withheld={"channel": CHANNEL},
+            )
+            if done is None:
+                continue  # another planner took this case
+            if done.withheld is not None:
+                route, reason = None, done.withheld
+            outbox_id = done.outbox_id
             planned.append(Planned(case.id, route, reason, outbox_id))
     return planned
 

@@ -1,9 +1,8 @@
 """Acknowledgement token buckets, taken in the transaction that decides an acknowledgement.
 
 The buckets' arithmetic is pure (normalizer/acks.py: `ack_buckets`, `take_tokens`); this is
-its one edge to the store. Every planner of acknowledgements calls it: the normalizer for
-the channels it acknowledges itself, and the Twitter and Reddit connectors, which plan
-their own (they know whether the app may send a DM), so the limits hold on every channel.
+its one edge to the store. The one acknowledgement planner (normalizer/ack_plan.py) calls
+it for every channel, so the limits hold on every channel.
 """
 
 from __future__ import annotations

@@ -42,11 +42,12 @@ PLACEHOLDERS = frozenset(
 )
 
 
-# Channels whose connector plans its own acknowledgement, because the right form depends on
-# the platform: a public reply or a private message, a locked thread, the account's DM
-# settings, rate budgets. The normalizer leaves their cases' ack_state empty, and that
-# connector's planner claims each one (connectors/twitter_outbox.py, reddit_outbox.py) with
-# its own templates in [connectors.twitter] and [connectors.reddit].
+# Channels whose acknowledgement is planned when their connector sweeps new cases, not in
+# the transaction that opens the case: the route depends on what the running connector
+# knows live (Twitter: whether this app may send DMs, learnt from a 403 on the DM
+# endpoint), and the normalizer may run in a process with no such connector. The planning
+# itself is the same function for every channel (normalizer/ack_plan.py `queue_ack`),
+# with their own templates in [connectors.twitter] and [connectors.reddit].
 PLANNED_BY_CONNECTOR = frozenset({"twitter", "reddit"})
 
 

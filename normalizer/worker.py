@@ -48,16 +48,10 @@ from inbox.models import (
     Receipt,
     utcnow,
 )
-from inbox.outbox import (
-    audit_ack_queued,
-    audit_ack_withheld,
-    enqueue,
-    last_sent_to,
-    report_delivery,
-)
+from inbox.outbox import last_sent_to, report_delivery
 from inbox.sla import due_time
 from inbox.suggestions import index_text
-from normalizer.ack_limits import take_ack_tokens
+from normalizer.ack_plan import AckOut, queue_ack
 from normalizer.acks import (
     PLANNED_BY_CONNECTOR,
     AckFacts,
@@ -703,25 +697,26 @@ class Normalizer:
         the import writes one audit row for it (normalizer/backfill.py).
         """
         now = utcnow()
+        template = self.acks.template(facts.channel)
         if withheld is None:
             withheld = recently_acknowledged(
                 last_sent_to(conn, facts.channel, facts.recipient, "ack"), now, self.acks
             )
-            if withheld is None and self.acks.template(facts.channel) is not None:
-                withheld = take_ack_tokens(
-                    conn, facts.channel, facts.recipient, self.acks.limits, now
-                )
-            if withheld is not None:
-                conn.execute(
-                    update(Case)
-                    .where(Case.id == case_id)
-                    .values(ack_state="withheld", ack_reason=withheld[:256])
-                )
-        template = self.acks.template(facts.channel)
+        if withheld is None and template is None:
+            withheld = "no template for the channel"
         if withheld is not None or template is None:
-            if not facts.acknowledge:
-                return
-            audit_ack_withheld(conn, case_id, reason=withheld or "no template for the channel")
+            # Known before the case was written (then already on it), or just now.
+            queue_ack(
+                conn,
+                case_id,
+                facts.channel,
+                withheld or "no template for the channel",
+                eta_at=now,
+                now=now,
+                limits=None,
+                claim=False,
+                audit_withheld={} if facts.acknowledge else None,
+            )
             return
         sender = message.sender
         case = conn.execute(
@@ -742,28 +737,23 @@ class Normalizer:
             timezone=self.store.sla.business_hours.timezone,
             other_channels=self.acks.other_channels,
         )
-        outbox_id = enqueue(
-            conn,
-            case_id=case_id,
-            kind="ack",
-            channel=message.channel,
-            recipient=sender.handle,
-            subject=content.subject,
-            body=content.body,
-            payload=_reply_payload(message, message_id),
-        )
-        conn.execute(
-            update(Case).where(Case.id == case_id).values(ack_state="queued", ack_reason=None)
-        )
-        audit_ack_queued(
+        # The one planner of every channel (normalizer/ack_plan.py): the case was opened
+        # in this transaction, so its ack_state is still empty and the claim is ours.
+        queue_ack(
             conn,
             case_id,
-            outbox_id=outbox_id,
-            channel=message.channel,
-            recipient=sender.handle,
+            message.channel,
+            AckOut(
+                recipient=sender.handle,
+                subject=content.subject,
+                body=content.body,
+                payload=_reply_payload(message, message_id),
+                audit={"eta_basis": eta.basis, "ahead": eta.ahead},
+            ),
             eta_at=eta.at,
-            eta_basis=eta.basis,
-            ahead=eta.ahead,
+            now=now,
+            limits=self.acks.limits,
+            audit_withheld={},
         )
 
     def _eta(self, conn: Connection, case_id: int, due_at: datetime, now: datetime) -> Eta:

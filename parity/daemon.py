@@ -272,6 +272,7 @@ class Daemon:
                     instance=self.instance,
                     eta=self.eta,
                     ack_limits=self.settings.acknowledgements.limits,
+                    timezone=self.settings.sla.business_hours.timezone,
                 )
             )
         if "twitter" in available:
@@ -399,6 +400,7 @@ class Daemon:
             on_stored=self.worker.notify,
             eta=self.eta,
             ack_limits=self.settings.acknowledgements.limits,
+            timezone=self.settings.sla.business_hours.timezone,
             lock_retry_s=section.standby_retry_seconds,
         )
 

@@ -238,6 +238,19 @@ def test_no_working_time_in_the_window_falls_back_to_the_target():
         (timedelta(days=3), "UTC", "by Thursday 26 November, 10:00 (UTC)"),
         (timedelta(days=3), "Europe/Berlin", "by Thursday 26 November, 11:00 (Europe/Berlin)"),
         (-timedelta(hours=1), "UTC", "within about 15 minutes"),  # overdue: as soon as can be
+        # From Reddit's former wording (eta_text), where the two agreed.
+        (timedelta(minutes=20), "UTC", "within about 30 minutes"),
+        (timedelta(minutes=239, seconds=30), "UTC", "within about 4 hours"),
+        # Where they disagreed, this one wording won: an hour, not "60 minutes"; never "as
+        # soon as possible", which promises nothing; a date beyond a day, not "3 days".
+        (-timedelta(minutes=30), "UTC", "within about 15 minutes"),
+        # Twitter's former wording was an absolute UTC time ("31 Dec 23:59 UTC"); the one
+        # wording names the desk's own time zone instead, so a reader still can't misread it.
+        (
+            datetime(2026, 12, 31, 23, 59, tzinfo=UTC) - NOW,
+            "America/New_York",
+            "by Thursday 31 December, 18:59 (America/New_York)",
+        ),
     ],
 )
 def test_describe_eta(delta, zone, expected):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from connectors.reddit_outbox import AckTarget, eta_text, plan_ack, reply_route, sweep_acks
+from connectors.reddit_outbox import AckTarget, plan_ack, reply_route, sweep_acks
 from inbox import casework, queries
 from inbox.accounts import Principal
 from inbox.models import Case, Outbox
@@ -72,20 +72,7 @@ def rows(engine, case_id: int):
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(
-    ("minutes", "words"),
-    [
-        (240, "within about 4 hours"),
-        (239.5, "within about 4 hours"),
-        (60, "within about 60 minutes"),
-        (20, "within about 30 minutes"),
-        (10, "as soon as possible"),
-        (-30, "as soon as possible"),  # overdue: no promise in the past
-        (60 * 72, "within about 3 days"),
-    ],
-)
-def test_eta_words(minutes, words):
-    assert eta_text(NOW + timedelta(minutes=minutes), NOW) == words
+# The words of the promised time are the one wording's (tests/test_acks_pure.py).
 
 
 TARGET = AckTarget(

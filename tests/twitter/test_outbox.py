@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from connectors.twitter_outbox import format_eta, plan_acks, reply_route
+from connectors.twitter_outbox import plan_acks, reply_route
 from inbox import casework, queries
 from inbox.accounts import Principal
 from inbox.config import SlaSettings
 from inbox.models import Case, Identity, Outbox, OutboxAttempt
-from normalizer.acks import AckSettings
+from normalizer.acks import AckSettings, describe_eta
 from normalizer.eta import queue_estimate
 from normalizer.threads import case_tag
 from tests.helpers import ingest_and_normalize, normalize
@@ -96,7 +96,9 @@ async def test_mention_then_email_from_linked_identities_is_one_case_and_the_rep
     twitter = connector(engine, settings)
     await twitter.poll_mentions(asyncio.Event())
     [mention] = normalize(engine)
+    planned_from = datetime.now(UTC)
     planned = plan_acks(engine, settings, dm_available=True)
+    planned_by = datetime.now(UTC)
     assert [(p.case_id, p.route) for p in planned] == [(mention.case_id, "tweet")]
     item = twitter.delivery.next_item()
     assert item is not None
@@ -127,7 +129,9 @@ async def test_mention_then_email_from_linked_identities_is_one_case_and_the_rep
     assert tweet["referenced_tweets"] == [{"type": "replied_to", "id": ANN_TWEET}]
     due = datetime.fromisoformat(case["due_at"].replace("Z", "+00:00"))
     assert case["reference"] in tweet["text"]
-    assert due.strftime("%d %b %H:%M UTC") in tweet["text"]
+    # The one wording of every channel, for the due time as seen while it was planned.
+    words = {describe_eta(at, due, "UTC") for at in (planned_from, planned_by)}
+    assert any(w in tweet["text"] for w in words), (words, tweet["text"])
     assert "Direct Message" in tweet["text"]
     with engine.connect() as conn:
         token = conn.execute(select(Case.token).where(Case.id == mention.case_id)).scalar_one()
@@ -435,7 +439,8 @@ async def test_the_public_acknowledgement_promises_the_same_queue_estimate_as_em
 
     def promised_now() -> str:
         with engine.connect() as conn:
-            return format_eta(shared(conn, case_id, due_at, datetime.now(UTC)))
+            now = datetime.now(UTC)
+            return describe_eta(now, shared(conn, case_id, due_at, now), "UTC")
 
     before = promised_now()
     plan_acks(engine, settings, dm_available=True, eta=shared)
@@ -445,4 +450,4 @@ async def test_the_public_acknowledgement_promises_the_same_queue_estimate_as_em
     [tweet] = fake.posted_tweets
     assert before in tweet["text"] or after in tweet["text"], tweet["text"]
     # Six answers within minutes make the queue fast: sooner than the 4-hour SLA due time.
-    assert format_eta(due_at) not in tweet["text"]
+    assert describe_eta(datetime.now(UTC), due_at, "UTC") not in tweet["text"]

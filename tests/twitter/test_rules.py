@@ -13,8 +13,9 @@ from connectors.config import TwitterSettings
 from connectors.twitter import dm_items, mention_items, newer_event, newest_tweet_id
 from connectors.twitter_api import XApi, XError, classify, describe, read_budget, seconds_until
 from connectors.twitter_auth import credentials
-from connectors.twitter_outbox import ack_text, choose_ack, format_eta
+from connectors.twitter_outbox import ack_text, choose_ack
 from inbox.outbox import backoff
+from normalizer.acks import describe_eta
 from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, fixture
 
 
@@ -162,11 +163,17 @@ def test_the_default_public_reply_fits_a_tweet_and_carries_no_token():
     text = ack_text(
         settings.public_ack_template,
         reference="C-123456789",
-        eta=format_eta(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)),
+        # The longest wording: a date, in a time zone with one of the longest names.
+        eta=describe_eta(
+            datetime(2026, 12, 20, 9, 0, tzinfo=UTC),
+            datetime(2026, 12, 30, 23, 59, tzinfo=UTC),
+            "America/Argentina/ComodRivadavia",
+        ),
         tag="[C-123456789 #abcdefghijkl]",
     )
     assert len(text) <= 280
-    assert "C-123456789" in text and "31 Dec 23:59 UTC" in text
+    assert "C-123456789" in text
+    assert "by Wednesday 30 December, 20:59 (America/Argentina/ComodRivadavia)" in text
     assert "#abcdefghijkl" not in text
 
 

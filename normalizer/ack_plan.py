@@ -1,0 +1,116 @@
+"""The one acknowledgement planner: what every channel does once it knows how to acknowledge.
+
+A channel decides only the route: whether a new case is acknowledged, to whom, with what
+text and how it is sent. That choice is pure and per channel (email, SMS and voice in
+normalizer/acks.py `withhold_reason` and `compose`; Twitter's `choose_ack`; Reddit's
+`plan_ack`), because it depends on what the channel can do: whether the app may send a
+DM, whether public replies are on. Everything after the choice is this one function, the
+same for every channel: claiming the case's ack_state, the token buckets, the outbox row,
+and the audit row `acknowledgement.queued` with the promised time (`eta_at`) that the
+manager report's "promise kept" reads, or `acknowledgement.withheld` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, update
+
+from inbox.models import Case
+from inbox.outbox import audit_ack_queued, audit_ack_withheld, enqueue
+from normalizer.ack_limits import take_ack_tokens
+from normalizer.acks import AckLimits
+
+_ACK_REASON_MAX = 256  # the width of cases.ack_reason
+
+
+@dataclass(frozen=True)
+class AckOut:
+    """One acknowledgement as its channel's route chose it: who, what, and how."""
+
+    recipient: str
+    body: str
+    subject: str = ""
+    # How the channel's sender sends it (a public reply, a DM, the thread to answer).
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    # What the case shows while it is queued (why this route), if anything.
+    reason: str | None = None
+    # More fields for the audit row, beside the outbox id, channel, recipient and eta_at.
+    audit: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AckPlanned:
+    """What planning came to: the queued outbox row, or why nothing was queued."""
+
+    outbox_id: int | None
+    withheld: str | None
+
+
+def queue_ack(
+    conn: Connection,
+    case_id: int,
+    channel: str,
+    plan: AckOut | str,
+    *,
+    eta_at: datetime,
+    now: datetime,
+    limits: AckLimits | None,
+    audit_withheld: Mapping[str, Any] | None,
+    claim: bool = True,
+) -> AckPlanned | None:
+    """Queue `plan` for a new case, or withhold it (`plan` is then the reason); audited.
+
+    In the caller's transaction. With `claim`, the case is taken only while its ack_state
+    is empty, so two planners (two instances, two sweeps) never acknowledge it twice; a
+    case already taken returns None and writes nothing. The token buckets are drawn on
+    only for an acknowledgement that will be queued, all three or none. `audit_withheld`
+    holds the fields beside the reason of the `acknowledgement.withheld` row, or is None
+    when a withheld case writes none (imported history is audited once per import).
+    """
+    state, reason = ("withheld", plan) if isinstance(plan, str) else ("queued", plan.reason)
+    where = [Case.id == case_id] + ([Case.ack_state.is_(None)] if claim else [])
+    taken = conn.execute(
+        update(Case)
+        .where(*where)
+        .values(ack_state=state, ack_reason=reason[:_ACK_REASON_MAX] if reason else None)
+    ).rowcount
+    if not taken:
+        return None
+    if isinstance(plan, AckOut) and limits is not None:
+        # The same buckets for every channel's acknowledgements.
+        limited = take_ack_tokens(conn, channel, plan.recipient, limits, now)
+        if limited is not None:
+            plan = limited
+            conn.execute(
+                update(Case)
+                .where(Case.id == case_id)
+                .values(ack_state="withheld", ack_reason=limited[:_ACK_REASON_MAX])
+            )
+    if isinstance(plan, str):
+        if audit_withheld is not None:
+            audit_ack_withheld(conn, case_id, reason=plan, **audit_withheld)
+        return AckPlanned(None, plan)
+    outbox_id = enqueue(
+        conn,
+        case_id=case_id,
+        kind="ack",
+        channel=channel,
+        recipient=plan.recipient,
+        subject=plan.subject,
+        body=plan.body,
+        payload=dict(plan.payload),
+    )
+    audit_ack_queued(
+        conn,
+        case_id,
+        outbox_id=outbox_id,
+        channel=channel,
+        recipient=plan.recipient,
+        eta_at=eta_at,
+        **plan.audit,
+    )
+    return AckPlanned(outbox_id, None)
