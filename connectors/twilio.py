@@ -33,13 +33,13 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.base import ConnectorHealth
-from connectors.config import OutboxSettings, TwilioSettings
-from connectors.outbox import DrainReport, OutboxDrainer, Permanent, Retriable, http_retriable
+from connectors.config import TwilioSettings
+from connectors.outbox import Lookup, OutboxDrainer, Permanent, Retriable, http_retriable
 from inbox.channels import channels_of
 from inbox.config import SlaSettings
 from inbox.db import insert_ignore, read, write
 from inbox.models import Attachment, Blob, Checkpoint, Message, utcnow
-from inbox.outbox import Claimed, has_work, mark, recover, resolve_unknown, unknown_rows
+from inbox.outbox import Claimed, mark
 from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
@@ -338,59 +338,24 @@ class TwilioSmsSender:
             return http_retriable(exc.status), f"Twilio {exc.status} {exc.code}: {exc.msg}"
         return True, f"{type(exc).__name__}: {exc}"
 
-    def already_sent(self, row: Any) -> str | None:
-        """The sid of a message to the row's number with its body sent around its attempt,
-        if Twilio has one: a row left "sending" by a crash is looked up before any retry."""
+    # Twilio's message list shows every message we sent: absent there means never sent.
+    resend_if_absent = True
+
+    def reconcile(self, row: Claimed) -> Lookup:
+        """A message to the row's number with its body, sent around its attempt, if Twilio
+        has one: a row left "sending" by a crash is looked up before any retry."""
         since = (row.created_at or utcnow()) - timedelta(minutes=5)
         for message in self.client.messages.list(
             to=row.recipient, from_=self.settings.from_number, date_sent_after=since, limit=50
         ):
             if (message.body or "") == row.body:
-                return str(message.sid)
-        return None
+                return Lookup(str(message.sid))
+        return Lookup(None)
 
 
-def reconcile_unknown(engine: Engine, sender: TwilioSmsSender) -> tuple[int, int]:
-    """Rows of `sender.channel` in "unknown": sent (found at Twilio) or queued again.
-
-    Returns (found, requeued). A lookup that fails leaves the row unknown for the next pass.
-    """
-    found = requeued = 0
-    for row in unknown_rows(engine, sender.channel):
-        try:
-            sid = sender.already_sent(row)
-        except (TwilioRestException, OSError) as exc:
-            log.warning("outbox %s: could not look it up at Twilio: %s", row.id, exc)
-            continue
-        if resolve_unknown(engine, row.id, found=sid is not None, provider_id=sid):
-            if sid is not None:
-                found += 1
-            else:
-                requeued += 1
-    return found, requeued
-
-
-class TwilioDrainer(OutboxDrainer):
-    """The outbox drainer, with rows left "unknown" by a crash looked up at Twilio first."""
-
-    sender: TwilioSmsSender
-
-    def __init__(
-        self, engine: Engine, sender: TwilioSmsSender, settings: OutboxSettings, *, worker: str
-    ) -> None:
-        super().__init__(engine, sender, settings, worker=worker)
-        self.sender = sender
-
-    def drain_once(self, max_rows: int | None = None) -> DrainReport:
-        recovered = 0
-        # Recover only when a row may need it: a recovery is a write transaction, and one on
-        # every poll held up intake on SQLite's single writer.
-        if has_work(self.engine, self.sender.channel):
-            recovered = recover(self.engine, self.sender.channel, resend=False)
-        reconcile_unknown(self.engine, self.sender)
-        report = super().drain_once(max_rows)
-        report.recovered += recovered
-        return report
+# The shared drainer now looks unknown rows up through `TwilioSmsSender.reconcile`; the name
+# stays for the daemon's wiring.
+TwilioDrainer = OutboxDrainer
 
 
 # --- MMS media ------------------------------------------------------------------------------
