@@ -74,8 +74,9 @@ class Failure:
     # after `pause_s`, and `stop` is raised so the connector stops sending for now.
     pause_s: float | None = None
     stop: BaseException | None = None
-    # Runs in the transaction that records the row as failed (e.g. a private fallback).
-    then: Callable[[Connection], None] | None = None
+    # The row can never go this way (a thread closed to replies): when it is recorded as
+    # failed, the sender's `fallback(conn, row)` queues another way in the same transaction.
+    fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,13 @@ class OutboxDrainer:
             if failure.stop is not None:
                 raise failure.stop
             return
-        then = failure.then if failure is not None and result.outcome == "failed" else None
+        then: Callable[[Connection], None] | None = None
+        fallback = getattr(self.sender, "fallback", None)
+        if failure is not None and failure.fallback and fallback and result.outcome == "failed":
+
+            def then(conn: Connection) -> None:
+                fallback(conn, row)
+
         record(self.engine, row, self.worker, result, then=then)
         report.outcomes[row.id] = result.outcome
         if result.outcome == "sent":

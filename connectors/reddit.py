@@ -46,6 +46,7 @@ from sqlalchemy import Engine, select
 
 from connectors import poller
 from connectors.config import RedditSettings
+from connectors.outbox import DrainReport
 from connectors.poller import Disable, Poller, Retry, next_step, retry_after, sleep_or_stop
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
@@ -348,19 +349,27 @@ class RedditConnector(Poller):
         self.account = str(me.name)
         self.publish()
         if self.deliver_enabled:
-            from connectors.reddit_outbox import RedditDelivery
+            from connectors.reddit_outbox import RedditSender, drainer
 
-            self.delivery = RedditDelivery(
-                self.engine,
-                self.settings,
-                self.reddit,
-                self.account,
-                self.instance,
-                self,
-                eta=self.eta,
-                ack_limits=self.ack_limits,
-                timezone=self.timezone,
-            )
+            sender = RedditSender(self.settings, self.reddit, self.account, self.timezone)
+            self.delivery = drainer(self.engine, sender, self.settings, self.instance)
+
+    def deliver_once(self, halt: threading.Event | None = None) -> DrainReport:
+        """Plan new cases' acknowledgements, then send due rows through the shared drainer.
+
+        Only the holder of the poller lock runs this, so it is Reddit's one sender."""
+        from connectors.reddit_outbox import sweep_acks
+
+        sweep_acks(
+            self.engine,
+            self.settings,
+            self.account,
+            eta=self.eta,
+            limits=self.ack_limits,
+            timezone=self.timezone,
+        )
+        report: DrainReport = self.delivery.drain_once(halt=halt)
+        return report
 
     def classify(self, exc: BaseException) -> poller.Verdict:
         """What a failure means: refused credentials, a 429 retried out, or for a moment."""
@@ -401,7 +410,7 @@ class RedditConnector(Poller):
                         await asyncio.to_thread(self.poll_once, halt)
                         next_poll = loop.time() + self.settings.poll_seconds
                     if self.delivery is not None:
-                        await asyncio.to_thread(self.delivery.tick, halt)
+                        await asyncio.to_thread(self.deliver_once, halt)
                         self.publish()
                     failures = 0
                 except Interrupted:
@@ -716,7 +725,9 @@ class RedditConnector(Poller):
         if self.disabled_reason:
             details["disabled_reason"] = self.disabled_reason
         if self.delivery is not None:
-            details["outbox"] = self.delivery.details()
+            from connectors.reddit_outbox import outbox_states
+
+            details["outbox"] = outbox_states(self.engine)
         return details
 
 

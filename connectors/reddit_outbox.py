@@ -16,8 +16,9 @@ Delivery keeps the outbox promise for a channel with no idempotency key: a claim
 sent once; a failure that may have reached Reddit (5xx, timeout, a crash) makes the row
 "unknown", and it is looked up in our own comments or sent messages before any retry.
 
-The claim, record and recovery calls are the shared outbox's (`inbox.outbox`), the same
-as every channel's; `sweep_acks` is Reddit's acknowledgement planner.
+Claiming, recording, retrying, recovery and the lookup of unknown rows are the shared
+drainer's (connectors/outbox.py), the same as every channel's; `RedditSender` adds only the
+transport, the error classification and the lookup; `sweep_acks` plans acknowledgements.
 """
 
 from __future__ import annotations
@@ -25,21 +26,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from connectors.config import OutboxSettings, RedditSettings
+from connectors.outbox import Failure, Lookup, OutboxDrainer
 from connectors.reddit import AuthFailed, auth_failure, retry_wait
 from inbox import outbox
 from inbox.db import write
-from inbox.models import Case, Intake, Message, Outbox, Receipt, utcnow
-from inbox.outbox import Claimed, Result
+from inbox.models import Case, Intake, Message, Receipt, utcnow
+from inbox.outbox import Claimed
 from normalizer.ack_plan import AckOut, queue_ack
 from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
@@ -52,9 +52,6 @@ SUBJECT_MAX = 100  # Reddit refuses longer private message subjects
 # Reddit errors that mean a public reply can never be posted there: answer privately instead.
 THREAD_CLOSED = {"THREAD_LOCKED", "TOO_OLD", "DELETED_COMMENT", "DELETED_LINK", "DELETED_THING"}
 _RATELIMIT_WAIT = re.compile(r"(\d+)\s*(second|minute|millisecond)", re.IGNORECASE)
-# The outbox's default retry curve ([outbox] backoff_base_s, backoff_max_s); the number of
-# attempts is Reddit's own setting (max_send_attempts).
-_RETRY = OutboxSettings()
 
 
 # --- what to send: pure ----------------------------------------------------------------------
@@ -263,95 +260,31 @@ def sweep_acks(
 # --- delivering ------------------------------------------------------------------------------
 
 
-class RedditDelivery:
-    """Drains the outbox rows of channel "reddit" through the connector's praw client."""
+class RedditSender:
+    """Sends the outbox rows of channel "reddit" through the connector's praw client.
+
+    The shared drainer (connectors/outbox.py) claims, records, retries and recovers; this
+    adds Reddit's transport, its error classification and its lookup of unknown rows."""
+
+    channel = CHANNEL
+    resend_safe = False  # a comment or message carries no id Reddit could drop a copy by
+    # Our own comments and sent messages list everything we posted: absent means never sent.
+    resend_if_absent = True
 
     def __init__(
-        self,
-        engine: Engine,
-        settings: RedditSettings,
-        reddit: Any,
-        account: str,
-        worker: str,
-        connector: Any = None,
-        eta: EtaEstimate | None = None,
-        ack_limits: AckLimits | None = None,
-        timezone: str = "UTC",
+        self, settings: RedditSettings, reddit: Any, account: str, timezone: str = "UTC"
     ) -> None:
-        self.timezone = timezone
-        self.eta = eta
-        self.ack_limits = ack_limits
-        self.engine = engine
         self.settings = settings
         self.reddit = reddit
         self.account = account
-        self.worker = worker
-        self.connector = connector
-        # Tests stop here to play a crash after Reddit accepted an item, before we recorded it.
-        self.after_send: Any = None
-        self._checked: dict[int, float] = {}
-        self._details: dict[str, Any] = {}
+        self.timezone = timezone
+        self.engine: Engine | None = None  # set by `drainer`, for routing agents' replies
 
-    def tick(self, halt: threading.Event | None = None) -> dict[str, int]:
-        halt = halt or threading.Event()
-        counts = dict.fromkeys(
-            ("planned", "expired", "reconciled", "sent", "retry", "unknown", "failed"), 0
-        )
-        counts["planned"] = sweep_acks(
-            self.engine,
-            self.settings,
-            self.account,
-            eta=self.eta,
-            limits=self.ack_limits,
-            timezone=self.timezone,
-        )
-        # Look before writing: on SQLite a write transaction holds up intake, and most ticks
-        # find nothing due and no lease run out.
-        if outbox.has_work(self.engine, CHANNEL):
-            counts["expired"] = outbox.recover(self.engine, CHANNEL, resend=False)
-        counts["reconciled"] = self.reconcile(halt)
-        rows: list[Claimed] = []
-        if outbox.has_work(self.engine, CHANNEL):
-            rows = [
-                self._routed(row)
-                for row in outbox.claim(
-                    self.engine,
-                    CHANNEL,
-                    self.worker,
-                    limit=10,
-                    lease=timedelta(seconds=self.settings.sending_lease_seconds),
-                )
-            ]
-        for index, row in enumerate(rows):
-            if halt.is_set():
-                for rest in rows[index:]:
-                    # Never sent: back in the queue, and no attempt counted.
-                    outbox.release(
-                        self.engine, rest, self.worker, "stopped before sending", utcnow()
-                    )
-                break
-            counts[self.deliver(row)] += 1
-        self._summarise()
-        return counts
+    def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
+        return None
 
-    def deliver(self, row: Claimed) -> str:
-        try:
-            provider_id = self.send(row)
-        except Exception as exc:
-            verdict = classify(exc, row.attempts + 1, self.settings.max_rate_wait_seconds)
-            return self._failed(row, verdict)
-        if self.after_send is not None:
-            self.after_send(row)
-        # A reply to our reply threads into this case by its parent.
-        refs = [ref(provider_id)] if provider_id else []
-        outbox.record(
-            self.engine, row, self.worker, Result("sent", provider_id=provider_id, refs=refs)
-        )
-        log.info("reddit %s for case %s sent as %s", row.kind, row.case_id, provider_id)
-        return "sent"
-
-    def _routed(self, row: Claimed) -> Claimed:
-        if row.payload.get("mode"):
+    def prepare(self, row: Claimed) -> Claimed:
+        if row.payload.get("mode") or self.engine is None:
             return row
         # An agent's reply from the inbox: give it a route, and keep it on the row so a
         # check after a crash looks in the right place.
@@ -376,6 +309,10 @@ class RedditDelivery:
                 return None
         raise ValueError(f"outbox row {row.id}: unknown Reddit delivery mode {mode!r}")
 
+    def refs(self, row: Claimed, provider_id: str | None) -> list[str]:
+        # A reply to our reply threads into this case by its parent.
+        return [ref(provider_id)] if provider_id else []
+
     def _thing(self, fullname: str) -> Any:
         import praw
 
@@ -388,47 +325,21 @@ class RedditDelivery:
             return praw.models.Message(self.reddit, {"id": id36, "name": fullname})
         raise ValueError(f"cannot reply to {fullname!r}")
 
-    def _failed(self, row: Claimed, verdict: Verdict) -> str:
-        number = row.attempts + 1  # this attempt
+    def classify(self, exc: BaseException) -> Failure:
+        verdict = classify(exc, 1, self.settings.max_rate_wait_seconds)
         if verdict.outcome == "auth":
             # Reddit refused us, not the item, and we stop sending: not an attempt that counts.
-            outbox.release(
-                self.engine, row, self.worker, verdict.reason, utcnow() + timedelta(seconds=60)
-            )
-            raise AuthFailed(verdict.reason)
-        if verdict.outcome == "retry" and number < self.settings.max_send_attempts:
-            delay = verdict.delay_s or outbox.backoff(
-                number, _RETRY.backoff_base_s, _RETRY.backoff_max_s
-            )
-            at = utcnow() + timedelta(seconds=delay)
-            outbox.record(
-                self.engine, row, self.worker, Result("retry", verdict.reason, next_attempt_at=at)
-            )
-            return "retry"
-        if verdict.outcome == "unknown":
-            outbox.record(self.engine, row, self.worker, Result("unknown", verdict.reason))
-            return "unknown"
-        reason = verdict.reason
+            return Failure(False, verdict.reason, pause_s=60.0, stop=AuthFailed(verdict.reason))
         if verdict.outcome == "retry":
-            reason = f"gave up after {number} attempts: {reason}"
-        fallback = (
-            verdict.closed_thread and row.kind == "ack" and row.payload.get("mode") == "reply"
-        )
+            return Failure(True, verdict.reason, delay_s=verdict.delay_s or None)
+        if verdict.outcome == "unknown":
+            return Failure(False, verdict.reason, unknown=True)
+        return Failure(False, verdict.reason, fallback=verdict.closed_thread)
 
-        def private_instead(conn: Connection) -> None:
-            # The thread is closed to replies: the person still hears back, privately.
-            self._private_instead(conn, row)
-
-        outbox.record(
-            self.engine,
-            row,
-            self.worker,
-            Result("failed", reason),
-            then=private_instead if fallback else None,
-        )
-        return "failed"
-
-    def _private_instead(self, conn: Connection, row: Claimed) -> None:
+    def fallback(self, conn: Connection, row: Claimed) -> None:
+        """The thread is closed to replies: the person still hears back, privately."""
+        if row.kind != "ack" or row.payload.get("mode") != "reply":
+            return
         case = conn.execute(
             select(Case.reference, Case.token, Case.due_at).where(Case.id == row.case_id)
         ).one_or_none()
@@ -462,37 +373,10 @@ class RedditDelivery:
             .values(ack_state="queued", ack_reason="the public reply failed: sent privately")
         )
 
-    # unknown outcomes ---------------------------------------------------------------------
-
-    def reconcile(self, halt: threading.Event) -> int:
-        """Look each "unknown" row up at Reddit: found -> sent; absent -> queued again."""
-        resolved = 0
-        now = time.monotonic()
-        for row in outbox.unknown_rows(self.engine, CHANNEL, limit=20):
-            if halt.is_set():
-                break
-            if now - self._checked.get(row.id, -1e9) < 60:
-                continue  # checked a moment ago; Reddit is likely still unreachable
-            self._checked[row.id] = now
-            try:
-                provider_id = self._find(row)
-            except Exception as exc:
-                if auth_failure(exc):
-                    raise AuthFailed(str(auth_failure(exc))) from exc
-                # Cannot know now: the row stays "unknown" (visible to agents) and is
-                # checked again later. It is never resent blindly.
-                log.warning("could not check outbox row %s at Reddit: %s", row.id, exc)
-                continue
-            if outbox.resolve_unknown(
-                self.engine,
-                row.id,
-                found=provider_id is not None,
-                provider_id=provider_id,
-                refs=[ref(provider_id)] if provider_id else [],
-            ):
-                resolved += 1
-                self._checked.pop(row.id, None)
-        return resolved
+    def reconcile(self, row: Claimed) -> Lookup:
+        """Look the row up among our own recent comments or sent messages."""
+        found = self._find(row)
+        return Lookup(found, self.refs(row, found))
 
     def _find(self, row: Claimed) -> str | None:
         """The fullname of this row's item among our own recent comments or sent messages."""
@@ -522,19 +406,31 @@ class RedditDelivery:
             return None
         return None
 
-    # status -----------------------------------------------------------------------------
 
-    def _summarise(self) -> None:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Outbox.state, func.count())
-                .where(Outbox.channel == CHANNEL)
-                .group_by(Outbox.state)
-            ).all()
-        self._details = {str(state): int(count) for state, count in rows}
+def drainer(
+    engine: Engine, sender: RedditSender, settings: RedditSettings, worker: str
+) -> OutboxDrainer:
+    """The shared drainer for Reddit's rows, with Reddit's attempt cap and sending lease."""
+    sender.engine = engine
+    return OutboxDrainer(
+        engine,
+        sender,
+        # A copy, not a validation: Reddit's settings allow a lease of 0 (tests of a crash).
+        OutboxSettings().model_copy(
+            update={
+                "max_attempts": settings.max_send_attempts,
+                "lease_seconds": settings.sending_lease_seconds,
+                "batch_size": 10,
+            }
+        ),
+        worker=worker,
+    )
 
-    def details(self) -> dict[str, Any]:
-        return dict(self._details)
+
+def outbox_states(engine: Engine) -> dict[str, int]:
+    """How many of Reddit's rows are in each state (the states it has rows in)."""
+    states = outbox.counts(engine).get(CHANNEL, {}).get("states", {})
+    return {str(state): int(n) for state, n in states.items() if n}
 
 
 def _same(a: Any, b: str) -> bool:

@@ -155,7 +155,7 @@ def send_reddit_ack(engine: Engine) -> None:
         reddit.poll_once()
         normalize(engine)
         assert reddit.delivery is not None
-        assert reddit.delivery.tick()["sent"] >= 1
+        assert reddit.deliver_once().sent >= 1
 
 
 @pytest.mark.parametrize("channel", ["email", "sms", "twitter", "reddit"])

@@ -133,11 +133,11 @@ def test_a_public_comment_then_a_private_message_from_one_person_is_one_case(eng
     reddit = connector(engine, fake)
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()
+    reddit.deliver_once()
     fake.add("message/inbox", pm)  # she writes privately afterwards
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()
+    reddit.deliver_once()
 
     case = case_row(engine, "dana_k_22")
     detail = queries.case_detail(engine, case.reference)
@@ -171,7 +171,7 @@ def test_a_private_message_gets_the_full_acknowledgement_privately(engine, fake)
     reddit = connector(engine, fake)
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()
+    reddit.deliver_once()
 
     case = case_row(engine, "dana_k_22")
     (sent,) = [f for f in fake.composed if f["to"] == "dana_k_22"]
@@ -204,7 +204,7 @@ def test_with_public_replies_off_the_acknowledgement_goes_privately(engine, fake
     reddit = connector(engine, fake, public_replies=False)
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()
+    reddit.deliver_once()
     assert fake.posted == []  # nothing public at all
     recipients = {f["to"].lower() for f in fake.composed}
     assert {"dana_k_22", "kestrel_dev", "throwaway_acme_9921", "mira-oak"} <= recipients
@@ -214,7 +214,7 @@ def test_automated_senders_get_no_acknowledgement_and_the_case_says_why(engine, 
     reddit = connector(engine, fake)
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()
+    reddit.deliver_once()
     for handle, reason in (
         ("reddit", "automated sender: a message from Reddit itself"),
         ("automoderator", "automated sender: AutoModerator"),
@@ -229,7 +229,7 @@ def test_our_own_replies_never_come_back_in_and_answers_to_them_thread(engine, f
     reddit = connector(engine, fake)
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()
+    reddit.deliver_once()
     ours = [
         c["data"]["name"]
         for c in fake.listings["r/acmecloud/comments"]
@@ -273,7 +273,7 @@ def test_a_crash_after_reddit_accepted_a_reply_is_found_and_never_resent(engine,
 
     reddit.delivery.after_send = crash
     with pytest.raises(Crash):
-        reddit.delivery.tick()
+        reddit.deliver_once()
     (posted,) = fake.posted  # Reddit has the first reply; the process died before recording
     with engine.connect() as conn:
         held = {r.id: r.payload["thing_id"] for r in conn.execute(select(Outbox)).all()}
@@ -281,8 +281,8 @@ def test_a_crash_after_reddit_accepted_a_reply_is_found_and_never_resent(engine,
     (first,) = [i for i, thing in held.items() if thing == posted["thing_id"]]
 
     restarted = connector(engine, fake, sending_lease_seconds=0, inbox=False)
-    counts = restarted.delivery.tick()
-    assert counts["expired"] == len(held)
+    counts = restarted.deliver_once()
+    assert counts.recovered == len(held)
     assert outcomes(engine, first) == ["unknown", "sent"]  # found, not resent
     for row_id in set(held) - {first}:
         assert outcomes(engine, row_id) == ["unknown", "retry", "sent"]
@@ -302,9 +302,9 @@ def test_a_crash_before_the_reply_left_is_checked_then_sent_once(engine, fake):
     claimed = claim(engine, "reddit", "dead-worker", limit=100, lease=timedelta(0))
     assert claimed and fake.posted == []  # ... and the process died here
 
-    counts = connector(engine, fake, sending_lease_seconds=0).delivery.tick()
-    assert counts["expired"] == len(claimed)
-    assert counts["sent"] == len(claimed)
+    counts = connector(engine, fake, sending_lease_seconds=0).deliver_once()
+    assert counts.recovered == len(claimed)
+    assert counts.sent == len(claimed)
     for row in claimed:
         assert outcomes(engine, row.id) == ["unknown", "retry", "sent"]
     assert len(fake.posted) + len(fake.composed) == len(claimed)
@@ -315,12 +315,12 @@ def test_a_429_on_sending_is_retried_later(engine, fake):
     reddit = connector(engine, fake)
     reddit.poll_once()
     normalize(engine)
-    first = reddit.delivery.tick()
-    assert first["retry"] == 1
+    first = reddit.deliver_once()
+    assert first.retried == 1
     import time
 
     time.sleep(1.1)
-    reddit.delivery.tick()
+    reddit.deliver_once()
     with engine.connect() as conn:
         states = conn.execute(select(Outbox.id, Outbox.state)).all()
     assert {s for _, s in states} == {"sent"}
@@ -334,8 +334,8 @@ def test_a_locked_thread_gets_the_acknowledgement_privately(engine, fake):
     reddit = connector(engine, fake)
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()
-    reddit.delivery.tick()
+    reddit.deliver_once()
+    reddit.deliver_once()
     case = case_row(engine, "dana_k_22")
     public, private = rows(engine, case.id)
     assert (public.state, private.state) == ("failed", "sent")
@@ -375,7 +375,7 @@ def test_an_agent_reply_to_a_public_comment_answers_that_comment(engine, fake):
     reddit = connector(engine, fake)
     reddit.poll_once()
     normalize(engine)
-    reddit.delivery.tick()  # the acknowledgement
+    reddit.deliver_once()  # the acknowledgement
     case = case_row(engine, "dana_k_22")
     agent = Principal(id=make_user(engine, "agent1"), name="agent1", role="agent", via="cli")
     casework.reply(
@@ -385,7 +385,7 @@ def test_an_agent_reply_to_a_public_comment_answers_that_comment(engine, fake):
         casework.ReplyRequest(text="Fixed on our side, please try again."),
         message_id_domain="support.example.com",
     )
-    reddit.delivery.tick()
+    reddit.deliver_once()
     answers = [f for f in fake.posted if f["thing_id"] == DANA_COMMENT]
     assert [a["text"] for a in answers][-1] == "Fixed on our side, please try again."
     assert len(answers) == 2  # the acknowledgement, then the agent
@@ -399,7 +399,7 @@ def test_past_the_global_bucket_reddit_acknowledgements_are_withheld(engine, fak
     reddit.poll_once()
     normalize(engine)
     limits = AckLimits(global_burst=1, global_per_hour=0)
-    planned = sweep_acks(engine, reddit.settings, reddit.delivery.account, limits=limits)
+    planned = sweep_acks(engine, reddit.settings, reddit.account, limits=limits)
     with engine.connect() as conn:
         cases = list(conn.execute(select(Case.id, Case.ack_state, Case.ack_reason)))
         acks = conn.execute(select(Outbox.case_id).where(Outbox.kind == "ack")).scalars().all()
