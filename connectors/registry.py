@@ -324,6 +324,8 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
 CONNECTORS: Mapping[str, ConnectorSpec[Any]] = MappingProxyType({c.name: c for c in REGISTRY})
 # The order every list shows them in is the settings' (connectors/config.py).
 assert tuple(CONNECTORS) == CONNECTOR_NAMES
+# What `parity run --only` and `parity connectors check` accept.
+NAMES: tuple[str, ...] = tuple(CONNECTORS)
 
 
 def availability(connectors: Strict, name: str, environ: Mapping[str, str]) -> Availability:
