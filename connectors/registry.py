@@ -326,6 +326,9 @@ CONNECTORS: Mapping[str, ConnectorSpec[Any]] = MappingProxyType({c.name: c for c
 assert tuple(CONNECTORS) == CONNECTOR_NAMES
 # What `parity run --only` and `parity connectors check` accept.
 NAMES: tuple[str, ...] = tuple(CONNECTORS)
+# The HTTP listener reports under the web inbox's name: the connector that serves HTTP and
+# brings no channel in (the listener also mounts the other connectors' routes).
+HTTP_LISTENER: str = next(c.name for c in REGISTRY if c.serves_http and not c.channels)
 
 
 def availability(connectors: Strict, name: str, environ: Mapping[str, str]) -> Availability:

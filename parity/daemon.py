@@ -26,7 +26,7 @@ from connectors.base import Connector, ConnectorHealth
 from connectors.contract import Availability, Runtime
 from connectors.email_outbox import relay_availability
 from connectors.outbox import OutboxDrainer
-from connectors.registry import CONNECTORS, REGISTRY
+from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from inbox import audit, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
@@ -87,7 +87,7 @@ class Supervised:
 class WebListener:
     """The HTTP listener: health now; the agent inbox and webhooks mount here."""
 
-    name = "web"
+    name = HTTP_LISTENER
 
     def __init__(self, host: str, port: int, app: web.Application) -> None:
         self.host = host

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from connectors.config import CONNECTOR_NAMES, ConnectorsSettings
 from connectors.contract import Endpoint, url_endpoint
-from connectors.registry import CONNECTORS, NAMES, REGISTRY, availability
+from connectors.registry import CONNECTORS, HTTP_LISTENER, NAMES, REGISTRY, availability
 from inbox.channels import CHANNEL_FACTS, CONNECTOR_CHANNELS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +112,8 @@ def test_every_connector_brings_channels_that_exist_and_every_channel_has_one() 
         brought |= set(spec.channels)
     assert brought == set(CHANNEL_FACTS)
     assert set(CONNECTOR_CHANNELS) <= set(CONNECTORS)
+    # The HTTP listener reports under the web inbox's name, as it always has.
+    assert HTTP_LISTENER == "web"
 
 
 # --- every connector declares every part of the contract ----------------------------------
