@@ -23,7 +23,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
-from connectors.config import EmailRelaySettings
+from connectors.config import EmailRelaySettings, OutboxSettings
 from connectors.outbox import Permanent, Retriable
 from inbox.models import utcnow
 from inbox.outbox import Claimed
@@ -37,6 +37,16 @@ _SAFE_ID = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]{1,250}$")
 # 5xx replies that mean our credentials or TLS set-up are wrong, not the message: an operator
 # can fix them, so they are retried (within max_attempts) instead of failing every row.
 _CONFIG_CODES = frozenset({530, 534, 535, 538})
+
+
+def relay_availability(outbox: OutboxSettings) -> tuple[bool, str | None]:
+    """Whether email can be sent (acknowledgements, replies), and why not."""
+    relay = outbox.email
+    if not relay.enabled:
+        return False, "disabled in settings"
+    if not relay.host:
+        return False, "no relay configured ([outbox.email] host); email stays queued"
+    return True, None
 
 
 def safe_ids(ids: list[str] | tuple[str, ...]) -> list[str]:

@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
-from connectors.config import CONNECTOR_NAMES
 from connectors.email_outbox import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
+from connectors.registry import NAMES as CONNECTOR_NAMES
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
 from inbox.db import StorageUnavailable, make_engine, read

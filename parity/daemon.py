@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import random
@@ -24,32 +23,25 @@ from aiohttp import web
 from sqlalchemy import Engine, func, select, update
 
 from connectors.base import Connector, ConnectorHealth
-from connectors.config import CONNECTOR_NAMES
-from connectors.email_outbox import SmtpRelaySender
+from connectors.contract import Availability, Runtime
+from connectors.email_outbox import relay_availability
 from connectors.outbox import OutboxDrainer
-from connectors.reddit import RedditConnector
-from connectors.reddit import availability as reddit_availability
-from connectors.smtp import SmtpConnector
-from connectors.twitter_auth import unavailable_reason as twitter_unavailable
+from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY
+from connectors.registry import availability as connector_availability
 from inbox import audit, logcontext
-from inbox.channels import channels_of
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.models import ConnectorState, Intake, utcnow
-from inbox.secrets import from_env
 from inbox.web import create_app, manager
 from inbox.web.routes import Route
 from normalizer.eta import queue_estimate
 from normalizer.intake import IntakeWriter
 from normalizer.worker import Normalizer, Outcome, WorkerLoop
+from parity import status
 from parity.settings import Settings
+from parity.status import HEARTBEAT_S
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
-# Connectors that serve HTTP: the listener starts only when one of them runs.
-HTTP_CONNECTORS = ("web", "twilio")
-# Connectors this build can run; the others are reported disabled with that reason.
-BUILT = ("smtp", "web", "twilio")
 # Restart policy of a crashed connector: exponential backoff from the first delay, capped,
 # with jitter; a connector that ran this long before crashing starts the backoff anew.
 RESTART_FIRST_S = 1.0
@@ -59,74 +51,17 @@ RESTART_RESET_AFTER_S = 60.0
 
 def availability(
     settings: Settings, name: str, environ: Mapping[str, str] | None = None
-) -> tuple[bool, str | None]:
-    """Whether connector `name` can run with these settings, and why not."""
-    section = getattr(settings.connectors, name)
-    if not section.enabled:
-        return False, "disabled in settings"
-    env = os.environ if environ is None else environ
-    if name == "reddit":
-        return reddit_availability(settings.connectors.reddit, env)
-    if name == "twitter":
-        why = twitter_unavailable(settings.connectors.twitter, env)
-        return why is None, why
-    if name == "imap":
-        return imap_availability(settings, env)
-    missing = missing_requirements(settings, name, env)
-    if missing:
-        return False, "missing " + "; ".join(missing)
-    if name not in BUILT:
-        return False, f"the {name} connector is not part of this build yet"
-    return True, None
+) -> Availability:
+    """Whether connector `name` can run with these settings, and why not (its declaration's
+    `availability`, connectors/registry.py)."""
+    return connector_availability(
+        settings.connectors, name, os.environ if environ is None else environ
+    )
 
 
-def imap_availability(
-    settings: Settings, environ: Mapping[str, str] | None = None
-) -> tuple[bool, str | None]:
-    """IMAP runs when imapclient is installed, accounts exist and each one's secret is set."""
-    imap = settings.connectors.imap
-    if importlib.util.find_spec("imapclient") is None:
-        return False, "imapclient is not installed"
-    if not imap.accounts:
-        return False, "no accounts: add [[connectors.imap.accounts]] to the settings"
-    missing = [
-        f"{a.password_env} (account {a.name})"
-        for a in imap.accounts
-        if from_env(a.password_env, None if environ is None else dict(environ)) is None
-    ]
-    if missing:
-        return False, "environment variable not set: " + ", ".join(missing)
-    return True, None
-
-
-def outbox_availability(settings: Settings) -> tuple[bool, str | None]:
+def outbox_availability(settings: Settings) -> Availability:
     """Whether email can be sent (acknowledgements, replies), and why not."""
-    relay = settings.outbox.email
-    if not relay.enabled:
-        return False, "disabled in settings"
-    if not relay.host:
-        return False, "no relay configured ([outbox.email] host); email stays queued"
-    return True, None
-
-
-def missing_requirements(settings: Settings, name: str, environ: Mapping[str, str]) -> list[str]:
-    """Settings and credentials a connector without its own check cannot work without.
-
-    Names only, never values. IMAP, Twitter and Reddit have their own, richer checks.
-    """
-    needed: list[str] = []
-    env: list[str] = []
-    if name == "twilio":
-        twilio = settings.connectors.twilio
-        if importlib.util.find_spec("twilio") is None:
-            needed.append("the twilio library (pip install twilio)")
-        if not twilio.public_url:
-            needed.append("setting connectors.twilio.public_url (Twilio signs requests to it)")
-        env += [twilio.account_sid_env, twilio.auth_token_env]
-    unset = [v for v in dict.fromkeys(env) if not environ.get(v)]
-    if unset:
-        needed.append("environment variable " + ", ".join(unset))
-    return needed
+    return relay_availability(settings.outbox)
 
 
 def restart_delay(
@@ -152,7 +87,7 @@ class Supervised:
 class WebListener:
     """The HTTP listener: health now; the agent inbox and webhooks mount here."""
 
-    name = "web"
+    name = HTTP_LISTENER
 
     def __init__(self, host: str, port: int, app: web.Application) -> None:
         self.host = host
@@ -192,11 +127,11 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.only = set(only) if only else None
-        unknown = (self.only or set()) - set(CONNECTOR_NAMES)
+        unknown = (self.only or set()) - set(CONNECTORS)
         if unknown:
             raise ValueError(
                 f"unknown connector {', '.join(sorted(unknown))}; the names are "
-                + ", ".join(CONNECTOR_NAMES)
+                + ", ".join(CONNECTORS)
             )
         self.restart_first_s = restart_first_s
         self.restart_cap_s = restart_cap_s
@@ -249,75 +184,66 @@ class Daemon:
         if self._built:
             return
         self._built = True
-        available: list[str] = []
-        for name in CONNECTOR_NAMES:
-            if not self.selected(name):
+        runtime = Runtime(
+            engine=self.engine,
+            instance=self.instance,
+            writer=self.writer,
+            on_stored=self.worker.notify,
+            outbox=self.settings.outbox,
+            sla=self.settings.store().sla,
+            eta=self.eta,
+            ack_limits=self.settings.acknowledgements.limits,
+            timezone=self.settings.sla.business_hours.timezone,
+            environ=os.environ,
+        )
+        available: set[str] = set()
+        for spec in REGISTRY:
+            if not self.selected(spec.name):
                 continue
-            ok, why = availability(self.settings, name)
+            ok, why = availability(self.settings, spec.name)
             if not ok:
-                self.disabled[name] = why or "disabled"
-                log.info("connector %s disabled: %s", name, why)
+                self.disabled[spec.name] = why or "disabled"
+                log.info("connector %s disabled: %s", spec.name, why)
                 continue
-            available.append(name)
-        if "smtp" in available:
-            self.supervised["smtp"] = Supervised(
-                SmtpConnector(self.settings.connectors.smtp, self.writer)
-            )
-        if "reddit" in available:
-            self.supervised["reddit"] = Supervised(
-                RedditConnector(
-                    self.settings.connectors.reddit,
-                    self.engine,
-                    os.environ,
-                    instance=self.instance,
-                    eta=self.eta,
-                    ack_limits=self.settings.acknowledgements.limits,
-                    timezone=self.settings.sla.business_hours.timezone,
-                )
-            )
-        if "twitter" in available:
-            self.supervised["twitter"] = Supervised(self._twitter())
-        if "imap" in available:
-            # Imported here: without imapclient only this connector is disabled.
-            from connectors.imap import ImapConnector
-
-            self.supervised["imap"] = Supervised(
-                ImapConnector(
-                    self.settings.connectors.imap, self.engine, on_stored=self.worker.notify
-                )
-            )
-        # Email leaves through the relay whichever email connector took the mail in.
-        if self.selected("smtp") or self.selected("imap"):
-            ok, why = outbox_availability(self.settings)
-            if ok:
-                drainer = OutboxDrainer(
-                    self.engine,
-                    SmtpRelaySender(self.settings.outbox.email),
-                    self.settings.outbox,
-                    worker=self.instance,
-                )
+            available.add(spec.name)
+        senders: set[str] = set()
+        for spec in REGISTRY:
+            section = spec.section(self.settings.connectors)
+            if spec.name in available:
+                built = spec.build(section, runtime)
+                for task in built.tasks:
+                    self.supervised[task.name] = Supervised(task)
+                self.extra_routes += built.routes
+            sender = spec.sender
+            if (
+                sender is None
+                or sender.key in senders
+                or not self.selected(spec.name)
+                or (sender.needs_intake and spec.name not in available)
+            ):
+                continue
+            senders.add(sender.key)
+            ok, why = sender.availability(section, runtime)
+            if not ok:
+                log.info("%s not running: %s", sender.label, why)
+                continue
+            for drainer in sender.build(section, runtime):
                 self.drainers.append(drainer)
                 self.supervised[drainer.name] = Supervised(drainer)
-            else:
-                log.info("email outbox not running: %s", why)
-        if "twilio" in available:
-            self._twilio_senders()
-        if any(name in available for name in HTTP_CONNECTORS):
+        # One listener serves the agent inbox and every connector's routes.
+        if any(CONNECTORS[name].serves_http for name in available):
             web_settings = self.settings.connectors.web
-            self.supervised["web"] = Supervised(
-                WebListener(web_settings.host, web_settings.port, self.web_app())
-            )
+            listener = WebListener(web_settings.host, web_settings.port, self.web_app())
+            self.supervised[listener.name] = Supervised(listener)
 
     def summary(self) -> str:
         """One line saying what this process will run, and what it will not and why."""
         self.build()
-        parts = []
-        if "smtp" in self.supervised:
-            smtp = self.settings.connectors.smtp
-            parts.append(f"SMTP on {smtp.host}:{smtp.port} for {', '.join(smtp.support_domains)}")
-        if "web" in self.supervised:
-            web_settings = self.settings.connectors.web
-            parts.append(f"web on http://{web_settings.host}:{web_settings.port}/")
+        parts = [
+            spec.describe(spec.section(self.settings.connectors))
+            for spec in REGISTRY
+            if spec.describe is not None and spec.name in self.supervised
+        ]
         parts.append("the normalizer worker")
         # Connectors switched off in settings are expected; any other reason is news.
         skipped = [
@@ -328,44 +254,9 @@ class Daemon:
         line = "Parity: " + "; ".join(parts)
         return line + (f" (not running: {'; '.join(skipped)})" if skipped else "")
 
-    def _twilio_senders(self) -> None:
-        """Twilio's webhooks join the HTTP listener; SMS (and call acknowledgements) leave
-        through the outbox when a sending number is configured."""
-        # Imported here: without the twilio library only this connector is disabled.
-        from connectors.twilio import (
-            MediaFetcher,
-            TwilioDrainer,
-            TwilioSmsSender,
-            TwilioWebhooks,
-        )
-        from connectors.twilio import make_client as make_twilio_client
-
-        section = self.settings.connectors.twilio
-        token = from_env(section.auth_token_env)
-        sid = from_env(section.account_sid_env)
-        assert token is not None and sid is not None  # availability() checked them
-        self.extra_routes += TwilioWebhooks(
-            section, self.engine, token, self.writer.submit, sla=self.settings.store().sla
-        ).routes()
-        fetcher = MediaFetcher(self.engine, sid.reveal(), token)
-        self.supervised[fetcher.name] = Supervised(fetcher)
-        if not section.from_number:
-            log.info("Twilio outbox not running: no connectors.twilio.from_number")
-            return
-        client = make_twilio_client(section, sid.reveal(), token)
-        for channel in channels_of("twilio"):
-            drainer = TwilioDrainer(
-                self.engine,
-                TwilioSmsSender(channel, section, client, self.engine),
-                self.settings.outbox,
-                worker=self.instance,
-            )
-            self.drainers.append(drainer)
-            self.supervised[drainer.name] = Supervised(drainer)
-
     def web_hint(self) -> list[str]:
         """Where agents log in, and how to make the first user when there is none yet."""
-        if "web" not in self.supervised:
+        if WebListener.name not in self.supervised:
             return []
         web_settings = self.settings.connectors.web
         # A wildcard bind is not an address a browser can open; loopback always works here.
@@ -384,32 +275,10 @@ class Daemon:
             )
         return lines
 
-    def _twitter(self) -> Connector:
-        # Imported here: tweepy loads only when the connector runs.
-        from connectors.twitter import TwitterConnector
-        from connectors.twitter_auth import credentials
-
-        section = self.settings.connectors.twitter
-        creds = credentials(section)
-        assert creds is not None  # availability() checked them
-        return TwitterConnector(
-            section,
-            self.engine,
-            creds,
-            instance=self.instance,
-            on_stored=self.worker.notify,
-            eta=self.eta,
-            ack_limits=self.settings.acknowledgements.limits,
-            timezone=self.settings.sla.business_hours.timezone,
-            lock_retry_s=section.standby_retry_seconds,
-        )
-
     def web_app(self) -> web.Application:
         async def health() -> tuple[dict[str, Any], int]:
             # Health says how the service is, never anything about a customer. It reads
             # connector_state, so every web instance reports every instance's connectors.
-            from parity import status  # status imports this module for HEARTBEAT_S
-
             data, code = await asyncio.to_thread(status.health, self.settings, self.engine)
             running = {n: s.running for n, s in self.supervised.items()}
             # "connectors" stays what it always was: this process's connectors, running or not.
@@ -562,20 +431,23 @@ class Daemon:
         # backlog reaches tens of thousands of rows, and counting them inside BEGIN
         # IMMEDIATE held SQLite's one write lock (about 0.2 s at 90,000 pending) while
         # every SMTP sender waited on intake behind it.
-        backlog: int | None = None
-        if "smtp" in self.supervised:
+        counted = [n for n in self.supervised if n in CONNECTORS and CONNECTORS[n].reports_backlog]
+        backlog: dict[str, int] = {}
+        if counted:
             with read(self.engine) as conn:
-                backlog = conn.execute(
-                    select(func.count())
-                    .select_from(Intake)
-                    .where(Intake.connector == "smtp", Intake.state == "pending")
-                ).scalar_one()
+                backlog = dict(
+                    conn.execute(
+                        select(Intake.connector, func.count())
+                        .where(Intake.connector.in_(counted), Intake.state == "pending")
+                        .group_by(Intake.connector)
+                    ).all()
+                )
         with write(self.engine) as conn:
             for name, entry in self.supervised.items():
                 health = entry.connector.health
                 details = {**health.details, **entry.extra}
-                if name == "smtp":
-                    details["backlog"] = backlog
+                if name in counted:
+                    details["backlog"] = backlog.get(name, 0)
                 values = {
                     "running": entry.running and not final,
                     "heartbeat_at": now,

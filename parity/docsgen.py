@@ -460,6 +460,7 @@ def web_app(engine: Engine) -> web.Application:
     as the daemon adds them. Nothing is started or listened on.
     """
     from connectors.config import TwilioSettings
+    from connectors.registry import HTTP_LISTENER
     from connectors.twilio import TwilioWebhooks
     from inbox.secrets import Secret
     from parity.daemon import Daemon
@@ -467,7 +468,7 @@ def web_app(engine: Engine) -> web.Application:
     settings = Settings.model_validate(
         {"database": {"url": str(engine.url), "url_env": "PARITY_DOCSGEN_UNSET"}}
     )
-    daemon = Daemon(settings, only=["web"])
+    daemon = Daemon(settings, only=[HTTP_LISTENER])
 
     async def never(*_: Any, **__: Any) -> Any:  # the routes are described, never called
         raise RuntimeError("docsgen does not store input")

@@ -7,21 +7,20 @@ relay and the audit key. Secrets are never printed: only the names of their vari
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
-from connectors.config import CONNECTOR_NAMES
+from connectors.registry import REGISTRY, availability
 from inbox import audit, migrate
 from inbox.db import make_engine
 from inbox.secrets import Secret, mask
-from parity import daemon
 from parity.settings import Settings, SettingsError, load
 
 CONNECT_TIMEOUT_S = 3.0
@@ -45,25 +44,6 @@ def tcp_connect(host: str, port: int) -> str | None:
             return None
     except OSError as exc:
         return f"{type(exc).__name__}: {exc.strerror or exc}"
-
-
-def url_endpoint(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def endpoints(settings: Settings, name: str) -> list[tuple[str, str, int]]:
-    """(what, host, port) a connector must reach."""
-    c = settings.connectors
-    if name == "imap":
-        return [(f"IMAP account {a.name}", a.host, a.port) for a in c.imap.accounts]
-    if name == "twitter":
-        return [("X API", *url_endpoint(c.twitter.api_base_url))]
-    if name == "reddit":
-        return [("Reddit API", *url_endpoint(c.reddit.oauth_url))]
-    if name == "twilio":
-        return [("Twilio API", *url_endpoint(c.twilio.api_base_url))]
-    return []
 
 
 def check_settings(path: str | None) -> tuple[Settings | None, list[Finding]]:
@@ -121,21 +101,23 @@ def check_database(settings: Settings) -> list[Finding]:
 
 def check_connectors(settings: Settings, connect: Connect) -> list[Finding]:
     findings = []
-    for name in CONNECTOR_NAMES:
-        if not getattr(settings.connectors, name).enabled:
+    for spec in REGISTRY:
+        section = spec.section(settings.connectors)
+        if not section.enabled:
             continue
-        area = f"connector {name}"
-        ok, why = daemon.availability(settings, name)
+        area = f"connector {spec.name}"
+        ok, why = availability(settings.connectors, spec.name, os.environ)
         if not ok:
             findings.append(Finding(area, why or "cannot run", "set what is named, or disable it"))
             continue
-        for what, host, port in endpoints(settings, name):
-            error = connect(host, port)
+        for endpoint in spec.endpoints(section):
+            error = connect(endpoint.host, endpoint.port)
             if error is not None:
+                host, port = endpoint.host, endpoint.port
                 findings.append(
                     Finding(
                         area,
-                        f"{what}: cannot reach {host}:{port} ({error})",
+                        f"{endpoint.what}: cannot reach {host}:{port} ({error})",
                         "check the host name, port and firewall",
                     )
                 )

@@ -1,0 +1,336 @@
+"""The connector registry: every connector's declaration (connectors/contract.py), in one list.
+
+The daemon, `parity doctor`, `parity connectors status` and the CLI iterate over this list
+and never name a connector. A new connector is one more `ConnectorSpec` here (and its
+module); tests/test_connector_registry.py checks it against the channel registry and that
+it declares every part of the contract.
+
+A spec's functions import the connector's module, and so its library, only when they
+build: settings validate and status reads everywhere, even where a library is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from connectors.config import (
+    CONNECTOR_NAMES,
+    ImapSettings,
+    RedditSettings,
+    SmtpSettings,
+    TwilioSettings,
+    TwitterSettings,
+    WebSettings,
+)
+from connectors.contract import (
+    AVAILABLE,
+    Availability,
+    Built,
+    ConnectorSpec,
+    Endpoint,
+    Runtime,
+    Sender,
+    url_endpoint,
+)
+from connectors.email_outbox import relay_availability
+from connectors.outbox import OutboxDrainer
+from inbox.channels import channels_of
+from inbox.config import Strict
+from inbox.secrets import from_env
+
+log = logging.getLogger(__name__)
+
+
+# --- email: the SMTP server and IMAP polling share one way out, the relay -------------------
+
+
+def _email_sender_availability(_section: object, runtime: Runtime) -> Availability:
+    return relay_availability(runtime.outbox)
+
+
+def _email_drainers(_section: object, runtime: Runtime) -> list[OutboxDrainer]:
+    from connectors.email_outbox import SmtpRelaySender
+
+    return [
+        OutboxDrainer(
+            runtime.engine,
+            SmtpRelaySender(runtime.outbox.email),
+            runtime.outbox,
+            worker=runtime.instance,
+        )
+    ]
+
+
+# Email leaves through the relay whichever email connector took the mail in.
+EMAIL_RELAY: Sender[SmtpSettings] = Sender(
+    key="email-relay",
+    label="email outbox",
+    needs_intake=False,
+    availability=_email_sender_availability,
+    build=_email_drainers,
+)
+EMAIL_RELAY_FOR_IMAP: Sender[ImapSettings] = Sender(
+    key=EMAIL_RELAY.key,
+    label=EMAIL_RELAY.label,
+    needs_intake=False,
+    availability=_email_sender_availability,
+    build=_email_drainers,
+)
+
+
+def _smtp_build(section: SmtpSettings, runtime: Runtime) -> Built:
+    from connectors.smtp import SmtpConnector
+
+    return Built(tasks=[SmtpConnector(section, runtime.writer)])
+
+
+def _smtp_describe(section: SmtpSettings) -> str:
+    return f"SMTP on {section.host}:{section.port} for {', '.join(section.support_domains)}"
+
+
+def imap_availability(section: ImapSettings, environ: Mapping[str, str]) -> Availability:
+    """IMAP runs when imapclient is installed, accounts exist and each one's secret is set."""
+    if importlib.util.find_spec("imapclient") is None:
+        return False, "imapclient is not installed"
+    if not section.accounts:
+        return False, "no accounts: add [[connectors.imap.accounts]] to the settings"
+    missing = [
+        f"{a.password_env} (account {a.name})"
+        for a in section.accounts
+        if from_env(a.password_env, dict(environ)) is None
+    ]
+    if missing:
+        return False, "environment variable not set: " + ", ".join(missing)
+    return AVAILABLE
+
+
+def _imap_build(section: ImapSettings, runtime: Runtime) -> Built:
+    # Imported here: without imapclient only this connector is disabled.
+    from connectors.imap import ImapConnector
+
+    return Built(tasks=[ImapConnector(section, runtime.engine, on_stored=runtime.on_stored)])
+
+
+# --- Twilio: SMS and voice webhooks on the listener, media fetching, SMS out ----------------
+
+
+def twilio_availability(section: TwilioSettings, environ: Mapping[str, str]) -> Availability:
+    """Names only, never values: the library, the public URL, the two credentials."""
+    needed: list[str] = []
+    if importlib.util.find_spec("twilio") is None:
+        needed.append("the twilio library (pip install twilio)")
+    if not section.public_url:
+        needed.append("setting connectors.twilio.public_url (Twilio signs requests to it)")
+    unset = [v for v in dict.fromkeys(_twilio_secrets(section)) if not environ.get(v)]
+    if unset:
+        needed.append("environment variable " + ", ".join(unset))
+    return (False, "missing " + "; ".join(needed)) if needed else AVAILABLE
+
+
+def _twilio_secrets(section: TwilioSettings) -> tuple[str, ...]:
+    return (section.account_sid_env, section.auth_token_env)
+
+
+def _twilio_build(section: TwilioSettings, runtime: Runtime) -> Built:
+    """Twilio's webhooks join the HTTP listener; a fetcher downloads what MMS carry."""
+    # Imported here: without the twilio library only this connector is disabled.
+    from connectors.twilio import MediaFetcher, TwilioWebhooks
+
+    env = dict(runtime.environ)
+    token = from_env(section.auth_token_env, env)
+    sid = from_env(section.account_sid_env, env)
+    assert token is not None and sid is not None  # availability() checked them
+    routes = TwilioWebhooks(
+        section, runtime.engine, token, runtime.writer.submit, sla=runtime.sla
+    ).routes()
+    return Built(tasks=[MediaFetcher(runtime.engine, sid.reveal(), token)], routes=routes)
+
+
+def _twilio_sender_availability(section: TwilioSettings, _runtime: Runtime) -> Availability:
+    if not section.from_number:
+        return False, "no connectors.twilio.from_number"
+    return AVAILABLE
+
+
+def _twilio_drainers(section: TwilioSettings, runtime: Runtime) -> list[OutboxDrainer]:
+    """SMS (and call acknowledgements) leave through the outbox, one drainer per channel."""
+    from connectors.twilio import TwilioDrainer, TwilioSmsSender
+    from connectors.twilio import make_client as make_twilio_client
+
+    env = dict(runtime.environ)
+    token = from_env(section.auth_token_env, env)
+    sid = from_env(section.account_sid_env, env)
+    assert token is not None and sid is not None  # availability() checked them
+    client = make_twilio_client(section, sid.reveal(), token)
+    return [
+        TwilioDrainer(
+            runtime.engine,
+            TwilioSmsSender(channel, section, client, runtime.engine),
+            runtime.outbox,
+            worker=runtime.instance,
+        )
+        for channel in channels_of("twilio")
+    ]
+
+
+# --- Twitter/X and Reddit: pollers that acknowledge and deliver on their own (for now) -------
+
+
+def _twitter_availability(section: TwitterSettings, environ: Mapping[str, str]) -> Availability:
+    from connectors.twitter_auth import unavailable_reason
+
+    why = unavailable_reason(section, environ)
+    return why is None, why
+
+
+def _twitter_secrets(section: TwitterSettings) -> tuple[str, ...]:
+    return (
+        section.bearer_token_env,
+        section.consumer_key_env,
+        section.consumer_secret_env,
+        section.access_token_env,
+        section.access_token_secret_env,
+    )
+
+
+def _twitter_build(section: TwitterSettings, runtime: Runtime) -> Built:
+    # Imported here: tweepy loads only when the connector runs.
+    from connectors.twitter import TwitterConnector
+    from connectors.twitter_auth import credentials
+
+    creds = credentials(section, runtime.environ)
+    assert creds is not None  # availability() checked them
+    return Built(
+        tasks=[
+            TwitterConnector(
+                section,
+                runtime.engine,
+                creds,
+                instance=runtime.instance,
+                on_stored=runtime.on_stored,
+                eta=runtime.eta,
+                ack_limits=runtime.ack_limits,
+                timezone=runtime.timezone,
+                lock_retry_s=section.standby_retry_seconds,
+            )
+        ]
+    )
+
+
+def _reddit_availability(section: RedditSettings, environ: Mapping[str, str]) -> Availability:
+    from connectors.reddit import availability
+
+    return availability(section, environ)
+
+
+def _reddit_secrets(section: RedditSettings) -> tuple[str, ...]:
+    from connectors.reddit import credential_envs
+
+    return tuple(credential_envs(section).values())
+
+
+def _reddit_build(section: RedditSettings, runtime: Runtime) -> Built:
+    from connectors.reddit import RedditConnector
+
+    return Built(
+        tasks=[
+            RedditConnector(
+                section,
+                runtime.engine,
+                runtime.environ,
+                instance=runtime.instance,
+                eta=runtime.eta,
+                ack_limits=runtime.ack_limits,
+                timezone=runtime.timezone,
+            )
+        ]
+    )
+
+
+# --- the web inbox: the agents' pages and API on the HTTP listener -------------------------
+
+
+def _web_build(_section: WebSettings, _runtime: Runtime) -> Built:
+    # The listener itself is the composition root's: it mounts the agent inbox, /healthz
+    # (which reads every instance's status) and every connector's routes.
+    return Built()
+
+
+def _web_describe(section: WebSettings) -> str:
+    return f"web on http://{section.host}:{section.port}/"
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+REGISTRY: tuple[ConnectorSpec[Any], ...] = (
+    ConnectorSpec(
+        "smtp",
+        SmtpSettings,
+        _smtp_build,
+        sender=EMAIL_RELAY,
+        reports_backlog=True,
+        describe=_smtp_describe,
+    ),
+    ConnectorSpec(
+        "imap",
+        ImapSettings,
+        _imap_build,
+        availability=imap_availability,
+        secrets=lambda s: tuple(a.password_env for a in s.accounts),
+        endpoints=lambda s: [
+            Endpoint(f"IMAP account {a.name}", a.host, a.port) for a in s.accounts
+        ],
+        sender=EMAIL_RELAY_FOR_IMAP,
+    ),
+    ConnectorSpec(
+        "twilio",
+        TwilioSettings,
+        _twilio_build,
+        availability=twilio_availability,
+        secrets=_twilio_secrets,
+        endpoints=lambda s: [url_endpoint("Twilio API", s.api_base_url)],
+        sender=Sender(
+            key="twilio",
+            label="Twilio outbox",
+            needs_intake=True,
+            availability=_twilio_sender_availability,
+            build=_twilio_drainers,
+        ),
+        serves_http=True,
+    ),
+    ConnectorSpec(
+        "twitter",
+        TwitterSettings,
+        _twitter_build,
+        availability=_twitter_availability,
+        secrets=_twitter_secrets,
+        endpoints=lambda s: [url_endpoint("X API", s.api_base_url)],
+    ),
+    ConnectorSpec(
+        "reddit",
+        RedditSettings,
+        _reddit_build,
+        availability=_reddit_availability,
+        secrets=_reddit_secrets,
+        endpoints=lambda s: [url_endpoint("Reddit API", s.oauth_url)],
+    ),
+    ConnectorSpec("web", WebSettings, _web_build, serves_http=True, describe=_web_describe),
+)
+
+CONNECTORS: Mapping[str, ConnectorSpec[Any]] = MappingProxyType({c.name: c for c in REGISTRY})
+# The order every list shows them in is the settings' (connectors/config.py).
+assert tuple(CONNECTORS) == CONNECTOR_NAMES
+# What `parity run --only` and `parity connectors check` accept.
+NAMES: tuple[str, ...] = tuple(CONNECTORS)
+# The HTTP listener reports under the web inbox's name: the connector that serves HTTP and
+# brings no channel in (the listener also mounts the other connectors' routes).
+HTTP_LISTENER: str = next(c.name for c in REGISTRY if c.serves_http and not c.channels)
+
+
+def availability(connectors: Strict, name: str, environ: Mapping[str, str]) -> Availability:
+    """Whether connector `name` can run with these `[connectors]` settings, and why not."""
+    return CONNECTORS[name].check(connectors, environ)
