@@ -47,7 +47,10 @@ from sqlalchemy import Engine, select
 from connectors import poller
 from connectors.config import RedditSettings
 from connectors.outbox import DrainReport
-from connectors.poller import Disable, Poller, Retry, next_step, retry_after, sleep_or_stop
+from connectors.poller import Disable, Poller, Retry, next_step, sleep_or_stop
+from connectors.reddit_errors import AuthFailed as AuthFailed
+from connectors.reddit_errors import auth_failure as auth_failure
+from connectors.reddit_errors import retry_wait as retry_wait
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
@@ -55,6 +58,10 @@ from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256
 from normalizer.reddit import SYSTEM_AUTHORS, ref
+
+# AuthFailed, auth_failure and retry_wait are shared with the sender (reddit_outbox.py): they
+# live in the leaf module connectors/reddit_errors.py, so that the two never import each other,
+# and are re-exported here under their old names.
 
 log = logging.getLogger(__name__)
 
@@ -118,28 +125,8 @@ def make_reddit(settings: RedditSettings, environ: Mapping[str, str], session: A
     )
 
 
-class AuthFailed(Exception):
-    """Reddit refused our credentials: polling stops until a restart with working ones."""
-
-
 class Interrupted(Exception):
     """Asked to stop mid-poll: nothing of this poll was stored, so nothing is lost."""
-
-
-def auth_failure(exc: BaseException) -> str | None:
-    """A clear reason when `exc` means our credentials are refused; None otherwise."""
-    from prawcore import exceptions as core
-
-    if isinstance(exc, core.OAuthException):
-        hint = " (check the username and password)" if exc.error == "invalid_grant" else ""
-        return f"authentication failed: {exc.error}{hint}"
-    if isinstance(exc, core.InvalidToken | core.InsufficientScope):
-        return f"authentication failed: {type(exc).__name__}"
-    if isinstance(exc, core.ResponseException) and not isinstance(exc, core.TooManyRequests):
-        response = exc.response
-        if response.status_code == 401 and "access_token" in (response.url or ""):
-            return "authentication failed: the client id or secret was refused (HTTP 401)"
-    return None
 
 
 # --- pure rules ------------------------------------------------------------------------------
@@ -212,11 +199,6 @@ def searchable_text(data: Mapping[str, Any]) -> str:
     return "\n".join(
         str(data.get(k) or "") for k in ("title", "selftext", "body", "link_flair_text")
     )
-
-
-# How long to wait out a 429 (Retry-After, else the window reset, else backoff): the poller
-# base's rule, under the name the outbox and the tests know.
-retry_wait = retry_after
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from connectors.config import OutboxSettings, RedditSettings
 from connectors.outbox import Failure, Lookup, OutboxDrainer
-from connectors.reddit import AuthFailed, auth_failure, retry_wait
+from connectors.reddit_errors import AuthFailed, auth_failure, retry_wait
 from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow

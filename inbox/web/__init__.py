@@ -5,4 +5,4 @@
 too.
 """
 
-from inbox.web.app import create_app as create_app
+from inbox.web.factory import create_app as create_app

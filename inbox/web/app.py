@@ -1,4 +1,8 @@
-"""The aiohttp application: context, middlewares (errors, authentication, CSRF), headers.
+"""The aiohttp application's parts: context, middlewares (errors, authentication, CSRF), headers.
+
+The handlers' modules (api, pages, forms, flash, manager) import these helpers from here, and
+inbox/web/factory.py, which builds the app, imports those modules: this module imports none
+of them, so the web package has no import cycle.
 
 Handlers stay thin: they parse the request, call a blocking store function in a worker
 thread (the store is synchronous SQLAlchemy) and shape the response. Authentication and
@@ -12,7 +16,7 @@ import functools
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -27,7 +31,7 @@ from inbox.casework import Conflict, Invalid, NotFound
 from inbox.db import StorageUnavailable
 from inbox.display import strip_bidi
 from inbox.web.config import InboxSettings
-from inbox.web.routes import ROUTES, Route, add_routes, route_of
+from inbox.web.routes import Route, route_of
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +223,7 @@ async def _authenticate(request: web.Request) -> Principal | None:
     )
 
 
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
@@ -252,38 +256,3 @@ def clear_session_cookie(request: web.Request, response: web.StreamResponse) -> 
         httponly=True,
         samesite=settings.cookie_samesite,
     )
-
-
-def create_app(
-    engine: Engine,
-    settings: InboxSettings | None = None,
-    *,
-    message_id_domain: str = "parity.localhost",
-    health: HealthCheck | None = None,
-    routes: Iterable[Route] = (),
-) -> web.Application:
-    """The agent inbox app: the JSON API, /healthz and /metrics, ready for pages and webhooks.
-
-    `routes` are more table entries from the composition root (connectors' webhooks), which
-    the inbox cannot import.
-    """
-    from inbox.web import api, pages
-
-    app = web.Application(
-        middlewares=[errors_middleware, auth_middleware],
-        # Replies and notes are text; attachments are not uploaded through the API.
-        client_max_size=2 * 1024 * 1024,
-    )
-    resolved = settings or InboxSettings()
-    app[CONTEXT] = InboxContext(
-        engine=engine,
-        settings=resolved,
-        message_id_domain=resolved.message_id_domain or message_id_domain,
-        health=health,
-    )
-    app[ROUTES] = {}
-    add_routes(app, api.routes())
-    add_routes(app, routes)
-    pages.install(app)
-    app.on_response_prepare.append(_security_headers)
-    return app

@@ -94,8 +94,8 @@ CLOSING = web.AppKey("parity.pages.closing", asyncio.Event)
 
 
 def install(app: web.Application) -> None:
-    """Add the pages' routes and their shutdown hook to the app."""
-    from inbox.web import forms
+    """Add the pages' routes and their shutdown hook to the app (the forms' routes, which
+    post to the same pages, come right after them, from inbox/web/factory.py)."""
     from inbox.web.routes import add_routes
 
     app[CLOSING] = asyncio.Event()
@@ -104,7 +104,7 @@ def install(app: web.Application) -> None:
         app[CLOSING].set()
 
     app.on_shutdown.append(close_streams)
-    add_routes(app, [*routes(), *forms.routes()])
+    add_routes(app, routes())
 
 
 def duration(seconds: float) -> str:
