@@ -46,9 +46,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.smtp_intake import (  # noqa: E402 - the repository root is put on the path above
     Database,
-    _free_port,
     _wait_for_port,
     make_mail,
+    start_smtp_parity,
 )
 from inbox.db import make_engine  # noqa: E402
 from inbox.models import Case, Message  # noqa: E402
@@ -142,22 +142,7 @@ def client_main(port: int, count: int, seed: int, attack: bool) -> None:
 
 
 def measure(url: str, workdir: Path, count: int, seed: int, attack: bool) -> dict[str, Any]:
-    port = _free_port()
-    tag = f"{'attack' if attack else 'calm'}-{seed}"
-    settings = workdir / f"settings-{tag}.toml"
-    settings.write_text(
-        f'[database]\nurl = "{url}"\nurl_env = "PARITY_BENCH_NO_SUCH_VARIABLE"\n\n'
-        f'[connectors.smtp]\nport = {port}\nsupport_domains = ["support.example.com"]\n\n'
-        "[connectors.web]\nenabled = false\n",
-        encoding="utf-8",
-    )
-    log = open(workdir / f"parity-{tag}.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "parity", "--settings", str(settings), "run", "--only", "smtp"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
+    port, server, log = start_smtp_parity(url, workdir, f"{'attack' if attack else 'calm'}-{seed}")
     engine = make_engine(url)
     seen: dict[str, float] = {}
     stop = threading.Event()

@@ -217,24 +217,31 @@ def measure_sink(count: int, connections: int, seed: int) -> dict[str, Any]:
     return result
 
 
-def measure_parity(
-    url: str, workdir: Path, count: int, connections: int, seed: int
-) -> dict[str, Any]:
+def start_smtp_parity(url: str, workdir: Path, tag: str) -> tuple[int, Any, Any]:
+    """`parity run --only smtp` on a free port, logging to a file in `workdir`: (port, the
+    process, the open log, which the caller closes)."""
     port = _free_port()
-    settings = workdir / f"settings-{seed}.toml"
+    settings = workdir / f"settings-{tag}.toml"
     settings.write_text(
         f'[database]\nurl = "{url}"\nurl_env = "PARITY_BENCH_NO_SUCH_VARIABLE"\n\n'
         f'[connectors.smtp]\nport = {port}\nsupport_domains = ["support.example.com"]\n\n'
         "[connectors.web]\nenabled = false\n",
         encoding="utf-8",
     )
-    log = open(workdir / f"parity-{seed}.log", "wb")  # noqa: SIM115 - closed below
+    log = open(workdir / f"parity-{tag}.log", "wb")  # noqa: SIM115 - the caller closes it
     server = subprocess.Popen(
         [sys.executable, "-m", "parity", "--settings", str(settings), "run", "--only", "smtp"],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
     )
+    return port, server, log
+
+
+def measure_parity(
+    url: str, workdir: Path, count: int, connections: int, seed: int
+) -> dict[str, Any]:
+    port, server, log = start_smtp_parity(url, workdir, str(seed))
     engine = make_engine(url)
     try:
         _wait_for_port(port, server)
