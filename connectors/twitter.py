@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,14 @@ from connectors.config import TwitterSettings
 from connectors.poller import Disable, Poller, Retry, iso, iso_epoch, next_step, sleep_or_stop
 from connectors.twitter_api import Budget, XApi, XError, seconds_until
 from connectors.twitter_auth import TwitterCredentials
-from connectors.twitter_outbox import Delivery, Stop, plan_acks
+from connectors.twitter_outbox import (
+    Stop,
+    TwitterSender,
+    drainer,
+    plan_acks,
+    recover_orphans,
+    tally,
+)
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
 from normalizer.acks import AckLimits
@@ -240,12 +248,13 @@ class TwitterConnector(Poller):
             timeout=api_timeout,
             on_budget=self._on_budget,
         )
-        self.delivery = Delivery(
+        # The shared outbox drainer, run by the holder of the poller lock: the one sender.
+        self.delivery = drainer(
             engine,
-            self.api,
-            worker=instance,
-            credits_retry_seconds=settings.credits_retry_seconds,
+            TwitterSender(self.api, credits_retry_seconds=settings.credits_retry_seconds),
+            instance,
         )
+        self.outbox_counts: dict[str, int] = {"sent": 0, "retry": 0, "failed": 0, "unknown": 0}
         self.streams = {
             "mentions": StreamState("mentions", settings.mentions_poll_seconds),
             "dms": StreamState("dms", settings.dm_poll_seconds),
@@ -265,7 +274,7 @@ class TwitterConnector(Poller):
             "api_base_url": self.settings.api_base_url,
             "rate_limits": {name: b.as_status() for name, b in sorted(self.budgets.items())},
             "streams": {name: s.status() for name, s in self.streams.items()},
-            "outbox": dict(self.delivery.counts),
+            "outbox": dict(self.outbox_counts),
         }
 
     def classify(self, exc: BaseException) -> poller.Verdict:
@@ -358,6 +367,16 @@ class TwitterConnector(Poller):
                 return
 
     async def _delivery_loop(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
+        sending = threading.Event()  # the drainer's thread's view of `stop` and `halt`
+        watcher = asyncio.create_task(_set_when(sending, stop, halt))
+        try:
+            await self._deliver(stop, halt, sending)
+        finally:
+            watcher.cancel()
+
+    async def _deliver(
+        self, stop: asyncio.Event, halt: asyncio.Event, sending: threading.Event
+    ) -> None:
         recovered = False
         while not (stop.is_set() or halt.is_set()):
             if await self.wait_out_pause(stop, halt):
@@ -365,10 +384,11 @@ class TwitterConnector(Poller):
             wait = self.delivery_poll_s
             try:
                 if not recovered:
-                    # We hold the poller lock, so rows still "sending" are a dead process's.
-                    await asyncio.to_thread(self.delivery.recover_orphans)
+                    # We hold the poller lock, so rows still "sending" are a dead process's;
+                    # the drain below looks them up at X.
+                    found = await asyncio.to_thread(recover_orphans, self.engine)
+                    self.outbox_counts["unknown"] += found
                     recovered = True
-                    await asyncio.to_thread(self.delivery.reconcile_unknown)
                 await asyncio.to_thread(
                     plan_acks,
                     self.engine,
@@ -378,10 +398,8 @@ class TwitterConnector(Poller):
                     limits=self.ack_limits,
                     timezone=self.timezone,
                 )
-                item = await asyncio.to_thread(self.delivery.next_item)
-                if item is not None:
-                    await asyncio.to_thread(self.delivery.deliver, item)
-                    wait = 0.0
+                report = await asyncio.to_thread(self.delivery.drain_once, None, sending)
+                tally(self.outbox_counts, report)
             except Stop as exc:
                 if exc.error.kind == "auth":
                     self._refuse(f"authentication failed while sending ({exc.error})", halt)
@@ -390,12 +408,12 @@ class TwitterConnector(Poller):
             except StorageUnavailable as exc:
                 self.health.error(f"outbox: storage unavailable: {exc}")
                 wait = max(wait, 2.0)
-            except Exception as exc:  # one bad row must not stop every send
+            except Exception as exc:  # one bad pass must not stop every send
                 log.exception("twitter delivery failed")
                 self.health.error(f"outbox: {type(exc).__name__}: {exc}")
                 wait = max(wait, 5.0)
             self.publish()
-            if wait and await sleep_or_stop(wait, stop, halt):
+            if await sleep_or_stop(wait, stop, halt):
                 return
 
     # --- one request, waiting out rate limits ------------------------------------------
@@ -585,6 +603,17 @@ class TwitterConnector(Poller):
             if done:
                 return stored
             token = next_token
+
+
+async def _set_when(flag: threading.Event, *events: asyncio.Event) -> None:
+    """Set `flag` once any of `events` is set (a worker thread cannot await an event)."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        flag.set()
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 __all__: Sequence[str] = ("TwitterConnector", "dm_items", "mention_items")

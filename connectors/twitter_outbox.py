@@ -9,15 +9,16 @@ Acknowledgement rules:
 The secret token never appears in a public reply: anyone could read it there and use it to
 join the case, which on a desk that restores hijacked accounts is an account takeover.
 
-A tweet or a DM carries no idempotency key, so a send whose answer was lost is "unknown":
-it is looked up at X (our own timeline, or the DM conversation) before anything else, and
-left for an agent when it cannot be found, rather than posted twice.
+Delivery goes through the shared outbox drainer (connectors/outbox.py); `TwitterSender`
+adds only X's transport, its error classification and its lookup. A tweet or a DM carries
+no idempotency key, so a send whose answer was lost is "unknown": the drainer's next pass
+looks it up at X (our own timeline, or the DM conversation), and it is left for an agent
+when it cannot be found, rather than posted twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,27 +27,20 @@ from typing import Any, Literal
 from sqlalchemy import Engine, select
 
 from connectors.config import OutboxSettings, TwitterSettings
+from connectors.outbox import DrainReport, Failure, Lookup, OutboxDrainer
 from connectors.twitter_api import XApi, XError, is_duplicate_content, seconds_until
 from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow
-from inbox.outbox import Claimed, Result
+from inbox.outbox import Claimed
 from normalizer.ack_plan import AckOut, queue_ack
 from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
 from normalizer.threads import OPEN_STATUSES, case_tag
 from normalizer.twitter import tweet_ref
 
-log = logging.getLogger(__name__)
-
 CHANNEL = "twitter"
 Route = Literal["tweet", "dm"]
-# Retry policy of a send X refused for a passing reason: the outbox's defaults ([outbox]
-# max_attempts, backoff_base_s, backoff_max_s), the same curve as every channel's.
-_RETRY = OutboxSettings()
-# A claimed row still "sending" this long after its claim was left by a process that died;
-# far longer than one request may take (the API client's timeouts bound each request).
-SENDING_LEASE = timedelta(minutes=10)
 
 
 # --- pure rules -------------------------------------------------------------------------
@@ -224,159 +218,105 @@ class Stop(Exception):
         self.error = error
 
 
-class Delivery:
-    def __init__(
-        self,
-        engine: Engine,
-        api: XApi,
-        *,
-        worker: str,
-        credits_retry_seconds: float,
-    ) -> None:
-        self.engine = engine
+class NoAnswerId(Exception):
+    """X accepted the send, but its answer carried no id: it may well exist; look it up."""
+
+
+class AlreadyPosted(Exception):
+    """X refused a tweet as a duplicate of one we posted: it probably exists; look it up."""
+
+
+class Unroutable(Exception):
+    """A row whose route is neither a tweet nor a DM: it can never be sent."""
+
+
+class TwitterSender:
+    """Sends the outbox rows of channel "twitter": a public reply tweet or a DM, via XApi.
+
+    The shared drainer (connectors/outbox.py) claims, records, retries and recovers; this
+    adds X's transport, its error classification and its lookup of unknown rows."""
+
+    channel = CHANNEL
+    resend_safe = False  # a tweet or a DM carries no id X could drop a copy by
+    # Our timeline and DM list are searched back a short way only: not finding a row there
+    # does not prove it was never posted, so it is left for an agent rather than resent.
+    resend_if_absent = False
+
+    def __init__(self, api: XApi, *, credits_retry_seconds: float) -> None:
         self.api = api
-        self.worker = worker
         self.credits_retry_seconds = credits_retry_seconds
-        self.counts: dict[str, int] = {"sent": 0, "retry": 0, "failed": 0, "unknown": 0}
+        self.engine: Engine | None = None  # set by `drainer`, for routing agents' replies
 
-    def next_item(self) -> Claimed | None:
-        """The next due row, claimed for this worker with a lease; None when nothing is due."""
-        # Look before taking the write lock: most polls find nothing to send.
-        if not outbox.has_work(self.engine, CHANNEL):
-            return None
-        # A lease that ran out (a sender that lost the poller lock and died): unknown, and
-        # looked up at X at once, as after a restart.
-        recovered = outbox.recover(self.engine, CHANNEL, resend=False)
-        if recovered:
-            self.counts["unknown"] += recovered
-            self.reconcile_unknown()
-        claimed = outbox.claim(self.engine, CHANNEL, self.worker, limit=1, lease=SENDING_LEASE)
-        if not claimed:
-            return None
-        item = claimed[0]
-        if not item.payload.get("mode"):
-            # An agent's reply from the inbox: give it a route, and keep it on the row so a
-            # check after a crash looks in the right place.
-            route = reply_route(item.payload)
-            outbox.save_route(self.engine, item.id, route)
-            item = dataclasses.replace(item, payload=route)
-        return item
+    def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
+        return None
 
-    def _record(self, item: Claimed, result: Result) -> str:
-        outbox.record(self.engine, item, self.worker, result)
-        return self._count(result.outcome)
+    def prepare(self, row: Claimed) -> Claimed:
+        if row.payload.get("mode") or self.engine is None:
+            return row
+        # An agent's reply from the inbox: give it a route, and keep it on the row so a
+        # check after a crash looks in the right place.
+        route = reply_route(row.payload)
+        outbox.save_route(self.engine, row.id, route)
+        return dataclasses.replace(row, payload=route)
 
-    def deliver(self, item: Claimed) -> str:
-        """Send one claimed row and record the outcome; raises Stop for 401 and 402."""
-        mode = item.payload.get("mode")
-        try:
-            if mode == "tweet":
-                body = self.api.create_tweet(item.body, item.payload.get("in_reply_to_tweet_id"))
-                provider_id = _data_field(body, "id")
-                refs = [tweet_ref(provider_id)] if provider_id else []
-            elif mode == "dm":
-                participant = str(item.payload.get("participant_id") or item.recipient)
-                body = self.api.create_dm(participant, item.body)
-                provider_id = _data_field(body, "dm_event_id")
-                refs = []
-            else:
-                return self._record(item, Result("failed", f"unknown twitter send mode {mode!r}"))
-        except XError as exc:
-            return self._failed_send(item, exc)
+    def send(self, row: Claimed) -> str | None:
+        mode = row.payload.get("mode")
+        if mode == "tweet":
+            try:
+                body = self.api.create_tweet(row.body, row.payload.get("in_reply_to_tweet_id"))
+            except XError as exc:
+                if exc.kind == "forbidden" and is_duplicate_content(exc.body):
+                    raise AlreadyPosted(str(exc)) from exc
+                raise
+            provider_id = _data_field(body, "id")
+        elif mode == "dm":
+            participant = str(row.payload.get("participant_id") or row.recipient)
+            provider_id = _data_field(self.api.create_dm(participant, row.body), "dm_event_id")
+        else:
+            raise Unroutable(f"unknown twitter send mode {mode!r}")
         if provider_id is None:
-            return self._record(
-                item, Result("unknown", "X accepted the send but its answer carried no id")
-            )
-        return self._record(item, Result("sent", provider_id=provider_id, refs=refs))
+            raise NoAnswerId("X accepted the send but its answer carried no id")
+        return provider_id
 
-    def _failed_send(self, item: Claimed, exc: XError) -> str:
+    def refs(self, row: Claimed, provider_id: str | None) -> list[str]:
+        # A reply to our public reply threads into this case by our tweet's id.
+        return (
+            [tweet_ref(provider_id)] if provider_id and row.payload.get("mode") == "tweet" else []
+        )
+
+    def classify(self, exc: BaseException) -> Failure:
         message = str(exc)
-        number = item.attempts + 1  # this attempt
+        if isinstance(exc, NoAnswerId | AlreadyPosted):
+            # Either the answer was lost, or X says we already posted this very text: the
+            # item probably exists. Look for it instead of posting again.
+            return Failure(False, message, unknown=True)
+        if isinstance(exc, Unroutable):
+            return Failure(False, message)
+        if not isinstance(exc, XError):
+            # Something we did not foresee, mid-request: X may have it. Never resent blindly.
+            return Failure(False, f"{type(exc).__name__}: {exc}", unknown=True)
         if exc.kind == "rate_limited":
             # The request was refused, not processed: safe to send again after the reset.
-            wait = seconds_until(exc.reset_at)
-            return self._record(item, Result("retry", message, next_attempt_at=_later(wait)))
+            return Failure(True, message, delay_s=max(seconds_until(exc.reset_at), 1.0))
         if exc.kind in ("credits", "auth"):
             # X refused before doing anything, and we stop sending: not an attempt that counts.
             wait = self.credits_retry_seconds if exc.kind == "credits" else 3600.0
-            outbox.release(self.engine, item, self.worker, message, _later(wait))
-            raise Stop(exc)
+            return Failure(False, message, pause_s=wait, stop=Stop(exc))
         if exc.kind == "transient":
-            if number >= _RETRY.max_attempts:
-                return self._record(
-                    item, Result("failed", f"gave up after {number} attempts: {message}")
-                )
-            wait = outbox.backoff(number, _RETRY.backoff_base_s, _RETRY.backoff_max_s)
-            return self._record(item, Result("retry", message, next_attempt_at=_later(wait)))
-        if exc.kind == "unsure" or (
-            exc.kind == "forbidden"
-            and item.payload.get("mode") == "tweet"
-            and is_duplicate_content(exc.body)
-        ):
-            # Either the answer was lost, or X says we already posted this very text: the
-            # tweet probably exists. Look for it instead of posting again.
-            self._record(item, Result("unknown", message))
-            self.reconcile(item)
-            return "unknown"
-        return self._record(item, Result("failed", message))
+            return Failure(True, message)
+        if exc.kind == "unsure":
+            return Failure(False, message, unknown=True)
+        return Failure(False, message)
 
-    def _count(self, outcome: str) -> str:
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        return outcome
-
-    # --- unknown outcomes ------------------------------------------------------------------
-
-    def recover_orphans(self) -> int:
-        """Rows left "sending" by a process that died: unknown, then looked up at X.
-
-        Called by the holder of the twitter poller lock before it sends anything: it is the
-        only sender, so every row still "sending" is a dead process's, lease or not.
-        """
-        found = outbox.recover(self.engine, CHANNEL, resend=False, sole_sender=True)
-        self.counts["unknown"] = self.counts.get("unknown", 0) + found
-        return found
-
-    def reconcile_unknown(self) -> int:
-        """Look up each unknown row not yet checked; returns how many were found sent."""
-        found = 0
-        for item in outbox.unknown_rows(self.engine, CHANNEL):
-            if item.payload.get("checked_at"):
-                continue
-            if self.reconcile(item):
-                found += 1
-        return found
-
-    def reconcile(self, item: Claimed) -> bool:
-        since = item.created_at - timedelta(minutes=1)
-        try:
-            match = (
-                self._find_tweet(item, since)
-                if item.payload.get("mode") == "tweet"
-                else self._find_dm(item, since)
-            )
-        except XError as exc:
-            log.warning("could not look up outbox row %s at X: %s", item.id, exc)
-            return False
-        if match is None:
-            outbox.note_checked(
-                self.engine,
-                item.id,
-                "outcome unknown and not found at X; left for an agent, since sending "
-                "again could post it twice",
-            )
-            return False
-        if not outbox.resolve_unknown(
-            self.engine,
-            item.id,
-            found=True,
-            provider_id=match,
-            refs=[tweet_ref(match)] if item.payload.get("mode") == "tweet" else [],
-            note="outcome was unknown; found at X",
-        ):
-            return False
-        self.counts["sent"] = self.counts.get("sent", 0) + 1
-        self.counts["unknown"] = max(self.counts.get("unknown", 0) - 1, 0)
-        return True
+    def reconcile(self, row: Claimed) -> Lookup:
+        """Look the row up on our own timeline (a tweet) or in the DM conversation."""
+        since = row.created_at - timedelta(minutes=1)
+        found = (
+            self._find_tweet(row, since)
+            if row.payload.get("mode") == "tweet"
+            else self._find_dm(row, since)
+        )
+        return Lookup(found, self.refs(row, found))
 
     def _find_tweet(self, item: Claimed, since: datetime) -> str | None:
         target = str(item.payload.get("in_reply_to_tweet_id") or "")
@@ -403,8 +343,34 @@ class Delivery:
         return None
 
 
-def _later(seconds: float) -> datetime:
-    return utcnow() + timedelta(seconds=seconds)
+def drainer(engine: Engine, sender: TwitterSender, worker: str) -> OutboxDrainer:
+    """The shared drainer for Twitter's rows, with the outbox's default retry curve."""
+    sender.engine = engine
+    # The [outbox] defaults (max_attempts, backoff, the 10-minute sending lease), as before.
+    return OutboxDrainer(
+        engine, sender, OutboxSettings().model_copy(update={"batch_size": 10}), worker=worker
+    )
+
+
+def recover_orphans(engine: Engine) -> int:
+    """Rows left "sending" by a process that died: "unknown", looked up at X next.
+
+    Called by the holder of the twitter poller lock before it sends anything: it is the
+    only sender, so every row still "sending" is a dead process's, lease or not.
+    """
+    return outbox.recover(engine, CHANNEL, resend=False, sole_sender=True)
+
+
+def tally(counts: dict[str, int], report: DrainReport) -> None:
+    """Add one drain's outcomes to the connector's status counts (sent/retry/failed/unknown).
+
+    A row found at X after an unknown outcome moves from "unknown" to "sent"."""
+    counts["sent"] += report.sent + report.reconciled
+    counts["retry"] += report.retried
+    counts["failed"] += report.failed
+    counts["unknown"] = max(
+        counts["unknown"] + report.unknown + report.recovered - report.reconciled, 0
+    )
 
 
 def _data_field(body: Mapping[str, Any], field: str) -> str | None:

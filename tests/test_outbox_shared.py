@@ -32,6 +32,7 @@ from tests.sink import Sink
 from tests.twilio_support import ACCOUNT, TOKEN, Hooks, fake_twilio, fixture, settings
 from tests.twitter.fake_x import FakeX
 from tests.twitter.support import connector as twitter_connector
+from tests.twitter.support import send_next as twitter_send_next
 from tests.twitter.support import settings_for
 
 # --- the retry curve ------------------------------------------------------------------------
@@ -141,9 +142,9 @@ async def send_twitter_ack(engine: Engine) -> None:
         await twitter.poll_mentions(asyncio.Event())
         normalize(engine)
         plan_acks(engine, twitter_settings, dm_available=True)
-        item = await asyncio.to_thread(twitter.delivery.next_item)
-        assert item is not None
-        assert await asyncio.to_thread(twitter.delivery.deliver, item) == "sent"
+        done = await asyncio.to_thread(twitter_send_next, twitter)
+        assert done is not None
+        assert done[1] == "sent"
     finally:
         fake.stop()
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from connectors.config import TwitterSettings
 from connectors.twitter import TwitterConnector
 from connectors.twitter_auth import credentials
-from inbox.models import Intake
+from inbox.models import Intake, Outbox
 from tests.helpers import child_settings
 from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, FakeX
 
@@ -117,3 +117,15 @@ async def until(condition: Callable[[], Any], seconds: float = 30.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def send_next(twitter: TwitterConnector) -> tuple[Any, str] | None:
+    """One pass of the shared drainer sending at most one due row: that row as stored after
+    the attempt and the attempt's outcome, or None when no row was due."""
+    report = twitter.delivery.drain_once(max_rows=1)
+    if not report.outcomes:
+        return None
+    [(row_id, outcome)] = report.outcomes.items()
+    with twitter.engine.connect() as conn:
+        row = conn.execute(select(Outbox).where(Outbox.id == row_id)).one()
+    return row, outcome

@@ -24,6 +24,7 @@ from tests.twitter.fake_x import ACCOUNT_ID
 from tests.twitter.support import (
     connector,
     intake_count,
+    send_next,
     settings_for,
     until,
 )
@@ -100,9 +101,10 @@ async def test_mention_then_email_from_linked_identities_is_one_case_and_the_rep
     planned = plan_acks(engine, settings, dm_available=True)
     planned_by = datetime.now(UTC)
     assert [(p.case_id, p.route) for p in planned] == [(mention.case_id, "tweet")]
-    item = twitter.delivery.next_item()
-    assert item is not None
-    assert twitter.delivery.deliver(item) == "sent"
+    done = send_next(twitter)
+    assert done is not None
+    _item, outcome = done
+    assert outcome == "sent"
 
     # An agent sees it is the same person and links her email identity to this contact.
     with engine.begin() as conn:
@@ -161,9 +163,11 @@ async def test_our_own_acknowledgement_dm_comes_back_and_is_not_a_message(engine
     await twitter.poll_dms(asyncio.Event())
     [first] = normalize(engine)
     plan_acks(engine, settings, dm_available=True)
-    item = twitter.delivery.next_item()
-    assert item is not None and item.payload["mode"] == "dm"
-    assert twitter.delivery.deliver(item) == "sent"
+    done = send_next(twitter)
+    assert done is not None
+    item, outcome = done
+    assert item.payload["mode"] == "dm"
+    assert outcome == "sent"
 
     [dm] = fake.posted_dms
     case = case_by_handle(engine, CHLOE)
@@ -191,9 +195,10 @@ async def test_public_replies_off_sends_the_acknowledgement_by_dm(engine, fake):
     normalize(engine)
     [planned] = plan_acks(engine, settings, dm_available=True)
     assert planned.route == "dm"
-    item = twitter.delivery.next_item()
-    assert item is not None
-    assert twitter.delivery.deliver(item) == "sent"
+    done = send_next(twitter)
+    assert done is not None
+    _item, outcome = done
+    assert outcome == "sent"
     assert fake.posted_tweets == []
     [dm] = fake.posted_dms
     assert dm["to"] == ANN
@@ -234,13 +239,14 @@ async def test_a_dm_acknowledgement_x_refuses_is_failed_with_the_reason_on_the_c
     await twitter.poll_dms(asyncio.Event())
     normalize(engine)
     plan_acks(engine, settings, dm_available=True)
-    item = twitter.delivery.next_item()
-    assert item is not None
-    assert twitter.delivery.deliver(item) == "failed"
+    done = send_next(twitter)
+    assert done is not None
+    _item, outcome = done
+    assert outcome == "failed"
     ack = case_by_handle(engine, CHLOE)["acknowledgement"]
     assert ack["state"] == "failed"
     assert "not permitted to send a message" in ack["reason"]
-    assert twitter.delivery.next_item() is None  # not retried forever
+    assert send_next(twitter) is None  # not retried forever
 
 
 async def test_a_429_on_send_is_retried_after_the_reset(engine, fake):
@@ -251,15 +257,16 @@ async def test_a_429_on_send_is_retried_after_the_reset(engine, fake):
     normalize(engine)
     plan_acks(engine, settings, dm_available=True)
     fake.inject("/2/tweets", 429, "errors/429_too_many_requests.json", method="POST", reset_in=1.0)
-    item = twitter.delivery.next_item()
-    assert item is not None
-    assert twitter.delivery.deliver(item) == "retry"
-    assert twitter.delivery.next_item() is None  # not before the reset
+    done = send_next(twitter)
+    assert done is not None
+    item, outcome = done
+    assert outcome == "retry"
+    assert send_next(twitter) is None  # not before the reset
     reset = int(fake.requests("/2/tweets", "POST")[-1].at + 1.0)  # what the fake announced
     await asyncio.sleep(max(0.0, reset + 1.05 - time.time()))
-    again = twitter.delivery.next_item()
-    assert again is not None and again.id == item.id
-    assert twitter.delivery.deliver(again) == "sent"
+    again = send_next(twitter)
+    assert again is not None and again[0].id == item.id
+    assert again[1] == "sent"
     assert len(fake.posted_tweets) == 1
     assert attempts(engine, item.id) == ["retry", "sent"]
 
@@ -272,9 +279,13 @@ async def test_a_send_whose_answer_is_lost_is_unknown_then_found_at_x(engine, fa
     normalize(engine)
     plan_acks(engine, settings, dm_available=True)
     fake.hold_posts = True  # X posts the tweet, but its answer never arrives
-    item = twitter.delivery.next_item()
-    assert item is not None
-    assert await asyncio.to_thread(twitter.delivery.deliver, item) == "unknown"
+    done = await asyncio.to_thread(send_next, twitter)
+    assert done is not None
+    _item, outcome = done
+    assert outcome == "unknown"
+    # The drainer looks an unknown row up at X on its next pass (Twitter's own loop did so
+    # straight after the send).
+    await asyncio.to_thread(twitter.delivery.drain_once)
     [tweet] = fake.posted_tweets
     [row] = outbox_rows(engine)
     # Looked up on our own timeline rather than posted again.
@@ -291,14 +302,18 @@ async def test_a_send_that_never_reached_x_stays_unknown_for_an_agent(engine, fa
     normalize(engine)
     plan_acks(engine, settings, dm_available=True)
     fake.drop_posts = True  # the request is swallowed: nothing is posted, no answer
-    item = twitter.delivery.next_item()
-    assert item is not None
-    assert await asyncio.to_thread(twitter.delivery.deliver, item) == "unknown"
+    done = await asyncio.to_thread(send_next, twitter)
+    assert done is not None
+    _item, outcome = done
+    assert outcome == "unknown"
+    # The drainer looks an unknown row up at X on its next pass (Twitter's own loop did so
+    # straight after the send).
+    await asyncio.to_thread(twitter.delivery.drain_once)
     assert fake.posted_tweets == []
     [row] = outbox_rows(engine)
     assert row.state == "unknown"
     assert "left for an agent" in row.last_error
-    assert twitter.delivery.next_item() is None  # never re-sent on a guess
+    assert send_next(twitter) is None  # never re-sent on a guess
     assert case_by_handle(engine, ANN)["acknowledgement"]["state"] == "unknown"
 
 
@@ -309,8 +324,8 @@ async def test_a_reply_to_our_public_reply_threads_back_into_the_case(engine, fa
     await twitter.poll_mentions(asyncio.Event())
     [first] = normalize(engine)
     plan_acks(engine, settings, dm_available=True)
-    item = twitter.delivery.next_item()
-    assert item is not None and twitter.delivery.deliver(item) == "sent"
+    done = send_next(twitter)
+    assert done is not None and done[1] == "sent"
     [ours] = fake.posted_tweets
     with engine.begin() as conn:
         conn.execute(
@@ -397,8 +412,8 @@ async def test_an_agent_reply_to_a_mention_is_a_public_reply_to_that_tweet(engin
         message_id_domain="support.example.com",
     )
     sent = []
-    while (item := twitter.delivery.next_item()) is not None:
-        sent.append((item.kind, twitter.delivery.deliver(item)))
+    while (done := send_next(twitter)) is not None:
+        sent.append((done[0].kind, done[1]))
     assert sent == [("ack", "sent"), ("reply", "sent")]
     reply_tweet = fake.posted_tweets[-1]
     assert reply_tweet["text"] == "We have restored access; check your DMs."
@@ -445,8 +460,8 @@ async def test_the_public_acknowledgement_promises_the_same_queue_estimate_as_em
     before = promised_now()
     plan_acks(engine, settings, dm_available=True, eta=shared)
     after = promised_now()
-    item = twitter.delivery.next_item()
-    assert item is not None and twitter.delivery.deliver(item) == "sent"
+    sent = send_next(twitter)
+    assert sent is not None and sent[1] == "sent"
     [tweet] = fake.posted_tweets
     assert before in tweet["text"] or after in tweet["text"], tweet["text"]
     # Six answers within minutes make the queue fast: sooner than the 4-hour SLA due time.
