@@ -21,7 +21,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -132,7 +136,18 @@ def browser() -> Iterator[WebDriver]:
 def wait(driver: WebDriver, condition: Any, timeout: float = 30) -> Any:
     # Pages reload after actions: an element can vanish between finding and reading it.
     ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(driver, timeout, 0.1, ignored_exceptions=ignored).until(condition)
+
+    def settled(d: WebDriver) -> Any:
+        try:
+            return condition(d)
+        except WebDriverException as exc:
+            # Chromium reports the same race, a node read just after its page went away, as
+            # a bare inspector error rather than a stale element: look again.
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout, 0.1, ignored_exceptions=ignored).until(settled)
 
 
 def queue_refs(driver: WebDriver) -> list[str]:
