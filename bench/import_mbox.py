@@ -33,6 +33,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 
+# Run as a script, the bench package's __init__ (which gives the run an audit key, as
+# every part that writes the audit log needs one) is not imported by itself.
+os.environ.setdefault("PARITY_AUDIT_KEY", "bench-" + secrets.token_hex(32))
+
 from inbox import migrate
 from inbox.config import StoreSettings
 from inbox.db import make_engine

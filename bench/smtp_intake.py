@@ -42,6 +42,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 
+# Run as a script, the bench package's __init__ (which gives the run an audit key, as
+# every part that writes the audit log needs one) is not imported by itself.
+os.environ.setdefault("PARITY_AUDIT_KEY", "bench-" + secrets.token_hex(32))
+
 from inbox import migrate
 from inbox.db import make_engine
 from inbox.models import Case, Intake, Message
