@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
@@ -40,6 +40,7 @@ from inbox.outbox import (
     recover,
     release,
     resolve_unknown,
+    save_route,
     unknown_rows,
 )
 
@@ -284,9 +285,19 @@ class OutboxDrainer:
                 done += 1
         return report
 
+    def _routed(self, row: Claimed) -> Claimed:
+        """An agent's reply from the inbox has no route yet (acknowledgements are planned with
+        one): the sender's `reply_route` gives it one, kept on the row so a check after a
+        crash looks in the right place."""
+        route_of = getattr(self.sender, "reply_route", None)
+        if route_of is None or row.payload.get("mode"):
+            return row
+        route: dict[str, object] = route_of(row)
+        save_route(self.engine, row.id, route)
+        return replace(row, payload=route)
+
     def _one(self, claimed: Claimed, report: DrainReport) -> None:
-        prepare = getattr(self.sender, "prepare", None)
-        row: Claimed = prepare(claimed) if prepare else claimed
+        row = self._routed(claimed)
         result, failure = self.attempt(row)
         if failure is not None and failure.pause_s is not None:
             # Refused before doing anything, and this channel stops sending for now: the

@@ -23,7 +23,6 @@ transport, the error classification and the lookup; `sweep_acks` plans acknowled
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -278,19 +277,13 @@ class RedditSender:
         self.reddit = reddit
         self.account = account
         self.timezone = timezone
-        self.engine: Engine | None = None  # set by `drainer`, for routing agents' replies
 
     def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
         return None
 
-    def prepare(self, row: Claimed) -> Claimed:
-        if row.payload.get("mode") or self.engine is None:
-            return row
-        # An agent's reply from the inbox: give it a route, and keep it on the row so a
-        # check after a crash looks in the right place.
-        route = reply_route(row.payload, row.recipient)
-        outbox.save_route(self.engine, row.id, route)
-        return dataclasses.replace(row, payload=route)
+    def reply_route(self, row: Claimed) -> dict[str, Any]:
+        """Where an agent's reply goes (the drainer keeps it on the row)."""
+        return reply_route(row.payload, row.recipient)
 
     def send(self, row: Claimed) -> str | None:
         mode = row.payload.get("mode")
@@ -411,7 +404,6 @@ def drainer(
     engine: Engine, sender: RedditSender, settings: RedditSettings, worker: str
 ) -> OutboxDrainer:
     """The shared drainer for Reddit's rows, with Reddit's attempt cap and sending lease."""
-    sender.engine = engine
     return OutboxDrainer(
         engine,
         sender,

@@ -18,7 +18,6 @@ when it cannot be found, rather than posted twice.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -245,19 +244,13 @@ class TwitterSender:
     def __init__(self, api: XApi, *, credits_retry_seconds: float) -> None:
         self.api = api
         self.credits_retry_seconds = credits_retry_seconds
-        self.engine: Engine | None = None  # set by `drainer`, for routing agents' replies
 
     def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
         return None
 
-    def prepare(self, row: Claimed) -> Claimed:
-        if row.payload.get("mode") or self.engine is None:
-            return row
-        # An agent's reply from the inbox: give it a route, and keep it on the row so a
-        # check after a crash looks in the right place.
-        route = reply_route(row.payload)
-        outbox.save_route(self.engine, row.id, route)
-        return dataclasses.replace(row, payload=route)
+    def reply_route(self, row: Claimed) -> dict[str, Any]:
+        """Where an agent's reply goes (the drainer keeps it on the row)."""
+        return reply_route(row.payload)
 
     def send(self, row: Claimed) -> str | None:
         mode = row.payload.get("mode")
@@ -345,7 +338,6 @@ class TwitterSender:
 
 def drainer(engine: Engine, sender: TwitterSender, worker: str) -> OutboxDrainer:
     """The shared drainer for Twitter's rows, with the outbox's default retry curve."""
-    sender.engine = engine
     # The [outbox] defaults (max_attempts, backoff, the 10-minute sending lease), as before.
     return OutboxDrainer(
         engine, sender, OutboxSettings().model_copy(update={"batch_size": 10}), worker=worker
