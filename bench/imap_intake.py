@@ -23,8 +23,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from connectors.config import ImapAccount, ImapSettings
-from connectors.imap import ImapConnector
+from connectors.imap.intake import ImapConnector
+from connectors.imap.settings import ImapAccount, ImapSettings
 from inbox import migrate
 from inbox.db import make_engine
 from inbox.models import Intake

@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 import praw  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
-from connectors.config import RedditSettings  # noqa: E402
-from connectors.reddit import RedditConnector  # noqa: E402
+from connectors.reddit.intake import RedditConnector  # noqa: E402
+from connectors.reddit.settings import RedditSettings  # noqa: E402
 from inbox import migrate  # noqa: E402
 from inbox.config import StoreSettings  # noqa: E402
 from inbox.db import make_engine  # noqa: E402

@@ -159,8 +159,8 @@ def run_client(port: int, count: int, connections: int, seed: int, run: str) -> 
 def sink_main() -> None:
     from aiosmtpd.handlers import Sink
 
-    from connectors.config import SmtpSettings
-    from connectors.smtp import smtp_session
+    from connectors.smtp.server import smtp_session
+    from connectors.smtp.settings import SmtpSettings
 
     settings = SmtpSettings()  # the defaults `parity run` uses: same limits, same options
 

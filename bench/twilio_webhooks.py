@@ -29,8 +29,8 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from connectors.config import TwilioSettings
-from connectors.twilio import TwilioWebhooks
+from connectors.twilio.intake import TwilioWebhooks
+from connectors.twilio.settings import TwilioSettings
 from inbox import migrate
 from inbox.db import make_engine
 from inbox.models import Intake

@@ -27,10 +27,10 @@ from pathlib import Path
 import tweepy
 from sqlalchemy import create_engine, text
 
-from connectors.config import TwitterSettings
-from connectors.twitter import TwitterConnector
-from connectors.twitter_api import TWEET_FIELDS, TWITTER_HOST, USER_FIELDS, RebaseAdapter
-from connectors.twitter_auth import credentials
+from connectors.twitter.api import TWEET_FIELDS, TWITTER_HOST, USER_FIELDS, RebaseAdapter
+from connectors.twitter.auth import credentials
+from connectors.twitter.intake import TwitterConnector
+from connectors.twitter.settings import TwitterSettings
 from inbox import migrate
 from inbox.db import make_engine
 from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, FakeX, backlog

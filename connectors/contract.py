@@ -119,7 +119,7 @@ class ConnectorSpec(Generic[S]):
     """One connector's declaration: every part the composition root needs, nothing else."""
 
     name: str
-    # The `[connectors.<name>]` section's model (connectors/config.py).
+    # The `[connectors.<name>]` section's model (connectors/<name>/settings.py).
     settings_model: type[S]
     # Builds what runs: intake tasks and HTTP routes. Called only when `availability` agrees.
     build: Callable[[S, Runtime], Built]

@@ -1,10 +1,10 @@
 """Draining the outbox: one loop every sending connector shares, and its retry policy.
 
-A channel plugs in a `ChannelSender` (email: connectors/email_outbox.py; SMS and voice:
-connectors/twilio.py; Reddit: connectors/reddit_outbox.py; Twitter:
-connectors/twitter_outbox.py). The drainer recovers rows a
-crashed process left "sending", looks up rows whose fate is unknown (`reconcile`), claims due
-rows atomically, sends each once, classifies a failure as retriable or permanent, and records
+A channel plugs in a `ChannelSender` (email: connectors/mail/relay.py; SMS and voice:
+connectors/twilio/outbox.py; Reddit: connectors/reddit/outbox.py; Twitter:
+connectors/twitter/outbox.py). The drainer recovers rows a crashed process left "sending",
+looks up rows whose fate is unknown (`reconcile`), claims due rows atomically, sends each
+once, classifies a failure as retriable or permanent, and records
 every attempt. Retries back off exponentially with jitter up to a cap
 (`inbox.outbox.backoff`), and stop after `max_attempts`: a row is never retried forever, and a
 failed row stays visible in `parity outbox list`. A sender adds only its transport, its error

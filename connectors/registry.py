@@ -17,15 +17,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from connectors.config import (
-    CONNECTOR_NAMES,
-    ImapSettings,
-    RedditSettings,
-    SmtpSettings,
-    TwilioSettings,
-    TwitterSettings,
-    WebSettings,
-)
+from connectors.config import CONNECTOR_NAMES, WebSettings
 from connectors.contract import (
     AVAILABLE,
     Availability,
@@ -36,8 +28,13 @@ from connectors.contract import (
     Sender,
     url_endpoint,
 )
-from connectors.email_outbox import relay_availability
+from connectors.imap.settings import ImapSettings
+from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
+from connectors.reddit.settings import RedditSettings
+from connectors.smtp.settings import SmtpSettings
+from connectors.twilio.settings import TwilioSettings
+from connectors.twitter.settings import TwitterSettings
 from inbox.channels import channels_of
 from inbox.config import Strict
 from inbox.secrets import from_env
@@ -53,7 +50,7 @@ def _email_sender_availability(_section: object, runtime: Runtime) -> Availabili
 
 
 def _email_drainers(_section: object, runtime: Runtime) -> list[OutboxDrainer]:
-    from connectors.email_outbox import SmtpRelaySender
+    from connectors.mail.relay import SmtpRelaySender
 
     return [
         OutboxDrainer(
@@ -83,7 +80,7 @@ EMAIL_RELAY_FOR_IMAP: Sender[ImapSettings] = Sender(
 
 
 def _smtp_build(section: SmtpSettings, runtime: Runtime) -> Built:
-    from connectors.smtp import SmtpConnector
+    from connectors.smtp.server import SmtpConnector
 
     return Built(tasks=[SmtpConnector(section, runtime.writer)])
 
@@ -110,7 +107,7 @@ def imap_availability(section: ImapSettings, environ: Mapping[str, str]) -> Avai
 
 def _imap_build(section: ImapSettings, runtime: Runtime) -> Built:
     # Imported here: without imapclient only this connector is disabled.
-    from connectors.imap import ImapConnector
+    from connectors.imap.intake import ImapConnector
 
     return Built(tasks=[ImapConnector(section, runtime.engine, on_stored=runtime.on_stored)])
 
@@ -138,7 +135,7 @@ def _twilio_secrets(section: TwilioSettings) -> tuple[str, ...]:
 def _twilio_build(section: TwilioSettings, runtime: Runtime) -> Built:
     """Twilio's webhooks join the HTTP listener; a fetcher downloads what MMS carry."""
     # Imported here: without the twilio library only this connector is disabled.
-    from connectors.twilio import MediaFetcher, TwilioWebhooks
+    from connectors.twilio.intake import MediaFetcher, TwilioWebhooks
 
     env = dict(runtime.environ)
     token = from_env(section.auth_token_env, env)
@@ -158,8 +155,8 @@ def _twilio_sender_availability(section: TwilioSettings, _runtime: Runtime) -> A
 
 def _twilio_drainers(section: TwilioSettings, runtime: Runtime) -> list[OutboxDrainer]:
     """SMS (and call acknowledgements) leave through the outbox, one drainer per channel."""
-    from connectors.twilio import TwilioDrainer, TwilioSmsSender
-    from connectors.twilio import make_client as make_twilio_client
+    from connectors.twilio.outbox import TwilioDrainer, TwilioSmsSender
+    from connectors.twilio.outbox import make_client as make_twilio_client
 
     env = dict(runtime.environ)
     token = from_env(section.auth_token_env, env)
@@ -181,7 +178,7 @@ def _twilio_drainers(section: TwilioSettings, runtime: Runtime) -> list[OutboxDr
 
 
 def _twitter_availability(section: TwitterSettings, environ: Mapping[str, str]) -> Availability:
-    from connectors.twitter_auth import unavailable_reason
+    from connectors.twitter.auth import unavailable_reason
 
     why = unavailable_reason(section, environ)
     return why is None, why
@@ -199,8 +196,8 @@ def _twitter_secrets(section: TwitterSettings) -> tuple[str, ...]:
 
 def _twitter_build(section: TwitterSettings, runtime: Runtime) -> Built:
     # Imported here: tweepy loads only when the connector runs.
-    from connectors.twitter import TwitterConnector
-    from connectors.twitter_auth import credentials
+    from connectors.twitter.auth import credentials
+    from connectors.twitter.intake import TwitterConnector
 
     creds = credentials(section, runtime.environ)
     assert creds is not None  # availability() checked them
@@ -222,19 +219,19 @@ def _twitter_build(section: TwitterSettings, runtime: Runtime) -> Built:
 
 
 def _reddit_availability(section: RedditSettings, environ: Mapping[str, str]) -> Availability:
-    from connectors.reddit import availability
+    from connectors.reddit.intake import availability
 
     return availability(section, environ)
 
 
 def _reddit_secrets(section: RedditSettings) -> tuple[str, ...]:
-    from connectors.reddit import credential_envs
+    from connectors.reddit.intake import credential_envs
 
     return tuple(credential_envs(section).values())
 
 
 def _reddit_build(section: RedditSettings, runtime: Runtime) -> Built:
-    from connectors.reddit import RedditConnector
+    from connectors.reddit.intake import RedditConnector
 
     return Built(
         tasks=[
@@ -262,6 +259,18 @@ def _web_build(_section: WebSettings, _runtime: Runtime) -> Built:
 
 def _web_describe(section: WebSettings) -> str:
     return f"web on http://{section.host}:{section.port}/"
+
+
+# --- the settings: one [connectors.<name>] section per connector, its model in its package --
+
+
+class ConnectorsSettings(Strict):
+    smtp: SmtpSettings = SmtpSettings()
+    imap: ImapSettings = ImapSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    twitter: TwitterSettings = TwitterSettings()
+    reddit: RedditSettings = RedditSettings()
+    web: WebSettings = WebSettings()
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -322,8 +331,12 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
 )
 
 CONNECTORS: Mapping[str, ConnectorSpec[Any]] = MappingProxyType({c.name: c for c in REGISTRY})
-# The order every list shows them in is the settings' (connectors/config.py).
+# The order every list shows them in is the channel registry's (connectors/config.py).
 assert tuple(CONNECTORS) == CONNECTOR_NAMES
+# Every connector has its settings section, under its own name and with its own model.
+assert {n: f.annotation for n, f in ConnectorsSettings.model_fields.items()} == {
+    c.name: c.settings_model for c in REGISTRY
+}
 # What `parity run --only` and `parity connectors check` accept.
 NAMES: tuple[str, ...] = tuple(CONNECTORS)
 # The HTTP listener reports under the web inbox's name: the connector that serves HTTP and

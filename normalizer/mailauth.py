@@ -519,7 +519,8 @@ class SmtpFacts:
 
 
 def smtp_facts(envelope: Mapping[str, Any]) -> SmtpFacts | None:
-    """From the stored envelope of SMTP intake (connectors/smtp.py); None for other intake."""
+    """From the stored envelope of SMTP intake (connectors/smtp/server.py); None for the
+    rest."""
     peer = str(envelope.get("peer") or "")
     if not peer or "mail_from" not in envelope:
         return None

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
-from connectors.email_outbox import SmtpRelaySender
+from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from connectors.registry import NAMES as CONNECTOR_NAMES
 from inbox import audit, migrate, outbox, queries

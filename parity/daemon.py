@@ -24,7 +24,7 @@ from sqlalchemy import Engine, func, select, update
 
 from connectors.base import Connector, ConnectorHealth
 from connectors.contract import Availability, Runtime
-from connectors.email_outbox import relay_availability
+from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability

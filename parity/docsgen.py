@@ -459,9 +459,9 @@ def web_app(engine: Engine) -> web.Application:
     manager audit); Twilio's routes join it when that connector runs, so they are added here
     as the daemon adds them. Nothing is started or listened on.
     """
-    from connectors.config import TwilioSettings
     from connectors.registry import HTTP_LISTENER
-    from connectors.twilio import TwilioWebhooks
+    from connectors.twilio.intake import TwilioWebhooks
+    from connectors.twilio.settings import TwilioSettings
     from inbox.secrets import Secret
     from parity.daemon import Daemon
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from connectors.config import ConnectorsSettings, OutboxSettings
+from connectors.config import OutboxSettings
+from connectors.registry import ConnectorsSettings
 from inbox.config import DatabaseSettings, SlaSettings, StoreSettings, Strict, ThreadingSettings
 from inbox.report import AuditSettings
 from inbox.web.config import InboxSettings

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from connectors.config import EmailRelaySettings, OutboxSettings
-from connectors.email_outbox import SmtpRelaySender
+from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from inbox.models import AuditLog, Case, Outbox, OutboxAttempt
 from tests.sink import Sink

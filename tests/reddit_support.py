@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from connectors.config import RedditSettings
-from connectors.reddit import RedditConnector
+from connectors.reddit.intake import RedditConnector
+from connectors.reddit.settings import RedditSettings
 from inbox.models import Identity, Intake, Message
 from tests.reddit_fake import FakeReddit
 

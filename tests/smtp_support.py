@@ -31,8 +31,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from connectors.config import SmtpSettings
-from connectors.smtp import SmtpConnector
+from connectors.smtp.server import SmtpConnector
+from connectors.smtp.settings import SmtpSettings
 from inbox.db import make_engine
 from inbox.models import Intake
 from normalizer.intake import IntakeWriter

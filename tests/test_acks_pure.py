@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.config import EmailRelaySettings
-from connectors.email_outbox import classify_smtp, compose_email, serialize
+from connectors.mail.relay import classify_smtp, compose_email, serialize
 from connectors.outbox import Permanent, Retriable, http_retriable
 from inbox.config import BusinessHours
 from inbox.outbox import Claimed

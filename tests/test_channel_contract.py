@@ -36,11 +36,13 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 import connectors
-from connectors.config import OutboxSettings, RedditSettings, TwitterSettings
+from connectors.config import OutboxSettings
 from connectors.poller import Poller
-from connectors.reddit_outbox import sweep_acks
-from connectors.smtp import source_key as smtp_source_key
-from connectors.twitter_outbox import plan_acks
+from connectors.reddit.outbox import sweep_acks
+from connectors.reddit.settings import RedditSettings
+from connectors.smtp.server import source_key as smtp_source_key
+from connectors.twitter.outbox import plan_acks
+from connectors.twitter.settings import TwitterSettings
 from inbox.accounts import Principal
 from inbox.casework import case_view
 from inbox.channels import (
@@ -291,17 +293,21 @@ def test_every_skip_names_a_channel_a_part_and_a_reason() -> None:
 
 
 def polling_connectors() -> set[str]:
-    """The connectors whose module defines a Poller: each one polls under a lock."""
+    """The connectors whose package defines a Poller: each one polls under a lock."""
     found = set()
     for name in CONNECTOR_CHANNELS:
-        source = Path(connectors.__file__).with_name(f"{name}.py").read_text()
-        tree = ast.parse(source)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef) and any(
-                isinstance(b, ast.Name) and b.id == Poller.__name__ for b in node.bases
-            ):
-                found.add(name)
+        package = Path(connectors.__file__).with_name(name)
+        assert package.is_dir(), f"connector {name} has no package connectors/{name}/"
+        for module in package.rglob("*.py"):
+            tree = ast.parse(module.read_text())
+            found.update(name for node in ast.walk(tree) if _is_poller(node))
     return found
+
+
+def _is_poller(node: ast.AST) -> bool:
+    return isinstance(node, ast.ClassDef) and any(
+        isinstance(b, ast.Name) and b.id == Poller.__name__ for b in node.bases
+    )
 
 
 def test_the_takeover_mapping_covers_every_polling_connector() -> None:

@@ -16,9 +16,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from connectors.config import CONNECTOR_NAMES, ConnectorsSettings
+from connectors.config import CONNECTOR_NAMES
 from connectors.contract import Endpoint, url_endpoint
-from connectors.registry import CONNECTORS, HTTP_LISTENER, NAMES, REGISTRY, availability
+from connectors.registry import (
+    CONNECTORS,
+    HTTP_LISTENER,
+    NAMES,
+    REGISTRY,
+    ConnectorsSettings,
+    availability,
+)
 from inbox.channels import CHANNEL_FACTS, CONNECTOR_CHANNELS
 
 ROOT = Path(__file__).resolve().parent.parent

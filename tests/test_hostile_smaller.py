@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from connectors.smtp import has_source_route
+from connectors.smtp.server import has_source_route
 from inbox.models import Case, Contact, Identity, Intake, Message, Outbox
 from normalizer.mail import automated_reason, check_from, clean_address, parse_email
 from tests.helpers import normalize

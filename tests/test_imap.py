@@ -27,8 +27,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 
-from connectors.config import ConnectorsSettings, ImapAccount, ImapSettings, SmtpSettings
-from connectors.imap import (
+from connectors.imap.intake import (
     ImapConnector,
     backoff_delay,
     idle_outcome,
@@ -41,7 +40,10 @@ from connectors.imap import (
     source_key,
     split_by_checkpoint,
 )
-from connectors.smtp import SmtpConnector
+from connectors.imap.settings import ImapAccount, ImapSettings
+from connectors.registry import ConnectorsSettings
+from connectors.smtp.server import SmtpConnector
+from connectors.smtp.settings import SmtpSettings
 from inbox import queries
 from inbox.config import DatabaseSettings, StoreSettings
 from inbox.models import Blob, Checkpoint, DeadLetter, Intake, Message, Receipt
@@ -1043,7 +1045,7 @@ async def test_backfill_takes_mail_since_the_configured_date_with_progress(engin
     mailbox.append("INBOX", recent, when=datetime(2026, 11, 1, 12, 0, tzinfo=UTC))
     settings = imap_settings(account(mailbox, backfill_since=date(2026, 6, 1)))
     environ = {"PARITY_TEST_IMAP": mailbox.password}
-    caplog.set_level("INFO", logger="connectors.imap")
+    caplog.set_level("INFO", logger="connectors.imap.intake")
     connector = ImapConnector(settings, engine, environ=environ)
     await drive(connector, drained(connector))
 

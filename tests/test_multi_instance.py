@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from sqlalchemy import select
 
 from connectors.config import OutboxSettings
-from connectors.email_outbox import SmtpRelaySender
+from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from inbox.db import make_engine
 from inbox.models import Case, Message, Outbox

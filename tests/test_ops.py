@@ -174,7 +174,7 @@ def test_json_lines_name_the_connector_and_case_and_mask_secrets(engine, capsys)
         ingest(engine, GARBAGE, connector="smtp")
         outcomes = {o.intake_id: o for o in normalize(engine)}
         with logcontext.bound(connector="email-outbox"):
-            logging.getLogger("connectors.email_outbox").warning(
+            logging.getLogger("connectors.mail.relay").warning(
                 "relay refused login %s", secret.reveal()
             )
         lines = _json_lines(capsys)

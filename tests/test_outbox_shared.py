@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from connectors.config import OutboxSettings
-from connectors.twilio import TwilioDrainer, TwilioSmsSender, make_client
-from connectors.twitter_outbox import plan_acks
+from connectors.twilio.outbox import TwilioDrainer, TwilioSmsSender, make_client
+from connectors.twitter.outbox import plan_acks
 from inbox import report_rows
 from inbox.models import AuditLog, Case, Outbox, utcnow
 from inbox.outbox import Result, backoff, claim, enqueue, record, recover

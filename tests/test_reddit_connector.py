@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from connectors.reddit import (
+from connectors.reddit.intake import (
     Cursor,
     RedditConnector,
     advance,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from connectors.reddit_outbox import AckTarget, plan_ack, reply_route, sweep_acks
+from connectors.reddit.outbox import AckTarget, plan_ack, reply_route, sweep_acks
 from inbox import casework, queries
 from inbox.accounts import Principal
 from inbox.models import Case, Outbox
@@ -296,7 +296,7 @@ def test_a_crash_before_the_reply_left_is_checked_then_sent_once(engine, fake):
     reddit = connector(engine, fake, sending_lease_seconds=0)
     reddit.poll_once()
     normalize(engine)
-    from connectors.reddit_outbox import sweep_acks
+    from connectors.reddit.outbox import sweep_acks
 
     sweep_acks(engine, reddit.settings, reddit.account)
     claimed = claim(engine, "reddit", "dead-worker", limit=100, lease=timedelta(0))

@@ -178,7 +178,7 @@ def test_a_secret_is_masked_in_log_lines(monkeypatch, capsys, restore_logging, j
     secret = from_env("PARITY_TEST_IMAP_PASSWORD")
     assert secret is not None
     logs.configure("INFO", json_lines)
-    log = logging.getLogger("connectors.imap")
+    log = logging.getLogger("connectors.imap.intake")
     log.info("logging in with %s", secret.reveal())
     log.warning("login failed for imaps://support:%s@imap.example.com/", secret.reveal())
     try:

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from connectors.smtp import recipient_allowed
+from connectors.smtp.server import recipient_allowed
 from inbox import queries
 from inbox.db import make_engine
 from inbox.models import Attachment, Case, Intake, Message, Receipt

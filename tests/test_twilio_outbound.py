@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from connectors.config import OutboxSettings
-from connectors.twilio import TwilioDrainer, TwilioSmsSender, make_client
+from connectors.twilio.outbox import TwilioDrainer, TwilioSmsSender, make_client
 from inbox.models import Case, Outbox, utcnow
 from inbox.outbox import enqueue
 from inbox.secrets import Secret
@@ -165,7 +165,7 @@ def test_a_row_left_sending_is_looked_up_before_any_retry(engine: Engine) -> Non
 
 
 async def test_mms_media_are_fetched_with_the_account_credentials_once(engine: Engine) -> None:
-    from connectors.twilio import MediaFetcher
+    from connectors.twilio.intake import MediaFetcher
     from inbox.models import Attachment, Blob
 
     with fake_twilio() as fake:

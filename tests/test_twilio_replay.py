@@ -13,14 +13,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from connectors.config import OutboxSettings
-from connectors.twilio import (
-    CONNECTOR,
-    TwilioDrainer,
-    TwilioSmsSender,
-    keyword_updates,
-    make_client,
-    opted_out,
-)
+from connectors.twilio.intake import CONNECTOR, keyword_updates, opted_out
+from connectors.twilio.outbox import TwilioDrainer, TwilioSmsSender, make_client
 from inbox.models import Checkpoint, Intake, Outbox, utcnow
 from inbox.outbox import enqueue
 from inbox.secrets import Secret

@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
 from twilio.request_validator import RequestValidator
 
-from connectors.config import TwilioSettings
-from connectors.twilio import TwilioWebhooks
+from connectors.twilio.intake import TwilioWebhooks
+from connectors.twilio.settings import TwilioSettings
 from inbox.secrets import Secret
 from inbox.web import create_app
 from normalizer.intake import RawInput, Stored, store

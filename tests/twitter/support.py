@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from connectors.config import TwitterSettings
-from connectors.twitter import TwitterConnector
-from connectors.twitter_auth import credentials
+from connectors.twitter.auth import credentials
+from connectors.twitter.intake import TwitterConnector
+from connectors.twitter.settings import TwitterSettings
 from inbox.models import Intake, Outbox
 from tests.helpers import child_settings
 from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, FakeX

@@ -7,7 +7,7 @@ import asyncio
 
 from sqlalchemy import select
 
-from connectors.twitter_outbox import plan_acks
+from connectors.twitter.outbox import plan_acks
 from inbox.models import Case, Outbox
 from normalizer.acks import AckLimits
 from tests.helpers import normalize

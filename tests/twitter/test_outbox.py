@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from connectors.twitter_outbox import plan_acks, reply_route
+from connectors.twitter.outbox import plan_acks, reply_route
 from inbox import casework, queries
 from inbox.accounts import Principal
 from inbox.config import SlaSettings

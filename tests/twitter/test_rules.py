@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from connectors.config import TwitterSettings
-from connectors.twitter import dm_items, mention_items, newer_event, newest_tweet_id
-from connectors.twitter_api import XApi, XError, classify, describe, read_budget, seconds_until
-from connectors.twitter_auth import credentials
-from connectors.twitter_outbox import ack_text, choose_ack
+from connectors.twitter.api import XApi, XError, classify, describe, read_budget, seconds_until
+from connectors.twitter.auth import credentials
+from connectors.twitter.intake import dm_items, mention_items, newer_event, newest_tweet_id
+from connectors.twitter.outbox import ack_text, choose_ack
+from connectors.twitter.settings import TwitterSettings
 from inbox.outbox import backoff
 from normalizer.acks import describe_eta
 from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, fixture

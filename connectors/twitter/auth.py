@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from connectors.config import TwitterSettings
+from connectors.twitter.settings import TwitterSettings
 from inbox.secrets import Secret, from_env
 
 

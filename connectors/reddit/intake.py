@@ -45,12 +45,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, select
 
 from connectors import poller
-from connectors.config import RedditSettings
 from connectors.outbox import DrainReport
 from connectors.poller import Disable, Poller, Retry, next_step, sleep_or_stop
-from connectors.reddit_errors import AuthFailed as AuthFailed
-from connectors.reddit_errors import auth_failure as auth_failure
-from connectors.reddit_errors import retry_wait as retry_wait
+from connectors.reddit.errors import AuthFailed as AuthFailed
+from connectors.reddit.errors import auth_failure as auth_failure
+from connectors.reddit.errors import retry_wait as retry_wait
+from connectors.reddit.settings import RedditSettings
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
@@ -59,8 +59,8 @@ from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256
 from normalizer.reddit import SYSTEM_AUTHORS, ref
 
-# AuthFailed, auth_failure and retry_wait are shared with the sender (reddit_outbox.py): they
-# live in the leaf module connectors/reddit_errors.py, so that the two never import each other,
+# AuthFailed, auth_failure and retry_wait are shared with the sender (outbox.py): they
+# live in the leaf module errors.py, so that the two never import each other,
 # and are re-exported here under their old names.
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ class RedditConnector(Poller):
         self.account = str(me.name)
         self.publish()
         if self.deliver_enabled:
-            from connectors.reddit_outbox import RedditSender, drainer
+            from connectors.reddit.outbox import RedditSender, drainer
 
             sender = RedditSender(self.settings, self.reddit, self.account, self.timezone)
             self.delivery = drainer(self.engine, sender, self.settings, self.instance)
@@ -340,7 +340,7 @@ class RedditConnector(Poller):
         """Plan new cases' acknowledgements, then send due rows through the shared drainer.
 
         Only the holder of the poller lock runs this, so it is Reddit's one sender."""
-        from connectors.reddit_outbox import sweep_acks
+        from connectors.reddit.outbox import sweep_acks
 
         sweep_acks(
             self.engine,
@@ -707,7 +707,7 @@ class RedditConnector(Poller):
         if self.disabled_reason:
             details["disabled_reason"] = self.disabled_reason
         if self.delivery is not None:
-            from connectors.reddit_outbox import outbox_states
+            from connectors.reddit.outbox import outbox_states
 
             details["outbox"] = outbox_states(self.engine)
         return details

@@ -23,7 +23,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from connectors.base import ConnectorHealth
-from connectors.config import SmtpSettings
+from connectors.smtp.settings import SmtpSettings
 from inbox.db import StorageUnavailable
 from normalizer.intake import IntakeWriter, RawInput
 

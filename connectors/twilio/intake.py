@@ -19,27 +19,24 @@ import contextlib
 import logging
 import mimetypes
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 from aiohttp import web
 from sqlalchemy import Engine, insert, select, update
-from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
-from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.base import ConnectorHealth
-from connectors.config import TwilioSettings
-from connectors.outbox import Lookup, OutboxDrainer, Permanent, Retriable, http_retriable
+from connectors.twilio.settings import TwilioSettings
 from inbox.channels import channels_of
 from inbox.config import SlaSettings
 from inbox.db import insert_ignore, read, write
 from inbox.models import Attachment, Blob, Checkpoint, Message, utcnow
-from inbox.outbox import Claimed, mark
+from inbox.outbox import mark
 from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
@@ -272,90 +269,6 @@ def mark_status(engine: Engine, sid: str, state: str, error: str | None) -> int:
         mark(engine, channel, outcome, provider_id=sid, error=error)
         for channel in channels_of("twilio")
     )
-
-
-# --- outbound SMS -------------------------------------------------------------------------
-
-
-def make_client(settings: TwilioSettings, sid: str, token: Secret) -> Client:
-    client = Client(sid, token.reveal())
-    base = settings.api_base_url.rstrip("/")
-    if base and base != "https://api.twilio.com":
-        # Every domain's base URL points at the configured API (a fake, in tests).
-        client.api.base_url = base
-    return client
-
-
-class TwilioSmsSender:
-    """Sends outbox rows of one channel (sms, or voice: a caller is answered by text)."""
-
-    resend_safe = False  # an SMS has no id a handset could drop a copy by
-
-    def __init__(
-        self,
-        channel: str,
-        settings: TwilioSettings,
-        client: Client,
-        engine: Engine,
-        *,
-        status_callback: bool = True,
-    ) -> None:
-        self.channel = channel
-        self.settings = settings
-        self.client = client
-        self.engine = engine
-        self.status_callback = (
-            settings.public_url.rstrip("/") + "/twilio/status"
-            if status_callback and settings.public_url
-            else None
-        )
-
-    def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
-        return None
-
-    def send(self, row: Claimed) -> str | None:
-        number = normalise_number(row.recipient)
-        if number is None:
-            raise Permanent(f"{row.recipient!r} is not an E.164 number")
-        if opted_out(self.engine, number):
-            raise Permanent("the number opted out (STOP); nothing is sent to it")
-        kwargs: dict[str, Any] = {
-            "to": number,
-            "from_": self.settings.from_number,
-            "body": row.body,
-        }
-        if self.status_callback:
-            kwargs["status_callback"] = self.status_callback
-        message = self.client.messages.create(**kwargs)
-        return str(message.sid)
-
-    def classify(self, exc: BaseException) -> tuple[bool, str]:
-        if isinstance(exc, Permanent):
-            return False, str(exc)
-        if isinstance(exc, Retriable):
-            return True, str(exc)
-        if isinstance(exc, TwilioRestException):
-            return http_retriable(exc.status), f"Twilio {exc.status} {exc.code}: {exc.msg}"
-        return True, f"{type(exc).__name__}: {exc}"
-
-    # Twilio's message list shows every message we sent: absent there means never sent.
-    resend_if_absent = True
-
-    def reconcile(self, row: Claimed) -> Lookup:
-        """A message to the row's number with its body, sent around its attempt, if Twilio
-        has one: a row left "sending" by a crash is looked up before any retry."""
-        since = (row.created_at or utcnow()) - timedelta(minutes=5)
-        for message in self.client.messages.list(
-            to=row.recipient, from_=self.settings.from_number, date_sent_after=since, limit=50
-        ):
-            if (message.body or "") == row.body:
-                return Lookup(str(message.sid))
-        return Lookup(None)
-
-
-# The shared drainer now looks unknown rows up through `TwilioSmsSender.reconcile`; the name
-# stays for the daemon's wiring.
-TwilioDrainer = OutboxDrainer
 
 
 # --- MMS media ------------------------------------------------------------------------------

@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, select
 
-from connectors.config import OutboxSettings, TwitterSettings
+from connectors.config import OutboxSettings
 from connectors.outbox import DrainReport, Failure, Lookup, OutboxDrainer
-from connectors.twitter_api import XApi, XError, is_duplicate_content, seconds_until
+from connectors.twitter.api import XApi, XError, is_duplicate_content, seconds_until
+from connectors.twitter.settings import TwitterSettings
 from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow

@@ -23,7 +23,7 @@ import tweepy
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from connectors.twitter_auth import TwitterCredentials
+from connectors.twitter.auth import TwitterCredentials
 
 TWITTER_HOST = "https://api.twitter.com"
 

@@ -29,7 +29,7 @@ from sqlalchemy import Engine, select
 
 from connectors import poller
 from connectors.base import ConnectorHealth
-from connectors.config import ImapAccount, ImapSettings
+from connectors.imap.settings import ImapAccount, ImapSettings
 from connectors.poller import Poller, Retry, iso, next_step, sleep_or_stop
 from inbox.db import StorageUnavailable, read
 from inbox.models import Intake, utcnow

@@ -32,9 +32,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from connectors.config import OutboxSettings, RedditSettings
+from connectors.config import OutboxSettings
 from connectors.outbox import Failure, Lookup, OutboxDrainer
-from connectors.reddit_errors import AuthFailed, auth_failure, retry_wait
+from connectors.reddit.errors import AuthFailed, auth_failure, retry_wait
+from connectors.reddit.settings import RedditSettings
 from inbox import outbox
 from inbox.db import write
 from inbox.models import Case, Intake, Message, Receipt, utcnow

@@ -1,4 +1,4 @@
-"""What the Reddit poller (connectors/reddit.py) and sender (connectors/reddit_outbox.py)
+"""What the Reddit poller (intake.py) and sender (outbox.py)
 both need to read Reddit's refusals: a leaf module, so the two never import each other.
 """
 

@@ -35,11 +35,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from connectors import poller
-from connectors.config import TwitterSettings
 from connectors.poller import Disable, Poller, Retry, iso, iso_epoch, next_step, sleep_or_stop
-from connectors.twitter_api import Budget, XApi, XError, seconds_until
-from connectors.twitter_auth import TwitterCredentials
-from connectors.twitter_outbox import (
+from connectors.twitter.api import Budget, XApi, XError, seconds_until
+from connectors.twitter.auth import TwitterCredentials
+from connectors.twitter.outbox import (
     Stop,
     TwitterSender,
     drainer,
@@ -47,6 +46,7 @@ from connectors.twitter_outbox import (
     recover_orphans,
     tally,
 )
+from connectors.twitter.settings import TwitterSettings
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
 from normalizer.acks import AckLimits

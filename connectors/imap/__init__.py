@@ -1,0 +1,1 @@
+"""The IMAP connector: polls mailboxes (with IDLE) and archives what it stored."""

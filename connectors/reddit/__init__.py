@@ -1,0 +1,1 @@
+"""The Reddit connector: watched subreddits and the account inbox polled in, replies out."""
