@@ -50,6 +50,7 @@ from bench.smtp_intake import (  # noqa: E402 - the repository root is put on th
     make_mail,
     start_smtp_parity,
 )
+from connectors.registry import parser_table  # noqa: E402
 from inbox.db import make_engine  # noqa: E402
 from inbox.models import Case, Message  # noqa: E402
 from normalizer.config import NormalizerSettings  # noqa: E402
@@ -204,7 +205,7 @@ def worst_cpu(count: int, seed: int) -> dict[str, Any]:
     inputs = [(name, raw) for name, raw in crafted()[:4]]
     inputs += [("normal", raw) for _f, _r, raw in make_mail(min(count, 100), seed, "cpu")]
     for name, raw in inputs:
-        job = ParseJob(0, "email", raw, {}, datetime.now(UTC), caps)
+        job = ParseJob(0, "email", raw, {}, datetime.now(UTC), caps, parsers=parser_table())
         result = parse_job(job)
         costs.append((result.cpu_seconds, f"{name}: {result.error or 'message'}"))
     costs.sort(reverse=True)

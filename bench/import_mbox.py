@@ -37,6 +37,7 @@ from sqlalchemy import Engine, create_engine, func, insert, select, text
 # every part that writes the audit log needs one) is not imported by itself.
 os.environ.setdefault("PARITY_AUDIT_KEY", "bench-" + secrets.token_hex(32))
 
+from connectors.registry import parser_table
 from inbox import migrate
 from inbox.config import StoreSettings
 from inbox.db import make_engine
@@ -78,7 +79,7 @@ def write_mbox(path: Path, numbers: range, sender_of: Any) -> None:
 
 
 def run_import(engine: Engine, path: Path) -> tuple[float, backfill.ImportSummary]:
-    normalizer = Normalizer(engine, StoreSettings())
+    normalizer = Normalizer(engine, StoreSettings(), parsers=parser_table())
     started = time.perf_counter()  # reading the mbox is part of importing it
     _total, messages = backfill.mbox_messages(path)
     summary = backfill.import_messages(engine, normalizer, messages, origin=path.name)

@@ -3,9 +3,10 @@
 A connector is one `ConnectorSpec` in connectors/registry.py. It declares its name (its
 channels come from the channel registry, inbox/channels.py), its settings model (the
 `[connectors.<name>]` section), its secrets (the `*_env` variable names), what it needs to
-run (`availability`), the hosts `parity doctor` checks it can reach (`endpoints`), and it
-builds its intake tasks, its HTTP routes and its sender. The daemon, doctor, status and CLI
-in parity/ never name a connector: they iterate over the registry. The shape follows the
+run (`availability`), the hosts `parity doctor` checks it can reach (`endpoints`), its
+channels' parsers, and it builds its intake tasks, its HTTP routes and its sender. The
+daemon, doctor, status and CLI in parity/ never name a connector: they iterate over the
+registry. The shape follows the
 known plugin patterns: a Singer stream declares its settings and discovery, an Apprise
 plugin its secrets and transport, an aiosmtpd handler is handed to a server it does not own.
 
@@ -31,6 +32,7 @@ from inbox.web.routes import Route
 from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
 from normalizer.intake import IntakeWriter
+from normalizer.parse import Parser
 
 S = TypeVar("S", bound=Strict)
 
@@ -137,6 +139,9 @@ class ConnectorSpec(Generic[S]):
     reports_backlog: bool = False
     # Its part of the start-up line ("SMTP on 127.0.0.1:2525 for ..."), when it runs.
     describe: Callable[[S], str] | None = None
+    # The parser of each channel it brings in: a pure module-level function in its package
+    # (connectors/<name>/parse.py), handed to the normalizer by the composition root.
+    parsers: Mapping[str, Parser] = field(default_factory=dict)
 
     @property
     def channels(self) -> tuple[str, ...]:

@@ -31,13 +31,17 @@ from connectors.contract import (
 from connectors.imap.settings import ImapSettings
 from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
+from connectors.reddit.parse import parse as reddit_parse
 from connectors.reddit.settings import RedditSettings
 from connectors.smtp.settings import SmtpSettings
+from connectors.twilio.parse import parse as twilio_parse
 from connectors.twilio.settings import TwilioSettings
+from connectors.twitter.parse import parse as twitter_parse
 from connectors.twitter.settings import TwitterSettings
 from inbox.channels import channels_of
 from inbox.config import Strict
 from inbox.secrets import from_env
+from normalizer.parse import Parser, parse_mail
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +285,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         SmtpSettings,
         _smtp_build,
         sender=EMAIL_RELAY,
+        parsers={"email": parse_mail},
         reports_backlog=True,
         describe=_smtp_describe,
     ),
@@ -294,6 +299,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
             Endpoint(f"IMAP account {a.name}", a.host, a.port) for a in s.accounts
         ],
         sender=EMAIL_RELAY_FOR_IMAP,
+        parsers={"email": parse_mail},
     ),
     ConnectorSpec(
         "twilio",
@@ -309,6 +315,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
             availability=_twilio_sender_availability,
             build=_twilio_drainers,
         ),
+        parsers=dict.fromkeys(channels_of("twilio"), twilio_parse),
         serves_http=True,
     ),
     ConnectorSpec(
@@ -318,6 +325,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         availability=_twitter_availability,
         secrets=_twitter_secrets,
         endpoints=lambda s: [url_endpoint("X API", s.api_base_url)],
+        parsers={"twitter": twitter_parse},
     ),
     ConnectorSpec(
         "reddit",
@@ -326,6 +334,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         availability=_reddit_availability,
         secrets=_reddit_secrets,
         endpoints=lambda s: [url_endpoint("Reddit API", s.oauth_url)],
+        parsers={"reddit": reddit_parse},
     ),
     ConnectorSpec("web", WebSettings, _web_build, serves_http=True, describe=_web_describe),
 )
@@ -347,3 +356,19 @@ HTTP_LISTENER: str = next(c.name for c in REGISTRY if c.serves_http and not c.ch
 def availability(connectors: Strict, name: str, environ: Mapping[str, str]) -> Availability:
     """Whether connector `name` can run with these `[connectors]` settings, and why not."""
     return CONNECTORS[name].check(connectors, environ)
+
+
+def parser_table() -> dict[str, Parser]:
+    """channel -> parser over every connector: the table the composition root hands to the
+    normalizer (parity/daemon.py, parity/cli.py, the benches and the tests all take it here).
+
+    Two connectors may bring in one channel (SMTP and IMAP both bring email), but then with
+    one parser: the store keeps the channel, not the connector, and a replay must not
+    depend on which connector took the input in.
+    """
+    table: dict[str, Parser] = {}
+    for spec in REGISTRY:
+        for channel, parser in spec.parsers.items():
+            if table.setdefault(channel, parser) is not parser:
+                raise ValueError(f"two parsers for channel {channel!r}")
+    return table

@@ -32,7 +32,7 @@ from typing import Any
 from normalizer.mail import Caps
 from normalizer.mailauth import MailAuthSettings, evaluate
 from normalizer.message import InboundMessage, ParseError
-from normalizer.parse import parse
+from normalizer.parse import Parsers, parse
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class ParseJob:
     envelope: Mapping[str, Any]
     received_at: datetime
     caps: Caps
+    # channel -> parser, as the composition root built it (normalizer/parse.py); a dict of
+    # module-level functions, which pickle by name.
+    parsers: Parsers
     # The parse's own budget. A parse that finishes past it is refused like one killed at it.
     budget_s: float = 5.0
     # Email only: check the sender (SPF, DKIM, DMARC, ARC) after the parse, in the child.
@@ -82,7 +85,12 @@ def parse_job(job: ParseJob) -> ParseResult:
     started, wall = time.process_time(), time.monotonic()
     try:
         message = parse(
-            job.channel, job.raw, envelope=job.envelope, received_at=job.received_at, caps=job.caps
+            job.channel,
+            job.raw,
+            envelope=job.envelope,
+            received_at=job.received_at,
+            caps=job.caps,
+            parsers=job.parsers,
         )
     except ParseError as exc:
         return ParseResult(job.key, None, str(exc), cpu_seconds=time.process_time() - started)

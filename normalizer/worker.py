@@ -66,6 +66,7 @@ from normalizer.eta import estimate
 from normalizer.intake import sha256
 from normalizer.mailauth import MailAuthSettings, authenticated, greeting_name
 from normalizer.message import InboundMessage
+from normalizer.parse import Parsers
 from normalizer.pool import ParseJob, ParseResult, shared_pool
 from normalizer.threads import (
     OPEN_STATUSES,
@@ -79,7 +80,7 @@ from normalizer.threads import (
     format_reference,
     new_token,
 )
-from normalizer.twilio import merge_voicemail
+from normalizer.voicemail import merge_voicemail
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,12 @@ class Normalizer:
         on_case: Callable[[Outcome], None] | None = None,
         acks: AckSettings | None = None,
         mail_auth: MailAuthSettings | None = None,
+        parsers: Parsers,
     ) -> None:
         self.engine = engine
+        # channel -> parser, handed over by the composition root (parity/, from the connector
+        # registry): the normalizer names no connector's parser.
+        self.parsers = dict(parsers)
         self.store = store
         self.settings = settings or NormalizerSettings()
         self.name = name or worker_id()
@@ -233,6 +238,7 @@ class Normalizer:
                         dict(row.envelope or {}),
                         row.received_at,
                         self.settings.caps(),
+                        parsers=self.parsers,
                         budget_s=self.settings.parse_timeout_seconds,
                         # Sender authentication asks DNS: in the child too, so a slow name
                         # server holds one child, never the filing of other people's mail.

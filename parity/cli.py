@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from connectors.registry import NAMES as CONNECTOR_NAMES
+from connectors.registry import parser_table
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
 from inbox.db import StorageUnavailable, make_engine, read
@@ -519,6 +520,7 @@ def _normalizer(settings: Settings, engine: Engine) -> Normalizer:
         settings.normalizer,
         acks=settings.acknowledgements,
         mail_auth=settings.mail_auth,
+        parsers=parser_table(),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from connectors.registry import parser_table
 from inbox import queries
 from inbox.config import StoreSettings
 from normalizer.intake import RawInput, Stored, store
@@ -69,7 +70,9 @@ def smtp_envelope(raw: bytes) -> dict[str, Any]:
 
 
 def normalize(engine: Engine, settings: StoreSettings | None = None) -> list[Outcome]:
-    return Normalizer(engine, settings or StoreSettings(), mail_auth=test_mail_auth()).drain()
+    return Normalizer(
+        engine, settings or StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table()
+    ).drain()
 
 
 def ingest_and_normalize(engine: Engine, raw: bytes, **kwargs: Any) -> Outcome:

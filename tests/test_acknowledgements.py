@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
+from connectors.registry import parser_table
 from inbox.config import StoreSettings
 from inbox.models import Case, Intake, utcnow
 from normalizer.acks import AckSettings
@@ -223,7 +224,11 @@ def test_a_sender_acknowledged_recently_is_not_acknowledged_again(engine, store_
         )
     ingest(engine, mail("A third problem"))
     normalizer = Normalizer(
-        engine, store_settings, acks=AckSettings(sender_window_hours=0), mail_auth=test_mail_auth()
+        engine,
+        store_settings,
+        acks=AckSettings(sender_window_hours=0),
+        mail_auth=test_mail_auth(),
+        parsers=parser_table(),
     )
     (third,) = normalizer.drain()
     assert case_row(engine, third.case_id).ack_state == "queued"
@@ -255,7 +260,9 @@ def test_twitter_and_reddit_cases_are_left_to_their_connectors_planners(engine):
     from normalizer.message import InboundMessage, Sender
 
     (stored,) = store(engine, [RawInput("twitter", "twitter", "tweet:1", b"{}")])
-    normalizer = Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth())
+    normalizer = Normalizer(
+        engine, StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table()
+    )
     assert normalizer.claim(5) == [stored.intake_id]
     with engine.connect() as conn:
         intake = conn.execute(select(Intake).where(Intake.id == stored.intake_id)).one()

@@ -40,7 +40,9 @@ from connectors.config import OutboxSettings
 from connectors.poller import Poller
 from connectors.reddit.outbox import sweep_acks
 from connectors.reddit.settings import RedditSettings
+from connectors.registry import parser_table
 from connectors.smtp.server import source_key as smtp_source_key
+from connectors.twilio.parse import source_key as twilio_source_key
 from connectors.twitter.outbox import plan_acks
 from connectors.twitter.settings import TwitterSettings
 from inbox.accounts import Principal
@@ -58,7 +60,6 @@ from normalizer.intake import RawInput, store
 from normalizer.mail import Caps
 from normalizer.message import InboundMessage
 from normalizer.parse import parse
-from normalizer.twilio import source_key as twilio_source_key
 from tests.helpers import fixture_bytes, normalize, smtp_envelope
 from tests.inbox_helpers import make_user
 from tests.reddit_fake import FakeReddit
@@ -152,7 +153,7 @@ def email_inputs() -> list[RawInput]:
 
 
 def twilio_inputs(channel: str) -> list[RawInput]:
-    """Webhook posts as connectors.twilio stores them, keyed by normalizer.twilio.source_key."""
+    """Webhook posts as the Twilio connector stores them, keyed by its parse.source_key."""
     kinds = {"sms": ("sms", "mms"), "voice": ("call", "recording", "transcription")}[channel]
     names = {"call": "voice"}
     items = []
@@ -257,7 +258,12 @@ KITS: dict[str, Kit] = {
 
 def parsed(item: RawInput) -> InboundMessage:
     return parse(
-        item.channel, item.payload, envelope=item.envelope, received_at=RECEIVED, caps=Caps()
+        item.channel,
+        item.payload,
+        envelope=item.envelope,
+        received_at=RECEIVED,
+        caps=Caps(),
+        parsers=parser_table(),
     )
 
 
@@ -294,7 +300,7 @@ def test_every_skip_names_a_channel_a_part_and_a_reason() -> None:
 
 def polling_connectors() -> set[str]:
     """The connectors whose package defines a Poller: each one polls under a lock."""
-    found = set()
+    found: set[str] = set()
     for name in CONNECTOR_CHANNELS:
         package = Path(connectors.__file__).with_name(name)
         assert package.is_dir(), f"connector {name} has no package connectors/{name}/"

@@ -9,6 +9,7 @@ The expected values below are written out by hand from today's settings and beha
 from __future__ import annotations
 
 import ast
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from connectors.registry import (
     REGISTRY,
     ConnectorsSettings,
     availability,
+    parser_table,
 )
 from inbox.channels import CHANNEL_FACTS, CONNECTOR_CHANNELS
+from normalizer.parse import parse_mail
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,6 +124,37 @@ def test_every_connector_brings_channels_that_exist_and_every_channel_has_one() 
     assert set(CONNECTOR_CHANNELS) <= set(CONNECTORS)
     # The HTTP listener reports under the web inbox's name, as it always has.
     assert HTTP_LISTENER == "web"
+
+
+# --- the parsers: declared by the connectors, handed to the normalizer as one table -------
+
+# Where each channel's parser lives, written out: email's is the normalizer's mail pipeline
+# (shared by SMTP and IMAP), every other one is in its connector's package.
+PARSER_MODULES = {
+    "email": "normalizer.parse",
+    "sms": "connectors.twilio.parse",
+    "voice": "connectors.twilio.parse",
+    "twitter": "connectors.twitter.parse",
+    "reddit": "connectors.reddit.parse",
+}
+
+
+def test_every_channel_has_one_parser_declared_by_its_connectors() -> None:
+    table = parser_table()
+    assert set(table) == set(CHANNEL_FACTS) == set(PARSER_MODULES)
+    for channel, parser in table.items():
+        assert parser.__module__ == PARSER_MODULES[channel], channel
+    for spec in REGISTRY:
+        # A connector names the parsers of exactly the channels it brings in.
+        assert set(spec.parsers) == set(spec.channels), spec.name
+    assert table["email"] is parse_mail
+
+
+def test_the_parser_table_pickles_by_reference() -> None:
+    """The table travels to the parse children by pickle: each parser must be a
+    module-level function the child can import by name, never a lambda or a closure."""
+    table = parser_table()
+    assert pickle.loads(pickle.dumps(table)) == table  # noqa: S301 - our own bytes
 
 
 # --- every connector declares every part of the contract ----------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from connectors.registry import parser_table
 from inbox import queries
 from inbox.config import StoreSettings
 from inbox.models import AuditLog, Case, Identity, Message
@@ -48,7 +49,11 @@ def send(port: int, mail_from: str, raw: bytes) -> None:
 
 def normalizer(engine: Engine, acks: AckSettings | None = None) -> Normalizer:
     return Normalizer(
-        engine, StoreSettings(), acks=acks or AckSettings(), mail_auth=shared_dns().settings()
+        engine,
+        StoreSettings(),
+        acks=acks or AckSettings(),
+        mail_auth=shared_dns().settings(),
+        parsers=parser_table(),
     )
 
 

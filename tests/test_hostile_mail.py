@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from connectors.registry import parser_table
 from inbox.config import StoreSettings
 from inbox.models import Blob, Case, DeadLetter, Intake, Message
 from normalizer.config import NormalizerSettings
@@ -212,7 +213,12 @@ def test_a_sender_whose_dns_never_answers_holds_back_nobody_and_is_still_filed(
 def test_over_budget_is_a_dead_letter_with_its_raw_bytes_and_replays_once_raised(engine):
     raw = big_html(2)  # about 1.4 s of parsing
     ingest(engine, raw, source_key="slow-html")
-    tight = Normalizer(engine, StoreSettings(), NormalizerSettings(parse_timeout_seconds=0.05))
+    tight = Normalizer(
+        engine,
+        StoreSettings(),
+        NormalizerSettings(parse_timeout_seconds=0.05),
+        parsers=parser_table(),
+    )
     (outcome,) = tight.drain()
     assert (outcome.state, outcome.error) == ("dead", "parse exceeded 0.05 s budget")
     with engine.connect() as conn:
@@ -221,7 +227,12 @@ def test_over_budget_is_a_dead_letter_with_its_raw_bytes_and_replays_once_raised
     assert letter.error == "parse exceeded 0.05 s budget"
     assert stored == raw
     # The fix: a budget the input fits in. Replay files it as a message in a case.
-    fixed = Normalizer(engine, StoreSettings(), NormalizerSettings(parse_timeout_seconds=120))
+    fixed = Normalizer(
+        engine,
+        StoreSettings(),
+        NormalizerSettings(parse_timeout_seconds=120),
+        parsers=parser_table(),
+    )
     result = replay(engine, fixed, letter.id)
     assert result.case is not None, result
     with engine.connect() as conn:

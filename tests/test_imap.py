@@ -41,7 +41,7 @@ from connectors.imap.intake import (
     split_by_checkpoint,
 )
 from connectors.imap.settings import ImapAccount, ImapSettings
-from connectors.registry import ConnectorsSettings
+from connectors.registry import ConnectorsSettings, parser_table
 from connectors.smtp.server import SmtpConnector
 from connectors.smtp.settings import SmtpSettings
 from inbox import queries
@@ -1094,7 +1094,9 @@ async def test_imap_mail_is_authenticated_by_the_providers_topmost_header(engine
     )
     await drive(connector, drained(connector))
     trusting = test_mail_auth().model_copy(update={"trusted_authserv_ids": ["mx.provider.example"]})
-    outcomes = Normalizer(engine, StoreSettings(), mail_auth=trusting).drain()
+    outcomes = Normalizer(
+        engine, StoreSettings(), mail_auth=trusting, parsers=parser_table()
+    ).drain()
     assert [o.state for o in outcomes] == ["done", "done"]
     with engine.connect() as conn:
         rows = list(conn.execute(select(Message.subject, Message.auth).order_by(Message.id)))

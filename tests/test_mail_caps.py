@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 import normalizer.mail
+from connectors.registry import parser_table
 from inbox.config import StoreSettings
 from inbox.models import Blob, DeadLetter, Intake, Message
 from normalizer.config import NormalizerSettings
@@ -234,7 +235,9 @@ def test_hostile_mail_ends_as_dead_letters_with_its_raw_bytes(engine):
     inputs["a message over the size cap"] = oversize
     for name, raw in inputs.items():
         ingest(engine, raw, source_key=f"hostile:{name}")
-    outcomes = Normalizer(engine, StoreSettings(), settings, mail_auth=test_mail_auth()).drain()
+    outcomes = Normalizer(
+        engine, StoreSettings(), settings, mail_auth=test_mail_auth(), parsers=parser_table()
+    ).drain()
     assert [o.state for o in outcomes] == ["dead"] * len(inputs)
     with engine.connect() as conn:
         assert conn.execute(select(Message.id)).first() is None

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from connectors.reddit.parse import parse_reddit
+from connectors.registry import parser_table
 from normalizer.mail import Caps
 from normalizer.message import ParseError
 from normalizer.parse import parse
-from normalizer.reddit import parse_reddit
 from tests.reddit_fake import children
 
 RECEIVED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -218,7 +219,16 @@ def test_bad_items_are_parse_errors(raw, error):
 
 def test_parse_dispatches_reddit_and_caps_its_size():
     raw = item("inbox.json", "t4_2kq8v1f")
-    message = parse("reddit", raw, envelope={}, received_at=RECEIVED, caps=Caps())
+    message = parse(
+        "reddit", raw, envelope={}, received_at=RECEIVED, caps=Caps(), parsers=parser_table()
+    )
     assert message.external_id == "t4_2kq8v1f"
     with pytest.raises(ParseError, match="over the cap"):
-        parse("reddit", raw, envelope={}, received_at=RECEIVED, caps=Caps(max_bytes=len(raw) - 1))
+        parse(
+            "reddit",
+            raw,
+            envelope={},
+            received_at=RECEIVED,
+            caps=Caps(max_bytes=len(raw) - 1),
+            parsers=parser_table(),
+        )

@@ -8,14 +8,9 @@ from urllib.parse import urlencode
 
 import pytest
 
+from connectors.twilio.parse import keyword, normalise_number, parse_twilio, source_key
 from normalizer.message import ParseError
-from normalizer.twilio import (
-    keyword,
-    merge_voicemail,
-    normalise_number,
-    parse_twilio,
-    source_key,
-)
+from normalizer.voicemail import merge_voicemail
 from tests.twilio_support import fixture
 
 AT = datetime(2026, 11, 21, 1, 12, tzinfo=UTC)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
+from connectors.registry import parser_table
 from inbox.config import StoreSettings
 from inbox.models import Intake
 from normalizer.worker import Normalizer, WorkerLoop
@@ -38,7 +39,13 @@ async def test_a_stopping_worker_gives_back_the_rows_it_did_not_reach(engine):
     # Intake busy for good (no deferring left) and a 1% share: after each row the worker
     # pauses 99 times as long.
     loop = WorkerLoop(
-        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth(), name="stopping-worker"),
+        Normalizer(
+            engine,
+            StoreSettings(),
+            mail_auth=test_mail_auth(),
+            name="stopping-worker",
+            parsers=parser_table(),
+        ),
         intake_busy=lambda: True,
         busy_share=0.01,
         busy_defer_s=0,
@@ -62,7 +69,8 @@ async def test_an_idle_worker_drains_everything_in_chunks(engine):
     for n in range(25):
         ingest(engine, mail(n), connector="smtp")
     loop = WorkerLoop(
-        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth()), idle_chunk=10
+        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table()),
+        idle_chunk=10,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
@@ -78,7 +86,7 @@ async def test_a_burst_is_answered_first_and_normalized_right_after(engine):
         ingest(engine, mail(n), connector="smtp")
     burst_until = time.monotonic() + 0.6
     loop = WorkerLoop(
-        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth()),
+        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table()),
         intake_busy=lambda: time.monotonic() < burst_until,
         busy_defer_s=30,
     )
@@ -97,7 +105,7 @@ async def test_sustained_intake_still_gets_a_share_after_the_deferral(engine):
         ingest(engine, mail(n), connector="smtp")
     started = time.monotonic()
     loop = WorkerLoop(
-        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth()),
+        Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table()),
         intake_busy=lambda: True,
         busy_defer_s=0.3,
     )

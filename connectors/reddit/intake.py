@@ -50,6 +50,7 @@ from connectors.poller import Disable, Poller, Retry, next_step, sleep_or_stop
 from connectors.reddit.errors import AuthFailed as AuthFailed
 from connectors.reddit.errors import auth_failure as auth_failure
 from connectors.reddit.errors import retry_wait as retry_wait
+from connectors.reddit.parse import SYSTEM_AUTHORS, ref
 from connectors.reddit.settings import RedditSettings
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
@@ -57,7 +58,6 @@ from inbox.secrets import Secret, from_env
 from normalizer.acks import AckLimits
 from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256
-from normalizer.reddit import SYSTEM_AUTHORS, ref
 
 # AuthFailed, auth_failure and retry_wait are shared with the sender (outbox.py): they
 # live in the leaf module errors.py, so that the two never import each other,

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, select, update
 from connectors.config import OutboxSettings
 from connectors.outbox import Failure, Lookup, OutboxDrainer
 from connectors.reddit.errors import AuthFailed, auth_failure, retry_wait
+from connectors.reddit.parse import ref
 from connectors.reddit.settings import RedditSettings
 from inbox import outbox
 from inbox.db import write
@@ -43,7 +44,6 @@ from inbox.outbox import Claimed
 from normalizer.ack_plan import AckOut, queue_ack
 from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
-from normalizer.reddit import ref
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.base import ConnectorHealth
+from connectors.twilio.parse import form, keyword, normalise_number, source_key
 from connectors.twilio.settings import TwilioSettings
 from inbox.channels import channels_of
 from inbox.config import SlaSettings
@@ -43,7 +44,6 @@ from inbox.web.routes import Route
 from normalizer.acks import describe_eta
 from normalizer.intake import CheckpointUpdate, RawInput, Stored, sha256
 from normalizer.message import ParseError
-from normalizer.twilio import form, keyword, normalise_number, source_key
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from twilio.rest import Client
 
 from connectors.outbox import Lookup, OutboxDrainer, Permanent, Retriable, http_retriable
 from connectors.twilio.intake import opted_out
+from connectors.twilio.parse import normalise_number
 from connectors.twilio.settings import TwilioSettings
 from inbox.models import utcnow
 from inbox.outbox import Claimed
 from inbox.secrets import Secret
-from normalizer.twilio import normalise_number
 
 
 def make_client(settings: TwilioSettings, sid: str, token: Secret) -> Client:

@@ -28,6 +28,7 @@ from sqlalchemy import Engine, select
 from connectors.config import OutboxSettings
 from connectors.outbox import DrainReport, Failure, Lookup, OutboxDrainer
 from connectors.twitter.api import XApi, XError, is_duplicate_content, seconds_until
+from connectors.twitter.parse import tweet_ref
 from connectors.twitter.settings import TwitterSettings
 from inbox import outbox
 from inbox.db import write
@@ -37,7 +38,6 @@ from normalizer.ack_plan import AckOut, queue_ack
 from normalizer.acks import AckLimits, describe_eta
 from normalizer.eta import EtaEstimate
 from normalizer.threads import OPEN_STATUSES, case_tag
-from normalizer.twitter import tweet_ref
 
 CHANNEL = "twitter"
 Route = Literal["tweet", "dm"]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from connectors.registry import parser_table
 from normalizer.mail import Caps
 from normalizer.message import ParseError
 from normalizer.parse import parse
@@ -22,6 +23,7 @@ def parsed(name: str):
         envelope={},
         received_at=RECEIVED,
         caps=Caps(),
+        parsers=parser_table(),
     )
 
 

@@ -11,8 +11,8 @@ open case joins it) plus, for voice, the CallSid, so a voicemail and a callback 
 join their own call's case, even from a withheld number.
 
 A voicemail is one message keyed by its RecordingSid: the recording-status callback and the
-transcription callback both parse to it, and `merge_voicemail` folds the later one into the
-stored message, in either order and any number of times.
+transcription callback both parse to it, and the worker folds the later one into the stored
+message (normalizer/voicemail.py `merge_voicemail`), in either order and any number of times.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from normalizer.mail import Caps
 from normalizer.message import InboundMessage, ParseError, Sender, ThreadSignals
+from normalizer.parse import check_size
+from normalizer.voicemail import voicemail_text
 
 KINDS = ("sms", "call", "menu", "recording", "transcription")
 # What carriers and Twilio put in From when the caller withheld the number: the spelled
@@ -112,6 +115,15 @@ def source_key(kind: str, params: Mapping[str, str]) -> str:
     if kind == "transcription":
         return "transcription:" + _need(params, "TranscriptionSid")
     raise ParseError(f"unknown twilio webhook kind {kind!r}")
+
+
+def parse(
+    raw: bytes, *, envelope: Mapping[str, Any], received_at: datetime, caps: Caps
+) -> InboundMessage:
+    """The SMS and voice channels' parser in the normalizer's parser table (handed to it by
+    the composition root from connectors/registry.py)."""
+    check_size(raw, caps, "Twilio post")
+    return parse_twilio(raw, envelope=envelope, received_at=received_at)
 
 
 def parse_twilio(
@@ -286,36 +298,6 @@ def _voicemail(kind: str, params: Mapping[str, str], received_at: datetime) -> I
         recipients=(params.get("To", ""),),
         meta={"voicemail": vm, "twilio": {"kind": "voicemail", "call_sid": call_sid}},
     )
-
-
-def voicemail_text(vm: Mapping[str, Any]) -> str:
-    """The message text agents read (and search finds) for what is known of a voicemail."""
-    lines = ["Voicemail"]
-    if vm.get("duration_s") is not None:
-        lines[0] += f" ({vm['duration_s']} s)"
-    if vm.get("transcript"):
-        lines.append(f"Transcript: {vm['transcript']}")
-    elif vm.get("transcription_status") and vm["transcription_status"] != "completed":
-        lines.append(f"Transcript: not available ({vm['transcription_status']})")
-    else:
-        lines.append("Transcript: pending")
-    if vm.get("recording_url"):
-        lines.append(f"Recording: {vm['recording_url']}")
-    return "\n".join(lines)
-
-
-def merge_voicemail(
-    stored: Mapping[str, Any], incoming: Mapping[str, Any]
-) -> tuple[str, dict[str, Any]] | None:
-    """The stored voicemail message's new text and meta with another callback folded in,
-    or None when it adds nothing (a retried callback). Known values are kept: a later
-    callback fills in, never blanks out."""
-    old = dict(stored.get("voicemail") or {})
-    new = {k: v for k, v in (incoming.get("voicemail") or {}).items() if v not in (None, "")}
-    merged = {**old, **{k: v for k, v in new.items() if k not in old or not old[k]}}
-    if merged == old:
-        return None
-    return voicemail_text(merged), {**stored, "voicemail": merged}
 
 
 def _need(params: Mapping[str, str], name: str) -> str:

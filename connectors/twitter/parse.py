@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from normalizer.mail import Caps
 from normalizer.message import InboundMessage, ParseError, Sender, ThreadSignals
+from normalizer.parse import check_size
 
 
 def tweet_ref(tweet_id: str) -> str:
@@ -32,6 +34,16 @@ def dm_conversation_ref(dm_conversation_id: str) -> str:
 
 def dm_event_ref(event_id: str) -> str:
     return f"twitter:dm-event:{event_id}"
+
+
+def parse(
+    raw: bytes, *, envelope: Mapping[str, Any], received_at: datetime, caps: Caps
+) -> InboundMessage:
+    """The twitter channel's parser in the normalizer's parser table (handed to it by the
+    composition root from connectors/registry.py). The size cap every channel has: X's
+    objects are small, so only a hostile or broken store ever reaches it."""
+    check_size(raw, caps, "Twitter item")
+    return parse_twitter(raw, received_at=received_at)
 
 
 def parse_twitter(raw: bytes, *, received_at: datetime) -> InboundMessage:

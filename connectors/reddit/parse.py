@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from normalizer.mail import Caps
 from normalizer.message import InboundMessage, ParseError, Sender, ThreadSignals, Visibility
+from normalizer.parse import check_size
 
 KINDS = {"t1": "comment", "t3": "submission", "t4": "message"}
 # Accounts Reddit itself writes from: what they send is stored and cased, never acknowledged.
@@ -35,6 +37,15 @@ _THREAD_IN_PATH = re.compile(r"/comments/([0-9a-z]{1,13})(?:/|$)")
 def ref(fullname: str) -> str:
     """The thread reference of a Reddit thing, as stored in message refs."""
     return f"reddit:{fullname}"
+
+
+def parse(
+    raw: bytes, *, envelope: Mapping[str, Any], received_at: datetime, caps: Caps
+) -> InboundMessage:
+    """The reddit channel's parser in the normalizer's parser table (handed to it by the
+    composition root from connectors/registry.py)."""
+    check_size(raw, caps, "Reddit item")
+    return parse_reddit(raw, envelope=envelope, received_at=received_at)
 
 
 def parse_reddit(
