@@ -28,7 +28,7 @@ from connectors.imap.settings import ImapAccount, ImapSettings
 from inbox import migrate
 from inbox.db import make_engine
 from inbox.models import Intake
-from tests.dovecot import Dovecot, Mailbox, TokenEndpoint, make_certificates, make_mail
+from tests.support.dovecot import Dovecot, Mailbox, TokenEndpoint, make_certificates, make_mail
 
 BATCH = 100
 # A realistic short support mail: a paragraph of text, about 2 KiB with its headers.

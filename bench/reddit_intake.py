@@ -3,10 +3,10 @@
     .venv/bin/python bench/reddit_intake.py                 # SQLite and PostgreSQL
     .venv/bin/python bench/reddit_intake.py --db sqlite
 
-The local fake Reddit (tests/reddit_fake.py) serves a backlog of 5,000 submissions in one
-watched subreddit, 100 per page as Reddit does, with a request budget large enough that
-praw's own pacing never sleeps (pacing would measure the budget, not the code). Then, in
-alternating rounds:
+The local fake Reddit (tests/channels/reddit/reddit_fake.py) serves a backlog of 5,000
+submissions in one watched subreddit, 100 per page as Reddit does, with a request budget
+large enough that praw's own pacing never sleeps (pacing would measure the budget, not the
+code). Then, in alternating rounds:
 - baseline: bare praw iterates `subreddit.new(limit=None)` through the whole backlog,
   building its objects and nothing else;
 - Parity: a fresh connector, on a fresh database, polls the same backlog: every page through
@@ -47,7 +47,7 @@ from inbox.config import StoreSettings  # noqa: E402
 from inbox.db import make_engine  # noqa: E402
 from inbox.models import Intake  # noqa: E402
 from normalizer.worker import Normalizer  # noqa: E402
-from tests.reddit_fake import FakeReddit  # noqa: E402
+from tests.channels.reddit.reddit_fake import FakeReddit  # noqa: E402
 
 PG_ADMIN = os.environ.get("PARITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SUB = "BenchSub"

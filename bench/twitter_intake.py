@@ -1,6 +1,6 @@
 """Twitter intake throughput: a 5,000-mention backlog, against bare tweepy paging.
 
-Both sides page through the same fake X server (tests/twitter/fake_x.py) with the same
+Both sides page through the same fake X server (tests/channels/twitter/fake_x.py) with the same
 fields, expansions and page size, in the same run:
 - baseline: tweepy's Client alone, paging with get_users_mentions and building its objects;
 - Parity: TwitterConnector.poll_mentions, which also turns each tweet into a stored item
@@ -33,7 +33,7 @@ from connectors.twitter.intake import TwitterConnector
 from connectors.twitter.settings import TwitterSettings
 from inbox import migrate
 from inbox.db import make_engine
-from tests.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, FakeX, backlog
+from tests.channels.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, FakeX, backlog
 
 
 def bare_tweepy(base_url: str) -> int:

@@ -28,8 +28,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # refuses to start. One random key per session, in the environment, so child processes
 # (`parity run`, the CLI) inherit it and chain and verify with the same key as the tests.
 os.environ.setdefault("PARITY_AUDIT_KEY", "test-" + secrets.token_hex(32))
-# The `sink` fixture: a real SMTP server standing in for the relay (tests/sink.py).
-pytest_plugins = ["tests.sink"]
+# The `sink` fixture: a real SMTP server standing in for the relay (tests/support/sink.py).
+pytest_plugins = ["tests.support.sink"]
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,9 @@ from inbox.models import Case, Intake, utcnow
 from normalizer.acks import AckSettings
 from normalizer.threads import find_tokens
 from normalizer.worker import Normalizer
-from tests.dns_server import test_mail_auth
-from tests.helpers import FIXTURES, case_of, ingest, ingest_and_normalize, normalize
-from tests.outbox_helpers import (
+from tests.support.dns_server import test_mail_auth
+from tests.support.helpers import FIXTURES, case_of, ingest, ingest_and_normalize, normalize
+from tests.support.outbox_helpers import (
     attempts_of,
     audit_actions,
     case_row,
@@ -28,7 +28,7 @@ from tests.outbox_helpers import (
     mail,
     outbox_rows,
 )
-from tests.sink import Sink
+from tests.support.sink import Sink
 
 SMTP_ENVELOPE = {"mail_from": "ann@example.org", "rcpt_tos": ["help@support.example.com"]}
 

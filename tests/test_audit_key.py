@@ -21,8 +21,8 @@ from inbox.models import AuditLog, DeadLetter, Intake, utcnow
 from parity import daemon
 from parity.cli import main
 from parity.settings import parse
-from tests.helpers import ingest, normalize
-from tests.smtp_support import REPO
+from tests.support.helpers import ingest, normalize
+from tests.support.smtp_support import REPO
 
 EX_CONFIG = 78
 MAIL = (

@@ -22,7 +22,7 @@ from inbox.report import BUCKET_LABELS, AuditSettings
 from inbox.web import create_app, manager
 from inbox.web.app import SESSION_COOKIE
 from inbox.web.config import InboxSettings
-from tests.inbox_helpers import DOMAIN, PASSWORD, make_user
+from tests.support.inbox_helpers import DOMAIN, PASSWORD, make_user
 from tests.test_audit_report import EVENTS, seed
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "manager.png"

@@ -28,7 +28,7 @@ from inbox.models import AuditLog, Case, Contact, Message
 from inbox.report import AuditSettings
 from inbox.web import create_app, manager
 from inbox.web.config import InboxSettings
-from tests.inbox_helpers import DOMAIN, Api, email_case, make_user
+from tests.support.inbox_helpers import DOMAIN, Api, email_case, make_user
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from inbox import accounts
 from inbox.web import create_app
 from inbox.web.config import InboxSettings
-from tests.inbox_helpers import DOMAIN, PASSWORD, email_case, make_user
+from tests.support.inbox_helpers import DOMAIN, PASSWORD, email_case, make_user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

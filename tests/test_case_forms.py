@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import Engine, func, select
 
 from inbox.models import CaseMerge, Identity, Message
-from tests.inbox_helpers import Api, case_row, email_case, link_identity, make_user
+from tests.support.inbox_helpers import Api, case_row, email_case, link_identity, make_user
 
-pytest_plugins = ["tests.inbox_fixtures"]
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 ALICE_TEXT = "My parcel 5521 never arrived and the tracking page is blank."
 ALICE_AGAIN = "Any news about parcel 5521? Still nothing here."

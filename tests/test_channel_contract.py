@@ -60,14 +60,14 @@ from normalizer.intake import RawInput, store
 from normalizer.mail import Caps
 from normalizer.message import InboundMessage
 from normalizer.parse import parse
-from tests.helpers import fixture_bytes, normalize, smtp_envelope
-from tests.inbox_helpers import make_user
-from tests.reddit_fake import FakeReddit
-from tests.reddit_support import connector as reddit_connector
-from tests.twilio_support import fixture as twilio_fixture
-from tests.twitter.fake_x import ACCOUNT_ID, FakeX
-from tests.twitter.support import connector as twitter_connector
-from tests.twitter.support import settings_for
+from tests.channels.reddit.reddit_fake import FakeReddit
+from tests.channels.reddit.reddit_support import connector as reddit_connector
+from tests.channels.twilio.twilio_support import fixture as twilio_fixture
+from tests.channels.twitter.fake_x import ACCOUNT_ID, FakeX
+from tests.channels.twitter.support import connector as twitter_connector
+from tests.channels.twitter.support import settings_for
+from tests.support.helpers import fixture_bytes, normalize, smtp_envelope
+from tests.support.inbox_helpers import make_user
 
 TESTS = Path(__file__).parent
 PARTS = ("parse", "idempotent", "acknowledged", "reply_route", "retry", "takeover")
@@ -89,7 +89,7 @@ TAKEOVER_TESTS: dict[str, tuple[str, str]] = {
     ),
     # Mentions and DMs, each under its poller lock.
     "twitter": (
-        "tests/twitter/test_takeover.py",
+        "tests/channels/twitter/test_takeover.py",
         "test_the_standby_takes_over_after_a_sigkill_nothing_lost_or_doubled",
     ),
     "reddit": (
@@ -110,16 +110,22 @@ NOT_POLLED: dict[str, str] = {
 SENDER_RETRY_TESTS: dict[str, tuple[str, str]] = {
     "email": ("tests/test_outbox_relay.py", "test_retries_back_off_and_stop_at_the_maximum"),
     "sms": (
-        "tests/test_twilio_outbound.py",
+        "tests/channels/twilio/test_twilio_outbound.py",
         "test_a_call_is_acknowledged_by_text_and_failures_are_recorded",
     ),
     # A call's outbox rows have their own queue ("voice"), sent as SMS by the same sender.
     "voice": (
-        "tests/test_twilio_outbound.py",
+        "tests/channels/twilio/test_twilio_outbound.py",
         "test_a_call_is_acknowledged_by_text_and_failures_are_recorded",
     ),
-    "twitter": ("tests/twitter/test_outbox.py", "test_a_429_on_send_is_retried_after_the_reset"),
-    "reddit": ("tests/test_reddit_outbox.py", "test_a_429_on_sending_is_retried_later"),
+    "twitter": (
+        "tests/channels/twitter/test_outbox.py",
+        "test_a_429_on_send_is_retried_after_the_reset",
+    ),
+    "reddit": (
+        "tests/channels/reddit/test_reddit_outbox.py",
+        "test_a_429_on_sending_is_retried_later",
+    ),
 }
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

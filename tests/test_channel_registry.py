@@ -27,7 +27,7 @@ from inbox.channels import (
 )
 from inbox.web.api import IdentityKindName, ReplyChannel
 
-pytest_plugins = ["tests.inbox_fixtures"]
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("parity", "connectors", "normalizer", "inbox")
@@ -188,7 +188,7 @@ def test_api_types_accept_refuse_and_describe_as_a_literal_did(
 
 
 async def test_pages_serve_the_registry_styles_and_filters(api: Any, engine: Any) -> None:
-    from tests.inbox_helpers import make_user
+    from tests.support.inbox_helpers import make_user
 
     make_user(engine, "ann")
     client, _ = await api.session("ann")

@@ -12,7 +12,7 @@ from inbox import audit, casework
 from inbox.accounts import Principal
 from inbox.models import AuditLog, Case
 from tests.fixtures.suggestions.pairs import PAIRS, SAME
-from tests.inbox_helpers import add_inbound, email_case, link_identity, make_user
+from tests.support.inbox_helpers import add_inbound, email_case, link_identity, make_user
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 

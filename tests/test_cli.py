@@ -21,9 +21,9 @@ from inbox import migrate
 from inbox.db import make_engine
 from inbox.models import Base
 from tests.conftest import PG_ADMIN_URL
-from tests.dns_server import mail_auth_toml
-from tests.emails import SCREENSHOT_PNG, STATEMENT_PDF, eml
-from tests.helpers import FIXTURES, ingest, normalize
+from tests.support.dns_server import mail_auth_toml
+from tests.support.emails import SCREENSHOT_PNG, STATEMENT_PDF, eml
+from tests.support.helpers import FIXTURES, ingest, normalize
 
 
 def parity(settings: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from inbox.models import Blob, DeadLetter, Intake, Message, Receipt
 from normalizer.intake import RawInput, store
-from tests.helpers import normalize
+from tests.support.helpers import normalize
 
 
 def sample_files() -> list[Path]:

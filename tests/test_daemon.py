@@ -25,8 +25,8 @@ from inbox.web.routes import ROUTES
 from parity.cli import connector_status
 from parity.daemon import Daemon, availability, restart_delay
 from parity.settings import Settings, parse
-from tests.helpers import ingest
-from tests.smtp_support import (
+from tests.support.helpers import ingest
+from tests.support.smtp_support import (
     DOMAINS,
     REPO,
     DaemonThread,
@@ -403,7 +403,7 @@ def test_a_crashing_connector_is_restarted_with_capped_backoff_and_the_others_ru
 
 
 def test_run_prints_the_inbox_url_and_how_to_make_the_first_user(db_url):
-    from tests.inbox_helpers import make_user
+    from tests.support.inbox_helpers import make_user
 
     settings = settings_for(db_url)
     daemon = Daemon(settings)

@@ -16,8 +16,8 @@ from sqlalchemy import func, insert, select
 from inbox.models import Blob, Case, DeadLetter, Message, Outbox, utcnow
 from normalizer.intake import sha256
 from parity.cli import main
-from tests.dns_server import mail_auth_toml
-from tests.helpers import ingest
+from tests.support.dns_server import mail_auth_toml
+from tests.support.helpers import ingest
 
 
 def _settings(tmp_path: Path, db_url: str, name: str, extra: str = "") -> str:

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from inbox.models import Intake, Message, Receipt
 from normalizer.mail import parse_email
-from tests.emails import at, eml, message_count, receipts_of
-from tests.helpers import case_of, ingest, normalize
+from tests.support.emails import at, eml, message_count, receipts_of
+from tests.support.helpers import case_of, ingest, normalize
 
 SUPPORT = "support@support.example.com"
 

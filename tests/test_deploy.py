@@ -23,7 +23,7 @@ import yaml
 from connectors.config import CONNECTOR_NAMES
 from parity.cli import build_parser
 from parity.settings import load
-from tests.smtp_support import REPO
+from tests.support.smtp_support import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"

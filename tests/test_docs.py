@@ -29,7 +29,7 @@ from inbox.models import Base
 from parity import docsgen
 from parity.cli import build_parser
 from parity.settings import Settings
-from tests.smtp_support import REPO
+from tests.support.smtp_support import REPO
 
 DOCS = REPO / "docs"
 REFERENCE = DOCS / "reference"

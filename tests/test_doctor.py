@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from tests.twitter.fake_x import CREDENTIALS
+from tests.channels.twitter.fake_x import CREDENTIALS
 
 
 def _closed_port() -> int:

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from inbox.models import Case
 from normalizer.dsn import DeliveryReport, RecipientStatus
 from normalizer.mail import parse_email
-from tests.helpers import FIXTURES, ingest_and_normalize
-from tests.outbox_helpers import audit_actions, case_row, drainer_for, mail, outbox_rows
-from tests.sink import Sink
+from tests.support.helpers import FIXTURES, ingest_and_normalize
+from tests.support.outbox_helpers import audit_actions, case_row, drainer_for, mail, outbox_rows
+from tests.support.sink import Sink
 
 DSN = FIXTURES / "dsn"
 WHEN = datetime(2026, 11, 23, 10, 3, tzinfo=UTC)

@@ -23,10 +23,10 @@ from inbox.outbox import ACK_WITHHELD
 from normalizer.acks import AckLimits, AckSettings
 from normalizer.mailauth import MailAuthSettings, evaluate
 from normalizer.worker import Normalizer
-from tests.dns_server import dkim_sign, shared_dns
-from tests.outbox_helpers import drainer_for
-from tests.sink import Sink
-from tests.smtp_support import smtp_server
+from tests.support.dns_server import dkim_sign, shared_dns
+from tests.support.outbox_helpers import drainer_for
+from tests.support.sink import Sink
+from tests.support.smtp_support import smtp_server
 
 SUPPORT = "help@support.example.com"
 AR = "Authentication-Results: mx.provider.example; dmarc={} header.from=customer.example\r\n"

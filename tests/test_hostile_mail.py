@@ -21,8 +21,8 @@ from inbox.models import Blob, Case, DeadLetter, Intake, Message
 from normalizer.config import NormalizerSettings
 from normalizer.deadletters import replay
 from normalizer.worker import Normalizer
-from tests.helpers import ingest
-from tests.smtp_support import ParityProcess, daemon_settings, running, wait_for
+from tests.support.helpers import ingest
+from tests.support.smtp_support import ParityProcess, daemon_settings, running, wait_for
 
 HEAD = (
     b"From: Mallory <mallory@example.net>\r\nTo: help@support.example.com\r\n"

@@ -18,10 +18,10 @@ from sqlalchemy import Engine, func, select
 from connectors.smtp.server import has_source_route
 from inbox.models import Case, Contact, Identity, Intake, Message, Outbox
 from normalizer.mail import automated_reason, check_from, clean_address, parse_email
-from tests.helpers import normalize
-from tests.outbox_helpers import drainer_for
-from tests.sink import Sink
-from tests.smtp_support import smtp_server
+from tests.support.helpers import normalize
+from tests.support.outbox_helpers import drainer_for
+from tests.support.sink import Sink
+from tests.support.smtp_support import smtp_server
 
 OURS = "help@support.example.com"
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

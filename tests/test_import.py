@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from inbox.models import AuditLog, Case, DeadLetter, Intake, Message, Outbox
 from parity.cli import main
-from tests.helpers import ingest_and_normalize
+from tests.support.helpers import ingest_and_normalize
 
 SIZE = {"sqlite": 10_000, "postgresql": 1_000}
 

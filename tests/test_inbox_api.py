@@ -13,8 +13,8 @@ from sqlalchemy import Engine, select, update
 from inbox import audit
 from inbox.models import AuditLog, Case, Identity, Message, Outbox
 from normalizer import threads
-from tests.helpers import ingest_and_normalize
-from tests.inbox_helpers import (
+from tests.support.helpers import ingest_and_normalize
+from tests.support.inbox_helpers import (
     add_inbound,
     case_row,
     email_case,
@@ -23,7 +23,7 @@ from tests.inbox_helpers import (
     make_user,
 )
 
-pytest_plugins = ["tests.inbox_fixtures"]
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 # Two days ago: the cases' messages are older than anything agents do during the test.
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)

@@ -22,9 +22,9 @@ from inbox.web.routes import ROUTES, Route
 from parity import cli
 from parity.daemon import Daemon
 from parity.settings import parse
-from tests.inbox_helpers import DOMAIN, PASSWORD, Api, email_case, make_user
+from tests.support.inbox_helpers import DOMAIN, PASSWORD, Api, email_case, make_user
 
-pytest_plugins = ["tests.inbox_fixtures"]
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 EXEMPT = {("GET", "/healthz"), ("GET", "/metrics")}
 # The login route answers anonymous callers by definition; without credentials it is a 401.

@@ -13,7 +13,7 @@ from inbox import audit, casework
 from inbox.accounts import Principal
 from inbox.db import make_engine
 from inbox.models import AuditLog, Case
-from tests.inbox_helpers import bulk_cases, make_user
+from tests.support.inbox_helpers import bulk_cases, make_user
 
 AGENTS = 16
 

@@ -11,9 +11,9 @@ from sqlalchemy import select, update
 
 from inbox.models import Case, Message, Outbox
 from inbox.outbox import enqueue, report_delivery
-from tests.inbox_helpers import email_case, make_user
+from tests.support.inbox_helpers import email_case, make_user
 
-pytest_plugins = ["tests.inbox_fixtures"]
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 HTML_MAIL = (
     "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n",

@@ -22,8 +22,8 @@ from normalizer.config import NormalizerSettings
 from normalizer.mail import Caps, check_caps, parse_email
 from normalizer.message import ParseError
 from normalizer.worker import Normalizer
-from tests.dns_server import test_mail_auth
-from tests.helpers import ingest
+from tests.support.dns_server import test_mail_auth
+from tests.support.helpers import ingest
 
 DEFAULT = Caps()
 HEAD = (

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from inbox.models import DeadLetter, Intake
 from normalizer.mail import automated_reason, parse_email
 from normalizer.message import ParseError
-from tests.emails import SCREENSHOT_PNG, STATEMENT_PDF, eml
-from tests.helpers import case_of, ingest, normalize
+from tests.support.emails import SCREENSHOT_PNG, STATEMENT_PDF, eml
+from tests.support.helpers import case_of, ingest, normalize
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

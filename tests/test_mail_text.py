@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from normalizer.mail import utf8_text
-from tests.helpers import case_of, ingest_and_normalize
+from tests.support.helpers import case_of, ingest_and_normalize
 
 
 @pytest.mark.parametrize(

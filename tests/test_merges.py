@@ -13,8 +13,8 @@ from sqlalchemy import Engine, func, select
 from inbox import audit, casework, identities, merges
 from inbox.accounts import Principal
 from inbox.models import AuditLog, Case, CaseNote, Identity, Message, MessageRef, Receipt
-from tests.helpers import ingest_and_normalize
-from tests.inbox_helpers import case_row, email_case, mail, make_user
+from tests.support.helpers import ingest_and_normalize
+from tests.support.inbox_helpers import case_row, email_case, mail, make_user
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
 

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, select
 
 from inbox.models import AuditLog, Message
 from parity.cli import main
-from tests.inbox_helpers import Api, case_row, email_case, make_user
+from tests.support.inbox_helpers import Api, case_row, email_case, make_user
 from tests.test_cli import settings_for
 
-pytest_plugins = ["tests.inbox_fixtures"]
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 COMPLAINT = (

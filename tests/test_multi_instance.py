@@ -19,17 +19,25 @@ from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from inbox.db import make_engine
 from inbox.models import Case, Message, Outbox
-from tests.helpers import ingest, normalize
-from tests.outbox_helpers import mail, outbox_rows, relay_for
-from tests.sink import Sink
-from tests.smtp_support import (
+from tests.channels.twilio.twilio_support import (
+    ACCOUNT,
+    OUR_NUMBER,
+    PUBLIC,
+    TOKEN,
+    fake_twilio,
+    fixture,
+    sign,
+)
+from tests.support.helpers import ingest, normalize
+from tests.support.outbox_helpers import mail, outbox_rows, relay_for
+from tests.support.sink import Sink
+from tests.support.smtp_support import (
     ParityProcess,
     daemon_settings,
     send_concurrently,
     varied_mail,
     wait_until_normalized,
 )
-from tests.twilio_support import ACCOUNT, OUR_NUMBER, PUBLIC, TOKEN, fake_twilio, fixture, sign
 
 CASES = 40
 

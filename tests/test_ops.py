@@ -20,8 +20,8 @@ from parity import logs
 from parity.daemon import Daemon
 from parity.settings import parse
 from parity.status import scrub
-from tests.helpers import ingest, normalize
-from tests.inbox_helpers import mail
+from tests.support.helpers import ingest, normalize
+from tests.support.inbox_helpers import mail
 
 GARBAGE = b"\x00\x01\x02 this is not a message at all"
 CUSTOMER = "ann.customer@example.org"

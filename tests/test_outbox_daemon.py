@@ -22,9 +22,9 @@ import pytest
 from connectors.config import EmailRelaySettings, OutboxSettings
 from normalizer.acks import AckSettings
 from parity.settings import SettingsError, load, parse
-from tests.dns_server import shared_dns
-from tests.helpers import child_env
-from tests.sink import Sink
+from tests.support.dns_server import shared_dns
+from tests.support.helpers import child_env
+from tests.support.sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """The outbox against a real relay: retries, permanent failures, TLS, crashes, injection.
 
-The relay is a real SMTP server (aiosmtpd, tests/sink.py) answering from a script; the
+The relay is a real SMTP server (aiosmtpd, tests/support/sink.py) answering from a script; the
 sender is our SMTP client; the store is SQLite and PostgreSQL.
 """
 
@@ -24,9 +24,9 @@ from sqlalchemy import select, update
 from inbox import outbox
 from inbox.models import Case, Outbox, utcnow
 from parity.cli import main
-from tests.dns_server import mail_auth_toml
-from tests.helpers import child_env, ingest_and_normalize
-from tests.outbox_helpers import (
+from tests.support.dns_server import mail_auth_toml
+from tests.support.helpers import child_env, ingest_and_normalize
+from tests.support.outbox_helpers import (
     attempts_of,
     case_row,
     drainer_for,
@@ -34,7 +34,7 @@ from tests.outbox_helpers import (
     outbox_rows,
     self_signed,
 )
-from tests.sink import Sink
+from tests.support.sink import Sink
 
 
 def _queued_ack(engine) -> int:

@@ -23,17 +23,24 @@ from inbox import report_rows
 from inbox.models import AuditLog, Case, Outbox, utcnow
 from inbox.outbox import Result, backoff, claim, enqueue, record, recover
 from inbox.secrets import Secret
-from tests.helpers import ingest_and_normalize, normalize
-from tests.inbox_helpers import bulk_cases
-from tests.outbox_helpers import drainer_for, mail
-from tests.reddit_fake import FakeReddit
-from tests.reddit_support import connector as reddit_connector
-from tests.sink import Sink
-from tests.twilio_support import ACCOUNT, TOKEN, Hooks, fake_twilio, fixture, settings
-from tests.twitter.fake_x import FakeX
-from tests.twitter.support import connector as twitter_connector
-from tests.twitter.support import send_next as twitter_send_next
-from tests.twitter.support import settings_for
+from tests.channels.reddit.reddit_fake import FakeReddit
+from tests.channels.reddit.reddit_support import connector as reddit_connector
+from tests.channels.twilio.twilio_support import (
+    ACCOUNT,
+    TOKEN,
+    Hooks,
+    fake_twilio,
+    fixture,
+    settings,
+)
+from tests.channels.twitter.fake_x import FakeX
+from tests.channels.twitter.support import connector as twitter_connector
+from tests.channels.twitter.support import send_next as twitter_send_next
+from tests.channels.twitter.support import settings_for
+from tests.support.helpers import ingest_and_normalize, normalize
+from tests.support.inbox_helpers import bulk_cases
+from tests.support.outbox_helpers import drainer_for, mail
+from tests.support.sink import Sink
 
 # --- the retry curve ------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from inbox import queries
 from inbox.config import ContentRule, SlaSettings, StoreSettings
 from inbox.models import Case, Contact, Identity, Message
 from normalizer.message import IDENTITY_KIND
-from tests.emails import eml
-from tests.helpers import case_of, ingest, normalize
+from tests.support.emails import eml
+from tests.support.helpers import case_of, ingest, normalize
 
 CHANNELS = ("email", "sms", "voice", "twitter", "reddit")
 PUBLIC = {"twitter", "reddit"}

@@ -8,7 +8,7 @@ import smtplib
 import subprocess
 from email.message import EmailMessage
 
-from tests.smtp_support import REPO, ParityProcess, daemon_settings, wait_for
+from tests.support.smtp_support import REPO, ParityProcess, daemon_settings, wait_for
 
 
 def test_scripts_run_accepts_a_mail_and_cases_list_shows_it(db_url, tmp_path):

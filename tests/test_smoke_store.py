@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inbox import queries
-from tests.helpers import case_of, ingest, ingest_and_normalize, normalize
+from tests.support.helpers import case_of, ingest, ingest_and_normalize, normalize
 
 MAIL = (
     b"From: Ann Example <ann@example.org>\r\n"

@@ -13,8 +13,8 @@ from inbox import queries
 from inbox.db import make_engine, read
 from inbox.models import Case
 from normalizer.intake import RawInput, store
-from tests.emails import eml
-from tests.helpers import ingest, normalize
+from tests.support.emails import eml
+from tests.support.helpers import ingest, normalize
 
 
 def test_an_open_read_does_not_block_intake(engine, db_url):

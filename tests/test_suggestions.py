@@ -22,7 +22,7 @@ from inbox.accounts import Principal
 from inbox.db import make_engine
 from inbox.models import Case, CaseBand, CaseSignature
 from tests.fixtures.suggestions.pairs import PAIRS, SAME
-from tests.inbox_helpers import email_case, make_user
+from tests.support.inbox_helpers import email_case, make_user
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 MIN_PRECISION = 0.85

@@ -2,7 +2,7 @@
 takes over within its `standby_retry_seconds`, with nothing lost or doubled.
 
 IMAP against a real Dovecot, Reddit through praw against the local fake; each pair is two
-`parity run --only <connector>` processes. (Twitter's is tests/twitter/test_takeover.py.)
+`parity run --only <connector>` processes. (Twitter's is tests/channels/twitter/test_takeover.py.)
 Expected figures come from what the test put upstream (the mails it appended, the items the
 fake holds), never from the connector's reports. Every child is killed in `finally`.
 """
@@ -25,11 +25,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from inbox.models import Case, ConnectorState, Intake, Message, Outbox
-from tests.dovecot import Certificates, Dovecot, Mailbox, TokenEndpoint, make_certificates
-from tests.dovecot import make_mail as imap_mail
-from tests.helpers import child_settings
-from tests.reddit_fake import FakeReddit
-from tests.reddit_support import EVERYTHING, KEYWORDS
+from tests.channels.reddit.reddit_fake import FakeReddit
+from tests.channels.reddit.reddit_support import EVERYTHING, KEYWORDS
+from tests.support.dovecot import Certificates, Dovecot, Mailbox, TokenEndpoint, make_certificates
+from tests.support.dovecot import make_mail as imap_mail
+from tests.support.helpers import child_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = "Parity.Archived"  # "Parity/Archived" in settings, spelled with Dovecot's "."

@@ -26,8 +26,8 @@ from normalizer.threads import (
     find_tokens,
     own_message_id,
 )
-from tests.emails import at, case_row, eml, link_identity, retag, set_case
-from tests.helpers import case_of, ingest_and_normalize
+from tests.support.emails import at, case_row, eml, link_identity, retag, set_case
+from tests.support.helpers import case_of, ingest_and_normalize
 
 # --- arranging cases ------------------------------------------------------------------------
 

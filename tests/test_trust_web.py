@@ -18,10 +18,10 @@ from inbox.display import strip_bidi
 from inbox.models import Attachment, Case, Contact, LoginAttempt, Message
 from inbox.web.config import InboxSettings
 from inbox.web.trust import auth_line, safe_next
-from tests.helpers import ingest_and_normalize
-from tests.inbox_helpers import PASSWORD, email_case, make_user
+from tests.support.helpers import ingest_and_normalize
+from tests.support.inbox_helpers import PASSWORD, email_case, make_user
 
-pytest_plugins = ["tests.inbox_fixtures"]
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 # Every bidirectional control the issue names, written out here rather than taken from the
 # code under test.

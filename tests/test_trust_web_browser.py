@@ -10,7 +10,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from sqlalchemy import Engine
 
 from inbox import accounts
-from tests.inbox_helpers import PASSWORD, email_case, make_user
+from tests.support.inbox_helpers import PASSWORD, email_case, make_user
 from tests.test_browser import Server, browser, wait
 
 __all__ = ["browser"]  # the fixture, used by name

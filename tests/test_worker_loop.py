@@ -12,8 +12,8 @@ from connectors.registry import parser_table
 from inbox.config import StoreSettings
 from inbox.models import Intake
 from normalizer.worker import Normalizer, WorkerLoop
-from tests.dns_server import test_mail_auth
-from tests.helpers import ingest, normalize
+from tests.support.dns_server import test_mail_auth
+from tests.support.helpers import ingest, normalize
 
 
 async def until(condition: Callable[[], bool]) -> None:

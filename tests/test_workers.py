@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 
 from inbox.models import Case, Identity, Intake, Message, Receipt
 from normalizer.intake import RawInput, store
-from tests.dns_server import mail_auth_toml
-from tests.helpers import smtp_envelope
+from tests.support.dns_server import mail_auth_toml
+from tests.support.helpers import smtp_envelope
 
 SENDERS_WITH_FOLLOW_UPS = 60  # each writes 10 mails without reply headers
 FOLLOW_UPS = 10

@@ -1,0 +1,1 @@
+"""Each channel's tests, fake server and fixtures: tests/channels/<connector>/."""

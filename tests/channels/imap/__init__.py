@@ -1,0 +1,1 @@
+"""The IMAP connector's tests (against a local Dovecot, tests/support/dovecot.py)."""

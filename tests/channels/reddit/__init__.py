@@ -1,0 +1,1 @@
+"""The Reddit connector's tests, its fake API and fixtures."""

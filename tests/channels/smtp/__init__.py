@@ -1,0 +1,1 @@
+"""The SMTP connector's tests."""

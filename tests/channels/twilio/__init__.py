@@ -1,0 +1,1 @@
+"""The Twilio connector's tests, its fake API and fixtures."""

@@ -1,0 +1,211 @@
+"""Twilio test support: our fixtures, requests signed as Twilio signs them, a webhook app on
+an ephemeral port, and a fake Twilio REST API (aiohttp) the real twilio.rest.Client talks to."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import Engine
+from twilio.request_validator import RequestValidator
+
+from connectors.twilio.intake import TwilioWebhooks
+from connectors.twilio.settings import TwilioSettings
+from inbox.secrets import Secret
+from inbox.web import create_app
+from normalizer.intake import RawInput, Stored, store
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ACCOUNT = "AC00000000000000000000000000000001"
+TOKEN = "test-auth-token-0123456789abcdef"
+# What Twilio is configured to call: behind a TLS proxy, not the test server's own address.
+PUBLIC = "https://support.example.com/hooks"
+OUR_NUMBER = "+14155550100"
+
+
+def fixture(name: str, **replace: str) -> dict[str, str]:
+    text = (FIXTURES / f"{name}.json").read_text()
+    for key, value in replace.items():
+        text = text.replace("{" + key + "}", value)
+    data: dict[str, str] = json.loads(text)
+    return data
+
+
+def sign(path: str, params: dict[str, str], token: str = TOKEN) -> str:
+    return str(RequestValidator(token).compute_signature(PUBLIC + path, params))
+
+
+def settings(**kw: Any) -> TwilioSettings:
+    return TwilioSettings.model_validate(
+        {"enabled": True, "public_url": PUBLIC, "from_number": OUR_NUMBER, **kw}
+    )
+
+
+async def stored_in_thread(engine: Engine, item: RawInput) -> Stored:
+    return (await asyncio.to_thread(store, engine, [item]))[0]
+
+
+class Hooks:
+    """The inbox app with the Twilio routes, as the daemon mounts them, on port 0."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        hooks = TwilioWebhooks(
+            settings(), engine, Secret(TOKEN), lambda item: stored_in_thread(engine, item)
+        )
+        self.app = create_app(engine, routes=hooks.routes())
+        self.client: TestClient[Any, Any] = TestClient(TestServer(self.app))
+
+    async def __aenter__(self) -> Hooks:
+        await self.client.start_server()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+
+    async def post(
+        self, path: str, params: dict[str, str], signature: str | None = None
+    ) -> tuple[int, str]:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        sig = sign(path, params) if signature is None else signature
+        if sig:
+            headers["X-Twilio-Signature"] = sig
+        response = await self.client.post(path, data=urlencode(params), headers=headers)
+        return response.status, await response.text()
+
+
+# --- the fake Twilio REST API --------------------------------------------------------------
+
+
+@dataclass
+class FakeTwilio:
+    """Messages.json create and list, and media downloads, behind HTTP basic auth."""
+
+    account: str = ACCOUNT
+    token: str = TOKEN
+    received: list[dict[str, str]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    media: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    base_url: str = ""
+
+    def _authorized(self, request: web.Request) -> bool:
+        expected = base64.b64encode(f"{self.account}:{self.token}".encode()).decode()
+        return request.headers.get("Authorization", "") == f"Basic {expected}"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        prefix = f"/2010-04-01/Accounts/{self.account}"
+        app.router.add_post(prefix + "/Messages.json", self.create)
+        app.router.add_get(prefix + "/Messages.json", self.list)
+        app.router.add_get(prefix + "/Messages/{msid}/Media/{mid}", self.download)
+        return app
+
+    async def create(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.received.append(form)
+        now = datetime.now(UTC)
+        message: dict[str, Any] = {
+            "sid": "SM" + secrets.token_hex(16),
+            "account_sid": self.account,
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "body": form.get("Body"),
+            "status": "queued",
+            "direction": "outbound-api",
+            "num_segments": "1",
+            "num_media": "0",
+            "date_created": format_datetime(now),
+            "date_updated": format_datetime(now),
+            "date_sent": format_datetime(now),
+            "api_version": "2010-04-01",
+            "price": None,
+            "price_unit": "USD",
+            "error_code": None,
+            "error_message": None,
+            "messaging_service_sid": None,
+            "uri": f"/2010-04-01/Accounts/{self.account}/Messages/x.json",
+            "subresource_uris": {},
+        }
+        self.messages.append(message)
+        return web.json_response(message, status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        q = request.query
+        found = [
+            m
+            for m in self.messages
+            if (not q.get("To") or m["to"] == q["To"])
+            and (not q.get("From") or m["from"] == q["From"])
+            and (
+                not q.get("DateSent>")
+                or parsedate_to_datetime(m["date_sent"]).date()
+                >= datetime.fromisoformat(q["DateSent>"]).date()
+            )
+        ]
+        return web.json_response(
+            {
+                "messages": found,
+                "page": 0,
+                "page_size": 50,
+                "first_page_uri": request.path_qs,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "uri": request.path_qs,
+                "start": 0,
+                "end": len(found),
+            }
+        )
+
+    async def download(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.Response(status=401)
+        found = self.media.get(request.match_info["mid"])
+        if found is None:
+            return web.Response(status=404)
+        return web.Response(body=found[1], content_type=found[0])
+
+
+@contextmanager
+def fake_twilio() -> Iterator[FakeTwilio]:
+    """The fake on port 0, on a loop of its own in a thread: the Twilio client is blocking."""
+    fake = FakeTwilio()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    runner = web.AppRunner(fake.app())
+
+    async def start() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        fake.base_url = f"http://127.0.0.1:{port}"
+        started.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    started.wait(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -1,0 +1,1 @@
+"""Helpers every test may use: stores, fakes of the outside world, sample mail."""
