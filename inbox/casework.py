@@ -432,12 +432,13 @@ def claim_next(
 def _claim_next_pg(
     engine: Engine, principal: Principal, now: datetime, until: datetime
 ) -> dict[str, Any] | None:
-    """claim-next on PostgreSQL in four round trips: BEGIN, one statement, the audit row, COMMIT.
+    """claim-next on PostgreSQL in five round trips: BEGIN, one statement, the audit row's
+    two (lock this case's audit chain head, then insert the row and move the head), COMMIT.
 
-    The one statement renews my held lease or takes the top case (SKIP LOCKED), reads what
-    the queue item shows, and takes the audit chain's lock with its newest HMAC; each of
-    those used to be a round trip of its own, and on a busy host every round trip costs a
-    wait for the scheduler on both sides.
+    The one statement renews my held lease or takes the top case (SKIP LOCKED) and reads
+    what the queue item shows; each of those used to be a round trip of its own, and on a
+    busy host every round trip costs a wait for the scheduler on both sides. The audit row
+    waits only for a writer of the same case (docs/architecture/audit.md).
     """
     with write(engine) as conn:
         row = conn.execute(_CLAIM_NEXT_PG, {"me": principal.id, "now": now, "until": until})
@@ -478,7 +479,6 @@ def _claim_next_pg(
                 case_id=found.id,
                 before=_state(before, names),
                 after={**_state(found, names), "via": "claim-next"},
-                newest=found.audit_newest,
             )
         return item
 
@@ -552,8 +552,7 @@ SELECT chosen.*,
      FROM identities i WHERE i.contact_id = chosen.contact_id) AS contact_identities,
     (SELECT name FROM users WHERE id = chosen.assignee_id) AS assignee_name,
     (SELECT name FROM users WHERE id = chosen.before_claimed_by) AS before_holder_name,
-    sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles,
-    CASE WHEN chosen.renewed THEN NULL ELSE {audit.lock_and_newest_sql()} END AS audit_newest
+    sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles
 FROM chosen
 JOIN contacts ON contacts.id = chosen.contact_id
 LEFT JOIN case_signatures sig ON sig.case_id = chosen.id
@@ -571,7 +570,6 @@ LEFT JOIN case_signatures sig ON sig.case_id = chosen.id
         column("before_holder_name", String),
         column("sig_hashvalues", LargeBinary),
         column("sig_shingles", Integer),
-        column("audit_newest", String),
     )
 
 
@@ -695,7 +693,7 @@ def lease_of(conn: Connection, case: Any, principal: Principal, now: datetime) -
 
 
 # --- status, assignment, notes -------------------------------------------------------------
-# Each change writes its audit row last: on PostgreSQL the audit chain's lock is then held
+# Each change writes its audit row last: on PostgreSQL the case's audit chain head is then held
 # only for the insert and the commit, not while the answer is assembled.
 
 

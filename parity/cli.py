@@ -24,7 +24,7 @@ from connectors.outbox import OutboxDrainer
 from connectors.registry import NAMES as CONNECTOR_NAMES
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
-from inbox.db import StorageUnavailable, make_engine, read
+from inbox.db import StorageUnavailable, make_engine, read, write
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import mask
 from normalizer import backfill, deadletters
@@ -318,7 +318,8 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
-    with _engine(settings).connect() as conn:
+    # Seals first (a write, with the audit key), so the checkpoint covers every chain.
+    with write(_engine(settings)) as conn:
         data = audit.checkpoint(conn)
     text = json.dumps(data, indent=2) + "\n"
     if args.output:
@@ -946,6 +947,7 @@ AUDITED = frozenset(
         cmd_contacts_link,
         cmd_contacts_unlink,
         cmd_audit_verify,
+        cmd_audit_checkpoint,
     }
 )
 
