@@ -485,8 +485,19 @@ def _check_checkpoint(conn: Connection, checkpoint: dict[str, Any], found: _Find
         found.bad(cp_id, f"row {cp_id} does not match the checkpoint")
 
 
-def checkpoint(conn: Connection) -> dict[str, Any]:
-    """Seal now and give the seal's id and HMAC, to export and keep where the database can't
-    reach. Call inside a write transaction: sealing writes."""
-    newest = seal(conn)
+def checkpoint(conn: Connection, *, seal_now: bool = True) -> dict[str, Any]:
+    """The newest seal's id and HMAC, to export and keep where the database can't reach.
+
+    `seal_now` (needs the key and a write transaction) seals first, so the checkpoint covers
+    every chain committed by now; without it, the newest seal as it stands (`parity run`
+    seals every `[audit] seal_interval_s`). No seal yet and none made: id 0, which
+    `verify` takes as no checkpoint at all.
+    """
+    newest = (
+        seal(conn)
+        if seal_now
+        else conn.execute(select(AuditSeal).order_by(AuditSeal.id.desc()).limit(1)).one_or_none()
+    )
+    if newest is None:
+        return {"kind": "seal", "id": 0, "hmac": GENESIS, "at": None}
     return {"kind": "seal", "id": newest.id, "hmac": newest.hmac, "at": newest.at.isoformat()}

@@ -246,3 +246,19 @@ def test_seals_cover_only_chains_that_moved(engine):
     assert heads[two["id"]] == [(first, 3)]
     assert head.row_id == last[-1] and head.sealed_seq == 3
     assert _verify(engine, two).ok
+
+
+def test_checkpoint_without_sealing_gives_the_newest_seal(engine):
+    with engine.connect() as conn:
+        assert audit.checkpoint(conn, seal_now=False) == {
+            "kind": "seal",
+            "id": 0,
+            "hmac": audit.GENESIS,
+            "at": None,
+        }
+    _append(engine, 2)
+    sealed = _seal(engine)
+    _append(engine, 1)
+    with engine.connect() as conn:
+        assert audit.checkpoint(conn, seal_now=False) == sealed  # read only: no new seal
+        assert conn.execute(select(AuditSeal.id)).scalars().all() == [sealed["id"]]

@@ -468,7 +468,7 @@ def routes() -> list[Route]:
             "GET",
             "/api/audit/checkpoint",
             checkpoint_api,
-            "Export a checkpoint of the audit log's newest HMAC",
+            "Seal the audit chains and export the seal as a checkpoint",
             "audit",
             role="manager",
         ),
