@@ -54,6 +54,7 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "p50": percentile(values, 50) * 1000,
+        "p95": percentile(values, 95) * 1000,
         "p99": percentile(values, 99) * 1000,
         "mean": statistics.fmean(values) * 1000,
     }
@@ -206,6 +207,7 @@ def _crowd_worker(url: str, agent: Principal, claims: int, start: Any) -> list[t
 def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str, Any]:
     """16 agents claiming and resolving at once, each in its own process and connection."""
     context = multiprocessing.get_context("fork")
+    load_before = tuple(round(x, 2) for x in os.getloadavg())
     with context.Manager() as manager:
         start = manager.Barrier(len(team) + 1)
         with context.Pool(len(team)) as pool:
@@ -216,10 +218,17 @@ def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str
             began = time.perf_counter()
             results = [p.get() for p in pending]
             wall = time.perf_counter() - began
+    load_after = tuple(round(x, 2) for x in os.getloadavg())
     handed = [ref for result in results for ref, _ in result]
     times = [spent for result in results for _, spent in result]
     assert len(handed) == len(set(handed)), "a case went to two agents"
-    return {"claim": summary(times), "claims_per_s": len(handed) / wall, "claims": len(handed)}
+    return {
+        "claim": summary(times),
+        "claims_per_s": len(handed) / wall,
+        "claims": len(handed),
+        "load_before": load_before,
+        "load_after": load_after,
+    }
 
 
 def _traced(engine: Engine, action: Any) -> int:
@@ -355,6 +364,17 @@ def main() -> int:
         print(row("queue page, 50 cases", pages["page"], pages["bare"]))
         print(row("claim-next (16 agents at once)", crowd["claim"], claims["bare"]))
         print()
+        c16, bare = crowd["claim"], claims["bare"]
+        print(
+            f"16 agents at once against the bare SELECT: p50 {c16['p50']:.2f} ms "
+            f"({c16['p50'] / bare['p50']:.1f}x), p95 {c16['p95']:.2f} ms "
+            f"({c16['p95'] / bare['p95']:.1f}x); goal p50 within 5x: "
+            f"{'met' if c16['p50'] / bare['p50'] <= 5 else 'NOT met'}"
+        )
+        print(
+            "load average (1, 5, 15 min) before/after the 16 agents: "
+            f"{crowd['load_before']} / {crowd['load_after']}"
+        )
         print(f"round trips: claim-next {trips[0]}, bare SELECT {trips[1]}")
         print(
             f"16 agents at once: {crowd['claims_per_s']:.0f} claims/s "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 from inbox.db import StorageUnavailable, insert_ignore, is_sqlite
 from inbox.models import AuditChain, AuditLog, AuditSeal, AuditSealHead, utcnow
@@ -114,7 +114,8 @@ def chain_of(case_id: int | None) -> int:
 
 
 def _lock_head(conn: Connection, chain: int) -> tuple[int, str]:
-    """Lock the head of `chain` until this transaction ends: (its seq, its HMAC).
+    """Lock the head of `chain` until this transaction ends: (its seq, its HMAC); (0,
+    GENESIS) for a chain with no row yet.
 
     On PostgreSQL FOR UPDATE waits for a writer of the same chain to commit and then reads
     the head it left (READ COMMITTED re-reads a row it had to wait for), so the head read is
@@ -125,16 +126,53 @@ def _lock_head(conn: Connection, chain: int) -> tuple[int, str]:
     if not is_sqlite(conn):
         query = query.with_for_update()
     head = conn.execute(query).one_or_none()
-    if head is None:
-        # The chain's first row. Another writer may create the head at the same time: DO
-        # NOTHING waits for it, and the locking read below then gets its head.
-        conn.execute(
-            insert_ignore(conn, AuditChain, ["chain"]).values(
-                chain=chain, seq=0, hmac=GENESIS, row_id=0, sealed_seq=0
-            )
-        )
-        head = conn.execute(query).one()
-    return int(head.seq), str(head.hmac)
+    return (0, GENESIS) if head is None else (int(head.seq), str(head.hmac))
+
+
+def head_sql(case_id: str, when: str = "true") -> str:
+    """PostgreSQL: a LATERAL subquery that locks the audit chain head of the case whose id
+    is the SQL expression `case_id`, if the SQL condition `when` holds. It gives
+    `audit_seq` and `audit_hmac` (NULL when the case has no audit row yet), to pass to
+    `append(..., head=...)`: claim-next folds the lock into its own statement to save a
+    round trip. A locking read in READ COMMITTED returns the newest committed head even if
+    it had to wait for it. Only the caller's SQL expressions are formatted in.
+    """
+    return (
+        "(SELECT seq AS audit_seq, hmac AS audit_hmac FROM audit_chains "  # noqa: S608
+        f"WHERE chain = {case_id} AND {when} FOR UPDATE)"
+    )
+
+
+# PostgreSQL: move the chain's head and insert the row in one statement. The head moves only
+# if it is still where the writer read it (`prev_seq`): that holds whenever the writer
+# locked an existing head; for a chain that had none, two first writers may race, and the
+# loser inserts nothing and reads again. The row's id is drawn here, after the head is
+# held, so ids rise along a chain.
+_APPEND_PG = text(
+    """
+WITH ids AS (SELECT nextval(pg_get_serial_sequence('audit_log', 'id')) AS id),
+moved AS (
+    INSERT INTO audit_chains (chain, seq, hmac, row_id, sealed_seq)
+    SELECT CAST(:chain AS bigint), CAST(:seq AS bigint), CAST(:hmac AS varchar), id, 0
+    FROM ids
+    ON CONFLICT (chain) DO UPDATE
+        SET seq = excluded.seq, hmac = excluded.hmac, row_id = excluded.row_id
+        WHERE audit_chains.seq = CAST(:prev_seq AS bigint)
+    RETURNING row_id
+)
+INSERT INTO audit_log (id, at, actor, action, case_id, before, after, prev_hmac, hmac,
+                       chain, seq)
+SELECT row_id, CAST(:at AS timestamp), CAST(:actor AS varchar), CAST(:action AS varchar),
+       CAST(:case_id AS bigint), CAST(:before AS json), CAST(:after AS json),
+       CAST(:prev_hmac AS varchar), CAST(:hmac AS varchar), CAST(:chain AS bigint),
+       CAST(:seq AS bigint)
+FROM moved
+RETURNING id"""
+).bindparams(
+    bindparam("at", type_=AuditLog.at.type),
+    bindparam("before", type_=AuditLog.before.type),
+    bindparam("after", type_=AuditLog.after.type),
+)
 
 
 def append(
@@ -145,42 +183,56 @@ def append(
     case_id: int | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    head: tuple[int | None, str | None] | None = None,
 ) -> int:
     """Append one row to its case's chain inside the caller's transaction: the row's id.
 
-    Two round trips on PostgreSQL: lock and read the chain's head, then insert the row and
-    move the head in one statement. The head stays locked until the caller commits, so a
-    caller that can should append last.
+    Two round trips on PostgreSQL: lock and read the chain's head, then move the head and
+    insert the row in one statement; one when `head` is what `head_sql` gave earlier in
+    this transaction. The head stays locked until the caller commits, so a caller that can
+    should append last.
     """
     chain = chain_of(case_id)
-    seq, prev = _lock_head(conn, chain)
-    seq += 1
-    at = utcnow()
-    digest = row_hmac(prev, at, actor, action, case_id, before, after, chain=chain, seq=seq)
-    row = insert(AuditLog).values(
-        at=at,
-        actor=actor,
-        action=action,
-        case_id=case_id,
-        before=before,
-        after=after,
-        prev_hmac=prev,
-        hmac=digest,
-        chain=chain,
-        seq=seq,
-    )
-    head = update(AuditChain).where(AuditChain.chain == chain)
-    if is_sqlite(conn):  # no data-modifying WITH in SQLite; round trips are free in-process
-        row_id = int(conn.execute(row.returning(AuditLog.id)).scalar_one())
-        conn.execute(head.values(seq=seq, hmac=digest, row_id=row_id))
-        return row_id
-    inserted = row.returning(AuditLog.id).cte("inserted")
-    moved = (
-        head.values(seq=seq, hmac=digest, row_id=select(inserted.c.id).scalar_subquery())
-        .add_cte(inserted)
-        .returning(AuditChain.row_id)
-    )
-    return int(conn.execute(moved).scalar_one())
+    sqlite = is_sqlite(conn)
+    for _ in range(3):
+        if head is None or sqlite:
+            seq, prev = _lock_head(conn, chain)
+        else:
+            seq, prev = head[0] or 0, head[1] or GENESIS
+            head = None  # if the guess loses a race, the next try reads the head itself
+        at = utcnow()
+        digest = row_hmac(prev, at, actor, action, case_id, before, after, chain=chain, seq=seq + 1)
+        values = {
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "case_id": case_id,
+            "before": before,
+            "after": after,
+            "prev_hmac": prev,
+            "hmac": digest,
+            "chain": chain,
+            "seq": seq + 1,
+        }
+        if sqlite:  # one writer at a time (BEGIN IMMEDIATE): nobody can move the head meanwhile
+            row_id = int(
+                conn.execute(insert(AuditLog).values(**values).returning(AuditLog.id)).scalar_one()
+            )
+            conn.execute(
+                insert_ignore(conn, AuditChain, ["chain"]).values(
+                    chain=chain, seq=0, hmac=GENESIS, row_id=0, sealed_seq=0
+                )
+            )
+            conn.execute(
+                update(AuditChain)
+                .where(AuditChain.chain == chain)
+                .values(seq=seq + 1, hmac=digest, row_id=row_id)
+            )
+            return row_id
+        moved = conn.execute(_APPEND_PG, {**values, "prev_seq": seq}).scalar_one_or_none()
+        if moved is not None:
+            return int(moved)
+    raise RuntimeError(f"audit chain {chain}: its head kept moving under a locked writer")
 
 
 # --- seals ----------------------------------------------------------------------------------

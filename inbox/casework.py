@@ -432,13 +432,13 @@ def claim_next(
 def _claim_next_pg(
     engine: Engine, principal: Principal, now: datetime, until: datetime
 ) -> dict[str, Any] | None:
-    """claim-next on PostgreSQL in five round trips: BEGIN, one statement, the audit row's
-    two (lock this case's audit chain head, then insert the row and move the head), COMMIT.
+    """claim-next on PostgreSQL in four round trips: BEGIN, one statement, the audit row, COMMIT.
 
-    The one statement renews my held lease or takes the top case (SKIP LOCKED) and reads
-    what the queue item shows; each of those used to be a round trip of its own, and on a
-    busy host every round trip costs a wait for the scheduler on both sides. The audit row
-    waits only for a writer of the same case (docs/architecture/audit.md).
+    The one statement renews my held lease or takes the top case (SKIP LOCKED), reads what
+    the queue item shows, and locks the head of that case's audit chain; each of those used
+    to be a round trip of its own, and on a busy host every round trip costs a wait for the
+    scheduler on both sides. The audit row waits only for a writer of the same case, never
+    for agents on other cases (docs/architecture/audit.md).
     """
     with write(engine) as conn:
         row = conn.execute(_CLAIM_NEXT_PG, {"me": principal.id, "now": now, "until": until})
@@ -479,6 +479,7 @@ def _claim_next_pg(
                 case_id=found.id,
                 before=_state(before, names),
                 after={**_state(found, names), "via": "claim-next"},
+                head=(found.audit_seq, found.audit_hmac),
             )
         return item
 
@@ -552,10 +553,12 @@ SELECT chosen.*,
      FROM identities i WHERE i.contact_id = chosen.contact_id) AS contact_identities,
     (SELECT name FROM users WHERE id = chosen.assignee_id) AS assignee_name,
     (SELECT name FROM users WHERE id = chosen.before_claimed_by) AS before_holder_name,
-    sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles
+    sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles,
+    head.audit_seq, head.audit_hmac
 FROM chosen
 JOIN contacts ON contacts.id = chosen.contact_id
 LEFT JOIN case_signatures sig ON sig.case_id = chosen.id
+LEFT JOIN LATERAL {audit.head_sql("chosen.id", "NOT chosen.renewed")} head ON true
 """  # noqa: S608 - only constants and column names are formatted in
     return text(sql).columns(
         *Case.__table__.c,
@@ -570,6 +573,8 @@ LEFT JOIN case_signatures sig ON sig.case_id = chosen.id
         column("before_holder_name", String),
         column("sig_hashvalues", LargeBinary),
         column("sig_shingles", Integer),
+        column("audit_seq", BigInteger),
+        column("audit_hmac", String),
     )
 
 

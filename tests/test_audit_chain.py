@@ -262,3 +262,20 @@ def test_checkpoint_without_sealing_gives_the_newest_seal(engine):
     with engine.connect() as conn:
         assert audit.checkpoint(conn, seal_now=False) == sealed  # read only: no new seal
         assert conn.execute(select(AuditSeal.id)).scalars().all() == [sealed["id"]]
+
+
+def test_a_stale_head_still_chains_to_the_true_end(engine):
+    """`append(head=...)` trusts nothing: given a head that is no longer the chain's end (as
+    claim-next's statement sees when the case had no audit row yet and another writer
+    made one meanwhile), the row goes after the true end."""
+    (case,) = bulk_cases(engine, 1)
+    first = _append(engine, 2, case)
+    with write(engine) as conn:
+        third = audit.append(
+            conn, actor="agent", action="case.claimed", case_id=case, head=(None, None)
+        )
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(AuditLog).where(AuditLog.case_id == case)))
+        assert audit.verify(conn).ok
+    assert [r.id for r in rows] == [*first, third]
+    assert [r.seq for r in rows] == [1, 2, 3] and rows[2].prev_hmac == rows[1].hmac

@@ -191,3 +191,35 @@ def test_sealing_skips_a_chain_being_written_and_takes_it_next_time(engine):
         assert audit.verify(conn, two).ok
     assert heads[one["id"]] == [(second, 1)]  # `first` was being written: left for later
     assert heads[two["id"]] == [(first, 2)]
+
+
+def test_two_first_writers_of_a_case_both_land_in_order(engine):
+    """The first row of a case has no head to lock: two first writers race on creating it,
+    and the loser (which read "no head" before the winner committed) goes after it."""
+    _pg_only(engine)
+    (case,) = bulk_cases(engine, 1)
+    landed: list[int] = []
+    with engine.connect() as winner:
+        winner.begin()
+        won = audit.append(winner, actor="a", action="case.opened", case_id=case)
+
+        def loser() -> None:
+            with write(engine) as conn:
+                # What claim-next's statement read before the winner's head existed.
+                landed.append(
+                    audit.append(
+                        conn, actor="b", action="case.claimed", case_id=case, head=(None, None)
+                    )
+                )
+
+        late = threading.Thread(target=loser)
+        late.start()
+        late.join(0.5)
+        assert late.is_alive()  # waiting on the winner's uncommitted head
+        winner.commit()
+        late.join()
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(AuditLog).order_by(AuditLog.seq)))
+        assert audit.verify(conn).ok
+    assert [(r.id, r.seq) for r in rows] == [(won, 1), (landed[0], 2)]
+    assert landed[0] > won
