@@ -24,7 +24,9 @@ import secrets
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -204,10 +206,31 @@ def _crowd_worker(url: str, agent: Principal, claims: int, start: Any) -> list[t
     return out
 
 
+def _sample_waits(url: str, stop: threading.Event, seen: Counter[str]) -> None:
+    """What the agents' backends are doing, every 10 ms: running, or waiting and on what.
+
+    `Lock:*` is a wait for a lock (advisory, a row's transaction, a tuple); `Client:*` is a
+    backend waiting for its agent process (round trips, and the agent's CPU time).
+    """
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    query = text(
+        "SELECT coalesce(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend' AND state <> 'idle'"
+    )
+    with engine.connect() as conn:
+        while not stop.is_set():
+            seen.update(conn.execute(query).scalars())
+            stop.wait(0.01)
+    engine.dispose()
+
+
 def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str, Any]:
     """16 agents claiming and resolving at once, each in its own process and connection."""
     context = multiprocessing.get_context("fork")
     load_before = tuple(round(x, 2) for x in os.getloadavg())
+    waits: Counter[str] = Counter()
+    stop = threading.Event()
     with context.Manager() as manager:
         start = manager.Barrier(len(team) + 1)
         with context.Pool(len(team)) as pool:
@@ -216,8 +239,12 @@ def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str
             ]
             start.wait()
             began = time.perf_counter()
+            sampler = threading.Thread(target=_sample_waits, args=(url, stop, waits))
+            sampler.start()
             results = [p.get() for p in pending]
             wall = time.perf_counter() - began
+            stop.set()
+            sampler.join()
     load_after = tuple(round(x, 2) for x in os.getloadavg())
     handed = [ref for result in results for ref, _ in result]
     times = [spent for result in results for _, spent in result]
@@ -228,6 +255,7 @@ def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str
         "claims": len(handed),
         "load_before": load_before,
         "load_after": load_after,
+        "waits": waits,
     }
 
 
@@ -374,6 +402,15 @@ def main() -> int:
         print(
             "load average (1, 5, 15 min) before/after the 16 agents: "
             f"{crowd['load_before']} / {crowd['load_after']}"
+        )
+        total = sum(crowd["waits"].values()) or 1
+        locks = sum(n for what, n in crowd["waits"].items() if what.startswith("Lock:"))
+        print(
+            f"agents' backends sampled every 10 ms while the 16 ran: {total} samples, "
+            f"{100 * locks / total:.1f}% waiting for a lock; top: "
+            + ", ".join(
+                f"{what} {100 * n / total:.1f}%" for what, n in crowd["waits"].most_common(6)
+            )
         )
         print(f"round trips: claim-next {trips[0]}, bare SELECT {trips[1]}")
         print(
