@@ -190,11 +190,24 @@ def measure_pages(engine: Engine, agent: Principal, pages: int, size: int = 50) 
     return {"page": summary(page_times), "bare": summary(bare)}
 
 
-def _crowd_worker(url: str, agent: Principal, claims: int, start: Any) -> list[tuple[str, float]]:
-    """One agent in its own process (as separate web processes would be): no shared GIL."""
+def _crowd_worker(
+    url: str, agent: Principal, claims: int, start: Any, bare: bool = False
+) -> list[tuple[str, float]]:
+    """One agent in its own process (as separate web processes would be): no shared GIL.
+
+    `bare`: the same agent only runs the bare SELECT, 16 at once: the baseline of what 16
+    processes sharing these cores cost without any claim, lock or write.
+    """
     engine = make_engine(url, pool_size=1)
     out = []
     start.wait()
+    if bare:
+        for n in range(claims):
+            began = time.perf_counter()
+            top_claimable(engine, agent)
+            out.append((str(n), time.perf_counter() - began))
+        engine.dispose()
+        return out
     for _ in range(claims):
         began = time.perf_counter()
         case = casework.claim_next(engine, agent)
@@ -225,7 +238,9 @@ def _sample_waits(url: str, stop: threading.Event, seen: Counter[str]) -> None:
     engine.dispose()
 
 
-def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str, Any]:
+def measure_crowd(
+    url: str, team: list[Principal], claims_each: int, bare: bool = False
+) -> dict[str, Any]:
     """16 agents claiming and resolving at once, each in its own process and connection."""
     context = multiprocessing.get_context("fork")
     load_before = tuple(round(x, 2) for x in os.getloadavg())
@@ -235,7 +250,8 @@ def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str
         start = manager.Barrier(len(team) + 1)
         with context.Pool(len(team)) as pool:
             pending = [
-                pool.apply_async(_crowd_worker, (url, agent, claims_each, start)) for agent in team
+                pool.apply_async(_crowd_worker, (url, agent, claims_each, start, bare))
+                for agent in team
             ]
             start.wait()
             began = time.perf_counter()
@@ -248,7 +264,7 @@ def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str
     load_after = tuple(round(x, 2) for x in os.getloadavg())
     handed = [ref for result in results for ref, _ in result]
     times = [spent for result in results for _, spent in result]
-    assert len(handed) == len(set(handed)), "a case went to two agents"
+    assert bare or len(handed) == len(set(handed)), "a case went to two agents"
     return {
         "claim": summary(times),
         "claims_per_s": len(handed) / wall,
@@ -372,6 +388,7 @@ def main() -> int:
         pages = measure_pages(engine, team[0], args.pages)
         trips = round_trips(url, team[0])
         engine.dispose()  # no pooled connection may cross the fork
+        crowd_bare = measure_crowd(url, team, max(1, args.samples // AGENTS), bare=True)
         crowd = measure_crowd(url, team, max(1, args.samples // AGENTS))
         dead_before = dead_tuples(engine)
         # Without vacuum: the head of the queue is now a graveyard of claimed-and-resolved
@@ -398,6 +415,12 @@ def main() -> int:
             f"({c16['p50'] / bare['p50']:.1f}x), p95 {c16['p95']:.2f} ms "
             f"({c16['p95'] / bare['p95']:.1f}x); goal p50 within 5x: "
             f"{'met' if c16['p50'] / bare['p50'] <= 5 else 'NOT met'}"
+        )
+        cb = crowd_bare["claim"]
+        print(
+            f"16 bare SELECTs at once (same processes, no claim): p50 {cb['p50']:.2f} ms, "
+            f"p95 {cb['p95']:.2f} ms; claim-next at 16 against it: "
+            f"p50 {c16['p50'] / cb['p50']:.1f}x, p95 {c16['p95'] / cb['p95']:.1f}x"
         )
         print(
             "load average (1, 5, 15 min) before/after the 16 agents: "
