@@ -6,8 +6,10 @@ on the same connection pool, so the machine's speed cancels out:
   the plain `SELECT ... ORDER BY due_at ... LIMIT 1` that finds that very case;
 - a queue page (50 cases with channels, message counts, contacts and leases) against the
   plain keyset `SELECT` of the same 50 rows.
-It also runs 16 agents at once, and shows why the cases table wants vacuuming: every claim
-and resolve leaves dead tuples at the head of the queue index that SKIP LOCKED walks.
+It also runs 16 agents at once (after 16 bare SELECTs at once, their second baseline),
+samples what their backends wait on (`pg_stat_activity`: the lock wait share), and shows
+why the cases table wants vacuuming: every claim and resolve leaves dead tuples at the head
+of the queue index that SKIP LOCKED walks.
 
     .venv/bin/python bench/claim_next.py [--cases 1000000] [--samples 2000]
 
