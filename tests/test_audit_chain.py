@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
@@ -37,7 +38,7 @@ def _verify(engine, checkpoint=None) -> audit.Verification:
         return audit.verify(conn, checkpoint)
 
 
-def _seal(engine) -> dict:
+def _seal(engine) -> dict[str, Any]:
     with write(engine) as conn:
         return audit.checkpoint(conn)
 

@@ -11,6 +11,7 @@ import multiprocessing
 import random
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -22,12 +23,14 @@ from inbox.models import AuditChain, AuditLog, AuditSealHead
 from tests.inbox_helpers import bulk_cases
 
 
-def _write_some(url: str, cases: list[int | None], transactions: int, seed: int) -> Counter:
+def _write_some(
+    url: str, cases: list[int | None], transactions: int, seed: int
+) -> Counter[int | None]:
     """One writer: `transactions` transactions of one to three rows on random cases. The
     rows it wrote, per case, counted here and not read back from the store."""
     pick = random.Random(seed)
     engine = make_engine(url, busy_timeout_ms=30000)
-    wrote: Counter = Counter()
+    wrote: Counter[int | None] = Counter()
     try:
         for n in range(transactions):
             with write(engine) as conn:
@@ -47,7 +50,7 @@ def _write_some(url: str, cases: list[int | None], transactions: int, seed: int)
     return wrote
 
 
-def _check_chains(engine, wrote: Counter) -> None:
+def _check_chains(engine, wrote: Counter[int | None]) -> None:
     with engine.connect() as conn:
         rows = list(conn.execute(select(AuditLog).order_by(AuditLog.chain, AuditLog.seq)))
         heads = {h.chain: h for h in conn.execute(select(AuditChain))}
@@ -60,7 +63,7 @@ def _check_chains(engine, wrote: Counter) -> None:
         assert heads[chain].seq == count
 
 
-def _sealer(url: str, stop: threading.Event, seals: list[dict]) -> None:
+def _sealer(url: str, stop: threading.Event, seals: list[dict[str, Any]]) -> None:
     engine = make_engine(url, busy_timeout_ms=30000)
     try:
         while not stop.is_set():
@@ -74,10 +77,10 @@ def _sealer(url: str, stop: threading.Event, seals: list[dict]) -> None:
 def test_threads_append_and_seal_at_once(engine, db_url):
     cases: list[int | None] = [*bulk_cases(engine, 5), None]
     stop = threading.Event()
-    seals: list[dict] = []
+    seals: list[dict[str, Any]] = []
     sealer = threading.Thread(target=_sealer, args=(db_url, stop, seals))
     sealer.start()
-    results: list[Counter] = [Counter() for _ in range(6)]
+    results: list[Counter[int | None]] = [Counter() for _ in range(6)]
 
     def run(i: int) -> None:
         results[i] = _write_some(db_url, cases, 25, seed=i)

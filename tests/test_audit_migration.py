@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, delete, text, update
@@ -48,7 +49,7 @@ def old_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def _old_hmac(prev: str, at: datetime, actor: str, action: str, after: dict) -> str:
+def _old_hmac(prev: str, at: datetime, actor: str, action: str, after: dict[str, Any]) -> str:
     """The HMAC as the version before 0009 computed it, written out here independently."""
     body = json.dumps(
         [prev, at.isoformat(timespec="microseconds"), actor, action, None, None, after],
