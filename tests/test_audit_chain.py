@@ -280,3 +280,33 @@ def test_a_stale_head_still_chains_to_the_true_end(engine):
         assert audit.verify(conn).ok
     assert [r.id for r in rows] == [*first, third]
     assert [r.seq for r in rows] == [1, 2, 3] and rows[2].prev_hmac == rows[1].hmac
+
+
+def test_parity_run_seals_at_its_interval(engine):
+    """The daemon's sealer task, run on its own against the store for a little over one
+    interval: the chains written before it are sealed, and it stops when asked."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from inbox.report import AuditSettings
+    from parity.daemon import Daemon
+
+    (case,) = bulk_cases(engine, 1)
+    ids = _append(engine, 2, case)
+
+    async def run() -> None:
+        host = SimpleNamespace(
+            engine=engine,
+            stop=asyncio.Event(),
+            settings=SimpleNamespace(audit=AuditSettings(seal_interval_s=1)),
+        )
+        task = asyncio.create_task(Daemon._seal_audit(host))  # type: ignore[arg-type]
+        await asyncio.sleep(1.8)
+        host.stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(run())
+    with engine.connect() as conn:
+        heads = conn.execute(select(AuditSealHead.chain, AuditSealHead.row_id)).all()
+        assert audit.verify(conn).ok
+    assert heads == [(case, ids[-1])]
