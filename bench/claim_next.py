@@ -6,8 +6,10 @@ on the same connection pool, so the machine's speed cancels out:
   the plain `SELECT ... ORDER BY due_at ... LIMIT 1` that finds that very case;
 - a queue page (50 cases with channels, message counts, contacts and leases) against the
   plain keyset `SELECT` of the same 50 rows.
-It also runs 16 agents at once, and shows why the cases table wants vacuuming: every claim
-and resolve leaves dead tuples at the head of the queue index that SKIP LOCKED walks.
+It also runs 16 agents at once (after 16 bare SELECTs at once, their second baseline),
+samples what their backends wait on (`pg_stat_activity`: the lock wait share), and shows
+why the cases table wants vacuuming: every claim and resolve leaves dead tuples at the head
+of the queue index that SKIP LOCKED walks.
 
     .venv/bin/python bench/claim_next.py [--cases 1000000] [--samples 2000]
 
@@ -24,7 +26,9 @@ import secrets
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,7 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "p50": percentile(values, 50) * 1000,
+        "p95": percentile(values, 95) * 1000,
         "p99": percentile(values, 99) * 1000,
         "mean": statistics.fmean(values) * 1000,
     }
@@ -187,11 +192,24 @@ def measure_pages(engine: Engine, agent: Principal, pages: int, size: int = 50) 
     return {"page": summary(page_times), "bare": summary(bare)}
 
 
-def _crowd_worker(url: str, agent: Principal, claims: int, start: Any) -> list[tuple[str, float]]:
-    """One agent in its own process (as separate web processes would be): no shared GIL."""
+def _crowd_worker(
+    url: str, agent: Principal, claims: int, start: Any, bare: bool = False
+) -> list[tuple[str, float]]:
+    """One agent in its own process (as separate web processes would be): no shared GIL.
+
+    `bare`: the same agent only runs the bare SELECT, 16 at once: the baseline of what 16
+    processes sharing these cores cost without any claim, lock or write.
+    """
     engine = make_engine(url, pool_size=1)
     out = []
     start.wait()
+    if bare:
+        for n in range(claims):
+            began = time.perf_counter()
+            top_claimable(engine, agent)
+            out.append((str(n), time.perf_counter() - began))
+        engine.dispose()
+        return out
     for _ in range(claims):
         began = time.perf_counter()
         case = casework.claim_next(engine, agent)
@@ -203,23 +221,60 @@ def _crowd_worker(url: str, agent: Principal, claims: int, start: Any) -> list[t
     return out
 
 
-def measure_crowd(url: str, team: list[Principal], claims_each: int) -> dict[str, Any]:
+def _sample_waits(url: str, stop: threading.Event, seen: Counter[str]) -> None:
+    """What the agents' backends are doing, every 10 ms: running, or waiting and on what.
+
+    `Lock:*` is a wait for a lock (advisory, a row's transaction, a tuple); `Client:*` is a
+    backend waiting for its agent process (round trips, and the agent's CPU time).
+    """
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    query = text(
+        "SELECT coalesce(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend' AND state <> 'idle'"
+    )
+    with engine.connect() as conn:
+        while not stop.is_set():
+            seen.update(conn.execute(query).scalars())
+            stop.wait(0.01)
+    engine.dispose()
+
+
+def measure_crowd(
+    url: str, team: list[Principal], claims_each: int, bare: bool = False
+) -> dict[str, Any]:
     """16 agents claiming and resolving at once, each in its own process and connection."""
     context = multiprocessing.get_context("fork")
+    load_before = tuple(round(x, 2) for x in os.getloadavg())
+    waits: Counter[str] = Counter()
+    stop = threading.Event()
     with context.Manager() as manager:
         start = manager.Barrier(len(team) + 1)
         with context.Pool(len(team)) as pool:
             pending = [
-                pool.apply_async(_crowd_worker, (url, agent, claims_each, start)) for agent in team
+                pool.apply_async(_crowd_worker, (url, agent, claims_each, start, bare))
+                for agent in team
             ]
             start.wait()
             began = time.perf_counter()
+            sampler = threading.Thread(target=_sample_waits, args=(url, stop, waits))
+            sampler.start()
             results = [p.get() for p in pending]
             wall = time.perf_counter() - began
+            stop.set()
+            sampler.join()
+    load_after = tuple(round(x, 2) for x in os.getloadavg())
     handed = [ref for result in results for ref, _ in result]
     times = [spent for result in results for _, spent in result]
-    assert len(handed) == len(set(handed)), "a case went to two agents"
-    return {"claim": summary(times), "claims_per_s": len(handed) / wall, "claims": len(handed)}
+    assert bare or len(handed) == len(set(handed)), "a case went to two agents"
+    return {
+        "claim": summary(times),
+        "claims_per_s": len(handed) / wall,
+        "claims": len(handed),
+        "load_before": load_before,
+        "load_after": load_after,
+        "waits": waits,
+    }
 
 
 def _traced(engine: Engine, action: Any) -> int:
@@ -335,6 +390,7 @@ def main() -> int:
         pages = measure_pages(engine, team[0], args.pages)
         trips = round_trips(url, team[0])
         engine.dispose()  # no pooled connection may cross the fork
+        crowd_bare = measure_crowd(url, team, max(1, args.samples // AGENTS), bare=True)
         crowd = measure_crowd(url, team, max(1, args.samples // AGENTS))
         dead_before = dead_tuples(engine)
         # Without vacuum: the head of the queue is now a graveyard of claimed-and-resolved
@@ -355,6 +411,32 @@ def main() -> int:
         print(row("queue page, 50 cases", pages["page"], pages["bare"]))
         print(row("claim-next (16 agents at once)", crowd["claim"], claims["bare"]))
         print()
+        c16, bare = crowd["claim"], claims["bare"]
+        print(
+            f"16 agents at once against the bare SELECT: p50 {c16['p50']:.2f} ms "
+            f"({c16['p50'] / bare['p50']:.1f}x), p95 {c16['p95']:.2f} ms "
+            f"({c16['p95'] / bare['p95']:.1f}x); goal p50 within 5x: "
+            f"{'met' if c16['p50'] / bare['p50'] <= 5 else 'NOT met'}"
+        )
+        cb = crowd_bare["claim"]
+        print(
+            f"16 bare SELECTs at once (same processes, no claim): p50 {cb['p50']:.2f} ms, "
+            f"p95 {cb['p95']:.2f} ms; claim-next at 16 against it: "
+            f"p50 {c16['p50'] / cb['p50']:.1f}x, p95 {c16['p95'] / cb['p95']:.1f}x"
+        )
+        print(
+            "load average (1, 5, 15 min) before/after the 16 agents: "
+            f"{crowd['load_before']} / {crowd['load_after']}"
+        )
+        total = sum(crowd["waits"].values()) or 1
+        locks = sum(n for what, n in crowd["waits"].items() if what.startswith("Lock:"))
+        print(
+            f"agents' backends sampled every 10 ms while the 16 ran: {total} samples, "
+            f"{100 * locks / total:.1f}% waiting for a lock; top: "
+            + ", ".join(
+                f"{what} {100 * n / total:.1f}%" for what, n in crowd["waits"].most_common(6)
+            )
+        )
         print(f"round trips: claim-next {trips[0]}, bare SELECT {trips[1]}")
         print(
             f"16 agents at once: {crowd['claims_per_s']:.0f} claims/s "

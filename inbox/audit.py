@@ -1,8 +1,12 @@
 """The append-only audit log, chained with an HMAC keyed by a secret from the environment.
 
-Each row's HMAC covers its own fields and the previous row's HMAC, so editing or deleting a
-row breaks every HMAC after it; an exported checkpoint of the newest HMAC also reveals a log
-cut short at the end.
+Every case has a chain of its own (rows about no case share chain 0): each row's HMAC covers
+its own fields, its chain, its position in the chain and the previous row's HMAC in that
+chain, so editing, deleting or reordering a row breaks its chain from that row on. A writer
+locks only the head of the chain it appends to, so agents working on different cases never
+wait for each other. Seals chain the heads of all chains into checkpoints; an exported seal
+reveals a log cut short. Rows written before migration 0009 form one chain in id order, which
+the first seal links to. The design and its proof: docs/architecture/audit.md.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, ScalarSelect, bindparam, func, insert, literal, select, text
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
-from inbox.db import StorageUnavailable, is_sqlite
-from inbox.models import AuditLog, utcnow
+from inbox.db import StorageUnavailable, insert_ignore, is_sqlite
+from inbox.models import AuditChain, AuditLog, AuditSeal, AuditSealHead, utcnow
 
 KEY_ENV = "PARITY_AUDIT_KEY"
 GENESIS = "0" * 64
-_AUDIT_LOCK = 7365012002
+# Only the sealer takes it: one seal at a time keeps the seals one chain. Writers never do.
+_SEAL_LOCK = 7365012003
+# The chain of rows that concern no case; case ids start at 1.
+NO_CASE = 0
 # The key of a development install that set `[audit] allow_unkeyed = true`. It is public (it
 # is in this source), so such a chain detects accidents but not a forger.
 UNKEYED = b"parity-audit-key-not-configured"
@@ -81,35 +88,91 @@ def row_hmac(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
     key: bytes | None = None,
+    *,
+    chain: int | None = None,
+    seq: int | None = None,
 ) -> str:
-    body = json.dumps(
-        [prev, at.isoformat(timespec="microseconds"), actor, action, case_id, before, after],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+    """The HMAC of one row. Rows of a chain (chain and seq given) also cover both, so a row
+    cannot be moved to another chain or position; older rows (neither) are as before 0009."""
+    fields: list[Any] = [
+        prev,
+        at.isoformat(timespec="microseconds"),
+        actor,
+        action,
+        case_id,
+        before,
+        after,
+    ]
+    if chain is not None or seq is not None:
+        fields += [chain, seq]
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return _hmac.new(key or _key(), body.encode(), hashlib.sha256).hexdigest()
 
 
-def _newest() -> ScalarSelect[str]:
-    """The chain's newest HMAC, or GENESIS for an empty log."""
-    newest = select(AuditLog.hmac).order_by(AuditLog.id.desc()).limit(1).scalar_subquery()
-    return select(func.coalesce(newest, GENESIS)).scalar_subquery()
+def chain_of(case_id: int | None) -> int:
+    return NO_CASE if case_id is None else case_id
 
 
-def lock_and_newest_sql() -> str:
-    """PostgreSQL: SQL that takes the chain's lock and gives the newest HMAC this statement saw.
+def _lock_head(conn: Connection, chain: int) -> tuple[int, str]:
+    """Lock the head of `chain` until this transaction ends: (its seq, its HMAC); (0,
+    GENESIS) for a chain with no row yet.
 
-    For a caller that folds the chain's lock into a statement of its own (claim-next does,
-    to save two round trips); pass the value to `append(..., newest=...)`. The HMAC may be
-    stale: a statement reads from a snapshot taken when it began, before it waited for the
-    lock, so `append` checks it under the lock. The lock's subquery is in FROM, where
-    PostgreSQL runs it although no column of it is read (a volatile call is never pulled up).
-    Only constants are formatted in.
+    On PostgreSQL FOR UPDATE waits for a writer of the same chain to commit and then reads
+    the head it left (READ COMMITTED re-reads a row it had to wait for), so the head read is
+    the chain's true end. Writers of other chains lock other rows and never wait. SQLite
+    has one writer at a time (BEGIN IMMEDIATE), so a plain read is the true end there.
     """
-    newest = f"coalesce((SELECT hmac FROM audit_log ORDER BY id DESC LIMIT 1), '{GENESIS}')"  # noqa: S608
-    lock = f"(SELECT pg_advisory_xact_lock({_AUDIT_LOCK})) AS chain_lock"
-    return f"(SELECT {newest} FROM {lock})"  # noqa: S608
+    query = select(AuditChain.seq, AuditChain.hmac).where(AuditChain.chain == chain)
+    if not is_sqlite(conn):
+        query = query.with_for_update()
+    head = conn.execute(query).one_or_none()
+    return (0, GENESIS) if head is None else (int(head.seq), str(head.hmac))
+
+
+def head_sql(case_id: str, when: str = "true") -> str:
+    """PostgreSQL: a LATERAL subquery that locks the audit chain head of the case whose id
+    is the SQL expression `case_id`, if the SQL condition `when` holds. It gives
+    `audit_seq` and `audit_hmac` (NULL when the case has no audit row yet), to pass to
+    `append(..., head=...)`: claim-next folds the lock into its own statement to save a
+    round trip. A locking read in READ COMMITTED returns the newest committed head even if
+    it had to wait for it. Only the caller's SQL expressions are formatted in.
+    """
+    return (
+        "(SELECT seq AS audit_seq, hmac AS audit_hmac FROM audit_chains "  # noqa: S608
+        f"WHERE chain = {case_id} AND {when} FOR UPDATE)"
+    )
+
+
+# PostgreSQL: move the chain's head and insert the row in one statement. The head moves only
+# if it is still where the writer read it (`prev_seq`): that holds whenever the writer
+# locked an existing head; for a chain that had none, two first writers may race, and the
+# loser inserts nothing and reads again. The row's id is drawn here, after the head is
+# held, so ids rise along a chain.
+_APPEND_PG = text(
+    """
+WITH ids AS (SELECT nextval(pg_get_serial_sequence('audit_log', 'id')) AS id),
+moved AS (
+    INSERT INTO audit_chains (chain, seq, hmac, row_id, sealed_seq)
+    SELECT CAST(:chain AS bigint), CAST(:seq AS bigint), CAST(:hmac AS varchar), id, 0
+    FROM ids
+    ON CONFLICT (chain) DO UPDATE
+        SET seq = excluded.seq, hmac = excluded.hmac, row_id = excluded.row_id
+        WHERE audit_chains.seq = CAST(:prev_seq AS bigint)
+    RETURNING row_id
+)
+INSERT INTO audit_log (id, at, actor, action, case_id, before, after, prev_hmac, hmac,
+                       chain, seq)
+SELECT row_id, CAST(:at AS timestamp), CAST(:actor AS varchar), CAST(:action AS varchar),
+       CAST(:case_id AS bigint), CAST(:before AS json), CAST(:after AS json),
+       CAST(:prev_hmac AS varchar), CAST(:hmac AS varchar), CAST(:chain AS bigint),
+       CAST(:seq AS bigint)
+FROM moved
+RETURNING id"""
+).bindparams(
+    bindparam("at", type_=AuditLog.at.type),
+    bindparam("before", type_=AuditLog.before.type),
+    bindparam("after", type_=AuditLog.after.type),
+)
 
 
 def append(
@@ -120,84 +183,151 @@ def append(
     case_id: int | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
-    newest: str | None = None,
+    head: tuple[int | None, str | None] | None = None,
 ) -> int:
-    """Append one row inside the caller's transaction; rows are chained in commit order.
+    """Append one row to its case's chain inside the caller's transaction: the row's id.
 
-    `newest` is what `lock_and_newest_sql()` gave earlier in this transaction: the lock is
-    then held already, and the last HMAC is not read in a round trip of its own.
+    Two round trips on PostgreSQL: lock and read the chain's head, then move the head and
+    insert the row in one statement; one when `head` is what `head_sql` gave earlier in
+    this transaction. The head stays locked until the caller commits, so a caller that can
+    should append last.
     """
-    if is_sqlite(conn):
-        newest = None  # its writer lock, held since BEGIN IMMEDIATE, is the chain's lock
-    elif newest is not None:
-        row_id = _append_if_newest(conn, newest, actor, action, case_id, before, after)
-        if isinstance(row_id, int):
-            return row_id
-        newest = row_id  # another append committed while we waited for the lock
-    else:
-        conn.execute(text(f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK})"))
-    prev = newest or (
-        conn.execute(
-            select(AuditLog.hmac).order_by(AuditLog.id.desc()).limit(1)
-        ).scalar_one_or_none()
-        or GENESIS
-    )
-    at = utcnow()
-    digest = row_hmac(prev, at, actor, action, case_id, before, after)
-    return int(
-        conn.execute(
-            insert(AuditLog)
-            .values(
-                at=at,
-                actor=actor,
-                action=action,
-                case_id=case_id,
-                before=before,
-                after=after,
-                prev_hmac=prev,
-                hmac=digest,
+    chain = chain_of(case_id)
+    sqlite = is_sqlite(conn)
+    for _ in range(3):
+        if head is None or sqlite:
+            seq, prev = _lock_head(conn, chain)
+        else:
+            seq, prev = head[0] or 0, head[1] or GENESIS
+            head = None  # if the guess loses a race, the next try reads the head itself
+        at = utcnow()
+        digest = row_hmac(prev, at, actor, action, case_id, before, after, chain=chain, seq=seq + 1)
+        values = {
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "case_id": case_id,
+            "before": before,
+            "after": after,
+            "prev_hmac": prev,
+            "hmac": digest,
+            "chain": chain,
+            "seq": seq + 1,
+        }
+        if sqlite:  # one writer at a time (BEGIN IMMEDIATE): nobody can move the head meanwhile
+            row_id = int(
+                conn.execute(insert(AuditLog).values(**values).returning(AuditLog.id)).scalar_one()
             )
-            .returning(AuditLog.id)
+            conn.execute(
+                insert_ignore(conn, AuditChain, ["chain"]).values(
+                    chain=chain, seq=0, hmac=GENESIS, row_id=0, sealed_seq=0
+                )
+            )
+            conn.execute(
+                update(AuditChain)
+                .where(AuditChain.chain == chain)
+                .values(seq=seq + 1, hmac=digest, row_id=row_id)
+            )
+            return row_id
+        moved = conn.execute(_APPEND_PG, {**values, "prev_seq": seq}).scalar_one_or_none()
+        if moved is not None:
+            return int(moved)
+    raise RuntimeError(f"audit chain {chain}: its head kept moving under a locked writer")
+
+
+# --- seals ----------------------------------------------------------------------------------
+
+
+def _heads_digest(heads: list[tuple[int, int, int, str]] | Any) -> tuple[int, str]:
+    """(count, SHA-256) of a seal's heads in chain order; the seal's HMAC covers both."""
+    digest = hashlib.sha256()
+    count = 0
+    for chain, seq, row_id, head_hmac in heads:
+        digest.update(f"{chain},{seq},{row_id},{head_hmac}\n".encode())
+        count += 1
+    return count, digest.hexdigest()
+
+
+def seal_hmac(
+    prev: str, at: datetime, heads: int, heads_digest: str, key: bytes | None = None
+) -> str:
+    body = json.dumps(
+        ["seal", prev, at.isoformat(timespec="microseconds"), heads, heads_digest],
+        separators=(",", ":"),
+    )
+    return _hmac.new(key or _key(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def _legacy_head(conn: Connection) -> str:
+    """The newest HMAC of the rows written before 0009 (one chain in id order), or GENESIS."""
+    found = conn.execute(
+        select(AuditLog.hmac).where(AuditLog.chain.is_(None)).order_by(AuditLog.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return found or GENESIS
+
+
+def seal(conn: Connection) -> AuditSeal | Any:
+    """Seal the heads of every chain that moved since the last seal; the newest seal.
+
+    Call inside a write transaction. A chain whose head a running writer holds right now is
+    left for the next seal (SKIP LOCKED), so sealing never waits for, or blocks, agents on
+    other cases; it covers every chain committed before it began but for those. Nothing
+    moved and a seal exists: no new seal, the newest one is returned.
+    """
+    if not is_sqlite(conn):
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({_SEAL_LOCK})"))
+    newest = conn.execute(select(AuditSeal).order_by(AuditSeal.id.desc()).limit(1)).one_or_none()
+    moved = conn.execute(
+        select(AuditChain.chain).where(AuditChain.seq > AuditChain.sealed_seq).limit(1)
+    ).first()
+    if newest is not None and moved is None:
+        return newest
+    prev = newest.hmac if newest is not None else _legacy_head(conn)
+    at = utcnow()
+    seal_id = int(
+        conn.execute(
+            insert(AuditSeal)
+            .values(at=at, heads=0, prev_hmac=prev, hmac="")
+            .returning(AuditSeal.id)
         ).scalar_one()
     )
-
-
-def _append_if_newest(
-    conn: Connection,
-    prev: str,
-    actor: str,
-    action: str,
-    case_id: int | None,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-) -> int | str:
-    """Insert the row chained to `prev` if `prev` is still the newest HMAC: the row's id.
-
-    Otherwise insert nothing and return the newest HMAC. Both are read in this statement's
-    snapshot, which began after this transaction took the chain's lock: every append holds
-    that lock until it commits, so the snapshot holds the chain's true end and nobody can
-    append before our commit.
-    """
-    at = utcnow()
-    digest = row_hmac(prev, at, actor, action, case_id, before, after)
-    values = {
-        "at": literal(at, AuditLog.at.type),
-        "actor": literal(actor, AuditLog.actor.type),
-        "action": literal(action, AuditLog.action.type),
-        "case_id": literal(case_id, AuditLog.case_id.type),
-        "before": bindparam("before", before, type_=AuditLog.before.type),
-        "after": bindparam("after", after, type_=AuditLog.after.type),
-        "prev_hmac": literal(prev, AuditLog.prev_hmac.type),
-        "hmac": literal(digest, AuditLog.hmac.type),
-    }
-    inserted = (
-        insert(AuditLog)
-        .from_select(list(values), select(*values.values()).where(_newest() == prev))
-        .returning(AuditLog.id)
-        .cte("inserted")
+    if is_sqlite(conn):
+        conn.execute(
+            text(
+                "INSERT INTO audit_seal_heads (seal_id, chain, seq, row_id, hmac) "
+                "SELECT :seal, chain, seq, row_id, hmac FROM audit_chains "
+                "WHERE seq > sealed_seq"
+            ),
+            {"seal": seal_id},
+        )
+        conn.execute(text("UPDATE audit_chains SET sealed_seq = seq WHERE seq > sealed_seq"))
+    else:
+        conn.execute(
+            text(
+                """
+WITH picked AS (
+    SELECT chain FROM audit_chains WHERE seq > sealed_seq FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE audit_chains c SET sealed_seq = c.seq FROM picked WHERE c.chain = picked.chain
+    RETURNING c.chain, c.seq, c.row_id, c.hmac
+)
+INSERT INTO audit_seal_heads (seal_id, chain, seq, row_id, hmac)
+SELECT :seal, chain, seq, row_id, hmac FROM moved"""
+            ),
+            {"seal": seal_id},
+        )
+    heads = conn.execute(
+        select(AuditSealHead.chain, AuditSealHead.seq, AuditSealHead.row_id, AuditSealHead.hmac)
+        .where(AuditSealHead.seal_id == seal_id)
+        .order_by(AuditSealHead.chain)
     )
-    row = conn.execute(select(select(inserted.c.id).scalar_subquery(), _newest())).one()
-    return int(row[0]) if row[0] is not None else str(row[1])
+    count, digest = _heads_digest(heads)
+    conn.execute(
+        update(AuditSeal)
+        .where(AuditSeal.id == seal_id)
+        .values(heads=count, hmac=seal_hmac(prev, at, count, digest))
+    )
+    return conn.execute(select(AuditSeal).where(AuditSeal.id == seal_id)).one()
 
 
 @dataclass(frozen=True)
@@ -214,66 +344,212 @@ class Verification:
         return self.problem is None
 
 
-def verify(conn: Connection, checkpoint: dict[str, Any] | None = None) -> Verification:
-    """Recompute the chain from the first row; name the first row that does not match.
+@dataclass
+class _Findings:
+    """What verify has found so far: the problem of the lowest row id wins."""
 
-    With a checkpoint (an exported {"id", "hmac"} of an earlier newest row), also report a
-    log cut short: that row must still exist with the same HMAC.
-    """
+    rows: int = 0
+    newest_id: int | None = None
+    bad_id: int | None = None
+    problem: str | None = None
+
+    def saw(self, row_id: int) -> None:
+        self.rows += 1
+        self.newest_id = row_id if self.newest_id is None else max(self.newest_id, row_id)
+
+    def bad(self, row_id: int, problem: str) -> None:
+        if self.bad_id is None or row_id < self.bad_id:
+            self.bad_id, self.problem = row_id, problem
+
+
+def _changed(row_id: int) -> str:
+    return f"row {row_id} was changed after it was written"
+
+
+def _not_following(row_id: int) -> str:
+    return (
+        f"row {row_id} does not follow the row before it (a row before it was deleted or changed)"
+    )
+
+
+def _verify_legacy(conn: Connection, found: _Findings) -> str:
+    """The rows written before 0009: one chain in id order, as then. Its newest HMAC."""
     prev = GENESIS
-    count = 0
-    last_id: int | None = None
-    result: Verification | None = None
-    rows = conn.execute(select(AuditLog).order_by(AuditLog.id)).yield_per(1000)
+    rows = conn.execute(
+        select(AuditLog).where(AuditLog.chain.is_(None)).order_by(AuditLog.id)
+    ).yield_per(1000)
     for row in rows:
-        count += 1
-        expected = row_hmac(prev, row.at, row.actor, row.action, row.case_id, row.before, row.after)
-        if result is None:
-            if row.prev_hmac != prev:
-                result = Verification(
-                    count,
-                    row.id,
-                    row.hmac,
-                    row.id,
-                    f"row {row.id} does not follow the row before it "
-                    "(a row before it was deleted or changed)",
-                )
-            elif row.hmac != expected:
-                result = Verification(
-                    count,
-                    row.id,
-                    row.hmac,
-                    row.id,
-                    f"row {row.id} was changed after it was written",
-                )
+        found.saw(row.id)
+        if row.prev_hmac != prev:
+            found.bad(row.id, _not_following(row.id))
+        elif row.seq is not None or row.hmac != row_hmac(
+            prev, row.at, row.actor, row.action, row.case_id, row.before, row.after
+        ):
+            found.bad(row.id, _changed(row.id))
         prev = row.hmac
-        last_id = row.id
-    if result is not None:
-        return Verification(count, last_id, prev, result.first_bad_id, result.problem)
-    if checkpoint is not None and int(checkpoint.get("id", 0)) > 0:
-        cp_id, cp_hmac = int(checkpoint["id"]), str(checkpoint["hmac"])
-        found = conn.execute(select(AuditLog.hmac).where(AuditLog.id == cp_id)).scalar_one_or_none()
-        if found is None:
-            return Verification(
-                count,
-                last_id,
+    return prev
+
+
+def _verify_chains(conn: Connection, found: _Findings) -> None:
+    """Every case's chain in seq order: contiguous positions, links, ids rising, HMACs."""
+    chain: int | None = None
+    prev, seq, last_id, broken = GENESIS, 0, 0, False
+    rows = conn.execute(
+        select(AuditLog).where(AuditLog.chain.is_not(None)).order_by(AuditLog.chain, AuditLog.seq)
+    ).yield_per(1000)
+    for row in rows:
+        found.saw(row.id)
+        if row.chain != chain:
+            chain, prev, seq, last_id, broken = row.chain, GENESIS, 0, 0, False
+        if not broken:
+            if row.seq != seq + 1 or row.prev_hmac != prev:
+                found.bad(row.id, _not_following(row.id))
+                broken = True
+            elif row.id < last_id:
+                # Ids are drawn under the chain's lock, so they rise along a chain: a row
+                # with a smaller id than its predecessor had its id swapped with another's.
+                found.bad(row.id, f"row {row.id} is out of order: rows were reordered")
+                broken = True
+            elif row.hmac != row_hmac(
                 prev,
+                row.at,
+                row.actor,
+                row.action,
+                row.case_id,
+                row.before,
+                row.after,
+                chain=row.chain,
+                seq=row.seq,
+            ) or row.chain != chain_of(row.case_id):
+                found.bad(row.id, _changed(row.id))
+                broken = True
+        prev, seq, last_id = row.hmac, int(row.seq or 0), row.id
+
+
+def _verify_seals(conn: Connection, found: _Findings, legacy_head: str) -> tuple[int, str]:
+    """Every seal: linked to the one before (the first to the older rows' newest HMAC), its
+    HMAC over its heads, and every head still in the log. (newest seal id, its HMAC)."""
+    found_row = AuditLog.__table__.alias("found_row")
+    rows = conn.execute(
+        select(
+            AuditSeal.id,
+            AuditSeal.at,
+            AuditSeal.heads,
+            AuditSeal.prev_hmac,
+            AuditSeal.hmac,
+            AuditSealHead.chain,
+            AuditSealHead.seq,
+            AuditSealHead.row_id,
+            AuditSealHead.hmac.label("head_hmac"),
+            found_row.c.id.label("found_id"),
+            found_row.c.hmac.label("found_hmac"),
+        )
+        .outerjoin(AuditSealHead, AuditSealHead.seal_id == AuditSeal.id)
+        .outerjoin(
+            found_row,
+            (found_row.c.chain == AuditSealHead.chain) & (found_row.c.seq == AuditSealHead.seq),
+        )
+        .order_by(AuditSeal.id, AuditSealHead.chain)
+    ).yield_per(1000)
+    prev, seal_id = legacy_head, 0
+    current: Any = None
+    heads: list[tuple[int, int, int, str]] = []
+
+    def close() -> None:
+        count, digest = _heads_digest(heads)
+        if current.prev_hmac != prev:
+            found.bad(
+                _first_row(heads),
+                f"seal {current.id} does not follow the seal before it "
+                "(a seal, or a row written before the first seal, was deleted or changed)",
+            )
+        elif count != current.heads or current.hmac != seal_hmac(
+            current.prev_hmac, current.at, count, digest
+        ):
+            found.bad(_first_row(heads), f"seal {current.id} was changed after it was written")
+
+    for row in rows:
+        if current is None or row.id != current.id:
+            if current is not None:
+                close()
+                prev, seal_id = current.hmac, current.id
+            current, heads = row, []
+        if row.chain is None:
+            continue  # a seal of no heads (the first, when nothing was written yet)
+        heads.append((row.chain, row.seq, row.row_id, row.head_hmac))
+        if row.found_id is None:
+            found.bad(
+                row.row_id,
+                f"the log was cut short: row {row.row_id}, sealed by seal {row.id}, is missing",
+            )
+        elif row.found_id != row.row_id or row.found_hmac != row.head_hmac:
+            found.bad(row.row_id, f"row {row.row_id} does not match seal {row.id}")
+    if current is not None:
+        close()
+        prev, seal_id = current.hmac, current.id
+    return seal_id, prev
+
+
+def _first_row(heads: list[tuple[int, int, int, str]]) -> int:
+    return min((row_id for _, _, row_id, _ in heads), default=0)
+
+
+def verify(conn: Connection, checkpoint: dict[str, Any] | None = None) -> Verification:
+    """Recompute every chain and seal; name the lowest row that does not match.
+
+    With a checkpoint (an exported {"id", "hmac"} of a seal, or of a row from before 0009),
+    also report a log cut short: that seal or row must still exist with the same HMAC.
+    """
+    found = _Findings()
+    legacy_head = _verify_legacy(conn, found)
+    _verify_chains(conn, found)
+    _, newest_hmac = _verify_seals(conn, found, legacy_head)
+    if found.problem is None and checkpoint is not None and int(checkpoint.get("id", 0)) > 0:
+        _check_checkpoint(conn, checkpoint, found)
+    return Verification(found.rows, found.newest_id, newest_hmac, found.bad_id, found.problem)
+
+
+def _check_checkpoint(conn: Connection, checkpoint: dict[str, Any], found: _Findings) -> None:
+    cp_id, cp_hmac = int(checkpoint["id"]), str(checkpoint["hmac"])
+    if checkpoint.get("kind") == "seal":
+        stored = conn.execute(
+            select(AuditSeal.hmac).where(AuditSeal.id == cp_id)
+        ).scalar_one_or_none()
+        newest = conn.execute(select(func.max(AuditSeal.id))).scalar_one_or_none()
+        if stored is None:
+            found.bad(
                 cp_id,
-                f"the log was cut short: checkpoint row {cp_id} is missing "
-                f"(the log now ends at row {last_id})",
+                f"the log was cut short: checkpoint seal {cp_id} is missing "
+                f"(the newest seal is {newest}, the log now ends at row {found.newest_id})",
             )
-        if found != cp_hmac:
-            return Verification(
-                count, last_id, prev, cp_id, f"row {cp_id} does not match the checkpoint"
-            )
-    return Verification(count, last_id, prev)
+        elif stored != cp_hmac:
+            found.bad(cp_id, f"seal {cp_id} does not match the checkpoint")
+        return
+    # A checkpoint exported before 0009 names a row.
+    stored = conn.execute(select(AuditLog.hmac).where(AuditLog.id == cp_id)).scalar_one_or_none()
+    if stored is None:
+        found.bad(
+            cp_id,
+            f"the log was cut short: checkpoint row {cp_id} is missing "
+            f"(the log now ends at row {found.newest_id})",
+        )
+    elif stored != cp_hmac:
+        found.bad(cp_id, f"row {cp_id} does not match the checkpoint")
 
 
-def checkpoint(conn: Connection) -> dict[str, Any]:
-    """The newest row's id and HMAC, to export and keep somewhere the database can't reach."""
-    row = conn.execute(
-        select(AuditLog.id, AuditLog.hmac, AuditLog.at).order_by(AuditLog.id.desc()).limit(1)
-    ).one_or_none()
-    if row is None:
-        return {"id": 0, "hmac": GENESIS, "at": None}
-    return {"id": row.id, "hmac": row.hmac, "at": row.at.isoformat()}
+def checkpoint(conn: Connection, *, seal_now: bool = True) -> dict[str, Any]:
+    """The newest seal's id and HMAC, to export and keep where the database can't reach.
+
+    `seal_now` (needs the key and a write transaction) seals first, so the checkpoint covers
+    every chain committed by now; without it, the newest seal as it stands (`parity run`
+    seals every `[audit] seal_interval_s`). No seal yet and none made: id 0, which
+    `verify` takes as no checkpoint at all.
+    """
+    newest = (
+        seal(conn)
+        if seal_now
+        else conn.execute(select(AuditSeal).order_by(AuditSeal.id.desc()).limit(1)).one_or_none()
+    )
+    if newest is None:
+        return {"kind": "seal", "id": 0, "hmac": GENESIS, "at": None}
+    return {"kind": "seal", "id": newest.id, "hmac": newest.hmac, "at": newest.at.isoformat()}

@@ -435,9 +435,10 @@ def _claim_next_pg(
     """claim-next on PostgreSQL in four round trips: BEGIN, one statement, the audit row, COMMIT.
 
     The one statement renews my held lease or takes the top case (SKIP LOCKED), reads what
-    the queue item shows, and takes the audit chain's lock with its newest HMAC; each of
-    those used to be a round trip of its own, and on a busy host every round trip costs a
-    wait for the scheduler on both sides.
+    the queue item shows, and locks the head of that case's audit chain; each of those used
+    to be a round trip of its own, and on a busy host every round trip costs a wait for the
+    scheduler on both sides. The audit row waits only for a writer of the same case, never
+    for agents on other cases (docs/architecture/audit.md).
     """
     with write(engine) as conn:
         row = conn.execute(_CLAIM_NEXT_PG, {"me": principal.id, "now": now, "until": until})
@@ -478,7 +479,7 @@ def _claim_next_pg(
                 case_id=found.id,
                 before=_state(before, names),
                 after={**_state(found, names), "via": "claim-next"},
-                newest=found.audit_newest,
+                head=(found.audit_seq, found.audit_hmac),
             )
         return item
 
@@ -553,10 +554,11 @@ SELECT chosen.*,
     (SELECT name FROM users WHERE id = chosen.assignee_id) AS assignee_name,
     (SELECT name FROM users WHERE id = chosen.before_claimed_by) AS before_holder_name,
     sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles,
-    CASE WHEN chosen.renewed THEN NULL ELSE {audit.lock_and_newest_sql()} END AS audit_newest
+    head.audit_seq, head.audit_hmac
 FROM chosen
 JOIN contacts ON contacts.id = chosen.contact_id
 LEFT JOIN case_signatures sig ON sig.case_id = chosen.id
+LEFT JOIN LATERAL {audit.head_sql("chosen.id", "NOT chosen.renewed")} head ON true
 """  # noqa: S608 - only constants and column names are formatted in
     return text(sql).columns(
         *Case.__table__.c,
@@ -571,7 +573,8 @@ LEFT JOIN case_signatures sig ON sig.case_id = chosen.id
         column("before_holder_name", String),
         column("sig_hashvalues", LargeBinary),
         column("sig_shingles", Integer),
-        column("audit_newest", String),
+        column("audit_seq", BigInteger),
+        column("audit_hmac", String),
     )
 
 
@@ -695,7 +698,7 @@ def lease_of(conn: Connection, case: Any, principal: Principal, now: datetime) -
 
 
 # --- status, assignment, notes -------------------------------------------------------------
-# Each change writes its audit row last: on PostgreSQL the audit chain's lock is then held
+# Each change writes its audit row last: on PostgreSQL the case's audit chain head is then held
 # only for the insert and the commit, not while the answer is assembled.
 
 

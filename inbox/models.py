@@ -385,11 +385,15 @@ class ConnectorState(Base):
 class AuditLog(Base):
     """Append-only record of every agent, admin and system decision on a case.
 
-    Each row's hmac covers its own fields and the previous row's hmac, so an edited or
-    deleted row breaks the chain from that row on.
+    Each row's hmac covers its own fields and the previous row's hmac in its chain, so an
+    edited or deleted row breaks the chain from that row on. Since migration 0009 a row
+    belongs to the chain of its case (`chain` = case id, 0 for rows about no case) at
+    position `seq`; rows written before it have neither and form one chain in id order.
+    See docs/architecture/audit.md.
     """
 
     __tablename__ = "audit_log"
+    __table_args__ = (UniqueConstraint("chain", "seq", name="uq_audit_log_chain_seq"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(128))
@@ -398,6 +402,60 @@ class AuditLog(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     prev_hmac: Mapped[str] = mapped_column(String(64))
+    hmac: Mapped[str] = mapped_column(String(64))
+    chain: Mapped[int | None] = mapped_column(BigInteger)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditChain(Base):
+    """The head of one audit chain: its newest row. Its row lock is the chain's lock.
+
+    A writer locks only the head of the chain it appends to, so writers on different cases
+    never wait for each other. `sealed_seq` is how far the newest seal covers this chain.
+    """
+
+    __tablename__ = "audit_chains"
+    __table_args__ = (
+        # The sealer's question, "which chains moved since the last seal?", without a scan.
+        Index(
+            "ix_audit_chains_unsealed",
+            "chain",
+            postgresql_where=text("seq > sealed_seq"),
+            sqlite_where=text("seq > sealed_seq"),
+        ),
+    )
+    chain: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hmac: Mapped[str] = mapped_column(String(64))
+    row_id: Mapped[int] = mapped_column(BigInteger)
+    sealed_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditSeal(Base):
+    """A checkpoint of every chain's head, chained to the seal before it by an HMAC.
+
+    The first seal's prev_hmac is the newest row of the rows written before migration 0009
+    (GENESIS if there were none), so that older single chain is sealed in as well.
+    """
+
+    __tablename__ = "audit_seals"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    heads: Mapped[int] = mapped_column(BigInteger)
+    prev_hmac: Mapped[str] = mapped_column(String(64))
+    hmac: Mapped[str] = mapped_column(String(64))
+
+
+class AuditSealHead(Base):
+    """One chain's head as a seal saw it: that row must exist with that HMAC for ever."""
+
+    __tablename__ = "audit_seal_heads"
+    seal_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("audit_seals.id"), primary_key=True, autoincrement=False
+    )
+    chain: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    row_id: Mapped[int] = mapped_column(BigInteger)
     hmac: Mapped[str] = mapped_column(String(64))
 
 

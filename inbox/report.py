@@ -65,6 +65,9 @@ class AuditSettings(Strict):
     # that is public (it detects accidents, not forgery) instead of refusing to start.
     # `parity doctor` warns while it is on.
     allow_unkeyed: bool = False
+    # `parity run` seals the heads of all audit chains this often (seconds; 0: never, only
+    # `parity audit checkpoint` seals). A checkpoint taken without the key is the newest seal.
+    seal_interval_s: int = Field(default=300, ge=0, le=86400)
 
 
 # slots: a million of these is the bench's case; without slots each carries a dict.

@@ -25,7 +25,7 @@ from connectors.registry import NAMES as CONNECTOR_NAMES
 from connectors.registry import parser_table
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
-from inbox.db import StorageUnavailable, make_engine, read
+from inbox.db import StorageUnavailable, make_engine, read, write
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import mask
 from normalizer import backfill, deadletters
@@ -319,8 +319,19 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
-    with _engine(settings).connect() as conn:
-        data = audit.checkpoint(conn)
+    # With the key it seals first, so the checkpoint covers every chain committed by now.
+    # Without it, it only reads: the newest seal, which `parity run` makes at intervals.
+    seal_now = audit.key_configured() or settings.audit.allow_unkeyed
+    if seal_now:
+        audit.permit(settings.audit.allow_unkeyed)
+    with write(_engine(settings)) as conn:
+        data = audit.checkpoint(conn, seal_now=seal_now)
+    if not seal_now:
+        print(
+            f"parity audit: {audit.KEY_ENV} is not set: no new seal made; this is the "
+            "newest seal `parity run` made",
+            file=sys.stderr,
+        )
     text = json.dumps(data, indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text)

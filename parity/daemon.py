@@ -377,6 +377,8 @@ class Daemon:
             entry.task = asyncio.create_task(self._supervise(name, entry), name=name)
             tasks.append(entry.task)
         tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        if self.settings.audit.seal_interval_s > 0:
+            tasks.append(asyncio.create_task(self._seal_audit(), name="audit-sealer"))
         await self.stop.wait()
         log.info("stopping")
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -391,6 +393,27 @@ class Daemon:
         self.engine.dispose()
         log.info("stopped")
         return 0
+
+    async def _seal_audit(self) -> None:
+        """Seal the audit chains' heads every `[audit] seal_interval_s` (docs: audit.md).
+
+        Every instance may run it: seals take their own lock, skip chains being written,
+        and write nothing when no chain moved.
+        """
+        engine = self.engine
+
+        def seal() -> None:
+            with write(engine) as conn:
+                audit.seal(conn)
+
+        while not self.stop.is_set():
+            await _wait_any(self.settings.audit.seal_interval_s, self.stop)
+            if self.stop.is_set():
+                break
+            try:
+                await asyncio.to_thread(seal)
+            except Exception as exc:  # never let the sealer take the daemon down
+                log.warning("could not seal the audit log: %s", exc)
 
     async def _heartbeat(self) -> None:
         """Write each connector's state every `heartbeat_s`, and within a second of news.

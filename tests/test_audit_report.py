@@ -24,7 +24,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from inbox import audit, report_rows
 from inbox import report as report_mod
-from inbox.models import AuditLog, Case, Contact, Message
+from inbox.models import AuditLog, AuditSealHead, Case, Contact, Message
 from inbox.report import AuditSettings
 from inbox.web import create_app, manager
 from inbox.web.config import InboxSettings
@@ -326,7 +326,22 @@ async def test_managers_see_the_page_and_api_agents_get_403(engine, audit_api):
     rows = list(csv.DictReader(io.StringIO(exported)))
     assert [(int(r["id"]), r["hmac"]) for r in rows] == [(e["id"], e["hmac"]) for e in everything]
     checkpoint = await api.call("boss", "GET", "/api/audit/checkpoint")
-    assert (checkpoint["id"], checkpoint["hmac"]) == (everything[-1]["id"], everything[-1]["hmac"])
+    # The checkpoint is a seal of every chain's head, made by this request.
+    with engine.connect() as conn:
+        sealed = conn.execute(
+            select(AuditSealHead.row_id, AuditSealHead.hmac).where(
+                AuditSealHead.seal_id == checkpoint["id"]
+            )
+        ).all()
+        assert audit.verify(conn, checkpoint).ok
+        stored = conn.execute(
+            select(AuditLog.id, AuditLog.case_id, AuditLog.hmac).order_by(AuditLog.id)
+        ).all()
+    newest_per_chain: dict[int, tuple[int, str]] = {}
+    for row_id, case_id, hmac in stored:
+        newest_per_chain[case_id or 0] = (row_id, hmac)
+    assert checkpoint["kind"] == "seal"
+    assert sorted(sealed) == sorted(newest_per_chain.values())
 
 
 def test_health_field_flags_a_breach_without_customer_data(engine):

@@ -646,13 +646,24 @@ async def test_the_audit_chain_holds_over_agent_actions(api, engine):
         "case.note",
         "case.replied",
     ]
-    previous = audit.GENESIS
+    # Each case's rows form its own chain (rows about no case, chain 0): each links to the
+    # row before it in that chain, at the next position.
+    previous: dict[int, tuple[str, int]] = {}
     for row in rows:
-        assert row.prev_hmac == previous
+        prev, seq = previous.get(row.chain, (audit.GENESIS, 0))
+        assert row.chain == (row.case_id or 0) and (row.prev_hmac, row.seq) == (prev, seq + 1)
         assert row.hmac == audit.row_hmac(
-            row.prev_hmac, row.at, row.actor, row.action, row.case_id, row.before, row.after
+            row.prev_hmac,
+            row.at,
+            row.actor,
+            row.action,
+            row.case_id,
+            row.before,
+            row.after,
+            chain=row.chain,
+            seq=row.seq,
         )
-        previous = row.hmac
+        previous[row.chain] = (row.hmac, row.seq)
     replied = rows[-1]
     assert (replied.before["status"], replied.after["status"]) == ("new", "pending_customer")
     assert replied.before["first_response_at"] is None

@@ -22,6 +22,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from inbox import audit, report, report_rows
+from inbox.db import write
 from inbox.models import utcnow
 from inbox.report import AuditSettings
 from inbox.web.app import blocking, context, error, reply_json
@@ -175,7 +176,7 @@ async def checkpoint_api(request: web.Request) -> web.StreamResponse:
     engine = context(request).engine
 
     def fetch() -> dict[str, Any]:
-        with engine.connect() as conn:
+        with write(engine) as conn:  # seals first: a checkpoint covers every chain
             return audit.checkpoint(conn)
 
     data = await blocking(fetch)
@@ -467,7 +468,7 @@ def routes() -> list[Route]:
             "GET",
             "/api/audit/checkpoint",
             checkpoint_api,
-            "Export a checkpoint of the audit log's newest HMAC",
+            "Seal the audit chains and export the seal as a checkpoint",
             "audit",
             role="manager",
         ),

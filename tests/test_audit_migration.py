@@ -1,0 +1,136 @@
+"""A store written by a version before 0009 (one audit chain, one lock) still verifies after
+migrating, its exported checkpoints still hold, and new chains are sealed onto it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, delete, text, update
+
+from inbox import audit, migrate
+from inbox.db import make_engine, write
+from inbox.models import AuditLog
+from tests.conftest import PG_ADMIN_URL
+from tests.inbox_helpers import bulk_cases
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database migrated only to 0008, as the version before this one left it."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        name = None
+    else:
+        name = f"parity_old_{os.getpid()}_{secrets.token_hex(3)}"
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    migrate.upgrade(engine, "0008")
+    engine.dispose()
+    yield url
+    if name is not None:
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def _old_hmac(prev: str, at: datetime, actor: str, action: str, after: dict[str, Any]) -> str:
+    """The HMAC as the version before 0009 computed it, written out here independently."""
+    body = json.dumps(
+        [prev, at.isoformat(timespec="microseconds"), actor, action, None, None, after],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    key = os.environ[audit.KEY_ENV].encode()
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def _write_old_rows(engine, count: int) -> list[tuple[int, str]]:
+    """Rows as the old version stored them: no chain, no seq, one chain in id order."""
+    prev = audit.GENESIS
+    start = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    written = []
+    with engine.begin() as conn:
+        for i in range(count):
+            at = start + timedelta(minutes=i)
+            after = {"status": "open", "n": i}
+            digest = _old_hmac(prev, at, f"agent{i}", "account.changed", after)
+            row_id = conn.execute(
+                text(
+                    "INSERT INTO audit_log (at, actor, action, case_id, before, after, "
+                    "prev_hmac, hmac) VALUES (:at, :actor, 'account.changed', NULL, NULL, "
+                    ":after, :prev, :hmac) RETURNING id"
+                ),
+                {
+                    "at": at.replace(tzinfo=None),
+                    "actor": f"agent{i}",
+                    "after": json.dumps(after),
+                    "prev": prev,
+                    "hmac": digest,
+                },
+            ).scalar_one()
+            written.append((int(row_id), digest))
+            prev = digest
+    return written
+
+
+def test_rows_of_an_older_version_verify_after_migrating(old_store):
+    engine = make_engine(old_store)
+    try:
+        old = _write_old_rows(engine, 5)
+        old_checkpoint = {"id": old[-1][0], "hmac": old[-1][1], "at": None}
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            result = audit.verify(conn, old_checkpoint)
+        assert result.ok, result.problem
+        assert result.rows == 5 and result.newest_id == old[-1][0]
+
+        (case,) = bulk_cases(engine, 1)
+        with write(engine) as conn:
+            new_id = audit.append(conn, actor="agent", action="case.status", case_id=case)
+            audit.append(conn, actor="admin", action="account.changed")
+        with write(engine) as conn:
+            sealed = audit.checkpoint(conn)
+        with engine.connect() as conn:
+            first_seal = conn.execute(text("SELECT prev_hmac FROM audit_seals")).scalar_one()
+            assert first_seal == old[-1][1]  # the first seal links the older chain's end
+            assert audit.verify(conn, sealed).ok
+            assert audit.verify(conn, old_checkpoint).ok
+        assert new_id > old[-1][0]
+
+        # An older row edited is still named ...
+        with engine.begin() as conn:
+            conn.execute(update(AuditLog).where(AuditLog.id == old[1][0]).values(actor="eve"))
+        with engine.connect() as conn:
+            edited = audit.verify(conn)
+        assert not edited.ok and edited.first_bad_id == old[1][0]
+        with engine.begin() as conn:
+            conn.execute(update(AuditLog).where(AuditLog.id == old[1][0]).values(actor="agent1"))
+        # ... and the older chain cut short at its end is caught by the seal that links it.
+        with engine.begin() as conn:
+            conn.execute(delete(AuditLog).where(AuditLog.id == old[-1][0]))
+        with engine.connect() as conn:
+            cut = audit.verify(conn)
+            cut_old = audit.verify(conn, old_checkpoint)
+        assert not cut.ok and "seal" in (cut.problem or "")
+        assert not cut_old.ok
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_seals")).scalar_one() == 1
+    finally:
+        engine.dispose()
