@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from inbox.config import Strict
-from normalizer.dnscache import DEFAULT_ENTRIES, DnsCache, negative_ttl
+from normalizer.dnscache import DEFAULT_ENTRIES, NO_SOA_NEGATIVE_TTL_S, DnsCache, negative_ttl
 
 log = logging.getLogger(__name__)
 
@@ -462,9 +462,9 @@ def shared_cache(entries: int) -> DnsCache:
         return _CACHE
 
 
-def _negative_ttl(responses: Sequence[Any]) -> int | None:
+def _negative_ttl(responses: Sequence[Any]) -> int:
     """RFC 2308 section 5: how long a negative answer may be cached, from the SOA record in
-    its authority section; None when there is none (then it is not cached)."""
+    its authority section; without one, NO_SOA_NEGATIVE_TTL_S (normalizer/dnscache.py)."""
     import dns.rdatatype
 
     ttls = [
@@ -473,7 +473,7 @@ def _negative_ttl(responses: Sequence[Any]) -> int | None:
         for rrset in response.authority
         if rrset.rdtype == dns.rdatatype.SOA and len(rrset)
     ]
-    return min(ttls) if ttls else None
+    return min(ttls) if ttls else NO_SOA_NEGATIVE_TTL_S
 
 
 class DnsTempError(Exception):
@@ -509,18 +509,16 @@ class Dns:
             )
         except dns.resolver.NXDOMAIN as exc:
             responses = exc.responses()  # type: ignore[no-untyped-call]
-            ttl = _negative_ttl([r for r in responses.values() if r is not None])
-            if ttl is not None:
-                self.cache.put_negative(key, ttl)
+            self.cache.put_negative(
+                key, _negative_ttl([r for r in responses.values() if r is not None])
+            )
             return []
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
             raise DnsTempError(f"{qtype} {name}: {type(exc).__name__}") from exc
         except dns.exception.DNSException as exc:
             raise DnsTempError(f"{qtype} {name}: {type(exc).__name__}: {exc}") from exc
         if answer.rrset is None:  # no data for this type (RFC 2308: NODATA)
-            ttl = _negative_ttl([answer.response])
-            if ttl is not None:
-                self.cache.put_negative(key, ttl)
+            self.cache.put_negative(key, _negative_ttl([answer.response]))
             return []
         records = list(answer.rrset)
         # The smallest TTL on the way, a CNAME's included (dnspython folds them into the

@@ -23,15 +23,16 @@ class DnsServer:
     """`ttl`: the TTL of every answer, 0 by default. The tests add records at run time (a
     DKIM key) and expect the next mail to see them, so the shared server's answers are never
     cached by a parse process (normalizer/dnscache.py); None answers with the zone's TTLs.
-    `negative_soa`: (TTL, MINIMUM) of an SOA record sent with NXDOMAIN and no-data answers,
-    which makes them cacheable (RFC 2308); None sends none, so they are not cached."""
+    `negative_soa`: (TTL, MINIMUM) of the SOA record sent with NXDOMAIN and no-data answers
+    (RFC 2308: a negative answer lives the smaller); by default TTL 0, so negatives are not
+    cached either. None sends no SOA, as some stub resolvers do (cached a minute)."""
 
     def __init__(
         self,
         zones: Path = ZONES,
         *,
         ttl: int | None = 0,
-        negative_soa: tuple[int, int] | None = None,
+        negative_soa: tuple[int, int] | None = (0, 0),
     ) -> None:
         self.ttl = ttl
         self.negative_soa = negative_soa

@@ -3,12 +3,13 @@ using it against a real DNS server (tests/dns_server.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from normalizer.dnscache import DnsCache, negative_ttl
+from normalizer.dnscache import NO_SOA_NEGATIVE_TTL_S, DnsCache, negative_ttl
 from normalizer.mailauth import Dns, DnsTempError, MailAuthSettings
 from tests.dns_server import DnsServer
 
@@ -159,10 +160,10 @@ def test_no_data_with_an_soa_is_cached(cached_server: DnsServer) -> None:
     assert _asked(cached_server, "spf-none.example") == 1
 
 
-def test_negative_without_soa_and_ttl_zero_are_asked_again(tmp_path: Path) -> None:
+def test_ttl_zero_answers_are_asked_again(tmp_path: Path) -> None:
     (tmp_path / "cache.zone").write_text(ZONE)
     (tmp_path / "failures.txt").write_text("")
-    server = DnsServer(tmp_path)  # the shared server's way: TTL 0, no SOA
+    server = DnsServer(tmp_path)  # the shared server's way: TTL 0, negatives with SOA TTL 0
     try:
         settings = server.settings()
         for _ in range(2):
@@ -170,6 +171,23 @@ def test_negative_without_soa_and_ttl_zero_are_asked_again(tmp_path: Path) -> No
             assert Dns(settings).txt("spf-pass.example") == [b"v=spf1 ip4:127.0.0.1 -all"]
         assert _asked(server, "_dmarc.nowhere-at-all.invalid") == 2
         assert _asked(server, "spf-pass.example") == 2
+    finally:
+        server.close()
+
+
+def test_a_negative_without_soa_is_kept_a_minute(tmp_path: Path) -> None:
+    # A stub resolver that drops the authority section (this project's machines have one).
+    (tmp_path / "cache.zone").write_text(ZONE)
+    (tmp_path / "failures.txt").write_text("")
+    server = DnsServer(tmp_path, negative_soa=None)
+    try:
+        settings = server.settings()
+        assert Dns(settings).txt("_dmarc.no-soa.invalid") == []
+        assert Dns(settings).txt("_dmarc.no-soa.invalid") == []
+        assert _asked(server, "_dmarc.no-soa.invalid") == 1
+        key = ((f"127.0.0.1:{server.port}",), "_dmarc.no-soa.invalid", "TXT")
+        entry = Dns(settings).cache._entries[key]
+        assert 0 < entry.expires - time.monotonic() <= NO_SOA_NEGATIVE_TTL_S
     finally:
         server.close()
 
