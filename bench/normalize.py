@@ -167,6 +167,9 @@ def measure(url: str, database: str, count: int, processes: int, workdir: Path) 
         encoding="utf-8",
     )
     engine = make_engine(url)
+    size_query = text("SELECT pg_database_size(current_database())")
+    with engine.connect() as conn:
+        size_before = int(conn.execute(size_query).scalar_one())
     sampler = LockSampler(database)
     sampler.thread.start()
     log = open(workdir / f"worker-{processes}.log", "wb")  # noqa: SIM115
@@ -205,6 +208,7 @@ def measure(url: str, database: str, count: int, processes: int, workdir: Path) 
                 func.count().filter(Intake.state == "dead"),
             )
         ).one()
+        size_after = int(conn.execute(size_query).scalar_one())
     engine.dispose()
     seconds = (last - first).total_seconds() if first is not None and last is not None else 0.0
     return {
@@ -216,6 +220,9 @@ def measure(url: str, database: str, count: int, processes: int, workdir: Path) 
         "lock_wait_share": sampler.share(),
         "io_wait_share": round(sampler.io_waits / sampler.active, 4) if sampler.active else None,
         "busy_sessions_mean": round(sampler.active / sampler.samples, 2) if sampler.samples else 0,
+        # What filing adds to the database per message (cases, messages, refs, receipts,
+        # audit rows, indexes; raw mail was stored before), for sizing a primary's disk.
+        "bytes_per_message_filed": round((size_after - size_before) / count),
     }
 
 
