@@ -23,13 +23,25 @@ from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, Connection, Engine, case, func, select
 
 from inbox.db import is_sqlite, read
-from inbox.models import Case, DeadLetter, Intake, Message, Outbox, OutboxAttempt, utcnow
+from inbox.models import (
+    Case,
+    ConnectorState,
+    DeadLetter,
+    Intake,
+    Message,
+    Outbox,
+    OutboxAttempt,
+    utcnow,
+)
 
 # Seconds: intake is milliseconds to seconds; acknowledgements wait for the relay.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "undelivered", "unknown")
 CASE_STATUSES = ("new", "open", "pending_customer", "resolved")
 PARITY_WINDOW = timedelta(days=30)
+# A normalizer worker's heartbeat older than this means its process is gone: three beats
+# (parity/status.py STALE_AFTER, which this layer cannot import).
+WORKER_STALE_AFTER = timedelta(seconds=15)
 
 
 def seconds_between(conn: Connection, start: Any, end: Any) -> ColumnElement[Any]:
@@ -131,6 +143,20 @@ class StoreCollector(Collector):
             "Stored input waiting for the normalizer.",
             value=conn.execute(
                 select(func.count()).select_from(Intake).where(Intake.state == "pending")
+            ).scalar_one(),
+        )
+
+        yield GaugeMetricFamily(
+            "parity_normalizer_processes",
+            "Normalizer worker processes running, on every node (their heartbeats).",
+            value=conn.execute(
+                select(func.count())
+                .select_from(ConnectorState)
+                .where(
+                    ConnectorState.connector == "normalizer",
+                    ConnectorState.running.is_(True),
+                    ConnectorState.heartbeat_at > now - WORKER_STALE_AFTER,
+                )
             ).scalar_one(),
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 
 from inbox.config import Strict
@@ -25,6 +27,16 @@ class NormalizerSettings(Strict):
     parse_timeout_seconds: float = Field(default=5, gt=0)
     # Parse processes: this many inputs are parsed at once, so a slow one holds no other.
     workers: int = Field(default=2, ge=1, le=64)
+    # Normalizer worker processes `parity run` starts (`parity worker` too). Unset: 1 on
+    # SQLite (one writer at a time; more processes would only queue on its lock), the core
+    # count on PostgreSQL. 1 runs the worker inside `parity run`'s own process.
+    processes: int | None = Field(default=None, ge=1, le=256)
+
+    def process_count(self, sqlite: bool) -> int:
+        """`processes`, or its default for this store."""
+        if self.processes is not None:
+            return self.processes
+        return 1 if sqlite else max(1, os.cpu_count() or 1)
 
     def caps(self) -> Caps:
         return Caps(

@@ -20,6 +20,7 @@ import contextvars
 import functools
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from inbox.config import Strict
+from normalizer.dnscache import DEFAULT_ENTRIES, NO_SOA_NEGATIVE_TTL_S, DnsCache, negative_ttl
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class MailAuthSettings(Strict):
     # servers and can make every answer slow; past this the rest is `temperror`, so one mail
     # never holds a parse worker longer than its parse budget plus this.
     budget_seconds: float = Field(default=10.0, gt=0, le=120)
+    # DNS answers each parse process keeps (TTLs honoured, capped at a day; negative answers
+    # per RFC 2308, capped at three hours; failures never); 0 turns the cache off.
+    cache_entries: int = Field(default=DEFAULT_ENTRIES, ge=0, le=1_000_000)
     # authserv-ids (RFC 8601) whose Authentication-Results are believed for mail fetched by
     # IMAP or imported, where we never saw the sending IP: the mailbox provider's own name,
     # e.g. "mx.google.com". Only the topmost header with such an id counts.
@@ -411,42 +416,90 @@ def fold_address(address: str) -> str:
 _TRY_SECONDS = 1.0
 
 
+@functools.cache
+def _resolver(servers: tuple[str, ...], timeout: float) -> Any:
+    """One resolver per nameserver list and timeout for the life of the process: building
+    one reads /etc/resolv.conf, which per mail was a file read per message for nothing.
+    Its own cache is off; answers are cached in `shared_cache`, which knows negative
+    answers and stays bounded in bytes."""
+    import dns.nameserver
+    import dns.resolver
+
+    if servers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(*nameserver_address(s)) for s in servers
+        ]
+    else:
+        try:
+            resolver = dns.resolver.Resolver(configure=True)
+        except dns.resolver.NoResolverConfiguration:
+            resolver = dns.resolver.Resolver(configure=False)  # every question: temperror
+    # One try waits at most 1 s, and a question is retried within its `timeout_seconds`:
+    # a lost UDP datagram (seen on this project's machines about once in 50 mails) cost
+    # the mail the whole timeout, 5 s of a parse worker, when one try had all of it.
+    resolver.timeout = min(_TRY_SECONDS, timeout)
+    resolver.lifetime = timeout
+    resolver.cache = None
+    return resolver
+
+
+_CACHE: DnsCache | None = None
+_CACHE_LOCK = threading.Lock()
+
+
+def shared_cache(entries: int) -> DnsCache:
+    """The process's DNS answer cache, holding at most `entries` answers.
+
+    Per process: each parse child of the pool has its own (a forkserver child shares no
+    memory with its siblings), so N parse workers ask each question up to N times per TTL.
+    """
+    global _CACHE
+    with _CACHE_LOCK:
+        if _CACHE is None:
+            _CACHE = DnsCache(entries)
+        _CACHE.max_entries = entries
+        return _CACHE
+
+
+def _negative_ttl(responses: Sequence[Any]) -> int:
+    """RFC 2308 section 5: how long a negative answer may be cached, from the SOA record in
+    its authority section; without one, NO_SOA_NEGATIVE_TTL_S (normalizer/dnscache.py)."""
+    import dns.rdatatype
+
+    ttls = [
+        negative_ttl(rrset.ttl, rrset[0].minimum)
+        for response in responses
+        for rrset in response.authority
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset)
+    ]
+    return min(ttls) if ttls else NO_SOA_NEGATIVE_TTL_S
+
+
 class DnsTempError(Exception):
     """DNS did not answer (timeout, SERVFAIL, no server): the result is `temperror`."""
 
 
 class Dns:
-    """The resolver every check uses: the configured nameservers and timeout."""
+    """The resolver every check uses: the configured nameservers and timeout, and the
+    process's answer cache (normalizer/dnscache.py)."""
 
     def __init__(self, settings: MailAuthSettings) -> None:
-        import dns.nameserver
-        import dns.resolver
-
         self.timeout = settings.timeout_seconds
         self.deadline = time.monotonic() + settings.budget_seconds
-        if settings.nameservers:
-            resolver = dns.resolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(*nameserver_address(s)) for s in settings.nameservers
-            ]
-        else:
-            try:
-                resolver = dns.resolver.Resolver(configure=True)
-            except dns.resolver.NoResolverConfiguration:
-                resolver = dns.resolver.Resolver(configure=False)  # every question: temperror
-        # One try waits at most 1 s, and a question is retried within its `timeout_seconds`:
-        # a lost UDP datagram (seen on this project's machines about once in 50 mails) cost
-        # the mail the whole timeout, 5 s of a parse worker, when one try had all of it.
-        resolver.timeout = min(_TRY_SECONDS, self.timeout)
-        resolver.lifetime = self.timeout
-        resolver.cache = None
-        self.resolver = resolver
+        self.servers = tuple(settings.nameservers)
+        self.resolver = _resolver(self.servers, self.timeout)
+        self.cache = shared_cache(settings.cache_entries)
 
     def records(self, name: str, qtype: str) -> list[Any]:
         """The answer's records; [] for NXDOMAIN or no data; DnsTempError otherwise."""
         import dns.exception
         import dns.resolver
 
+        key = (self.servers, name.lower().rstrip("."), qtype.upper())
+        cached = self.cache.get(key)
+        if cached is not None:
+            return list(cached)
         lifetime = min(self.timeout, self.deadline - time.monotonic())
         if lifetime <= 0:
             raise DnsTempError(f"{qtype} {name}: the mail's DNS budget is spent")
@@ -454,13 +507,25 @@ class Dns:
             answer = self.resolver.resolve(
                 name, qtype, raise_on_no_answer=False, search=False, lifetime=lifetime
             )
-        except dns.resolver.NXDOMAIN:
+        except dns.resolver.NXDOMAIN as exc:
+            responses = exc.responses()  # type: ignore[no-untyped-call]
+            self.cache.put_negative(
+                key, _negative_ttl([r for r in responses.values() if r is not None])
+            )
             return []
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
             raise DnsTempError(f"{qtype} {name}: {type(exc).__name__}") from exc
         except dns.exception.DNSException as exc:
             raise DnsTempError(f"{qtype} {name}: {type(exc).__name__}: {exc}") from exc
-        return list(answer.rrset) if answer.rrset is not None else []
+        if answer.rrset is None:  # no data for this type (RFC 2308: NODATA)
+            self.cache.put_negative(key, _negative_ttl([answer.response]))
+            return []
+        records = list(answer.rrset)
+        # The smallest TTL on the way, a CNAME's included (dnspython folds them into the
+        # chain's minimum).
+        ttl = min(answer.rrset.ttl, answer.chaining_result.minimum_ttl)
+        self.cache.put(key, records, ttl, sum(len(r.to_text()) for r in records))
+        return records
 
     def txt(self, name: str) -> list[bytes]:
         return [b"".join(r.strings) for r in self.records(name, "TXT")]

@@ -32,9 +32,9 @@ from normalizer import backfill, deadletters
 from normalizer.intake import RawInput, store
 from normalizer.message import CHANNELS
 from normalizer.worker import Normalizer
-from parity import daemon, doctor, logs
+from parity import daemon, doctor, logs, workers
 from parity.settings import Settings, SettingsError, load
-from parity.status import STALE_AFTER
+from parity.status import STALE_AFTER, worker_status
 from parity.status import connector_status as connector_status  # re-exported: tests and tools
 
 
@@ -91,7 +91,19 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if migrate.current(engine) != migrate.head():
         migrate.upgrade(engine)  # a fresh embedded install should simply start
     engine.dispose()
-    return daemon.run(settings, args.only)  # prints what it runs, and what not and why
+    # Prints what it runs, and what not and why.
+    return daemon.run(settings, args.only, normalizer=not args.no_normalizer)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    if args.processes is not None and not 1 <= args.processes <= 256:
+        raise ValueError("--processes is between 1 and 256")
+    engine = _engine(settings)
+    if migrate.current(engine) != migrate.head():
+        print("parity: the schema is not current; run `parity db upgrade`", file=sys.stderr)
+        return 78  # EX_CONFIG: a worker node never migrates; the intake node or an admin does
+    engine.dispose()
+    return workers.run(settings, args.processes)
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -226,6 +238,22 @@ def cmd_connectors_status(settings: Settings, args: argparse.Namespace) -> int:
             for s in status
         ],
     )
+    processes = worker_status(_engine(settings))
+    if processes:
+        _table(
+            "Normalizer worker processes",
+            ["instance", "running", "filed", "last success", "last error"],
+            [
+                (
+                    w["instance"],
+                    "yes" if w["running"] else "no",
+                    w["processed"],
+                    w["last_success_at"],
+                    w["last_error"],
+                )
+                for w in processes
+            ],
+        )
     return 0
 
 
@@ -841,7 +869,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"run only these connectors ({', '.join(CONNECTOR_NAMES)})",
     )
+    run.add_argument(
+        "--no-normalizer",
+        action="store_true",
+        help="take input in only; `parity worker` processes elsewhere file it into cases",
+    )
     run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run normalizer workers only (no HTTP, SMTP or pollers) until stopped",
+    )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="worker processes (default: [normalizer] processes; 1 on SQLite, cores on PostgreSQL)",
+    )
+    worker.set_defaults(func=cmd_worker)
 
     ingest = sub.add_parser(
         "ingest", help="feed one raw message through intake, as a connector would"
@@ -947,6 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
 AUDITED = frozenset(
     {
         cmd_run,
+        cmd_worker,
         cmd_ingest,
         cmd_normalize,
         cmd_import,

@@ -1,5 +1,9 @@
 """`parity run`: every enabled connector and the normalizer worker in one event loop.
 
+The normalizer runs in this process when `[normalizer] processes` is 1 (SQLite's default),
+in that many worker processes beside it when more (parity/workers.py), and not at all with
+`--no-normalizer` (an intake node; `parity worker` files elsewhere).
+
 A connector that crashes is restarted with exponential backoff and jitter, capped; the
 others keep running. What each connector reports is written to the store every few
 seconds, so `parity connectors status` (another process) can read it.
@@ -36,7 +40,7 @@ from inbox.web.routes import Route
 from normalizer.eta import queue_estimate
 from normalizer.intake import IntakeWriter
 from normalizer.worker import Normalizer, Outcome, WorkerLoop
-from parity import status
+from parity import status, workers
 from parity.settings import Settings
 from parity.status import HEARTBEAT_S
 
@@ -124,6 +128,7 @@ class Daemon:
         restart_first_s: float = RESTART_FIRST_S,
         restart_cap_s: float = RESTART_CAP_S,
         heartbeat_s: float = HEARTBEAT_S,
+        normalizer: bool = True,
     ) -> None:
         self.settings = settings
         self.only = set(only) if only else None
@@ -163,7 +168,18 @@ class Daemon:
         self.drainers: list[OutboxDrainer] = []
         # Connectors that acknowledge on their own promise the same time an email gets.
         self.eta = queue_estimate(settings.sla, settings.acknowledgements)
-        self.writer = IntakeWriter(self.engine, on_stored=self.worker.notify)
+        # How many normalizer processes: 0 (intake only), 1 (the worker above, in this
+        # process) or more (that many worker processes; the worker above stays idle).
+        self.processes = workers.process_count(settings, self.engine) if normalizer else 0
+        self.children: workers.WorkerProcesses | None = None
+        if self.processes > 1:
+            self.children = workers.WorkerProcesses(
+                settings,
+                self.processes,
+                on_case=lambda: self._case_opened(None),
+                heartbeat_s=heartbeat_s,
+            )
+        self.writer = IntakeWriter(self.engine, on_stored=self._stored)
         self.supervised: dict[str, Supervised] = {}
         self.disabled: dict[str, str] = {}
         self._built = False
@@ -173,7 +189,14 @@ class Daemon:
         loop = asyncio.get_running_loop()
         return self.writer.pending > 0 or loop.time() - self.writer.last_submit < 0.25
 
-    def _case_opened(self, _outcome: Outcome) -> None:
+    def _stored(self, count: int = 0) -> None:
+        """New input is stored: wake whichever normalizer this process runs."""
+        if self.children is not None:
+            self.children.notify(count)
+        elif self.processes:
+            self.worker.notify(count)
+
+    def _case_opened(self, _outcome: Outcome | None) -> None:
         # A new case may have queued an acknowledgement: send it now, not at the next poll.
         for drainer in self.drainers:
             drainer.notify()
@@ -189,7 +212,7 @@ class Daemon:
             engine=self.engine,
             instance=self.instance,
             writer=self.writer,
-            on_stored=self.worker.notify,
+            on_stored=self._stored,
             outbox=self.settings.outbox,
             sla=self.settings.store().sla,
             eta=self.eta,
@@ -245,7 +268,12 @@ class Daemon:
             for spec in REGISTRY
             if spec.describe is not None and spec.name in self.supervised
         ]
-        parts.append("the normalizer worker")
+        if self.processes == 1:
+            parts.append("the normalizer worker")
+        elif self.processes > 1:
+            parts.append(f"{self.processes} normalizer worker processes")
+        else:
+            parts.append("no normalizer (stored input waits for `parity worker`)")
         # Connectors switched off in settings are expected; any other reason is news.
         skipped = [
             f"{name}: {why}"
@@ -372,7 +400,11 @@ class Daemon:
             self.engine.dispose()
             return 78  # EX_CONFIG: the settings name nothing this process can run
         self.writer.start()
-        tasks = [asyncio.create_task(self.worker.run(self.stop), name="normalizer")]
+        tasks = []
+        if self.processes == 1:
+            tasks.append(asyncio.create_task(self.worker.run(self.stop), name="normalizer"))
+        elif self.children is not None:
+            self.children.start()
         for name, entry in self.supervised.items():
             entry.task = asyncio.create_task(self._supervise(name, entry), name=name)
             tasks.append(entry.task)
@@ -385,6 +417,9 @@ class Daemon:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("task ended with %r", result)
+        if self.children is not None:
+            # Drained: each worker files what it has started and hands back the rest.
+            await asyncio.to_thread(self.children.stop)
         await asyncio.to_thread(self.writer.stop)
         try:
             await asyncio.to_thread(self._write_states, final=True)
@@ -450,6 +485,8 @@ class Daemon:
         ]
 
     def _write_states(self, final: bool = False) -> None:
+        if self.processes == 1:
+            workers.record_heartbeat(self.engine, self.instance, self.worker, running=not final)
         now = utcnow()
         # Counted before the write transaction, in a read one: under sustained load the
         # backlog reaches tens of thousands of rows, and counting them inside BEGIN
@@ -503,14 +540,14 @@ async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
             waiter.cancel()
 
 
-def run(settings: Settings, only: Iterable[str] | None = None) -> int:
+def run(settings: Settings, only: Iterable[str] | None = None, *, normalizer: bool = True) -> int:
     try:
         # Before anything starts: every part of the daemon appends to the audit chain.
         audit.permit(settings.audit.allow_unkeyed)
     except audit.AuditKeyMissing as exc:
         print(f"parity: {exc}", file=sys.stderr, flush=True)
         return 78  # EX_CONFIG
-    daemon = Daemon(settings, only)
+    daemon = Daemon(settings, only, normalizer=normalizer)
     print(daemon.summary(), flush=True)
     for line in daemon.web_hint():
         print(line, flush=True)

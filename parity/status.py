@@ -24,6 +24,35 @@ from parity.settings import Settings
 HEARTBEAT_S = 5.0
 # A connector's heartbeat older than this means its process is gone.
 STALE_AFTER = timedelta(seconds=HEARTBEAT_S * 3)
+# connector_state's name for a normalizer worker process's heartbeat (parity/workers.py):
+# not a connector, so connector_status leaves its rows out.
+NORMALIZER = "normalizer"
+
+
+def worker_status(engine: Engine) -> list[dict[str, Any]]:
+    """Every normalizer worker process seen lately, on any node, oldest heartbeat first."""
+    now = utcnow()
+    with read(engine) as conn:
+        rows = list(
+            conn.execute(
+                select(ConnectorState)
+                .where(ConnectorState.connector == NORMALIZER)
+                .order_by(ConnectorState.heartbeat_at)
+            )
+        )
+    return [
+        {
+            "instance": r.instance,
+            "running": bool(r.running and now - r.heartbeat_at < STALE_AFTER),
+            "heartbeat_at": queries.iso(r.heartbeat_at),
+            "last_success_at": queries.iso(r.last_success_at),
+            "last_error": r.last_error,
+            "processed": (r.details or {}).get("processed", 0),
+        }
+        for r in rows
+        # A worker that stopped an hour ago is history, not status.
+        if now - r.heartbeat_at < max(STALE_AFTER, timedelta(hours=1))
+    ]
 
 
 def connector_status(settings: Settings, engine: Engine) -> list[dict[str, Any]]:
@@ -165,5 +194,22 @@ def health(settings: Settings, engine: Engine) -> tuple[dict[str, Any], int]:
             view["rate_limits"] = limits
         connectors.append(scrub(view))
     ok = all(c["state"] != "down" for c in connectors)
-    body = {"status": "ok" if ok else "degraded", "database": "ok", "connector_states": connectors}
+    body: dict[str, Any] = {
+        "status": "ok" if ok else "degraded",
+        "database": "ok",
+        "connector_states": connectors,
+    }
+    try:
+        workers = [w for w in worker_status(engine) if w["running"]]
+        body["normalizer"] = scrub(
+            {
+                "processes": len(workers),
+                "instances": [
+                    {k: w[k] for k in ("instance", "heartbeat_at", "last_success_at", "last_error")}
+                    for w in workers
+                ],
+            }
+        )
+    except Exception as exc:  # a failing extra must not take health down with it
+        body["normalizer"] = {"error": type(exc).__name__}
     return body, (200 if ok else 503)

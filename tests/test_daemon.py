@@ -72,7 +72,13 @@ def states(db_url: str) -> dict[str, Any]:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            return {r.connector: r for r in conn.execute(select(ConnectorState))}
+            # Connectors only: the normalizer's heartbeat rows (parity/workers.py) are not one.
+            return {
+                r.connector: r
+                for r in conn.execute(
+                    select(ConnectorState).where(ConnectorState.connector != "normalizer")
+                )
+            }
     finally:
         engine.dispose()
 

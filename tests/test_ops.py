@@ -208,3 +208,28 @@ def test_a_dead_hosts_lock_frees_within_the_keepalive_time(pg_database):
         engine.dispose()
     assert shown == [12, 4, 3]
     assert shown[0] + shown[1] * shown[2] <= 2 * 12
+
+
+async def test_metrics_and_healthz_count_live_normalizer_worker_processes(engine, db_url):
+    # Two nodes' workers beating now, one stopped cleanly, one whose host vanished.
+    _state(engine, "normalizer", instance="work-1:10", running=True, details={"processed": 5})
+    _state(engine, "normalizer", instance="work-2:11", running=True, details={"processed": 7})
+    _state(engine, "normalizer", instance="work-3:12", running=False)
+    with write(engine) as conn:
+        conn.execute(
+            insert(ConnectorState),
+            [
+                {
+                    "connector": "normalizer",
+                    "instance": "gone-1:13",
+                    "running": True,
+                    "heartbeat_at": utcnow() - timedelta(minutes=5),
+                }
+            ],
+        )
+    _status, text = await _get(db_url, "/metrics")
+    assert _samples(text)[("parity_normalizer_processes", ())] == 2
+    _status, text = await _get(db_url, "/healthz")
+    workers = json.loads(text)["normalizer"]
+    assert workers["processes"] == 2
+    assert sorted(w["instance"] for w in workers["instances"]) == ["work-1:10", "work-2:11"]

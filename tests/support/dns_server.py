@@ -12,7 +12,7 @@ import socket
 import threading
 from pathlib import Path
 
-from dnslib import QTYPE, RCODE, RR, DNSRecord
+from dnslib import QTYPE, RCODE, RR, SOA, DNSRecord
 
 from normalizer.mailauth import MailAuthSettings
 
@@ -20,7 +20,24 @@ ZONES = Path(__file__).resolve().parents[1] / "fixtures" / "dns"
 
 
 class DnsServer:
-    def __init__(self, zones: Path = ZONES) -> None:
+    """`ttl`: the TTL of every answer, 0 by default. The tests add records at run time (a
+    DKIM key) and expect the next mail to see them, so the shared server's answers are never
+    cached by a parse process (normalizer/dnscache.py); None answers with the zone's TTLs.
+    `negative_soa`: (TTL, MINIMUM) of the SOA record sent with NXDOMAIN and no-data answers
+    (RFC 2308: a negative answer lives the smaller); by default TTL 0, so negatives are not
+    cached either. None sends no SOA, as some stub resolvers do (cached a minute)."""
+
+    def __init__(
+        self,
+        zones: Path = ZONES,
+        *,
+        ttl: int | None = 0,
+        negative_soa: tuple[int, int] | None = (0, 0),
+    ) -> None:
+        self.ttl = ttl
+        self.negative_soa = negative_soa
+        # Every question asked, as (name, type), in order: a cache test counts them.
+        self.asked: list[tuple[str, str]] = []
         self.records: dict[str, list[RR]] = {}
         for zone in sorted(zones.glob("*.zone")):
             for rr in RR.fromZone(zone.read_text()):
@@ -39,6 +56,9 @@ class DnsServer:
 
     def settings(self, timeout: float = 1.0) -> MailAuthSettings:
         return MailAuthSettings(nameservers=[f"127.0.0.1:{self.port}"], timeout_seconds=timeout)
+
+    def close(self) -> None:
+        self.sock.close()
 
     def add(self, zone_line: str) -> None:
         """Add records in zone-file syntax, e.g. a DKIM key made by a test."""
@@ -67,6 +87,8 @@ class DnsServer:
         request = DNSRecord.parse(data)
         reply = request.reply()
         name = str(request.q.qname).lower().rstrip(".")
+        with self.lock:
+            self.asked.append((name, QTYPE[request.q.qtype]))
         failure = self._failure(name)
         if failure == "drop":
             return None
@@ -77,11 +99,28 @@ class DnsServer:
             owned = self._owner(name)
         if owned is None:
             reply.header.rcode = RCODE.NXDOMAIN
+            self._soa(reply)
             return bytes(reply.pack())
         for rr in owned:
             if rr.rtype == request.q.qtype or request.q.qtype == QTYPE.ANY:
-                reply.add_answer(RR(request.q.qname, rr.rtype, rdata=rr.rdata, ttl=rr.ttl))
+                ttl = rr.ttl if self.ttl is None else self.ttl
+                reply.add_answer(RR(request.q.qname, rr.rtype, rdata=rr.rdata, ttl=ttl))
+        if not reply.rr:
+            self._soa(reply)
         return bytes(reply.pack())
+
+    def _soa(self, reply: DNSRecord) -> None:
+        if self.negative_soa is None:
+            return
+        soa_ttl, minimum = self.negative_soa
+        reply.add_auth(
+            RR(
+                "example.",
+                QTYPE.SOA,
+                rdata=SOA("ns.example.", "hostmaster.example.", (1, 3600, 600, 86400, minimum)),
+                ttl=soa_ttl,
+            )
+        )
 
     def _serve(self) -> None:
         while True:
