@@ -106,6 +106,10 @@ _SAVEPOINT_TRIES = 3
 _RETRY_STATES = frozenset({"40P01", "40001", "23505"})
 
 
+class _Refused(Exception):
+    """An input of an optimistic batch failed: the batch is filed again with savepoints."""
+
+
 def _sqlstate(exc: DBAPIError) -> str:
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
     return str(code or "")
@@ -197,15 +201,16 @@ class Normalizer:
     ) -> list[Outcome]:
         """Normalize pending input until none is left (or `max_rows`); for the CLI and tests.
 
-        Rows are filed one after the other, in intake order (an import or a replay keeps its
-        threading order); each is still parsed in the pool, under the budget.
+        Rows are filed in intake order (an import or a replay keeps its threading order),
+        `persist_batch` of them per transaction; each is still parsed in the pool, under the
+        budget.
         """
         outcomes: list[Outcome] = []
         while max_rows is None or len(outcomes) < max_rows:
             batch = self.claim(self.settings.batch_size, only)
             if not batch:
                 break
-            outcomes.extend(self.process(i) for i in batch)
+            self.process_many(batch, outcomes=outcomes)
         return outcomes
 
     # --- rows: load, parse in the pool, persist here ------------------------------------------
@@ -225,11 +230,16 @@ class Normalizer:
         Each row is persisted here, in this process, as soon as its parse is back, so a slow
         parse holds back no other row. While a slow parse runs and no row is left, `refill`
         is asked for more rows (the daemon claims more): the slow one holds one child only.
+        Without `refill` (draining, importing) rows are filed in intake order instead: a
+        parse that comes back early waits for the rows before it.
         Outcomes are appended to `outcomes` as they happen (the caller sees how far a failure
         got); what persisting raises (StorageUnavailable) stops the call.
         """
         done: list[Outcome] = [] if outcomes is None else outcomes
         loaded: dict[int, Any] = {}
+        # In order: the parse jobs' keys in intake order, made before any of them is parsed.
+        ordered = refill is None
+        expected: list[int] = []
 
         def jobs(ids: Sequence[int]) -> list[ParseJob]:
             found: list[ParseJob] = []
@@ -256,6 +266,7 @@ class Normalizer:
                         history=not row.acknowledge,
                     )
                 )
+            expected.extend(sorted(job.key for job in found))
             return found
 
         more = (lambda n: jobs(refill(n))) if refill is not None else None
@@ -289,8 +300,9 @@ class Normalizer:
         parser.start()
         try:
             finished = False
+            ready: dict[int, ParseResult] = {}
+            position = 0  # in `expected`: the first row not filed yet
             while not finished:
-                batch: list[ParseResult] = []
                 item = arrived.get()
                 while True:
                     if item is None:
@@ -298,15 +310,23 @@ class Normalizer:
                         break
                     if isinstance(item, BaseException):
                         raise item
-                    batch.append(item)
-                    if len(batch) >= self.settings.persist_batch:
+                    ready[item.key] = item
+                    if not ordered and len(ready) >= self.settings.persist_batch:
                         break
                     try:
                         item = arrived.get_nowait()
                     except queue.Empty:
                         break
-                if batch:
-                    self._file_many([(loaded.pop(r.key), r) for r in batch], done)
+                batch: list[ParseResult] = []
+                if ordered:
+                    while position < len(expected) and expected[position] in ready:
+                        batch.append(ready.pop(expected[position]))
+                        position += 1
+                else:
+                    batch, ready = list(ready.values()), {}
+                for start in range(0, len(batch), self.settings.persist_batch):
+                    chunk = batch[start : start + self.settings.persist_batch]
+                    self._file_many([(loaded.pop(r.key), r) for r in chunk], done)
         finally:
             stopping.set()
             parser.join()
@@ -381,11 +401,25 @@ class Normalizer:
     def _persist_many(
         self, items: Sequence[tuple[Any, ParseResult]], keys: dict[int, frozenset[int]]
     ) -> list[Outcome]:
-        """One transaction for `items`: their threading locks, then each in a SAVEPOINT.
+        """One transaction for `items`: their threading locks, then each input.
 
-        An input the store refuses (a constraint, a value it cannot hold) is rolled back to
-        its savepoint and dead-lettered in the same transaction; the others commit.
+        Optimistic first: all inputs in the transaction directly, since almost every batch
+        stores cleanly and a SAVEPOINT costs two round trips per input. If the store refuses
+        one input, the batch is rolled back and filed again with a SAVEPOINT per input: the
+        refused one is then dead-lettered alone and the others commit.
         """
+        try:
+            return self._persist_group(items, keys, savepoints=False)
+        except _Refused:
+            return self._persist_group(items, keys, savepoints=True)
+
+    def _persist_group(
+        self,
+        items: Sequence[tuple[Any, ParseResult]],
+        keys: dict[int, frozenset[int]],
+        *,
+        savepoints: bool,
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with write(self.engine) as conn:
             self._lock_threading(conn, [r.message for _, r in items if r.message], keys.values())
@@ -402,7 +436,18 @@ class Normalizer:
                     if states.get(intake.id) != "pending":
                         outcomes.append(Outcome(intake.id, "skipped"))
                         continue
-                    outcomes.append(self._persist_one(conn, intake, result.message, result.auth))
+                    if savepoints:
+                        outcome = self._persist_one(conn, intake, result.message, result.auth)
+                    else:
+                        try:
+                            outcome = self._persist_in(conn, intake, result.message, result.auth)
+                        except DBAPIError as exc:
+                            if refused(exc):
+                                raise
+                            raise _Refused from exc
+                        except Exception as exc:
+                            raise _Refused from exc
+                    outcomes.append(outcome)
         return outcomes
 
     def _persist_one(

@@ -415,3 +415,41 @@ def test_one_two_and_four_workers_file_the_same_cases(pg_engine: Engine, pg_data
     assert alone == expected
     assert run_workers(pg_engine, pg_database, tmp_path, 2) == alone
     assert run_workers(pg_engine, pg_database, tmp_path, 4) == alone
+
+
+# --- batches: one transaction, each input's outcome its own (both stores) --------------------
+
+
+def test_one_input_the_store_refuses_is_dead_lettered_alone_and_the_batch_commits(engine):
+    normalizer, intakes = claimed(engine, 5)
+    messages = [tweet(n, f"person{n}") for n in range(5)]
+    # A value the messages table cannot hold (JSON has no sets): refused by either store.
+    messages[2] = InboundMessage(**{**messages[2].__dict__, "meta": {"odd": {1, 2}}})
+    items = [(i, ParseResult(i.id, m)) for i, m in zip(intakes, messages, strict=True)]
+    outcomes = normalizer._persist_many(items, {n: message_keys(m) for n, m in enumerate(messages)})
+    assert [o.state for o in outcomes] == ["done", "done", "dead", "done", "done"]
+    assert "could not store" in (outcomes[2].error or "")
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(Message.dedup_key)).scalars())
+        states = dict(conn.execute(select(Intake.id, Intake.state)).all())
+        dead = conn.execute(text("SELECT intake_id FROM dead_letters")).scalars().all()
+    assert stored == {m.dedup_key for n, m in enumerate(messages) if n != 2}
+    assert states[intakes[2].id] == "dead" and dead == [intakes[2].id]
+    assert [states[i.id] for n, i in enumerate(intakes) if n != 2] == ["done"] * 4
+
+
+def test_a_drained_batch_is_filed_in_intake_order(engine):
+    """Draining keeps intake order across parses that finish out of order (an import's
+    threading order): follow-ups of one person come after the mail that opened the case."""
+    from tests.helpers import ingest, normalize
+
+    for n in range(12):
+        ingest(
+            engine,
+            f"From: a@example.org\r\nSubject: S{n}\r\nMessage-ID: <o{n}@x>\r\n\r\nHi {n}\r\n".encode(),
+        )
+    outcomes = [o for o in normalize(engine) if o.state == "done"]
+    assert [o.intake_id for o in outcomes] == sorted(o.intake_id for o in outcomes)
+    assert len(outcomes) == 12
+    # Message ids are handed out as messages are filed: in intake order, one after the other.
+    assert [o.message_id for o in outcomes] == sorted(o.message_id for o in outcomes)
