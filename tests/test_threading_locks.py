@@ -444,10 +444,8 @@ def test_a_drained_batch_is_filed_in_intake_order(engine):
     from tests.helpers import ingest, normalize
 
     for n in range(12):
-        ingest(
-            engine,
-            f"From: a@example.org\r\nSubject: S{n}\r\nMessage-ID: <o{n}@x>\r\n\r\nHi {n}\r\n".encode(),
-        )
+        raw = f"From: a@example.org\r\nSubject: S{n}\r\nMessage-ID: <o{n}@x>\r\n\r\nHi {n}\r\n"
+        ingest(engine, raw.encode())
     outcomes = [o for o in normalize(engine) if o.state == "done"]
     assert [o.intake_id for o in outcomes] == sorted(o.intake_id for o in outcomes)
     assert len(outcomes) == 12
