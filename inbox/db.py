@@ -8,8 +8,9 @@ brief wait into a lost retry.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -150,18 +151,72 @@ def write(engine: Engine) -> Iterator[Connection]:
         raise
 
 
+def refused(exc: DBAPIError) -> bool:
+    """True when `exc` is the store refusing writes for now (write() raises StorageUnavailable)."""
+    return (isinstance(exc, OperationalError) and not _transient(exc)) or _is_refusal(exc)
+
+
+def _transient(exc: DBAPIError) -> bool:
+    # PostgreSQL: deadlock detected, serialization failure. One attempt lost; the next wins.
+    return (getattr(exc.orig, "sqlstate", None) or "") in {"40P01", "40001"}
+
+
 def _is_refusal(exc: DBAPIError) -> bool:
     # PostgreSQL: insufficient privilege, read-only transaction, admin shutdown, cannot connect.
     code = getattr(exc.orig, "sqlstate", None) or ""
     return code in {"42501", "25006", "57P01", "57P02", "57P03", "08006", "08001", "08003"}
 
 
-def lock_for_threading(conn: Connection) -> None:
-    """Serialise the case-assignment step across processes.
+# The lock of threading as a whole. Every threading transaction holds it shared; only an
+# input naming more keys than THREADING_KEYS_MAX holds it alone (exclusive), so the number of
+# locks one input can make the server keep is bounded. Its number is the one the global lock
+# of earlier versions took exclusively: during a rolling upgrade an old node still excludes
+# every new one, and the other way round.
+THREADING_LOCK = 7365012001
+# Keys one threading transaction locks one by one at most; past it, the exclusive lock above.
+# PostgreSQL's lock table holds max_locks_per_transaction (64) times max_connections entries
+# for all sessions together: a few hundred per transaction is well inside it.
+THREADING_KEYS_MAX = 256
 
-    Two messages from one person normalised at once by two workers must not both open a
-    new case. SQLite already serialises writers (BEGIN IMMEDIATE); PostgreSQL takes a
-    transaction-scoped advisory lock.
+
+def lock_key(*parts: str) -> int:
+    """A stable signed 64-bit key for an advisory lock, from the parts that name the thing.
+
+    BLAKE2b rather than Python's hash(): the key must be the same in every process and on
+    every node (hash() of a str is salted per process). 64 bits make two different things
+    sharing a key (which would only make one wait for the other) practically never happen.
     """
-    if not is_sqlite(conn):
-        conn.execute(text("SELECT pg_advisory_xact_lock(7365012001)"))
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8, person=b"parity-thread")
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def lock_for_threading(conn: Connection, keys: Iterable[int] = ()) -> None:
+    """Serialise threading per key (a person, a conversation, a case), not globally.
+
+    Two messages that could open a case for the same person share a key and so run one
+    after the other; messages of different people run at once. The keys are taken sorted,
+    in one statement, after the shared THREADING_LOCK: every transaction takes its locks in
+    one global order, so no two can each hold a lock the other waits for (no deadlock).
+    A caller may call this again in the same transaction only with keys of a later phase
+    (docs/architecture/threading.md: contacts after identities).
+
+    SQLite already serialises writers (BEGIN IMMEDIATE): nothing to take there.
+    """
+    if is_sqlite(conn):
+        return
+    ordered = sorted(set(keys) - {THREADING_LOCK})
+    if len(ordered) > THREADING_KEYS_MAX:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": THREADING_LOCK})
+        return
+    # One round trip: the shared lock first, then each key. A function scan yields the
+    # array's elements in order and the target list is evaluated row by row, so the locks
+    # are taken in the order given. Taking the shared lock again in a later phase is free
+    # (a backend's second request for a lock it holds is granted without queueing).
+    conn.execute(
+        text(
+            "SELECT CASE WHEN o = 1 THEN pg_advisory_xact_lock_shared(k)"
+            " ELSE pg_advisory_xact_lock(k) END"
+            " FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, o)"
+        ),
+        {"keys": [THREADING_LOCK, *ordered]},
+    ).all()

@@ -13,15 +13,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inbox import audit, logcontext
 from inbox.config import StoreSettings
@@ -31,6 +33,7 @@ from inbox.db import (
     is_sqlite,
     lock_for_threading,
     read,
+    refused,
     write,
 )
 from inbox.identities import mark_verified
@@ -68,6 +71,7 @@ from normalizer.mailauth import MailAuthSettings, authenticated, greeting_name
 from normalizer.message import InboundMessage
 from normalizer.parse import Parsers
 from normalizer.pool import ParseJob, ParseResult, shared_pool
+from normalizer.threadlocks import contact_key, identity_of, lock_groups, message_keys
 from normalizer.threads import (
     OPEN_STATUSES,
     Candidates,
@@ -95,6 +99,21 @@ class Outcome:
     error: str | None = None
     # CPU the parse of this input took in its child process (the budget, if it was killed).
     cpu_seconds: float = 0.0
+
+
+# Tries of one input's SAVEPOINT, and the SQLSTATEs after which it is tried again: a
+# deadlock or serialization failure, a unique key written meanwhile by someone else.
+_SAVEPOINT_TRIES = 3
+_RETRY_STATES = frozenset({"40P01", "40001", "23505"})
+
+
+class _Refused(Exception):
+    """An input of an optimistic batch failed: the batch is filed again with savepoints."""
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
+    return str(code or "")
 
 
 def worker_id() -> str:
@@ -187,15 +206,16 @@ class Normalizer:
     ) -> list[Outcome]:
         """Normalize pending input until none is left (or `max_rows`); for the CLI and tests.
 
-        Rows are filed one after the other, in intake order (an import or a replay keeps its
-        threading order); each is still parsed in the pool, under the budget.
+        Rows are filed in intake order (an import or a replay keeps its threading order),
+        `persist_batch` of them per transaction; each is still parsed in the pool, under the
+        budget.
         """
         outcomes: list[Outcome] = []
         while max_rows is None or len(outcomes) < max_rows:
             batch = self.claim(self.settings.batch_size, only)
             if not batch:
                 break
-            outcomes.extend(self.process(i) for i in batch)
+            self.process_many(batch, outcomes=outcomes)
         return outcomes
 
     # --- rows: load, parse in the pool, persist here ------------------------------------------
@@ -215,17 +235,23 @@ class Normalizer:
         Each row is persisted here, in this process, as soon as its parse is back, so a slow
         parse holds back no other row. While a slow parse runs and no row is left, `refill`
         is asked for more rows (the daemon claims more): the slow one holds one child only.
+        Without `refill` (draining, importing) rows are filed in intake order instead: a
+        parse that comes back early waits for the rows before it.
         Outcomes are appended to `outcomes` as they happen (the caller sees how far a failure
         got); what persisting raises (StorageUnavailable) stops the call.
         """
         done: list[Outcome] = [] if outcomes is None else outcomes
         loaded: dict[int, Any] = {}
+        # In order: the parse jobs' keys in intake order, made before any of them is parsed.
+        ordered = refill is None
+        expected: list[int] = []
 
         def jobs(ids: Sequence[int]) -> list[ParseJob]:
             found: list[ParseJob] = []
+            rows = self._load_many(ids) if ids else {}
             for intake_id in ids:
                 with logcontext.bound(intake_id=intake_id):
-                    row = self._load(intake_id)
+                    row = self._settle(intake_id, rows.get(intake_id))
                     if isinstance(row, Outcome):
                         done.append(row)
                         continue
@@ -246,25 +272,85 @@ class Normalizer:
                         history=not row.acknowledge,
                     )
                 )
+            expected.extend(sorted(job.key for job in found))
             return found
 
         more = (lambda n: jobs(refill(n))) if refill is not None else None
         pool = shared_pool(self.settings.workers)
-        for result in pool.run(jobs(intake_ids), self.settings.parse_timeout_seconds, more):
-            with logcontext.bound(intake_id=result.key):
-                logcontext.annotate(connector=loaded[result.key].connector)
-                done.append(self._file(loaded.pop(result.key), result))
+        # Parsing runs in a thread of its own that hands results over as they come; this
+        # thread files whatever has arrived, up to persist_batch inputs in one transaction.
+        # While a transaction runs, the next results queue up: under load the batches grow,
+        # when idle each result is filed at once, and a slow parse holds back no other row.
+        arrived: queue.SimpleQueue[ParseResult | BaseException | None] = queue.SimpleQueue()
+        stopping = threading.Event()
+
+        def parse() -> None:
+            try:
+                results = pool.run(jobs(intake_ids), self.settings.parse_timeout_seconds, more)
+                try:
+                    for result in results:
+                        arrived.put(result)
+                        if stopping.is_set():
+                            break
+                finally:
+                    # Abandoned early: closing the generator kills the running children.
+                    close = getattr(results, "close", None)
+                    if close is not None:
+                        close()
+            except BaseException as exc:
+                arrived.put(exc)
+            finally:
+                arrived.put(None)
+
+        parser = threading.Thread(target=parse, name="parity-parse-feed", daemon=True)
+        parser.start()
+        try:
+            finished = False
+            ready: dict[int, ParseResult] = {}
+            position = 0  # in `expected`: the first row not filed yet
+            while not finished:
+                item = arrived.get()
+                while True:
+                    if item is None:
+                        finished = True
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    ready[item.key] = item
+                    if not ordered and len(ready) >= self.settings.persist_batch:
+                        break
+                    try:
+                        item = arrived.get_nowait()
+                    except queue.Empty:
+                        break
+                batch: list[ParseResult] = []
+                if ordered:
+                    while position < len(expected) and expected[position] in ready:
+                        batch.append(ready.pop(expected[position]))
+                        position += 1
+                else:
+                    batch, ready = list(ready.values()), {}
+                for start in range(0, len(batch), self.settings.persist_batch):
+                    chunk = batch[start : start + self.settings.persist_batch]
+                    self._file_many([(loaded.pop(r.key), r) for r in chunk], done)
+        finally:
+            stopping.set()
+            parser.join()
         return done
 
-    def _load(self, intake_id: int) -> Any:
-        """The intake row with its raw bytes as `data`, or the Outcome that settles it now."""
+    def _load_many(self, intake_ids: Sequence[int]) -> dict[int, Any]:
+        """The intake rows with their raw bytes as `data`, in one query."""
         with read(self.engine) as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 select(*Intake.__table__.c, Blob.data)
                 .join(Blob, Blob.sha256 == Intake.raw_sha256)
-                .where(Intake.id == intake_id)
-            ).one_or_none()
+                .where(Intake.id.in_(list(intake_ids)))
+            ).all()
             conn.rollback()
+        return {row.id: row for row in rows}
+
+    def _settle(self, intake_id: int, row: Any) -> Any:
+        """The loaded intake row, or the Outcome that settles it now."""
         if row is None:
             return Outcome(intake_id, "skipped")
         intake: Any = row  # a Row: the intake columns plus the raw bytes as `data`
@@ -279,117 +365,243 @@ class Normalizer:
 
     def _file(self, intake: Any, result: ParseResult) -> Outcome:
         """What the parse gave, stored: a message in a case, or a dead letter with why."""
-        if result.message is None:
-            if result.crashed:
-                log.error("parser failed on intake %s: %s", intake.id, result.error)
-            return self._dead_letter(
-                intake, result.error or "parser gave nothing", cpu=result.cpu_seconds
-            )
+        done: list[Outcome] = []
+        self._file_many([(intake, result)], done)
+        return done[0]
+
+    def _file_many(self, items: Sequence[tuple[Any, ParseResult]], done: list[Outcome]) -> None:
+        """File parsed inputs, many per transaction, each input's outcome its own.
+
+        Appends each outcome to `done` as its transaction commits. What the store refuses for
+        now (StorageUnavailable) stops the call: the rows not filed are tried again when
+        their lease expires.
+        """
+        parsed: list[tuple[Any, ParseResult]] = []
+        for intake, result in sorted(items, key=lambda item: item[0].id):
+            if result.message is not None:
+                parsed.append((intake, result))
+                continue
+            with logcontext.bound(intake_id=intake.id):
+                logcontext.annotate(connector=intake.connector)
+                if result.crashed:
+                    log.error("parser failed on intake %s: %s", intake.id, result.error)
+                done.append(
+                    self._dead_letter(
+                        intake, result.error or "parser gave nothing", cpu=result.cpu_seconds
+                    )
+                )
+        keyed = [(i, message_keys(r.message)) for i, (_, r) in enumerate(parsed) if r.message]
+        for group in lock_groups(keyed):
+            chosen = [parsed[i] for i in group]
+            outcomes = self._persist_many(chosen, {i: keyed[i][1] for i in group})
+            for (intake, result), outcome in zip(chosen, outcomes, strict=True):
+                outcome = replace(outcome, cpu_seconds=result.cpu_seconds)
+                done.append(outcome)
+                with logcontext.bound(intake_id=intake.id):
+                    if outcome.case_id is not None:
+                        logcontext.annotate(case=format_reference(outcome.case_id))
+                    if self.on_case is not None and outcome.state == "done":
+                        self.on_case(outcome)
+                    log.debug("intake %s %s", intake.id, outcome.state)
+
+    def _persist_many(
+        self, items: Sequence[tuple[Any, ParseResult]], keys: dict[int, frozenset[int]]
+    ) -> list[Outcome]:
+        """One transaction for `items`: their threading locks, then each input.
+
+        Optimistic first: all inputs in the transaction directly, since almost every batch
+        stores cleanly and a SAVEPOINT costs two round trips per input. If the store refuses
+        one input, the batch is rolled back and filed again with a SAVEPOINT per input: the
+        refused one is then dead-lettered alone and the others commit.
+        """
         try:
-            outcome = self._persist(intake, result.message, result.auth)
-        except StorageUnavailable:
-            raise  # the store is briefly away: the lease expires and the row is tried again
-        except Exception as exc:
-            # The store refused this message itself (a constraint, a value it cannot hold):
-            # retrying would fail the same way, so a person gets it now, raw bytes and all.
-            log.exception("storing intake %s failed", intake.id)
-            return self._dead_letter(intake, f"could not store: {type(exc).__name__}: {exc}")
-        outcome = replace(outcome, cpu_seconds=result.cpu_seconds)
-        if self.on_case is not None and outcome.state == "done":
-            self.on_case(outcome)
-        log.debug("intake %s %s", intake.id, outcome.state)  # the context names the case
-        return outcome
+            return self._persist_group(items, keys, savepoints=False)
+        except _Refused:
+            return self._persist_group(items, keys, savepoints=True)
+
+    def _persist_group(
+        self,
+        items: Sequence[tuple[Any, ParseResult]],
+        keys: dict[int, frozenset[int]],
+        *,
+        savepoints: bool,
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        with write(self.engine) as conn:
+            self._lock_threading(conn, [r.message for _, r in items if r.message], keys.values())
+            states: dict[int, str] = {
+                row.id: row.state
+                for row in conn.execute(
+                    select(Intake.id, Intake.state).where(Intake.id.in_([i.id for i, _ in items]))
+                )
+            }
+            for intake, result in items:
+                assert result.message is not None
+                with logcontext.bound(intake_id=intake.id):
+                    logcontext.annotate(connector=intake.connector)
+                    if states.get(intake.id) != "pending":
+                        outcomes.append(Outcome(intake.id, "skipped"))
+                        continue
+                    if savepoints:
+                        outcome = self._persist_one(conn, intake, result.message, result.auth)
+                    else:
+                        try:
+                            outcome = self._persist_in(conn, intake, result.message, result.auth)
+                        except DBAPIError as exc:
+                            if refused(exc):
+                                raise
+                            raise _Refused from exc
+                        except Exception as exc:
+                            raise _Refused from exc
+                    outcomes.append(outcome)
+        return outcomes
+
+    def _persist_one(
+        self, conn: Connection, intake: Any, message: InboundMessage, auth: dict[str, str] | None
+    ) -> Outcome:
+        """One input in its own SAVEPOINT; retried once after a lost race on a unique key."""
+        for attempt in range(_SAVEPOINT_TRIES):
+            try:
+                with conn.begin_nested():
+                    return self._persist_in(conn, intake, message, auth)
+            except DBAPIError as exc:
+                if refused(exc):
+                    raise  # the store is briefly away: the lease expires, the row is retried
+                transient = _sqlstate(exc) in _RETRY_STATES
+                if transient and attempt + 1 < _SAVEPOINT_TRIES:
+                    # A deadlock between row locks, or a unique key someone else (an agent
+                    # linking an identity) wrote first: the next pass reads what they wrote.
+                    log.info("intake %s: retrying after %s", intake.id, _sqlstate(exc))
+                    continue
+                if isinstance(exc, OperationalError):
+                    raise
+                failure: Exception = exc
+            except Exception as exc:
+                failure = exc
+            # The store refused this message itself: retrying would fail the same way, so a
+            # person gets it now, raw bytes and all, and the rest of the batch commits.
+            log.error("storing intake %s failed", intake.id, exc_info=failure)
+            error = f"could not store: {type(failure).__name__}: {failure}"
+            return self._dead_letter_in(conn, intake, error)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lock_threading(
+        self, conn: Connection, messages: Sequence[InboundMessage], keys: Iterable[frozenset[int]]
+    ) -> None:
+        """Both phases of the threading locks of `messages` (normalizer/threadlocks.py)."""
+        if is_sqlite(conn):
+            return  # one writer at a time already
+        lock_for_threading(conn, frozenset().union(*keys))
+        # Second phase, once the identities cannot change under us: their contacts, since
+        # two handles of one person read that person's open cases.
+        identities = {i for i in map(identity_of, messages) if i is not None}
+        if identities:
+            contacts = conn.execute(
+                select(Identity.contact_id)
+                .where(tuple_(Identity.kind, Identity.handle).in_(sorted(identities)))
+                .distinct()
+            ).scalars()
+            lock_for_threading(conn, {contact_key(c) for c in contacts})
 
     def _dead_letter(self, intake: Any, error: str, *, cpu: float = 0.0) -> Outcome:
         with write(self.engine) as conn:
-            claimed = conn.execute(
-                update(Intake)
-                .where(Intake.id == intake.id, Intake.state == "pending")
-                .values(state="dead", processed_at=utcnow())
-            ).rowcount
-            previous = conn.execute(
-                select(DeadLetter.id).where(
-                    DeadLetter.intake_id == intake.id, DeadLetter.resolved.is_(False)
+            return replace(self._dead_letter_in(conn, intake, error), cpu_seconds=cpu)
+
+    @staticmethod
+    def _dead_letter_in(conn: Connection, intake: Any, error: str) -> Outcome:
+        claimed = conn.execute(
+            update(Intake)
+            .where(Intake.id == intake.id, Intake.state == "pending")
+            .values(state="dead", processed_at=utcnow())
+        ).rowcount
+        previous = conn.execute(
+            select(DeadLetter.id).where(
+                DeadLetter.intake_id == intake.id, DeadLetter.resolved.is_(False)
+            )
+        ).scalar()
+        if claimed and previous is not None:
+            # A replay that failed again: one dead letter per input, with the newest error.
+            conn.execute(update(DeadLetter).where(DeadLetter.id == previous).values(error=error))
+        elif claimed:
+            conn.execute(
+                insert(DeadLetter).values(
+                    intake_id=intake.id,
+                    connector=intake.connector,
+                    channel=intake.channel,
+                    raw_sha256=intake.raw_sha256,
+                    error=error,
+                    created_at=utcnow(),
+                    replays=0,
+                    resolved=False,
                 )
-            ).scalar()
-            if claimed and previous is not None:
-                # A replay that failed again: one dead letter per input, with the newest error.
-                conn.execute(
-                    update(DeadLetter).where(DeadLetter.id == previous).values(error=error)
-                )
-            elif claimed:
-                conn.execute(
-                    insert(DeadLetter).values(
-                        intake_id=intake.id,
-                        connector=intake.connector,
-                        channel=intake.channel,
-                        raw_sha256=intake.raw_sha256,
-                        error=error,
-                        created_at=utcnow(),
-                        replays=0,
-                        resolved=False,
-                    )
-                )
+            )
         log.warning("intake %s dead-lettered: %s", intake.id, error)
-        return Outcome(intake.id, "dead", error=error, cpu_seconds=cpu)
+        return Outcome(intake.id, "dead", error=error)
 
     def _persist(
         self, intake: Any, message: InboundMessage, auth: dict[str, str] | None = None
     ) -> Outcome:
+        """One input in a transaction of its own (tests, and callers outside the pool)."""
         with write(self.engine) as conn:
-            lock_for_threading(conn)
+            self._lock_threading(conn, [message], [message_keys(message)])
             state = conn.execute(select(Intake.state).where(Intake.id == intake.id)).scalar_one()
             if state != "pending":
                 return Outcome(intake.id, "skipped")
-            existing = conn.execute(
-                select(Message.id, Message.case_id).where(Message.dedup_key == message.dedup_key)
-            ).one_or_none()
-            if existing is not None:
-                logcontext.annotate(case=format_reference(existing.case_id))
-                if "voicemail" in message.meta:
-                    _merge_voicemail(conn, existing.id, message)
-                self._receipts(conn, existing.id, intake, message)
-                self._finish(conn, intake.id, existing.id)
-                return Outcome(intake.id, "duplicate", existing.id, existing.case_id)
-            # Email whose From is not authenticated proves nothing about who sent it: it is
-            # filed under a contact of its own, never under the identity it names.
-            verified = message.channel != "email" or authenticated(auth)
-            contact_id, identity_id, claimed = self._identity(conn, message, verified)
-            candidates, tokens = self._candidates(conn, message, claimed, verified)
-            decision = decide(
-                candidates,
-                message.received_at,
-                timedelta(days=self.store.threading.reopen_window_days),
+            return self._persist_in(conn, intake, message, auth)
+
+    def _persist_in(
+        self, conn: Connection, intake: Any, message: InboundMessage, auth: dict[str, str] | None
+    ) -> Outcome:
+        """Dedup, thread and store one message in `conn`, under its threading locks."""
+        existing = conn.execute(
+            select(Message.id, Message.case_id).where(Message.dedup_key == message.dedup_key)
+        ).one_or_none()
+        if existing is not None:
+            logcontext.annotate(case=format_reference(existing.case_id))
+            if "voicemail" in message.meta:
+                _merge_voicemail(conn, existing.id, message)
+            self._receipts(conn, existing.id, intake, message)
+            self._finish(conn, intake.id, existing.id)
+            return Outcome(intake.id, "duplicate", existing.id, existing.case_id)
+        # Email whose From is not authenticated proves nothing about who sent it: it is
+        # filed under a contact of its own, never under the identity it names.
+        verified = message.channel != "email" or authenticated(auth)
+        contact_id, identity_id, claimed = self._identity(conn, message, verified)
+        candidates, tokens = self._candidates(conn, message, claimed, verified)
+        decision = decide(
+            candidates,
+            message.received_at,
+            timedelta(days=self.store.threading.reopen_window_days),
+        )
+        facts = _ack_facts(intake, message, auth)
+        # A reason known before the case exists is written with it: no second statement.
+        acknowledging = decision.action == "new" and facts.channel not in PLANNED_BY_CONNECTOR
+        withheld = withhold_reason(facts, self.acks) if acknowledging else None
+        case_id = self._apply(conn, decision, message, contact_id, withheld)
+        logcontext.annotate(case=format_reference(case_id))
+        message_id = self._insert_message(
+            conn, case_id, identity_id, intake, message, decision, auth
+        )
+        # Issue 11: a token answered from the case's own contact verifies the identity;
+        # the case's signature learns the text for merge suggestions.
+        if verified:  # an unauthenticated message never verifies an identity
+            mark_verified(conn, identity_id, tokens)
+        report = message.meta.get("delivery_report")
+        if report:
+            _record_delivery(conn, report)
+        else:  # a bounce's boilerplate would make every bounced case look alike
+            index_text(conn, case_id, f"{message.subject}\n{message.text}")
+        if message.meta.get("callback_requested"):
+            conn.execute(
+                update(Case)
+                .where(Case.id == case_id, Case.callback_requested_at.is_(None))
+                .values(callback_requested_at=message.received_at)
             )
-            facts = _ack_facts(intake, message, auth)
-            # A reason known before the case exists is written with it: no second statement.
-            acknowledging = decision.action == "new" and facts.channel not in PLANNED_BY_CONNECTOR
-            withheld = withhold_reason(facts, self.acks) if acknowledging else None
-            case_id = self._apply(conn, decision, message, contact_id, withheld)
-            logcontext.annotate(case=format_reference(case_id))
-            message_id = self._insert_message(
-                conn, case_id, identity_id, intake, message, decision, auth
-            )
-            # Issue 11: a token answered from the case's own contact verifies the identity;
-            # the case's signature learns the text for merge suggestions.
-            if verified:  # an unauthenticated message never verifies an identity
-                mark_verified(conn, identity_id, tokens)
-            report = message.meta.get("delivery_report")
-            if report:
-                _record_delivery(conn, report)
-            else:  # a bounce's boilerplate would make every bounced case look alike
-                index_text(conn, case_id, f"{message.subject}\n{message.text}")
-            if message.meta.get("callback_requested"):
-                conn.execute(
-                    update(Case)
-                    .where(Case.id == case_id, Case.callback_requested_at.is_(None))
-                    .values(callback_requested_at=message.received_at)
-                )
-            self._receipts(conn, message_id, intake, message)
-            if acknowledging:
-                self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
-            self._finish(conn, intake.id, message_id)
-            return Outcome(intake.id, "done", message_id, case_id, decision)
+        self._receipts(conn, message_id, intake, message)
+        if acknowledging:
+            self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
+        self._finish(conn, intake.id, message_id)
+        return Outcome(intake.id, "done", message_id, case_id, decision)
 
     # --- pieces of _persist -----------------------------------------------------------------
 
@@ -581,9 +793,17 @@ class Normalizer:
                 )
             return case_id
         assert decision.case_id is not None
+        case_id = decision.case_id
+        # The case row is locked from here to commit: messages of two people joining one
+        # case (a token, a shared thread) take turns on it. Threading read it unlocked; a
+        # reopen decided on a resolved case that another message reopened meanwhile is a join.
         before = conn.execute(
-            select(Case.status, Case.resolved_at).where(Case.id == decision.case_id)
+            select(Case.status, Case.resolved_at)
+            .where(Case.id == decision.case_id)
+            .with_for_update()
         ).one()
+        if decision.action == "reopen" and before.status in OPEN_STATUSES:
+            decision = replace(decision, action="join")
         values: dict[str, Any] = {
             "last_activity_at": now,
             "followups": Case.followups + 1,
@@ -605,7 +825,7 @@ class Normalizer:
                 },
                 after={"status": "open", "reason": decision.reason},
             )
-        return decision.case_id
+        return case_id
 
     def _insert_message(
         self,
