@@ -340,7 +340,8 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
 )
 
 CONNECTORS: Mapping[str, ConnectorSpec[Any]] = MappingProxyType({c.name: c for c in REGISTRY})
-# The order every list shows them in is the channel registry's (connectors/config.py).
+# The order every list shows them in: CONNECTOR_NAMES (connectors/config.py, the channel
+# registry's order, then the web inbox).
 assert tuple(CONNECTORS) == CONNECTOR_NAMES
 # Every connector has its settings section, under its own name and with its own model.
 assert {n: f.annotation for n, f in ConnectorsSettings.model_fields.items()} == {

@@ -8,9 +8,11 @@ letter naming the budget. Several children parse at once (`[normalizer] workers`
 results are handed back as each finishes, so one slow input holds one child, never the
 others. Everything that touches the store stays in the parent.
 
-Children come from a forkserver that has already imported the parsers: the daemon's process
-has threads (a fork of it could inherit a held lock), and a replacement for a killed child
-must start in milliseconds, not in an interpreter's start-up time.
+Children come from a forkserver that has already imported the mail parser: the daemon's
+process has threads (a fork of it could inherit a held lock), and a replacement for a killed
+child must start in milliseconds, not in an interpreter's start-up time. The other channels'
+parsers come with each job in the parser table (normalizer/parse.py); a child imports a
+parser's module, small and pure, the first time a job names it.
 """
 
 from __future__ import annotations

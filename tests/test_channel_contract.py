@@ -11,7 +11,10 @@ the registry is in the suite at once, and fails it until it brings what the cont
 - `reply_route`: a reply goes to the contact's identity, on the registry's reply channel
   (a voice message is answered by sms);
 - `retry`: a send that fails for now is retried on the shared curve (`inbox.outbox.backoff`)
-  and the case shows it;
+  and the case shows it: once through the shared outbox step, and once through the
+  channel's real sender in the shared drainer, against its provider's local fake failing
+  (a relay answering 421, Twilio and X answering 503, Reddit answering 429, whose sender
+  keeps Reddit's Retry-After instead of the curve and says why in `failing_send`);
 - `takeover`: a killed instance is taken over. That test kills processes and takes a minute
   per connector, so it is not run again here: TAKEOVER_TESTS names it for every polling
   connector, and a test checks the mapping.
@@ -25,7 +28,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,11 +41,14 @@ from sqlalchemy import Engine, func, select
 
 import connectors
 from connectors.config import OutboxSettings
+from connectors.outbox import OutboxDrainer
 from connectors.poller import Poller
 from connectors.reddit.outbox import sweep_acks
 from connectors.reddit.settings import RedditSettings
 from connectors.registry import parser_table
 from connectors.smtp.server import source_key as smtp_source_key
+from connectors.twilio.outbox import TwilioSmsSender
+from connectors.twilio.outbox import make_client as make_twilio_client
 from connectors.twilio.parse import source_key as twilio_source_key
 from connectors.twitter.outbox import plan_acks
 from connectors.twitter.settings import TwitterSettings
@@ -54,20 +61,26 @@ from inbox.channels import (
     channels_of,
     fold_handle,
 )
-from inbox.models import AuditLog, Blob, Case, Identity, Intake, Message, Outbox, User
+from inbox.models import AuditLog, Blob, Case, Identity, Intake, Message, Outbox, User, utcnow
 from inbox.outbox import Result, backoff, claim, record
+from inbox.secrets import Secret
 from normalizer.intake import RawInput, store
 from normalizer.mail import Caps
 from normalizer.message import InboundMessage
 from normalizer.parse import parse
-from tests.channels.reddit.reddit_fake import FakeReddit
+from tests.channels.reddit.reddit_fake import FakeReddit, Fault
 from tests.channels.reddit.reddit_support import connector as reddit_connector
+from tests.channels.twilio.twilio_support import ACCOUNT as TWILIO_ACCOUNT
+from tests.channels.twilio.twilio_support import TOKEN as TWILIO_TOKEN
+from tests.channels.twilio.twilio_support import fake_twilio
 from tests.channels.twilio.twilio_support import fixture as twilio_fixture
+from tests.channels.twilio.twilio_support import settings as twilio_settings
 from tests.channels.twitter.fake_x import ACCOUNT_ID, FakeX
 from tests.channels.twitter.support import connector as twitter_connector
 from tests.channels.twitter.support import settings_for
 from tests.support.helpers import fixture_bytes, normalize, smtp_envelope
 from tests.support.inbox_helpers import make_user
+from tests.support.outbox_helpers import drainer_for
 
 TESTS = Path(__file__).parent
 PARTS = ("parse", "idempotent", "acknowledged", "reply_route", "retry", "takeover")
@@ -523,3 +536,111 @@ def test_a_failed_send_is_retried_on_the_shared_curve_and_shows_on_the_case(
     assert row.id not in {c.id for c in early}
     late = claim(engine, queue, "w2", limit=5, lease=lease, now=at + timedelta(seconds=1))
     assert row.id in {c.id for c in late}
+
+
+# --- retry through each channel's real sender ----------------------------------------------
+
+# The drainers below retry on the shared curve with this base: the first retry waits between
+# half of it and all of it (inbox.outbox.backoff, worked out by hand in
+# tests/test_outbox_shared.py).
+RETRY_BASE_S = 60.0
+# Reddit's own wait for a 429 (its Retry-After), which its sender keeps instead of the curve.
+REDDIT_RETRY_AFTER_S = 30.0
+
+
+@dataclass(frozen=True)
+class FailingSend:
+    """A channel's real sender, in the shared drainer, against its provider failing for now."""
+
+    drainer: OutboxDrainer
+    # The wait the provider asked for, which the sender keeps; None: the shared curve.
+    provider_wait_s: float | None = None
+
+
+@contextmanager
+def failing_send(
+    channel: str, engine: Engine, request: pytest.FixtureRequest
+) -> Iterator[FailingSend]:
+    settings = OutboxSettings(backoff_base_s=RETRY_BASE_S)
+    if channel == "email":
+        # The relay answers 421 to everything: the SMTP client's transient refusal.
+        sink = request.getfixturevalue("sink")
+        sink.replies[:] = ["421 4.3.2 Service shutting down"] * 10
+        yield FailingSend(drainer_for(engine, sink, backoff_base_s=RETRY_BASE_S))
+    elif channel in ("sms", "voice"):
+        # Twilio answers 503 once; a call's acknowledgement leaves by SMS on queue "voice".
+        with fake_twilio() as twilio_fake:
+            twilio_fake.unavailable = 1
+            section = twilio_settings(api_base_url=twilio_fake.base_url)
+            client = make_twilio_client(section, TWILIO_ACCOUNT, Secret(TWILIO_TOKEN))
+            sms = TwilioSmsSender(channel, section, client, engine, status_callback=False)
+            yield FailingSend(OutboxDrainer(engine, sms, settings, worker="contract"))
+    elif channel == "twitter":
+        # X answers 503 to a post (a reply tweet or a DM): refused, so safe to send again.
+        x_fake = FakeX.from_fixtures()
+        x_fake.start()
+        try:
+            x_fake.inject("/2/", 503, "errors/503_service_unavailable.json", method="POST")
+            twitter = twitter_connector(engine, settings_for(x_fake))
+            sender = twitter.delivery.sender
+            yield FailingSend(OutboxDrainer(engine, sender, settings, worker="contract"))
+        finally:
+            x_fake.stop()
+    elif channel == "reddit":
+        # Reddit answers 429 with Retry-After. Its sender keeps Reddit's wait rather than the
+        # curve (sending sooner is refused again), and treats a 5xx as "unknown", looked up
+        # before any resend, never retried blindly: a 429 is its one retriable failure.
+        with FakeReddit() as reddit_fake:
+            reddit_fake.faults.append(
+                Fault(
+                    "POST",
+                    r"^api/(comment|compose)$",
+                    429,
+                    headers={"retry-after": f"{REDDIT_RETRY_AFTER_S:g}"},
+                )
+            )
+            reddit = reddit_connector(engine, reddit_fake)
+            sender = reddit.delivery.sender
+            yield FailingSend(
+                OutboxDrainer(engine, sender, settings, worker="contract"),
+                provider_wait_s=REDDIT_RETRY_AFTER_S,
+            )
+    else:  # pragma: no cover - a new channel must add its failing transport here
+        raise AssertionError(f"no failing transport for channel {channel!r}")
+
+
+def test_a_failed_send_through_the_real_sender_is_retried_and_shows_on_the_case(
+    engine: Engine, channel: str, request: pytest.FixtureRequest
+) -> None:
+    unless_skipped(channel, "retry")
+    kit = KITS[channel]
+    kit.deliver(engine)
+    normalize(engine)
+    kit.plan(engine)
+    with failing_send(channel, engine, request) as failing:
+        started = utcnow()
+        report = failing.drainer.drain_once(max_rows=1)
+        finished = utcnow()
+    assert (report.retried, report.sent, report.failed) == (1, 0, 0), report
+    [(row_id, outcome)] = report.outcomes.items()
+    assert outcome == "retry"
+    with engine.connect() as conn:
+        row = conn.execute(select(Outbox).where(Outbox.id == row_id)).one()
+        reference = conn.execute(select(Case.reference).where(Case.id == row.case_id)).scalar()
+    assert row.channel == channel
+    assert (row.state, row.attempts) == ("queued", 1)
+    assert row.last_error
+    # When it is due again: the provider's wait, or a wait from the shared curve.
+    low, high = (
+        (RETRY_BASE_S / 2, RETRY_BASE_S)
+        if failing.provider_wait_s is None
+        else (failing.provider_wait_s, failing.provider_wait_s)
+    )
+    due = row.next_attempt_at
+    assert started + timedelta(seconds=low - 1) <= due <= finished + timedelta(seconds=high + 1)
+    # The agent sees it on the case: queued, one attempt, and why.
+    assert reference is not None
+    shown = [o for o in case_page(engine, reference)["outbox"] if o["id"] == row_id]
+    assert [(o["state"], o["attempts"], o["last_error"]) for o in shown] == [
+        ("queued", 1, row.last_error)
+    ]

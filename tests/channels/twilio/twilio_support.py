@@ -100,6 +100,8 @@ class FakeTwilio:
     messages: list[dict[str, Any]] = field(default_factory=list)
     media: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     base_url: str = ""
+    # Answer this many sends with 503 before taking them: Twilio down for a moment.
+    unavailable: int = 0
 
     def _authorized(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.account}:{self.token}".encode()).decode()
@@ -118,6 +120,10 @@ class FakeTwilio:
             return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.received.append(form)
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            body = {"code": 20503, "message": "Service Unavailable", "status": 503}
+            return web.json_response(body, status=503)
         now = datetime.now(UTC)
         message: dict[str, Any] = {
             "sid": "SM" + secrets.token_hex(16),
