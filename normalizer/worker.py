@@ -1,8 +1,10 @@
 """The normalizer worker: stored input -> Message -> Case, idempotently, in any number of processes.
 
 Each intake row is claimed with a lease, parsed outside any write transaction, then
-deduplicated and threaded in one short transaction that holds the threading lock, so two
-workers never open two cases for one person and never store one message twice. A worker
+deduplicated and threaded in a short transaction, with other parsed rows of its batch, that
+holds the threading locks of the people and threads it names (normalizer/threadlocks.py),
+so two workers never open two cases for one person and never store one message twice,
+while workers filing different people's mail do not wait for each other. A worker
 that dies leaves its lease to expire; the row is then claimed again, and the unique dedup
 key and receipt keys make the second pass change nothing.
 """
