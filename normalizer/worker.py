@@ -380,6 +380,17 @@ class Normalizer:
         now (StorageUnavailable) stops the call: the rows not filed are tried again when
         their lease expires.
         """
+        filed: dict[int, Outcome] = {}
+        try:
+            self._file_sorted(items, filed)
+        finally:
+            # In intake order, as a caller filing one row after the other would see them;
+            # what was committed before a failure is reported too.
+            done.extend(filed[key] for key in sorted(filed))
+
+    def _file_sorted(
+        self, items: Sequence[tuple[Any, ParseResult]], filed: dict[int, Outcome]
+    ) -> None:
         parsed: list[tuple[Any, ParseResult]] = []
         for intake, result in sorted(items, key=lambda item: item[0].id):
             if result.message is not None:
@@ -389,10 +400,8 @@ class Normalizer:
                 logcontext.annotate(connector=intake.connector)
                 if result.crashed:
                     log.error("parser failed on intake %s: %s", intake.id, result.error)
-                done.append(
-                    self._dead_letter(
-                        intake, result.error or "parser gave nothing", cpu=result.cpu_seconds
-                    )
+                filed[intake.id] = self._dead_letter(
+                    intake, result.error or "parser gave nothing", cpu=result.cpu_seconds
                 )
         keyed = [(i, message_keys(r.message)) for i, (_, r) in enumerate(parsed) if r.message]
         for group in lock_groups(keyed):
@@ -400,7 +409,7 @@ class Normalizer:
             outcomes = self._persist_many(chosen, {i: keyed[i][1] for i in group})
             for (intake, result), outcome in zip(chosen, outcomes, strict=True):
                 outcome = replace(outcome, cpu_seconds=result.cpu_seconds)
-                done.append(outcome)
+                filed[intake.id] = outcome
                 with logcontext.bound(intake_id=intake.id):
                     if outcome.case_id is not None:
                         logcontext.annotate(case=format_reference(outcome.case_id))
