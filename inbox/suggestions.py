@@ -94,17 +94,25 @@ def _decode(data: bytes) -> np.ndarray[Any, Any]:
     return np.frombuffer(data, dtype="<u8").astype(np.uint64)
 
 
-def index_text(conn: Connection, case_id: int, text: str) -> None:
-    """Fold one inbound message's text into its case's signature and bands (at ingest)."""
+def index_text(conn: Connection, case_id: int, text: str, *, new_case: bool = False) -> None:
+    """Fold one inbound message's text into its case's signature and bands (at ingest).
+
+    `new_case`: the case was opened in this transaction, so it has no signature yet and
+    there is none to read (one round trip fewer per new case).
+    """
     parts = shingles(text)
     if not parts:
         return
     values = signature(parts)
-    row = conn.execute(
-        select(CaseSignature.hashvalues, CaseSignature.shingles).where(
-            CaseSignature.case_id == case_id
-        )
-    ).one_or_none()
+    row = (
+        None
+        if new_case
+        else conn.execute(
+            select(CaseSignature.hashvalues, CaseSignature.shingles).where(
+                CaseSignature.case_id == case_id
+            )
+        ).one_or_none()
+    )
     if row is None:
         count = len(parts)
         conn.execute(

@@ -12,9 +12,9 @@ from normalizer.mail import Caps
 
 class NormalizerSettings(Strict):
     batch_size: int = Field(default=50, ge=1, le=1000)
-    # Parsed inputs filed in one transaction, each in a SAVEPOINT of its own (one bad input
-    # dead-letters alone). Larger batches save commits and round trips; on SQLite each
-    # batch holds the one write lock while it is filed, so intake waits that long at most.
+    # Parsed inputs filed in one transaction (one commit, one statement for their locks);
+    # one the store refuses is dead-lettered alone and the rest commit. Larger batches save
+    # round trips; on SQLite a batch holds the one write lock while it is filed.
     persist_batch: int = Field(default=50, ge=1, le=1000)
     # A claimed row comes back to the queue this long after its worker stopped answering.
     lease_seconds: int = Field(default=120, ge=5)
