@@ -61,10 +61,10 @@ from inbox.models import (
     UTCDateTime,
     utcnow,
 )
+from inbox.channels import REPLY_CHANNELS_OF_KIND
 from inbox.queries import iso, queue_order
 from inbox.references import own_message_id
 from inbox.replies import (
-    REPLY_CHANNEL,
     IdentityView,
     InboundView,
     ReplyRefused,
@@ -1134,10 +1134,11 @@ def case_view(
             )
         ]
         identities, inbound = _reply_facts(conn, case)
+        # Every channel that reaches each identity: a number by SMS and by WhatsApp.
         detail["reply_targets"] = [
-            {"channel": REPLY_CHANNEL[i.kind], "handle": i.handle}
+            {"channel": channel, "handle": i.handle}
             for i in identities
-            if i.kind in REPLY_CHANNEL
+            for channel in REPLY_CHANNELS_OF_KIND.get(i.kind, ())
         ]
         try:
             default = choose_reply_target(case.contact_id, identities, inbound)
