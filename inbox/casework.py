@@ -45,6 +45,7 @@ from sqlalchemy import (
 
 from inbox import audit, queries, suggestions
 from inbox.accounts import Principal, has_role
+from inbox.channels import REPLY_CHANNELS_OF_KIND
 from inbox.db import insert_ignore, is_sqlite, read, write
 from inbox.models import (
     Attachment,
@@ -61,7 +62,6 @@ from inbox.models import (
     UTCDateTime,
     utcnow,
 )
-from inbox.channels import REPLY_CHANNELS_OF_KIND
 from inbox.queries import iso, queue_order
 from inbox.references import own_message_id
 from inbox.replies import (
