@@ -30,6 +30,7 @@ from connectors.contract import (
 )
 from connectors.imap.settings import ImapSettings
 from connectors.mail.relay import relay_availability
+from connectors.meta.parse import parse as meta_parse
 from connectors.meta.settings import MetaSettings
 from connectors.outbox import OutboxDrainer
 from connectors.reddit.parse import parse as reddit_parse
@@ -454,6 +455,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
             availability=_meta_sender_availability,
             build=_meta_drainers,
         ),
+        parsers=dict.fromkeys(channels_of("meta"), meta_parse),
         serves_http=True,
     ),
     ConnectorSpec("web", WebSettings, _web_build, serves_http=True, describe=_web_describe),

@@ -190,7 +190,7 @@ def statuses(doc: Mapping[str, Any]) -> list[Status]:
                         code if isinstance(code, int) else None,
                     )
                 )
-        if channel != "whatsapp":  # Messenger and Instagram report in `messaging`
+        if channel is not None and channel != "whatsapp":  # Messenger, Instagram: `messaging`
             for item in _list(entry.get("messaging")):
                 delivery = _dict(_dict(item).get("delivery"))
                 for mid in _list(delivery.get("mids")):

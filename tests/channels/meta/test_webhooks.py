@@ -139,9 +139,7 @@ async def test_status_webhooks_move_outbox_rows(engine: Engine) -> None:
             for _ in range(2)
         ]
         conn.execute(
-            update(Outbox)
-            .where(Outbox.id == ids[0])
-            .values(state="sent", provider_id=sid)
+            update(Outbox).where(Outbox.id == ids[0]).values(state="sent", provider_id=sid)
         )
         conn.execute(
             update(Outbox)

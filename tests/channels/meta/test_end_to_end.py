@@ -1,0 +1,94 @@
+"""Meta's channels through intake and the normalizer, on both stores: an SMS and a WhatsApp
+message from one number are one contact; every message type becomes a message of its case;
+the agent's page offers both ways to reach a number."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import Engine, func, select
+
+from connectors.twilio.parse import source_key as twilio_source_key
+from inbox.accounts import Principal
+from inbox.casework import case_view
+from inbox.models import Case, Contact, Identity, Message
+from normalizer.intake import RawInput, store
+from tests.channels.meta.test_outbox import deliver
+from tests.channels.meta.test_webhooks import MESSAGES
+from tests.helpers import normalize
+from tests.inbox_helpers import make_user
+from tests.twilio_support import fixture as twilio_fixture
+
+NUMBER = "+16315551181"  # the wa_id 16315551181 of our WhatsApp fixtures, in E.164
+
+
+def sms_from(engine: Engine, number: str) -> None:
+    params = twilio_fixture("sms")
+    params["From"] = number
+    store(
+        engine,
+        [
+            RawInput(
+                connector="twilio",
+                channel="sms",
+                source_key=twilio_source_key("sms", params),
+                payload=urlencode(params).encode(),
+                envelope={"kind": "sms", "address": params["To"]},
+            )
+        ],
+    )
+    normalize(engine)
+
+
+def test_an_sms_and_a_whatsapp_message_from_one_number_are_one_contact(engine: Engine) -> None:
+    sms_from(engine, NUMBER)
+    deliver(engine, "wa_text")
+    with engine.connect() as conn:
+        identities = conn.execute(select(Identity.kind, Identity.handle, Identity.contact_id)).all()
+        by_channel = dict(
+            conn.execute(
+                select(Message.channel, Identity.contact_id).join(
+                    Identity, Identity.id == Message.identity_id
+                )
+            ).all()
+        )
+        contacts = conn.execute(select(func.count()).select_from(Contact)).scalar_one()
+        cases = conn.execute(
+            select(Case.reference, Case.channel).join(Message, Message.case_id == Case.id)
+        ).all()
+    assert [(k, h) for k, h, _ in identities] == [("phone", NUMBER)]
+    assert contacts == 1
+    assert by_channel["sms"] == by_channel["whatsapp"] == identities[0][2]
+    # One person, one open case: their WhatsApp message is a follow-up of the SMS case
+    # (normalizer/threads.py, "follow-up from the same person").
+    assert {reference for reference, _ in cases} == {cases[0][0]} and cases[0][1] == "sms"
+    # The case page answers on WhatsApp by default (they last wrote there) and offers SMS.
+    user = make_user(engine, "ann")
+    page = case_view(engine, Principal(id=user, name="ann", role="agent", via="cli"), cases[0][0])
+    assert page["default_reply"] == {"channel": "whatsapp", "handle": NUMBER}
+    assert {(t["channel"], t["handle"]) for t in page["reply_targets"]} == {
+        ("sms", NUMBER),
+        ("whatsapp", NUMBER),
+    }
+
+
+def test_another_number_is_another_contact(engine: Engine) -> None:
+    sms_from(engine, "+16315550142")
+    deliver(engine, "wa_text")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Contact)).scalar_one() == 2
+
+
+def test_every_message_type_becomes_a_message(engine: Engine) -> None:
+    deliver(engine, *MESSAGES)
+    with engine.connect() as conn:
+        found: dict[str, Any] = {
+            row.dedup_key: row for row in conn.execute(select(Message.dedup_key, Message.channel))
+        }
+        kinds = dict(
+            conn.execute(select(Identity.kind, func.count()).group_by(Identity.kind)).all()
+        )
+    assert len(found) == len(MESSAGES)
+    # One WhatsApp number, one PSID (its comment author is another id), two Instagram ids.
+    assert kinds == {"phone": 1, "messenger": 2, "instagram": 2}
