@@ -16,9 +16,9 @@ from inbox.models import Case, Contact, Identity, Message
 from normalizer.intake import RawInput, store
 from tests.channels.meta.test_outbox import deliver
 from tests.channels.meta.test_webhooks import MESSAGES
-from tests.helpers import normalize
-from tests.inbox_helpers import make_user
-from tests.twilio_support import fixture as twilio_fixture
+from tests.channels.twilio.twilio_support import fixture as twilio_fixture
+from tests.support.helpers import normalize
+from tests.support.inbox_helpers import make_user
 
 NUMBER = "+16315551181"  # the wa_id 16315551181 of our WhatsApp fixtures, in E.164
 
@@ -63,9 +63,11 @@ def test_an_sms_and_a_whatsapp_message_from_one_number_are_one_contact(engine: E
     # One person, one open case: their WhatsApp message is a follow-up of the SMS case
     # (normalizer/threads.py, "follow-up from the same person").
     assert {reference for reference, _ in cases} == {cases[0][0]} and cases[0][1] == "sms"
+    reference = cases[0][0]
+    assert reference is not None
     # The case page answers on WhatsApp by default (they last wrote there) and offers SMS.
     user = make_user(engine, "ann")
-    page = case_view(engine, Principal(id=user, name="ann", role="agent", via="cli"), cases[0][0])
+    page = case_view(engine, Principal(id=user, name="ann", role="agent", via="cli"), reference)
     assert page["default_reply"] == {"channel": "whatsapp", "handle": NUMBER}
     assert {(t["channel"], t["handle"]) for t in page["reply_targets"]} == {
         ("sms", NUMBER),

@@ -41,7 +41,7 @@ from tests.channels.meta.support import (
     fixture,
     settings,
 )
-from tests.helpers import normalize
+from tests.support.helpers import normalize
 
 NOW = utcnow()
 
