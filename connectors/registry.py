@@ -335,6 +335,25 @@ def _meta_build(section: MetaSettings, runtime: Runtime) -> Built:
     return Built(tasks=[media], routes=hooks.routes())
 
 
+def meta_token_problems(section: MetaSettings, environ: Mapping[str, str]) -> list[str]:
+    """`parity doctor`: each served channel's token asked at graph_base_url (the phone
+    number id for WhatsApp's, /me for the page's); the variable's name, never its value."""
+    from connectors.meta.media import token_check
+
+    problems = []
+    checked: set[int] = set()
+    for channel, graph in _meta_graphs(section, environ).items():
+        if id(graph) in checked:
+            continue  # Messenger and Instagram share the page token
+        checked.add(id(graph))
+        whatsapp = channel == "whatsapp"
+        ok, why = token_check(graph, section.whatsapp_phone_number_id if whatsapp else "me")
+        if not ok:
+            name = section.whatsapp_token_env if whatsapp else section.page_token_env
+            problems.append(f"{channel}: Meta refused the token in ${name}: {why}")
+    return problems
+
+
 def _meta_sender_availability(section: MetaSettings, _runtime: Runtime) -> Availability:
     if not meta_channels(section):
         return False, "no connectors.meta.whatsapp_phone_number_id or page_id"
@@ -448,6 +467,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         availability=meta_availability,
         secrets=_meta_secrets,
         endpoints=lambda s: [url_endpoint("Graph API", s.graph_base_url)],
+        online_checks=meta_token_problems,
         sender=Sender(
             key="meta",
             label="Meta outbox",

@@ -144,6 +144,9 @@ PARSER_MODULES = {
     "voice": "connectors.twilio.parse",
     "twitter": "connectors.twitter.parse",
     "reddit": "connectors.reddit.parse",
+    "whatsapp": "connectors.meta.parse",
+    "messenger": "connectors.meta.parse",
+    "instagram": "connectors.meta.parse",
 }
 
 
