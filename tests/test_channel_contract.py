@@ -655,9 +655,10 @@ def failing_send(
         # Meta's own trouble, retried on the curve.
         with fake_graph() as graph_fake:
             graph_fake.fail.append((500, graph_error(2, "Service temporarily unavailable")))
-            section = meta_settings(graph_fake.base_url)
+            graph_section = meta_settings(graph_fake.base_url)
             token = META_WA_TOKEN if channel == "whatsapp" else META_PAGE_TOKEN
-            meta = MetaSender(channel, section, Graph(section, Secret(token)), engine)
+            graph = Graph(graph_section, Secret(token))
+            meta = MetaSender(channel, graph_section, graph, engine)
             yield FailingSend(OutboxDrainer(engine, meta, settings, worker="contract"))
     else:  # pragma: no cover - a new channel must add its failing transport here
         raise AssertionError(f"no failing transport for channel {channel!r}")
