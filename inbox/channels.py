@@ -34,6 +34,21 @@ class IdentityKind:
 
 
 @dataclass(frozen=True)
+class ReplyWindow:
+    """How long after a person's last message the platform lets us write to them privately.
+
+    `free_hours` 0: no window. Within it, free text; then, for `tagged_days` days from their
+    message, a reply tagged as a person's answer (Messenger's HUMAN_AGENT); after that
+    `after`: an approved template, or nothing (`refuse`), and `outside` says so to the agent.
+    """
+
+    free_hours: int = 0
+    tagged_days: int = 0
+    after: Literal["none", "template", "refuse"] = "none"
+    outside: str = "no window: a reply may go at any time"
+
+
+@dataclass(frozen=True)
 class ChannelFacts:
     """One channel: where its messages come from, how they are answered, how it is shown."""
 
@@ -57,6 +72,8 @@ class ChannelFacts:
     # How pages name the channel, and its badge's background colour.
     label: str
     colour: str
+    # The platform's reply window (Meta's); most channels have none.
+    reply_window: ReplyWindow = ReplyWindow()
 
     @property
     def public(self) -> bool:
@@ -200,6 +217,11 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="whatsapp",
                 colour="#dcf8c6",
+                reply_window=ReplyWindow(
+                    free_hours=24,
+                    after="template",
+                    outside="outside WhatsApp's 24-hour window: a template will be sent",
+                ),
             ),
             ChannelFacts(
                 "messenger",
@@ -214,6 +236,12 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="messenger",
                 colour="#e4e6fb",
+                reply_window=ReplyWindow(
+                    free_hours=24,
+                    tagged_days=7,
+                    after="refuse",
+                    outside="cannot reach this person on Messenger any more: use another identity",
+                ),
             ),
             ChannelFacts(
                 "instagram",
@@ -228,6 +256,12 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="instagram",
                 colour="#fde4f2",
+                reply_window=ReplyWindow(
+                    free_hours=24,
+                    tagged_days=7,
+                    after="refuse",
+                    outside="cannot reach this person on Instagram any more: use another identity",
+                ),
             ),
         )
     }

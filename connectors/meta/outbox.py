@@ -18,7 +18,7 @@ A message has no idempotency key at Meta: a send whose answer was lost (a read t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
@@ -34,17 +34,16 @@ from connectors.meta.graph import (
 )
 from connectors.meta.settings import MetaSettings, WhatsAppTemplate
 from connectors.outbox import Failure, http_retriable
-from inbox.channels import IDENTITY_KIND_OF
+from inbox.channels import CHANNEL_FACTS, IDENTITY_KIND_OF
 from inbox.db import read
 from inbox.models import Identity, Message, utcnow
 from inbox.outbox import Claimed
+from inbox.replies import reply_window
 
-FREE_WINDOW = timedelta(hours=24)
-HUMAN_AGENT_WINDOW = timedelta(days=7)
-# What the case shows (the issue's words, kept exactly).
-TEMPLATE_REASON = "outside WhatsApp's 24-hour window: a template will be sent"
-MESSENGER_CLOSED = "cannot reach this person on Messenger any more: use another identity"
-INSTAGRAM_CLOSED = "cannot reach this person on Instagram any more: use another identity"
+# What the case shows (the issue's words, kept exactly): the registry's window facts.
+TEMPLATE_REASON = CHANNEL_FACTS["whatsapp"].reply_window.outside
+MESSENGER_CLOSED = CHANNEL_FACTS["messenger"].reply_window.outside
+INSTAGRAM_CLOSED = CHANNEL_FACTS["instagram"].reply_window.outside
 RATE_PAUSE_S = 60.0
 TOKEN_PAUSE_S = 3600.0
 
@@ -58,19 +57,10 @@ class Window:
 
 
 def window(channel: str, last_inbound: datetime | None, now: datetime) -> Window:
-    """How a private message to a person may go now, given when they last wrote to us."""
-    age = None if last_inbound is None else now - last_inbound
-    if channel == "whatsapp":
-        if age is not None and age < FREE_WINDOW:
-            return Window("text")
-        return Window("template", TEMPLATE_REASON)
-    if age is not None and age < FREE_WINDOW:
-        return Window("text")
-    if age is not None and age < HUMAN_AGENT_WINDOW:
-        return Window(
-            "human_agent", "more than 24 hours since their last message: sent as HUMAN_AGENT"
-        )
-    return Window("refused", MESSENGER_CLOSED if channel == "messenger" else INSTAGRAM_CLOSED)
+    """How a private message to a person may go now, given when they last wrote to us (the
+    rule the agent's reply form shows too: inbox.replies.reply_window)."""
+    mode, reason = reply_window(channel, last_inbound, now)
+    return Window("human_agent" if mode == "tagged" else mode, reason)
 
 
 class Stop(Exception):

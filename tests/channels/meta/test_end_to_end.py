@@ -94,3 +94,37 @@ def test_every_message_type_becomes_a_message(engine: Engine) -> None:
     assert len(found) == len(MESSAGES)
     # One WhatsApp number, one PSID (its comment author is another id), two Instagram ids.
     assert kinds == {"phone": 1, "messenger": 2, "instagram": 2}
+
+
+def test_the_reply_form_says_what_the_window_will_do(engine: Engine) -> None:
+    """Before sending: inside the window nothing is said; outside it, the agent reads that a
+    template will be sent (WhatsApp) or that Messenger can no longer reach the person."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from inbox.db import write
+    from inbox.models import utcnow
+
+    deliver(engine, "wa_text", "ms_text")
+    user = make_user(engine, "ann")
+    agent = Principal(id=user, name="ann", role="agent", via="cli")
+
+    def notes() -> dict[str, str]:
+        with engine.connect() as conn:
+            refs = conn.execute(select(Case.reference, Case.channel)).all()
+        found: dict[str, str] = {}
+        for reference, _channel in refs:
+            assert reference is not None
+            found.update(case_view(engine, agent, reference)["reply_notes"])
+        return found
+
+    assert notes() == {}
+    with write(engine) as conn:
+        conn.execute(update(Message).values(received_at=utcnow() - timedelta(days=8)))
+    assert notes() == {
+        f"whatsapp|{NUMBER}": "outside WhatsApp's 24-hour window: a template will be sent",
+        "messenger|7208451234567890": (
+            "cannot reach this person on Messenger any more: use another identity"
+        ),
+    }
