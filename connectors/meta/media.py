@@ -23,13 +23,13 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, insert, select, update
 
 from connectors.base import ConnectorHealth
-from connectors.meta.graph import Graph, GraphError
+from connectors.meta.graph import RATE_LIMITS, Graph, GraphError
 from connectors.meta.parse import iter_media
 from connectors.meta.settings import MetaSettings
 from connectors.meta.status import WebhookStats
-from inbox.channels import channels_of
+from inbox.channels import IDENTITY_KIND_OF, channels_of
 from inbox.db import insert_ignore, read, write
-from inbox.models import Attachment, Blob, Message, utcnow
+from inbox.models import Attachment, Blob, Identity, Message, utcnow
 from normalizer.intake import sha256
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,51 @@ class MetaMedia:
             self.health.success()
         return stored
 
+    def profiles_once(self, limit: int = 50) -> int:
+        """The name of each new Messenger or Instagram sender, asked once and kept: Meta's
+        webhooks carry only the scoped id. Returns how many identities were looked up."""
+        kind_channel = {IDENTITY_KIND_OF[c]: c for c in self.graphs if c != "whatsapp"}
+        if not kind_channel:
+            return 0
+        with read(self.engine) as conn:
+            rows = conn.execute(
+                select(Identity.id, Identity.kind, Identity.handle, Identity.facts)
+                .where(Identity.kind.in_(list(kind_channel)), Identity.display_name == "")
+                .order_by(Identity.id.desc())
+                .limit(limit)
+            ).all()
+            conn.rollback()
+        looked = 0
+        for row in rows:
+            facts = dict(row.facts or {})
+            if facts.get("profile_checked_at"):
+                continue  # asked once already; an agent may name them
+            channel = kind_channel[row.kind]
+            name = ""
+            if not row.handle.isdigit():
+                # Scoped ids are digits; anything else is not put into a Graph URL.
+                facts["profile_error"] = "not a Meta scoped id"
+            else:
+                fields = "name" if channel == "messenger" else "name,username"
+                try:
+                    found = self.graphs[channel].get(row.handle, fields=fields)
+                except GraphError as exc:
+                    if exc.status == 0 or exc.status >= 500 or exc.code in RATE_LIMITS:
+                        continue  # Meta away or busy: asked again on the next pass
+                    facts["profile_error"] = str(exc)[:200]
+                else:
+                    name = str(found.get("name") or found.get("username") or "")[:250]
+                    if found.get("username"):
+                        facts["username"] = str(found["username"])[:100]
+            facts["profile_checked_at"] = utcnow().isoformat()
+            values: dict[str, Any] = {"facts": facts}
+            if name:
+                values["display_name"] = name
+            with write(self.engine) as conn:
+                conn.execute(update(Identity).where(Identity.id == row.id).values(**values))
+            looked += 1
+        return looked
+
     def check_tokens(self) -> None:
         done: set[int] = set()
         for channel, graph in self.graphs.items():
@@ -189,6 +234,7 @@ class MetaMedia:
             self._checked_at = now
             self.check_tokens()
         self.stats.outbox(self.engine)
+        self.profiles_once()
         return self.fetch_once()
 
     async def run(self, stop: asyncio.Event) -> None:

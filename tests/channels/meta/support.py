@@ -115,6 +115,9 @@ class FakeGraph:
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     fail: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     media: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    # Scoped id -> the User Profile API's answer (name for Messenger, username for Instagram).
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profile_requests: int = 0
     media_failures: int = 0
     media_requests: int = 0
     base_url: str = ""
@@ -160,6 +163,9 @@ class FakeGraph:
                     "id": PHONE_NUMBER_ID,
                 }
             )
+        if node in self.profiles:
+            self.profile_requests += 1
+            return web.json_response({**self.profiles[node], "id": node})
         if node in self.media:
             kind, data = self.media[node]
             return web.json_response(

@@ -105,3 +105,25 @@ def test_the_token_check_and_the_status_details(engine: Engine) -> None:
     channels = good.health.details["channels"]
     assert channels["whatsapp"]["outbox"] == {"queued": 1}
     assert channels["messenger"]["outbox"] == {}
+
+
+def test_a_senders_name_is_asked_once_and_kept(engine: Engine) -> None:
+    from inbox.models import Identity
+
+    deliver(engine, "ms_text", "ig_text", "ig_comment")
+    with fake_graph() as fake:
+        fake.profiles["7208451234567890"] = {"name": "Sam Okafor"}
+        fake.profiles["1139876543210456"] = {"username": "sam.ok.photos"}
+        media = fetcher(engine, fake)
+        # The comment's author came with a username: only the two scoped ids are asked.
+        assert media.profiles_once() == 2
+        assert media.profiles_once() == 0
+    assert fake.profile_requests == 2
+    with engine.connect() as conn:
+        found = {
+            r.handle: (r.display_name, r.facts.get("username"))
+            for r in conn.execute(select(Identity.handle, Identity.display_name, Identity.facts))
+        }
+    assert found["7208451234567890"] == ("Sam Okafor", None)
+    assert found["1139876543210456"] == ("sam.ok.photos", "sam.ok.photos")
+    assert found["1139876543210999"][0] == "lena.k.photos"
