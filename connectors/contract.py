@@ -112,6 +112,10 @@ def _no_endpoints(_section: Any) -> list[Endpoint]:
     return []
 
 
+def _no_checks(_section: Any, _environ: Mapping[str, str]) -> list[str]:
+    return []
+
+
 def _always(_section: Any, _environ: Mapping[str, str]) -> Availability:
     return AVAILABLE
 
@@ -130,6 +134,9 @@ class ConnectorSpec(Generic[S]):
     # The environment variables holding its secrets (names; values stay in the environment).
     secrets: Callable[[S], tuple[str, ...]] = _no_secrets
     endpoints: Callable[[S], list[Endpoint]] = _no_endpoints
+    # What `parity doctor` asks the provider once its hosts answer (a token still valid):
+    # each problem found, in words that name no secret's value.
+    online_checks: Callable[[S, Mapping[str, str]], list[str]] = _no_checks
     sender: Sender[S] | None = None
     # It serves HTTP: the listener (the agent inbox, every connector's routes) starts when
     # any connector that does is available.

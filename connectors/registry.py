@@ -30,6 +30,8 @@ from connectors.contract import (
 )
 from connectors.imap.settings import ImapSettings
 from connectors.mail.relay import relay_availability
+from connectors.meta.parse import parse as meta_parse
+from connectors.meta.settings import MetaSettings
 from connectors.outbox import OutboxDrainer
 from connectors.reddit.parse import parse as reddit_parse
 from connectors.reddit.settings import RedditSettings
@@ -252,6 +254,127 @@ def _reddit_build(section: RedditSettings, runtime: Runtime) -> Built:
     )
 
 
+# --- Meta: WhatsApp, Messenger and Instagram through one signed webhook --------------------
+
+
+def _meta_secrets(section: MetaSettings) -> tuple[str, ...]:
+    return (
+        section.verify_token_env,
+        section.app_secret_env,
+        section.whatsapp_token_env,
+        section.page_token_env,
+    )
+
+
+def meta_channels(section: MetaSettings) -> tuple[str, ...]:
+    """The Meta channels these settings serve: WhatsApp with a phone number id, Messenger
+    and Instagram with a page (Instagram also with its account id)."""
+
+    def serves(channel: str) -> bool:
+        if channel == "whatsapp":
+            return bool(section.whatsapp_phone_number_id)
+        if channel == "instagram":
+            return bool(section.page_id and section.instagram_account_id)
+        return bool(section.page_id)
+
+    return tuple(c for c in channels_of("meta") if serves(c))
+
+
+def meta_availability(section: MetaSettings, environ: Mapping[str, str]) -> Availability:
+    """Names only, never values: the webhook's two secrets, and each served channel's token."""
+    needed: list[str] = []
+    served = meta_channels(section)
+    if not served:
+        needed.append("setting connectors.meta.whatsapp_phone_number_id or connectors.meta.page_id")
+    envs = [section.verify_token_env, section.app_secret_env]
+    if "whatsapp" in served:
+        envs.append(section.whatsapp_token_env)
+    if any(c != "whatsapp" for c in served):  # Messenger and Instagram share the page's
+        envs.append(section.page_token_env)
+    unset = [v for v in dict.fromkeys(envs) if not environ.get(v)]
+    if unset:
+        needed.append("environment variable " + ", ".join(unset))
+    return (False, "missing " + "; ".join(needed)) if needed else AVAILABLE
+
+
+def _meta_graphs(section: MetaSettings, environ: Mapping[str, str]) -> dict[str, Any]:
+    from connectors.meta.graph import Graph
+
+    env = dict(environ)
+    graphs: dict[str, Any] = {}
+    page = from_env(section.page_token_env, env)
+    page_graph = Graph(section, page) if page is not None else None
+    for channel in meta_channels(section):
+        if channel == "whatsapp":
+            token = from_env(section.whatsapp_token_env, env)
+            assert token is not None  # availability() checked it
+            graphs[channel] = Graph(section, token)
+        elif page_graph is not None:
+            graphs[channel] = page_graph
+    return graphs
+
+
+def _meta_build(section: MetaSettings, runtime: Runtime) -> Built:
+    """The webhook joins the HTTP listener; a task fetches media and checks the tokens."""
+    from connectors.meta.intake import MetaWebhooks
+    from connectors.meta.media import MetaMedia
+
+    env = dict(runtime.environ)
+    verify = from_env(section.verify_token_env, env)
+    secret = from_env(section.app_secret_env, env)
+    assert verify is not None and secret is not None  # availability() checked them
+    media = MetaMedia(runtime.engine, section, _meta_graphs(section, runtime.environ))
+    hooks = MetaWebhooks(
+        runtime.engine,
+        verify,
+        secret,
+        runtime.writer.submit,
+        health=media.health,
+        stats=media.stats,
+    )
+    return Built(tasks=[media], routes=hooks.routes())
+
+
+def meta_token_problems(section: MetaSettings, environ: Mapping[str, str]) -> list[str]:
+    """`parity doctor`: each served channel's token asked at graph_base_url (the phone
+    number id for WhatsApp's, /me for the page's); the variable's name, never its value."""
+    from connectors.meta.media import token_check
+
+    problems = []
+    checked: set[int] = set()
+    for channel, graph in _meta_graphs(section, environ).items():
+        if id(graph) in checked:
+            continue  # Messenger and Instagram share the page token
+        checked.add(id(graph))
+        whatsapp = channel == "whatsapp"
+        ok, why = token_check(graph, section.whatsapp_phone_number_id if whatsapp else "me")
+        if not ok:
+            name = section.whatsapp_token_env if whatsapp else section.page_token_env
+            problems.append(f"{channel}: Meta refused the token in ${name}: {why}")
+    return problems
+
+
+def _meta_sender_availability(section: MetaSettings, _runtime: Runtime) -> Availability:
+    if not meta_channels(section):
+        return False, "no connectors.meta.whatsapp_phone_number_id or page_id"
+    return AVAILABLE
+
+
+def _meta_drainers(section: MetaSettings, runtime: Runtime) -> list[OutboxDrainer]:
+    """One drainer per served channel, each with its channel's token."""
+    from connectors.meta.outbox import MetaSender
+
+    return [
+        OutboxDrainer(
+            runtime.engine,
+            MetaSender(channel, section, graph, runtime.engine),
+            runtime.outbox,
+            worker=runtime.instance,
+        )
+        for channel, graph in _meta_graphs(section, runtime.environ).items()
+    ]
+
+
 # --- the web inbox: the agents' pages and API on the HTTP listener -------------------------
 
 
@@ -274,6 +397,7 @@ class ConnectorsSettings(Strict):
     twilio: TwilioSettings = TwilioSettings()
     twitter: TwitterSettings = TwitterSettings()
     reddit: RedditSettings = RedditSettings()
+    meta: MetaSettings = MetaSettings()
     web: WebSettings = WebSettings()
 
 
@@ -335,6 +459,24 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         secrets=_reddit_secrets,
         endpoints=lambda s: [url_endpoint("Reddit API", s.oauth_url)],
         parsers={"reddit": reddit_parse},
+    ),
+    ConnectorSpec(
+        "meta",
+        MetaSettings,
+        _meta_build,
+        availability=meta_availability,
+        secrets=_meta_secrets,
+        endpoints=lambda s: [url_endpoint("Graph API", s.graph_base_url)],
+        online_checks=meta_token_problems,
+        sender=Sender(
+            key="meta",
+            label="Meta outbox",
+            needs_intake=True,
+            availability=_meta_sender_availability,
+            build=_meta_drainers,
+        ),
+        parsers=dict.fromkeys(channels_of("meta"), meta_parse),
+        serves_http=True,
     ),
     ConnectorSpec("web", WebSettings, _web_build, serves_http=True, describe=_web_describe),
 )

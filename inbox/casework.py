@@ -17,7 +17,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -45,6 +45,7 @@ from sqlalchemy import (
 
 from inbox import audit, queries, suggestions
 from inbox.accounts import Principal, has_role
+from inbox.channels import REPLY_CHANNELS_OF_KIND
 from inbox.db import insert_ignore, is_sqlite, read, write
 from inbox.models import (
     Attachment,
@@ -64,13 +65,13 @@ from inbox.models import (
 from inbox.queries import iso, queue_order
 from inbox.references import own_message_id
 from inbox.replies import (
-    REPLY_CHANNEL,
     IdentityView,
     InboundView,
     ReplyRefused,
     ReplyTarget,
     choose_reply_target,
     reply_subject,
+    reply_window,
 )
 
 # "merged": absorbed by another case (issue 11); set only by a merge, cleared by its undo.
@@ -1137,17 +1138,36 @@ def case_view(
             )
         ]
         identities, inbound = _reply_facts(conn, case)
-        detail["reply_targets"] = [
-            {"channel": REPLY_CHANNEL[i.kind], "handle": i.handle}
-            for i in identities
-            if i.kind in REPLY_CHANNEL
-        ]
+        # Every channel that reaches each identity: a number by SMS and by WhatsApp. The
+        # reply form says before sending what a platform's window will do to a reply.
+        detail["reply_targets"] = []
+        detail["reply_notes"] = {}
+        for i in identities:
+            for channel in REPLY_CHANNELS_OF_KIND.get(i.kind, ()):
+                detail["reply_targets"].append({"channel": channel, "handle": i.handle})
+                note = _window_note(channel, i.id, inbound, now)
+                if note is not None:
+                    detail["reply_notes"][f"{channel}|{i.handle}"] = note
         try:
             default = choose_reply_target(case.contact_id, identities, inbound)
             detail["default_reply"] = {"channel": default.channel, "handle": default.handle}
         except ReplyRefused:
             detail["default_reply"] = None
         return detail
+
+
+def _window_note(
+    channel: str, identity_id: int, inbound: Sequence[InboundView], now: datetime
+) -> str | None:
+    """What the platform's reply window does to a private reply to this identity now."""
+    written = [m for m in inbound if m.identity_id == identity_id and m.channel == channel]
+    last = max(written, key=lambda m: (m.received_at, m.id), default=None)
+    if last is not None and last.visibility == "public":
+        return None  # answered by a public reply, which no window limits
+    at = last.received_at if last is not None else None
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    return reply_window(channel, at, now)[1]
 
 
 def _notes(conn: Connection, case_ids: Sequence[int]) -> list[dict[str, Any]]:

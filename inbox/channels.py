@@ -34,6 +34,21 @@ class IdentityKind:
 
 
 @dataclass(frozen=True)
+class ReplyWindow:
+    """How long after a person's last message the platform lets us write to them privately.
+
+    `free_hours` 0: no window. Within it, free text; then, for `tagged_days` days from their
+    message, a reply tagged as a person's answer (Messenger's HUMAN_AGENT); after that
+    `after`: an approved template, or nothing (`refuse`), and `outside` says so to the agent.
+    """
+
+    free_hours: int = 0
+    tagged_days: int = 0
+    after: Literal["none", "template", "refuse"] = "none"
+    outside: str = "no window: a reply may go at any time"
+
+
+@dataclass(frozen=True)
 class ChannelFacts:
     """One channel: where its messages come from, how they are answered, how it is shown."""
 
@@ -57,6 +72,8 @@ class ChannelFacts:
     # How pages name the channel, and its badge's background colour.
     label: str
     colour: str
+    # The platform's reply window (Meta's); most channels have none.
+    reply_window: ReplyWindow = ReplyWindow()
 
     @property
     def public(self) -> bool:
@@ -92,6 +109,20 @@ IDENTITY_KINDS: Mapping[str, IdentityKind] = MappingProxyType(
                 "the username, lower-cased, without u/",
                 case_insensitive=True,
                 typed_prefix="u/",
+            ),
+            # Meta gives each person an id scoped to our page or Instagram account, not a
+            # global one: the same person on Messenger and on Instagram is two identities.
+            IdentityKind(
+                "messenger",
+                "account",
+                "the page-scoped id (PSID) Meta gives the person for our page",
+                case_insensitive=False,
+            ),
+            IdentityKind(
+                "instagram",
+                "account",
+                "the Instagram-scoped id (IGSID) Meta gives the person for our account",
+                case_insensitive=False,
             ),
         )
     }
@@ -171,6 +202,67 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 label="reddit",
                 colour="#ffe9df",
             ),
+            ChannelFacts(
+                "whatsapp",
+                # The WhatsApp id is the phone number: an SMS and a WhatsApp message from one
+                # number are one person. A reply goes back on the channel they last used.
+                identity_kind="phone",
+                reply_channel="whatsapp",
+                visibilities=("private",),
+                public_messages="",
+                replies_to="the number, by WhatsApp (a template outside the 24-hour window)",
+                # The Cloud API's limit on a text message's body.
+                max_text=4096,
+                max_public_text=4096,
+                sends_attachments=False,
+                label="whatsapp",
+                colour="#dcf8c6",
+                reply_window=ReplyWindow(
+                    free_hours=24,
+                    after="template",
+                    outside="outside WhatsApp's 24-hour window: a template will be sent",
+                ),
+            ),
+            ChannelFacts(
+                "messenger",
+                identity_kind="messenger",
+                reply_channel="messenger",
+                visibilities=("public", "private"),
+                public_messages="comments on the page's posts; Messenger messages are private",
+                replies_to="a comment by a public reply, anything else by Messenger",
+                # Send API text limit; a Facebook comment takes 8,000.
+                max_text=2000,
+                max_public_text=2000,
+                sends_attachments=False,
+                label="messenger",
+                colour="#e4e6fb",
+                reply_window=ReplyWindow(
+                    free_hours=24,
+                    tagged_days=7,
+                    after="refuse",
+                    outside="cannot reach this person on Messenger any more: use another identity",
+                ),
+            ),
+            ChannelFacts(
+                "instagram",
+                identity_kind="instagram",
+                reply_channel="instagram",
+                visibilities=("public", "private"),
+                public_messages="comments on our media; Direct messages are private",
+                replies_to="a comment by a public reply, anything else by Direct message",
+                # A Direct message takes 1,000 bytes of text; a comment 2,200 characters.
+                max_text=1000,
+                max_public_text=1000,
+                sends_attachments=False,
+                label="instagram",
+                colour="#fde4f2",
+                reply_window=ReplyWindow(
+                    free_hours=24,
+                    tagged_days=7,
+                    after="refuse",
+                    outside="cannot reach this person on Instagram any more: use another identity",
+                ),
+            ),
         )
     }
 )
@@ -183,6 +275,9 @@ CONNECTOR_CHANNELS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "twilio": ("sms", "voice"),
         "twitter": ("twitter",),
         "reddit": ("reddit",),
+        # One connector for Meta's three: they share the webhook, its signature and the
+        # Graph API.
+        "meta": ("whatsapp", "messenger", "instagram"),
     }
 )
 
@@ -199,15 +294,26 @@ REPLY_CHANNEL_NAMES: tuple[str, ...] = tuple(c.name for c in CHANNEL_FACTS.value
 PUBLIC_CHANNEL_NAMES: frozenset[str] = frozenset(c.name for c in CHANNEL_FACTS.values() if c.public)
 
 
+def reply_channels_of_kind(kind: str) -> tuple[str, ...]:
+    """Every channel a reply to an identity of `kind` may go out on, the default first: a
+    phone number is answered by SMS, or by WhatsApp where the person wrote on WhatsApp."""
+    found = (c.reply_channel for c in CHANNEL_FACTS.values() if c.identity_kind == kind)
+    return tuple(dict.fromkeys(found))
+
+
 def reply_channel_of_kind(kind: str) -> str:
-    """The channel a reply to an identity of `kind` goes out on (the test checks that all
-    channels of a kind agree)."""
-    return next(c.reply_channel for c in CHANNEL_FACTS.values() if c.identity_kind == kind)
+    """The channel a reply to an identity of `kind` goes out on when nothing says otherwise
+    (the first channel of the kind's: sms for a number)."""
+    return reply_channels_of_kind(kind)[0]
 
 
-# The identity kind -> reply channel table: a phone number is answered by SMS.
+# The identity kind -> default reply channel table: a phone number is answered by SMS.
 REPLY_CHANNEL_OF_KIND: Mapping[str, str] = MappingProxyType(
     {k: reply_channel_of_kind(k) for k in IDENTITY_KINDS}
+)
+# The identity kind -> every reply channel: a number by SMS or WhatsApp.
+REPLY_CHANNELS_OF_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {k: reply_channels_of_kind(k) for k in IDENTITY_KINDS}
 )
 
 

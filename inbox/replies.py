@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Literal
 
 from inbox.channels import (
     CHANNEL_FACTS,
@@ -146,6 +147,27 @@ def _target(
         channel=chosen,
         in_reply_to_message_id=last.id if last else None,
     )
+
+
+WindowMode = Literal["text", "tagged", "template", "refused"]
+
+
+def reply_window(
+    channel: str, last_inbound: datetime | None, now: datetime
+) -> tuple[WindowMode, str | None]:
+    """How a private reply on `channel` may go now, given when the person last wrote on it,
+    and what the agent is told when it is not free text (the registry's ReplyWindow)."""
+    window = CHANNEL_FACTS[channel].reply_window
+    if not window.free_hours:
+        return "text", None
+    age = None if last_inbound is None else now - last_inbound
+    if age is not None and age < timedelta(hours=window.free_hours):
+        return "text", None
+    if age is not None and age < timedelta(days=window.tagged_days):
+        return "tagged", f"more than {window.free_hours} hours since their last message: " + (
+            "sent as a person's answer (HUMAN_AGENT)"
+        )
+    return ("template" if window.after == "template" else "refused"), window.outside
 
 
 _PREFIX = re.compile(r"^\s*((re|fwd?|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)

@@ -179,6 +179,17 @@ class AckSettings(Strict):
         "We have your call: case {reference}. A person will answer {eta}. {follow_up}",
         "Reply to this text to add anything.",
     )
+    # Meta's channels: a comment on our page or media is answered publicly, so these say
+    # only {reference} and {eta}: no name, no token, nothing a stranger could use.
+    whatsapp: AckTemplate = _short(
+        "We have your message: case {reference}. A person will answer {eta}.", ""
+    )
+    messenger: AckTemplate = _short(
+        "We have your message: case {reference}. A person will answer {eta}.", ""
+    )
+    instagram: AckTemplate = _short(
+        "We have your message: case {reference}. A person will answer {eta}.", ""
+    )
 
     @field_validator("other_channels")
     @classmethod

@@ -453,12 +453,13 @@ def cli_page() -> str:
 
 
 def web_app(engine: Engine) -> web.Application:
-    """The app `parity run` serves, with the Twilio webhooks joined to it, built offline.
+    """The app `parity run` serves, with the Twilio and Meta webhooks joined, built offline.
 
     The daemon builds it (Daemon.web_app: the JSON API, the pages, /healthz, /metrics, the
-    manager audit); Twilio's routes join it when that connector runs, so they are added here
-    as the daemon adds them. Nothing is started or listened on.
+    manager audit); Twilio's and Meta's routes join it when those connectors run, so they
+    are added here as the daemon adds them. Nothing is started or listened on.
     """
+    from connectors.meta.intake import MetaWebhooks
     from connectors.registry import HTTP_LISTENER
     from connectors.twilio.intake import TwilioWebhooks
     from connectors.twilio.settings import TwilioSettings
@@ -476,6 +477,9 @@ def web_app(engine: Engine) -> web.Application:
     twilio = TwilioSettings(enabled=True, public_url="https://support.example.com")
     daemon.extra_routes += TwilioWebhooks(
         twilio, daemon.engine, Secret("unused-docsgen-token"), never
+    ).routes()
+    daemon.extra_routes += MetaWebhooks(
+        daemon.engine, Secret("unused-docsgen-token"), Secret("unused-docsgen-secret"), never
     ).routes()
     return daemon.web_app()
 
@@ -525,8 +529,8 @@ def http_page() -> str:
         "OpenAPI 3.1 document the app itself serves at `GET /api/openapi.json` (built from "
         "the route table that registers the routes and drives authentication). "
         + doc["info"]["description"]
-        + ' Errors are `{"error": "..."}` with the HTTP status. The Twilio webhooks are '
-        "served when the `twilio` connector runs. See [Accounts and the API]"
+        + ' Errors are `{"error": "..."}` with the HTTP status. The Twilio and Meta webhooks '
+        "are served when the `twilio` and `meta` connectors run. See [Accounts and the API]"
         "(../agents/api.md) for sessions, CSRF and tokens.\n",
     ]
     by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}

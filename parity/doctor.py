@@ -110,9 +110,11 @@ def check_connectors(settings: Settings, connect: Connect) -> list[Finding]:
         if not ok:
             findings.append(Finding(area, why or "cannot run", "set what is named, or disable it"))
             continue
+        reachable = True
         for endpoint in spec.endpoints(section):
             error = connect(endpoint.host, endpoint.port)
             if error is not None:
+                reachable = False
                 host, port = endpoint.host, endpoint.port
                 findings.append(
                     Finding(
@@ -121,6 +123,10 @@ def check_connectors(settings: Settings, connect: Connect) -> list[Finding]:
                         "check the host name, port and firewall",
                     )
                 )
+        if reachable:
+            # Every host answers: ask the provider what only it knows (a token's validity).
+            for problem in spec.online_checks(section, os.environ):
+                findings.append(Finding(area, problem, "renew the token named above"))
     relay = settings.outbox.email
     if relay.enabled and relay.host:
         error = connect(relay.host, relay.port)

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -41,6 +43,9 @@ from sqlalchemy import Engine, func, select
 
 import connectors
 from connectors.config import OutboxSettings
+from connectors.meta.graph import Graph
+from connectors.meta.outbox import MetaSender
+from connectors.meta.parse import events as meta_events
 from connectors.outbox import OutboxDrainer
 from connectors.poller import Poller
 from connectors.reddit.outbox import sweep_acks
@@ -58,6 +63,7 @@ from inbox.channels import (
     CHANNEL_FACTS,
     CHANNEL_NAMES,
     CONNECTOR_CHANNELS,
+    REPLY_CHANNELS_OF_KIND,
     channels_of,
     fold_handle,
 )
@@ -68,6 +74,13 @@ from normalizer.intake import RawInput, store
 from normalizer.mail import Caps
 from normalizer.message import InboundMessage
 from normalizer.parse import parse
+from tests.channels.meta.support import FIXTURES as META_FIXTURES
+from tests.channels.meta.support import PAGE_TOKEN as META_PAGE_TOKEN
+from tests.channels.meta.support import WA_TOKEN as META_WA_TOKEN
+from tests.channels.meta.support import body_of as meta_body
+from tests.channels.meta.support import error as graph_error
+from tests.channels.meta.support import fake_graph
+from tests.channels.meta.support import settings as meta_settings
 from tests.channels.reddit.reddit_fake import FakeReddit, Fault
 from tests.channels.reddit.reddit_support import connector as reddit_connector
 from tests.channels.twilio.twilio_support import ACCOUNT as TWILIO_ACCOUNT
@@ -116,6 +129,7 @@ TAKEOVER_TESTS: dict[str, tuple[str, str]] = {
 NOT_POLLED: dict[str, str] = {
     "smtp": "a server: every instance accepts mail, the client retries an unanswered one",
     "twilio": "webhooks: every instance takes them, Twilio retries an unanswered one",
+    "meta": "webhooks: every instance takes them, Meta retries an unanswered one",
 }
 
 # The per-channel tests of a real sender failing against its fake and being retried; this
@@ -138,6 +152,14 @@ SENDER_RETRY_TESTS: dict[str, tuple[str, str]] = {
     "reddit": (
         "tests/channels/reddit/test_reddit_outbox.py",
         "test_a_429_on_sending_is_retried_later",
+    ),
+    # One sender for Meta's three channels: the same Graph errors, the same classification.
+    **dict.fromkeys(
+        channels_of("meta"),
+        (
+            "tests/channels/meta/test_outbox.py",
+            "test_error_codes_retry_pause_or_fail_with_a_reason",
+        ),
     ),
 }
 
@@ -190,6 +212,26 @@ def twilio_inputs(channel: str) -> list[RawInput]:
                 },
             )
         )
+    return items
+
+
+def meta_inputs(channel: str) -> list[RawInput]:
+    """Webhook bodies as connectors.meta stores them: the body once, a row per event."""
+    items = []
+    for path in sorted(META_FIXTURES.glob("*.json")):
+        doc = json.loads(path.read_text())
+        raw = meta_body(doc)
+        for event in meta_events(doc):
+            if event.channel == channel:
+                items.append(
+                    RawInput(
+                        connector="meta",
+                        channel=channel,
+                        source_key=event.source_key,
+                        payload=raw,
+                        envelope={"at": list(event.at)},
+                    )
+                )
     return items
 
 
@@ -272,6 +314,7 @@ KITS: dict[str, Kit] = {
     "voice": Kit(_store_all(lambda: twilio_inputs("voice")), _normalizer_plans),
     "twitter": Kit(poll_twitter, _plan_twitter),
     "reddit": Kit(poll_reddit, _plan_reddit),
+    **{c: Kit(_store_all(partial(meta_inputs, c)), _normalizer_plans) for c in channels_of("meta")},
 }
 
 
@@ -493,8 +536,10 @@ def test_a_reply_goes_to_the_contacts_identity_on_the_reply_channel(
         page = case_page(engine, reference)
         assert page["default_reply"] == {"channel": facts.reply_channel, "handle": handle}
         assert page["reply_targets"]
-        for target in page["reply_targets"]:
-            assert target["channel"] == facts.reply_channel
+        # Every way to reach the identity: a number by SMS and by WhatsApp.
+        offered = {target["channel"] for target in page["reply_targets"]}
+        assert facts.reply_channel in offered
+        assert offered <= set(REPLY_CHANNELS_OF_KIND[facts.identity_kind])
 
 
 def test_a_failed_send_is_retried_on_the_shared_curve_and_shows_on_the_case(
@@ -605,6 +650,16 @@ def failing_send(
                 OutboxDrainer(engine, sender, settings, worker="contract"),
                 provider_wait_s=REDDIT_RETRY_AFTER_S,
             )
+    elif channel in channels_of("meta"):
+        # The Graph API answers 500 with its "temporarily unavailable" error (code 2):
+        # Meta's own trouble, retried on the curve.
+        with fake_graph() as graph_fake:
+            graph_fake.fail.append((500, graph_error(2, "Service temporarily unavailable")))
+            graph_section = meta_settings(graph_fake.base_url)
+            token = META_WA_TOKEN if channel == "whatsapp" else META_PAGE_TOKEN
+            graph = Graph(graph_section, Secret(token))
+            meta = MetaSender(channel, graph_section, graph, engine)
+            yield FailingSend(OutboxDrainer(engine, meta, settings, worker="contract"))
     else:  # pragma: no cover - a new channel must add its failing transport here
         raise AssertionError(f"no failing transport for channel {channel!r}")
 

@@ -41,6 +41,10 @@ EXPECTED = {
     "voice": ("phone", "sms", False, "#f3e8ff"),
     "twitter": ("twitter", "twitter", True, "#e0f4fd"),
     "reddit": ("reddit", "reddit", True, "#ffe9df"),
+    # A WhatsApp id is the phone number: one identity with SMS, replies on WhatsApp.
+    "whatsapp": ("phone", "whatsapp", False, "#dcf8c6"),
+    "messenger": ("messenger", "messenger", True, "#e4e6fb"),
+    "instagram": ("instagram", "instagram", True, "#fde4f2"),
 }
 EXPECTED_CONNECTORS = {
     "smtp": {"email"},
@@ -48,6 +52,7 @@ EXPECTED_CONNECTORS = {
     "twilio": {"sms", "voice"},
     "twitter": {"twitter"},
     "reddit": {"reddit"},
+    "meta": {"whatsapp", "messenger", "instagram"},
 }
 
 
@@ -94,9 +99,14 @@ def test_each_channel_points_at_facts_that_exist(name: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(IDENTITY_KINDS))
 def test_channels_of_one_identity_kind_agree_where_replies_go(kind: str) -> None:
-    replies = {c.reply_channel for c in CHANNEL_FACTS.values() if c.identity_kind == kind}
-    assert len(replies) == 1, f"{kind}: replies would go to {replies}"
-    assert channels.REPLY_CHANNEL_OF_KIND[kind] == replies.pop()
+    replies = [c.reply_channel for c in CHANNEL_FACTS.values() if c.identity_kind == kind]
+    # A number is answered by SMS, or by WhatsApp where the person wrote on WhatsApp: every
+    # reply channel of a kind is a channel of that kind that replies on itself, and the
+    # first is the default.
+    assert set(channels.REPLY_CHANNELS_OF_KIND[kind]) == set(replies)
+    assert channels.REPLY_CHANNEL_OF_KIND[kind] == replies[0]
+    for reply in replies:
+        assert CHANNEL_FACTS[reply].replyable and CHANNEL_FACTS[reply].identity_kind == kind
     assert IDENTITY_KINDS[kind].noun and IDENTITY_KINDS[kind].stored_as
 
 
@@ -170,7 +180,7 @@ def _errors(model: type[BaseModel], raw: str) -> list[tuple[Any, ...]]:
 @pytest.mark.parametrize(
     ("new", "values"),
     [
-        (ReplyChannel, ("email", "sms", "twitter", "reddit")),
+        (ReplyChannel, ("email", "sms", "twitter", "reddit", "whatsapp", "messenger", "instagram")),
         (IdentityKindName, IDENTITY_KIND_NAMES),
     ],
 )
@@ -214,6 +224,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("normalizer/acks.py", "PLANNED_BY_CONNECTOR"): "removed by the one-way-out step",
     # Example rows for the generated reference pages: two sample values, not a channel list.
     ("parity/docsgen.py", "_seed"): "documentation example data",
+    # Meta's own names in its webhook bodies (its `object` and comment `field` per channel):
+    # the wire protocol of the one connector that brings these channels in.
+    ("connectors/meta/parse.py", "OBJECTS"): "Meta's webhook object names",
+    ("connectors/meta/parse.py", "COMMENT_FIELDS"): "Meta's comment field names",
 }
 
 

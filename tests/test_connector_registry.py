@@ -84,6 +84,14 @@ EXPECTED: dict[
         False,
         None,
     ),
+    "meta": (
+        {"whatsapp", "messenger", "instagram"},
+        {"graph_base_url": "http://127.0.0.1:8098"},
+        [Endpoint("Graph API", "127.0.0.1", 8098)],
+        "meta",
+        True,
+        None,
+    ),
     "web": (set(), {"host": "::", "port": 9000}, [], None, True, "web on http://:::9000/"),
 }
 
@@ -136,6 +144,9 @@ PARSER_MODULES = {
     "voice": "connectors.twilio.parse",
     "twitter": "connectors.twitter.parse",
     "reddit": "connectors.reddit.parse",
+    "whatsapp": "connectors.meta.parse",
+    "messenger": "connectors.meta.parse",
+    "instagram": "connectors.meta.parse",
 }
 
 
@@ -204,6 +215,25 @@ def test_a_connector_switched_off_is_disabled_whatever_it_needs(name: str) -> No
         ),
         ("twitter", {"enabled": True}, {}, "user_id is empty"),
         ("reddit", {"enabled": True}, {"REDDIT_CLIENT_ID": "id"}, "REDDIT_CLIENT_SECRET"),
+        ("meta", {"enabled": True}, {}, "connectors.meta.whatsapp_phone_number_id"),
+        (
+            "meta",
+            {"enabled": True, "whatsapp_phone_number_id": "1065"},
+            {"META_VERIFY_TOKEN": "v", "META_APP_SECRET": "s"},
+            "missing environment variable META_WHATSAPP_TOKEN",
+        ),
+        (
+            "meta",
+            {"enabled": True, "page_id": "1098"},
+            {"META_VERIFY_TOKEN": "v", "META_APP_SECRET": "s", "META_WHATSAPP_TOKEN": "w"},
+            "missing environment variable META_PAGE_TOKEN",
+        ),
+        (
+            "meta",
+            {"enabled": True, "page_id": "1098"},
+            {"META_VERIFY_TOKEN": "v", "META_APP_SECRET": "s", "META_PAGE_TOKEN": "p"},
+            None,
+        ),
     ],
 )
 def test_availability_says_what_is_missing(

@@ -314,6 +314,8 @@ async def case_page(request: web.Request) -> web.StreamResponse:
             **t,
             "public": t["channel"] in PUBLIC_CHANNELS and t["channel"] in public_on,
             "default": view["default_reply"] == t,
+            # What a platform's reply window will do (a template, or a refusal), said first.
+            "note": view.get("reply_notes", {}).get(f"{t['channel']}|{t['handle']}"),
         }
         for t in view["reply_targets"]
     ]

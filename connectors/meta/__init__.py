@@ -1,0 +1,1 @@
+"""Meta: WhatsApp (Cloud API), Messenger and Instagram Direct through one signed webhook."""

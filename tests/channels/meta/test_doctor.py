@@ -1,0 +1,62 @@
+"""`parity doctor` asks Meta whether the tokens still work (the fake Graph API), and names
+the variable of a refused one, never its value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parity.cli import main
+from tests.channels.meta.support import (
+    APP_SECRET,
+    PAGE_ID,
+    PAGE_TOKEN,
+    PHONE_NUMBER_ID,
+    VERIFY_TOKEN,
+    WA_TOKEN,
+    fake_graph,
+)
+
+
+def write_settings(tmp_path: Path, db_url: str, base_url: str) -> Path:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        f'[database]\nurl = "{db_url}"\nurl_env = "PARITY_TEST_UNSET_URL"\n'
+        "[connectors.meta]\nenabled = true\n"
+        f'graph_base_url = "{base_url}"\n'
+        f'whatsapp_phone_number_id = "{PHONE_NUMBER_ID}"\npage_id = "{PAGE_ID}"\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize("page_token", [PAGE_TOKEN, "EAArevoked-page-token-77"])
+def test_doctor_checks_the_tokens_at_the_graph_api(
+    page_token: str,
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PARITY_AUDIT_KEY", "a-long-random-audit-key-for-tests")
+    for name, value in {
+        "META_VERIFY_TOKEN": VERIFY_TOKEN,
+        "META_APP_SECRET": APP_SECRET,
+        "META_WHATSAPP_TOKEN": WA_TOKEN,
+        "META_PAGE_TOKEN": page_token,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with fake_graph() as fake:
+        path = write_settings(tmp_path, db_url, fake.base_url)
+        code = main(["--settings", str(path), "doctor"])
+    out = capsys.readouterr().out
+    if page_token == PAGE_TOKEN:
+        assert code == 0, out
+        assert "Meta refused" not in out
+    else:
+        assert code == 1
+        assert "[connector meta] messenger: Meta refused the token in $META_PAGE_TOKEN" in out
+        assert "code 190" in out
+        # WhatsApp's token is good: nothing said about it.
+        assert "whatsapp: Meta refused" not in out
+    assert page_token not in out and WA_TOKEN not in out
