@@ -26,6 +26,7 @@ os.environ.setdefault("PARITY_AUDIT_KEY", "bench-" + secrets.token_hex(32))
 
 from sqlalchemy import create_engine, event, text
 
+from connectors.registry import parser_table
 from inbox import migrate
 from inbox.config import StoreSettings
 from inbox.db import make_engine
@@ -74,7 +75,9 @@ def measure(url: str, count: int, persist_batch: int | None) -> dict[str, Any]:
         pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
 
     options = {} if persist_batch is None else {"persist_batch": persist_batch}
-    normalizer = Normalizer(engine, StoreSettings(), NormalizerSettings(**options))
+    normalizer = Normalizer(
+        engine, StoreSettings(), NormalizerSettings(**options), parsers=parser_table()
+    )
     started = time.perf_counter()
     outcomes = normalizer.drain()
     seconds = time.perf_counter() - started

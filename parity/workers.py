@@ -43,6 +43,7 @@ from typing import Any
 
 from sqlalchemy import Engine, update
 
+from connectors.registry import parser_table
 from inbox import audit
 from inbox.db import StorageUnavailable, insert_ignore, is_sqlite, make_engine, write
 from inbox.models import ConnectorState, utcnow
@@ -137,6 +138,7 @@ class WorkerProcess:
                 on_case=self._case_opened if control is not None else None,
                 acks=settings.acknowledgements,
                 mail_auth=settings.mail_auth,
+                parsers=parser_table(),
             )
         )
 

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from inbox import audit
 from inbox.db import write
 from inbox.models import AuditChain, AuditLog, AuditSeal, AuditSealHead
-from tests.inbox_helpers import bulk_cases
+from tests.support.inbox_helpers import bulk_cases
 
 
 def _append(engine, n: int, case_id: int | None = None) -> list[int]:

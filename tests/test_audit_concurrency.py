@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from inbox import audit
 from inbox.db import make_engine, write
 from inbox.models import AuditChain, AuditLog, AuditSealHead
-from tests.inbox_helpers import bulk_cases
+from tests.support.inbox_helpers import bulk_cases
 
 
 def _write_some(

@@ -20,7 +20,7 @@ from inbox import audit, migrate
 from inbox.db import make_engine, write
 from inbox.models import AuditLog
 from tests.conftest import PG_ADMIN_URL
-from tests.inbox_helpers import bulk_cases
+from tests.support.inbox_helpers import bulk_cases
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -11,7 +11,7 @@ import pytest
 
 from normalizer.dnscache import NO_SOA_NEGATIVE_TTL_S, DnsCache, negative_ttl
 from normalizer.mailauth import Dns, DnsTempError, MailAuthSettings
-from tests.dns_server import DnsServer
+from tests.support.dns_server import DnsServer
 
 
 class Clock:

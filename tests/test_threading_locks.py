@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, insert, select, text
 
+from connectors.registry import parser_table
 from inbox.config import StoreSettings
 from inbox.db import THREADING_LOCK, make_engine
 from inbox.models import Base, Case, Identity, Intake, Message
@@ -31,8 +32,8 @@ from normalizer.message import InboundMessage, Sender, ThreadSignals
 from normalizer.pool import ParseResult
 from normalizer.threadlocks import lock_groups, message_keys
 from normalizer.worker import Normalizer
-from tests.dns_server import mail_auth_toml
-from tests.helpers import smtp_envelope
+from tests.support.dns_server import mail_auth_toml
+from tests.support.helpers import smtp_envelope
 from tests.test_workers import run_worker
 
 T = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -146,7 +147,7 @@ def test_an_input_with_too_many_references_is_one_group_under_the_exclusive_lock
     refs = tuple(f"<r{i}@example.org>" for i in range(1000))
     message = tweet(1, "ann", replies_to=refs)
     assert len(message_keys(message)) > 1000
-    normalizer = Normalizer(pg_engine, StoreSettings())
+    normalizer = Normalizer(pg_engine, StoreSettings(), parsers=parser_table())
     with pg_engine.connect() as conn, conn.begin():
         normalizer._lock_threading(conn, [message], [message_keys(message)])
         # pg_locks shows a bigint key as its high and low 32 bits (classid, objid).
@@ -179,7 +180,7 @@ def pg_engine(pg_database: str) -> Iterator[Engine]:
 
 def claimed(engine: Engine, count: int) -> tuple[Normalizer, list[Any]]:
     stored = store(engine, [RawInput("twitter", "twitter", f"t:{i}", b"{}") for i in range(count)])
-    normalizer = Normalizer(engine, StoreSettings())
+    normalizer = Normalizer(engine, StoreSettings(), parsers=parser_table())
     assert sorted(normalizer.claim(count)) == sorted(s.intake_id for s in stored)
     with engine.connect() as conn:
         rows = conn.execute(select(Intake).order_by(Intake.id)).all()
@@ -446,7 +447,7 @@ def test_one_input_the_store_refuses_is_dead_lettered_alone_and_the_batch_commit
 def test_a_drained_batch_is_filed_in_intake_order(engine):
     """Draining keeps intake order across parses that finish out of order (an import's
     threading order): follow-ups of one person come after the mail that opened the case."""
-    from tests.helpers import ingest, normalize
+    from tests.support.helpers import ingest, normalize
 
     for n in range(12):
         raw = f"From: a@example.org\r\nSubject: S{n}\r\nMessage-ID: <o{n}@x>\r\n\r\nHi {n}\r\n"

@@ -17,9 +17,9 @@ from sqlalchemy import Engine, func, select
 
 from inbox.models import Case, Intake, Message
 from parity.status import worker_status
-from tests.helpers import ingest
-from tests.outbox_helpers import mail
-from tests.smtp_support import (
+from tests.support.helpers import ingest
+from tests.support.outbox_helpers import mail
+from tests.support.smtp_support import (
     ParityProcess,
     daemon_settings,
     running,
