@@ -12,7 +12,7 @@ manager report's "promise kept" reads, or `acknowledgement.withheld` with the re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,46 @@ class AckOut:
     reason: str | None = None
     # More fields for the audit row, beside the outbox id, channel, recipient and eta_at.
     audit: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AckCase:
+    """What a channel's route sees of a new case and the message that opened it."""
+
+    channel: str
+    reference: str
+    token: str
+    visibility: str  # public | private
+    handle: str  # the sender's handle on the channel ("" when unknown or deleted)
+    name: str  # the sender's display name as the platform gives it
+    external_id: str | None  # the platform's id of the message (what a public reply answers)
+    automated: str | None  # why the parser took the message for a robot's, if it did
+    acknowledge: bool  # False for imported history
+    received_at: datetime
+    now: datetime
+    eta_words: str  # the one ETA wording (normalizer/acks.py `describe_eta`)
+
+
+# How a channel acknowledges a new case: an AckOut, or the reason it gets none. Pure: it
+# reads only the case and the connector state (`AckRoute.state`) loaded in the case's
+# transaction, so the worker can plan every channel's acknowledgement when it opens a case.
+AckDecide = Callable[[AckCase, Mapping[str, Any]], AckOut | str]
+
+
+@dataclass(frozen=True)
+class AckRoute:
+    """One channel's entry of the ack-route table the composition root hands the worker.
+
+    `state` names the connector checkpoint row (connector, key) holding what the route
+    needs to know of the running connector (Twitter: whether DMs may be sent; Reddit: the
+    account's name); the worker reads it in the case's transaction, {} when absent.
+    """
+
+    decide: AckDecide
+    state: tuple[str, str] | None = None
+
+
+AckRoutes = Mapping[str, AckRoute]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from connectors.base import Connector, ConnectorHealth
 from connectors.contract import Availability, Runtime
 from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
-from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY, parser_table
+from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY, ack_route_table, parser_table
 from connectors.registry import availability as connector_availability
 from inbox import audit, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
@@ -162,6 +162,7 @@ class Daemon:
                 acks=settings.acknowledgements,
                 mail_auth=settings.mail_auth,
                 parsers=parser_table(),
+                ack_routes=ack_route_table(settings.connectors),
             ),
             intake_busy=self._intake_busy,
         )

@@ -329,6 +329,10 @@ class RedditConnector(Poller):
         if me is None:
             raise AuthFailed("authentication failed: signed in without a user (read-only)")
         self.account = str(me.name)
+        # The ack route names the account (normalizer/worker.py reads it from the store).
+        from connectors.reddit.outbox import ACK_STATE
+
+        self.commit([], [CheckpointUpdate(*ACK_STATE, {"account": self.account})])
         self.publish()
         if self.deliver_enabled:
             from connectors.reddit.outbox import RedditSender, drainer
@@ -337,19 +341,9 @@ class RedditConnector(Poller):
             self.delivery = drainer(self.engine, sender, self.settings, self.instance)
 
     def deliver_once(self, halt: threading.Event | None = None) -> DrainReport:
-        """Plan new cases' acknowledgements, then send due rows through the shared drainer.
+        """Send due rows through the shared drainer (the worker plans acknowledgements).
 
         Only the holder of the poller lock runs this, so it is Reddit's one sender."""
-        from connectors.reddit.outbox import sweep_acks
-
-        sweep_acks(
-            self.engine,
-            self.settings,
-            self.account,
-            eta=self.eta,
-            limits=self.ack_limits,
-            timezone=self.timezone,
-        )
         report: DrainReport = self.delivery.drain_once(halt=halt)
         return report
 

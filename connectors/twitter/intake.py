@@ -39,10 +39,10 @@ from connectors.poller import Disable, Poller, Retry, iso, iso_epoch, next_step,
 from connectors.twitter.api import Budget, XApi, XError, seconds_until
 from connectors.twitter.auth import TwitterCredentials
 from connectors.twitter.outbox import (
+    ACK_STATE,
     Stop,
     TwitterSender,
     drainer,
-    plan_acks,
     recover_orphans,
     tally,
 )
@@ -341,6 +341,12 @@ class TwitterConnector(Poller):
                     self._refuse(verdict.reason, halt)
                     return
                 if isinstance(verdict, poller.Fatal):
+                    if name == "dms":
+                        # The worker plans acknowledgements (normalizer/worker.py): it
+                        # reads from the store that DMs cannot be sent, whatever process
+                        # it runs in. Stored before the stream says so.
+                        refused = CheckpointUpdate(*ACK_STATE, {"dm_available": False})
+                        await asyncio.to_thread(self.commit, [], [refused])
                     stream.state, stream.reason = "disabled", verdict.reason
                     self.health.error(f"{name}: {exc}")
                     log.error("twitter %s stopped: %s", name, exc)
@@ -389,15 +395,6 @@ class TwitterConnector(Poller):
                     found = await asyncio.to_thread(recover_orphans, self.engine)
                     self.outbox_counts["unknown"] += found
                     recovered = True
-                await asyncio.to_thread(
-                    plan_acks,
-                    self.engine,
-                    self.settings,
-                    dm_available=self.streams["dms"].state != "disabled",
-                    eta=self.eta,
-                    limits=self.ack_limits,
-                    timezone=self.timezone,
-                )
                 report = await asyncio.to_thread(self.delivery.drain_once, None, sending)
                 tally(self.outbox_counts, report)
             except Stop as exc:
@@ -512,8 +509,14 @@ class TwitterConnector(Poller):
             else:
                 next_token = None
                 value = {"since_id": newest_tweet_id(newest, since_id)}
+            # DMs could be read, so they may be sent: said with the cursor, in its transaction.
             results = await asyncio.to_thread(
-                self.commit, page.items, [CheckpointUpdate(CONNECTOR, key, value)]
+                self.commit,
+                page.items,
+                [
+                    CheckpointUpdate(CONNECTOR, key, value),
+                    CheckpointUpdate(*ACK_STATE, {"dm_available": True}),
+                ],
             )
             new = sum(not r.duplicate for r in results)
             stored += new
@@ -592,8 +595,14 @@ class TwitterConnector(Poller):
                         "newest_at": newest[1],
                     },
                 }
+            # DMs could be read, so they may be sent: said with the cursor, in its transaction.
             results = await asyncio.to_thread(
-                self.commit, page.items, [CheckpointUpdate(CONNECTOR, key, value)]
+                self.commit,
+                page.items,
+                [
+                    CheckpointUpdate(CONNECTOR, key, value),
+                    CheckpointUpdate(*ACK_STATE, {"dm_available": True}),
+                ],
             )
             new = sum(not r.duplicate for r in results)
             stored += new
