@@ -30,8 +30,6 @@ from inbox.channels import channels_of
 from inbox.config import SlaSettings, Strict
 from inbox.web.routes import Route
 from normalizer.ack_plan import AckRoute
-from normalizer.acks import AckLimits
-from normalizer.eta import EtaEstimate
 from normalizer.intake import IntakeWriter
 from normalizer.parse import Parser
 
@@ -73,9 +71,7 @@ class Runtime:
     # The outbox retry policy and the email relay ([outbox]).
     outbox: OutboxSettings
     sla: SlaSettings
-    # Connectors that acknowledge on their own promise the same time an email gets.
-    eta: EtaEstimate
-    ack_limits: AckLimits
+    # The business hours' time zone, in which a promised time is worded.
     timezone: str
     environ: Mapping[str, str]
 

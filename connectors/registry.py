@@ -216,8 +216,6 @@ def _twitter_build(section: TwitterSettings, runtime: Runtime) -> Built:
                 creds,
                 instance=runtime.instance,
                 on_stored=runtime.on_stored,
-                eta=runtime.eta,
-                ack_limits=runtime.ack_limits,
                 timezone=runtime.timezone,
                 lock_retry_s=section.standby_retry_seconds,
             )
@@ -247,8 +245,6 @@ def _reddit_build(section: RedditSettings, runtime: Runtime) -> Built:
                 runtime.engine,
                 runtime.environ,
                 instance=runtime.instance,
-                eta=runtime.eta,
-                ack_limits=runtime.ack_limits,
                 timezone=runtime.timezone,
             )
         ]

@@ -55,8 +55,6 @@ from connectors.reddit.settings import RedditSettings
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
-from normalizer.acks import AckLimits
-from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256
 
 # AuthFailed, auth_failure and retry_wait are shared with the sender (outbox.py): they
@@ -284,8 +282,6 @@ class RedditConnector(Poller):
         instance: str = "",
         before_commit: Callable[[Source, Sequence[RawInput]], None] | None = None,
         deliver: bool = True,
-        eta: EtaEstimate | None = None,
-        ack_limits: AckLimits | None = None,
         timezone: str = "UTC",
     ) -> None:
         super().__init__(
@@ -293,8 +289,6 @@ class RedditConnector(Poller):
         )
         # The business hours' time zone, in which a promised time is worded.
         self.timezone = timezone
-        self.eta = eta
-        self.ack_limits = ack_limits
         self.settings = settings
         self.environ = dict(environ)
         self.instance = instance or f"reddit-{id(self):x}"

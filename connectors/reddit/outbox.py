@@ -18,7 +18,8 @@ sent once; a failure that may have reached Reddit (5xx, timeout, a crash) makes 
 
 Claiming, recording, retrying, recovery and the lookup of unknown rows are the shared
 drainer's (connectors/outbox.py), the same as every channel's; `RedditSender` adds only the
-transport, the error classification and the lookup; `sweep_acks` plans acknowledgements.
+transport, the error classification and the lookup. `ack_route` decides how a new case is
+acknowledged; the worker's one planner queues it (normalizer/ack_plan.py).
 """
 
 from __future__ import annotations

@@ -49,8 +49,6 @@ from connectors.twitter.outbox import (
 from connectors.twitter.settings import TwitterSettings
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
-from normalizer.acks import AckLimits
-from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -226,15 +224,11 @@ class TwitterConnector(Poller):
         delivery_poll_s: float = 2.0,
         lock_retry_s: float = 15.0,
         api_timeout: tuple[float, float] = (10.0, 30.0),
-        eta: EtaEstimate | None = None,
-        ack_limits: AckLimits | None = None,
         timezone: str = "UTC",
     ) -> None:
         super().__init__(engine, CONNECTOR, standby_retry_seconds=lock_retry_s, label="twitter")
         # The business hours' time zone, in which a promised time is worded.
         self.timezone = timezone
-        self.eta = eta
-        self.ack_limits = ack_limits
         self.settings = settings
         self.account_id = settings.user_id
         self.on_stored = on_stored

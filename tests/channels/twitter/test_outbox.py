@@ -102,7 +102,7 @@ async def test_mention_then_email_from_linked_identities_is_one_case_and_the_rep
     planned_from = datetime.now(UTC)
     [mention] = normalize(engine, connectors=routes(settings))
     planned_by = datetime.now(UTC)
-    [planned] = outbox_rows(engine)
+    [planned] = [r for r in outbox_rows(engine) if r.channel == "twitter"]
     assert (planned.case_id, planned.kind, planned.payload["mode"]) == (
         mention.case_id,
         "ack",
