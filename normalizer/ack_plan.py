@@ -1,13 +1,15 @@
 """The one acknowledgement planner: what every channel does once it knows how to acknowledge.
 
 A channel decides only the route: whether a new case is acknowledged, to whom, with what
-text and how it is sent. That choice is pure and per channel (email, SMS and voice in
-normalizer/acks.py `withhold_reason` and `compose`; Twitter's `choose_ack`; Reddit's
-`plan_ack`), because it depends on what the channel can do: whether the app may send a
-DM, whether public replies are on. Everything after the choice is this one function, the
-same for every channel: claiming the case's ack_state, the token buckets, the outbox row,
-and the audit row `acknowledgement.queued` with the promised time (`eta_at`) that the
-manager report's "promise kept" reads, or `acknowledgement.withheld` with the reason.
+text and how it is sent. That choice is pure and per channel: email, SMS, voice and Meta's
+channels from [acknowledgements] (normalizer/acks.py `withhold_reason` and `compose`); a
+channel whose route depends on its connector's settings or live state through the
+ack-route table (`AckRoute`), which the composition root builds from the connector registry
+and hands to the worker, as it does the parsers. The worker calls the route in the
+transaction that opens the case. Everything after the choice is `queue_ack`, the same for
+every channel: claiming the case's ack_state, the token buckets, the outbox row, and the
+audit row `acknowledgement.queued` with the promised time (`eta_at`) that the manager
+report's "promise kept" reads, or `acknowledgement.withheld` with the reason.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connectors.reddit.outbox import AckTarget, plan_ack, reply_route
 from inbox import casework, queries
@@ -407,3 +407,28 @@ def test_past_the_global_bucket_reddit_acknowledgements_are_withheld(engine, fak
     assert len(cases) >= 3 and all(c.ack_state is not None for c in cases)
     assert len(queued) == 1 and acks == [queued[0].id]
     assert len(limited) >= 2 and all(c.ack_state == "withheld" for c in limited)
+
+
+def test_an_acknowledgement_not_sent_within_ack_max_age_hours_expires_unsent(engine, fake):
+    # The worker queues as it opens the case; if Reddit's sender was away longer than the
+    # connector's ack_max_age_hours (2 h here, shorter than the outbox's 24 h default),
+    # the drainer expires the acknowledgement instead of answering hours late.
+    reddit = connector(engine, fake, ack_max_age_hours=2)
+    reddit.poll_once()
+    normalize(engine, connectors=routes(reddit))
+    with engine.begin() as conn:
+        queued = conn.execute(select(Outbox.id).where(Outbox.kind == "ack")).scalars().all()
+        assert queued, "the fixtures should open cases that get an acknowledgement"
+        conn.execute(
+            update(Outbox)
+            .where(Outbox.id == queued[0])
+            .values(created_at=datetime.now(UTC) - timedelta(hours=3))
+        )
+    reddit.deliver_once()
+    with engine.connect() as conn:
+        late = conn.execute(select(Outbox).where(Outbox.id == queued[0])).one()
+        fresh = conn.execute(select(Outbox.state).where(Outbox.id.in_(queued[1:]))).scalars()
+        assert set(fresh) <= {"sent"}
+    assert late.state == "failed" and "expired" in (late.last_error or "")
+    sent_to = {f["thing_id"] for f in fake.posted} | {f["to"] for f in fake.composed}
+    assert late.payload.get("thing_id", late.payload.get("to")) not in sent_to
