@@ -41,7 +41,7 @@ from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 from connectors.reddit.intake import RedditConnector  # noqa: E402
 from connectors.reddit.settings import RedditSettings  # noqa: E402
-from connectors.registry import parser_table  # noqa: E402
+from connectors.registry import ConnectorsSettings, ack_route_table, parser_table  # noqa: E402
 from inbox import migrate  # noqa: E402
 from inbox.config import StoreSettings  # noqa: E402
 from inbox.db import make_engine  # noqa: E402
@@ -131,7 +131,13 @@ def parity_poll(fake: FakeReddit, url: str, normalize: bool) -> tuple[int, float
     normalized = None
     if normalize:
         started = time.perf_counter()
-        Normalizer(engine, StoreSettings(), parsers=parser_table()).drain()
+        # As the daemon's worker does: every new case is acknowledged as it is opened.
+        Normalizer(
+            engine,
+            StoreSettings(),
+            parsers=parser_table(),
+            ack_routes=ack_route_table(ConnectorsSettings(reddit=settings)),
+        ).drain()
         normalized = time.perf_counter() - started
     engine.dispose()
     return stored, elapsed, normalized

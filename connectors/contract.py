@@ -29,8 +29,7 @@ from connectors.outbox import OutboxDrainer
 from inbox.channels import channels_of
 from inbox.config import SlaSettings, Strict
 from inbox.web.routes import Route
-from normalizer.acks import AckLimits
-from normalizer.eta import EtaEstimate
+from normalizer.ack_plan import AckRoute
 from normalizer.intake import IntakeWriter
 from normalizer.parse import Parser
 
@@ -72,9 +71,7 @@ class Runtime:
     # The outbox retry policy and the email relay ([outbox]).
     outbox: OutboxSettings
     sla: SlaSettings
-    # Connectors that acknowledge on their own promise the same time an email gets.
-    eta: EtaEstimate
-    ack_limits: AckLimits
+    # The business hours' time zone, in which a promised time is worded.
     timezone: str
     environ: Mapping[str, str]
 
@@ -110,6 +107,10 @@ def _no_secrets(_section: Any) -> tuple[str, ...]:
 
 def _no_endpoints(_section: Any) -> list[Endpoint]:
     return []
+
+
+def _no_ack_routes(_section: Any) -> Mapping[str, AckRoute]:
+    return {}
 
 
 def _no_checks(_section: Any, _environ: Mapping[str, str]) -> list[str]:
@@ -149,6 +150,11 @@ class ConnectorSpec(Generic[S]):
     # The parser of each channel it brings in: a pure module-level function in its package
     # (connectors/<name>/parse.py), handed to the normalizer by the composition root.
     parsers: Mapping[str, Parser] = field(default_factory=dict)
+    # How each of its channels acknowledges a new case, when the route depends on its own
+    # settings or live state (a pure function per channel, normalizer/ack_plan.py
+    # `AckRoute`); none means the channel is acknowledged from [acknowledgements]. Handed
+    # to the worker by the composition root, like the parsers.
+    ack_routes: Callable[[S], Mapping[str, AckRoute]] = _no_ack_routes
 
     @property
     def channels(self) -> tuple[str, ...]:

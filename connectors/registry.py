@@ -43,6 +43,7 @@ from connectors.twitter.settings import TwitterSettings
 from inbox.channels import channels_of
 from inbox.config import Strict
 from inbox.secrets import from_env
+from normalizer.ack_plan import AckRoute
 from normalizer.parse import Parser, parse_mail
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,6 @@ def _twitter_build(section: TwitterSettings, runtime: Runtime) -> Built:
                 creds,
                 instance=runtime.instance,
                 on_stored=runtime.on_stored,
-                eta=runtime.eta,
-                ack_limits=runtime.ack_limits,
                 timezone=runtime.timezone,
                 lock_retry_s=section.standby_retry_seconds,
             )
@@ -246,8 +245,6 @@ def _reddit_build(section: RedditSettings, runtime: Runtime) -> Built:
                 runtime.engine,
                 runtime.environ,
                 instance=runtime.instance,
-                eta=runtime.eta,
-                ack_limits=runtime.ack_limits,
                 timezone=runtime.timezone,
             )
         ]
@@ -401,6 +398,18 @@ class ConnectorsSettings(Strict):
     web: WebSettings = WebSettings()
 
 
+def _twitter_ack_routes(settings: TwitterSettings) -> Mapping[str, AckRoute]:
+    from connectors.twitter.outbox import ack_routes
+
+    return ack_routes(settings)
+
+
+def _reddit_ack_routes(settings: RedditSettings) -> Mapping[str, AckRoute]:
+    from connectors.reddit.outbox import ack_routes
+
+    return ack_routes(settings)
+
+
 # --- the registry ---------------------------------------------------------------------------
 
 REGISTRY: tuple[ConnectorSpec[Any], ...] = (
@@ -450,6 +459,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         secrets=_twitter_secrets,
         endpoints=lambda s: [url_endpoint("X API", s.api_base_url)],
         parsers={"twitter": twitter_parse},
+        ack_routes=_twitter_ack_routes,
     ),
     ConnectorSpec(
         "reddit",
@@ -459,6 +469,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         secrets=_reddit_secrets,
         endpoints=lambda s: [url_endpoint("Reddit API", s.oauth_url)],
         parsers={"reddit": reddit_parse},
+        ack_routes=_reddit_ack_routes,
     ),
     ConnectorSpec(
         "meta",
@@ -514,4 +525,19 @@ def parser_table() -> dict[str, Parser]:
         for channel, parser in spec.parsers.items():
             if table.setdefault(channel, parser) is not parser:
                 raise ValueError(f"two parsers for channel {channel!r}")
+    return table
+
+
+def ack_route_table(connectors: Strict) -> dict[str, AckRoute]:
+    """channel -> how its new case is acknowledged, over every connector, from the
+    `[connectors]` settings: handed to the worker by the composition root exactly as
+    `parser_table` is, so the normalizer names no channel. A channel absent from it is
+    acknowledged from `[acknowledgements]` (email, SMS, voice, Meta's).
+    """
+    table: dict[str, AckRoute] = {}
+    for spec in REGISTRY:
+        for channel, route in spec.ack_routes(spec.section(connectors)).items():
+            if channel in table:
+                raise ValueError(f"two ack routes for channel {channel!r}")
+            table[channel] = route
     return table

@@ -1,18 +1,20 @@
 """The one acknowledgement planner: what every channel does once it knows how to acknowledge.
 
 A channel decides only the route: whether a new case is acknowledged, to whom, with what
-text and how it is sent. That choice is pure and per channel (email, SMS and voice in
-normalizer/acks.py `withhold_reason` and `compose`; Twitter's `choose_ack`; Reddit's
-`plan_ack`), because it depends on what the channel can do: whether the app may send a
-DM, whether public replies are on. Everything after the choice is this one function, the
-same for every channel: claiming the case's ack_state, the token buckets, the outbox row,
-and the audit row `acknowledgement.queued` with the promised time (`eta_at`) that the
-manager report's "promise kept" reads, or `acknowledgement.withheld` with the reason.
+text and how it is sent. That choice is pure and per channel: email, SMS, voice and Meta's
+channels from [acknowledgements] (normalizer/acks.py `withhold_reason` and `compose`); a
+channel whose route depends on its connector's settings or live state through the
+ack-route table (`AckRoute`), which the composition root builds from the connector registry
+and hands to the worker, as it does the parsers. The worker calls the route in the
+transaction that opens the case. Everything after the choice is `queue_ack`, the same for
+every channel: claiming the case's ack_state, the token buckets, the outbox row, and the
+audit row `acknowledgement.queued` with the promised time (`eta_at`) that the manager
+report's "promise kept" reads, or `acknowledgement.withheld` with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +42,46 @@ class AckOut:
     reason: str | None = None
     # More fields for the audit row, beside the outbox id, channel, recipient and eta_at.
     audit: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AckCase:
+    """What a channel's route sees of a new case and the message that opened it."""
+
+    channel: str
+    reference: str
+    token: str
+    visibility: str  # public | private
+    handle: str  # the sender's handle on the channel ("" when unknown or deleted)
+    name: str  # the sender's display name as the platform gives it
+    external_id: str | None  # the platform's id of the message (what a public reply answers)
+    automated: str | None  # why the parser took the message for a robot's, if it did
+    acknowledge: bool  # False for imported history
+    received_at: datetime
+    now: datetime
+    eta_words: str  # the one ETA wording (normalizer/acks.py `describe_eta`)
+
+
+# How a channel acknowledges a new case: an AckOut, or the reason it gets none. Pure: it
+# reads only the case and the connector state (`AckRoute.state`) loaded in the case's
+# transaction, so the worker can plan every channel's acknowledgement when it opens a case.
+AckDecide = Callable[[AckCase, Mapping[str, Any]], AckOut | str]
+
+
+@dataclass(frozen=True)
+class AckRoute:
+    """One channel's entry of the ack-route table the composition root hands the worker.
+
+    `state` names the connector checkpoint row (connector, key) holding what the route
+    needs to know of the running connector (Twitter: whether DMs may be sent; Reddit: the
+    account's name); the worker reads it in the case's transaction, {} when absent.
+    """
+
+    decide: AckDecide
+    state: tuple[str, str] | None = None
+
+
+AckRoutes = Mapping[str, AckRoute]
 
 
 @dataclass(frozen=True)

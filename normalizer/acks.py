@@ -42,15 +42,6 @@ PLACEHOLDERS = frozenset(
 )
 
 
-# Channels whose acknowledgement is planned when their connector sweeps new cases, not in
-# the transaction that opens the case: the route depends on what the running connector
-# knows live (Twitter: whether this app may send DMs, learnt from a 403 on the DM
-# endpoint), and the normalizer may run in a process with no such connector. The planning
-# itself is the same function for every channel (normalizer/ack_plan.py `queue_ack`),
-# with their own templates in [connectors.twitter] and [connectors.reddit].
-PLANNED_BY_CONNECTOR = frozenset({"twitter", "reddit"})
-
-
 def template_fields(template: str) -> set[str]:
     """The placeholder names in `template`; raises ValueError for anything but plain names."""
     names: set[str] = set()

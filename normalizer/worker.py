@@ -44,6 +44,7 @@ from inbox.models import (
     Attachment,
     Blob,
     Case,
+    Checkpoint,
     Contact,
     DeadLetter,
     Identity,
@@ -56,13 +57,13 @@ from inbox.models import (
 from inbox.outbox import last_sent_to, report_delivery
 from inbox.sla import due_time
 from inbox.suggestions import index_text
-from normalizer.ack_plan import AckOut, queue_ack
+from normalizer.ack_plan import AckCase, AckOut, AckRoute, AckRoutes, queue_ack
 from normalizer.acks import (
-    PLANNED_BY_CONNECTOR,
     AckFacts,
     AckSettings,
     Eta,
     compose,
+    describe_eta,
     recently_acknowledged,
     withhold_reason,
 )
@@ -142,8 +143,13 @@ class Normalizer:
         acks: AckSettings | None = None,
         mail_auth: MailAuthSettings | None = None,
         parsers: Parsers,
+        ack_routes: AckRoutes | None = None,
     ) -> None:
         self.engine = engine
+        # channel -> how its new case is acknowledged, for the channels whose connector
+        # decides the route (connectors/registry.py `ack_route_table`); the others are
+        # acknowledged from [acknowledgements]. Handed over like the parsers.
+        self.ack_routes = dict(ack_routes or {})
         # channel -> parser, handed over by the composition root (parity/, from the connector
         # registry): the normalizer names no connector's parser.
         self.parsers = dict(parsers)
@@ -594,8 +600,9 @@ class Normalizer:
         )
         facts = _ack_facts(intake, message, auth)
         # A reason known before the case exists is written with it: no second statement.
-        acknowledging = decision.action == "new" and facts.channel not in PLANNED_BY_CONNECTOR
-        withheld = withhold_reason(facts, self.acks) if acknowledging else None
+        acknowledging = decision.action == "new"
+        routed = self.ack_routes.get(facts.channel)
+        withheld = withhold_reason(facts, self.acks) if acknowledging and routed is None else None
         case_id = self._apply(conn, decision, message, contact_id, withheld)
         logcontext.annotate(case=format_reference(case_id))
         message_id = self._insert_message(
@@ -622,7 +629,9 @@ class Normalizer:
                 .values(callback_requested_at=message.received_at)
             )
         self._receipts(conn, message_id, intake, message)
-        if acknowledging:
+        if acknowledging and routed is not None:
+            self._acknowledge_routed(conn, routed, case_id, facts, message)
+        elif acknowledging:
             self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
         self._finish(conn, intake.id, message_id)
         return Outcome(intake.id, "done", message_id, case_id, decision)
@@ -1000,6 +1009,64 @@ class Normalizer:
             now=now,
             limits=self.acks.limits,
             audit_withheld={},
+        )
+
+    def _acknowledge_routed(
+        self,
+        conn: Connection,
+        route: AckRoute,
+        case_id: int,
+        facts: AckFacts,
+        message: InboundMessage,
+    ) -> None:
+        """Queue the acknowledgement of a channel whose route its connector declares.
+
+        The route is pure; what it needs of the running connector is read here, in the
+        transaction that opens the case, from the connector's checkpoint row, so the
+        decision is made once, whichever process runs the worker.
+        """
+        now = utcnow()
+        case = conn.execute(
+            select(Case.reference, Case.token, Case.due_at).where(Case.id == case_id)
+        ).one()
+        eta = self._eta(conn, case_id, case.due_at, now)
+        state: dict[str, Any] = {}
+        if route.state is not None:
+            connector, key = route.state
+            saved = conn.execute(
+                select(Checkpoint.value).where(
+                    Checkpoint.connector == connector, Checkpoint.key == key
+                )
+            ).scalar_one_or_none()
+            state = dict(saved or {})
+        sender = message.sender
+        plan = route.decide(
+            AckCase(
+                channel=message.channel,
+                reference=str(case.reference),
+                token=case.token,
+                visibility=message.visibility,
+                handle="" if sender.anonymous else sender.handle,
+                name=sender.name,
+                external_id=message.external_id,
+                automated=facts.automated,
+                acknowledge=facts.acknowledge,
+                received_at=message.received_at,
+                now=now,
+                eta_words=describe_eta(now, eta.at, self.store.sla.business_hours.timezone),
+            ),
+            state,
+        )
+        queue_ack(
+            conn,
+            case_id,
+            message.channel,
+            plan,
+            eta_at=eta.at,
+            now=now,
+            limits=self.acks.limits,
+            audit_withheld={"channel": message.channel},
+            claim=False,  # opened in this transaction: its ack_state is still empty
         )
 
     def _eta(self, conn: Connection, case_id: int, due_at: datetime, now: datetime) -> Eta:

@@ -30,14 +30,13 @@ from connectors.base import Connector, ConnectorHealth
 from connectors.contract import Availability, Runtime
 from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
-from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY, parser_table
+from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY, ack_route_table, parser_table
 from connectors.registry import availability as connector_availability
 from inbox import audit, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.web import create_app, manager
 from inbox.web.routes import Route
-from normalizer.eta import queue_estimate
 from normalizer.intake import IntakeWriter
 from normalizer.worker import Normalizer, Outcome, WorkerLoop
 from parity import status, workers
@@ -162,12 +161,11 @@ class Daemon:
                 acks=settings.acknowledgements,
                 mail_auth=settings.mail_auth,
                 parsers=parser_table(),
+                ack_routes=ack_route_table(settings.connectors),
             ),
             intake_busy=self._intake_busy,
         )
         self.drainers: list[OutboxDrainer] = []
-        # Connectors that acknowledge on their own promise the same time an email gets.
-        self.eta = queue_estimate(settings.sla, settings.acknowledgements)
         # How many normalizer processes: 0 (intake only), 1 (the worker above, in this
         # process) or more (that many worker processes; the worker above stays idle).
         self.processes = workers.process_count(settings, self.engine) if normalizer else 0
@@ -215,8 +213,6 @@ class Daemon:
             on_stored=self._stored,
             outbox=self.settings.outbox,
             sla=self.settings.store().sla,
-            eta=self.eta,
-            ack_limits=self.settings.acknowledgements.limits,
             timezone=self.settings.sla.business_hours.timezone,
             environ=os.environ,
         )

@@ -43,7 +43,7 @@ from typing import Any
 
 from sqlalchemy import Engine, update
 
-from connectors.registry import parser_table
+from connectors.registry import ack_route_table, parser_table
 from inbox import audit
 from inbox.db import StorageUnavailable, insert_ignore, is_sqlite, make_engine, write
 from inbox.models import ConnectorState, utcnow
@@ -139,6 +139,7 @@ class WorkerProcess:
                 acks=settings.acknowledgements,
                 mail_auth=settings.mail_auth,
                 parsers=parser_table(),
+                ack_routes=ack_route_table(settings.connectors),
             )
         )
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from connectors.registry import parser_table
+from connectors.registry import ConnectorsSettings, ack_route_table, parser_table
 from inbox.config import StoreSettings
 from inbox.models import Case, Intake, utcnow
 from normalizer.acks import AckSettings
@@ -254,14 +254,19 @@ def test_imported_history_is_cased_but_never_acknowledged(engine):
     assert audit_actions(engine, outcome.case_id) == []
 
 
-def test_twitter_and_reddit_cases_are_left_to_their_connectors_planners(engine):
-    """Their connectors choose a public reply or a DM; they claim cases with no ack_state."""
+def test_twitter_and_reddit_cases_are_acknowledged_by_the_worker_through_their_routes(engine):
+    """Their connectors choose a public reply or a DM (the ack-route table); the worker
+    queues it in the transaction that opens the case, audited with its promised time."""
     from normalizer.intake import RawInput, store
     from normalizer.message import InboundMessage, Sender
 
     (stored,) = store(engine, [RawInput("twitter", "twitter", "tweet:1", b"{}")])
     normalizer = Normalizer(
-        engine, StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table()
+        engine,
+        StoreSettings(),
+        mail_auth=test_mail_auth(),
+        parsers=parser_table(),
+        ack_routes=ack_route_table(ConnectorsSettings()),
     )
     assert normalizer.claim(5) == [stored.intake_id]
     with engine.connect() as conn:
@@ -277,9 +282,23 @@ def test_twitter_and_reddit_cases_are_left_to_their_connectors_planners(engine):
     )
     outcome = normalizer._persist(intake, tweet)
     case = case_row(engine, outcome.case_id)
-    assert (case.ack_state, case.ack_reason) == (None, None)
-    assert outbox_rows(engine) == []
-    assert audit_actions(engine, outcome.case_id) == []
+    assert case.ack_state == "queued"
+    (row,) = outbox_rows(engine)
+    assert (row.case_id, row.kind, row.channel, row.recipient) == (
+        outcome.case_id,
+        "ack",
+        "twitter",
+        "1432167890",
+    )
+    # A public reply to the tweet: the reference, never the case token.
+    assert row.payload["mode"] == "tweet" and row.payload["in_reply_to_tweet_id"] == "1"
+    assert case.reference in row.body and case.token not in row.body
+    [queued] = [
+        after
+        for action, after in audit_actions(engine, case.id)
+        if action == "acknowledgement.queued"
+    ]
+    assert queued is not None and queued["outbox_id"] == row.id and queued["eta_at"]
 
 
 # --- the expected response time --------------------------------------------------------------

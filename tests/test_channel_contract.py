@@ -48,15 +48,11 @@ from connectors.meta.outbox import MetaSender
 from connectors.meta.parse import events as meta_events
 from connectors.outbox import OutboxDrainer
 from connectors.poller import Poller
-from connectors.reddit.outbox import sweep_acks
-from connectors.reddit.settings import RedditSettings
 from connectors.registry import parser_table
 from connectors.smtp.server import source_key as smtp_source_key
 from connectors.twilio.outbox import TwilioSmsSender
 from connectors.twilio.outbox import make_client as make_twilio_client
 from connectors.twilio.parse import source_key as twilio_source_key
-from connectors.twitter.outbox import plan_acks
-from connectors.twitter.settings import TwitterSettings
 from inbox.accounts import Principal
 from inbox.casework import case_view
 from inbox.channels import (
@@ -88,7 +84,7 @@ from tests.channels.twilio.twilio_support import TOKEN as TWILIO_TOKEN
 from tests.channels.twilio.twilio_support import fake_twilio
 from tests.channels.twilio.twilio_support import fixture as twilio_fixture
 from tests.channels.twilio.twilio_support import settings as twilio_settings
-from tests.channels.twitter.fake_x import ACCOUNT_ID, FakeX
+from tests.channels.twitter.fake_x import FakeX
 from tests.channels.twitter.support import connector as twitter_connector
 from tests.channels.twitter.support import settings_for
 from tests.support.helpers import fixture_bytes, normalize, smtp_envelope
@@ -280,13 +276,12 @@ def poll_reddit(engine: Engine) -> None:
 
 @dataclass(frozen=True)
 class Kit:
-    """How the suite drives one channel: deliver its fixtures, then plan acknowledgements."""
+    """How the suite drives one channel: deliver its fixtures. Every channel's new case is
+    acknowledged by the worker as it opens it (the registry's ack routes), so there is no
+    planning step of a channel's own."""
 
     # Stores the channel's fixture inputs through its connector's own keys.
     deliver: Callable[[Engine], None]
-    # Plans acknowledgements where a connector does (Twitter, Reddit); the normalizer
-    # acknowledges the others while it threads.
-    plan: Callable[[Engine], None]
 
 
 def _store_all(items: Callable[[], list[RawInput]]) -> Callable[[Engine], None]:
@@ -296,25 +291,13 @@ def _store_all(items: Callable[[], list[RawInput]]) -> Callable[[Engine], None]:
     return deliver
 
 
-def _normalizer_plans(engine: Engine) -> None:
-    """Email, SMS and voice are acknowledged by the normalizer, as it threads."""
-
-
-def _plan_twitter(engine: Engine) -> None:
-    plan_acks(engine, TwitterSettings(enabled=True, user_id=ACCOUNT_ID), dm_available=True)
-
-
-def _plan_reddit(engine: Engine) -> None:
-    sweep_acks(engine, RedditSettings(enabled=True), "AcmeCloudSupport")
-
-
 KITS: dict[str, Kit] = {
-    "email": Kit(_store_all(email_inputs), _normalizer_plans),
-    "sms": Kit(_store_all(lambda: twilio_inputs("sms")), _normalizer_plans),
-    "voice": Kit(_store_all(lambda: twilio_inputs("voice")), _normalizer_plans),
-    "twitter": Kit(poll_twitter, _plan_twitter),
-    "reddit": Kit(poll_reddit, _plan_reddit),
-    **{c: Kit(_store_all(partial(meta_inputs, c)), _normalizer_plans) for c in channels_of("meta")},
+    "email": Kit(_store_all(email_inputs)),
+    "sms": Kit(_store_all(lambda: twilio_inputs("sms"))),
+    "voice": Kit(_store_all(lambda: twilio_inputs("voice"))),
+    "twitter": Kit(poll_twitter),
+    "reddit": Kit(poll_reddit),
+    **{c: Kit(_store_all(partial(meta_inputs, c))) for c in channels_of("meta")},
 }
 
 
@@ -468,7 +451,6 @@ def test_a_new_case_is_acknowledged_once_with_its_promised_time_audited(
     kit = KITS[channel]
     kit.deliver(engine)
     normalize(engine)
-    kit.plan(engine)
     outbox, queued, cases = ack_rows(engine, channel)
     assert cases and outbox, f"no {channel} case was acknowledged"
     by_id = {row.id: row for row in outbox}
@@ -491,7 +473,6 @@ def test_a_new_case_is_acknowledged_once_with_its_promised_time_audited(
     assert len({row.case_id for row in outbox}) == len(outbox)
     kit.deliver(engine)
     normalize(engine)
-    kit.plan(engine)
     assert ack_rows(engine, channel)[:2] == (outbox, queued)
 
 
@@ -549,7 +530,6 @@ def test_a_failed_send_is_retried_on_the_shared_curve_and_shows_on_the_case(
     kit = KITS[channel]
     kit.deliver(engine)
     normalize(engine)
-    kit.plan(engine)
     # Each channel's outbox queue is its own name (a call's acknowledgement is on "voice").
     queue = channel
     lease = timedelta(seconds=60)
@@ -671,7 +651,6 @@ def test_a_failed_send_through_the_real_sender_is_retried_and_shows_on_the_case(
     kit = KITS[channel]
     kit.deliver(engine)
     normalize(engine)
-    kit.plan(engine)
     with failing_send(channel, engine, request) as failing:
         started = utcnow()
         report = failing.drainer.drain_once(max_rows=1)

@@ -219,9 +219,6 @@ async def test_pages_serve_the_registry_styles_and_filters(api: Any, engine: Any
 # enclosing definition (or module-level name), so a moved line does not matter; an entry that
 # matches nothing fails too, so the list cannot go stale.
 ALLOWED: dict[tuple[str, str], str] = {
-    # Acknowledgement planning moves into one planner (issue 18, "one way out"), which
-    # removes this set; until then it names the connectors that plan their own.
-    ("normalizer/acks.py", "PLANNED_BY_CONNECTOR"): "removed by the one-way-out step",
     # Example rows for the generated reference pages: two sample values, not a channel list.
     ("parity/docsgen.py", "_seed"): "documentation example data",
     # Meta's own names in its webhook bodies (its `object` and comment `field` per channel):

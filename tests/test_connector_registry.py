@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import pickle
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ from connectors.registry import (
     NAMES,
     REGISTRY,
     ConnectorsSettings,
+    ack_route_table,
     availability,
     parser_table,
 )
+from connectors.twitter.settings import TwitterSettings
 from inbox.channels import CHANNEL_FACTS, CONNECTOR_CHANNELS
+from normalizer.ack_plan import AckCase, AckOut
 from normalizer.parse import parse_mail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +163,49 @@ def test_every_channel_has_one_parser_declared_by_its_connectors() -> None:
         # A connector names the parsers of exactly the channels it brings in.
         assert set(spec.parsers) == set(spec.channels), spec.name
     assert table["email"] is parse_mail
+
+
+# Channels whose acknowledgement route their connector declares (its templates and live
+# state), and the connector state row the route reads; every other channel is acknowledged
+# from [acknowledgements]. Written out, not derived, so a connector that drops or gains a
+# route fails here.
+ACK_ROUTES = {"twitter": ("twitter", "ack_route"), "reddit": ("reddit", "ack_route")}
+
+
+def test_the_ack_route_table_comes_from_the_connectors_and_each_reads_its_own_state() -> None:
+    table = ack_route_table(ConnectorsSettings())
+    assert {c: r.state for c, r in table.items()} == ACK_ROUTES
+    for spec in REGISTRY:
+        routes = spec.ack_routes(spec.section(ConnectorsSettings()))
+        # A connector routes only channels it brings in, and reads only its own state.
+        assert set(routes) <= set(spec.channels), spec.name
+        assert all(r.state is None or r.state[0] == spec.name for r in routes.values())
+
+
+def test_the_ack_route_table_follows_the_connector_settings() -> None:
+    """Built from [connectors], so a route uses the templates the operator wrote."""
+    table = ack_route_table(
+        ConnectorsSettings(
+            twitter=TwitterSettings(public_ack_template="Logged as {reference}, {eta}.")
+        )
+    )
+    case = AckCase(
+        channel="twitter",
+        reference="C-000007",
+        token="t0ken0000000",
+        visibility="public",
+        handle="42",
+        name="",
+        external_id="77",
+        automated=None,
+        acknowledge=True,
+        received_at=datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+        now=datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+        eta_words="within about 4 hours",
+    )
+    plan = table["twitter"].decide(case, {})
+    assert isinstance(plan, AckOut)
+    assert plan.body == "Logged as C-000007, within about 4 hours."
 
 
 def test_the_parser_table_pickles_by_reference() -> None:

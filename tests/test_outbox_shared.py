@@ -18,7 +18,6 @@ from sqlalchemy import Engine, select, update
 
 from connectors.config import OutboxSettings
 from connectors.twilio.outbox import TwilioDrainer, TwilioSmsSender, make_client
-from connectors.twitter.outbox import plan_acks
 from inbox import report_rows
 from inbox.models import AuditLog, Case, Outbox, utcnow
 from inbox.outbox import Result, backoff, claim, enqueue, record, recover
@@ -35,6 +34,7 @@ from tests.channels.twilio.twilio_support import (
 )
 from tests.channels.twitter.fake_x import FakeX
 from tests.channels.twitter.support import connector as twitter_connector
+from tests.channels.twitter.support import routes as twitter_routes
 from tests.channels.twitter.support import send_next as twitter_send_next
 from tests.channels.twitter.support import settings_for
 from tests.support.helpers import ingest_and_normalize, normalize
@@ -147,8 +147,7 @@ async def send_twitter_ack(engine: Engine) -> None:
         twitter_settings = settings_for(fake)
         twitter = twitter_connector(engine, twitter_settings)
         await twitter.poll_mentions(asyncio.Event())
-        normalize(engine)
-        plan_acks(engine, twitter_settings, dm_available=True)
+        normalize(engine, connectors=twitter_routes(twitter_settings))
         done = await asyncio.to_thread(twitter_send_next, twitter)
         assert done is not None
         assert done[1] == "sent"

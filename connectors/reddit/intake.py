@@ -55,8 +55,6 @@ from connectors.reddit.settings import RedditSettings
 from inbox.db import StorageUnavailable
 from inbox.models import Intake, MessageRef, utcnow
 from inbox.secrets import Secret, from_env
-from normalizer.acks import AckLimits
-from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint, sha256
 
 # AuthFailed, auth_failure and retry_wait are shared with the sender (outbox.py): they
@@ -284,8 +282,6 @@ class RedditConnector(Poller):
         instance: str = "",
         before_commit: Callable[[Source, Sequence[RawInput]], None] | None = None,
         deliver: bool = True,
-        eta: EtaEstimate | None = None,
-        ack_limits: AckLimits | None = None,
         timezone: str = "UTC",
     ) -> None:
         super().__init__(
@@ -293,8 +289,6 @@ class RedditConnector(Poller):
         )
         # The business hours' time zone, in which a promised time is worded.
         self.timezone = timezone
-        self.eta = eta
-        self.ack_limits = ack_limits
         self.settings = settings
         self.environ = dict(environ)
         self.instance = instance or f"reddit-{id(self):x}"
@@ -329,6 +323,10 @@ class RedditConnector(Poller):
         if me is None:
             raise AuthFailed("authentication failed: signed in without a user (read-only)")
         self.account = str(me.name)
+        # The ack route names the account (normalizer/worker.py reads it from the store).
+        from connectors.reddit.outbox import ACK_STATE
+
+        self.commit([], [CheckpointUpdate(*ACK_STATE, {"account": self.account})])
         self.publish()
         if self.deliver_enabled:
             from connectors.reddit.outbox import RedditSender, drainer
@@ -337,19 +335,9 @@ class RedditConnector(Poller):
             self.delivery = drainer(self.engine, sender, self.settings, self.instance)
 
     def deliver_once(self, halt: threading.Event | None = None) -> DrainReport:
-        """Plan new cases' acknowledgements, then send due rows through the shared drainer.
+        """Send due rows through the shared drainer (the worker plans acknowledgements).
 
         Only the holder of the poller lock runs this, so it is Reddit's one sender."""
-        from connectors.reddit.outbox import sweep_acks
-
-        sweep_acks(
-            self.engine,
-            self.settings,
-            self.account,
-            eta=self.eta,
-            limits=self.ack_limits,
-            timezone=self.timezone,
-        )
         report: DrainReport = self.delivery.drain_once(halt=halt)
         return report
 

@@ -18,7 +18,8 @@ sent once; a failure that may have reached Reddit (5xx, timeout, a crash) makes 
 
 Claiming, recording, retrying, recovery and the lookup of unknown rows are the shared
 drainer's (connectors/outbox.py), the same as every channel's; `RedditSender` adds only the
-transport, the error classification and the lookup; `sweep_acks` plans acknowledgements.
+transport, the error classification and the lookup. `ack_route` decides how a new case is
+acknowledged; the worker's one planner queues it (normalizer/ack_plan.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
@@ -38,12 +40,10 @@ from connectors.reddit.errors import AuthFailed, auth_failure, retry_wait
 from connectors.reddit.parse import ref
 from connectors.reddit.settings import RedditSettings
 from inbox import outbox
-from inbox.db import write
-from inbox.models import Case, Intake, Message, Receipt, utcnow
+from inbox.models import Case, utcnow
 from inbox.outbox import Claimed
-from normalizer.ack_plan import AckOut, queue_ack
-from normalizer.acks import AckLimits, describe_eta
-from normalizer.eta import EtaEstimate
+from normalizer.ack_plan import AckCase, AckOut, AckRoute
+from normalizer.acks import describe_eta
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def plan_ack(
     *,
     public: bool | None = None,
     timezone: str = "UTC",
+    eta_words: str | None = None,
 ) -> AckPlan:
     """One acknowledgement for a new Reddit case, or why none is sent."""
     if target.automated:
@@ -99,7 +100,7 @@ def plan_ack(
     if not target.username:
         return AckPlan(withheld="the author's account is deleted: nobody to answer")
     # The one wording every channel uses (normalizer/acks.py).
-    eta = describe_eta(now, target.eta_at or target.due_at, timezone)
+    eta = eta_words or describe_eta(now, target.eta_at or target.due_at, timezone)
     publicly = settings.public_replies if public is None else public
     if target.visibility == "public" and publicly and target.fullname:
         body = settings.public_ack_template.format(
@@ -169,92 +170,48 @@ def classify(exc: BaseException, attempts: int, cap_s: float) -> Verdict:
     return Verdict("unknown", f"{type(exc).__name__}: {exc}")
 
 
-# --- planning acknowledgements ------------------------------------------------------------------
+# --- the ack route: how a new case is acknowledged -------------------------------------------
+
+# The connector checkpoint row holding what the route must know of the running connector:
+# {"account": "<the signed-in account's name>"}, written when the connector signs in
+# (connectors/reddit/intake.py); the public template may name the account.
+ACK_STATE = (CHANNEL, "ack_route")
 
 
-def sweep_acks(
-    engine: Engine,
-    settings: RedditSettings,
-    account: str,
-    now: datetime | None = None,
-    eta: EtaEstimate | None = None,
-    limits: AckLimits | None = None,
-    timezone: str = "UTC",
-) -> int:
-    """Queue (or withhold, with the reason) the acknowledgement of each new Reddit case.
+def ack_route(settings: RedditSettings, case: AckCase, state: Mapping[str, Any]) -> AckOut | str:
+    """A new Reddit case's acknowledgement, or why it gets none. Pure: the worker calls it
+    in the transaction that opens the case (normalizer/worker.py), with ACK_STATE's value."""
+    plan = plan_ack(
+        AckTarget(
+            reference=case.reference,
+            token=case.token,
+            due_at=case.now,  # unused: the worker's ETA wording is passed in
+            fullname=case.external_id,
+            visibility=case.visibility,
+            # The handle is the account id; the name is what a message is addressed to.
+            username=case.name if case.handle else "",
+            automated=case.automated,
+            acknowledge=case.acknowledge,
+        ),
+        settings,
+        str(state.get("account", "")),
+        case.now,
+        eta_words=case.eta_words,
+    )
+    if plan.withheld is not None:
+        return plan.withheld
+    return AckOut(
+        recipient=plan.recipient,
+        subject=plan.subject,
+        body=plan.body,
+        payload=plan.payload,
+        audit={"mode": plan.payload.get("mode")},
+    )
 
-    A case is claimed for acknowledging by moving its ack_state from NULL in the same
-    transaction as its outbox row, so two sweeps never acknowledge one case twice.
-    """
-    now = now or utcnow()
-    since = now - timedelta(hours=settings.ack_max_age_hours)
-    with engine.connect() as conn:
-        cases = conn.execute(
-            select(Case.id, Case.reference, Case.token, Case.due_at)
-            .where(Case.channel == CHANNEL, Case.ack_state.is_(None), Case.created_at >= since)
-            .order_by(Case.id)
-            .limit(200)
-        ).all()
-        targets: list[tuple[int, AckTarget]] = []
-        for case in cases:
-            first = conn.execute(
-                select(Message)
-                .where(Message.case_id == case.id, Message.direction == "inbound")
-                .order_by(Message.received_at, Message.id)
-                .limit(1)
-            ).one_or_none()
-            if first is None:
-                continue
-            flags = (
-                conn.execute(
-                    select(Intake.acknowledge)
-                    .join(Receipt, Receipt.intake_id == Intake.id)
-                    .where(Receipt.message_id == first.id)
-                )
-                .scalars()
-                .all()
-            )
-            targets.append(
-                (
-                    case.id,
-                    AckTarget(
-                        reference=str(case.reference),
-                        token=case.token,
-                        due_at=case.due_at,
-                        eta_at=eta(conn, case.id, case.due_at, now) if eta else None,
-                        fullname=first.external_id,
-                        visibility=first.visibility,
-                        username=first.from_name if first.from_handle else "",
-                        automated=first.automated,
-                        acknowledge=not flags or any(flags),
-                    ),
-                )
-            )
-    planned = 0
-    for case_id, target in targets:
-        plan = plan_ack(target, settings, account, now, timezone=timezone)
-        out: AckOut | str = plan.withheld or AckOut(
-            recipient=plan.recipient,
-            subject=plan.subject,
-            body=plan.body,
-            payload=plan.payload,
-            audit={"mode": plan.payload.get("mode")},
-        )
-        with write(engine) as conn:
-            # The one planner of every channel (normalizer/ack_plan.py).
-            done = queue_ack(
-                conn,
-                case_id,
-                CHANNEL,
-                out,
-                eta_at=target.eta_at or target.due_at,
-                now=now,
-                limits=limits,
-                audit_withheld={"channel": CHANNEL},
-            )
-        if done is not None:
-            planned += 1
-    return planned
+
+def ack_routes(settings: RedditSettings) -> dict[str, AckRoute]:
+    """The connector's entry of the ack-route table (connectors/registry.py)."""
+    return {CHANNEL: AckRoute(partial(ack_route, settings), state=ACK_STATE)}
 
 
 # --- delivering ------------------------------------------------------------------------------
@@ -414,6 +371,9 @@ def drainer(
                 "max_attempts": settings.max_send_attempts,
                 "lease_seconds": settings.sending_lease_seconds,
                 "batch_size": 10,
+                # An acknowledgement not sent within this is expired by the drainer, not
+                # sent late ("no acks for history").
+                "ack_expire_hours": settings.ack_max_age_hours,
             }
         ),
         worker=worker,

@@ -54,7 +54,8 @@ class RedditSettings(Strict):
     # lock this often: the takeover time after the active instance dies (plus
     # database.keepalive_s * 2 when its whole host vanished).
     standby_retry_seconds: int = Field(default=15, ge=1)
-    # New cases are acknowledged only when they are younger than this (no acks for history).
+    # An acknowledgement not sent within this many hours of being queued is expired by the
+    # outbox drainer, never sent late (no acks for history).
     ack_max_age_hours: int = Field(default=24, ge=1)
     # Public text never carries anything personal: only {reference}, {eta} and {account}.
     public_ack_template: str = (

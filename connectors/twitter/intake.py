@@ -39,18 +39,16 @@ from connectors.poller import Disable, Poller, Retry, iso, iso_epoch, next_step,
 from connectors.twitter.api import Budget, XApi, XError, seconds_until
 from connectors.twitter.auth import TwitterCredentials
 from connectors.twitter.outbox import (
+    ACK_STATE,
     Stop,
     TwitterSender,
     drainer,
-    plan_acks,
     recover_orphans,
     tally,
 )
 from connectors.twitter.settings import TwitterSettings
 from inbox.db import StorageUnavailable
 from inbox.models import utcnow
-from normalizer.acks import AckLimits
-from normalizer.eta import EtaEstimate
 from normalizer.intake import CheckpointUpdate, RawInput, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -226,15 +224,11 @@ class TwitterConnector(Poller):
         delivery_poll_s: float = 2.0,
         lock_retry_s: float = 15.0,
         api_timeout: tuple[float, float] = (10.0, 30.0),
-        eta: EtaEstimate | None = None,
-        ack_limits: AckLimits | None = None,
         timezone: str = "UTC",
     ) -> None:
         super().__init__(engine, CONNECTOR, standby_retry_seconds=lock_retry_s, label="twitter")
         # The business hours' time zone, in which a promised time is worded.
         self.timezone = timezone
-        self.eta = eta
-        self.ack_limits = ack_limits
         self.settings = settings
         self.account_id = settings.user_id
         self.on_stored = on_stored
@@ -341,6 +335,17 @@ class TwitterConnector(Poller):
                     self._refuse(verdict.reason, halt)
                     return
                 if isinstance(verdict, poller.Fatal):
+                    if name == "dms":
+                        # The worker plans acknowledgements (normalizer/worker.py): it
+                        # reads from the store that DMs cannot be sent, whatever process
+                        # it runs in. Stored before the stream says so.
+                        refused = CheckpointUpdate(*ACK_STATE, {"dm_available": False})
+                        try:
+                            await asyncio.to_thread(self.commit, [], [refused])
+                        except StorageUnavailable as down:
+                            # Then a DM acknowledgement is queued and fails at X with
+                            # the reason on the case: worse wording, nothing lost.
+                            log.warning("could not store that DMs are refused: %s", down)
                     stream.state, stream.reason = "disabled", verdict.reason
                     self.health.error(f"{name}: {exc}")
                     log.error("twitter %s stopped: %s", name, exc)
@@ -389,15 +394,6 @@ class TwitterConnector(Poller):
                     found = await asyncio.to_thread(recover_orphans, self.engine)
                     self.outbox_counts["unknown"] += found
                     recovered = True
-                await asyncio.to_thread(
-                    plan_acks,
-                    self.engine,
-                    self.settings,
-                    dm_available=self.streams["dms"].state != "disabled",
-                    eta=self.eta,
-                    limits=self.ack_limits,
-                    timezone=self.timezone,
-                )
                 report = await asyncio.to_thread(self.delivery.drain_once, None, sending)
                 tally(self.outbox_counts, report)
             except Stop as exc:
@@ -592,8 +588,14 @@ class TwitterConnector(Poller):
                         "newest_at": newest[1],
                     },
                 }
+            # DMs could be read, so they may be sent: said with the cursor, in its transaction.
             results = await asyncio.to_thread(
-                self.commit, page.items, [CheckpointUpdate(CONNECTOR, key, value)]
+                self.commit,
+                page.items,
+                [
+                    CheckpointUpdate(CONNECTOR, key, value),
+                    CheckpointUpdate(*ACK_STATE, {"dm_available": True}),
+                ],
             )
             new = sum(not r.duplicate for r in results)
             stored += new

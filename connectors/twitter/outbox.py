@@ -19,11 +19,11 @@ when it cannot be found, rather than posted twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from connectors.config import OutboxSettings
 from connectors.outbox import DrainReport, Failure, Lookup, OutboxDrainer
@@ -31,13 +31,9 @@ from connectors.twitter.api import XApi, XError, is_duplicate_content, seconds_u
 from connectors.twitter.parse import tweet_ref
 from connectors.twitter.settings import TwitterSettings
 from inbox import outbox
-from inbox.db import write
-from inbox.models import Case, Intake, Message, Receipt, utcnow
 from inbox.outbox import Claimed
-from normalizer.ack_plan import AckOut, queue_ack
-from normalizer.acks import AckLimits, describe_eta
-from normalizer.eta import EtaEstimate
-from normalizer.threads import OPEN_STATUSES, case_tag
+from normalizer.ack_plan import AckCase, AckOut, AckRoute
+from normalizer.threads import case_tag
 
 CHANNEL = "twitter"
 Route = Literal["tweet", "dm"]
@@ -78,133 +74,64 @@ def ack_text(template: str, *, reference: str, eta: str, tag: str = "") -> str:
     return template.format(reference=reference, eta=eta, tag=tag)
 
 
-# --- planning: one acknowledgement per new case ----------------------------------------------
+# --- the ack route: how a new case is acknowledged -------------------------------------------
+
+# The connector checkpoint row holding what the route must know of the running connector:
+# {"dm_available": false} once the DM endpoint answered 403 (this app's access cannot
+# send DMs), written by the intake loop (connectors/twitter/intake.py) in the same
+# transaction as its DM checkpoint. No row yet means nothing refused DMs so far.
+ACK_STATE = (CHANNEL, "ack_route")
 
 
-@dataclass(frozen=True)
-class Planned:
-    case_id: int
-    route: Route | None
-    reason: str
-    outbox_id: int | None
+def dm_available(state: Mapping[str, Any]) -> bool:
+    return bool(state.get("dm_available", True))
 
 
-def plan_acks(
-    engine: Engine,
-    settings: TwitterSettings,
-    *,
-    dm_available: bool,
-    limit: int = 50,
-    eta: EtaEstimate | None = None,
-    limits: AckLimits | None = None,
-    timezone: str = "UTC",
-) -> list[Planned]:
-    """Queue (or withhold, with the reason) the acknowledgement of each unacknowledged
-    Twitter case. Idempotent: a case is planned once, guarded by its ack_state."""
-    planned: list[Planned] = []
-    waiting = (
-        Case.channel == CHANNEL,
-        Case.ack_state.is_(None),
-        Case.status.in_(OPEN_STATUSES),
+def ack_route(settings: TwitterSettings, case: AckCase, state: Mapping[str, Any]) -> AckOut | str:
+    """A new Twitter case's acknowledgement, or why it gets none. Pure: the worker calls it
+    in the transaction that opens the case (normalizer/worker.py), with ACK_STATE's value."""
+    route, reason = choose_ack(
+        visibility=case.visibility,
+        public_replies=settings.public_replies,
+        dm_available=dm_available(state),
+        acknowledge=case.acknowledge,
+        automated=case.automated,
     )
-    # Look before taking the write lock: on SQLite every write transaction, even an empty
-    # one, briefly holds up intake, and usually there is nothing to plan.
-    with engine.connect() as conn:
-        if conn.execute(select(Case.id).where(*waiting).limit(1)).first() is None:
-            return planned
-    with write(engine) as conn:
-        cases = conn.execute(
-            select(Case.id, Case.reference, Case.token, Case.due_at)
-            .where(*waiting)
-            .order_by(Case.id)
-            .limit(limit)
-        ).all()
-        for case in cases:
-            first = conn.execute(
-                select(
-                    Message.id,
-                    Message.channel,
-                    Message.visibility,
-                    Message.external_id,
-                    Message.from_handle,
-                    Message.automated,
-                )
-                .where(Message.case_id == case.id, Message.direction == "inbound")
-                .order_by(Message.received_at, Message.id)
-                .limit(1)
-            ).one_or_none()
-            if first is None or first.channel != CHANNEL:
-                continue
-            acknowledge = any(
-                conn.execute(
-                    select(Intake.acknowledge)
-                    .join(Receipt, Receipt.intake_id == Intake.id)
-                    .where(Receipt.message_id == first.id)
-                ).scalars()
-            )
-            route, reason = choose_ack(
-                visibility=first.visibility,
-                public_replies=settings.public_replies,
-                dm_available=dm_available,
-                acknowledge=acknowledge,
-                automated=first.automated,
-            )
-            now = utcnow()
-            # The same queue-based estimate an email gets; the SLA due time without one.
-            promised = eta(conn, case.id, case.due_at, now) if eta else case.due_at
-            # The one wording every channel uses (normalizer/acks.py).
-            eta_words = describe_eta(now, promised, timezone)
-            plan: AckOut | str = reason
-            if route == "tweet":
-                plan = AckOut(
-                    recipient=first.from_handle,
-                    body=ack_text(
-                        settings.public_ack_template, reference=case.reference, eta=eta_words
-                    ),
-                    payload={
-                        "mode": "tweet",
-                        "in_reply_to_tweet_id": first.external_id,
-                        "reference": case.reference,
-                    },
-                    reason=reason,
-                    audit={"route": route, "reason": reason},
-                )
-            elif route == "dm":
-                # A DM is private: the full acknowledgement, with the tagged reference.
-                plan = AckOut(
-                    recipient=first.from_handle,
-                    body=ack_text(
-                        settings.dm_ack_template,
-                        reference=case.reference,
-                        eta=eta_words,
-                        tag=case_tag(case.reference, case.token),
-                    ),
-                    payload={
-                        "mode": "dm",
-                        "participant_id": first.from_handle,
-                        "reference": case.reference,
-                    },
-                    reason=reason,
-                    audit={"route": route, "reason": reason},
-                )
-            # The one planner of every channel (normalizer/ack_plan.py).
-            done = queue_ack(
-                conn,
-                case.id,
-                CHANNEL,
-                plan,
-                eta_at=promised,
-                now=now,
-                limits=limits,
-                audit_withheld={"channel": CHANNEL},
-            )
-            if done is None:
-                continue  # another planner took this case
-            if done.withheld is not None:
-                route, reason = None, done.withheld
-            outbox_id = done.outbox_id
-            planned.append(Planned(case.id, route, reason, outbox_id))
-    return planned
+    if route == "tweet":
+        # Public: fixed text with the reference and the ETA only, never the token.
+        return AckOut(
+            recipient=case.handle,
+            body=ack_text(
+                settings.public_ack_template, reference=case.reference, eta=case.eta_words
+            ),
+            payload={
+                "mode": "tweet",
+                "in_reply_to_tweet_id": case.external_id,
+                "reference": case.reference,
+            },
+            reason=reason,
+            audit={"route": route, "reason": reason},
+        )
+    if route == "dm":
+        # A DM is private: the full acknowledgement, with the tagged reference.
+        return AckOut(
+            recipient=case.handle,
+            body=ack_text(
+                settings.dm_ack_template,
+                reference=case.reference,
+                eta=case.eta_words,
+                tag=case_tag(case.reference, case.token),
+            ),
+            payload={"mode": "dm", "participant_id": case.handle, "reference": case.reference},
+            reason=reason,
+            audit={"route": route, "reason": reason},
+        )
+    return reason
+
+
+def ack_routes(settings: TwitterSettings) -> dict[str, AckRoute]:
+    """The connector's entry of the ack-route table (connectors/registry.py)."""
+    return {CHANNEL: AckRoute(partial(ack_route, settings), state=ACK_STATE)}
 
 
 # --- delivery --------------------------------------------------------------------------------

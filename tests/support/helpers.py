@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.registry import parser_table
+from connectors.registry import ConnectorsSettings, ack_route_table, parser_table
 from inbox import queries
 from inbox.config import StoreSettings
 from normalizer.intake import RawInput, Stored, store
@@ -76,9 +76,23 @@ def smtp_envelope(raw: bytes) -> dict[str, Any]:
     return {"peer": "127.0.0.1:40000", "helo": "client.example", "mail_from": mail_from}
 
 
-def normalize(engine: Engine, settings: StoreSettings | None = None) -> list[Outcome]:
+def normalize(
+    engine: Engine,
+    settings: StoreSettings | None = None,
+    *,
+    connectors: ConnectorsSettings | None = None,
+    acks: Any = None,
+) -> list[Outcome]:
+    """Normalize every pending intake row as the daemon's worker does: with the registry's
+    parsers and ack routes (from `connectors`, the defaults when None), so a new case of
+    any channel is acknowledged in the transaction that opens it."""
     return Normalizer(
-        engine, settings or StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table()
+        engine,
+        settings or StoreSettings(),
+        mail_auth=test_mail_auth(),
+        acks=acks,
+        parsers=parser_table(),
+        ack_routes=ack_route_table(connectors or ConnectorsSettings()),
     ).drain()
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, select
 
 from connectors.reddit.intake import RedditConnector
 from connectors.reddit.settings import RedditSettings
+from connectors.registry import ConnectorsSettings
 from inbox.models import Identity, Intake, Message
 from tests.channels.reddit.reddit_fake import FakeReddit
 
@@ -45,6 +46,11 @@ def connector(engine: Engine, fake: FakeReddit, **overrides: Any) -> RedditConne
     )
     reddit.connect()
     return reddit
+
+
+def routes(reddit: RedditConnector) -> ConnectorsSettings:
+    """[connectors] with this connector's Reddit section: the worker's ack route's source."""
+    return ConnectorsSettings(reddit=reddit.settings)
 
 
 def stored_keys(engine: Engine) -> list[str]:

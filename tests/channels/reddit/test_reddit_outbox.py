@@ -8,19 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from connectors.reddit.outbox import AckTarget, plan_ack, reply_route, sweep_acks
+from connectors.reddit.outbox import AckTarget, plan_ack, reply_route
 from inbox import casework, queries
 from inbox.accounts import Principal
 from inbox.models import Case, Outbox
 from inbox.outbox import claim
-from normalizer.acks import AckLimits
+from normalizer.acks import AckLimits, AckSettings
 from tests.channels.reddit.reddit_fake import FakeReddit, Fault
 from tests.channels.reddit.reddit_support import (
     case_of_handle,
     connector,
     reddit_settings,
+    routes,
     stored_keys,
 )
 from tests.support.helpers import normalize
@@ -132,11 +133,11 @@ def test_a_public_comment_then_a_private_message_from_one_person_is_one_case(eng
     pm = hold_back(fake, "message/inbox", DANA_PM)
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()
     fake.add("message/inbox", pm)  # she writes privately afterwards
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()
 
     case = case_row(engine, "dana_k_22")
@@ -170,7 +171,7 @@ def test_a_private_message_gets_the_full_acknowledgement_privately(engine, fake)
     hold_back(fake, "r/acmecloud/comments", DANA_COMMENT)
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()
 
     case = case_row(engine, "dana_k_22")
@@ -194,7 +195,7 @@ def test_a_private_message_gets_the_full_acknowledgement_privately(engine, fake)
         ),
     )
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     detail = queries.case_detail(engine, case.reference)
     assert detail is not None and len(detail["messages"]) == 2
     assert len(rows(engine, case.id)) == 1  # a follow-up gets no second acknowledgement
@@ -203,7 +204,7 @@ def test_a_private_message_gets_the_full_acknowledgement_privately(engine, fake)
 def test_with_public_replies_off_the_acknowledgement_goes_privately(engine, fake):
     reddit = connector(engine, fake, public_replies=False)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()
     assert fake.posted == []  # nothing public at all
     recipients = {f["to"].lower() for f in fake.composed}
@@ -213,7 +214,7 @@ def test_with_public_replies_off_the_acknowledgement_goes_privately(engine, fake
 def test_automated_senders_get_no_acknowledgement_and_the_case_says_why(engine, fake):
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()
     for handle, reason in (
         ("reddit", "automated sender: a message from Reddit itself"),
@@ -228,7 +229,7 @@ def test_automated_senders_get_no_acknowledgement_and_the_case_says_why(engine, 
 def test_our_own_replies_never_come_back_in_and_answers_to_them_thread(engine, fake):
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()
     ours = [
         c["data"]["name"]
@@ -257,7 +258,7 @@ def test_our_own_replies_never_come_back_in_and_answers_to_them_thread(engine, f
         ),
     )
     reddit.poll_once()
-    (outcome,) = normalize(engine)
+    (outcome,) = normalize(engine, connectors=routes(reddit))
     assert outcome.case_id == case.id
     assert outcome.decision is not None and outcome.decision.reason == "in-reply-to"
 
@@ -266,7 +267,7 @@ def test_a_crash_after_reddit_accepted_a_reply_is_found_and_never_resent(engine,
     # Subreddits only, so every acknowledgement is a public reply.
     reddit = connector(engine, fake, sending_lease_seconds=0, inbox=False)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
 
     def crash(_row):
         raise Crash
@@ -295,10 +296,7 @@ def test_a_crash_after_reddit_accepted_a_reply_is_found_and_never_resent(engine,
 def test_a_crash_before_the_reply_left_is_checked_then_sent_once(engine, fake):
     reddit = connector(engine, fake, sending_lease_seconds=0)
     reddit.poll_once()
-    normalize(engine)
-    from connectors.reddit.outbox import sweep_acks
-
-    sweep_acks(engine, reddit.settings, reddit.account)
+    normalize(engine, connectors=routes(reddit))
     claimed = claim(engine, "reddit", "dead-worker", limit=100, lease=timedelta(0))
     assert claimed and fake.posted == []  # ... and the process died here
 
@@ -314,7 +312,7 @@ def test_a_429_on_sending_is_retried_later(engine, fake):
     fake.faults.append(Fault("POST", r"^api/comment$", 429, headers={"retry-after": "1"}))
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     first = reddit.deliver_once()
     assert first.retried == 1
     import time
@@ -333,7 +331,7 @@ def test_a_locked_thread_gets_the_acknowledgement_privately(engine, fake):
     hold_back(fake, "message/inbox", DANA_PM)
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()
     reddit.deliver_once()
     case = case_row(engine, "dana_k_22")
@@ -374,7 +372,7 @@ def test_an_agent_reply_to_a_public_comment_answers_that_comment(engine, fake):
     hold_back(fake, "message/inbox", DANA_PM)
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
+    normalize(engine, connectors=routes(reddit))
     reddit.deliver_once()  # the acknowledgement
     case = case_row(engine, "dana_k_22")
     agent = Principal(id=make_user(engine, "agent1"), name="agent1", role="agent", via="cli")
@@ -394,17 +392,43 @@ def test_an_agent_reply_to_a_public_comment_answers_that_comment(engine, fake):
 
 
 def test_past_the_global_bucket_reddit_acknowledgements_are_withheld(engine, fake):
-    # Reddit plans its own acknowledgements too, from the same stored buckets as email.
+    # Reddit's acknowledgements are planned by the worker too, from the same stored buckets
+    # as email.
     reddit = connector(engine, fake)
     reddit.poll_once()
-    normalize(engine)
     limits = AckLimits(global_burst=1, global_per_hour=0)
-    planned = sweep_acks(engine, reddit.settings, reddit.account, limits=limits)
+    normalize(engine, connectors=routes(reddit), acks=AckSettings(limits=limits))
     with engine.connect() as conn:
         cases = list(conn.execute(select(Case.id, Case.ack_state, Case.ack_reason)))
         acks = conn.execute(select(Outbox.case_id).where(Outbox.kind == "ack")).scalars().all()
     limited = [c for c in cases if c.ack_reason == "rate limit: global"]
     queued = [c for c in cases if c.ack_state == "queued"]
-    assert planned == len(cases) and len(cases) >= 3
+    # Every new case was planned as it was opened: none left waiting for a sweep.
+    assert len(cases) >= 3 and all(c.ack_state is not None for c in cases)
     assert len(queued) == 1 and acks == [queued[0].id]
     assert len(limited) >= 2 and all(c.ack_state == "withheld" for c in limited)
+
+
+def test_an_acknowledgement_not_sent_within_ack_max_age_hours_expires_unsent(engine, fake):
+    # The worker queues as it opens the case; if Reddit's sender was away longer than the
+    # connector's ack_max_age_hours (2 h here, shorter than the outbox's 24 h default),
+    # the drainer expires the acknowledgement instead of answering hours late.
+    reddit = connector(engine, fake, ack_max_age_hours=2)
+    reddit.poll_once()
+    normalize(engine, connectors=routes(reddit))
+    with engine.begin() as conn:
+        queued = conn.execute(select(Outbox.id).where(Outbox.kind == "ack")).scalars().all()
+        assert queued, "the fixtures should open cases that get an acknowledgement"
+        conn.execute(
+            update(Outbox)
+            .where(Outbox.id == queued[0])
+            .values(created_at=datetime.now(UTC) - timedelta(hours=3))
+        )
+    reddit.deliver_once()
+    with engine.connect() as conn:
+        late = conn.execute(select(Outbox).where(Outbox.id == queued[0])).one()
+        fresh = conn.execute(select(Outbox.state).where(Outbox.id.in_(queued[1:]))).scalars()
+        assert set(fresh) <= {"sent"}
+    assert late.state == "failed" and "expired" in (late.last_error or "")
+    sent_to = {f["thing_id"] for f in fake.posted} | {f["to"] for f in fake.composed}
+    assert late.payload.get("thing_id", late.payload.get("to")) not in sent_to

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from connectors.registry import ConnectorsSettings
 from connectors.twitter.auth import credentials
 from connectors.twitter.intake import TwitterConnector
 from connectors.twitter.settings import TwitterSettings
@@ -33,6 +34,11 @@ def settings_for(fake: FakeX, **overrides: Any) -> TwitterSettings:
     }
     values.update(overrides)
     return TwitterSettings(**values)
+
+
+def routes(settings: TwitterSettings) -> ConnectorsSettings:
+    """[connectors] with this Twitter section: what the worker's ack route is built from."""
+    return ConnectorsSettings(twitter=settings)
 
 
 def connector(engine: Engine, settings: TwitterSettings, **kwargs: Any) -> TwitterConnector:

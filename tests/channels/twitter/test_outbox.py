@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from connectors.twitter.outbox import plan_acks, reply_route
+from connectors.twitter.outbox import reply_route
 from inbox import casework, queries
 from inbox.accounts import Principal
 from inbox.config import SlaSettings
@@ -22,6 +23,7 @@ from tests.channels.twitter.fake_x import ACCOUNT_ID
 from tests.channels.twitter.support import (
     connector,
     intake_count,
+    routes,
     send_next,
     settings_for,
     until,
@@ -96,11 +98,16 @@ async def test_mention_then_email_from_linked_identities_is_one_case_and_the_rep
     settings = settings_for(fake)
     twitter = connector(engine, settings)
     await twitter.poll_mentions(asyncio.Event())
-    [mention] = normalize(engine)
+    # The worker plans the acknowledgement in the transaction that opens the case.
     planned_from = datetime.now(UTC)
-    planned = plan_acks(engine, settings, dm_available=True)
+    [mention] = normalize(engine, connectors=routes(settings))
     planned_by = datetime.now(UTC)
-    assert [(p.case_id, p.route) for p in planned] == [(mention.case_id, "tweet")]
+    [planned] = [r for r in outbox_rows(engine) if r.channel == "twitter"]
+    assert (planned.case_id, planned.kind, planned.payload["mode"]) == (
+        mention.case_id,
+        "ack",
+        "tweet",
+    )
     done = send_next(twitter)
     assert done is not None
     _item, outcome = done
@@ -161,8 +168,7 @@ async def test_our_own_acknowledgement_dm_comes_back_and_is_not_a_message(engine
     settings = settings_for(fake)
     twitter = connector(engine, settings)
     await twitter.poll_dms(asyncio.Event())
-    [first] = normalize(engine)
-    plan_acks(engine, settings, dm_available=True)
+    [first] = normalize(engine, connectors=routes(settings))
     done = send_next(twitter)
     assert done is not None
     item, outcome = done
@@ -192,9 +198,9 @@ async def test_public_replies_off_sends_the_acknowledgement_by_dm(engine, fake):
     settings = settings_for(fake, public_replies=False)
     twitter = connector(engine, settings)
     await twitter.poll_mentions(asyncio.Event())
-    normalize(engine)
-    [planned] = plan_acks(engine, settings, dm_available=True)
-    assert planned.route == "dm"
+    normalize(engine, connectors=routes(settings))
+    [planned] = outbox_rows(engine)
+    assert planned.payload["mode"] == "dm"
     done = send_next(twitter)
     assert done is not None
     _item, outcome = done
@@ -217,7 +223,9 @@ async def test_without_public_replies_or_dm_access_the_case_records_why(engine, 
     task = asyncio.create_task(twitter.run(stop))
     try:
         await until(lambda: intake_count(engine) == 1)
-        await asyncio.to_thread(normalize, engine)
+        # The 403 is stored (the worker reads it) before the stream shows "disabled".
+        await until(lambda: twitter.streams["dms"].state == "disabled")
+        await asyncio.to_thread(partial(normalize, engine, connectors=routes(settings)))
         await until(lambda: case_by_handle(engine, ANN)["acknowledgement"]["state"] is not None)
     finally:
         stop.set()
@@ -237,8 +245,7 @@ async def test_a_dm_acknowledgement_x_refuses_is_failed_with_the_reason_on_the_c
     settings = settings_for(fake)
     twitter = connector(engine, settings)
     await twitter.poll_dms(asyncio.Event())
-    normalize(engine)
-    plan_acks(engine, settings, dm_available=True)
+    normalize(engine, connectors=routes(settings))
     done = send_next(twitter)
     assert done is not None
     _item, outcome = done
@@ -254,8 +261,7 @@ async def test_a_429_on_send_is_retried_after_the_reset(engine, fake):
     settings = settings_for(fake)
     twitter = connector(engine, settings)
     await twitter.poll_mentions(asyncio.Event())
-    normalize(engine)
-    plan_acks(engine, settings, dm_available=True)
+    normalize(engine, connectors=routes(settings))
     fake.inject("/2/tweets", 429, "errors/429_too_many_requests.json", method="POST", reset_in=1.0)
     done = send_next(twitter)
     assert done is not None
@@ -276,8 +282,7 @@ async def test_a_send_whose_answer_is_lost_is_unknown_then_found_at_x(engine, fa
     settings = settings_for(fake)
     twitter = connector(engine, settings, api_timeout=(2.0, 1.0))
     await twitter.poll_mentions(asyncio.Event())
-    normalize(engine)
-    plan_acks(engine, settings, dm_available=True)
+    normalize(engine, connectors=routes(settings))
     fake.hold_posts = True  # X posts the tweet, but its answer never arrives
     done = await asyncio.to_thread(send_next, twitter)
     assert done is not None
@@ -299,8 +304,7 @@ async def test_a_send_that_never_reached_x_stays_unknown_for_an_agent(engine, fa
     settings = settings_for(fake)
     twitter = connector(engine, settings, api_timeout=(2.0, 1.0))
     await twitter.poll_mentions(asyncio.Event())
-    normalize(engine)
-    plan_acks(engine, settings, dm_available=True)
+    normalize(engine, connectors=routes(settings))
     fake.drop_posts = True  # the request is swallowed: nothing is posted, no answer
     done = await asyncio.to_thread(send_next, twitter)
     assert done is not None
@@ -322,8 +326,7 @@ async def test_a_reply_to_our_public_reply_threads_back_into_the_case(engine, fa
     settings = settings_for(fake)
     twitter = connector(engine, settings)
     await twitter.poll_mentions(asyncio.Event())
-    [first] = normalize(engine)
-    plan_acks(engine, settings, dm_available=True)
+    [first] = normalize(engine, connectors=routes(settings))
     done = send_next(twitter)
     assert done is not None and done[1] == "sent"
     [ours] = fake.posted_tweets
@@ -400,8 +403,7 @@ async def test_an_agent_reply_to_a_mention_is_a_public_reply_to_that_tweet(engin
     settings = settings_for(fake)
     twitter = connector(engine, settings)
     await twitter.poll_mentions(asyncio.Event())
-    normalize(engine)
-    plan_acks(engine, settings, dm_available=True)  # the acknowledgement comes first
+    normalize(engine, connectors=routes(settings))  # the acknowledgement comes first
     reference = case_by_handle(engine, ANN)["reference"]
     agent = Principal(id=make_user(engine, "agent1"), name="agent1", role="agent", via="cli")
     casework.reply(
@@ -444,7 +446,8 @@ async def test_the_public_acknowledgement_promises_the_same_queue_estimate_as_em
     settings = settings_for(fake)
     twitter = connector(engine, settings)
     await twitter.poll_mentions(asyncio.Event())
-    [mention] = normalize(engine)
+    # The worker plans the acknowledgement with its queue estimate as it opens the case.
+    [mention] = normalize(engine, connectors=routes(settings))
     assert mention.case_id is not None
     case_id = mention.case_id
     with engine.connect() as conn:
@@ -457,8 +460,9 @@ async def test_the_public_acknowledgement_promises_the_same_queue_estimate_as_em
             now = datetime.now(UTC)
             return describe_eta(now, shared(conn, case_id, due_at, now), "UTC")
 
+    # Recomputed straight after planning: the queue has not moved since, and the words
+    # round to a quarter hour; either side of a rounding step is accepted.
     before = promised_now()
-    plan_acks(engine, settings, dm_available=True, eta=shared)
     after = promised_now()
     sent = send_next(twitter)
     assert sent is not None and sent[1] == "sent"

@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from connectors.twitter.api import XApi, XError, classify, describe, read_budget, seconds_until
 from connectors.twitter.auth import credentials
 from connectors.twitter.intake import dm_items, mention_items, newer_event, newest_tweet_id
-from connectors.twitter.outbox import ack_text, choose_ack
+from connectors.twitter.outbox import ack_route, ack_text, choose_ack
 from connectors.twitter.settings import TwitterSettings
 from inbox.outbox import backoff
+from normalizer.ack_plan import AckCase, AckOut
 from normalizer.acks import describe_eta
 from tests.channels.twitter.fake_x import ACCOUNT_ID, CREDENTIALS, fixture
 
@@ -218,3 +219,57 @@ def test_a_send_that_cannot_connect_is_retried_but_never_counted_as_unsure():
     with pytest.raises(XError) as caught:
         api.create_tweet("hello", None)
     assert caught.value.kind == "transient"
+
+
+def new_case(visibility: str, **changes: object) -> AckCase:
+    values: dict[str, object] = {
+        "channel": "twitter",
+        "reference": "C-000042",
+        "token": "k3yt0kenabcd",
+        "visibility": visibility,
+        "handle": "1398765432109876543",
+        "name": "Ann Example (@ann_exmpl)",
+        "external_id": "2123706672739255506",
+        "automated": None,
+        "acknowledge": True,
+        "received_at": datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+        "now": datetime(2026, 11, 20, 9, 0, 5, tzinfo=UTC),
+        "eta_words": "within about 4 hours",
+    }
+    values.update(changes)
+    return AckCase(**values)  # type: ignore[arg-type]
+
+
+# The connector state the worker reads from the checkpoint table: no row yet, DMs readable,
+# or the DM endpoint refused (403). What each must come to, by the rules above.
+@pytest.mark.parametrize(
+    ("visibility", "state", "mode", "why"),
+    [
+        ("private", {}, "dm", None),  # nothing refused DMs so far
+        ("private", {"dm_available": True}, "dm", None),
+        ("private", {"dm_available": False}, None, "direct messages cannot be sent"),
+        ("public", {"dm_available": False}, "tweet", None),
+    ],
+)
+def test_the_route_reads_the_dm_permission_from_the_stored_connector_state(
+    visibility, state, mode, why
+):
+    plan = ack_route(TwitterSettings(), new_case(visibility), state)
+    if mode is None:
+        assert isinstance(plan, str) and why in plan
+        return
+    assert isinstance(plan, AckOut) and plan.payload["mode"] == mode
+    assert plan.recipient == "1398765432109876543"
+    assert "C-000042" in plan.body and "within about 4 hours" in plan.body
+    # The token goes only into a private DM, never into a public reply.
+    assert ("k3yt0kenabcd" in plan.body) == (mode == "dm")
+    if mode == "tweet":
+        assert plan.payload["in_reply_to_tweet_id"] == "2123706672739255506"
+
+
+def test_with_public_replies_off_and_dms_refused_the_case_says_why():
+    plan = ack_route(
+        TwitterSettings(public_replies=False), new_case("public"), {"dm_available": False}
+    )
+    assert isinstance(plan, str)
+    assert "public replies are off" in plan and "direct messages" in plan
