@@ -422,7 +422,7 @@ class Normalizer:
             for (intake, result), outcome in zip(chosen, outcomes, strict=True):
                 outcome = replace(outcome, cpu_seconds=result.cpu_seconds)
                 filed[intake.id] = outcome
-                with logcontext.bound(intake_id=intake.id):
+                with logcontext.bound(intake_id=intake.id, connector=intake.connector):
                     if outcome.case_id is not None:
                         logcontext.annotate(case=format_reference(outcome.case_id))
                     if self.on_case is not None and outcome.state == "done":
@@ -476,6 +476,8 @@ class Normalizer:
                             if refused(exc):
                                 raise
                             raise _Refused from exc
+                        except StorageUnavailable:
+                            raise  # no audit key, the store away: nothing is this input's fault
                         except Exception as exc:
                             raise _Refused from exc
                     outcomes.append(outcome)
@@ -501,6 +503,8 @@ class Normalizer:
                 if isinstance(exc, OperationalError):
                     raise
                 failure: Exception = exc
+            except StorageUnavailable:
+                raise  # e.g. no audit key: the input stays pending, never a dead letter
             except Exception as exc:
                 failure = exc
             # The store refused this message itself: retrying would fail the same way, so a
