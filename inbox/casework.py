@@ -45,7 +45,7 @@ from sqlalchemy import (
 
 from inbox import audit, queries, suggestions
 from inbox.accounts import Principal, has_role
-from inbox.channels import REPLY_CHANNELS_OF_KIND
+from inbox.channels import MESSAGE_ID_CHANNELS, REPLY_CHANNELS_OF_KIND, raw_extension
 from inbox.db import insert_ignore, is_sqlite, read, write
 from inbox.models import (
     Attachment,
@@ -1015,7 +1015,7 @@ def _queue_reply(
     header: str | None = None
     thread: dict[str, Any] = {"in_reply_to": [], "references": [], "conversation": []}
     visibility = "private"
-    if target.channel == "email":
+    if target.channel in MESSAGE_ID_CHANNELS:
         subject = reply_subject(
             answered.subject if answered is not None and answered.subject else case.subject,
             case.reference,
@@ -1308,7 +1308,7 @@ def raw_source(engine: Engine, principal: Principal, message_id: int) -> tuple[b
             case_id=row.case_id,
             after={"message_id": message_id},
         )
-        extension = "eml" if row.channel == "email" else "txt"
+        extension = raw_extension(row.channel)
         return bytes(row.data), row.channel, f"{row.reference}-message-{message_id}.{extension}"
 
 

@@ -31,6 +31,10 @@ class IdentityKind:
     case_insensitive: bool
     # A prefix an agent may type before a handle ("u/alice"), dropped where a handle is typed.
     typed_prefix: str = ""
+    # Handles are mail addresses (local@domain): an acknowledgement's rate limit folds the
+    # provider's spellings of one mailbox (plus tags, Gmail's dots) and also counts per
+    # domain, and a handle must have the address's syntax before it goes into a header.
+    mail_address: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,15 @@ class ChannelFacts:
     colour: str
     # The platform's reply window (Meta's); most channels have none.
     reply_window: ReplyWindow = ReplyWindow()
+    # Its sender is only what the message claims (a forgeable From): the sender check of
+    # normalizer/mailauth.py (SPF, DKIM, DMARC, ARC) decides whether the sender is believed.
+    # Elsewhere the platform vouches for the sender and the connector checks the platform.
+    authenticates_sender: bool = False
+    # Messages carry a Message-ID: a reply threads by In-Reply-To and References and has a
+    # subject; elsewhere it threads by the platform's conversation.
+    threads_by_message_id: bool = False
+    # The file extension of a message's raw source when an agent downloads it.
+    raw_extension: str = "txt"
 
     @property
     def public(self) -> bool:
@@ -90,7 +103,13 @@ IDENTITY_KINDS: Mapping[str, IdentityKind] = MappingProxyType(
     {
         k.name: k
         for k in (
-            IdentityKind("email", "address", "the address, lower-cased", case_insensitive=True),
+            IdentityKind(
+                "email",
+                "address",
+                "the address, lower-cased",
+                case_insensitive=True,
+                mail_address=True,
+            ),
             IdentityKind(
                 "phone",
                 "number",
@@ -145,6 +164,9 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="email",
                 colour="#e3edff",
+                authenticates_sender=True,
+                threads_by_message_id=True,
+                raw_extension="eml",
             ),
             ChannelFacts(
                 "sms",
@@ -292,6 +314,18 @@ IDENTITY_KIND_OF: Mapping[str, str] = MappingProxyType(
 # The channels an agent may name for a reply.
 REPLY_CHANNEL_NAMES: tuple[str, ...] = tuple(c.name for c in CHANNEL_FACTS.values() if c.replyable)
 PUBLIC_CHANNEL_NAMES: frozenset[str] = frozenset(c.name for c in CHANNEL_FACTS.values() if c.public)
+# The channels whose senders the mail sender check authenticates (a forged sender is possible).
+SENDER_CHECKED_CHANNELS: frozenset[str] = frozenset(
+    c.name for c in CHANNEL_FACTS.values() if c.authenticates_sender
+)
+# The channels whose replies thread by Message-ID (In-Reply-To, References) under a subject.
+MESSAGE_ID_CHANNELS: frozenset[str] = frozenset(
+    c.name for c in CHANNEL_FACTS.values() if c.threads_by_message_id
+)
+# The channels whose senders' handles are mail addresses.
+MAIL_ADDRESS_CHANNELS: frozenset[str] = frozenset(
+    c.name for c in CHANNEL_FACTS.values() if IDENTITY_KINDS[c.identity_kind].mail_address
+)
 
 
 def reply_channels_of_kind(kind: str) -> tuple[str, ...]:
@@ -320,6 +354,12 @@ REPLY_CHANNELS_OF_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
 def channels_of(connector: str) -> tuple[str, ...]:
     """The channels a connector brings in; () for one that brings in none (the web)."""
     return CONNECTOR_CHANNELS.get(connector, ())
+
+
+def raw_extension(channel: str) -> str:
+    """The extension of a message's raw source on `channel` ("txt" for one not known here)."""
+    found = CHANNEL_FACTS.get(channel)
+    return found.raw_extension if found is not None else "txt"
 
 
 def fold_handle(kind: str, handle: str, *, typed: bool = False) -> str:

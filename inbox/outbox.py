@@ -603,6 +603,8 @@ def report_delivery(
     rows = list(
         conn.execute(
             select(Outbox.id, Outbox.kind, Outbox.case_id, Outbox.state).where(
+                # A delivery status notification is the mail system's own report on mail
+                # it carried: no other channel has one, so this is not a channel fact.
                 Outbox.channel == "email",
                 Outbox.message_id_header == message_id_header,
                 Outbox.state.in_(("sent", "unknown", "delivered")),

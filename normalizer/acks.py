@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
+from inbox.channels import MAIL_ADDRESS_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import BusinessHours, Strict
 from inbox.sla import add_business_time, business_time_between
 from normalizer.mailauth import domain_of, fold_address
@@ -224,7 +225,8 @@ def withhold_reason(facts: AckFacts, settings: AckSettings) -> str | None:
     if facts.automated:
         return f"automated message ({facts.automated})"
     if (
-        facts.channel == "email"
+        facts.channel in SENDER_CHECKED_CHANNELS
+        # The one setting is email's template's: the mail sender check is the only one.
         and settings.email.require_authenticated_sender
         and not facts.authenticated
     ):
@@ -250,7 +252,8 @@ class Bucket:
 def ack_buckets(channel: str, recipient: str, limits: AckLimits) -> list[Bucket]:
     """The buckets one acknowledgement draws on, narrowest first."""
     kind = IDENTITY_KIND.get(channel, channel)
-    folded = fold_address(recipient) if channel == "email" else recipient.strip().lower()
+    mailbox = channel in MAIL_ADDRESS_CHANNELS
+    folded = fold_address(recipient) if mailbox else recipient.strip().lower()
     buckets = [
         Bucket(
             f"recipient:{kind}:{folded}"[:400],
@@ -259,7 +262,7 @@ def ack_buckets(channel: str, recipient: str, limits: AckLimits) -> list[Bucket]
             "rate limit: recipient",
         )
     ]
-    domain = domain_of(folded) if channel == "email" else ""
+    domain = domain_of(folded) if mailbox else ""
     if domain:
         buckets.append(
             Bucket(
@@ -316,7 +319,7 @@ def answerable(channel: str, recipient: str) -> bool:
     """A handle we may put in an address header or an API call: no controls, no spaces."""
     if len(recipient) > 320 or any(not ch.isprintable() or ch.isspace() for ch in recipient):
         return False
-    if channel == "email":
+    if channel in MAIL_ADDRESS_CHANNELS:
         local, at, domain = recipient.rpartition("@")
         return bool(at and local and domain) and not any(c in recipient for c in '<>()[],;:"\\')
     return True

@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from inbox.channels import SENDER_CHECKED_CHANNELS
 from normalizer.mail import Caps
 from normalizer.mailauth import MailAuthSettings, evaluate
 from normalizer.message import InboundMessage, ParseError
@@ -58,7 +59,7 @@ class ParseJob:
         """Wall-clock time the child may take before it is killed: the parse budget, plus
         the sender check's DNS budget for email (DNS past its budget is `temperror`, so a
         child still running at this point is stuck in the parse)."""
-        if self.mail_auth is None or self.channel != "email":
+        if self.mail_auth is None or self.channel not in SENDER_CHECKED_CHANNELS:
             return self.budget_s
         return self.budget_s + self.mail_auth.budget_seconds + 1.0
 
@@ -115,7 +116,7 @@ def parse_job(job: ParseJob) -> ParseResult:
             cpu_seconds=time.process_time() - started,
         )
     auth = None
-    if job.mail_auth is not None and message.channel == "email":
+    if job.mail_auth is not None and message.channel in SENDER_CHECKED_CHANNELS:
         auth = evaluate(
             job.raw, job.envelope, message.sender.handle, job.mail_auth, history=job.history
         )

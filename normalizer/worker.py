@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, and_, insert, or_, select, tuple_, up
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inbox import audit, logcontext
+from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
 from inbox.db import (
     StorageUnavailable,
@@ -594,7 +595,7 @@ class Normalizer:
             return Outcome(intake.id, "duplicate", existing.id, existing.case_id)
         # Email whose From is not authenticated proves nothing about who sent it: it is
         # filed under a contact of its own, never under the identity it names.
-        verified = message.channel != "email" or authenticated(auth)
+        verified = message.channel not in SENDER_CHECKED_CHANNELS or authenticated(auth)
         contact_id, identity_id, claimed = self._identity(conn, message, verified)
         candidates, tokens = self._candidates(conn, message, claimed, verified)
         decision = decide(
@@ -989,7 +990,9 @@ class Normalizer:
             token=case.token,
             public=message.visibility == "public",
             # The greeting names only an authenticated sender, and only by a plain name.
-            name=greeting_name(sender.name, auth if message.channel == "email" else _TRUSTED),
+            name=greeting_name(
+                sender.name, auth if message.channel in SENDER_CHECKED_CHANNELS else _TRUSTED
+            ),
             subject=message.subject,
             eta=eta,
             now=now,
@@ -1133,7 +1136,7 @@ def _ack_facts(intake: Any, message: InboundMessage, auth: dict[str, str] | None
         automated=message.automated,
         recipient=message.sender.handle,
         anonymous=message.sender.anonymous,
-        authenticated=authenticated(auth) if message.channel == "email" else None,
+        authenticated=(authenticated(auth) if message.channel in SENDER_CHECKED_CHANNELS else None),
     )
 
 
@@ -1151,7 +1154,7 @@ def _reply_payload(message: InboundMessage, message_id: int) -> dict[str, Any]:
         # No "to_name": the acknowledgement goes to the bare address. A display name is text
         # the sender chose, and a forged sender would choose it for the victim to read.
     }
-    if message.channel == "email" and message.external_id:
+    if message.channel in MESSAGE_ID_CHANNELS and message.external_id:
         # RFC 5322 3.6.4: the parent's References plus the parent's Message-ID, bounded.
         payload["in_reply_to"] = message.external_id
         payload["references"] = [*message.thread.references[-19:], message.external_id]

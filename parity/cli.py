@@ -646,6 +646,8 @@ def cmd_outbox_status(settings: Settings, args: argparse.Namespace) -> int:
         ]
     channels = outbox.counts(engine)
     status = {
+        # An output format, kept as it is: the key reports the SMTP relay's availability
+        # (outbox_availability), which belongs to the mail sender, not to a channel fact.
         "email": {"can_send": can_send, "reason": why},
         "channels": channels,
         "senders": senders,

@@ -23,7 +23,11 @@ from inbox.channels import (
     CONNECTOR_CHANNELS,
     IDENTITY_KIND_NAMES,
     IDENTITY_KINDS,
+    MAIL_ADDRESS_CHANNELS,
+    MESSAGE_ID_CHANNELS,
+    SENDER_CHECKED_CHANNELS,
     fold_handle,
+    raw_extension,
 )
 from inbox.web.api import IdentityKindName, ReplyChannel
 
@@ -45,6 +49,20 @@ EXPECTED = {
     "whatsapp": ("phone", "whatsapp", False, "#dcf8c6"),
     "messenger": ("messenger", "messenger", True, "#e4e6fb"),
     "instagram": ("instagram", "instagram", True, "#fde4f2"),
+}
+# channel: (its sender is authenticated by the mail sender check, replies thread by
+# Message-ID, raw source's extension, its handles are mail addresses), as email behaved when
+# each was an `if channel == "email"`: only mail has a forgeable From, a Message-ID and a
+# raw source that is a message file; the others' raw sources are the platforms' JSON/forms.
+EXPECTED_PIPELINE = {
+    "email": (True, True, "eml", True),
+    "sms": (False, False, "txt", False),
+    "voice": (False, False, "txt", False),
+    "twitter": (False, False, "txt", False),
+    "reddit": (False, False, "txt", False),
+    "whatsapp": (False, False, "txt", False),
+    "messenger": (False, False, "txt", False),
+    "instagram": (False, False, "txt", False),
 }
 EXPECTED_CONNECTORS = {
     "smtp": {"email"},
@@ -85,6 +103,25 @@ def test_each_channel_has_every_fact(name: str) -> None:
     assert re.fullmatch(r"#[0-9a-f]{6}", facts.colour)
     assert 0 < facts.max_public_text <= facts.max_text
     assert isinstance(facts.sends_attachments, bool)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PIPELINE))
+def test_each_channel_has_its_pipeline_facts(name: str) -> None:
+    facts = CHANNEL_FACTS[name]
+    checked, by_message_id, extension, mail_address = EXPECTED_PIPELINE[name]
+    assert facts.authenticates_sender is checked
+    assert facts.threads_by_message_id is by_message_id
+    assert facts.raw_extension == extension
+    assert IDENTITY_KINDS[facts.identity_kind].mail_address is mail_address
+    assert raw_extension(name) == extension
+    # The derived sets the use sites read agree with the table, channel by channel.
+    assert (name in SENDER_CHECKED_CHANNELS) is checked
+    assert (name in MESSAGE_ID_CHANNELS) is by_message_id
+    assert (name in MAIL_ADDRESS_CHANNELS) is mail_address
+
+
+def test_an_unknown_channel_has_a_plain_text_raw_source() -> None:
+    assert raw_extension("carrier-pigeon") == "txt"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

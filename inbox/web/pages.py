@@ -25,7 +25,13 @@ from sqlalchemy import Engine, select
 
 from inbox import casework, identities, merges
 from inbox.accounts import has_role
-from inbox.channels import CHANNEL_FACTS, CHANNEL_NAMES, PUBLIC_CHANNEL_NAMES, stylesheet
+from inbox.channels import (
+    CHANNEL_FACTS,
+    CHANNEL_NAMES,
+    PUBLIC_CHANNEL_NAMES,
+    SENDER_CHECKED_CHANNELS,
+    stylesheet,
+)
 from inbox.db import read
 from inbox.display import strip_bidi
 from inbox.models import Case, Message, utcnow
@@ -183,7 +189,7 @@ def sender_check(entry: dict[str, Any]) -> dict[str, str] | None:
     if entry["kind"] != "message" or entry["direction"] != "inbound":
         return None
     line = auth_line(entry.get("auth"))
-    if line is None and entry["channel"] == "email":
+    if line is None and entry["channel"] in SENDER_CHECKED_CHANNELS:
         # Filed before sender authentication existed, or never checked: not a pass.
         return {"text": "Sender not checked", "state": "none"}
     return line
