@@ -22,7 +22,6 @@ from sqlalchemy.exc import OperationalError
 from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from connectors.registry import NAMES as CONNECTOR_NAMES
-from connectors.registry import ack_route_table, parser_table
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
 from inbox.db import StorageUnavailable, make_engine, read, write
@@ -553,15 +552,7 @@ def _add_merge_commands(cases: Any, sub: Any) -> None:
 
 
 def _normalizer(settings: Settings, engine: Engine) -> Normalizer:
-    return Normalizer(
-        engine,
-        settings.store(),
-        settings.normalizer,
-        acks=settings.acknowledgements,
-        mail_auth=settings.mail_auth,
-        parsers=parser_table(),
-        ack_routes=ack_route_table(settings.connectors),
-    )
+    return workers.normalizer_for(settings, engine)
 
 
 def cmd_outbox_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ from connectors.base import Connector, ConnectorHealth
 from connectors.contract import Availability, Runtime
 from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
-from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY, ack_route_table, parser_table
+from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from inbox import audit, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
@@ -38,7 +38,7 @@ from inbox.models import ConnectorState, Intake, utcnow
 from inbox.web import create_app, manager
 from inbox.web.routes import Route
 from normalizer.intake import IntakeWriter
-from normalizer.worker import Normalizer, Outcome, WorkerLoop
+from normalizer.worker import Outcome, WorkerLoop
 from parity import status, workers
 from parity.settings import Settings
 from parity.status import HEARTBEAT_S
@@ -152,16 +152,8 @@ class Daemon:
         # Set when a connector starts or crashes, so status shows it now, not at the next beat.
         self.changed = asyncio.Event()
         self.worker = WorkerLoop(
-            Normalizer(
-                self.engine,
-                settings.store(),
-                settings.normalizer,
-                name=self.instance,
-                on_case=self._case_opened,
-                acks=settings.acknowledgements,
-                mail_auth=settings.mail_auth,
-                parsers=parser_table(),
-                ack_routes=ack_route_table(settings.connectors),
+            workers.normalizer_for(
+                settings, self.engine, name=self.instance, on_case=self._case_opened
             ),
             intake_busy=self._intake_busy,
         )

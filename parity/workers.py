@@ -110,6 +110,29 @@ def record_heartbeat(
         )
 
 
+def normalizer_for(
+    settings: Settings,
+    engine: Engine,
+    *,
+    name: str | None = None,
+    on_case: Callable[[Outcome], None] | None = None,
+) -> Normalizer:
+    """The one way the composition root builds a normalizer: every worker (in `parity run`,
+    in `parity worker`'s processes, in the CLI's commands) gets the same settings, the
+    registry's parser table and its acknowledgement routes."""
+    return Normalizer(
+        engine,
+        settings.store(),
+        settings.normalizer,
+        name=name,
+        on_case=on_case,
+        acks=settings.acknowledgements,
+        mail_auth=settings.mail_auth,
+        parsers=parser_table(),
+        ack_routes=ack_route_table(settings.connectors),
+    )
+
+
 class WorkerProcess:
     """One normalizer worker process's life (in a child, or in `parity worker` itself)."""
 
@@ -130,16 +153,11 @@ class WorkerProcess:
         self.stop = asyncio.Event()
         self._send_lock = threading.Lock()
         self.worker = WorkerLoop(
-            Normalizer(
+            normalizer_for(
+                settings,
                 self.engine,
-                settings.store(),
-                settings.normalizer,
                 name=self.instance,
                 on_case=self._case_opened if control is not None else None,
-                acks=settings.acknowledgements,
-                mail_auth=settings.mail_auth,
-                parsers=parser_table(),
-                ack_routes=ack_route_table(settings.connectors),
             )
         )
 

@@ -15,22 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mimetypes
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from connectors.base import ConnectorHealth
+from connectors.media import MediaFile, attach, extension, note_failure
 from connectors.meta.graph import RATE_LIMITS, Graph, GraphError
 from connectors.meta.parse import iter_media
 from connectors.meta.settings import MetaSettings
 from connectors.meta.status import WebhookStats
 from inbox.channels import IDENTITY_KIND_OF, channels_of
-from inbox.db import insert_ignore, read, write
-from inbox.models import Attachment, Blob, Identity, Message, utcnow
-from normalizer.intake import sha256
+from inbox.db import read, write
+from inbox.models import Identity, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -107,66 +106,21 @@ class MetaMedia:
                 raise GraphError(0, None, None, "attachment URL is not https")
             # A CDN URL from the webhook: fetched without our token, which is only for Meta.
             kind, data = Graph(self.settings, _NO_TOKEN).download(url, limit)
-        name = str(media.get("filename") or "") or "media" + (_extension(kind) or "")
+        name = str(media.get("filename") or "") or "media" + extension(kind)
         return kind, data, name
 
     def fetch_once(self) -> int:
         """Fetch the media of every message still missing them; the number of attachments."""
         stored = 0
         for message_id, channel, meta in self.pending():
-            ours = dict(meta["meta"])
             try:
-                files = [self.download(channel, m) for m in iter_media(meta)]
+                files = [MediaFile(*self.download(channel, m)) for m in iter_media(meta)]
             except GraphError as exc:
-                attempts = int(ours.get("media_attempts") or 0) + 1
-                ours["media_attempts"] = attempts
-                if attempts >= self.settings.media_attempts:
-                    ours["media_fetched"] = True
-                    ours["media_error"] = str(exc)[:500]
+                attempts = self.settings.media_attempts
+                note_failure(self.engine, message_id, meta, "meta", str(exc), max_attempts=attempts)
                 self.health.error(f"message {message_id}: media: {exc}")
-                with write(self.engine) as conn:
-                    conn.execute(
-                        update(Message)
-                        .where(Message.id == message_id)
-                        .values(meta={**meta, "meta": ours})
-                    )
                 continue
-            with write(self.engine) as conn:
-                current = conn.execute(
-                    select(Message.meta).where(Message.id == message_id)
-                ).scalar_one()
-                if (current.get("meta") or {}).get("media_fetched"):
-                    continue  # another instance got there first
-                for content_type, data, name in files:
-                    digest = sha256(data)
-                    conn.execute(
-                        insert_ignore(conn, Blob, ["sha256"]),
-                        [
-                            {
-                                "sha256": digest,
-                                "size": len(data),
-                                "data": data,
-                                "created_at": utcnow(),
-                            }
-                        ],
-                    )
-                    conn.execute(
-                        insert(Attachment).values(
-                            message_id=message_id,
-                            sha256=digest,
-                            filename=name[:255],
-                            content_type=content_type.split(";")[0][:256],
-                            size=len(data),
-                        )
-                    )
-                    stored += 1
-                ours = dict(current.get("meta") or {})
-                ours["media_fetched"] = True
-                conn.execute(
-                    update(Message)
-                    .where(Message.id == message_id)
-                    .values(meta={**current, "meta": ours})
-                )
+            stored += attach(self.engine, message_id, "meta", files)
             self.health.success()
         return stored
 
@@ -254,7 +208,3 @@ class _NoToken:
 
 
 _NO_TOKEN: Any = _NoToken()
-
-
-def _extension(content_type: str) -> str:
-    return mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""

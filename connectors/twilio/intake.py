@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mimetypes
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -25,24 +24,25 @@ from urllib.parse import urlencode
 
 import requests
 from aiohttp import web
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.base import ConnectorHealth
+from connectors.media import MediaFile, attach, extension, note_failure
 from connectors.twilio.parse import form, keyword, normalise_number, source_key
 from connectors.twilio.settings import TwilioSettings
 from inbox.channels import channels_of
 from inbox.config import SlaSettings
-from inbox.db import insert_ignore, read, write
-from inbox.models import Attachment, Blob, Checkpoint, Message, utcnow
+from inbox.db import read
+from inbox.models import Checkpoint, Message, utcnow
 from inbox.outbox import mark
 from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
 from normalizer.acks import describe_eta
-from normalizer.intake import CheckpointUpdate, RawInput, Stored, sha256
+from normalizer.intake import CheckpointUpdate, RawInput, Stored
 from normalizer.message import ParseError
 
 log = logging.getLogger(__name__)
@@ -335,58 +335,24 @@ class MediaFetcher:
         """Fetch the media of every message still missing them; the number of attachments."""
         stored = 0
         for message_id, meta in self.pending():
-            twilio = dict(meta["twilio"])
             try:
-                files = [self.download(str(m["url"])) for m in twilio["media"]]
+                files = [self.download(str(m["url"])) for m in meta["twilio"]["media"]]
             except (requests.RequestException, ValueError) as exc:
-                attempts = int(twilio.get("media_attempts") or 0) + 1
-                twilio["media_attempts"] = attempts
-                if attempts >= self.max_attempts:
-                    twilio["media_fetched"] = True
-                    twilio["media_error"] = str(exc)[:500]
-                self.health.error(f"message {message_id}: media: {exc}")
-                with write(self.engine) as conn:
-                    conn.execute(
-                        update(Message)
-                        .where(Message.id == message_id)
-                        .values(meta={**meta, "twilio": twilio})
-                    )
-                continue
-            with write(self.engine) as conn:
-                current = conn.execute(
-                    select(Message.meta).where(Message.id == message_id)
-                ).scalar_one()
-                if (current.get("twilio") or {}).get("media_fetched"):
-                    continue  # another instance got there first
-                for index, (content_type, data) in enumerate(files):
-                    digest = sha256(data)
-                    conn.execute(
-                        insert_ignore(conn, Blob, ["sha256"]),
-                        [
-                            {
-                                "sha256": digest,
-                                "size": len(data),
-                                "data": data,
-                                "created_at": utcnow(),
-                            }
-                        ],
-                    )
-                    conn.execute(
-                        insert(Attachment).values(
-                            message_id=message_id,
-                            sha256=digest,
-                            filename=f"media-{index}{_extension(content_type)}",
-                            content_type=content_type.split(";")[0][:256],
-                            size=len(data),
-                        )
-                    )
-                    stored += 1
-                twilio["media_fetched"] = True
-                conn.execute(
-                    update(Message)
-                    .where(Message.id == message_id)
-                    .values(meta={**current, "twilio": twilio})
+                note_failure(
+                    self.engine,
+                    message_id,
+                    meta,
+                    "twilio",
+                    str(exc),
+                    max_attempts=self.max_attempts,
                 )
+                self.health.error(f"message {message_id}: media: {exc}")
+                continue
+            named = [
+                MediaFile(kind, data, f"media-{index}{extension(kind)}")
+                for index, (kind, data) in enumerate(files)
+            ]
+            stored += attach(self.engine, message_id, "twilio", named)
             self.health.success()
         return stored
 
@@ -395,8 +361,3 @@ class MediaFetcher:
             await asyncio.to_thread(self.fetch_once)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
-
-
-def _extension(content_type: str) -> str:
-    found = mimetypes.guess_extension(content_type.split(";")[0].strip())
-    return found or ""
