@@ -22,15 +22,14 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp
 from aiohttp import web
 from sqlalchemy import func, select
 
+from bench.webhooks import load, serve
 from connectors.meta.intake import MetaWebhooks
 from inbox import migrate
 from inbox.db import make_engine
@@ -83,33 +82,8 @@ def requests_for(count: int) -> list[tuple[bytes, str]]:
     return made
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}{PATH}"
-
-
-async def load(url: str, items: list[tuple[bytes, str]], concurrency: int) -> float:
-    queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
-    for item in items:
-        queue.put_nowait(item)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            while not queue.empty():
-                body, signature = queue.get_nowait()
-                headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    assert response.status == 200, response.status
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(items) / (time.perf_counter() - started)
+def headers(signature: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
 
 
 async def main(count: int, concurrency: int) -> None:
@@ -136,8 +110,9 @@ async def main(count: int, concurrency: int) -> None:
             ("parity", ours_app, warm[:200]),
             ("parity", ours_app, warm[200:]),
         ):
-            runner, url = await serve(app)
-            results[name] = await load(url, items, concurrency)  # the second run overwrites
+            runner, url = await serve(app, PATH)
+            signed = [(body, headers(signature)) for body, signature in items]
+            results[name] = await load(url, signed, concurrency)  # the second run overwrites
             await runner.cleanup()
         await asyncio.to_thread(writer.stop)
         with engine.connect() as conn:

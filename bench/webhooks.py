@@ -1,0 +1,48 @@
+"""What the webhook benches share: serving an app on a free port, and the same client load.
+
+Each provider's bench (Twilio, Meta) builds its own signed requests and its own bare
+handler; both sides of a comparison are then driven by this one client, so the ratio
+measures the server and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+
+import aiohttp
+from aiohttp import web
+
+
+async def serve(app: web.Application, path: str) -> tuple[web.AppRunner, str]:
+    """Start `app` on a free local port; its runner and the URL of `path` on it."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}{path}"
+
+
+async def load(
+    url: str, items: Sequence[tuple[bytes, Mapping[str, str]]], concurrency: int
+) -> float:
+    """POST every (body, headers) `concurrency` at a time; requests per second. Anything but
+    a 200 stops the run: a bench that counted refusals would measure the wrong thing."""
+    queue: asyncio.Queue[tuple[bytes, Mapping[str, str]]] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body, headers = queue.get_nowait()
+                async with session.post(url, data=body, headers=dict(headers)) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(items) / (time.perf_counter() - started)
