@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiohttp import web
 from sqlalchemy import func, select
 
-from bench.webhooks import load, serve
+from bench.webhooks import compare
 from connectors.meta.intake import MetaWebhooks
 from inbox import migrate
 from inbox.db import make_engine
@@ -103,17 +103,8 @@ async def main(count: int, concurrency: int) -> None:
         hooks = MetaWebhooks(engine, Secret("unused"), Secret(SECRET), writer.submit)
         ours_app = create_app(engine, routes=hooks.routes())
         warm = requests_for(count + 200)
-        results: dict[str, float] = {}
-        for name, app, items in (
-            ("bare aiohttp", baseline_app, warm[:200]),
-            ("bare aiohttp", baseline_app, warm[200:]),
-            ("parity", ours_app, warm[:200]),
-            ("parity", ours_app, warm[200:]),
-        ):
-            runner, url = await serve(app, PATH)
-            signed = [(body, headers(signature)) for body, signature in items]
-            results[name] = await load(url, signed, concurrency)  # the second run overwrites
-            await runner.cleanup()
+        signed = [(body, headers(signature)) for body, signature in warm]
+        results = await compare(baseline_app, ours_app, PATH, signed, concurrency)
         await asyncio.to_thread(writer.stop)
         with engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bench.webhooks import load, serve
+from bench.webhooks import compare
 from connectors.twilio.intake import TwilioWebhooks
 from connectors.twilio.settings import TwilioSettings
 from inbox import migrate
@@ -89,17 +89,8 @@ async def main(count: int, concurrency: int) -> None:
         hooks = TwilioWebhooks(settings, engine, Secret(TOKEN), writer.submit)
         ours_app = create_app(engine, routes=hooks.routes())
         warm = requests_for(count + 200)
-        results: dict[str, float] = {}
-        for name, app, items in (
-            ("bare aiohttp", baseline_app, warm[:200]),
-            ("bare aiohttp", baseline_app, warm[200:]),
-            ("parity", ours_app, warm[:200]),
-            ("parity", ours_app, warm[200:]),
-        ):
-            runner, url = await serve(app, "/twilio/sms")
-            signed = [(body, headers(signature)) for body, signature in items]
-            results[name] = await load(url, signed, concurrency)  # the second run overwrites
-            await runner.cleanup()
+        signed = [(body, headers(signature)) for body, signature in warm]
+        results = await compare(baseline_app, ours_app, "/twilio/sms", signed, concurrency)
         await asyncio.to_thread(writer.stop)
         with engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()

@@ -46,3 +46,27 @@ async def load(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return len(items) / (time.perf_counter() - started)
+
+
+async def compare(
+    baseline: web.Application,
+    ours: web.Application,
+    path: str,
+    requests: Sequence[tuple[bytes, Mapping[str, str]]],
+    concurrency: int,
+    *,
+    warm_up: int = 200,
+) -> dict[str, float]:
+    """Requests per second of the bare handler and of Parity on the same requests.
+
+    Each side first takes the `warm_up` requests unmeasured (connections, caches, the store's
+    first pages), then the rest, measured; Parity's side gets the same bodies, so the caller
+    finds `len(requests)` inputs stored, each once.
+    """
+    results: dict[str, float] = {}
+    for name, app in (("bare aiohttp", baseline), ("parity", ours)):
+        for items in (requests[:warm_up], requests[warm_up:]):
+            runner, url = await serve(app, path)
+            results[name] = await load(url, items, concurrency)  # the measured run is last
+            await runner.cleanup()
+    return results
