@@ -53,6 +53,21 @@ class ReplyWindow:
 
 
 @dataclass(frozen=True)
+class AckText:
+    """A channel's default acknowledgement: what `[acknowledgements.<channel>]` starts from.
+
+    A table the operator writes is laid over it key by key, and the whole is validated as a
+    template (normalizer/acks.py: the placeholders, the case named, a mail subject's {tag}).
+    """
+
+    body: str
+    # How to follow up on this channel, for {follow_up}; may itself use placeholders.
+    follow_up: str = ""
+    # Only a channel whose messages have a subject (threads_by_message_id) sends one.
+    subject: str = ""
+
+
+@dataclass(frozen=True)
 class ChannelFacts:
     """One channel: where its messages come from, how they are answered, how it is shown."""
 
@@ -87,6 +102,10 @@ class ChannelFacts:
     threads_by_message_id: bool = False
     # The file extension of a message's raw source when an agent downloads it.
     raw_extension: str = "txt"
+    # Its default acknowledgement, planned by the worker from [acknowledgements.<name>]. None
+    # where the channel's connector declares an ack route instead and keeps its templates in
+    # its own settings (Twitter and Reddit choose between a public reply and a private one).
+    ack: AckText | None = None
 
     @property
     def public(self) -> bool:
@@ -167,6 +186,22 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 authenticates_sender=True,
                 threads_by_message_id=True,
                 raw_extension="eml",
+                ack=AckText(
+                    subject="{tag} We have your message",
+                    body=(
+                        "Hello {name},\n\n"
+                        "we have your message and opened case {reference} for it.\n"
+                        "A person will answer you {eta}.\n\n"
+                        "{follow_up}\n"
+                        "{other_channels}\n\n"
+                        "This is an automatic acknowledgement; please don't reply just to say "
+                        "thanks."
+                    ),
+                    follow_up=(
+                        "To add anything, reply to this email and keep {tag} in the subject "
+                        "line: it tells us the reply belongs to your case."
+                    ),
+                ),
             ),
             ChannelFacts(
                 "sms",
@@ -181,6 +216,11 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="sms",
                 colour="#e2f6e9",
+                ack=AckText(
+                    "We have your message: case {reference}. A person will answer {eta}. "
+                    "{follow_up}",
+                    "Reply to this number to add anything.",
+                ),
             ),
             ChannelFacts(
                 "voice",
@@ -195,6 +235,12 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="voice",
                 colour="#f3e8ff",
+                # A call is acknowledged by text message to the caller's number, sent when
+                # the call comes in, before any voicemail exists: the call is what we have.
+                ack=AckText(
+                    "We have your call: case {reference}. A person will answer {eta}. {follow_up}",
+                    "Reply to this text to add anything.",
+                ),
             ),
             ChannelFacts(
                 "twitter",
@@ -239,6 +285,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="whatsapp",
                 colour="#dcf8c6",
+                # Said the same way as Messenger's and Instagram's, whose comments are public.
+                ack=AckText("We have your message: case {reference}. A person will answer {eta}."),
                 reply_window=ReplyWindow(
                     free_hours=24,
                     after="template",
@@ -258,6 +306,9 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="messenger",
                 colour="#e4e6fb",
+                # A comment is answered publicly: only {reference} and {eta}, no name, no
+                # token, nothing a stranger could use.
+                ack=AckText("We have your message: case {reference}. A person will answer {eta}."),
                 reply_window=ReplyWindow(
                     free_hours=24,
                     tagged_days=7,
@@ -278,6 +329,9 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 label="instagram",
                 colour="#fde4f2",
+                # A comment is answered publicly: only {reference} and {eta}, no name, no
+                # token, nothing a stranger could use.
+                ack=AckText("We have your message: case {reference}. A person will answer {eta}."),
                 reply_window=ReplyWindow(
                     free_hours=24,
                     tagged_days=7,
@@ -349,6 +403,13 @@ REPLY_CHANNEL_OF_KIND: Mapping[str, str] = MappingProxyType(
 REPLY_CHANNELS_OF_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {k: reply_channels_of_kind(k) for k in IDENTITY_KINDS}
 )
+
+
+def ack_defaults() -> Mapping[str, AckText]:
+    """channel -> its default acknowledgement, for every channel acknowledged from
+    [acknowledgements], in the registry's order. Read at call time, not import time, so a
+    channel registered by a test is seen the way a new entry above would be."""
+    return MappingProxyType({c.name: c.ack for c in CHANNEL_FACTS.values() if c.ack is not None})
 
 
 def channels_of(connector: str) -> tuple[str, ...]:

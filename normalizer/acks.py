@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from inbox import channels as registry
 from inbox.channels import MAIL_ADDRESS_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import BusinessHours, Strict
 from inbox.sla import add_business_time, business_time_between
@@ -91,26 +103,16 @@ class AckTemplate(Strict):
 SENDER_CHOSEN = frozenset({"name", "subject"})
 
 
-class EmailAckTemplate(AckTemplate):
+class MailAckTemplate(AckTemplate):
+    """The acknowledgement of a channel whose messages are mail: a subject that threads the
+    reply (`threads_by_message_id`) and a From anyone can forge (`authenticates_sender`)."""
+
     # Only mail whose From is authenticated (DMARC pass, or an aligned SPF or DKIM pass) is
     # acknowledged: anything else may be forged to aim our acknowledgements at a victim.
     require_authenticated_sender: bool = True
-    subject: str = "{tag} We have your message"
-    body: str = (
-        "Hello {name},\n\n"
-        "we have your message and opened case {reference} for it.\n"
-        "A person will answer you {eta}.\n\n"
-        "{follow_up}\n"
-        "{other_channels}\n\n"
-        "This is an automatic acknowledgement; please don't reply just to say thanks."
-    )
-    follow_up: str = (
-        "To add anything, reply to this email and keep {tag} in the subject line: "
-        "it tells us the reply belongs to your case."
-    )
 
     @model_validator(mode="after")
-    def _tag_in_subject(self) -> EmailAckTemplate:
+    def _tag_in_subject(self) -> MailAckTemplate:
         # The tag in the subject is what threads a reply from a client that drops
         # In-Reply-To and References, and what keeps a stranger's reply out of the case.
         if "tag" not in template_fields(self.subject):
@@ -125,8 +127,31 @@ class EmailAckTemplate(AckTemplate):
         return self
 
 
-def _short(body: str, follow_up: str) -> AckTemplate:
-    return AckTemplate(body=body, follow_up=follow_up)
+def template_model(channel: str) -> type[AckTemplate]:
+    """The model of `channel`'s [acknowledgements.<channel>] table, from its registry facts:
+    a channel whose messages are mail has the mail template's key and rules."""
+    facts = registry.CHANNEL_FACTS[channel]
+    mail = facts.threads_by_message_id or facts.authenticates_sender
+    return MailAckTemplate if mail else AckTemplate
+
+
+def channel_template(channel: str, given: object = None) -> AckTemplate:
+    """`channel`'s template: the table `given` (a partial one too) laid over the channel's
+    default from the registry, key by key, as pydantic's nested defaults did; or `given`
+    itself when it already is a template of the channel's model.
+
+    Raises KeyError for a channel without a default, ValidationError for a bad table.
+    """
+    model = template_model(channel)
+    if type(given) is model:
+        return given
+    default = registry.ack_defaults()[channel]
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        return model.model_validate(given)  # refused, with the model's own error
+    base = {"subject": default.subject, "body": default.body, "follow_up": default.follow_up}
+    return model.model_validate({**base, **given})
 
 
 class AckLimits(Strict):
@@ -148,6 +173,19 @@ class AckLimits(Strict):
 
 
 class AckSettings(Strict):
+    """[acknowledgements]: the settings every channel shares, and one table per channel that
+    the worker acknowledges from a template ([acknowledgements.<channel>]).
+
+    The channel tables are not fields: they are the model's extra keys, one for each channel
+    with a default acknowledgement in the registry (inbox/channels.py `AckText`), so a new
+    channel adds its default there and nothing here. A partial table is laid over that
+    default; a table for any other channel is refused, naming the channels that have one.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    # SerializeAsAny: a mail channel's template dumps with its own keys too.
+    __pydantic_extra__: dict[str, SerializeAsAny[AckTemplate]] = Field(init=False)
+
     enabled: bool = True
     # No second acknowledgement to a sender acknowledged on the same channel this recently.
     sender_window_hours: int = Field(default=24, ge=0)
@@ -160,28 +198,6 @@ class AckSettings(Strict):
     # The other ways to reach us, for {other_channels}.
     other_channels: str = ""
     limits: AckLimits = AckLimits()
-    email: EmailAckTemplate = EmailAckTemplate()
-    sms: AckTemplate = _short(
-        "We have your message: case {reference}. A person will answer {eta}. {follow_up}",
-        "Reply to this number to add anything.",
-    )
-    # A call is acknowledged by text message to the caller's number.
-    voice: AckTemplate = _short(
-        # Sent when the call comes in, before any voicemail exists: the call is what we have.
-        "We have your call: case {reference}. A person will answer {eta}. {follow_up}",
-        "Reply to this text to add anything.",
-    )
-    # Meta's channels: a comment on our page or media is answered publicly, so these say
-    # only {reference} and {eta}: no name, no token, nothing a stranger could use.
-    whatsapp: AckTemplate = _short(
-        "We have your message: case {reference}. A person will answer {eta}.", ""
-    )
-    messenger: AckTemplate = _short(
-        "We have your message: case {reference}. A person will answer {eta}.", ""
-    )
-    instagram: AckTemplate = _short(
-        "We have your message: case {reference}. A person will answer {eta}.", ""
-    )
 
     @field_validator("other_channels")
     @classmethod
@@ -189,9 +205,78 @@ class AckSettings(Strict):
         template_fields(value)
         return value
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _channel_tables(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AckSettings]
+    ) -> AckSettings:
+        if not isinstance(data, dict):
+            return handler(data)
+        defaults = registry.ack_defaults()
+        errors: list[InitErrorDetails] = []
+        shared: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in cls.model_fields:
+                shared[key] = value
+            elif key not in defaults:
+                errors.append(_unknown_table(key, value, tuple(defaults)))
+        tables: dict[str, AckTemplate] = {}
+        for channel in defaults:
+            try:
+                tables[channel] = channel_template(channel, data.get(channel))
+            except ValidationError as exc:
+                errors.extend(_located(channel, exc))
+        try:
+            settings = handler({**shared, **tables})
+        except ValidationError as exc:
+            errors = [*_located(None, exc), *errors]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return settings
+
+    @property
+    def templates(self) -> Mapping[str, AckTemplate]:
+        """channel -> its template, for every channel acknowledged from [acknowledgements]."""
+        return MappingProxyType(dict(self.__pydantic_extra__ or {}))
+
     def template(self, channel: str) -> AckTemplate | None:
-        found = getattr(self, channel, None)
-        return found if isinstance(found, AckTemplate) else None
+        return (self.__pydantic_extra__ or {}).get(channel)
+
+
+def _unknown_table(key: str, value: Any, known: tuple[str, ...]) -> InitErrorDetails:
+    """The error for a key of [acknowledgements] that is neither a setting nor a channel's
+    table: a table names the channels that have one, a plain value is an unknown key."""
+    if not isinstance(value, dict | AckTemplate):
+        return InitErrorDetails(type="extra_forbidden", loc=(key,), input=value)
+    elsewhere = (
+        f"; {key} is acknowledged by its connector, with the templates of its own settings"
+        if key in registry.CHANNEL_FACTS
+        else ""
+    )
+    return InitErrorDetails(
+        type=PydanticCustomError(
+            "unknown_channel",
+            "unknown channel '{channel}': [acknowledgements] has a table for {known}{elsewhere}",
+            {"channel": key, "known": ", ".join(known), "elsewhere": elsewhere},
+        ),
+        loc=(key,),
+        input=value,
+    )
+
+
+def _located(channel: str | None, exc: ValidationError) -> list[InitErrorDetails]:
+    """`exc`'s errors as they would be reported for a field named `channel` (None: as they
+    are), so a bad key of [acknowledgements.sms] is reported as sms.body, as it was."""
+    prefix = () if channel is None else (channel,)
+    found: list[InitErrorDetails] = []
+    for error in exc.errors():
+        detail = InitErrorDetails(
+            type=error["type"], loc=(*prefix, *error["loc"]), input=error["input"]
+        )
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        found.append(detail)
+    return found
 
 
 # --- whether ---------------------------------------------------------------------------------
@@ -226,8 +311,8 @@ def withhold_reason(facts: AckFacts, settings: AckSettings) -> str | None:
         return f"automated message ({facts.automated})"
     if (
         facts.channel in SENDER_CHECKED_CHANNELS
-        # The one setting is email's template's: the mail sender check is the only one.
-        and settings.email.require_authenticated_sender
+        # A channel the mail sender check covers has the mail template and its switch.
+        and (not isinstance(template, MailAckTemplate) or template.require_authenticated_sender)
         and not facts.authenticated
     ):
         return UNAUTHENTICATED

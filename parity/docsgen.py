@@ -312,6 +312,12 @@ def setting_sections(
                 comment=comment,
             )
         )
+    # Tables keyed by a name rather than declared as fields (each channel's
+    # [acknowledgements.<channel>], from the channel registry): the instance's extra keys.
+    extra = instance.__pydantic_extra__ if instance is not None else None
+    for name, value in (extra or {}).items():
+        if isinstance(value, BaseModel):
+            nested.append((f"{prefix}.{name}" if prefix else name, type(value), value))
     own_doc = model.__dict__.get("__doc__")
     if own_doc == BaseModel.__doc__ or not isinstance(own_doc, str) or own_doc.startswith("["):
         own_doc = ""  # a model without a docstring of its own

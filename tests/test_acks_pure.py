@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import tomllib
 from datetime import UTC, date, datetime, time, timedelta
 from email import policy
 from email.parser import BytesParser
@@ -15,6 +16,9 @@ from pydantic import ValidationError
 from connectors.config import EmailRelaySettings
 from connectors.mail.relay import classify_smtp, compose_email, serialize
 from connectors.outbox import Permanent, Retriable, http_retriable
+from connectors.registry import ConnectorsSettings, ack_route_table
+from inbox import channels
+from inbox.channels import CHANNEL_NAMES, ack_defaults
 from inbox.config import BusinessHours
 from inbox.outbox import Claimed
 from normalizer.acks import (
@@ -22,9 +26,10 @@ from normalizer.acks import (
     AckFacts,
     AckSettings,
     AckTemplate,
-    EmailAckTemplate,
     Eta,
+    MailAckTemplate,
     answerable,
+    channel_template,
     compose,
     describe_eta,
     expected_response,
@@ -32,6 +37,7 @@ from normalizer.acks import (
     recently_acknowledged,
     withhold_reason,
 )
+from parity.settings import SettingsError, parse
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
 OFFICE = BusinessHours(enabled=True, timezone="UTC", start=time(9), end=time(17))
@@ -90,7 +96,7 @@ def facts(**kw: Any) -> AckFacts:
         (facts(authenticated=None), AckSettings(), "unauthenticated sender"),
         (
             facts(authenticated=False),
-            AckSettings(email=EmailAckTemplate(require_authenticated_sender=False)),
+            AckSettings(email={"require_authenticated_sender": False}),
             None,
         ),
         # A robot's mail says so whether or not its sender is authenticated.
@@ -287,7 +293,7 @@ def _compose(template: AckTemplate | None = None, **kw: Any) -> AckContent:
         "timezone": "UTC",
     }
     args.update(kw)
-    return compose(template or EmailAckTemplate(), **args)
+    return compose(template or channel_template("email"), **args)
 
 
 def test_the_default_email_acknowledgement():
@@ -310,7 +316,7 @@ def test_a_public_acknowledgement_never_shows_the_token():
 
 
 def test_all_placeholders_render():
-    template = EmailAckTemplate(
+    template = MailAckTemplate(
         subject="{tag}",
         body="{reference}|{token}|{name}|{eta}|{eta_at}|{queue_position}|{channel}|{follow_up}"
         "|{subject}",
@@ -353,12 +359,161 @@ def test_inbound_text_cannot_break_the_subject():
 )
 def test_bad_templates_are_refused_at_load(kwargs, message):
     with pytest.raises(ValidationError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        EmailAckTemplate(**kwargs)
+        MailAckTemplate(**kwargs)
 
 
 def test_a_template_must_name_the_case():
     with pytest.raises(ValidationError, match="case reference"):
         AckTemplate(body="We got it.")
+
+
+# --- the templates are keyed by the channel registry ----------------------------------------
+
+# How each channel's new case is acknowledged, written out by hand: from its
+# [acknowledgements.<channel>] template, or by the ack route its connector declares (Twitter
+# and Reddit choose a public reply or a private message, with their own settings' templates).
+ACKNOWLEDGED_BY = {
+    "email": "template",
+    "sms": "template",
+    "voice": "template",
+    "twitter": "route",
+    "reddit": "route",
+    "whatsapp": "template",
+    "messenger": "template",
+    "instagram": "template",
+}
+# A handle each templated channel's sender could have.
+RECIPIENT = {
+    "email": "ann@example.org",
+    "sms": "+447700900123",
+    "voice": "+447700900123",
+    "whatsapp": "447700900123",
+    "messenger": "6024186777612345",
+    "instagram": "17841400000000042",
+}
+
+
+@pytest.mark.parametrize("channel", sorted(ACKNOWLEDGED_BY))
+def test_every_channel_is_acknowledged_one_way(channel):
+    assert set(CHANNEL_NAMES) == set(ACKNOWLEDGED_BY)
+    routes = ack_route_table(ConnectorsSettings())
+    templated = ACKNOWLEDGED_BY[channel] == "template"
+    assert (channel in ack_defaults()) is templated
+    assert (AckSettings().template(channel) is not None) is templated
+    assert (channel in routes) is not templated
+
+
+@pytest.mark.parametrize("channel", sorted(RECIPIENT))
+def test_each_templated_channel_is_acknowledged_with_its_registry_default(channel):
+    default = ack_defaults()[channel]
+    template = AckSettings().template(channel)
+    assert template is not None and template.enabled
+    assert (template.subject, template.body, template.follow_up) == (
+        default.subject,
+        default.body,
+        default.follow_up,
+    )
+    given = facts(channel=channel, recipient=RECIPIENT[channel])
+    assert withhold_reason(given, AckSettings()) is None
+    content = _compose(template, channel=channel, public=False)
+    assert "C-001042" in content.subject + content.body
+    assert "within about 3 hours" in content.body
+
+
+def test_a_partial_table_is_laid_over_the_channel_default():
+    settings = parse(
+        tomllib.loads(
+            '[acknowledgements.sms]\nbody = "Got it: {reference}. {follow_up}"\n'
+            "[acknowledgements.email]\nrequire_authenticated_sender = false\n"
+        )
+    ).acknowledgements
+    sms = settings.template("sms")
+    assert sms is not None and sms.body == "Got it: {reference}. {follow_up}"
+    # The keys not written keep the channel's default, as settings.toml gives it.
+    assert sms.follow_up == "Reply to this number to add anything."
+    assert sms.enabled is True
+    email = settings.template("email")
+    assert isinstance(email, MailAckTemplate)
+    assert email.require_authenticated_sender is False
+    assert email.subject == "{tag} We have your message"
+    assert settings.template("voice") == AckSettings().template("voice")
+    # In code too: a table is a partial dict, and the result dumps in the TOML's shape.
+    assert AckSettings(sms={"body": "Got it: {reference}. {follow_up}"}).template("sms") == sms
+    dumped = settings.model_dump()
+    assert dumped["email"]["require_authenticated_sender"] is False
+    assert AckSettings.model_validate(dumped) == settings
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[acknowledgements.fax]\nbody = "{reference}"\n',
+            "acknowledgements.fax: unknown channel 'fax': [acknowledgements] has a table for "
+            "email, sms, voice, whatsapp, messenger, instagram",
+        ),
+        (
+            '[acknowledgements.twitter]\nbody = "{reference}"\n',
+            "unknown channel 'twitter': [acknowledgements] has a table for email, sms, voice, "
+            "whatsapp, messenger, instagram; twitter is acknowledged by its connector",
+        ),
+        ("[acknowledgements]\nenabeld = true\n", "unknown key 'acknowledgements.enabeld'"),
+        (
+            "[acknowledgements.sms]\nrequire_authenticated_sender = false\n",
+            "unknown key 'acknowledgements.sms.require_authenticated_sender'",
+        ),
+        (
+            '[acknowledgements.voice]\nsubjcet = "x"\n',
+            "unknown key 'acknowledgements.voice.subjcet'",
+        ),
+        (
+            '[acknowledgements.messenger]\nbody = "We got it."\n',
+            "acknowledgements.messenger: Value error, an acknowledgement must give the case "
+            "reference",
+        ),
+        (
+            '[acknowledgements.whatsapp]\nbody = "{nmae}"\n',
+            "acknowledgements.whatsapp.body: Value error, unknown placeholder {nmae}",
+        ),
+        ("[acknowledgements]\nsms = 3\n", "acknowledgements.sms: Input should be"),
+    ],
+)
+def test_bad_channel_tables_are_refused_by_name(toml, message):
+    with pytest.raises(SettingsError) as raised:
+        parse(tomllib.loads(toml))
+    assert message in str(raised.value)
+
+
+def test_a_channel_registered_with_a_default_is_acknowledged_with_it(monkeypatch):
+    """A new channel is one registry entry: its default template comes with it, and
+    [acknowledgements.<channel>] takes a table for it, with no edit to AckSettings."""
+    fax = channels.ChannelFacts(
+        "fax",
+        identity_kind="phone",
+        reply_channel="fax",
+        visibilities=("private",),
+        public_messages="",
+        replies_to="the number, by fax",
+        max_text=5000,
+        max_public_text=5000,
+        sends_attachments=False,
+        label="fax",
+        colour="#eeeeee",
+        ack=channels.AckText(
+            "Fax received: case {reference}, answer {eta}. {follow_up}", "Fax us."
+        ),
+    )
+    monkeypatch.setattr(channels, "CHANNEL_FACTS", {**channels.CHANNEL_FACTS, "fax": fax})
+    template = AckSettings().template("fax")
+    assert type(template) is AckTemplate
+    given = facts(channel="fax", recipient="+4930123456")
+    assert withhold_reason(given, AckSettings()) is None
+    content = _compose(template, channel="fax")
+    assert content.body == "Fax received: case C-001042, answer within about 3 hours. Fax us.\n"
+    written = parse(tomllib.loads('[acknowledgements.fax]\nfollow_up = "Or call."\n'))
+    fax_template = written.acknowledgements.template("fax")
+    assert fax_template is not None and fax_template.follow_up == "Or call."
+    assert fax_template.body == "Fax received: case {reference}, answer {eta}. {follow_up}"
 
 
 # --- retry policy ---------------------------------------------------------------------------------

@@ -115,7 +115,12 @@ def test_settings_toml_shows_every_default():
     settings = parse(data)
     assert settings.acknowledgements == AckSettings()
     assert settings.outbox == OutboxSettings()
-    assert set(data["acknowledgements"]) == set(AckSettings.model_fields)
+    # The shared keys, then one table per channel acknowledged from [acknowledgements]: the
+    # channels are the registry's (each with a default), and settings.toml shows every one.
+    templates = AckSettings().templates
+    assert set(data["acknowledgements"]) == set(AckSettings.model_fields) | set(templates)
+    for channel, template in templates.items():
+        assert set(data["acknowledgements"][channel]) <= set(type(template).model_fields)
     assert set(data["outbox"]) == set(OutboxSettings.model_fields)
     assert set(data["outbox"]["email"]) == set(EmailRelaySettings.model_fields)
 
