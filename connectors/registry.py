@@ -505,6 +505,14 @@ NAMES: tuple[str, ...] = tuple(CONNECTORS)
 # The HTTP listener reports under the web inbox's name: the connector that serves HTTP and
 # brings no channel in (the listener also mounts the other connectors' routes).
 HTTP_LISTENER: str = next(c.name for c in REGISTRY if c.serves_http and not c.channels)
+# The channel that leaves through the SMTP relay: `parity outbox status` reports the relay's
+# availability under its name. Every connector the relay sends for brings in this one channel.
+(RELAY_CHANNEL,) = dict.fromkeys(
+    channel
+    for spec in REGISTRY
+    if spec.sender is not None and spec.sender.key == EMAIL_RELAY.key
+    for channel in spec.channels
+)
 
 
 def availability(connectors: Strict, name: str, environ: Mapping[str, str]) -> Availability:

@@ -376,6 +376,10 @@ SENDER_CHECKED_CHANNELS: frozenset[str] = frozenset(
 MESSAGE_ID_CHANNELS: frozenset[str] = frozenset(
     c.name for c in CHANNEL_FACTS.values() if c.threads_by_message_id
 )
+# The channel of RFC 5322 mail, whose raw source is a message file (.eml): what the MIME
+# parser (normalizer/mail.py) and the mbox import (normalizer/backfill.py) make. One channel
+# is mail; a second would have to say which parser is whose, and stops the import here.
+(MAIL_CHANNEL,) = (c.name for c in CHANNEL_FACTS.values() if c.raw_extension == "eml")
 # The channels whose senders' handles are mail addresses.
 MAIL_ADDRESS_CHANNELS: frozenset[str] = frozenset(
     c.name for c in CHANNEL_FACTS.values() if IDENTITY_KINDS[c.identity_kind].mail_address

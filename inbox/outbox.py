@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or_, select, update
 
 from inbox import audit
+from inbox.channels import MESSAGE_ID_CHANNELS
 from inbox.db import is_sqlite, write
 from inbox.models import Case, MessageRef, Outbox, OutboxAttempt, utcnow
 
@@ -603,9 +604,9 @@ def report_delivery(
     rows = list(
         conn.execute(
             select(Outbox.id, Outbox.kind, Outbox.case_id, Outbox.state).where(
-                # A delivery status notification is the mail system's own report on mail
-                # it carried: no other channel has one, so this is not a channel fact.
-                Outbox.channel == "email",
+                # A delivery status notification names the Message-ID of the mail it
+                # reports on: only the rows of a channel that sends one can match.
+                Outbox.channel.in_(sorted(MESSAGE_ID_CHANNELS)),
                 Outbox.message_id_header == message_id_header,
                 Outbox.state.in_(("sent", "unknown", "delivered")),
             )

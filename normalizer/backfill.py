@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from inbox import audit
+from inbox.channels import MAIL_CHANNEL
 from inbox.db import write
 from normalizer.intake import RawInput, sha256, store
 from normalizer.worker import Normalizer
@@ -78,7 +79,7 @@ def import_messages(
         items = [
             RawInput(
                 connector=CONNECTOR,
-                channel="email",
+                channel=MAIL_CHANNEL,
                 source_key=source_key(raw),
                 payload=raw,
                 envelope={"import": origin},

@@ -24,6 +24,7 @@ from email.policy import default as policy_default
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any, cast
 
+from inbox.channels import IDENTITY_KIND_OF, MAIL_CHANNEL
 from inbox.mailhtml import html_to_text as html_to_text
 from normalizer.dsn import delivery_report
 from normalizer.message import (
@@ -378,11 +379,13 @@ def _to_message(
             # case's token, so it lands in that case and not in a new one from MAILER-DAEMON.
             references = tuple(dict.fromkeys((*references, report.original_message_id)))
     return InboundMessage(
-        channel="email",
+        channel=MAIL_CHANNEL,
         visibility="private",
         dedup_key=dedup_key,
         external_id=message_id or None,
-        sender=Sender(kind="email", handle=address, name=name, anonymous=not address),
+        sender=Sender(
+            kind=IDENTITY_KIND_OF[MAIL_CHANNEL], handle=address, name=name, anonymous=not address
+        ),
         received_at=received_at,
         subject=subject,
         text=text,

@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
 from connectors.registry import NAMES as CONNECTOR_NAMES
+from connectors.registry import RELAY_CHANNEL
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
 from inbox.db import StorageUnavailable, make_engine, read, write
@@ -637,16 +638,16 @@ def cmd_outbox_status(settings: Settings, args: argparse.Namespace) -> int:
         ]
     channels = outbox.counts(engine)
     status = {
-        # An output format, kept as it is: the key reports the SMTP relay's availability
-        # (outbox_availability), which belongs to the mail sender, not to a channel fact.
-        "email": {"can_send": can_send, "reason": why},
+        # An output format, kept as it is: the relay's availability (outbox_availability)
+        # under the name of the channel it sends, first.
+        RELAY_CHANNEL: {"can_send": can_send, "reason": why},
         "channels": channels,
         "senders": senders,
     }
     if args.json:
         _print_json(status)
         return 0
-    print(f"email: {'can send' if can_send else 'cannot send: ' + str(why)}")
+    print(f"{RELAY_CHANNEL}: {'can send' if can_send else 'cannot send: ' + str(why)}")
     _table(
         "Outbox by channel",
         ["channel", *outbox.STATES, "oldest queued"],

@@ -33,6 +33,7 @@ from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
+from inbox.channels import CHANNEL_NAMES
 from parity.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -600,12 +601,15 @@ def _seed(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         session.add(Blob(sha256="0" * 64, size=0, data=b""))
         session.add(
-            DeadLetter(connector="docs", channel="email", raw_sha256="0" * 64, error="example")
+            DeadLetter(
+                connector="docs", channel=CHANNEL_NAMES[0], raw_sha256="0" * 64, error="example"
+            )
         )
         contact = Contact(name="example")
         session.add(contact)
         session.flush()
-        for n, channel in enumerate(("email", "sms"), start=1):
+        # The registry's first two channels: example rows, not a list of channels.
+        for n, channel in enumerate(CHANNEL_NAMES[:2], start=1):
             case = Case(
                 reference=f"C-{n:06d}",
                 token="x" * 12,

@@ -101,6 +101,8 @@ def test_550_fails_visibly_and_is_not_retried(engine, sink: Sink, capsys, tmp_pa
     status = json.loads(capsys.readouterr().out)
     assert status["channels"]["email"]["states"]["failed"] == 1
     assert status["email"]["can_send"] is False  # this settings file names no relay
+    # An output format: the relay's key (from the registry now) first, as it always was.
+    assert list(status) == ["email", "channels", "senders"]
     # An operator can send it again once the address is fixed.
     assert main(["--settings", str(settings), "outbox", "retry", str(row.id)]) == 0
     assert drainer.drain_once().sent == 1
