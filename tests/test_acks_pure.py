@@ -444,6 +444,35 @@ def test_a_partial_table_is_laid_over_the_channel_default():
     assert AckSettings.model_validate(dumped) == settings
 
 
+def test_the_settings_dump_as_parity_settings_show_printed_them():
+    # `parity settings show` prints model_dump(mode="json"): the same keys in the same order
+    # as when every channel's table was a field, a mail template's extra key included.
+    dumped = AckSettings().model_dump(mode="json")
+    assert list(dumped) == [
+        "enabled",
+        "sender_window_hours",
+        "throughput_days",
+        "min_answered",
+        "max_queue_count",
+        "other_channels",
+        "limits",
+        "email",
+        "sms",
+        "voice",
+        "whatsapp",
+        "messenger",
+        "instagram",
+    ]
+    assert list(dumped["email"]) == [
+        "enabled",
+        "subject",
+        "body",
+        "follow_up",
+        "require_authenticated_sender",
+    ]
+    assert list(dumped["sms"]) == ["enabled", "subject", "body", "follow_up"]
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
