@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import tomllib
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from email import policy
 from email.parser import BytesParser
@@ -516,18 +517,12 @@ def test_bad_channel_tables_are_refused_by_name(toml, message):
 def test_a_channel_registered_with_a_default_is_acknowledged_with_it(monkeypatch):
     """A new channel is one registry entry: its default template comes with it, and
     [acknowledgements.<channel>] takes a table for it, with no edit to AckSettings."""
-    fax = channels.ChannelFacts(
-        "fax",
-        identity_kind="phone",
+    # Facts of a number channel, its own name and default acknowledgement.
+    fax = replace(
+        channels.CHANNEL_FACTS["sms"],
+        name="fax",
         reply_channel="fax",
-        visibilities=("private",),
-        public_messages="",
-        replies_to="the number, by fax",
-        max_text=5000,
-        max_public_text=5000,
-        sends_attachments=False,
         label="fax",
-        colour="#eeeeee",
         ack=channels.AckText(
             "Fax received: case {reference}, answer {eta}. {follow_up}", "Fax us."
         ),
