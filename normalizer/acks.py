@@ -502,14 +502,17 @@ def compose(
     """The acknowledgement's subject and text for one case.
 
     A public reply never shows the token: anyone could read it, and the token is what lets a
-    message from an unknown address into the case.
+    message from an unknown address into the case. Nor the sender's name or subject: the
+    same template serves a channel's private messages and its public comments (Messenger,
+    Instagram), so an operator's {name} must not put a person's name under a public post.
+    A public acknowledgement says the case's reference and the expected time, nothing else.
     """
     fields = {
         "reference": reference,
         "token": "" if public else token,
         "tag": f"[{reference}]" if public else case_tag(reference, token),
-        "name": header_text(name, 80) or "there",
-        "subject": header_text(subject, 160) or "your message",
+        "name": "there" if public else header_text(name, 80) or "there",
+        "subject": "your message" if public else header_text(subject, 160) or "your message",
         "eta": describe_eta(now, eta.at, timezone),
         "eta_at": eta.at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "queue_position": str(eta.ahead + 1),

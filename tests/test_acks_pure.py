@@ -316,6 +316,17 @@ def test_a_public_acknowledgement_never_shows_the_token():
     assert content.body == "[C-001042]  C-001042: within about 3 hours. [C-001042]\n"
 
 
+@pytest.mark.parametrize("channel", ["messenger", "instagram", "whatsapp"])
+def test_a_public_acknowledgement_names_no_one_whatever_the_template(channel: str) -> None:
+    # An operator's private-message template with {name} and {subject} also answers a
+    # public comment on the same channel: the comment's answer must not carry either.
+    template = AckTemplate(body="Hi {name}, about {subject}: case {reference}, {eta}.")
+    public = _compose(template, channel=channel, public=True)
+    private = _compose(template, channel=channel, public=False)
+    assert public.body == "Hi there, about your message: case C-001042, within about 3 hours.\n"
+    assert "Ann Example" in private.body and "Locked out" in private.body
+
+
 def test_all_placeholders_render():
     template = MailAckTemplate(
         subject="{tag}",
