@@ -182,6 +182,11 @@ class AckSettings(Strict):
     instagram: AckTemplate = _short(
         "We have your message: case {reference}. A person will answer {eta}.", ""
     )
+    # Telegram: the person's private chat with the bot, where they can simply write again.
+    telegram: AckTemplate = _short(
+        "We have your message: case {reference}. A person will answer {eta}. {follow_up}",
+        "Write here to add anything.",
+    )
 
     @field_validator("other_channels")
     @classmethod
