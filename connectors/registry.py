@@ -409,7 +409,9 @@ def _telegram_build(section: TelegramSettings, runtime: Runtime) -> Built:
     token = from_env(section.token_env, env)
     assert token is not None  # availability() checked it
     if section.mode == "polling":
-        return Built(tasks=[TelegramPoller(section, runtime.engine, token, on_stored=runtime.on_stored)])
+        return Built(
+            tasks=[TelegramPoller(section, runtime.engine, token, on_stored=runtime.on_stored)]
+        )
     secret = from_env(section.webhook_secret_env, env)
     assert secret is not None  # availability() checked it
     hook = TelegramWebhook(section, runtime.engine, token, secret, runtime.writer.submit)

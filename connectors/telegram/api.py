@@ -115,7 +115,9 @@ class BotApi:
                 status = response.status
         except aiohttp.ClientConnectorError as exc:
             # Refused or unreachable: the request never got to Telegram.
-            raise BotApiError(0, None, hide_token(f"connection failed: {exc}", self.token)) from None
+            raise BotApiError(
+                0, None, hide_token(f"connection failed: {exc}", self.token)
+            ) from None
         except TimeoutError:
             raise BotApiError(0, None, "no answer in time", unsure=True) from None
         except aiohttp.ClientError as exc:

@@ -119,9 +119,7 @@ class FakeBotApi:
         if name == "getFile":
             found = self.files.get(str(body.get("file_id")))
             if found is None:
-                return web.json_response(
-                    refused(400, "Bad Request: invalid file_id"), status=400
-                )
+                return web.json_response(refused(400, "Bad Request: invalid file_id"), status=400)
             path, data = found
             return ok(
                 {

@@ -70,7 +70,7 @@ def expected_keys(names: tuple[str, ...]) -> list[str]:
 
 
 def top_update(names: tuple[str, ...]) -> int:
-    return max(fixture(n)["update_id"] for n in names)
+    return max(int(fixture(n)["update_id"]) for n in names)
 
 
 def ours(caplog: pytest.LogCaptureFixture) -> str:
@@ -169,9 +169,7 @@ def test_an_unreachable_api_is_an_error_that_names_no_token(
 ) -> None:
     async def run() -> TelegramPoller:
         # Nothing listens on this port: connection refused.
-        tg = TelegramPoller(
-            settings("http://127.0.0.1:9", timeout_s=2.0), engine, Secret(TOKEN)
-        )
+        tg = TelegramPoller(settings("http://127.0.0.1:9", timeout_s=2.0), engine, Secret(TOKEN))
         stop = asyncio.Event()
         task = asyncio.create_task(tg.run(stop))
         for _ in range(200):
