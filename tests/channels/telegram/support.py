@@ -182,3 +182,18 @@ def fake_bot_api() -> Iterator[FakeBotApi]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def deliver(engine: Any, *names: str) -> None:
+    """Store fixtures as the connector does (its own keys), then normalize them."""
+    from connectors.telegram.intake import raw_input
+    from normalizer.intake import store
+    from tests.support.helpers import normalize
+
+    items = []
+    for name in names:
+        item, _ = raw_input(body_of(fixture(name)))
+        assert item is not None, name
+        items.append(item)
+    store(engine, items)
+    normalize(engine)
