@@ -142,8 +142,11 @@ class Counts:
         if stored:
             self.last_update_at = iso(utcnow())
 
-    def ignored(self, reason: str) -> None:
-        name = f"ignored_{reason}"
+    def ignored(self, routed: Routed) -> None:
+        # Counted and logged: not taken in on purpose (docs/channels/telegram.md), never
+        # dropped silently.
+        log.info("telegram: update %s not taken in: %s", routed.update_id, routed.reason)
+        name = f"ignored_{routed.reason}"
         setattr(self, name, getattr(self, name) + 1)
         self.last_update_at = iso(utcnow())
 
@@ -300,7 +303,7 @@ class TelegramPoller(Poller):
             item, how = raw_input(payload)
             if item is None:
                 assert how is not None
-                self.counts.ignored(how.reason)
+                self.counts.ignored(how)
                 continue
             items.append(item)
             routed.append(how)
@@ -434,7 +437,7 @@ class TelegramWebhook:
         item, routed = raw_input(raw)
         if item is None:
             assert routed is not None
-            self.counts.ignored(routed.reason)
+            self.counts.ignored(routed)
             self.publish()
             return web.json_response({"stored": 0, "ignored": routed.reason})
         stored = await self.submit(item)
