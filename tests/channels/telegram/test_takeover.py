@@ -90,6 +90,14 @@ timeout_s = 5.0
                 return found.get(survivor.pid) == "running"
 
             wait_for(survivor_runs, 30, "the survivor polling", children)
+            # It polls on from the stored offset: status shows it past every update.
+            top = max(u["update_id"] for u in [*first, *later])
+
+            def survivor_offset() -> bool:
+                found = states(engine, "telegram", lambda d: str(d.get("offset")))
+                return found.get(survivor.pid) == str(top + 1)
+
+            wait_for(survivor_offset, 30, "the survivor's offset in its status", children)
             chats = {u["message"]["chat"]["id"] for u in [*first, *later]}
 
             def settled() -> bool:

@@ -16,7 +16,14 @@ from inbox.models import Blob, DeadLetter, Intake, Message
 from inbox.secrets import Secret
 from inbox.web import create_app
 from normalizer.intake import RawInput, Stored, store
-from tests.channels.telegram.support import SECRET, TOKEN, body_of, fixture, settings
+from tests.channels.telegram.support import (
+    SECRET,
+    TOKEN,
+    body_of,
+    fake_bot_api,
+    fixture,
+    settings,
+)
 from tests.support.helpers import normalize
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -147,3 +154,30 @@ def test_group_messages_and_edits_are_answered_and_counted_not_stored(engine: En
     assert statuses == [200, 200]
     assert intake_count(engine) == 0
     assert details["ignored"] == {"group": 1, "edited": 1, "other": 0}
+
+
+def test_the_webhook_is_registered_with_its_secret_when_the_url_is_set(engine: Engine) -> None:
+    url = "https://support.example.com/telegram/webhook"
+
+    async def run(base_url: str) -> dict[str, Any]:
+        hook = TelegramWebhook(
+            settings(base_url, mode="webhook", webhook_url=url),
+            engine,
+            Secret(TOKEN),
+            Secret(SECRET),
+            lambda item: stored_in_thread(engine, item),
+            poll_seconds=0.05,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(hook.run(stop))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        return hook.health.details
+
+    with fake_bot_api() as fake:
+        details = asyncio.run(run(fake.base_url))
+        registered = [body for name, body in fake.calls if name == "setWebhook"]
+    # Once, with the secret Telegram will send back and only the updates we take in.
+    assert registered == [{"url": url, "secret_token": SECRET, "allowed_updates": ["message"]}]
+    assert details["mode"] == "webhook"
