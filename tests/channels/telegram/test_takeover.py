@@ -8,14 +8,17 @@ connector's reports. Every child is stopped in `finally`.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select
 
 from inbox.models import Case, Intake, Outbox
+from parity.cli import main
 from tests.channels.telegram.support import PRIVATE, TOKEN, fake_bot_api, fixture
 from tests.support.helpers import child_env, child_settings
 from tests.test_takeover import Child, count, states, wait_for
@@ -46,7 +49,7 @@ def key_of(update: dict[str, Any]) -> str:
 
 
 def test_the_standby_takes_over_after_a_sigkill_nothing_lost_or_doubled(
-    db_url: str, engine: Engine, tmp_path: Path
+    db_url: str, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first = [fixture(name) for name in PRIVATE]
     later = [new_person(n) for n in range(4)]
@@ -117,3 +120,14 @@ timeout_s = 5.0
     # Nothing lost, nothing doubled: each update once, each person acknowledged once.
     assert sorted(stored) == sorted(want)
     assert sent == Counter(dict.fromkeys(chats, 1))
+    # `parity connectors status --json` shows each instance's mode, offset and counts.
+    capsys.readouterr()
+    main(["--settings", str(path), "connectors", "status", "--json"])
+    [telegram] = [c for c in json.loads(capsys.readouterr().out) if c["name"] == "telegram"]
+    shown = {i["instance"].rsplit(":", 1)[1]: i["details"] for i in telegram["instances"]}
+    survived = shown[str(survivor.pid)]
+    assert (survived["mode"], survived["offset"]) == ("polling", top + 1)
+    # The survivor took in exactly what came after the kill (the killed one's last
+    # heartbeat may predate its last poll, so its own count is not compared).
+    assert survived["stored"] == len(later)
+    assert survived["last_update_at"]
