@@ -12,17 +12,25 @@ from sqlalchemy import Engine, select
 
 from connectors.config import OutboxSettings
 from connectors.outbox import OutboxDrainer
+from connectors.telegram.intake import raw_input
 from connectors.telegram.outbox import TelegramSender, TokenRefused
-from inbox.models import Case, MessageRef, Outbox, utcnow
+from inbox import casework
+from inbox.accounts import Principal
+from inbox.models import Case, Message, MessageRef, Outbox, utcnow
 from inbox.secrets import Secret
+from normalizer.intake import store
 from tests.channels.telegram.support import (
     TOKEN,
     FakeBotApi,
+    body_of,
     deliver,
     fake_bot_api,
+    fixture,
     refused,
     settings,
 )
+from tests.support.helpers import normalize
+from tests.support.inbox_helpers import make_user
 
 CURVE_BASE_S = 60.0
 
@@ -104,3 +112,40 @@ def test_a_refused_token_stops_the_channel_and_counts_no_attempt(engine: Engine)
     [row] = rows(engine)
     assert (row.state, row.attempts) == ("queued", 0)
     assert "refused the bot token" in row.last_error and wrong not in row.last_error
+
+
+def test_an_agents_reply_goes_to_the_identity_and_the_answer_joins_the_case(
+    engine: Engine,
+) -> None:
+    deliver(engine, "text")
+    with fake_bot_api() as fake:
+        drainer(engine, fake).drain_once()  # the acknowledgement
+        with engine.connect() as conn:
+            reference = conn.execute(select(Case.reference)).scalar_one()
+        agent = Principal(id=make_user(engine, "agent1"), name="agent1", role="agent", via="cli")
+        casework.reply(
+            engine,
+            agent,
+            reference,
+            casework.ReplyRequest(text="We reset your sign-in; try again now."),
+            message_id_domain="support.example.com",
+        )
+        report = drainer(engine, fake).drain_once()
+        sent = list(fake.sent)
+    assert report.sent == 1
+    assert [(m["chat_id"], m["text"]) for m in sent][-1] == (
+        718293645,
+        "We reset your sign-in; try again now.",
+    )
+    [reply] = [r for r in rows(engine) if r.kind == "reply"]
+    assert (reply.state, reply.recipient) == ("sent", "718293645")
+    # The person answers that message (Telegram's reply_to_message): it joins the same case.
+    answer = fixture("reply")
+    answer["message"]["reply_to_message"]["message_id"] = int(reply.provider_id.split(":")[1])
+    item, _ = raw_input(body_of(answer))
+    assert item is not None
+    store(engine, [item])
+    normalize(engine)
+    with engine.connect() as conn:
+        cases = conn.execute(select(Message.case_id).where(Message.channel == "telegram"))
+        assert len(set(cases.scalars())) == 1
