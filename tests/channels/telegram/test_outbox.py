@@ -122,6 +122,7 @@ def test_an_agents_reply_goes_to_the_identity_and_the_answer_joins_the_case(
         drainer(engine, fake).drain_once()  # the acknowledgement
         with engine.connect() as conn:
             reference = conn.execute(select(Case.reference)).scalar_one()
+        assert reference is not None
         agent = Principal(id=make_user(engine, "agent1"), name="agent1", role="agent", via="cli")
         casework.reply(
             engine,
