@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,8 @@ class FakeBotApi:
     offsets: list[int | None] = field(default_factory=list)
     base_url: str = ""
     next_message_id: int = 100
+    # Called with each getUpdates' offset before it is answered (a test's crash point).
+    before_updates: list[Callable[[int | None], None]] = field(default_factory=list)
 
     def add(self, *names: str) -> None:
         for name in names:
@@ -112,6 +114,8 @@ class FakeBotApi:
         if name == "getUpdates":
             offset = body.get("offset")
             self.offsets.append(offset)
+            for hook in self.before_updates:
+                hook(offset)
             if isinstance(offset, int):
                 # An offset confirms every update before it: Telegram forgets them.
                 self.updates = [u for u in self.updates if u["update_id"] >= offset]
