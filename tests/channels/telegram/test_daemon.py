@@ -8,6 +8,7 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
@@ -36,7 +37,7 @@ def post(url: str, body: bytes, secret: str | None) -> int:
         return int(exc.code)
 
 
-def count(engine: Engine, model: type, *where: object) -> int:
+def count(engine: Engine, model: type, *where: Any) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
 
