@@ -127,7 +127,7 @@ class BotApi:
             raise BotApiError(status, None, f"answer over {MAX_ANSWER_BYTES} bytes")
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             body = None
         if not isinstance(body, dict) or body.get("ok") is not True:
             raise error_of(status, body)

@@ -26,6 +26,7 @@ import contextlib
 import hmac
 import json
 import logging
+import mimetypes
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -227,8 +228,6 @@ class _TooBig(Exception):
 
 
 def _type_of(path: str) -> str:
-    import mimetypes
-
     return mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
