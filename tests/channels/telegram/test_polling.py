@@ -5,6 +5,7 @@ edits counted, a refused token disabling the poller, and the token in no log lin
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, select
 
 from connectors.telegram.intake import CONNECTOR, TelegramPoller, checkpoint_key
-from inbox.models import Checkpoint, Intake, Message
+from inbox.models import Blob, Checkpoint, DeadLetter, Intake, Message
 from inbox.secrets import Secret
 from tests.channels.telegram.support import (
     IGNORED,
@@ -185,3 +186,26 @@ def test_an_unreachable_api_is_an_error_that_names_no_token(
     assert tg.health.last_error and "connection failed" in tg.health.last_error
     assert TOKEN not in ours(caplog) and TOKEN not in tg.health.last_error
     assert TOKEN.partition(":")[2] not in ours(caplog)
+
+
+def test_an_unreadable_update_in_an_answer_becomes_a_dead_letter_with_its_bytes(
+    engine: Engine,
+) -> None:
+    broken = {"update_id": 640117300, "message": {"message_id": "not a number"}}
+    with fake_bot_api() as fake:
+        fake.add("text")
+        fake.updates.append(broken)
+        tg = poller(engine, fake)
+        assert poll(tg) == 2
+    # The offset moves past it: it is stored, not asked for again and again.
+    assert offset(engine) == {"offset": 640117301}
+    normalize(engine)
+    with engine.connect() as conn:
+        letters = conn.execute(
+            select(DeadLetter.error, Blob.data).join(Blob, Blob.sha256 == DeadLetter.raw_sha256)
+        ).all()
+    # The update's own bytes, as the connector serialised it alone (compact JSON).
+    assert [(r.data, "without a chat or message id" in r.error) for r in letters] == [
+        (json.dumps(broken, separators=(",", ":")).encode(), True)
+    ]
+    assert tg.counts.dead_lettered == 1
