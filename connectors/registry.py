@@ -36,6 +36,8 @@ from connectors.outbox import OutboxDrainer
 from connectors.reddit.parse import parse as reddit_parse
 from connectors.reddit.settings import RedditSettings
 from connectors.smtp.settings import SmtpSettings
+from connectors.telegram.parse import parse as telegram_parse
+from connectors.telegram.settings import TelegramSettings
 from connectors.twilio.parse import parse as twilio_parse
 from connectors.twilio.settings import TwilioSettings
 from connectors.twitter.parse import parse as twitter_parse
@@ -372,6 +374,81 @@ def _meta_drainers(section: MetaSettings, runtime: Runtime) -> list[OutboxDraine
     ]
 
 
+# --- Telegram: a bot, by long polling or by webhook; replies through the outbox ------------
+
+
+def _telegram_secrets(section: TelegramSettings) -> tuple[str, ...]:
+    return (section.token_env, section.webhook_secret_env)
+
+
+def telegram_availability(section: TelegramSettings, environ: Mapping[str, str]) -> Availability:
+    """Names only, never values: the token, and in webhook mode the webhook's secret (which
+    Telegram accepts as 1-256 of A-Z, a-z, 0-9, _ and -)."""
+    envs = [section.token_env]
+    if section.mode == "webhook":
+        envs.append(section.webhook_secret_env)
+    unset = [v for v in envs if not environ.get(v)]
+    if unset:
+        return False, "missing environment variable " + ", ".join(unset)
+    if section.mode == "webhook":
+        secret = environ[section.webhook_secret_env]
+        allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+        if len(secret) > 256 or not set(secret) <= allowed:
+            return False, (
+                f"environment variable {section.webhook_secret_env} must be 1-256 characters "
+                "of A-Z, a-z, 0-9, _ and - (Telegram's rule for a webhook secret)"
+            )
+    return AVAILABLE
+
+
+def _telegram_build(section: TelegramSettings, runtime: Runtime) -> Built:
+    """Polling: one poller under the lock. Webhook: the route, and a task for the media."""
+    from connectors.telegram.intake import TelegramPoller, TelegramWebhook
+
+    env = dict(runtime.environ)
+    token = from_env(section.token_env, env)
+    assert token is not None  # availability() checked it
+    if section.mode == "polling":
+        return Built(
+            tasks=[TelegramPoller(section, runtime.engine, token, on_stored=runtime.on_stored)]
+        )
+    secret = from_env(section.webhook_secret_env, env)
+    assert secret is not None  # availability() checked it
+    hook = TelegramWebhook(section, runtime.engine, token, secret, runtime.writer.submit)
+    return Built(tasks=[hook], routes=hook.routes())
+
+
+def telegram_token_problems(section: TelegramSettings, environ: Mapping[str, str]) -> list[str]:
+    """`parity doctor`: getMe at api_base_url; the variable's name, never its value."""
+    from connectors.telegram.api import BotApiError, call_sync
+
+    token = from_env(section.token_env, dict(environ))
+    if token is None:
+        return [f"environment variable {section.token_env} is not set"]
+    try:
+        me = call_sync(section, token, "getMe")
+    except BotApiError as exc:
+        return [f"Telegram refused the token in ${section.token_env}: {exc}"]
+    if not isinstance(me, dict) or me.get("is_bot") is not True:
+        return [f"getMe with ${section.token_env} did not answer a bot"]
+    return []
+
+
+def _telegram_drainers(section: TelegramSettings, runtime: Runtime) -> list[OutboxDrainer]:
+    from connectors.telegram.outbox import TelegramSender
+
+    token = from_env(section.token_env, dict(runtime.environ))
+    assert token is not None  # availability() checked it
+    return [
+        OutboxDrainer(
+            runtime.engine,
+            TelegramSender(section, token),
+            runtime.outbox,
+            worker=runtime.instance,
+        )
+    ]
+
+
 # --- the web inbox: the agents' pages and API on the HTTP listener -------------------------
 
 
@@ -395,6 +472,7 @@ class ConnectorsSettings(Strict):
     twitter: TwitterSettings = TwitterSettings()
     reddit: RedditSettings = RedditSettings()
     meta: MetaSettings = MetaSettings()
+    telegram: TelegramSettings = TelegramSettings()
     web: WebSettings = WebSettings()
 
 
@@ -487,6 +565,25 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
             build=_meta_drainers,
         ),
         parsers=dict.fromkeys(channels_of("meta"), meta_parse),
+        serves_http=True,
+    ),
+    ConnectorSpec(
+        "telegram",
+        TelegramSettings,
+        _telegram_build,
+        availability=telegram_availability,
+        secrets=_telegram_secrets,
+        endpoints=lambda s: [url_endpoint("Bot API", s.api_base_url)],
+        online_checks=telegram_token_problems,
+        sender=Sender(
+            key="telegram",
+            label="Telegram outbox",
+            needs_intake=True,
+            availability=lambda _s, _r: AVAILABLE,
+            build=_telegram_drainers,
+        ),
+        parsers={"telegram": telegram_parse},
+        # Its webhook joins the listener (in webhook mode; polling adds no route).
         serves_http=True,
     ),
     ConnectorSpec("web", WebSettings, _web_build, serves_http=True, describe=_web_describe),

@@ -162,6 +162,14 @@ IDENTITY_KINDS: Mapping[str, IdentityKind] = MappingProxyType(
                 "the Instagram-scoped id (IGSID) Meta gives the person for our account",
                 case_insensitive=False,
             ),
+            # Telegram's user id is a number for life; the username and the name can change
+            # (or be absent), so they are facts of the identity, never the identity.
+            IdentityKind(
+                "telegram",
+                "account",
+                "the numeric Telegram user id (a username can change or be absent)",
+                case_insensitive=False,
+            ),
         )
     }
 )
@@ -339,6 +347,28 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                     outside="cannot reach this person on Instagram any more: use another identity",
                 ),
             ),
+            ChannelFacts(
+                "telegram",
+                identity_kind="telegram",
+                reply_channel="telegram",
+                # Only private chats with the bot are taken in: group messages are ignored
+                # and counted (docs/channels/telegram.md says why).
+                visibilities=("private",),
+                public_messages="",
+                replies_to="the person, in their private chat with the bot",
+                # The Bot API's limit on one sendMessage text.
+                max_text=4096,
+                max_public_text=4096,
+                sends_attachments=False,
+                label="telegram",
+                colour="#e3f2fb",
+                # The person's private chat with the bot, where they can simply write again.
+                ack=AckText(
+                    "We have your message: case {reference}. A person will answer {eta}. "
+                    "{follow_up}",
+                    "Write here to add anything.",
+                ),
+            ),
         )
     }
 )
@@ -354,6 +384,7 @@ CONNECTOR_CHANNELS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         # One connector for Meta's three: they share the webhook, its signature and the
         # Graph API.
         "meta": ("whatsapp", "messenger", "instagram"),
+        "telegram": ("telegram",),
     }
 )
 

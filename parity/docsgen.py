@@ -460,14 +460,18 @@ def cli_page() -> str:
 
 
 def web_app(engine: Engine) -> web.Application:
-    """The app `parity run` serves, with the Twilio and Meta webhooks joined, built offline.
+    """The app `parity run` serves, with the Twilio, Meta and Telegram webhooks joined, built
+    offline.
 
     The daemon builds it (Daemon.web_app: the JSON API, the pages, /healthz, /metrics, the
-    manager audit); Twilio's and Meta's routes join it when those connectors run, so they
+    manager audit); Twilio's, Meta's and Telegram's routes join it when those connectors run
+    (Telegram's in webhook mode), so they
     are added here as the daemon adds them. Nothing is started or listened on.
     """
     from connectors.meta.intake import MetaWebhooks
     from connectors.registry import HTTP_LISTENER
+    from connectors.telegram.intake import TelegramWebhook
+    from connectors.telegram.settings import TelegramSettings
     from connectors.twilio.intake import TwilioWebhooks
     from connectors.twilio.settings import TwilioSettings
     from inbox.secrets import Secret
@@ -487,6 +491,13 @@ def web_app(engine: Engine) -> web.Application:
     ).routes()
     daemon.extra_routes += MetaWebhooks(
         daemon.engine, Secret("unused-docsgen-token"), Secret("unused-docsgen-secret"), never
+    ).routes()
+    daemon.extra_routes += TelegramWebhook(
+        TelegramSettings(enabled=True, mode="webhook"),
+        daemon.engine,
+        Secret("1:unused-docsgen-token"),
+        Secret("unused-docsgen-secret"),
+        never,
     ).routes()
     return daemon.web_app()
 
@@ -536,8 +547,9 @@ def http_page() -> str:
         "OpenAPI 3.1 document the app itself serves at `GET /api/openapi.json` (built from "
         "the route table that registers the routes and drives authentication). "
         + doc["info"]["description"]
-        + ' Errors are `{"error": "..."}` with the HTTP status. The Twilio and Meta webhooks '
-        "are served when the `twilio` and `meta` connectors run. See [Accounts and the API]"
+        + ' Errors are `{"error": "..."}` with the HTTP status. The Twilio, Meta and Telegram '
+        "webhooks are served when the `twilio`, `meta` and `telegram` (in webhook mode) "
+        "connectors run. See [Accounts and the API]"
         "(../agents/api.md) for sessions, CSRF and tokens.\n",
     ]
     by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}

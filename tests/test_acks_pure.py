@@ -393,7 +393,10 @@ ACKNOWLEDGED_BY = {
     "whatsapp": "template",
     "messenger": "template",
     "instagram": "template",
+    "telegram": "template",
 }
+# The channels with an [acknowledgements.<channel>] table, in the registry's order.
+TEMPLATED = ", ".join(channel for channel, way in ACKNOWLEDGED_BY.items() if way == "template")
 # A handle each templated channel's sender could have.
 RECIPIENT = {
     "email": "ann@example.org",
@@ -402,6 +405,7 @@ RECIPIENT = {
     "whatsapp": "447700900123",
     "messenger": "6024186777612345",
     "instagram": "17841400000000042",
+    "telegram": "5012345678",
 }
 
 
@@ -468,12 +472,7 @@ def test_the_settings_dump_as_parity_settings_show_printed_them():
         "max_queue_count",
         "other_channels",
         "limits",
-        "email",
-        "sms",
-        "voice",
-        "whatsapp",
-        "messenger",
-        "instagram",
+        *TEMPLATED.split(", "),
     ]
     assert list(dumped["email"]) == [
         "enabled",
@@ -491,12 +490,13 @@ def test_the_settings_dump_as_parity_settings_show_printed_them():
         (
             '[acknowledgements.fax]\nbody = "{reference}"\n',
             "acknowledgements.fax: unknown channel 'fax': [acknowledgements] has a table for "
-            "email, sms, voice, whatsapp, messenger, instagram",
+            + TEMPLATED,
         ),
         (
             '[acknowledgements.twitter]\nbody = "{reference}"\n',
-            "unknown channel 'twitter': [acknowledgements] has a table for email, sms, voice, "
-            "whatsapp, messenger, instagram; twitter is acknowledged by its connector",
+            "unknown channel 'twitter': [acknowledgements] has a table for "
+            + TEMPLATED
+            + "; twitter is acknowledged by its connector",
         ),
         ("[acknowledgements]\nenabeld = true\n", "unknown key 'acknowledgements.enabeld'"),
         (

@@ -50,6 +50,8 @@ from connectors.outbox import OutboxDrainer
 from connectors.poller import Poller
 from connectors.registry import parser_table
 from connectors.smtp.server import source_key as smtp_source_key
+from connectors.telegram.intake import TelegramPoller
+from connectors.telegram.outbox import TelegramSender
 from connectors.twilio.outbox import TwilioSmsSender
 from connectors.twilio.outbox import make_client as make_twilio_client
 from connectors.twilio.parse import source_key as twilio_source_key
@@ -79,6 +81,11 @@ from tests.channels.meta.support import fake_graph
 from tests.channels.meta.support import settings as meta_settings
 from tests.channels.reddit.reddit_fake import FakeReddit, Fault
 from tests.channels.reddit.reddit_support import connector as reddit_connector
+from tests.channels.telegram.support import PRIVATE as TELEGRAM_PRIVATE
+from tests.channels.telegram.support import TOKEN as TELEGRAM_TOKEN
+from tests.channels.telegram.support import fake_bot_api
+from tests.channels.telegram.support import refused as telegram_refused
+from tests.channels.telegram.support import settings as telegram_settings
 from tests.channels.twilio.twilio_support import ACCOUNT as TWILIO_ACCOUNT
 from tests.channels.twilio.twilio_support import TOKEN as TWILIO_TOKEN
 from tests.channels.twilio.twilio_support import fake_twilio
@@ -118,6 +125,11 @@ TAKEOVER_TESTS: dict[str, tuple[str, str]] = {
         "tests/test_takeover.py",
         "test_reddit_standby_takes_over_after_a_sigkill_nothing_lost_or_doubled",
     ),
+    # Long polling under the poller lock (a webhook has no lock: every instance takes posts).
+    "telegram": (
+        "tests/channels/telegram/test_takeover.py",
+        "test_the_standby_takes_over_after_a_sigkill_nothing_lost_or_doubled",
+    ),
 }
 # Connectors that are not polled: no poller lock to take over. SMTP and the Twilio webhooks
 # are servers; every instance takes deliveries, so a killed one loses nothing to take over
@@ -156,6 +168,10 @@ SENDER_RETRY_TESTS: dict[str, tuple[str, str]] = {
             "tests/channels/meta/test_outbox.py",
             "test_error_codes_retry_pause_or_fail_with_a_reason",
         ),
+    ),
+    "telegram": (
+        "tests/channels/telegram/test_outbox.py",
+        "test_a_429_is_retried_after_telegrams_retry_after",
     ),
 }
 
@@ -274,6 +290,21 @@ def poll_reddit(engine: Engine) -> None:
         reddit_connector(engine, fake).poll_once()
 
 
+def poll_telegram(engine: Engine) -> None:
+    """The real poller asks the fake Bot API (its private-chat fixtures) once."""
+
+    async def once(poller: TelegramPoller) -> None:
+        try:
+            await poller.poll_once()
+        finally:
+            await poller.api.close()
+
+    with fake_bot_api() as fake:
+        fake.add(*TELEGRAM_PRIVATE)
+        section = telegram_settings(fake.base_url)
+        asyncio.run(once(TelegramPoller(section, engine, Secret(TELEGRAM_TOKEN))))
+
+
 @dataclass(frozen=True)
 class Kit:
     """How the suite drives one channel: deliver its fixtures. Every channel's new case is
@@ -298,6 +329,7 @@ KITS: dict[str, Kit] = {
     "twitter": Kit(poll_twitter),
     "reddit": Kit(poll_reddit),
     **{c: Kit(_store_all(partial(meta_inputs, c))) for c in channels_of("meta")},
+    "telegram": Kit(poll_telegram),
 }
 
 
@@ -640,6 +672,13 @@ def failing_send(
             graph = Graph(graph_section, Secret(token))
             meta = MetaSender(channel, graph_section, graph, engine)
             yield FailingSend(OutboxDrainer(engine, meta, settings, worker="contract"))
+    elif channel == "telegram":
+        # The Bot API answers 502 (Telegram's front in trouble): retried on the curve. (A 429
+        # keeps Telegram's retry_after: tests/channels/telegram/test_outbox.py.)
+        with fake_bot_api() as tg_fake:
+            tg_fake.fail.append((502, telegram_refused(502, "Bad Gateway")))
+            sender = TelegramSender(telegram_settings(tg_fake.base_url), Secret(TELEGRAM_TOKEN))
+            yield FailingSend(OutboxDrainer(engine, sender, settings, worker="contract"))
     else:  # pragma: no cover - a new channel must add its failing transport here
         raise AssertionError(f"no failing transport for channel {channel!r}")
 

@@ -49,6 +49,8 @@ EXPECTED = {
     "whatsapp": ("phone", "whatsapp", False, "#dcf8c6"),
     "messenger": ("messenger", "messenger", True, "#e4e6fb"),
     "instagram": ("instagram", "instagram", True, "#fde4f2"),
+    # Private chats with the bot only: group messages are not taken in.
+    "telegram": ("telegram", "telegram", False, "#e3f2fb"),
 }
 # channel: (its sender is authenticated by the mail sender check, replies thread by
 # Message-ID, raw source's extension, its handles are mail addresses), as email behaved when
@@ -63,6 +65,7 @@ EXPECTED_PIPELINE = {
     "whatsapp": (False, False, "txt", False),
     "messenger": (False, False, "txt", False),
     "instagram": (False, False, "txt", False),
+    "telegram": (False, False, "txt", False),
 }
 EXPECTED_CONNECTORS = {
     "smtp": {"email"},
@@ -71,6 +74,7 @@ EXPECTED_CONNECTORS = {
     "twitter": {"twitter"},
     "reddit": {"reddit"},
     "meta": {"whatsapp", "messenger", "instagram"},
+    "telegram": {"telegram"},
 }
 
 
@@ -177,6 +181,8 @@ def test_every_channel_has_a_connector() -> None:
         ("reddit", "U/Throwaway_Ann", True, "u/throwaway_ann"),
         # Where a handle is matched, not typed, a prefix is not dropped (inbox.replies).
         ("reddit", "u/Throwaway_Ann", False, "u/throwaway_ann"),
+        # Telegram user ids: digits, kept as they are.
+        ("telegram", " 718293645 ", False, "718293645"),
     ],
 )
 def test_handles_fold_as_the_store_keeps_them(
@@ -219,7 +225,10 @@ def _errors(model: type[BaseModel], raw: str) -> list[tuple[Any, ...]]:
 @pytest.mark.parametrize(
     ("new", "values"),
     [
-        (ReplyChannel, ("email", "sms", "twitter", "reddit", "whatsapp", "messenger", "instagram")),
+        (
+            ReplyChannel,
+            ("email", "sms", "twitter", "reddit", "whatsapp", "messenger", "instagram", "telegram"),
+        ),
         (IdentityKindName, IDENTITY_KIND_NAMES),
     ],
 )
@@ -429,6 +438,7 @@ def test_no_module_keeps_its_own_list_of_channels() -> None:
 # A channel's name used for something else in one file: not the channel.
 HOMONYMS: dict[tuple[str, str], str] = {
     ("connectors/meta/parse.py", "voice"): "WhatsApp's `voice` flag on an audio message",
+    ("connectors/telegram/parse.py", "voice"): "the Bot API's `voice` message (a voice note)",
 }
 
 

@@ -96,6 +96,14 @@ EXPECTED: dict[
         True,
         None,
     ),
+    "telegram": (
+        {"telegram"},
+        {"api_base_url": "http://127.0.0.1:8097"},
+        [Endpoint("Bot API", "127.0.0.1", 8097)],
+        "telegram",
+        True,
+        None,
+    ),
     "web": (set(), {"host": "::", "port": 9000}, [], None, True, "web on http://:::9000/"),
 }
 
@@ -151,6 +159,7 @@ PARSER_MODULES = {
     "whatsapp": "connectors.meta.parse",
     "messenger": "connectors.meta.parse",
     "instagram": "connectors.meta.parse",
+    "telegram": "connectors.telegram.parse",
 }
 
 
@@ -279,6 +288,26 @@ def test_a_connector_switched_off_is_disabled_whatever_it_needs(name: str) -> No
             "meta",
             {"enabled": True, "page_id": "1098"},
             {"META_VERIFY_TOKEN": "v", "META_APP_SECRET": "s", "META_PAGE_TOKEN": "p"},
+            None,
+        ),
+        ("telegram", {"enabled": True}, {}, "missing environment variable TELEGRAM_BOT_TOKEN"),
+        ("telegram", {"enabled": True}, {"TELEGRAM_BOT_TOKEN": "1:x"}, None),
+        (
+            "telegram",
+            {"enabled": True, "mode": "webhook"},
+            {"TELEGRAM_BOT_TOKEN": "1:x"},
+            "missing environment variable TELEGRAM_WEBHOOK_SECRET",
+        ),
+        (
+            "telegram",
+            {"enabled": True, "mode": "webhook"},
+            {"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_SECRET": "no spaces allowed"},
+            "TELEGRAM_WEBHOOK_SECRET must be 1-256 characters",
+        ),
+        (
+            "telegram",
+            {"enabled": True, "mode": "webhook"},
+            {"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_SECRET": "s3cret_-X"},
             None,
         ),
     ],

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from connectors.config import OutboxSettings
+from connectors.outbox import OutboxDrainer
+from connectors.telegram.outbox import TelegramSender
 from connectors.twilio.outbox import TwilioDrainer, TwilioSmsSender, make_client
 from inbox import report_rows
 from inbox.models import AuditLog, Case, Outbox, utcnow
@@ -24,6 +26,10 @@ from inbox.outbox import Result, backoff, claim, enqueue, record, recover
 from inbox.secrets import Secret
 from tests.channels.reddit.reddit_fake import FakeReddit
 from tests.channels.reddit.reddit_support import connector as reddit_connector
+from tests.channels.telegram.support import TOKEN as TELEGRAM_TOKEN
+from tests.channels.telegram.support import deliver as telegram_deliver
+from tests.channels.telegram.support import fake_bot_api
+from tests.channels.telegram.support import settings as telegram_settings
 from tests.channels.twilio.twilio_support import (
     ACCOUNT,
     TOKEN,
@@ -165,7 +171,15 @@ def send_reddit_ack(engine: Engine) -> None:
         assert reddit.deliver_once().sent >= 1
 
 
-@pytest.mark.parametrize("channel", ["email", "sms", "twitter", "reddit"])
+def send_telegram_ack(engine: Engine) -> None:
+    telegram_deliver(engine, "text")
+    with fake_bot_api() as fake:
+        sender = TelegramSender(telegram_settings(fake.base_url), Secret(TELEGRAM_TOKEN))
+        report = OutboxDrainer(engine, sender, OutboxSettings(), worker="test").drain_once()
+    assert report.sent == 1
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "twitter", "reddit", "telegram"])
 async def test_a_sent_acknowledgement_is_audited_the_same_way_on_every_channel(
     engine: Engine, sink: Sink, channel: str
 ) -> None:
@@ -175,6 +189,8 @@ async def test_a_sent_acknowledgement_is_audited_the_same_way_on_every_channel(
         await send_sms_ack(engine)
     elif channel == "twitter":
         await send_twitter_ack(engine)
+    elif channel == "telegram":
+        await asyncio.to_thread(send_telegram_ack, engine)
     else:
         await asyncio.to_thread(send_reddit_ack, engine)
 

@@ -1,0 +1,1 @@
+"""Telegram: a bot's private chats in (long polling `getUpdates` or a webhook), replies out."""
