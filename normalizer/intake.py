@@ -46,6 +46,11 @@ class RawInput:
     envelope: dict[str, Any] = field(default_factory=dict)
     received_at: datetime = field(default_factory=utcnow)
     acknowledge: bool = True
+    # "pending": the normalizer files it as a message. "report": a provider's delivery
+    # report on something we sent (a Meta status), stored raw like any input so Meta can
+    # have its 200, then applied to the outbox by its connector; the normalizer never
+    # claims it (it claims only pending rows).
+    state: str = "pending"
     # State this input changes (an SMS STOP or START), written in the same transaction only
     # when the input is stored for the first time: a replayed or retried delivery, however
     # validly signed, changes nothing, and a crash cannot store one without the other.
@@ -111,7 +116,7 @@ def store_in(
                         "raw_sha256": sha256(i.payload),
                         "envelope": i.envelope,
                         "received_at": i.received_at,
-                        "state": "pending",
+                        "state": i.state,
                         "attempts": 0,
                         "acknowledge": i.acknowledge,
                     }

@@ -67,6 +67,66 @@ class Status:
     error_code: int | None = None
 
 
+@dataclass(frozen=True)
+class Body:
+    """What a signed body holds, read once on the webhook's path (`read_body`)."""
+
+    channel: str | None  # None: its `object` is none of ours, or it could not be read
+    events: list[Event]
+    statuses: list[Status]
+    # Why the body, or part of it, cannot be read; None when all of it can. Such a body is
+    # kept as a dead letter (signed by Meta, so never dropped), beside any event it has.
+    unreadable: str | None = None
+
+
+def status_key(status: Status) -> str:
+    """The intake key of one delivery report: a redelivered report carries the same one."""
+    return f"status:{status.provider_id}:{status.state}"
+
+
+def unreadable_key(digest: str) -> str:
+    """The intake key of a body that cannot be read: its bytes' SHA-256."""
+    return f"unreadable:{digest}"
+
+
+# An intake key is at most 512 characters (inbox/models.py); an id longer than this is not
+# one Meta gives, and is not put in the store's unique index.
+MAX_KEY = 500
+
+
+def read_body(raw: bytes) -> Body:
+    """A body's events, statuses and what in it cannot be read. Never raises: a body Meta
+    signed is stored whatever it holds, as messages, reports or a dead letter."""
+    try:
+        doc = load(raw)
+    except ParseError as exc:
+        return Body(None, [], [], str(exc))
+    channel = OBJECTS.get(str(doc.get("object", "")))
+    if channel is None:
+        return Body(None, [], [], f"Meta webhook object {doc.get('object')!r} is not one of ours")
+    entries = doc.get("entry")
+    if not isinstance(entries, list) or not entries:
+        return Body(channel, [], [], "Meta webhook body has no entries")
+    try:
+        found, reports = events(doc), statuses(doc)
+    except ParseError as exc:
+        return Body(channel, [], [], str(exc))
+    problems = [
+        f"entry {i} has neither changes nor messaging"
+        for i, entry in enumerate(entries)
+        if not isinstance(entry, dict)
+        or not (isinstance(entry.get("changes"), list) or isinstance(entry.get("messaging"), list))
+    ]
+    too_long = [e.source_key for e in found if len(e.source_key) > MAX_KEY] + [
+        status_key(s) for s in reports if len(status_key(s)) > MAX_KEY
+    ]
+    if too_long:
+        # Nothing of such a body goes in by its ids: all of it is one dead letter.
+        return Body(channel, [], [], f"Meta webhook body has an id over {MAX_KEY} characters")
+    unreadable = "Meta webhook " + "; ".join(problems) if problems else None
+    return Body(channel, found, reports, unreadable)
+
+
 def load(raw: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
@@ -233,6 +293,8 @@ def parse(
     """The parser of all three channels (the envelope's position names the event)."""
     if len(raw) > caps.max_bytes:
         raise ParseError(f"Meta webhook body is {len(raw)} bytes, over the cap of {caps.max_bytes}")
+    if "at" not in envelope and "unreadable" in envelope:
+        return _unreadable(raw, received_at, caps)
     doc = load(raw)
     channel = OBJECTS.get(str(doc.get("object", "")))
     if channel is None:
@@ -244,6 +306,21 @@ def parse(
     if at[1] == "changes":
         return _comment(channel, item, received_at)
     return _direct(channel, item, received_at)
+
+
+def _unreadable(raw: bytes, received_at: datetime, caps: Caps) -> InboundMessage:
+    """A body stored as unreadable, read again (a replay runs today's code): still
+    unreadable, the reason now; readable, with one event, that event (its own dedup key makes
+    it a duplicate if it went in by itself too)."""
+    body = read_body(raw)
+    if body.unreadable:
+        raise ParseError(body.unreadable)
+    if len(body.events) != 1:
+        raise ParseError(
+            f"Meta webhook body is readable now, with {len(body.events)} events and "
+            f"{len(body.statuses)} delivery reports: one dead letter files one event only"
+        )
+    return parse(raw, envelope={"at": list(body.events[0].at)}, received_at=received_at, caps=caps)
 
 
 def _text(value: Any) -> str:
