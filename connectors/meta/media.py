@@ -181,7 +181,8 @@ class MetaMedia:
             path = self.settings.whatsapp_phone_number_id if whatsapp else "me"
             ok, why = token_check(graph, path)
             which = "whatsapp" if whatsapp else "page"
-            self.stats.token(which, ok, why)
+            served = [c for c, g in self.graphs.items() if g is graph]
+            self.stats.token(which, ok, why, served)
 
     def pass_once(self) -> int:
         now = time.monotonic()

@@ -9,6 +9,7 @@ The counts live in the connector's health record, which the daemon persists for
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -26,10 +27,12 @@ CONNECTOR = "meta"
 
 
 class WebhookStats:
-    """Per channel: when a webhook last came, and how many were refused for their signature.
+    """Per channel, as the issue names them: when a webhook was last received, how many were
+    refused for their signature, whether the channel's token is valid, the outbox counts.
 
     A refused webhook names no channel (its body is not trusted), so signature failures are
-    counted once for the connector and shown under each channel.
+    counted once for the connector and shown under each channel. Messenger and Instagram
+    share the page's token: one check shows under both.
     """
 
     def __init__(self, health: ConnectorHealth) -> None:
@@ -37,12 +40,18 @@ class WebhookStats:
         self.failures = 0
 
     def _channels(self) -> dict[str, dict[str, Any]]:
-        found = self.health.details.setdefault("channels", {c: {} for c in channels_of(CONNECTOR)})
-        assert isinstance(found, dict)
+        found = self.health.details.get("channels")
+        if not isinstance(found, dict):
+            found = {
+                c: {"last_webhook_received": None, "signature_failures": 0, "token_valid": None}
+                for c in channels_of(CONNECTOR)
+            }
+            self.health.details["channels"] = found
+            self.health.details.setdefault("signature_failures", 0)
         return found
 
     def received(self, channel: str) -> None:
-        self._channels().setdefault(channel, {})["last_webhook_at"] = utcnow().isoformat()
+        self._channels().setdefault(channel, {})["last_webhook_received"] = utcnow().isoformat()
 
     def signature_failure(self) -> None:
         self.failures += 1
@@ -50,12 +59,25 @@ class WebhookStats:
         for facts in self._channels().values():
             facts["signature_failures"] = self.failures
 
-    def token(self, which: str, valid: bool, why: str | None = None) -> None:
+    def token(
+        self, which: str, valid: bool, why: str | None = None, channels: Sequence[str] = ()
+    ) -> None:
+        """Meta's answer on the `which` token ("whatsapp", "page"), for the `channels` it
+        serves."""
+        checked = utcnow().isoformat()
         self.health.details.setdefault("tokens", {})[which] = {
             "valid": valid,
             **({"reason": why} if why else {}),
-            "checked_at": utcnow().isoformat(),
+            "checked_at": checked,
         }
+        for channel in channels:
+            facts = self._channels().setdefault(channel, {})
+            facts["token_valid"] = valid
+            facts["token_checked_at"] = checked
+            if why:
+                facts["token_error"] = why
+            else:
+                facts.pop("token_error", None)
 
     def outbox(self, engine: Engine) -> None:
         """The outbox counts of each channel, by state."""

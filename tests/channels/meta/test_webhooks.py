@@ -179,4 +179,5 @@ async def test_status_webhooks_move_outbox_rows(engine: Engine) -> None:
         await hooks.hooks.settled()
         assert state(ids[1]) == ("delivered", None)
         stats = hooks.hooks.health.details["channels"]
-        assert stats["whatsapp"]["last_webhook_at"] and stats["messenger"]["last_webhook_at"]
+        assert stats["whatsapp"]["last_webhook_received"]
+        assert stats["messenger"]["last_webhook_received"]
