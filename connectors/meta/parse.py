@@ -108,7 +108,7 @@ def read_body(raw: bytes) -> Body:
     if not isinstance(entries, list) or not entries:
         return Body(channel, [], [], "Meta webhook body has no entries")
     try:
-        found, reports = events(doc), statuses(doc)
+        found, reports = scan(doc)
     except ParseError as exc:
         return Body(channel, [], [], str(exc))
     problems = [
@@ -154,10 +154,21 @@ def e164(wa_id: str) -> str | None:
 
 def events(doc: Mapping[str, Any]) -> list[Event]:
     """Every message-like event of a body with its intake key (statuses are not events)."""
+    return scan(doc)[0]
+
+
+def statuses(doc: Mapping[str, Any]) -> list[Status]:
+    """The delivery reports of a body: WhatsApp statuses, Messenger/Instagram reads."""
+    return scan(doc)[1]
+
+
+def scan(doc: Mapping[str, Any]) -> tuple[list[Event], list[Status]]:
+    """A body's events and delivery reports, in one walk over it (the webhook's hot path)."""
     channel = OBJECTS.get(str(doc.get("object", "")))
     if channel is None:
-        return []
+        return [], []
     found: list[Event] = []
+    reports: list[Status] = []
     for e, entry in enumerate(_list(doc.get("entry"))):
         entry = _dict(entry)
         for c, change in enumerate(_list(entry.get("changes"))):
@@ -173,13 +184,50 @@ def events(doc: Mapping[str, Any]) -> list[Event]:
                 key = _comment_key(channel, value)
                 if key:
                     found.append(Event(channel, key, (e, "changes", c, 0)))
+            for status in _list(value.get("statuses")):
+                report = _whatsapp_status(_dict(status))
+                if report is not None:
+                    reports.append(report)
         if channel != "whatsapp":
             for i, item in enumerate(_list(entry.get("messaging"))):
-                key = _messaging_key(_dict(item))
+                item = _dict(item)
+                key = _messaging_key(item)
                 if key:
                     found.append(Event(channel, key, (e, "messaging", i, 0)))
+                reports.extend(_direct_reports(channel, item))
         if len(found) > MAX_EVENTS:
             raise ParseError(f"Meta webhook body has over {MAX_EVENTS} events")
+        if len(reports) > MAX_EVENTS:
+            raise ParseError(f"Meta webhook body has over {MAX_EVENTS} statuses")
+    return found, reports
+
+
+def _whatsapp_status(status: Mapping[str, Any]) -> Status | None:
+    wamid, state = status.get("id"), status.get("status")
+    if not isinstance(wamid, str) or state not in ("sent", "delivered", "read", "failed"):
+        return None
+    errors = [_dict(x) for x in _list(status.get("errors"))]
+    code = errors[0].get("code") if errors else None
+    error = None
+    if errors:
+        first = errors[0]
+        detail = _dict(first.get("error_data")).get("details") or first.get("message")
+        error = f"WhatsApp error {code}: {first.get('title', '')}"
+        if detail:
+            error += f" ({detail})"
+    return Status("whatsapp", wamid, str(state), error, code if isinstance(code, int) else None)
+
+
+def _direct_reports(channel: str, item: Mapping[str, Any]) -> list[Status]:
+    """Messenger's and Instagram's `delivery` (many mids) and `read` (one mid)."""
+    found: list[Status] = []
+    delivery = _dict(item.get("delivery"))
+    for mid in _list(delivery.get("mids")):
+        if isinstance(mid, str):
+            found.append(Status(channel, mid, "delivered"))
+    read_mid = _dict(item.get("read")).get("mid")
+    if isinstance(read_mid, str):
+        found.append(Status(channel, read_mid, "read"))
     return found
 
 
@@ -212,56 +260,6 @@ def _messaging_key(item: Mapping[str, Any]) -> str | None:
         sender = _dict(item.get("sender")).get("id")
         return f"postback:{sender}:{item.get('timestamp')}" if sender else None
     return None
-
-
-def statuses(doc: Mapping[str, Any]) -> list[Status]:
-    """The delivery reports of a body: WhatsApp statuses, Messenger/Instagram reads."""
-    channel = OBJECTS.get(str(doc.get("object", "")))
-    found: list[Status] = []
-    for entry in _list(doc.get("entry")):
-        entry = _dict(entry)
-        for change in _list(entry.get("changes")):
-            value = _dict(_dict(change).get("value"))
-            for status in _list(value.get("statuses")):
-                status = _dict(status)
-                wamid, state = status.get("id"), status.get("status")
-                if not isinstance(wamid, str) or state not in (
-                    "sent",
-                    "delivered",
-                    "read",
-                    "failed",
-                ):
-                    continue
-                errors = [_dict(x) for x in _list(status.get("errors"))]
-                code = errors[0].get("code") if errors else None
-                error = None
-                if errors:
-                    first = errors[0]
-                    detail = _dict(first.get("error_data")).get("details") or first.get("message")
-                    error = f"WhatsApp error {code}: {first.get('title', '')}"
-                    if detail:
-                        error += f" ({detail})"
-                found.append(
-                    Status(
-                        "whatsapp",
-                        wamid,
-                        str(state),
-                        error,
-                        code if isinstance(code, int) else None,
-                    )
-                )
-        if channel is not None and channel != "whatsapp":  # Messenger, Instagram: `messaging`
-            for item in _list(entry.get("messaging")):
-                delivery = _dict(_dict(item).get("delivery"))
-                for mid in _list(delivery.get("mids")):
-                    if isinstance(mid, str):
-                        found.append(Status(channel, mid, "delivered"))
-                read_mid = _dict(_dict(item).get("read")).get("mid")
-                if isinstance(read_mid, str):
-                    found.append(Status(channel, read_mid, "read"))
-        if len(found) > MAX_EVENTS:
-            raise ParseError(f"Meta webhook body has over {MAX_EVENTS} statuses")
-    return found
 
 
 # --- one event to a message -------------------------------------------------------------
