@@ -71,10 +71,6 @@ def _norm_handle(kind: str, handle: str) -> str:
     return fold_handle(kind, handle)
 
 
-def _name(channel: str) -> str:
-    return {"sms": "SMS", "whatsapp": "WhatsApp"}.get(channel, channel)
-
-
 def offered_channels(kind: str, written: AbstractSet[str]) -> tuple[str, ...]:
     """The channels a reply to an identity of `kind` is offered on: the kind's own (SMS for
     a number) always, another (WhatsApp) only where the person has written on it.
@@ -131,11 +127,11 @@ def choose_reply_target(
         return chosen in offered_channels(identity.kind, written.get(identity.id, frozenset()))
 
     def never_written(identity: IdentityView, chosen: str) -> ReplyRefused:
-        other = REPLY_CHANNEL[identity.kind]
+        other = CHANNEL_FACTS[REPLY_CHANNEL[identity.kind]].label
         return ReplyRefused(
-            f"{identity.handle} has never written on {_name(chosen)}: it is offered only to "
-            "those who wrote there (a first message needs their opt-in and an approved "
-            f"template); answer by {_name(other)}"
+            f"{identity.handle} has never written on {CHANNEL_FACTS[chosen].label}: it is "
+            "offered only to those who wrote there (a first message needs their opt-in and "
+            f"an approved template); answer by {other}"
         )
 
     if handle is not None:

@@ -416,7 +416,7 @@ def test_whatsapp_is_offered_where_the_number_wrote_on_it(
 ):
     kwargs = {"channel": channel, "handle": handle, "written": written}
     if expected is ReplyRefused:
-        with pytest.raises(ReplyRefused, match="has never written on WhatsApp"):
+        with pytest.raises(ReplyRefused, match="has never written on whatsapp"):
             choose_reply_target(ANN, IDENTITIES, messages, **kwargs)
         return
     target = choose_reply_target(ANN, IDENTITIES, messages, **kwargs)

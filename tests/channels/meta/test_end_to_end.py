@@ -157,7 +157,7 @@ def test_whatsapp_is_offered_to_a_number_only_once_it_wrote_there(engine: Engine
             message_id_domain="support.example.com",
         )
 
-    with pytest.raises(casework.Invalid, match="has never written on WhatsApp"):
+    with pytest.raises(casework.Invalid, match="has never written on whatsapp"):
         answer("whatsapp")
     deliver(engine, "wa_text")
     page = case_view(engine, agent, reference)
