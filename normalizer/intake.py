@@ -216,6 +216,11 @@ class IntakeWriter:
 
     def stop(self) -> None:
         if self._thread is not None:
+            # What a loop's turn submitted and did not hand over yet is written before the end.
+            for loop in list(self._turn):
+                turn = self._turn.pop(loop, None)
+                if turn:
+                    self._queue.put(turn)
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
