@@ -44,6 +44,9 @@ MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
 # Bounds on the work of one body, whatever Meta (or whoever signed it) puts in it.
 MAX_EVENTS = 1000
 MAX_TEXT = 100_000
+MAX_ERROR = 500
+# The states of a WhatsApp status webhook.
+RANKED_STATES = ("sent", "delivered", "read", "failed")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
@@ -204,7 +207,7 @@ def scan(doc: Mapping[str, Any]) -> tuple[list[Event], list[Status]]:
 
 def _whatsapp_status(status: Mapping[str, Any]) -> Status | None:
     wamid, state = status.get("id"), status.get("status")
-    if not isinstance(wamid, str) or state not in ("sent", "delivered", "read", "failed"):
+    if not isinstance(wamid, str) or not wamid or state not in RANKED_STATES:
         return None
     errors = [_dict(x) for x in _list(status.get("errors"))]
     code = errors[0].get("code") if errors else None
@@ -215,6 +218,7 @@ def _whatsapp_status(status: Mapping[str, Any]) -> Status | None:
         error = f"WhatsApp error {code}: {first.get('title', '')}"
         if detail:
             error += f" ({detail})"
+        error = error[:MAX_ERROR]  # shown on the row and the case: bounded, whoever wrote it
     return Status("whatsapp", wamid, str(state), error, code if isinstance(code, int) else None)
 
 

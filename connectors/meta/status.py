@@ -170,11 +170,6 @@ def apply_status_in(conn: Connection, status: Status) -> list[int]:
     return moved
 
 
-def apply_status(engine: Engine, status: Status) -> list[int]:
-    with write(engine) as conn:
-        return apply_status_in(conn, status)
-
-
 def apply_reports(engine: Engine, limit: int = MAX_REPORTS) -> int:
     """Apply the delivery reports stored and not yet applied; how many were taken.
 
