@@ -111,22 +111,26 @@ def read_body(raw: bytes) -> Body:
     if not isinstance(entries, list) or not entries:
         return Body(channel, [], [], "Meta webhook body has no entries")
     try:
-        found, reports = scan(doc)
+        scanned = scan(doc)
     except ParseError as exc:
         return Body(channel, [], [], str(exc))
+    found, reports = scanned.events, scanned.reports
     problems = [
         f"entry {i} has neither changes nor messaging"
         for i, entry in enumerate(entries)
         if not isinstance(entry, dict)
         or not (isinstance(entry.get("changes"), list) or isinstance(entry.get("messaging"), list))
-    ]
+    ] + scanned.problems
     too_long = [e.source_key for e in found if len(e.source_key) > MAX_KEY] + [
         status_key(s) for s in reports if len(status_key(s)) > MAX_KEY
     ]
     if too_long:
         # Nothing of such a body goes in by its ids: all of it is one dead letter.
         return Body(channel, [], [], f"Meta webhook body has an id over {MAX_KEY} characters")
-    unreadable = "Meta webhook " + "; ".join(problems) if problems else None
+    unreadable = None
+    if problems:
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        unreadable = "Meta webhook " + "; ".join(problems[:5]) + more
     return Body(channel, found, reports, unreadable)
 
 
@@ -157,21 +161,31 @@ def e164(wa_id: str) -> str | None:
 
 def events(doc: Mapping[str, Any]) -> list[Event]:
     """Every message-like event of a body with its intake key (statuses are not events)."""
-    return scan(doc)[0]
+    return scan(doc).events
 
 
 def statuses(doc: Mapping[str, Any]) -> list[Status]:
     """The delivery reports of a body: WhatsApp statuses, Messenger/Instagram reads."""
-    return scan(doc)[1]
+    return scan(doc).reports
 
 
-def scan(doc: Mapping[str, Any]) -> tuple[list[Event], list[Status]]:
+@dataclass(frozen=True)
+class Scan:
+    events: list[Event]
+    reports: list[Status]
+    # What in the body is a message without the id that would key it ("entry 0 change 0
+    # message 1 has no id"): kept as a dead letter, never skipped.
+    problems: list[str]
+
+
+def scan(doc: Mapping[str, Any]) -> Scan:
     """A body's events and delivery reports, in one walk over it (the webhook's hot path)."""
     channel = OBJECTS.get(str(doc.get("object", "")))
     if channel is None:
-        return [], []
+        return Scan([], [], [])
     found: list[Event] = []
     reports: list[Status] = []
+    problems: list[str] = []
     for e, entry in enumerate(_list(doc.get("entry"))):
         entry = _dict(entry)
         for c, change in enumerate(_list(entry.get("changes"))):
@@ -183,6 +197,8 @@ def scan(doc: Mapping[str, Any]) -> tuple[list[Event], list[Status]]:
                     wamid = _dict(message).get("id")
                     if isinstance(wamid, str) and wamid:
                         found.append(Event(channel, f"wa:{wamid}", (e, "changes", c, m)))
+                    else:
+                        problems.append(f"entry {e} change {c} message {m} has no id")
             elif field == COMMENT_FIELDS.get(channel):
                 key = _comment_key(channel, value)
                 if key:
@@ -197,12 +213,22 @@ def scan(doc: Mapping[str, Any]) -> tuple[list[Event], list[Status]]:
                 key = _messaging_key(item)
                 if key:
                     found.append(Event(channel, key, (e, "messaging", i, 0)))
+                elif _unkeyed(item):
+                    problems.append(f"entry {e} messaging {i} is a message without its mid")
                 reports.extend(_direct_reports(channel, item))
         if len(found) > MAX_EVENTS:
             raise ParseError(f"Meta webhook body has over {MAX_EVENTS} events")
         if len(reports) > MAX_EVENTS:
             raise ParseError(f"Meta webhook body has over {MAX_EVENTS} statuses")
-    return found, reports
+    return Scan(found, reports, problems)
+
+
+def _unkeyed(item: Mapping[str, Any]) -> bool:
+    """A customer's message or tap that `_messaging_key` found no key for (not an echo)."""
+    message = _dict(item.get("message"))
+    if message:
+        return not (message.get("is_echo") or message.get("is_deleted"))
+    return bool(_dict(item.get("postback")))
 
 
 def _whatsapp_status(status: Mapping[str, Any]) -> Status | None:

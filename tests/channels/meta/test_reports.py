@@ -98,6 +98,41 @@ async def test_readable_events_go_in_beside_the_unreadable_part(engine: Engine) 
     assert "hacked" in text_of
 
 
+def without_ids() -> list[tuple[bytes, str]]:
+    """Bodies with a message Meta would never send without its id, beside a good one."""
+    wa = fixture("wa_text")
+    good = wa["entry"][0]["changes"][0]["value"]["messages"][0]
+    nameless = {k: v for k, v in good.items() if k != "id"}
+    wa["entry"][0]["changes"][0]["value"]["messages"] = [good, nameless]
+    ms = fixture("ms_text")
+    item = ms["entry"][0]["messaging"][0]
+    ms["entry"][0]["messaging"] = [
+        item,
+        {**item, "message": {k: v for k, v in item["message"].items() if k != "mid"}},
+    ]
+    return [
+        (body_of(wa), "Meta webhook entry 0 change 0 message 1 has no id"),
+        (body_of(ms), "Meta webhook entry 0 messaging 1 is a message without its mid"),
+    ]
+
+
+async def test_a_message_without_its_id_is_kept_beside_the_others(engine: Engine) -> None:
+    bodies = without_ids()
+    async with Hooks(engine) as hooks:
+        for raw, _ in bodies:
+            status, text = await hooks.post(raw)
+            assert status == 200 and json.loads(text)["stored"] == 2, text
+    outcomes = sorted(o.state for o in normalize(engine))
+    assert outcomes == ["dead", "dead", "done", "done"]
+    with engine.connect() as conn:
+        letters = conn.execute(
+            select(DeadLetter.error, DeadLetter.raw_sha256).order_by(DeadLetter.id)
+        ).all()
+    assert [tuple(letter) for letter in letters] == [
+        (why, hashlib.sha256(raw).hexdigest()) for raw, why in bodies
+    ]
+
+
 def test_a_body_kept_as_unreadable_that_reads_now_files_its_one_event(engine: Engine) -> None:
     """What a replay after a parser fix finds: the stored body now reads; its one event is
     filed, once, and a body of two events says it cannot be filed as one."""
