@@ -121,7 +121,7 @@ async def main(count: int, concurrency: int, rounds: int = 1) -> None:
         each = ", ".join(f"{results[f'ratio {i + 1}']:.2f}" for i in range(rounds))
         print(f"  ratio parity / bare: {results['ratio']:.2f} (median of {rounds} rounds: {each})")
     else:
-        print(f"  ratio parity / bare: {results['ratio']:.2f}")
+        print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
     print(
         "  load average before / after: "
         + " ".join(f"{x:.2f}" for x in load_before)

@@ -68,8 +68,8 @@ async def compare(
     With `rounds` > 1 the rest is cut into that many slices and the two sides take each slice
     one after the other, the first side alternating: on a shared machine whose load changes
     from second to second, a baseline measured seconds before its comparison says little
-    about it. The answer then has `ratio`, the median of the rounds' ratios, and `ratios`
-    (as "ratio 1", "ratio 2", ...); the two rates are the medians of each side's rounds.
+    about it. The answer then also has `ratio`, the median of the rounds' ratios, and each
+    round's as "ratio 1", "ratio 2", ...; the two rates are the medians of each side's rounds.
     """
     sides = (("bare aiohttp", baseline), ("parity", ours))
     if rounds <= 1:
@@ -79,7 +79,6 @@ async def compare(
                 runner, url = await serve(app, path)
                 results[name] = await load(url, items, concurrency)  # the measured run is last
                 await runner.cleanup()
-        results["ratio"] = results["parity"] / results["bare aiohttp"]
         return results
     served = {name: await serve(app, path) for name, app in sides}
     try:
