@@ -65,7 +65,6 @@ async def until(what: str, done: Callable[[], Any], task: asyncio.Task[Any]) -> 
     while True:
         found = await asyncio.to_thread(done)
         if found:
-            print("DBG", what, loop.time() - deadline + 30)
             return found
         assert loop.time() < deadline, f"the daemon did not get there in time: {what}"
         assert not task.done(), task
