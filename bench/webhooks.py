@@ -8,6 +8,7 @@ measures the server and nothing else.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 
@@ -56,17 +57,49 @@ async def compare(
     concurrency: int,
     *,
     warm_up: int = 200,
+    rounds: int = 1,
 ) -> dict[str, float]:
     """Requests per second of the bare handler and of Parity on the same requests.
 
     Each side first takes the `warm_up` requests unmeasured (connections, caches, the store's
     first pages), then the rest, measured; Parity's side gets the same bodies, so the caller
     finds `len(requests)` inputs stored, each once.
+
+    With `rounds` > 1 the rest is cut into that many slices and the two sides take each slice
+    one after the other, the first side alternating: on a shared machine whose load changes
+    from second to second, a baseline measured seconds before its comparison says little
+    about it. The answer then also has `ratio`, the median of the rounds' ratios, and each
+    round's as "ratio 1", "ratio 2", ...; the two rates are the medians of each side's rounds.
     """
-    results: dict[str, float] = {}
-    for name, app in (("bare aiohttp", baseline), ("parity", ours)):
-        for items in (requests[:warm_up], requests[warm_up:]):
-            runner, url = await serve(app, path)
-            results[name] = await load(url, items, concurrency)  # the measured run is last
+    sides = (("bare aiohttp", baseline), ("parity", ours))
+    if rounds <= 1:
+        results: dict[str, float] = {}
+        for name, app in sides:
+            for items in (requests[:warm_up], requests[warm_up:]):
+                runner, url = await serve(app, path)
+                results[name] = await load(url, items, concurrency)  # the measured run is last
+                await runner.cleanup()
+        return results
+    served = {name: await serve(app, path) for name, app in sides}
+    try:
+        for name, _ in sides:
+            await load(served[name][1], requests[:warm_up], concurrency)
+        rest = requests[warm_up:]
+        size = len(rest) // rounds
+        rates: dict[str, list[float]] = {name: [] for name, _ in sides}
+        for index in range(rounds):
+            chunk = rest[index * size : (index + 1) * size if index + 1 < rounds else len(rest)]
+            order = sides if index % 2 == 0 else sides[::-1]
+            for name, _ in order:
+                rates[name].append(await load(served[name][1], chunk, concurrency))
+    finally:
+        for runner, _ in served.values():
             await runner.cleanup()
-    return results
+    ratios = [
+        ours_rate / bare
+        for ours_rate, bare in zip(rates["parity"], rates["bare aiohttp"], strict=True)
+    ]
+    answer = {name: statistics.median(found) for name, found in rates.items()}
+    answer["ratio"] = statistics.median(ratios)
+    answer.update({f"ratio {i + 1}": r for i, r in enumerate(ratios)})
+    return answer

@@ -322,7 +322,12 @@ def _meta_build(section: MetaSettings, runtime: Runtime) -> Built:
     verify = from_env(section.verify_token_env, env)
     secret = from_env(section.app_secret_env, env)
     assert verify is not None and secret is not None  # availability() checked them
-    media = MetaMedia(runtime.engine, section, _meta_graphs(section, runtime.environ))
+    media = MetaMedia(
+        runtime.engine,
+        section,
+        _meta_graphs(section, runtime.environ),
+        poll_seconds=section.poll_seconds,
+    )
     hooks = MetaWebhooks(
         runtime.engine,
         verify,

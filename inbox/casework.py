@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,7 +45,7 @@ from sqlalchemy import (
 
 from inbox import audit, queries, suggestions
 from inbox.accounts import Principal, has_role
-from inbox.channels import MESSAGE_ID_CHANNELS, REPLY_CHANNELS_OF_KIND, raw_extension
+from inbox.channels import MESSAGE_ID_CHANNELS, raw_extension
 from inbox.db import insert_ignore, is_sqlite, read, write
 from inbox.models import (
     Attachment,
@@ -70,8 +70,10 @@ from inbox.replies import (
     ReplyRefused,
     ReplyTarget,
     choose_reply_target,
+    offered_channels,
     reply_subject,
     reply_window,
+    written_channels,
 )
 
 # "merged": absorbed by another case (issue 11); set only by a merge, cleared by its undo.
@@ -913,6 +915,29 @@ def _reply_facts(conn: Connection, case: Any) -> tuple[list[IdentityView], list[
     return identities, inbound
 
 
+def _channel_history(
+    conn: Connection, identity_ids: Sequence[int]
+) -> dict[tuple[int, str], datetime]:
+    """(identity, channel) -> when that identity last wrote to us on that channel, in any
+    case: where a person has written is theirs, not one case's."""
+    if not identity_ids:
+        return {}
+    rows = conn.execute(
+        select(Message.identity_id, Message.channel, func.max(Message.received_at))
+        .where(Message.identity_id.in_(list(identity_ids)), Message.direction == "inbound")
+        .group_by(Message.identity_id, Message.channel)
+    )
+    return {(row[0], row[1]): row[2] for row in rows if row[0] is not None}
+
+
+def _written(history: Mapping[tuple[int, str], datetime]) -> dict[int, frozenset[str]]:
+    """Identity -> the reply channels it has written on (replies.written_channels)."""
+    channels: dict[int, list[str]] = {}
+    for identity_id, channel in history:
+        channels.setdefault(identity_id, []).append(channel)
+    return {i: written_channels(found) for i, found in channels.items()}
+
+
 def reply(
     engine: Engine,
     principal: Principal,
@@ -937,6 +962,7 @@ def reply(
         case = _case(conn, reference, lock=True)
         _guard(conn, case, principal, now, request.force)
         identities, inbound = _reply_facts(conn, case)
+        history = _channel_history(conn, [i.id for i in identities])
         try:
             target = choose_reply_target(
                 case.contact_id,
@@ -944,6 +970,7 @@ def reply(
                 inbound,
                 channel=request.channel,
                 handle=request.handle,
+                written=_written(history),
             )
         except ReplyRefused as exc:
             raise Invalid(str(exc)) from exc
@@ -1138,18 +1165,21 @@ def case_view(
             )
         ]
         identities, inbound = _reply_facts(conn, case)
-        # Every channel that reaches each identity: a number by SMS and by WhatsApp. The
-        # reply form says before sending what a platform's window will do to a reply.
+        history = _channel_history(conn, [i.id for i in identities])
+        written = _written(history)
+        # The channels that reach each identity: a number by SMS, and by WhatsApp where it
+        # wrote on WhatsApp (replies.offered_channels). The reply form says before sending
+        # what a platform's window will do to a reply.
         detail["reply_targets"] = []
         detail["reply_notes"] = {}
         for i in identities:
-            for channel in REPLY_CHANNELS_OF_KIND.get(i.kind, ()):
+            for channel in offered_channels(i.kind, written.get(i.id, frozenset())):
                 detail["reply_targets"].append({"channel": channel, "handle": i.handle})
-                note = _window_note(channel, i.id, inbound, now)
+                note = _window_note(channel, i.id, inbound, history.get((i.id, channel)), now)
                 if note is not None:
                     detail["reply_notes"][f"{channel}|{i.handle}"] = note
         try:
-            default = choose_reply_target(case.contact_id, identities, inbound)
+            default = choose_reply_target(case.contact_id, identities, inbound, written=written)
             detail["default_reply"] = {"channel": default.channel, "handle": default.handle}
         except ReplyRefused:
             detail["default_reply"] = None
@@ -1157,14 +1187,19 @@ def case_view(
 
 
 def _window_note(
-    channel: str, identity_id: int, inbound: Sequence[InboundView], now: datetime
+    channel: str,
+    identity_id: int,
+    inbound: Sequence[InboundView],
+    last_written: datetime | None,
+    now: datetime,
 ) -> str | None:
-    """What the platform's reply window does to a private reply to this identity now."""
+    """What the platform's reply window does to a private reply to this identity now. The
+    window opens at their last message on the channel in any case (as the sender sees it)."""
     written = [m for m in inbound if m.identity_id == identity_id and m.channel == channel]
     last = max(written, key=lambda m: (m.received_at, m.id), default=None)
     if last is not None and last.visibility == "public":
         return None  # answered by a public reply, which no window limits
-    at = last.received_at if last is not None else None
+    at = last_written
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)  # SQLite hands back naive UTC
     return reply_window(channel, at, now)[1]

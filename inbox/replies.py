@@ -10,7 +10,8 @@ is ever a reply target, whoever wrote last.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -20,6 +21,7 @@ from inbox.channels import (
     IDENTITY_KIND_OF,
     IDENTITY_KINDS,
     REPLY_CHANNEL_OF_KIND,
+    REPLY_CHANNELS_OF_KIND,
     fold_handle,
 )
 from inbox.references import case_tag
@@ -69,6 +71,25 @@ def _norm_handle(kind: str, handle: str) -> str:
     return fold_handle(kind, handle)
 
 
+def offered_channels(kind: str, written: AbstractSet[str]) -> tuple[str, ...]:
+    """The channels a reply to an identity of `kind` is offered on: the kind's own (SMS for
+    a number) always, another (WhatsApp) only where the person has written on it.
+
+    A number that never wrote on WhatsApp has not chosen to be reached there: the first
+    WhatsApp message to it would be a business-initiated conversation, which Meta allows
+    only as an approved template to someone who opted in. Serious helpdesks offer WhatsApp
+    to the conversations a customer started on it; so does Parity. (A number that wrote
+    long ago is still offered: its reply goes as a template, and the form says so.)
+    """
+    channels = REPLY_CHANNELS_OF_KIND.get(kind, ())
+    return tuple(c for c in channels if c == channels[0] or c in written)
+
+
+def written_channels(channels: Iterable[str]) -> frozenset[str]:
+    """The reply channels of the channels someone wrote on (a call is answered by SMS)."""
+    return frozenset(CHANNEL_FACTS[c].reply_channel for c in channels if c in CHANNEL_FACTS)
+
+
 def choose_reply_target(
     contact_id: int,
     identities: Sequence[IdentityView],
@@ -76,11 +97,14 @@ def choose_reply_target(
     *,
     channel: str | None = None,
     handle: str | None = None,
+    written: Mapping[int, AbstractSet[str]] | None = None,
 ) -> ReplyTarget:
     """The identity and channel a reply goes to.
 
     By default: the channel of the last inbound message from an identity of the case's
-    contact. A `channel` and/or `handle` picks another identity of that same contact.
+    contact. A `channel` and/or `handle` picks another identity of that same contact, on
+    that channel. `written` (identity id -> the reply channels it ever wrote on, in any
+    case) keeps a reply to the channels offered to it (`offered_channels`).
     """
     own = [i for i in identities if i.contact_id == contact_id]
     by_id = {i.id: i for i in own}
@@ -97,11 +121,27 @@ def choose_reply_target(
             f"a {channel} message is answered by {facts.reply_channel}, to the same {noun}"
         )
 
+    def offered(identity: IdentityView, chosen: str) -> bool:
+        if written is None:
+            return True
+        return chosen in offered_channels(identity.kind, written.get(identity.id, frozenset()))
+
+    def never_written(identity: IdentityView, chosen: str) -> ReplyRefused:
+        other = CHANNEL_FACTS[REPLY_CHANNEL[identity.kind]].label
+        return ReplyRefused(
+            f"{identity.handle} has never written on {CHANNEL_FACTS[chosen].label}: it is "
+            "offered only to those who wrote there (a first message needs their opt-in and "
+            f"an approved template); answer by {other}"
+        )
+
     if handle is not None:
         kinds = [IDENTITY_KIND[channel]] if channel else list(REPLY_CHANNEL)
         for identity in own:
             if identity.kind in kinds and identity.handle == _norm_handle(identity.kind, handle):
-                return _target(identity, latest_from.get(identity.id))
+                target = _target(identity, latest_from.get(identity.id), channel=channel)
+                if not offered(identity, target.channel):
+                    raise never_written(identity, target.channel)
+                return target
         raise ReplyRefused(
             f"{handle!r} is not an identity of this case's contact; a reply goes only to them"
         )
@@ -111,15 +151,21 @@ def choose_reply_target(
         candidates = [i for i in own if i.kind == kind]
         if not candidates:
             raise ReplyRefused(f"this case's contact has no {kind} identity to reply to")
+        reply_on = CHANNEL_FACTS[channel].reply_channel
+        reachable = [i for i in candidates if offered(i, reply_on)]
+        if not reachable:
+            raise never_written(max(candidates, key=lambda i: i.id), reply_on)
 
         def recency(identity: IdentityView) -> tuple[datetime | None, int]:
             last = latest_from.get(identity.id)
             return (last.received_at if last else None, identity.id)
 
         # The one they last wrote from on that channel, else the newest identity of the kind.
-        written = [i for i in candidates if i.id in latest_from]
-        chosen = max(written, key=recency) if written else max(candidates, key=lambda i: i.id)
-        return _target(chosen, latest_from.get(chosen.id))
+        written_here = [i for i in reachable if i.id in latest_from]
+        chosen = (
+            max(written_here, key=recency) if written_here else max(reachable, key=lambda i: i.id)
+        )
+        return _target(chosen, latest_from.get(chosen.id), channel=channel)
 
     if not latest_from:
         raise ReplyRefused(
@@ -134,8 +180,8 @@ def choose_reply_target(
 def _target(
     identity: IdentityView, last: InboundView | None, channel: str | None = None
 ) -> ReplyTarget:
-    # The last message's channel, or the kind's; either way where a reply to it goes (a
-    # voice message's is sms).
+    # The asked channel, else the last message's, else the kind's; either way where a reply
+    # on it goes (a voice message's is sms).
     chosen = channel or REPLY_CHANNEL[identity.kind]
     facts = CHANNEL_FACTS.get(chosen)
     if facts is not None:

@@ -46,6 +46,11 @@ class RawInput:
     envelope: dict[str, Any] = field(default_factory=dict)
     received_at: datetime = field(default_factory=utcnow)
     acknowledge: bool = True
+    # "pending": the normalizer files it as a message. "report": a provider's delivery
+    # report on something we sent (a Meta status), stored raw like any input so Meta can
+    # have its 200, then applied to the outbox by its connector; the normalizer never
+    # claims it (it claims only pending rows).
+    state: str = "pending"
     # State this input changes (an SMS STOP or START), written in the same transaction only
     # when the input is stored for the first time: a replayed or retried delivery, however
     # validly signed, changes nothing, and a crash cannot store one without the other.
@@ -111,7 +116,7 @@ def store_in(
                         "raw_sha256": sha256(i.payload),
                         "envelope": i.envelope,
                         "received_at": i.received_at,
-                        "state": "pending",
+                        "state": i.state,
                         "attempts": 0,
                         "acknowledge": i.acknowledge,
                     }
@@ -174,11 +179,17 @@ def load_checkpoint(engine: Engine, connector: str, key: str) -> dict[str, Any] 
     return dict(value) if value is not None else None
 
 
+_Entry = tuple[RawInput, "asyncio.Future[Stored]", asyncio.AbstractEventLoop]
+
+
 class IntakeWriter:
     """Group commit for asyncio servers: `await submit(item)` returns once it is durable.
 
     One thread owns the writes. Whatever arrived while the previous commit ran goes into the
     next one, so under load one fsync covers many messages and the loop never waits on disk.
+    The submissions of one turn of an event loop reach the thread together, in one hand-over:
+    waking the thread at the first of them would commit it alone and make the rest wait for
+    the commit after (and each wake-up costs the loop the GIL for a while).
     """
 
     def __init__(
@@ -191,9 +202,9 @@ class IntakeWriter:
         self.engine = engine
         self.max_batch = max_batch
         self.on_stored = on_stored
-        self._queue: queue.SimpleQueue[
-            tuple[RawInput, asyncio.Future[Stored], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Entry] | None] = queue.SimpleQueue()
+        # Per event loop: what its current turn submitted, handed over at the turn's end.
+        self._turn: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
         self._thread: threading.Thread | None = None
         self.pending = 0
         self.last_submit = 0.0
@@ -205,6 +216,11 @@ class IntakeWriter:
 
     def stop(self) -> None:
         if self._thread is not None:
+            # What a loop's turn submitted and did not hand over yet is written before the end.
+            for loop in list(self._turn):
+                turn = self._turn.pop(loop, None)
+                if turn:
+                    self._queue.put(turn)
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
@@ -215,18 +231,29 @@ class IntakeWriter:
         future: asyncio.Future[Stored] = loop.create_future()
         self.pending += 1
         self.last_submit = loop.time()
-        self._queue.put((item, future, loop))
+        turn = self._turn.get(loop)
+        if turn is None:
+            turn = self._turn[loop] = []
+            # Runs after every callback this turn of the loop already has: the submissions
+            # they make join this one.
+            loop.call_soon(self._hand_over, loop)
+        turn.append((item, future, loop))
         try:
             return await future
         finally:
             self.pending -= 1
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        turn = self._turn.pop(loop, None)
+        if turn:
+            self._queue.put(turn)
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch = list(first)
             stopping = False
             while len(batch) < self.max_batch:
                 try:
@@ -236,14 +263,12 @@ class IntakeWriter:
                 if nxt is None:
                     stopping = True
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             self._commit(batch)
             if stopping:
                 return
 
-    def _commit(
-        self, batch: list[tuple[RawInput, asyncio.Future[Stored], asyncio.AbstractEventLoop]]
-    ) -> None:
+    def _commit(self, batch: list[_Entry]) -> None:
         try:
             results: list[Stored] | BaseException = store(self.engine, [b[0] for b in batch])
         except StorageUnavailable as exc:

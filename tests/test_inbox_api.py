@@ -223,9 +223,8 @@ async def test_a_case_shows_the_contacts_whole_timeline(api, engine):
     assert view["default_reply"] == {"channel": "sms", "handle": "+14155550199"}
     assert {(t["channel"], t["handle"]) for t in view["reply_targets"]} == {
         ("email", "pat@example.org"),
+        # Not WhatsApp: this number never wrote there (replies.offered_channels).
         ("sms", "+14155550199"),
-        # A number can also be answered on WhatsApp (a template outside its 24-hour window).
-        ("whatsapp", "+14155550199"),
     }
     await api.call("ann", "GET", "/api/cases/C-999999", expect=404)
     await api.call("ann", "GET", "/api/cases/nonsense", expect=404)

@@ -17,6 +17,7 @@ from inbox.replies import (
     InboundView,
     ReplyRefused,
     choose_reply_target,
+    offered_channels,
     reply_subject,
 )
 from inbox.search import fts5_query, snippet, tsquery, words
@@ -348,3 +349,89 @@ def test_reference_formats_live_in_the_inbox_and_thread_the_same():
     own = references.own_message_id("C-000042", TOKEN, "u1", "parity.test")
     assert threads.find_tokens([], [own]) == [("C-000042", TOKEN)]
     assert references.find_references("about C-001042 and c-000001") == ["C-001042"]
+
+
+# WhatsApp is offered to a number only where it wrote on WhatsApp (replies.offered_channels):
+# (name, inbound messages, the reply channels each identity ever wrote on, channel asked,
+# handle asked, expected (handle, channel) or error)
+WHATSAPP_TARGETS = [
+    (
+        "asked for WhatsApp, the number wrote there (in another case)",
+        [inbound(1, 11, "sms", 0)],
+        {11: {"sms", "whatsapp"}},
+        "whatsapp",
+        None,
+        ("+14155550100", "whatsapp"),
+    ),
+    (
+        "asked for WhatsApp by number",
+        [inbound(1, 10, "email", 0)],
+        {10: {"email"}, 11: {"whatsapp"}},
+        "whatsapp",
+        "+14155550100",
+        ("+14155550100", "whatsapp"),
+    ),
+    (
+        "asked for WhatsApp, the number only ever texted",
+        [inbound(1, 11, "sms", 0)],
+        {11: {"sms"}},
+        "whatsapp",
+        None,
+        ReplyRefused,
+    ),
+    (
+        "asked for WhatsApp by number, a number known only from a call",
+        [inbound(1, 10, "email", 0)],
+        {10: {"email"}, 11: {"sms"}},
+        "whatsapp",
+        "+14155550100",
+        ReplyRefused,
+    ),
+    (
+        "SMS is the number's own channel: offered whatever it wrote on",
+        [inbound(1, 11, "whatsapp", 0)],
+        {11: {"whatsapp"}},
+        "sms",
+        None,
+        ("+14155550100", "sms"),
+    ),
+    (
+        "by default, the channel they last wrote on",
+        [inbound(1, 11, "sms", 0), inbound(2, 11, "whatsapp", 5)],
+        {11: {"sms", "whatsapp"}},
+        None,
+        None,
+        ("+14155550100", "whatsapp"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("messages", "written", "channel", "handle", "expected"),
+    [row[1:] for row in WHATSAPP_TARGETS],
+    ids=[row[0] for row in WHATSAPP_TARGETS],
+)
+def test_whatsapp_is_offered_where_the_number_wrote_on_it(
+    messages, written, channel, handle, expected
+):
+    kwargs = {"channel": channel, "handle": handle, "written": written}
+    if expected is ReplyRefused:
+        with pytest.raises(ReplyRefused, match="has never written on whatsapp"):
+            choose_reply_target(ANN, IDENTITIES, messages, **kwargs)
+        return
+    target = choose_reply_target(ANN, IDENTITIES, messages, **kwargs)
+    assert (target.handle, target.channel) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "written", "expected"),
+    [
+        ("phone", set(), ("sms",)),
+        ("phone", {"sms"}, ("sms",)),
+        ("phone", {"whatsapp"}, ("sms", "whatsapp")),
+        ("email", set(), ("email",)),
+        ("messenger", {"messenger"}, ("messenger",)),
+    ],
+)
+def test_offered_channels(kind, written, expected):
+    assert offered_channels(kind, written) == expected

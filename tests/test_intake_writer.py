@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from sqlalchemy import func, select
 
 from inbox.db import make_engine
 from inbox.models import Blob, Intake
-from normalizer.intake import IntakeWriter, RawInput, store
+from normalizer.intake import IntakeWriter, RawInput, Stored, store
 
 
 def item(key: str, payload: bytes = b"same bytes") -> RawInput:
@@ -40,5 +41,33 @@ async def test_one_commit_of_new_repeated_and_known_inputs(db_url):
             assert conn.execute(select(func.count()).select_from(Intake)).scalar_one() == 23
             # Content-addressed: "known" and "a" share one blob.
             assert conn.execute(select(func.count()).select_from(Blob)).scalar_one() == 22
+    finally:
+        engine.dispose()
+
+
+async def test_the_submissions_of_one_turn_of_the_loop_share_one_commit(db_url):
+    """Handed to the writer together: a thread woken at the first would commit it alone,
+    and the rest would wait for the commit after (a bench measured 18 a commit at 32 in
+    flight before, 31 after)."""
+    engine = make_engine(db_url)
+    commits: list[int] = []
+    try:
+        writer = IntakeWriter(engine, on_stored=commits.append)
+        writer.start()
+
+        async def request(key: str) -> Stored:
+            # A request's own work before it submits (reading, checking, parsing) lets
+            # other threads run, as here: the writer thread is awake meanwhile.
+            time.sleep(0.002)  # noqa: ASYNC251 (blocking on purpose: the GIL is released)
+            return await writer.submit(item(key, key.encode()))
+
+        try:
+            for round_ in range(3):
+                # gather starts every request in the same turn of the loop.
+                results = await asyncio.gather(*(request(f"r{round_}-{i}") for i in range(24)))
+                assert not any(r.duplicate for r in results)
+        finally:
+            await asyncio.to_thread(writer.stop)
+        assert commits == [24, 24, 24]
     finally:
         engine.dispose()

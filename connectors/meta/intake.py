@@ -9,8 +9,13 @@ app secret) before it reads anything of the body: a bad or missing signature is 
 nothing is stored. Then every event of the body is stored through intake, raw, keyed by its
 own id (wamid, mid, comment id), and only then does Meta get 200. A store that refuses the
 write raises StorageUnavailable, which the listener answers with 503, so Meta retries; a
-redelivered body finds its keys stored and adds nothing. Status reports (a WhatsApp
-`statuses` entry, a Messenger `delivery` or `read`) move our outbox rows instead.
+redelivered body finds its keys stored and adds nothing.
+
+Delivery reports (a WhatsApp `statuses` entry, a Messenger or Instagram `delivery` or
+`read`) are stored the same way, one intake row each in state "report", and applied to our
+outbox rows after the 200 (connectors/meta/status.py `apply_reports`). A signed body that
+cannot be read is stored whole as well, to become a dead letter with why: Meta signed it, so
+it is never dropped, and it gets 200, since Meta would only send the same bytes again.
 """
 
 from __future__ import annotations
@@ -20,18 +25,17 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Engine
 
 from connectors.base import ConnectorHealth
-from connectors.meta.parse import events, load, statuses
-from connectors.meta.status import WebhookStats, apply_status
+from connectors.meta.parse import read_body, status_key, unreadable_key
+from connectors.meta.status import WebhookStats, apply_reports
+from inbox.channels import channels_of
 from inbox.secrets import Secret
 from inbox.web.routes import Route
-from normalizer.intake import RawInput, Stored
-from normalizer.message import ParseError
+from normalizer.intake import RawInput, Stored, sha256
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,10 @@ class MetaWebhooks:
         self.submit = submit
         self.health = health or ConnectorHealth()
         self.stats = stats or WebhookStats(self.health)
+        # The app secret as bytes, once: every POST is checked against it.
+        self._secret = app_secret.reveal().encode()
+        self._applying: asyncio.Task[None] | None = None
+        self._again = False
 
     def routes(self) -> list[Route]:
         return [
@@ -108,42 +116,88 @@ class MetaWebhooks:
     async def deliver(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         header = request.headers.get(SIGNATURE_HEADER, "")
-        if not signature_ok(self.app_secret.reveal().encode(), raw, header):
+        if not signature_ok(self._secret, raw, header):
             self.stats.signature_failure()
             log.warning("meta webhook: bad or missing %s", SIGNATURE_HEADER)
             raise web.HTTPForbidden(text="bad signature")
-        try:
-            doc = load(raw)
-            found = events(doc)
-            reports = statuses(doc)
-        except ParseError as exc:
-            # Signed by Meta yet unreadable: a retry would be the same; keep nothing.
-            raise web.HTTPBadRequest(text=str(exc)) from exc
-        stored = await asyncio.gather(
-            *(
-                self.submit(
-                    RawInput(
-                        connector=CONNECTOR,
-                        channel=event.channel,
-                        source_key=event.source_key,
-                        # The whole body: the blob is kept once by its hash, whatever the
-                        # number of events in it.
-                        payload=raw,
-                        envelope={"at": list(event.at)},
-                    )
-                )
-                for event in found
+        body = read_body(raw)
+        items = [
+            RawInput(
+                connector=CONNECTOR,
+                channel=event.channel,
+                source_key=event.source_key,
+                # The whole body: the blob is kept once by its hash, whatever the number of
+                # events in it.
+                payload=raw,
+                envelope={"at": list(event.at)},
             )
-        )
-        if reports:
-            await asyncio.to_thread(self._statuses, reports)
-        for channel in {e.channel for e in found} | {s.channel for s in reports}:
+            for event in body.events
+        ]
+        # Delivery reports are stored raw too, before the 200, and applied to the outbox
+        # after it (apply_reports): Meta is never answered for something we did not keep.
+        items += [
+            RawInput(
+                connector=CONNECTOR,
+                channel=report.channel,
+                source_key=status_key(report),
+                payload=raw,
+                acknowledge=False,
+                state="report",
+            )
+            for report in body.statuses
+        ]
+        if body.unreadable is not None:
+            # Signed by Meta yet unreadable: a retry would bring the same bytes, so it is
+            # answered 200, but kept whole, as a dead letter the normalizer files with why.
+            log.warning("meta webhook: kept as a dead letter: %s", body.unreadable)
+            items.append(
+                RawInput(
+                    connector=CONNECTOR,
+                    channel=body.channel or channels_of(CONNECTOR)[0],
+                    source_key=unreadable_key(sha256(raw)),
+                    payload=raw,
+                    envelope={"unreadable": body.unreadable},
+                )
+            )
+        if len(items) == 1:  # most webhooks: no task per item
+            stored = [await self.submit(items[0])]
+        else:
+            stored = list(await asyncio.gather(*(self.submit(item) for item in items)))
+        if body.statuses:
+            self.apply_soon()
+        for channel in {e.channel for e in body.events} | {s.channel for s in body.statuses}:
             self.stats.received(channel)
         self.health.success()
         return web.json_response(
-            {"stored": sum(not s.duplicate for s in stored), "events": len(stored)}
+            {
+                "stored": sum(not s.duplicate for s in stored),
+                "events": len(body.events),
+                "reports": len(body.statuses),
+                **({"unreadable": body.unreadable} if body.unreadable else {}),
+            }
         )
 
-    def _statuses(self, reports: list[Any]) -> None:
-        for report in reports:
-            apply_status(self.engine, report)
+    def apply_soon(self) -> None:
+        """Apply the stored reports now, after the 200, one pass at a time (a report stored
+        meanwhile gets another pass; one left by a crash, the media task's next pass)."""
+        if self._applying is not None and not self._applying.done():
+            self._again = True
+            return
+        self._applying = asyncio.get_running_loop().create_task(self._apply())
+
+    async def _apply(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await asyncio.to_thread(apply_reports, self.engine)
+            except Exception as exc:  # the store away: the media task's pass applies them
+                log.warning("meta: applying delivery reports: %s", exc)
+                self.health.error(f"delivery reports: {exc}"[:500])
+                return
+            if not self._again:
+                return
+
+    async def settled(self) -> None:
+        """Wait until the reports stored so far are applied (tests; a clean shutdown)."""
+        while self._applying is not None and not self._applying.done():
+            await self._applying

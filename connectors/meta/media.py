@@ -7,7 +7,8 @@ failed download is tried again on the next pass, up to `media_attempts`, then no
 message, which keeps its "[image]" line either way.
 
 This is the connector's supervised task, `meta` in `parity connectors status`: each pass it
-also checks the tokens (at most every `TOKEN_CHECK_S`) and counts the outbox per channel.
+also checks the tokens (at most every `TOKEN_CHECK_S`), applies any stored delivery report
+the webhook did not get to, and counts the outbox per channel.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from connectors.media import MediaFile, attach, extension, note_failure
 from connectors.meta.graph import RATE_LIMITS, Graph, GraphError
 from connectors.meta.parse import iter_media
 from connectors.meta.settings import MetaSettings
-from connectors.meta.status import WebhookStats
+from connectors.meta.status import MAX_REPORTS, WebhookStats, apply_reports
 from inbox.channels import IDENTITY_KIND_OF, channels_of
 from inbox.db import read, write
 from inbox.models import Identity, Message, utcnow
@@ -180,13 +181,18 @@ class MetaMedia:
             path = self.settings.whatsapp_phone_number_id if whatsapp else "me"
             ok, why = token_check(graph, path)
             which = "whatsapp" if whatsapp else "page"
-            self.stats.token(which, ok, why)
+            served = [c for c, g in self.graphs.items() if g is graph]
+            self.stats.token(which, ok, why, served)
 
     def pass_once(self) -> int:
         now = time.monotonic()
         if now - self._checked_at >= TOKEN_CHECK_S:
             self._checked_at = now
             self.check_tokens()
+        # Reports a crash left between the 200 and their application, or that a store
+        # refusing writes kept the webhook from applying.
+        while apply_reports(self.engine) >= MAX_REPORTS:
+            pass
         self.stats.outbox(self.engine)
         self.profiles_once()
         return self.fetch_once()

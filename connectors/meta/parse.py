@@ -44,6 +44,9 @@ MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
 # Bounds on the work of one body, whatever Meta (or whoever signed it) puts in it.
 MAX_EVENTS = 1000
 MAX_TEXT = 100_000
+MAX_ERROR = 500
+# The states of a WhatsApp status webhook.
+RANKED_STATES = ("sent", "delivered", "read", "failed")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
@@ -65,6 +68,70 @@ class Status:
     state: str  # sent | delivered | read | failed
     error: str | None = None
     error_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Body:
+    """What a signed body holds, read once on the webhook's path (`read_body`)."""
+
+    channel: str | None  # None: its `object` is none of ours, or it could not be read
+    events: list[Event]
+    statuses: list[Status]
+    # Why the body, or part of it, cannot be read; None when all of it can. Such a body is
+    # kept as a dead letter (signed by Meta, so never dropped), beside any event it has.
+    unreadable: str | None = None
+
+
+def status_key(status: Status) -> str:
+    """The intake key of one delivery report: a redelivered report carries the same one."""
+    return f"status:{status.provider_id}:{status.state}"
+
+
+def unreadable_key(digest: str) -> str:
+    """The intake key of a body that cannot be read: its bytes' SHA-256."""
+    return f"unreadable:{digest}"
+
+
+# An intake key is at most 512 characters (inbox/models.py); an id longer than this is not
+# one Meta gives, and is not put in the store's unique index.
+MAX_KEY = 500
+
+
+def read_body(raw: bytes) -> Body:
+    """A body's events, statuses and what in it cannot be read. Never raises: a body Meta
+    signed is stored whatever it holds, as messages, reports or a dead letter."""
+    try:
+        doc = load(raw)
+    except ParseError as exc:
+        return Body(None, [], [], str(exc))
+    channel = OBJECTS.get(str(doc.get("object", "")))
+    if channel is None:
+        return Body(None, [], [], f"Meta webhook object {doc.get('object')!r} is not one of ours")
+    entries = doc.get("entry")
+    if not isinstance(entries, list) or not entries:
+        return Body(channel, [], [], "Meta webhook body has no entries")
+    try:
+        scanned = scan(doc)
+    except ParseError as exc:
+        return Body(channel, [], [], str(exc))
+    found, reports = scanned.events, scanned.reports
+    problems = [
+        f"entry {i} has neither changes nor messaging"
+        for i, entry in enumerate(entries)
+        if not isinstance(entry, dict)
+        or not (isinstance(entry.get("changes"), list) or isinstance(entry.get("messaging"), list))
+    ] + scanned.problems
+    too_long = [e.source_key for e in found if len(e.source_key) > MAX_KEY] + [
+        status_key(s) for s in reports if len(status_key(s)) > MAX_KEY
+    ]
+    if too_long:
+        # Nothing of such a body goes in by its ids: all of it is one dead letter.
+        return Body(channel, [], [], f"Meta webhook body has an id over {MAX_KEY} characters")
+    unreadable = None
+    if problems:
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        unreadable = "Meta webhook " + "; ".join(problems[:5]) + more
+    return Body(channel, found, reports, unreadable)
 
 
 def load(raw: bytes) -> dict[str, Any]:
@@ -94,10 +161,31 @@ def e164(wa_id: str) -> str | None:
 
 def events(doc: Mapping[str, Any]) -> list[Event]:
     """Every message-like event of a body with its intake key (statuses are not events)."""
+    return scan(doc).events
+
+
+def statuses(doc: Mapping[str, Any]) -> list[Status]:
+    """The delivery reports of a body: WhatsApp statuses, Messenger/Instagram reads."""
+    return scan(doc).reports
+
+
+@dataclass(frozen=True)
+class Scan:
+    events: list[Event]
+    reports: list[Status]
+    # What in the body is a message without the id that would key it ("entry 0 change 0
+    # message 1 has no id"): kept as a dead letter, never skipped.
+    problems: list[str]
+
+
+def scan(doc: Mapping[str, Any]) -> Scan:
+    """A body's events and delivery reports, in one walk over it (the webhook's hot path)."""
     channel = OBJECTS.get(str(doc.get("object", "")))
     if channel is None:
-        return []
+        return Scan([], [], [])
     found: list[Event] = []
+    reports: list[Status] = []
+    problems: list[str] = []
     for e, entry in enumerate(_list(doc.get("entry"))):
         entry = _dict(entry)
         for c, change in enumerate(_list(entry.get("changes"))):
@@ -109,17 +197,67 @@ def events(doc: Mapping[str, Any]) -> list[Event]:
                     wamid = _dict(message).get("id")
                     if isinstance(wamid, str) and wamid:
                         found.append(Event(channel, f"wa:{wamid}", (e, "changes", c, m)))
+                    else:
+                        problems.append(f"entry {e} change {c} message {m} has no id")
             elif field == COMMENT_FIELDS.get(channel):
                 key = _comment_key(channel, value)
                 if key:
                     found.append(Event(channel, key, (e, "changes", c, 0)))
+            for status in _list(value.get("statuses")):
+                report = _whatsapp_status(_dict(status))
+                if report is not None:
+                    reports.append(report)
         if channel != "whatsapp":
             for i, item in enumerate(_list(entry.get("messaging"))):
-                key = _messaging_key(_dict(item))
+                item = _dict(item)
+                key = _messaging_key(item)
                 if key:
                     found.append(Event(channel, key, (e, "messaging", i, 0)))
+                elif _unkeyed(item):
+                    problems.append(f"entry {e} messaging {i} is a message without its mid")
+                reports.extend(_direct_reports(channel, item))
         if len(found) > MAX_EVENTS:
             raise ParseError(f"Meta webhook body has over {MAX_EVENTS} events")
+        if len(reports) > MAX_EVENTS:
+            raise ParseError(f"Meta webhook body has over {MAX_EVENTS} statuses")
+    return Scan(found, reports, problems)
+
+
+def _unkeyed(item: Mapping[str, Any]) -> bool:
+    """A customer's message or tap that `_messaging_key` found no key for (not an echo)."""
+    message = _dict(item.get("message"))
+    if message:
+        return not (message.get("is_echo") or message.get("is_deleted"))
+    return bool(_dict(item.get("postback")))
+
+
+def _whatsapp_status(status: Mapping[str, Any]) -> Status | None:
+    wamid, state = status.get("id"), status.get("status")
+    if not isinstance(wamid, str) or not wamid or state not in RANKED_STATES:
+        return None
+    errors = [_dict(x) for x in _list(status.get("errors"))]
+    code = errors[0].get("code") if errors else None
+    error = None
+    if errors:
+        first = errors[0]
+        detail = _dict(first.get("error_data")).get("details") or first.get("message")
+        error = f"WhatsApp error {code}: {first.get('title', '')}"
+        if detail:
+            error += f" ({detail})"
+        error = error[:MAX_ERROR]  # shown on the row and the case: bounded, whoever wrote it
+    return Status("whatsapp", wamid, str(state), error, code if isinstance(code, int) else None)
+
+
+def _direct_reports(channel: str, item: Mapping[str, Any]) -> list[Status]:
+    """Messenger's and Instagram's `delivery` (many mids) and `read` (one mid)."""
+    found: list[Status] = []
+    delivery = _dict(item.get("delivery"))
+    for mid in _list(delivery.get("mids")):
+        if isinstance(mid, str):
+            found.append(Status(channel, mid, "delivered"))
+    read_mid = _dict(item.get("read")).get("mid")
+    if isinstance(read_mid, str):
+        found.append(Status(channel, read_mid, "read"))
     return found
 
 
@@ -154,56 +292,6 @@ def _messaging_key(item: Mapping[str, Any]) -> str | None:
     return None
 
 
-def statuses(doc: Mapping[str, Any]) -> list[Status]:
-    """The delivery reports of a body: WhatsApp statuses, Messenger/Instagram reads."""
-    channel = OBJECTS.get(str(doc.get("object", "")))
-    found: list[Status] = []
-    for entry in _list(doc.get("entry")):
-        entry = _dict(entry)
-        for change in _list(entry.get("changes")):
-            value = _dict(_dict(change).get("value"))
-            for status in _list(value.get("statuses")):
-                status = _dict(status)
-                wamid, state = status.get("id"), status.get("status")
-                if not isinstance(wamid, str) or state not in (
-                    "sent",
-                    "delivered",
-                    "read",
-                    "failed",
-                ):
-                    continue
-                errors = [_dict(x) for x in _list(status.get("errors"))]
-                code = errors[0].get("code") if errors else None
-                error = None
-                if errors:
-                    first = errors[0]
-                    detail = _dict(first.get("error_data")).get("details") or first.get("message")
-                    error = f"WhatsApp error {code}: {first.get('title', '')}"
-                    if detail:
-                        error += f" ({detail})"
-                found.append(
-                    Status(
-                        "whatsapp",
-                        wamid,
-                        str(state),
-                        error,
-                        code if isinstance(code, int) else None,
-                    )
-                )
-        if channel is not None and channel != "whatsapp":  # Messenger, Instagram: `messaging`
-            for item in _list(entry.get("messaging")):
-                delivery = _dict(_dict(item).get("delivery"))
-                for mid in _list(delivery.get("mids")):
-                    if isinstance(mid, str):
-                        found.append(Status(channel, mid, "delivered"))
-                read_mid = _dict(_dict(item).get("read")).get("mid")
-                if isinstance(read_mid, str):
-                    found.append(Status(channel, read_mid, "read"))
-        if len(found) > MAX_EVENTS:
-            raise ParseError(f"Meta webhook body has over {MAX_EVENTS} statuses")
-    return found
-
-
 # --- one event to a message -------------------------------------------------------------
 
 
@@ -233,6 +321,8 @@ def parse(
     """The parser of all three channels (the envelope's position names the event)."""
     if len(raw) > caps.max_bytes:
         raise ParseError(f"Meta webhook body is {len(raw)} bytes, over the cap of {caps.max_bytes}")
+    if "at" not in envelope and "unreadable" in envelope:
+        return _unreadable(raw, received_at, caps)
     doc = load(raw)
     channel = OBJECTS.get(str(doc.get("object", "")))
     if channel is None:
@@ -244,6 +334,21 @@ def parse(
     if at[1] == "changes":
         return _comment(channel, item, received_at)
     return _direct(channel, item, received_at)
+
+
+def _unreadable(raw: bytes, received_at: datetime, caps: Caps) -> InboundMessage:
+    """A body stored as unreadable, read again (a replay runs today's code): still
+    unreadable, the reason now; readable, with one event, that event (its own dedup key makes
+    it a duplicate if it went in by itself too)."""
+    body = read_body(raw)
+    if body.unreadable:
+        raise ParseError(body.unreadable)
+    if len(body.events) != 1:
+        raise ParseError(
+            f"Meta webhook body is readable now, with {len(body.events)} events and "
+            f"{len(body.statuses)} delivery reports: one dead letter files one event only"
+        )
+    return parse(raw, envelope={"at": list(body.events[0].at)}, received_at=received_at, caps=caps)
 
 
 def _text(value: Any) -> str:

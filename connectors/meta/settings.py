@@ -48,6 +48,9 @@ class MetaSettings(Strict):
     media_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     # Seconds for one Graph API request.
     timeout_s: float = Field(default=30.0, gt=0)
+    # Seconds between the connector's passes: media downloads, profile names, the outbox
+    # counts of its status, and any delivery report the webhook did not get to apply.
+    poll_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("graph_version")
     @classmethod

@@ -4,7 +4,8 @@ Webhooks: the signature is checked against `public_url` plus the path and query,
 request's own URL (behind a TLS proxy scheme and host differ). Then the form post is stored,
 raw, through intake, and only then does Twilio get 200 with TwiML; a store that refuses the
 write gives 503, so Twilio retries. The intake key is the MessageSid, CallSid, RecordingSid or
-TranscriptionSid: a retried webhook changes nothing.
+TranscriptionSid: a retried webhook changes nothing. A signed post without its id is kept too,
+keyed by its bytes, and becomes a dead letter (the parser says which id is missing).
 
 Opt-outs (STOP, START) are kept per number in the checkpoint table, connector "twilio": the
 sender checks it before every send, so nothing goes to a number that opted out. A keyword
@@ -42,7 +43,7 @@ from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
 from normalizer.acks import describe_eta
-from normalizer.intake import CheckpointUpdate, RawInput, Stored
+from normalizer.intake import CheckpointUpdate, RawInput, Stored, sha256
 from normalizer.message import ParseError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ HELP_TEXT = (
     "Reply STOP to stop texts, START to receive them again."
 )
 Submit = Callable[[RawInput], Awaitable[Stored]]
+
+
+def unkeyed_key(kind: str, raw: bytes) -> str:
+    """The intake key of a signed post without the id Twilio always sends: its bytes' hash."""
+    return f"unkeyed:{kind}:{sha256(raw)}"
 
 
 def optout_key(number: str) -> str:
@@ -162,8 +168,11 @@ class TwilioWebhooks:
         try:
             key = source_key(kind, params)
         except ParseError as exc:
-            # Signed by Twilio yet without its id: nothing to key it by; Twilio should not retry.
-            raise web.HTTPBadRequest(text=str(exc)) from exc
+            # Signed by Twilio yet without its id: still kept, keyed by its bytes (the same
+            # post again adds nothing), and the parser files it as a dead letter with why.
+            # Twilio gets its answer: a retry would bring the same bytes.
+            log.warning("twilio webhook %s kept as a dead letter: %s", kind, exc)
+            key = unkeyed_key(kind, raw)
         return await self.submit(
             RawInput(
                 connector=CONNECTOR,

@@ -86,6 +86,17 @@ def normalize(
     """Normalize every pending intake row as the daemon's worker does: with the registry's
     parsers and ack routes (from `connectors`, the defaults when None), so a new case of
     any channel is acknowledged in the transaction that opens it."""
+    return normalizer(engine, settings, connectors=connectors, acks=acks).drain()
+
+
+def normalizer(
+    engine: Engine,
+    settings: StoreSettings | None = None,
+    *,
+    connectors: ConnectorsSettings | None = None,
+    acks: Any = None,
+) -> Normalizer:
+    """The normalizer `normalize` drains with (a dead-letter replay takes one too)."""
     return Normalizer(
         engine,
         settings or StoreSettings(),
@@ -93,7 +104,7 @@ def normalize(
         acks=acks,
         parsers=parser_table(),
         ack_routes=ack_route_table(connectors or ConnectorsSettings()),
-    ).drain()
+    )
 
 
 def ingest_and_normalize(engine: Engine, raw: bytes, **kwargs: Any) -> Outcome:

@@ -128,3 +128,47 @@ def test_the_reply_form_says_what_the_window_will_do(engine: Engine) -> None:
             "cannot reach this person on Messenger any more: use another identity"
         ),
     }
+
+
+def test_whatsapp_is_offered_to_a_number_only_once_it_wrote_there(engine: Engine) -> None:
+    """A number that only ever texted is answered by SMS: WhatsApp is neither offered nor
+    accepted (a first WhatsApp message would need their opt-in and a template). Once the
+    number writes on WhatsApp, a reply asked for on WhatsApp goes out on WhatsApp."""
+    import pytest
+
+    from inbox import casework
+    from inbox.models import Outbox
+
+    sms_from(engine, NUMBER)
+    user = make_user(engine, "ann")
+    agent = Principal(id=user, name="ann", role="agent", via="cli")
+    with engine.connect() as conn:
+        reference = str(conn.execute(select(Case.reference)).scalar_one())
+    page = case_view(engine, agent, reference)
+    assert page["reply_targets"] == [{"channel": "sms", "handle": NUMBER}]
+    assert page["reply_notes"] == {}
+
+    def answer(channel: str) -> dict[str, Any]:
+        return casework.reply(
+            engine,
+            agent,
+            reference,
+            casework.ReplyRequest(text="We are on it.", channel=channel),
+            message_id_domain="support.example.com",
+        )
+
+    with pytest.raises(casework.Invalid, match="has never written on whatsapp"):
+        answer("whatsapp")
+    deliver(engine, "wa_text")
+    page = case_view(engine, agent, reference)
+    assert {(t["channel"], t["handle"]) for t in page["reply_targets"]} == {
+        ("sms", NUMBER),
+        ("whatsapp", NUMBER),
+    }
+    assert answer("whatsapp")["outbox"]["channel"] == "whatsapp"
+    assert answer("sms")["outbox"]["channel"] == "sms"
+    with engine.connect() as conn:
+        replies = conn.execute(
+            select(Outbox.channel, Outbox.recipient).where(Outbox.kind == "reply")
+        ).all()
+    assert sorted(tuple(r) for r in replies) == [("sms", NUMBER), ("whatsapp", NUMBER)]

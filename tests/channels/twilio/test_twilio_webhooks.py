@@ -6,6 +6,7 @@ URL; the app is the inbox app with the Twilio routes, as the daemon mounts it.""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import sqlite3
@@ -252,3 +253,41 @@ async def test_store_refusing_writes_gives_503_then_a_retry_gives_200(
             conn.execute(text(f'REVOKE ALL ON SCHEMA public FROM "{role}"'))
             conn.execute(text(f'DROP ROLE "{role}"'))
         admin.dispose()
+
+
+async def test_a_signed_post_without_its_id_is_kept_as_a_dead_letter(engine: Engine) -> None:
+    """Twilio always sends its id; a signed post without one is not dropped: it is stored,
+    keyed by its bytes, and filed as a dead letter that says which id is missing."""
+    from urllib.parse import urlencode
+
+    from inbox.models import DeadLetter
+    from normalizer.deadletters import replay
+    from tests.support.helpers import normalizer
+
+    # path -> (fixture, the kind of webhook, the id it lacks, the parameters dropped)
+    cases = {
+        "/twilio/sms": ("sms", "sms", "MessageSid", ("MessageSid", "SmsSid", "SmsMessageSid")),
+        "/twilio/voice": ("voice", "call", "CallSid", ("CallSid",)),
+    }
+    async with Hooks(engine) as hooks:
+        for path, (name, _, _, drop) in cases.items():
+            params = {k: v for k, v in fixture(name).items() if k not in drop}
+            for _ in range(2):  # the same post again adds nothing
+                status, _text = await hooks.post(path, params)
+                assert status == 200, (path, _text)
+    with engine.connect() as conn:
+        keys = conn.execute(select(Intake.source_key).order_by(Intake.id)).scalars().all()
+    # What the keys must be, from the bytes the hooks posted (urlencode of the same dict).
+    expected = []
+    for name, kind, _, drop in cases.values():
+        params = {k: v for k, v in fixture(name).items() if k not in drop}
+        expected.append(f"unkeyed:{kind}:" + hashlib.sha256(urlencode(params).encode()).hexdigest())
+    assert keys == expected
+    assert sorted(o.state for o in normalize(engine)) == ["dead", "dead"]
+    with engine.connect() as conn:
+        letters = conn.execute(select(DeadLetter).order_by(DeadLetter.id)).all()
+    assert [letter.error for letter in letters] == [
+        f"twilio post has no valid {needed}" for _, _, needed, _ in cases.values()
+    ]
+    assert replay(engine, normalizer(engine), letters[0].id).outcome == "still failing"
+    assert count(engine, Message) == 0
