@@ -49,6 +49,8 @@ EXPECTED = {
     "whatsapp": ("phone", "whatsapp", False, "#dcf8c6"),
     "messenger": ("messenger", "messenger", True, "#e4e6fb"),
     "instagram": ("instagram", "instagram", True, "#fde4f2"),
+    # The contact form: the submission is the identity; a reply is on the status page.
+    "web": ("web", "web", False, "#fff4d6"),
 }
 # channel: (its sender is authenticated by the mail sender check, replies thread by
 # Message-ID, raw source's extension, its handles are mail addresses), as email behaved when
@@ -63,6 +65,7 @@ EXPECTED_PIPELINE = {
     "whatsapp": (False, False, "txt", False),
     "messenger": (False, False, "txt", False),
     "instagram": (False, False, "txt", False),
+    "web": (False, False, "txt", False),
 }
 EXPECTED_CONNECTORS = {
     "smtp": {"email"},
@@ -71,6 +74,7 @@ EXPECTED_CONNECTORS = {
     "twitter": {"twitter"},
     "reddit": {"reddit"},
     "meta": {"whatsapp", "messenger", "instagram"},
+    "webform": {"web"},
 }
 
 
@@ -217,7 +221,10 @@ def _errors(model: type[BaseModel], raw: str) -> list[tuple[Any, ...]]:
 @pytest.mark.parametrize(
     ("new", "values"),
     [
-        (ReplyChannel, ("email", "sms", "twitter", "reddit", "whatsapp", "messenger", "instagram")),
+        (
+            ReplyChannel,
+            ("email", "sms", "twitter", "reddit", "whatsapp", "messenger", "instagram", "web"),
+        ),
         (IdentityKindName, IDENTITY_KIND_NAMES),
     ],
 )

@@ -96,6 +96,14 @@ EXPECTED: dict[
         True,
         None,
     ),
+    "webform": (
+        {"web"},
+        {"public_url": "https://help.example.com/"},
+        [],
+        "webform",
+        True,
+        "contact form at https://help.example.com/contact",
+    ),
     "web": (set(), {"host": "::", "port": 9000}, [], None, True, "web on http://:::9000/"),
 }
 
@@ -151,6 +159,7 @@ PARSER_MODULES = {
     "whatsapp": "connectors.meta.parse",
     "messenger": "connectors.meta.parse",
     "instagram": "connectors.meta.parse",
+    "web": "connectors.webform.parse",
 }
 
 
@@ -279,6 +288,19 @@ def test_a_connector_switched_off_is_disabled_whatever_it_needs(name: str) -> No
             "meta",
             {"enabled": True, "page_id": "1098"},
             {"META_VERIFY_TOKEN": "v", "META_APP_SECRET": "s", "META_PAGE_TOKEN": "p"},
+            None,
+        ),
+        ("webform", {"enabled": True}, {}, "connectors.webform.public_url"),
+        (
+            "webform",
+            {"enabled": True, "public_url": "https://help.example.com"},
+            {},
+            "missing environment variable PARITY_WEBFORM_SECRET",
+        ),
+        (
+            "webform",
+            {"enabled": True, "public_url": "https://help.example.com"},
+            {"PARITY_WEBFORM_SECRET": "s"},
             None,
         ),
     ],

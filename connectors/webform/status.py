@@ -1,0 +1,211 @@
+"""What the status page shows of a case, and to whom. Reads the store; the rules are pure.
+
+The reader holds the case's link, so they have seen what was sent to or from the identity
+that opened the case (the acknowledgement carried the link there), and what was written on
+the status page with it. That is what they are shown: the case's state in plain words, the
+expected time of our next answer, and those messages' text. Never an agent's note (notes
+are another table), never a handle (the page names "you" and "support"), never a message of
+another identity of the contact or of another person whose case was merged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from connectors.webform.abuse import same
+from inbox.db import read
+from inbox.merges import MERGED
+from inbox.models import Attachment, Case, Identity, Message
+from inbox.references import format_reference
+
+# A token of the same shape as a real one, compared when the reference is unknown, so an
+# unknown reference and a wrong token take the same time.
+_DUMMY_TOKEN = "x" * 32
+# The case's statuses in the words the page uses (text.py keys).
+STATE_WORDS = {
+    "new": "state_new",
+    "open": "state_open",
+    "pending_customer": "state_pending_customer",
+    "resolved": "state_resolved",
+}
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One message as the page shows it."""
+
+    ours: bool  # written by support (an agent's reply), else by the reader
+    at: datetime
+    text: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StatusView:
+    reference: str
+    state: str  # a STATE_WORDS key's value
+    status: str
+    due_at: datetime | None  # our next answer, while the ball is with us
+    late: bool
+    last_in: datetime | None
+    last_out: datetime | None
+    messages: tuple[Shown, ...]
+    resolved: bool
+    reopen_until: datetime | None  # a resolved case may be reopened until then
+    opener_handle: str  # the web identity a follow-up is written as ("" when none)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def visible(
+    rows: list[dict[str, Any]], opener: tuple[str, str] | None, opener_id: int | None
+) -> list[dict[str, Any]]:
+    """The messages the holder of the case's link has seen, in order (a pure rule).
+
+    `rows` are the case's messages (direction, identity_id, channel_kind, meta); `opener`
+    the (kind, handle) of the identity whose first message opened the case.
+    """
+    shown = []
+    for row in rows:
+        if row["direction"] == "inbound":
+            if opener_id is not None and row["identity_id"] == opener_id:
+                shown.append(row)
+        elif row["direction"] == "outbound":
+            meta = row.get("meta") or {}
+            if (
+                opener is not None
+                and meta.get("kind") == "reply"
+                and row["channel_kind"] == opener[0]
+                and meta.get("to") == opener[1]
+            ):
+                shown.append(row)
+    return shown
+
+
+def find(
+    engine: Engine, reference: str, token: str, now: datetime, reopen_days: int
+) -> StatusView | None:
+    """The page of case `reference` when `token` is its token, else None (one answer for an
+    unknown reference, a wrong token and a missing one)."""
+    from inbox.channels import IDENTITY_KIND_OF
+
+    with read(engine) as conn:
+        case = conn.execute(
+            select(Case.id, Case.token, Case.reference, Case.status).where(
+                Case.reference == reference
+            )
+        ).one_or_none()
+        if not same(token or "", case.token if case is not None else _DUMMY_TOKEN):
+            return None
+        if case is None or not token:
+            return None
+        current = _surviving(conn, case.id) if case.status == MERGED else case.id
+        state = conn.execute(select(Case).where(Case.id == current)).one()
+        ids = sorted({case.id, current})
+        opener_row = conn.execute(
+            select(Message.identity_id)
+            .where(Message.case_id.in_(ids), Message.direction == "inbound")
+            .order_by(Message.id)
+            .limit(1)
+        ).one_or_none()
+        opener_id = opener_row.identity_id if opener_row is not None else None
+        opener: tuple[str, str] | None = None
+        if opener_id is not None:
+            found = conn.execute(
+                select(Identity.kind, Identity.handle).where(Identity.id == opener_id)
+            ).one()
+            opener = (found.kind, found.handle)
+        rows = [
+            {
+                "id": r.id,
+                "direction": r.direction,
+                "identity_id": r.identity_id,
+                "channel_kind": IDENTITY_KIND_OF.get(r.channel, ""),
+                "meta": r.meta,
+                "text": r.text,
+                "at": _aware(r.received_at),
+            }
+            for r in conn.execute(
+                select(
+                    Message.id,
+                    Message.direction,
+                    Message.identity_id,
+                    Message.channel,
+                    Message.meta,
+                    Message.text,
+                    Message.received_at,
+                )
+                .where(Message.case_id.in_(ids))
+                .order_by(Message.received_at, Message.id)
+            )
+        ]
+        shown = visible(rows, opener, opener_id)
+        files = _files(conn, [r["id"] for r in shown])
+    messages = tuple(
+        Shown(r["direction"] == "outbound", r["at"], r["text"], files.get(r["id"], ()))
+        for r in shown
+    )
+    status = state.status
+    waiting_on_us = status in ("new", "open")
+    due = _aware(state.due_at) if waiting_on_us else None
+    resolved = status == "resolved"
+    resolved_at = _aware(state.resolved_at)
+    reopen_until = (
+        resolved_at + timedelta(days=reopen_days) if resolved and resolved_at is not None else None
+    )
+    return StatusView(
+        reference=state.reference or format_reference(state.id),
+        state=STATE_WORDS.get(status, "state_open"),
+        status=status,
+        due_at=due,
+        late=due is not None and due < now,
+        last_in=max((m.at for m in messages if not m.ours), default=None),
+        last_out=max((m.at for m in messages if m.ours), default=None),
+        messages=messages,
+        resolved=resolved,
+        reopen_until=reopen_until,
+        opener_handle=opener[1] if opener is not None and opener[0] == "web" else "",
+    )
+
+
+def _surviving(conn: Connection, case_id: int) -> int:
+    from inbox.merges import surviving_case_id
+
+    return int(surviving_case_id(conn, case_id))
+
+
+def _files(conn: Connection, message_ids: list[int]) -> dict[int, tuple[str, ...]]:
+    if not message_ids:
+        return {}
+    found: dict[int, list[str]] = {}
+    for row in conn.execute(
+        select(Attachment.message_id, Attachment.filename)
+        .where(Attachment.message_id.in_(message_ids))
+        .order_by(Attachment.id)
+    ):
+        found.setdefault(row.message_id, []).append(row.filename)
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def case_of_submission(engine: Engine, sid: str) -> tuple[str, str, datetime] | None:
+    """(reference, token, due) of the case a form submission opened, once it exists."""
+    with read(engine) as conn:
+        row = conn.execute(
+            select(Case.reference, Case.token, Case.due_at, Case.id, Case.status)
+            .join(Message, Message.case_id == Case.id)
+            .join(Identity, Identity.id == Message.identity_id)
+            .where(Identity.kind == "web", Identity.handle == sid)
+            .order_by(Message.id)
+            .limit(1)
+        ).one_or_none()
+        if row is None or row.reference is None:
+            return None
+        return row.reference, row.token, _aware(row.due_at) or row.due_at
