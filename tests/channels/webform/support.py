@@ -65,7 +65,9 @@ def bits_of(html: str) -> int:
 class Site:
     """The inbox app with the web form's routes, as the daemon mounts them."""
 
-    def __init__(self, engine: Engine, section: WebformSettings | None = None, **inbox: Any) -> None:
+    def __init__(
+        self, engine: Engine, section: WebformSettings | None = None, **inbox: Any
+    ) -> None:
         self.engine = engine
         self.settings = section or settings()
         self.writer = IntakeWriter(engine)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -23,7 +22,7 @@ def agent(engine: Engine) -> Principal:
 
 
 async def open_case(site: Site, text: str = "My account was taken over.") -> tuple[str, str]:
-    status, _, headers = await site.send(text=text)
+    status, _, _ = await site.send(text=text)
     assert status == 303
     normalize(site.engine)
     with site.engine.connect() as conn:
@@ -100,7 +99,9 @@ async def test_the_page_of_an_email_case_shows_that_senders_side_only(engine: En
     """The link in an email acknowledgement: the mail sender's messages and our replies."""
     reference = email_case(engine, "lee@example.org", "Order late", "EMAIL: where is it")
     me = agent(engine)
-    casework.reply(engine, me, reference, ReplyRequest(text="REPLY: shipped"), message_id_domain="x")
+    casework.reply(
+        engine, me, reference, ReplyRequest(text="REPLY: shipped"), message_id_domain="x"
+    )
     with engine.connect() as conn:
         token = conn.execute(select(Case.token).where(Case.reference == reference)).scalar_one()
     async with Site(engine) as site:
@@ -129,7 +130,9 @@ async def test_a_wrong_or_missing_token_is_the_same_404_as_an_unknown_case(engin
 
 
 async def test_status_reads_are_rate_limited_per_address(engine: Engine) -> None:
-    async with Site(engine, settings(status_per_address_burst=3, status_per_address_per_hour=0)) as site:
+    async with Site(
+        engine, settings(status_per_address_burst=3, status_per_address_per_hour=0)
+    ) as site:
         reference, token = await open_case(site)
         got = [(await site.get(f"/status/{reference}?t=bad", "192.0.2.50"))[0] for _ in range(3)]
         assert got == [404, 404, 404]
@@ -204,5 +207,3 @@ async def test_the_page_says_when_we_are_late(engine: Engine) -> None:
             conn.execute(update(Case).values(due_at=utcnow() - timedelta(hours=2)))
         _, html, _ = await site.get(status_path(reference, token))
     assert 'class="late"' in html and "We are late" in html
-
-
