@@ -53,6 +53,7 @@ from connectors.smtp.server import source_key as smtp_source_key
 from connectors.twilio.outbox import TwilioSmsSender
 from connectors.twilio.outbox import make_client as make_twilio_client
 from connectors.twilio.parse import source_key as twilio_source_key
+from connectors.webform.parse import source_key as webform_source_key
 from inbox.accounts import Principal
 from inbox.casework import case_view
 from inbox.channels import (
@@ -98,7 +99,14 @@ PARTS = ("parse", "idempotent", "acknowledged", "reply_route", "retry", "takeove
 # names a channel of the registry and a part of the contract, and gives a reason.
 # No channel skips a part today; an entry reads
 #   ("voice", "retry"): "why voice cannot keep it",
-SKIPS: dict[tuple[str, str], str] = {}
+SKIPS: dict[tuple[str, str], str] = {
+    # The contact form answers the person itself: POST /contact shows the reference, the
+    # honest ETA and the status link (tests/channels/webform/test_form_http.py). Nothing is
+    # queued to the address a form typed until the person confirms it.
+    ("web", "acknowledged"): "the answer page is the acknowledgement; nothing is queued",
+    ("web", "retry"): "no acknowledgement is queued, and a reply is delivered by the status "
+    "page (StatusPageSender), which has no provider to fail for now",
+}
 
 # A killed instance is taken over: the test that proves it for each polling connector. They
 # start the daemon twice, SIGKILL the active one and check the standby takes over with
@@ -126,6 +134,8 @@ NOT_POLLED: dict[str, str] = {
     "smtp": "a server: every instance accepts mail, the client retries an unanswered one",
     "twilio": "webhooks: every instance takes them, Twilio retries an unanswered one",
     "meta": "webhooks: every instance takes them, Meta retries an unanswered one",
+    "webform": "pages: every instance serves the form; a post that got no answer is sent "
+    "again by the browser, and its form token makes it the same submission",
 }
 
 # The per-channel tests of a real sender failing against its fake and being retried; this
@@ -156,6 +166,10 @@ SENDER_RETRY_TESTS: dict[str, tuple[str, str]] = {
             "tests/channels/meta/test_outbox.py",
             "test_error_codes_retry_pause_or_fail_with_a_reason",
         ),
+    ),
+    "web": (
+        "tests/channels/webform/test_status_page.py",
+        "test_a_reply_on_web_is_delivered_by_the_status_page",
     ),
 }
 
@@ -231,6 +245,23 @@ def meta_inputs(channel: str) -> list[RawInput]:
     return items
 
 
+def webform_inputs() -> list[RawInput]:
+    """Form posts as the web form stores them: keyed by the form token they carried."""
+    items = []
+    for path in sorted((TESTS / "channels" / "webform" / "fixtures").glob("form_*.json")):
+        key = webform_source_key("form", f"token-of-{path.stem}")
+        items.append(
+            RawInput(
+                connector="webform",
+                channel="web",
+                source_key=key,
+                payload=path.read_bytes(),
+                envelope={"key": key, "kind": "form", "address": "contact-form"},
+            )
+        )
+    return items
+
+
 def stored_inputs(engine: Engine, channel: str) -> list[RawInput]:
     """What a connector stored, as the RawInput a redelivery would carry again."""
     with engine.connect() as conn:
@@ -298,6 +329,7 @@ KITS: dict[str, Kit] = {
     "twitter": Kit(poll_twitter),
     "reddit": Kit(poll_reddit),
     **{c: Kit(_store_all(partial(meta_inputs, c))) for c in channels_of("meta")},
+    "web": Kit(_store_all(webform_inputs)),
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -35,6 +36,12 @@ def _str(doc: Mapping[str, Any], key: str, limit: int) -> str:
     if not isinstance(value, str):
         raise ParseError(f"web form field {key!r} is not text")
     return value[:limit]
+
+
+def source_key(kind: str, form_token: str) -> str:
+    """The intake key of a post: its kind and the hash of the form token it carried, so a
+    double click or a replayed post is the same submission, stored once."""
+    return f"{kind}:" + hashlib.sha256(form_token.encode()).hexdigest()[:40]
 
 
 def conversation_of(sid: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from connectors.base import ConnectorHealth
 from connectors.webform import abuse, limits
 from connectors.webform.confirm import Confirmations, claims_of
 from connectors.webform.form import Checked, Upload, check_followup, check_form, human_size
+from connectors.webform.parse import source_key
 from connectors.webform.settings import WebformSettings
 from connectors.webform.status import StatusView, case_of_submission, find
 from connectors.webform.text import TEXT, t
@@ -313,7 +313,7 @@ class WebForm:
             self._count(f"rate_limited_{refused}")
             return self._page("message.html", 429, title=t("form_title"), text=t("err_busy"))
         sid = abuse.submission_id(self.secret, token.raw)
-        key = "form:" + hashlib.sha256(token.raw.encode()).hexdigest()[:40]
+        key = source_key("form", token.raw)
         await self.submit(
             RawInput(
                 connector=CONNECTOR,
@@ -469,7 +469,7 @@ class WebForm:
         if checked.errors:
             return self._status(view, token, errors=checked.errors, status=400)
         sid = view.opener_handle or abuse.followup_id(self.secret, view.reference)
-        key = "followup:" + hashlib.sha256(form_token.raw.encode()).hexdigest()[:40]
+        key = source_key("followup", form_token.raw)
         from inbox.references import case_tag
 
         body = Checked(name="", text=checked.text, files=checked.files)

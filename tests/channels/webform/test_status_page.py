@@ -207,3 +207,30 @@ async def test_the_page_says_when_we_are_late(engine: Engine) -> None:
             conn.execute(update(Case).values(due_at=utcnow() - timedelta(hours=2)))
         _, html, _ = await site.get(status_path(reference, token))
     assert 'class="late"' in html and "We are late" in html
+
+
+async def test_a_reply_on_web_is_delivered_by_the_status_page(engine: Engine) -> None:
+    """An agent's reply to a form's case goes out on `web` (the registry's reply channel):
+    the status page's sender marks it sent, and the page shows it."""
+    from connectors.config import OutboxSettings
+    from connectors.outbox import OutboxDrainer
+    from connectors.webform.outbox import StatusPageSender
+    from inbox.models import Outbox
+
+    async with Site(engine) as site:
+        reference, token = await open_case(site)
+        casework.reply(
+            engine, agent(engine), reference, ReplyRequest(text="REPLY: on the page"),
+            message_id_domain="x",
+        )  # fmt: skip
+        with engine.connect() as conn:
+            row = conn.execute(select(Outbox.channel, Outbox.recipient, Outbox.state)).one()
+            sid = conn.execute(select(Identity.handle).where(Identity.kind == "web")).scalar()
+        assert (row.channel, row.recipient, row.state) == ("web", sid, "queued")
+        drainer = OutboxDrainer(engine, StatusPageSender(), OutboxSettings(), worker="t")
+        report = drainer.drain_once()
+        assert report.sent == 1
+        with engine.connect() as conn:
+            assert conn.execute(select(Outbox.state)).scalar_one() == "sent"
+        _, html, _ = await site.get(status_path(reference, token))
+    assert conversation(html)[-1] == ("ours", "REPLY: on the page")
