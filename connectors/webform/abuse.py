@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 
 _TOKEN = re.compile(r"^(\d{1,12})\.([A-Za-z0-9_-]{22,64})\.(\d{1,2})\.([0-9a-f]{64})$")
-_NONCE = re.compile(r"^[0-9a-z]{1,32}$")
+_NONCE = re.compile(r"^[0-9a-f]{1,32}$")
 _CONTEXT = b"parity-webform-v1"
 
 
