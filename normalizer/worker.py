@@ -998,6 +998,7 @@ class Normalizer:
             now=now,
             timezone=self.store.sla.business_hours.timezone,
             other_channels=self.acks.other_channels,
+            status_base_url=self.acks.status_base_url,
         )
         # The one planner of every channel (normalizer/ack_plan.py): the case was opened
         # in this transaction, so its ack_state is still empty and the claim is ours.

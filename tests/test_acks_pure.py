@@ -514,3 +514,29 @@ def test_inbound_values_never_add_a_header(changes, dropped):
 def test_a_recipient_that_is_not_an_address_is_a_permanent_failure():
     with pytest.raises(Permanent):
         compose_email(row(recipient="ann@example.org>\r\nBcc: <evil@example.net"), RELAY, NOW)
+
+
+@pytest.mark.parametrize(
+    ("base", "public", "expected"),
+    [
+        (
+            "https://help.example.com",
+            False,
+            "C-001042: see https://help.example.com/status/C-001042?t=abcdefghjkmn",
+        ),
+        # A trailing slash is not doubled.
+        (
+            "https://help.example.com/support/",
+            False,
+            "C-001042: see https://help.example.com/support/status/C-001042?t=abcdefghjkmn",
+        ),
+        # A public reply never carries the link: the token is what opens the case's page.
+        ("https://help.example.com", True, "C-001042: see"),
+        # No base URL, no link.
+        ("", False, "C-001042: see"),
+    ],
+)
+def test_the_status_url_placeholder(base, public, expected):
+    template = AckTemplate(subject="", body="{reference}: see {status_url}")
+    content = _compose(template, status_base_url=base, public=public)
+    assert content.body.strip() == expected

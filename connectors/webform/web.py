@@ -36,7 +36,7 @@ from inbox.display import strip_bidi
 from inbox.models import utcnow
 from inbox.secrets import Secret
 from inbox.web.routes import Route
-from normalizer.acks import describe_eta
+from normalizer.acks import describe_eta, status_url
 from normalizer.intake import RawInput, Stored
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ class WebForm:
         return describe_eta(now, due, self.sla.business_hours.timezone)
 
     def status_url(self, reference: str, token: str) -> str:
-        return f"{self.base}/status/{quote(reference)}?{urlencode({'t': token})}"
+        # The one definition, shared with the acknowledgements' {status_url}.
+        return status_url(self.base, reference, token)
 
     def bits_now(self, now: datetime) -> int:
         """The proof-of-work difficulty for a form served now (see abuse.difficulty)."""

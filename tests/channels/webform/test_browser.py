@@ -174,7 +174,7 @@ def test_with_javascript_the_work_is_done_in_the_page_and_every_page_is_accessib
         browser.find_element(By.ID, "send").click()
         until(browser, lambda d: d.find_elements(By.ID, "email-error"))
         email = browser.find_element(By.ID, "email")
-        assert "email-error" in (email.get_attribute("aria-describedby") or "")
+        assert "email-error" in str(email.get_attribute("aria-describedby"))
         assert email.get_attribute("aria-invalid") == "true"
         assert_accessible(browser)
         # Then by keyboard alone: type, Tab through, Enter on the button.
@@ -189,7 +189,7 @@ def test_with_javascript_the_work_is_done_in_the_page_and_every_page_is_accessib
         # The answer page shows the reference once the case exists (it refreshes itself).
         until(browser, lambda d: d.find_elements(By.ID, "reference"))
         with engine.connect() as conn:
-            reference = conn.execute(select(Case.reference)).scalar_one()
+            reference = str(conn.execute(select(Case.reference)).scalar_one())
         assert reference in browser.find_element(By.ID, "reference").text
         assert "A person will answer" in browser.find_element(By.ID, "eta").text
         assert_accessible(browser)
@@ -231,6 +231,6 @@ def test_without_javascript_the_form_still_works(
         # A meta refresh, not a script, brings the reference.
         until(driver, lambda d: d.find_elements(By.ID, "reference"), timeout=20)
         with engine.connect() as conn:
-            reference = conn.execute(select(Case.reference)).scalar_one()
+            reference = str(conn.execute(select(Case.reference)).scalar_one())
         assert reference in driver.find_element(By.ID, "reference").text
     assert work_of(engine) == ["nojs"]

@@ -9,6 +9,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,7 +160,9 @@ def test_a_number_is_taken_in_e164(typed: str, stored: str | None) -> None:
 
 
 def check(**kw) -> dict[str, str]:
-    values = {"name": "Ana", "email": "ana@example.org", "phone": "", "text": "Help", "uploads": []}
+    values: dict[str, Any] = {
+        "name": "Ana", "email": "ana@example.org", "phone": "", "text": "Help", "uploads": []
+    }  # fmt: skip
     values.update(kw)
     return check_form(
         **values, max_text=100, max_files=2, max_file_bytes=1000, types=["image/png"]
