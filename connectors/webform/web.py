@@ -98,6 +98,7 @@ class WebForm:
         self.health = health or ConnectorHealth()
         self.base = settings.public_url.rstrip("/")
         self.confirmations = Confirmations(settings, engine, self.secret)
+        self.buckets = limits.BucketTaker(engine)
         self.counts: dict[str, int] = {}
 
     # --- helpers --------------------------------------------------------------------------
@@ -309,7 +310,7 @@ class WebForm:
             self._count("invalid")
             return self._form_again(400, checked.errors, typed)
         buckets = limits.form_buckets(self.settings, self._address(request), js)
-        refused = await asyncio.to_thread(limits.take, self.engine, buckets, now)
+        refused = await self.buckets.take(buckets, now)
         if refused is not None:
             self._count(f"rate_limited_{refused}")
             return self._page("message.html", 429, title=t("form_title"), text=t("err_busy"))
@@ -372,11 +373,8 @@ class WebForm:
 
     async def _view(self, request: web.Request) -> StatusView | web.Response:
         now = utcnow()
-        refused = await asyncio.to_thread(
-            limits.take,
-            self.engine,
-            limits.status_buckets(self.settings, self._address(request)),
-            now,
+        refused = await self.buckets.take(
+            limits.status_buckets(self.settings, self._address(request)), now
         )
         if refused is not None:
             self._count("status_rate_limited")
@@ -520,11 +518,8 @@ class WebForm:
             )
         except abuse.TokenError as exc:
             return self._page("message.html", 403, title=t("confirm_title"), text=str(exc))
-        refused = await asyncio.to_thread(
-            limits.take,
-            self.engine,
-            limits.status_buckets(self.settings, self._address(request)),
-            now,
+        refused = await self.buckets.take(
+            limits.status_buckets(self.settings, self._address(request)), now
         )
         if refused is not None:
             return self._page("message.html", 429, title=t("confirm_title"), text=t("slow_down"))

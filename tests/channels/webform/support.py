@@ -84,6 +84,7 @@ class Site:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.close()
         self.writer.stop()
+        self.form.buckets.stop()
 
     async def get(self, path: str, address: str = "198.51.100.7") -> tuple[int, str, Any]:
         response = await self.client.get(
