@@ -407,6 +407,12 @@ def _webform_build(section: WebformSettings, runtime: Runtime) -> Built:
     return Built(tasks=[queue], routes=form.routes())
 
 
+def _webform_ack_routes(settings: WebformSettings) -> Mapping[str, AckRoute]:
+    from connectors.webform.outbox import ack_routes
+
+    return ack_routes(settings)
+
+
 def _webform_sender_availability(_section: WebformSettings, _runtime: Runtime) -> Availability:
     return AVAILABLE
 
@@ -552,6 +558,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
             build=_webform_drainers,
         ),
         parsers={"web": webform_parse},
+        ack_routes=_webform_ack_routes,
         serves_http=True,
         describe=lambda s: f"contact form at {s.public_url.rstrip('/')}/contact",
     ),

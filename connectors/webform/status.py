@@ -19,7 +19,8 @@ from sqlalchemy import Connection, Engine, select
 from connectors.webform.abuse import same
 from inbox.db import read
 from inbox.merges import MERGED
-from inbox.models import Attachment, Case, Identity, Message
+from inbox.models import Attachment, AuditLog, Case, Identity, Message
+from inbox.outbox import ACK_QUEUED
 from inbox.references import format_reference
 
 # A token of the same shape as a real one, compared when the reference is unknown, so an
@@ -148,6 +149,7 @@ def find(
             )
         ]
         shown = visible(rows, opener, opener_id)
+        promise = promised(conn, current)
         files = _files(conn, [r["id"] for r in shown])
     messages = tuple(
         Shown(r["direction"] == "outbound", r["at"], r["text"], files.get(r["id"], ()))
@@ -155,7 +157,13 @@ def find(
     )
     status = state.status
     waiting_on_us = status in ("new", "open")
-    due = _aware(state.due_at) if waiting_on_us else None
+    # Before our first answer the promise is the acknowledgement's; after it, the case's
+    # due time.
+    due = (
+        (promise if state.first_response_at is None and promise else _aware(state.due_at))
+        if waiting_on_us
+        else None
+    )
     resolved = status == "resolved"
     resolved_at = _aware(state.resolved_at)
     reopen_until = (
@@ -195,8 +203,23 @@ def _files(conn: Connection, message_ids: list[int]) -> dict[int, tuple[str, ...
     return {k: tuple(v) for k, v in found.items()}
 
 
+def promised(conn: Connection, case_id: int) -> datetime | None:
+    """The time the case's acknowledgement promised (its audit row's `eta_at`): the one
+    estimate every channel's acknowledgement gives (normalizer/acks.py `estimate`)."""
+    after = conn.execute(
+        select(AuditLog.after)
+        .where(AuditLog.case_id == case_id, AuditLog.action == ACK_QUEUED)
+        .order_by(AuditLog.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if not after or not after.get("eta_at"):
+        return None
+    return _aware(datetime.fromisoformat(str(after["eta_at"])))
+
+
 def case_of_submission(engine: Engine, sid: str) -> tuple[str, str, datetime] | None:
-    """(reference, token, due) of the case a form submission opened, once it exists."""
+    """(reference, token, promised time) of the case a form submission opened, once it
+    exists: the acknowledgement's promise, else the SLA's due time."""
     with read(engine) as conn:
         row = conn.execute(
             select(Case.reference, Case.token, Case.due_at, Case.id, Case.status)
@@ -208,4 +231,5 @@ def case_of_submission(engine: Engine, sid: str) -> tuple[str, str, datetime] | 
         ).one_or_none()
         if row is None or row.reference is None:
             return None
-        return row.reference, row.token, _aware(row.due_at) or row.due_at
+        at = promised(conn, row.id) or _aware(row.due_at) or row.due_at
+        return row.reference, row.token, at

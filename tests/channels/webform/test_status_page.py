@@ -198,15 +198,45 @@ async def test_a_resolved_case_reopens_inside_the_window_and_not_after(engine: E
         assert status == 409
 
 
-async def test_the_page_says_when_we_are_late(engine: Engine) -> None:
+async def test_the_page_gives_the_acknowledged_promise_and_says_when_we_are_late(
+    engine: Engine,
+) -> None:
+    from inbox import audit
+    from inbox.models import AuditLog
+
     async with Site(engine) as site:
         reference, token = await open_case(site)
+        with engine.connect() as conn:
+            case_id = conn.execute(select(Case.id)).scalar_one()
+            promise = conn.execute(
+                select(AuditLog.after).where(AuditLog.action == "acknowledgement.queued")
+            ).scalar_one()
+        # The answer page's promise is the acknowledgement's, audited with the case.
+        assert promise["channel"] == "web" and promise["eta_at"]
         _, html, _ = await site.get(status_path(reference, token))
         assert "Received" in html and "Our next answer is expected" in html
+        assert 'class="late"' not in html
+        # The promise passed (written as the planner writes it, later than the first).
+        past = utcnow() - timedelta(hours=2)
         with engine.begin() as conn:
-            conn.execute(update(Case).values(due_at=utcnow() - timedelta(hours=2)))
+            audit.append(
+                conn,
+                actor="system",
+                action="acknowledgement.queued",
+                case_id=case_id,
+                after={"channel": "web", "eta_at": past.isoformat()},
+            )
         _, html, _ = await site.get(status_path(reference, token))
-    assert 'class="late"' in html and "We are late" in html
+        assert 'class="late"' in html and "We are late" in html
+        # After our first answer the case's due time is what the page holds us to.
+        casework.reply(
+            engine, agent(engine), reference, ReplyRequest(text="Looking", status="open"),
+            message_id_domain="x",
+        )  # fmt: skip
+        with engine.begin() as conn:
+            conn.execute(update(Case).values(due_at=utcnow() + timedelta(hours=5)))
+        _, html, _ = await site.get(status_path(reference, token))
+    assert "Waiting for us" in html and 'class="late"' not in html
 
 
 async def test_a_reply_on_web_is_delivered_by_the_status_page(engine: Engine) -> None:
@@ -224,13 +254,17 @@ async def test_a_reply_on_web_is_delivered_by_the_status_page(engine: Engine) ->
             message_id_domain="x",
         )  # fmt: skip
         with engine.connect() as conn:
-            row = conn.execute(select(Outbox.channel, Outbox.recipient, Outbox.state)).one()
+            row = conn.execute(
+                select(Outbox.channel, Outbox.recipient, Outbox.state).where(Outbox.kind == "reply")
+            ).one()
             sid = conn.execute(select(Identity.handle).where(Identity.kind == "web")).scalar()
         assert (row.channel, row.recipient, row.state) == ("web", sid, "queued")
         drainer = OutboxDrainer(engine, StatusPageSender(), OutboxSettings(), worker="t")
         report = drainer.drain_once()
-        assert report.sent == 1
+        # The acknowledgement (what the answer page showed) and the reply.
+        assert report.sent == 2
         with engine.connect() as conn:
-            assert conn.execute(select(Outbox.state)).scalar_one() == "sent"
+            states = conn.execute(select(Outbox.kind, Outbox.state).order_by(Outbox.id)).all()
+        assert [tuple(r) for r in states] == [("ack", "sent"), ("reply", "sent")]
         _, html, _ = await site.get(status_path(reference, token))
     assert conversation(html)[-1] == ("ours", "REPLY: on the page")
