@@ -352,7 +352,8 @@ class WebForm:
         return self._page(
             "done.html",
             reference=reference,
-            eta=self.eta_words(due, now) if due > now else t("late", eta="already"),
+            eta=self.eta_words(due, now),
+            late=t("late", eta=_when(due, self.sla.business_hours.timezone)) if due <= now else "",
             status_url=self.status_url(reference, token),
             claims=claims,
         )
