@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, select
@@ -14,6 +15,8 @@ from inbox.models import AuditLog, Case, Identity, Outbox, utcnow
 from tests.channels.webform.support import PUBLIC, Site
 from tests.support.helpers import normalize
 from tests.support.inbox_helpers import email_case
+
+pytest_plugins = ["tests.support.inbox_fixtures"]
 
 
 def outbox(engine: Engine) -> dict[str, tuple[str, str]]:
@@ -153,3 +156,27 @@ async def test_a_forged_or_expired_confirmation_is_refused(engine: Engine) -> No
         assert site.form.confirmations.confirm(
             sid.group(1), "ana@example.org", code.group(1), utcnow()
         )
+
+
+async def test_agents_see_the_claim_as_unverified_until_it_is_confirmed(
+    engine: Engine, make_api: Any
+) -> None:
+    import html as htmllib
+
+    from tests.support.inbox_helpers import make_user
+
+    async with Site(engine) as site:
+        await site.send(email="ana@example.org")
+        normalize(engine)
+    with engine.connect() as conn:
+        reference = conn.execute(select(Case.reference)).scalar_one()
+    make_user(engine, "ann")
+    api = await make_api()
+    client, _ = await api.session("ann")
+    queue = htmllib.unescape(await (await client.get("/queue")).text())
+    assert "Unverified: claims to be from ana@example.org" in queue
+    assert "typed into the contact form, not confirmed" in queue
+    page = htmllib.unescape(await (await client.get(f"/cases/{reference}")).text())
+    assert "Unverified: claims to be from ana@example.org" in page
+    assert "typed into the contact form and is not confirmed yet" in page
+    assert "The mail did not prove" not in page
