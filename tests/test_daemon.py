@@ -254,7 +254,9 @@ def test_only_runs_what_is_named_and_missing_credentials_disable_without_stoppin
         assert result.returncode == 0, result.stderr
         assert SECRET not in result.stdout + parity.log()
         listed = {s["name"]: s for s in json.loads(result.stdout)}
-        assert list(listed) == ["smtp", "imap", "twilio", "twitter", "reddit", "meta", "web"]
+        assert list(listed) == [
+            "smtp", "imap", "twilio", "twitter", "reddit", "meta", "webform", "web"
+        ]  # fmt: skip
         for entry in listed.values():
             assert set(entry) >= {
                 "name",
