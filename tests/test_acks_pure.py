@@ -472,6 +472,13 @@ def test_an_acknowledgement_is_marked_as_ours_and_automatic():
     assert msg["Auto-Submitted"] == "auto-replied"
 
 
+def test_a_contact_form_confirmation_is_marked_machine_made():
+    msg = compose_email(row(kind="confirm"), RELAY, NOW)
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert compose_email(row(kind="reply"), RELAY, NOW)["Auto-Submitted"] is None
+
+
 EVIL_NAME = "Ann\r\nBcc: evil@example.net"
 # Encoded words that decode to CR/LF: Python < 3.11.10 writes them out as real line breaks.
 EVIL_WORD = "=?utf-8?q?Ann=0D=0ABcc=3A_evil=40example=2Enet?="

@@ -53,6 +53,9 @@ ASSETS = {"contact.js": "text/javascript", "contact.css": "text/css"}
 # Text fields of a post, and the most of any one we read (the text has its own limit).
 FIELD_BYTES = 4096
 POLL_SECONDS = 0.1
+# Posts whose bodies are read at once: each may hold up to the attachments' limits in
+# memory, so the listener's memory for the form is bounded by this many of them.
+READING_AT_ONCE = 8
 # Fields a form shown again does not keep as typed (the files must be chosen again too).
 NOT_KEPT = frozenset({"form_token", "work", "website"})
 
@@ -99,6 +102,7 @@ class WebForm:
         self.base = settings.public_url.rstrip("/")
         self.confirmations = Confirmations(settings, engine, self.secret)
         self.buckets = limits.BucketTaker(engine)
+        self.reading = asyncio.Semaphore(READING_AT_ONCE)
         self.counts: dict[str, int] = {}
 
     # --- helpers --------------------------------------------------------------------------
@@ -199,7 +203,12 @@ class WebForm:
         return s.max_attachments * s.max_attachment_bytes + s.max_text_chars * 4 + 64 * 1024
 
     async def _read_post(self, request: web.Request) -> tuple[dict[str, str], list[Upload]]:
-        """The post's text fields and files, every part bounded; raises TooLarge."""
+        """The post's text fields and files, every part bounded, a few posts at a time;
+        raises TooLarge."""
+        async with self.reading:
+            return await self._read_bounded_post(request)
+
+    async def _read_bounded_post(self, request: web.Request) -> tuple[dict[str, str], list[Upload]]:
         limit = self._max_body()
         if request.content_length is not None and request.content_length > limit:
             raise TooLarge()
