@@ -21,11 +21,12 @@ from inbox.db import read
 from inbox.merges import MERGED
 from inbox.models import Attachment, AuditLog, Case, Identity, Message
 from inbox.outbox import ACK_QUEUED
-from inbox.references import format_reference
+from inbox.references import case_tag, format_reference
+from normalizer.threads import TOKEN_LENGTH
 
 # A token of the same shape as a real one, compared when the reference is unknown, so an
 # unknown reference and a wrong token take the same time.
-_DUMMY_TOKEN = "x" * 32
+_DUMMY_TOKEN = "x" * TOKEN_LENGTH
 # The case's statuses in the words the page uses (text.py keys).
 STATE_WORDS = {
     "new": "state_new",
@@ -67,17 +68,23 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def visible(
-    rows: list[dict[str, Any]], opener: tuple[str, str] | None, opener_id: int | None
+    rows: list[dict[str, Any]],
+    opener: tuple[str, str] | None,
+    opener_id: int | None,
+    tag: str = "",
 ) -> list[dict[str, Any]]:
     """The messages the holder of the case's link has seen, in order (a pure rule).
 
-    `rows` are the case's messages (direction, identity_id, channel_kind, meta); `opener`
-    the (kind, handle) of the identity whose first message opened the case.
+    `rows` are the case's messages (direction, identity_id, channel, channel_kind, subject,
+    meta); `opener` the (kind, handle) of the identity whose first message opened the case;
+    `tag` the case's tag with its token: a message written on the status page carries it,
+    so whoever wrote it held this link.
     """
     shown = []
     for row in rows:
         if row["direction"] == "inbound":
-            if opener_id is not None and row["identity_id"] == opener_id:
+            written_here = bool(tag) and row["channel"] == "web" and tag in row["subject"]
+            if (opener_id is not None and row["identity_id"] == opener_id) or written_here:
                 shown.append(row)
         elif row["direction"] == "outbound":
             meta = row.get("meta") or {}
@@ -129,7 +136,9 @@ def find(
                 "id": r.id,
                 "direction": r.direction,
                 "identity_id": r.identity_id,
+                "channel": r.channel,
                 "channel_kind": IDENTITY_KIND_OF.get(r.channel, ""),
+                "subject": r.subject or "",
                 "meta": r.meta,
                 "text": r.text,
                 "at": _aware(r.received_at),
@@ -140,6 +149,7 @@ def find(
                     Message.direction,
                     Message.identity_id,
                     Message.channel,
+                    Message.subject,
                     Message.meta,
                     Message.text,
                     Message.received_at,
@@ -148,7 +158,7 @@ def find(
                 .order_by(Message.received_at, Message.id)
             )
         ]
-        shown = visible(rows, opener, opener_id)
+        shown = visible(rows, opener, opener_id, case_tag(reference, token))
         promise = promised(conn, current)
         files = _files(conn, [r["id"] for r in shown])
     messages = tuple(

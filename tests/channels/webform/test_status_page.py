@@ -268,3 +268,29 @@ async def test_a_reply_on_web_is_delivered_by_the_status_page(engine: Engine) ->
         assert [tuple(r) for r in states] == [("ack", "sent"), ("reply", "sent")]
         _, html, _ = await site.get(status_path(reference, token))
     assert conversation(html)[-1] == ("ours", "REPLY: on the page")
+
+
+async def test_a_message_added_on_an_email_cases_page_shows_there(engine: Engine) -> None:
+    """The link of an email acknowledgement: a message added on its page joins the case and
+    is shown (it carries the case's token); the mail sender's handle is still never shown."""
+    reference = email_case(engine, "lee@example.org", "Order late", "EMAIL: where is it")
+    with engine.connect() as conn:
+        token = conn.execute(select(Case.token).where(Case.reference == reference)).scalar_one()
+    async with Site(engine) as site:
+        _, html, _ = await site.get(status_path(reference, token))
+        form_token = re.search(r'name="form_token" value="([^"]+)"', html)
+        assert form_token is not None
+        status, _, _ = await site.post(
+            {"form_token": form_token.group(1), "text": "WEB: the parcel number is 4471"},
+            path=status_path(reference, token),
+        )
+        assert status == 303
+        normalize(engine)
+        _, html, _ = await site.get(status_path(reference, token))
+    assert conversation(html) == [
+        ("theirs", "EMAIL: where is it"),
+        ("theirs", "WEB: the parcel number is 4471"),
+    ]
+    assert "lee@example.org" not in html and token not in conversation(html)[1][1]
+    with engine.connect() as conn:
+        assert len(set(conn.execute(select(Message.case_id)).scalars())) == 1
