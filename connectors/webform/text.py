@@ -43,6 +43,7 @@ TEXT: Mapping[str, str] = MappingProxyType(
         "err_text": "Please tell us what happened (at most {max} characters).",
         "err_files_many": "At most {count} attachments, please.",
         "err_file_big": "{name} is larger than {size}.",
+        "err_too_large": "This message is too large: each attachment may be at most {size}.",
         "err_file_type": "{name} is not a picture or a PDF.",
         "err_work": "Your browser's proof of work did not check out: please send again.",
         "err_busy": (

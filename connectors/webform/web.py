@@ -35,7 +35,7 @@ from inbox.config import SlaSettings
 from inbox.display import strip_bidi
 from inbox.models import utcnow
 from inbox.secrets import Secret
-from inbox.web.routes import Route
+from inbox.web.routes import Auth, Route
 from normalizer.acks import describe_eta, status_url
 from normalizer.intake import RawInput, Stored
 
@@ -143,27 +143,30 @@ class WebForm:
         )
 
     def routes(self) -> list[Route]:
-        def route(method: str, path: str, handler: Any, summary: str) -> Route:
-            # "signature": anyone may call them and each checks its own credential (the
-            # form's token, a status link's token, a confirmation key).
+        def route(
+            method: str, path: str, handler: Any, summary: str, auth: Auth = "signature"
+        ) -> Route:
+            # "signature": anyone may call it and it checks its own credential (the form's
+            # token, a status link's token, a confirmation key, an answer page's key);
+            # "public": it shows no customer data at all.
             return Route(
-                method,
-                path,
-                handler,
-                summary,
-                "webform",
-                auth="signature" if method == "POST" or "{" in path else "public",
-                kind="html",
+                method, path, handler, summary, "webform", auth=auth, kind="html",
                 in_openapi=False,
-            )
+            )  # fmt: skip
 
         return [
-            route("GET", "/contact", self.get_form, "The public contact form"),
+            route("GET", "/contact", self.get_form, "The public contact form", "public"),
             route(
                 "POST", "/contact", self.post_form, "Send the contact form (stored, then answered)"
             ),
             route("GET", "/contact/received/{sid}", self.received, "A form post's answer page"),
-            route("GET", "/contact/assets/{name}", self.asset, "The form's script and stylesheet"),
+            route(
+                "GET",
+                "/contact/assets/{name}",
+                self.asset,
+                "The form's script and stylesheet",
+                "public",
+            ),
             route("GET", "/contact/confirm", self.confirm_page, "Confirm an address or number"),
             route("POST", "/contact/confirm", self.confirm_post, "Confirm an address or number"),
             route("GET", "/status/{reference}", self.status_page, "A case's status page"),
@@ -192,10 +195,10 @@ class WebForm:
         values = await asyncio.to_thread(self._form_values, utcnow())
         return self._page("contact.html", **values, errors={}, typed={})
 
-    def _form_again(
+    async def _form_again(
         self, status: int, errors: dict[str, str], typed: dict[str, str]
     ) -> web.Response:
-        values = self._form_values(utcnow())
+        values = await asyncio.to_thread(self._form_values, utcnow())
         return self._page("contact.html", status, **values, errors=errors, typed=typed)
 
     def _max_body(self) -> int:
@@ -268,7 +271,7 @@ class WebForm:
                 "message.html",
                 413,
                 title=t("form_title"),
-                text=t("err_files_many", count=self.settings.max_attachments),
+                text=t("err_too_large", size=human_size(self.settings.max_attachment_bytes)),
             )
         typed = {k: v[:FIELD_BYTES] for k, v in fields.items() if k not in NOT_KEPT}
         try:
@@ -280,18 +283,18 @@ class WebForm:
             )
         except abuse.TokenError as exc:
             self._count("bad_token")
-            return self._form_again(403, {"form": str(exc)}, typed)
+            return await self._form_again(403, {"form": str(exc)}, typed)
         if fields.get("website", ""):
             # The honeypot: hidden from people (and from screen readers), filled by robots.
             self._count("honeypot")
             log.info("contact form: honeypot field filled; refused")
-            return self._form_again(400, {"form": t("trap") + "."}, typed)
+            return await self._form_again(400, {"form": t("trap") + "."}, typed)
         nonce = fields.get("work", "")
         js = bool(nonce)
         if js:
             if not abuse.work_ok(token.raw, nonce, token.bits):
                 self._count("bad_work")
-                return self._form_again(400, {"form": t("err_work")}, typed)
+                return await self._form_again(400, {"form": t("err_work")}, typed)
         else:
             try:  # no script, no work: at least not faster than a person
                 abuse.check(
@@ -303,7 +306,7 @@ class WebForm:
                 )
             except abuse.TokenError as exc:
                 self._count("too_fast")
-                return self._form_again(400, {"form": str(exc)}, typed)
+                return await self._form_again(400, {"form": str(exc)}, typed)
         checked = check_form(
             name=fields.get("name", ""),
             email=fields.get("email", ""),
@@ -317,7 +320,7 @@ class WebForm:
         )
         if checked.errors:
             self._count("invalid")
-            return self._form_again(400, checked.errors, typed)
+            return await self._form_again(400, checked.errors, typed)
         buckets = limits.form_buckets(self.settings, self._address(request), js)
         refused = await self.buckets.take(buckets, now)
         if refused is not None:
@@ -453,7 +456,9 @@ class WebForm:
             return self._status(
                 view,
                 token,
-                errors={"text": t("err_files_many", count=self.settings.max_attachments)},
+                errors={
+                    "files": t("err_too_large", size=human_size(self.settings.max_attachment_bytes))
+                },
                 status=413,
             )
         try:

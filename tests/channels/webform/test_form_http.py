@@ -203,8 +203,9 @@ async def test_fields_and_files_are_checked_and_errors_tied_to_their_inputs(
 
 async def test_an_oversized_file_is_refused_before_it_is_read_whole(engine: Engine) -> None:
     async with Site(engine, settings(max_attachment_bytes=2048)) as site:
-        status, _, _ = await site.send(files=[("big.png", PNG + bytes(10_000), "image/png")])
+        status, html, _ = await site.send(files=[("big.png", PNG + bytes(10_000), "image/png")])
     assert status == 413
+    assert "too large" in html and "2 KB" in html
     assert count(engine, Intake) == 0
 
 
