@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from connectors.base import ConnectorHealth
 from connectors.webform import abuse
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 CONNECTOR = "webform"
 PREFIX = "confirm:"
+# One small row per confirmation still to queue, deleted when it is queued: the task scans
+# only these, however many submissions were ever confirmed.
+DUE_PREFIX = "confirm-due:"
 CODE_DIGITS = 6
 
 
@@ -74,7 +77,10 @@ class Confirmations:
         if not claims:
             return ()
         value = {"state": "pending", "claims": claims, "at": now.isoformat(), "confirmed": []}
-        return (CheckpointUpdate(CONNECTOR, key_of(sid), value),)
+        return (
+            CheckpointUpdate(CONNECTOR, key_of(sid), value),
+            CheckpointUpdate(CONNECTOR, DUE_PREFIX + sid, {"at": now.isoformat()}),
+        )
 
     def _row(self, sid: str) -> dict[str, Any] | None:
         with read(self.engine) as conn:
@@ -111,6 +117,13 @@ class Confirmations:
             if claim.get("handle") == handle:
                 return str(claim.get("kind"))
         return None
+
+    def _expired(self, sid: str, now: datetime) -> bool:
+        row = self._row(sid)
+        if row is None:
+            return True
+        at = datetime.fromisoformat(str(row.get("at")))
+        return now - at > timedelta(hours=self.settings.confirm_hours)
 
     def kind_of(self, sid: str, handle: str, now: datetime) -> str | None:
         return self._claim(self._row(sid), handle, now)
@@ -197,19 +210,31 @@ class Confirmations:
     def send_due(self, now: datetime, limits: AckLimits | None = None) -> int:
         """Queue the confirmations of submissions whose case is open; how many were queued."""
         with read(self.engine) as conn:
-            rows = conn.execute(
-                select(Checkpoint.key, Checkpoint.value)
-                .where(Checkpoint.connector == CONNECTOR, Checkpoint.key.startswith(PREFIX))
+            keys = conn.execute(
+                select(Checkpoint.key)
+                .where(Checkpoint.connector == CONNECTOR, Checkpoint.key.startswith(DUE_PREFIX))
                 .order_by(Checkpoint.updated_at)
                 .limit(500)
-            ).all()
+            ).scalars()
+            due = [key.removeprefix(DUE_PREFIX) for key in keys]
         queued = 0
-        for row in rows:
-            if (row.value or {}).get("state") == "pending":
-                queued += self._send_one(row.key.removeprefix(PREFIX), now, limits or AckLimits())
+        for sid in due:
+            queued += self._send_one(sid, now, limits or AckLimits())
         return queued
 
+    def _opened(self, sid: str) -> bool:
+        with read(self.engine) as conn:
+            return (
+                conn.execute(
+                    select(Identity.id).where(Identity.kind == "web", Identity.handle == sid)
+                ).first()
+                is not None
+            )
+
     def _send_one(self, sid: str, now: datetime, limits: AckLimits) -> int:
+        # Read first: a case not opened yet (the normalizer is behind) costs no write.
+        if not self._opened(sid) and not self._expired(sid, now):
+            return 0
         with write(self.engine) as conn:
             value = conn.execute(
                 select(Checkpoint.value)
@@ -218,7 +243,15 @@ class Confirmations:
             ).scalar_one_or_none()
             row = dict(value or {})
             if row.get("state") != "pending":
+                self._done(conn, sid)
                 return 0  # another instance sent it
+            at = datetime.fromisoformat(str(row.get("at")))
+            if now - at > timedelta(hours=self.settings.confirm_hours):
+                # Its case never opened (a dead letter): nothing to confirm any more.
+                row.update(state="expired")
+                self._save(conn, sid, row, now)
+                self._done(conn, sid)
+                return 0
             case = conn.execute(
                 select(Case.id, Case.reference)
                 .join(Message, Message.case_id == Case.id)
@@ -264,12 +297,25 @@ class Confirmations:
                 )
                 sent.append({"handle": handle, "outbox_id": outbox_id})
             row.update(state="sent", sent=sent)
-            conn.execute(
-                update(Checkpoint)
-                .where(Checkpoint.connector == CONNECTOR, Checkpoint.key == key_of(sid))
-                .values(value=row, updated_at=now)
-            )
+            self._save(conn, sid, row, now)
+            self._done(conn, sid)
         return sum(1 for s in sent if "outbox_id" in s)
+
+    @staticmethod
+    def _save(conn: Connection, sid: str, row: dict[str, Any], now: datetime) -> None:
+        conn.execute(
+            update(Checkpoint)
+            .where(Checkpoint.connector == CONNECTOR, Checkpoint.key == key_of(sid))
+            .values(value=row, updated_at=now)
+        )
+
+    @staticmethod
+    def _done(conn: Connection, sid: str) -> None:
+        conn.execute(
+            delete(Checkpoint).where(
+                Checkpoint.connector == CONNECTOR, Checkpoint.key == DUE_PREFIX + sid
+            )
+        )
 
 
 class ConfirmationQueue:

@@ -180,3 +180,39 @@ async def test_agents_see_the_claim_as_unverified_until_it_is_confirmed(
     assert "Unverified: claims to be from ana@example.org" in page
     assert "typed into the contact form and is not confirmed yet" in page
     assert "The mail did not prove" not in page
+
+
+async def test_only_confirmations_still_due_are_scanned_and_a_stale_one_expires(
+    engine: Engine,
+) -> None:
+    from inbox.models import Checkpoint
+
+    def due() -> list[str]:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(Checkpoint.key).where(Checkpoint.key.like("confirm-due:%"))
+                ).scalars()
+            )
+
+    async with Site(engine) as site:
+        await site.send(email="ana@example.org")
+        await site.send(email="bob@example.org")
+        assert len(due()) == 2
+        # Neither case is open: nothing queued, both still due.
+        assert site.form.confirmations.send_due(utcnow()) == 0 and len(due()) == 2
+        normalize(engine)
+        assert site.form.confirmations.send_due(utcnow()) == 2
+        assert due() == []
+        # A post whose case never opens (its input became a dead letter, say) is given up
+        # once its confirmation could no longer be used.
+        await site.send(email="carol@example.org")
+        later = utcnow() + timedelta(hours=site.settings.confirm_hours + 1)
+        assert site.form.confirmations.send_due(later) == 0
+        assert due() == []
+    assert set(outbox(engine)) == {"email"}
+    with engine.connect() as conn:
+        recipients = set(
+            conn.execute(select(Outbox.recipient).where(Outbox.kind == "confirm")).scalars()
+        )
+    assert recipients == {"ana@example.org", "bob@example.org"}
