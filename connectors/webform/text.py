@@ -61,8 +61,8 @@ TEXT: Mapping[str, str] = MappingProxyType(
         "done_status": "See where your case stands, and add to it, on its status page:",
         "done_keep": "Keep this link: it is the only key to your case's page.",
         "unverified_note": (
-            "We sent a confirmation to {where}. Until you confirm it, we will not use it "
-            "for anything but this case."
+            "We are sending a confirmation to {where} (a link by email, a code by text "
+            "message). Until you confirm it, we use it for nothing but this case."
         ),
         "status_title": "Case {reference}",
         "state": "Status",
