@@ -107,7 +107,7 @@ def find(
 
     with read(engine) as conn:
         case = conn.execute(
-            select(Case.id, Case.token, Case.reference, Case.status).where(
+            select(Case.id, Case.token, Case.reference, Case.status, Case.contact_id).where(
                 Case.reference == reference
             )
         ).one_or_none()
@@ -118,9 +118,17 @@ def find(
         current = _surviving(conn, case.id) if case.status == MERGED else case.id
         state = conn.execute(select(Case).where(Case.id == current)).one()
         ids = sorted({case.id, current})
+        # The identity that opened the token's case: its contact's first message. Looked for
+        # in the surviving case too, since a merge moves the messages there, and by contact,
+        # so the page of a case merged into another shows its own person's side only.
         opener_row = conn.execute(
             select(Message.identity_id)
-            .where(Message.case_id.in_(ids), Message.direction == "inbound")
+            .join(Identity, Identity.id == Message.identity_id)
+            .where(
+                Message.case_id.in_(ids),
+                Message.direction == "inbound",
+                Identity.contact_id == case.contact_id,
+            )
             .order_by(Message.id)
             .limit(1)
         ).one_or_none()

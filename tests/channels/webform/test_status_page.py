@@ -93,6 +93,16 @@ async def test_what_each_kind_of_reader_may_see(engine: Engine) -> None:
                    "ana@example.org", "stranger@example.net", "Sam Agent"):  # fmt: skip
         assert hidden not in html, hidden
     assert "Waiting for you" in html  # the reply left the ball with the person
+    # The other side of the merge: the stranger's own link shows the surviving case's state,
+    # but only the stranger's messages.
+    with engine.connect() as conn:
+        theirs = conn.execute(select(Case.token).where(Case.reference == stranger)).scalar_one()
+    async with Site(engine) as site:
+        status, html, _ = await site.get(status_path(stranger, theirs))
+    assert status == 200
+    assert conversation(html) == [("theirs", "STRANGER body")]
+    for hidden in ("First: I cannot log in.", "REPLY: we reset it", "NOTE:", "OTHER-IDENTITY"):
+        assert hidden not in html, hidden
 
 
 async def test_the_page_of_an_email_case_shows_that_senders_side_only(engine: Engine) -> None:
