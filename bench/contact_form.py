@@ -9,6 +9,10 @@ directory), then 303 to the answer page (not followed). The baseline reads the m
 body and answers 303, storing nothing.
 
     .venv/bin/python bench/contact_form.py [--requests 1000] [--concurrency 16] [--bits 12]
+        [--db sqlite|postgresql]
+
+PostgreSQL: a database of its own is made (and dropped) on the server of PARITY_TEST_PG
+(default postgres@127.0.0.1:5432), as the tests do.
 
 Every post is a distinct submission with its own form token and a stamp found before timing
 starts (the stamp's cost to the server is one SHA-256 whatever its difficulty).
@@ -22,14 +26,16 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from bench.webhooks import serve
 from connectors.webform import abuse
@@ -44,6 +50,28 @@ from normalizer.intake import IntakeWriter
 
 SECRET = "bench-webform-secret-0123456789"  # noqa: S105 (made up: signs local forms)
 PATH = "/contact"
+PG_ADMIN = os.environ.get("PARITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def store_url(db: str) -> Iterator[str]:
+    """A fresh, migrated store: SQLite in a temporary directory, or a new PostgreSQL database."""
+    if db == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.db"
+        return
+    name = f"parity_bench_form_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 BOUNDARY = "----parity-bench-boundary"
 
 
@@ -102,7 +130,9 @@ async def load(url: str, bodies: Sequence[bytes], concurrency: int) -> float:
         return len(bodies) / (time.perf_counter() - started)
 
 
-async def main(count: int, concurrency: int, bits: int, warm_up: int = 100) -> None:
+async def main(
+    count: int, concurrency: int, bits: int, warm_up: int = 100, db: str = "sqlite"
+) -> None:
     async def bare(request: web.Request) -> web.Response:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -123,8 +153,8 @@ async def main(count: int, concurrency: int, bits: int, warm_up: int = 100) -> N
     print(f"finding {count + warm_up} stamps of {bits} bits ...", flush=True)
     posts = posts_for(count + warm_up, bits)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{tmp}/bench.db")
+    with store_url(db) as url:
+        engine = make_engine(url)
         migrate.upgrade(engine)
         writer = IntakeWriter(engine)
         writer.start()
@@ -141,7 +171,8 @@ async def main(count: int, concurrency: int, bits: int, warm_up: int = 100) -> N
             stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()
         engine.dispose()
     assert stored == count + warm_up, stored
-    print(f"{count} contact form posts, {concurrency} at a time, SQLite (WAL, FULL sync)")
+    store = "SQLite (WAL, FULL sync)" if db == "sqlite" else "PostgreSQL"
+    print(f"{count} contact form posts, {concurrency} at a time, {store}")
     for name, rate in results.items():
         print(f"  {name:14s} {rate:8.0f} posts/s")
     print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
@@ -158,5 +189,6 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--bits", type=int, default=12)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.concurrency, args.bits))
+    asyncio.run(main(args.requests, args.concurrency, args.bits, db=args.db))
