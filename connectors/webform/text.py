@@ -79,6 +79,7 @@ TEXT: Mapping[str, str] = MappingProxyType(
         "you": "You",
         "us": "Support",
         "add": "Add a message",
+        "your_message": "Your message",
         "add_send": "Add to the case",
         "reopen": "Reopen this case",
         "reopen_hint": "This case is resolved. Writing here reopens it until {until}.",

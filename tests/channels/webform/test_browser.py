@@ -9,6 +9,7 @@ Missing chromium, chromedriver or axe-core is a failure, not a skip: `scripts/bo
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import threading
 import time
@@ -39,6 +40,9 @@ from tests.support.helpers import normalize
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 AXE = Path(__file__).resolve().parents[2] / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+# The docs' screenshots are refreshed only when asked (PARITY_SCREENSHOTS=1), as in
+# tests/test_browser.py; otherwise they go to a scratch folder.
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 BLOCKING = ("serious", "critical")
 
 
@@ -165,9 +169,11 @@ def test_with_javascript_the_work_is_done_in_the_page_and_every_page_is_accessib
 ) -> None:
     shot = tmp_path / "error.png"
     shot.write_bytes(PNG)
+    shots = DOCS_SCREENSHOTS if os.environ.get("PARITY_SCREENSHOTS") == "1" else tmp_path
     with Server(engine, pow_bits=12, pow_max_bits=12) as server:
         browser.get(server.url + "/contact")
         assert_accessible(browser)
+        browser.save_screenshot(str(shots / "contact.png"))
         # A first try with the address missing: errors tied to their fields, still accessible.
         browser.find_element(By.ID, "name").send_keys("Ana Lima")
         browser.find_element(By.ID, "text").send_keys("x")
@@ -211,6 +217,7 @@ def test_with_javascript_the_work_is_done_in_the_page_and_every_page_is_accessib
         until(
             browser, lambda d: "A second screenshot" in d.find_element(By.ID, "conversation").text
         )
+        browser.save_screenshot(str(shots / "status.png"))
     with engine.connect() as conn:
         assert len(set(conn.execute(select(Message.case_id)).scalars())) == 1
 
