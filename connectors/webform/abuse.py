@@ -19,8 +19,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-_TOKEN = re.compile(r"^(\d{1,12})\.([A-Za-z0-9_-]{22,64})\.(\d{1,2})\.([0-9a-f]{64})$")
-_NONCE = re.compile(r"^[0-9a-f]{1,32}$")
+_TOKEN = re.compile(r"(\d{1,12})\.([A-Za-z0-9_-]{22,64})\.(\d{1,2})\.([0-9a-f]{64})")
+_NONCE = re.compile(r"[0-9a-f]{1,32}")
 _CONTEXT = b"parity-webform-v1"
 
 
@@ -51,7 +51,7 @@ def check(
     secret: bytes, token: str, now: float, max_age_s: float, min_age_s: float = 0
 ) -> FormToken:
     """The token's facts when we made it and it is between `min_age_s` and `max_age_s` old."""
-    found = _TOKEN.match(token or "")
+    found = _TOKEN.fullmatch(token or "")
     if found is None:
         raise TokenError("the form's security token is missing: reload the page")
     body = token.rsplit(".", 1)[0]
@@ -81,7 +81,7 @@ def work_ok(challenge: str, nonce: str, bits: int) -> bool:
     compare_digest and the last partial byte by a mask, so the check says nothing about how
     near a wrong nonce came.
     """
-    if _NONCE.match(nonce or "") is None:
+    if _NONCE.fullmatch(nonce or "") is None:
         return False
     digest = hashlib.sha256(f"{challenge}:{nonce}".encode()).digest()
     whole, rest = divmod(bits, 8)

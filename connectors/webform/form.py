@@ -57,7 +57,7 @@ def clean_text(value: str, limit: int) -> str:
 def email_of(value: str) -> str | None:
     """The address, lower-cased, when it has an address's shape (no display names)."""
     value = value.strip()
-    if len(value) > MAX_EMAIL or _EMAIL.match(value) is None:
+    if len(value) > MAX_EMAIL or _EMAIL.fullmatch(value) is None:
         return None
     return value.lower()
 
@@ -68,7 +68,7 @@ def phone_of(value: str) -> str | None:
     digits = _PHONE_JUNK.sub("", value.strip())
     if digits.startswith("00"):
         digits = "+" + digits[2:]
-    return digits if _E164.match(digits) else None
+    return digits if _E164.fullmatch(digits) else None
 
 
 def human_size(size: int) -> str:

@@ -48,6 +48,8 @@ def test_a_token_we_made_checks_out_and_says_its_difficulty() -> None:
         # The difficulty is signed: asking for less work forges the token.
         (lambda t: t.replace(".16.", ".1.", 1), NOW, 0, "not ours"),
         (lambda t: abuse.mint(b"another secret", NOW, 16), NOW, 0, "not ours"),
+        # A trailing newline would be another intake key for the same form: a replay.
+        (lambda t: t + "\n", NOW, 0, "missing"),
         (lambda t: t, NOW + 3601, 0, "expired"),
         (lambda t: t, NOW - 3600, 0, "expired"),  # issued in the future
         (lambda t: t, NOW + 2, 5, "faster than a person"),
@@ -78,7 +80,7 @@ def test_a_stamp_found_here_is_accepted() -> None:
     assert abuse.work_ok(token, format(n, "x"), 14)
 
 
-@pytest.mark.parametrize("nonce", ["", "-1", "ZZ", "a" * 33, "1 2", "0x10", "é"])
+@pytest.mark.parametrize("nonce", ["", "-1", "ZZ", "a" * 33, "1 2", "0x10", "é", "0\n"])
 def test_a_malformed_nonce_is_refused_before_hashing(nonce: str) -> None:
     assert not abuse.work_ok("t", nonce, 0)
 
