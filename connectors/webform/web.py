@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -322,13 +323,11 @@ class WebForm:
             self._count("invalid")
             return await self._form_again(400, checked.errors, typed)
         buckets = limits.form_buckets(self.settings, self._address(request), js)
-        refused = await self.buckets.take(buckets, now)
-        if refused is not None:
-            self._count(f"rate_limited_{refused}")
-            return self._page("message.html", 429, title=t("form_title"), text=t("err_busy"))
         sid = abuse.submission_id(self.secret, token.raw)
         key = source_key("form", token.raw)
-        await self.submit(
+        # The rate limits are taken in the transaction that stores the post: a token is
+        # spent if and only if the post is stored, and one commit does both.
+        stored = await self.submit(
             RawInput(
                 connector=CONNECTOR,
                 channel=CHANNEL,
@@ -337,8 +336,12 @@ class WebForm:
                 envelope={"key": key, "kind": "form", "address": "contact-form"},
                 received_at=now,
                 on_first_store=self.confirmations.pending(sid, checked, now),
+                admit=partial(limits.take_in, buckets=buckets, now=now),
             )
         )
+        if stored.refused is not None:
+            self._count(f"rate_limited_{stored.refused}")
+            return self._page("message.html", 429, title=t("form_title"), text=t("err_busy"))
         self._count("stored")
         target = f"/contact/received/{sid}?" + urlencode(
             {"k": abuse.received_key(self.secret, sid)}
