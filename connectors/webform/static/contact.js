@@ -65,7 +65,9 @@
   }
 
   var form = document.getElementById("contact");
-  if (!form) { return; }
+  // Without what the work needs, leave the form as it is without script (the no-script
+  // path: no work, stricter limits) rather than hold it back.
+  if (!form || typeof TextEncoder === "undefined" || typeof Int32Array === "undefined") { return; }
   var bits = parseInt(form.getAttribute("data-bits") || "0", 10);
   var token = document.getElementById("form_token").value;
   var work = document.getElementById("work");
@@ -75,7 +77,18 @@
   var nonce = 0, done = false, waiting = false;
   var label = progress.getAttribute("data-working") || "Preparing your message… {percent}%";
 
+  function giveUp() {
+    // Something went wrong in the work: send the form the no-script way.
+    work.value = "";
+    done = true;
+    if (waiting) { button.disabled = false; form.submit(); }
+  }
+
   function step() {
+    try { search(); } catch (e) { giveUp(); }
+  }
+
+  function search() {
     var until = nonce + 4000;
     for (; nonce < until; nonce++) {
       var candidate = nonce.toString(16);
