@@ -74,6 +74,8 @@ class Runtime:
     # The business hours' time zone, in which a promised time is worded.
     timezone: str
     environ: Mapping[str, str]
+    # How long after a case is resolved a message reopens it ([threading]).
+    reopen_window_days: int = 14
 
 
 @dataclass

@@ -42,6 +42,8 @@ from connectors.twilio.parse import parse as twilio_parse
 from connectors.twilio.settings import TwilioSettings
 from connectors.twitter.parse import parse as twitter_parse
 from connectors.twitter.settings import TwitterSettings
+from connectors.webform.parse import parse as webform_parse
+from connectors.webform.settings import WebformSettings
 from inbox.channels import channels_of
 from inbox.config import Strict
 from inbox.secrets import from_env
@@ -454,6 +456,58 @@ def _telegram_drainers(section: TelegramSettings, runtime: Runtime) -> list[Outb
     ]
 
 
+# --- the web form: the public contact form and the case status page on the listener --------
+
+
+def webform_availability(section: WebformSettings, environ: Mapping[str, str]) -> Availability:
+    """Names only, never values: the public URL (status links) and the server secret."""
+    needed: list[str] = []
+    if not section.public_url:
+        needed.append("setting connectors.webform.public_url (the status links name it)")
+    if not environ.get(section.secret_env):
+        needed.append(f"environment variable {section.secret_env}")
+    return (False, "missing " + "; ".join(needed)) if needed else AVAILABLE
+
+
+def _webform_build(section: WebformSettings, runtime: Runtime) -> Built:
+    """The form's and status page's routes join the listener; a task queues confirmations."""
+    from connectors.webform.confirm import ConfirmationQueue
+    from connectors.webform.web import WebForm
+
+    secret = from_env(section.secret_env, dict(runtime.environ))
+    assert secret is not None  # availability() checked it
+    form = WebForm(
+        section,
+        runtime.engine,
+        secret,
+        runtime.writer.submit,
+        sla=runtime.sla,
+        reopen_window_days=runtime.reopen_window_days,
+    )
+    queue = ConfirmationQueue(form.confirmations)
+    form.health = queue.health
+    return Built(tasks=[queue], routes=form.routes())
+
+
+def _webform_ack_routes(settings: WebformSettings) -> Mapping[str, AckRoute]:
+    from connectors.webform.outbox import ack_routes
+
+    return ack_routes(settings)
+
+
+def _webform_sender_availability(_section: WebformSettings, _runtime: Runtime) -> Availability:
+    return AVAILABLE
+
+
+def _webform_drainers(_section: WebformSettings, runtime: Runtime) -> list[OutboxDrainer]:
+    """A reply on `web` is delivered by showing it on the case's status page."""
+    from connectors.webform.outbox import StatusPageSender
+
+    return [
+        OutboxDrainer(runtime.engine, StatusPageSender(), runtime.outbox, worker=runtime.instance)
+    ]
+
+
 # --- the web inbox: the agents' pages and API on the HTTP listener -------------------------
 
 
@@ -478,6 +532,7 @@ class ConnectorsSettings(Strict):
     reddit: RedditSettings = RedditSettings()
     meta: MetaSettings = MetaSettings()
     telegram: TelegramSettings = TelegramSettings()
+    webform: WebformSettings = WebformSettings()
     web: WebSettings = WebSettings()
 
 
@@ -590,6 +645,24 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         parsers={"telegram": telegram_parse},
         # Its webhook joins the listener (in webhook mode; polling adds no route).
         serves_http=True,
+    ),
+    ConnectorSpec(
+        "webform",
+        WebformSettings,
+        _webform_build,
+        availability=webform_availability,
+        secrets=lambda s: (s.secret_env,),
+        sender=Sender(
+            key="webform",
+            label="status page outbox",
+            needs_intake=True,
+            availability=_webform_sender_availability,
+            build=_webform_drainers,
+        ),
+        parsers={"web": webform_parse},
+        ack_routes=_webform_ack_routes,
+        serves_http=True,
+        describe=lambda s: f"contact form at {s.public_url.rstrip('/')}/contact",
     ),
     ConnectorSpec("web", WebSettings, _web_build, serves_http=True, describe=_web_describe),
 )

@@ -170,6 +170,15 @@ IDENTITY_KINDS: Mapping[str, IdentityKind] = MappingProxyType(
                 "the numeric Telegram user id (a username can change or be absent)",
                 case_insensitive=False,
             ),
+            # A person who filled in the contact form is only what they typed: the address or
+            # number they gave is a claim until they confirm it. Until then they are the
+            # holder of one form submission (its random id), never merged with anyone.
+            IdentityKind(
+                "web",
+                "form",
+                "the random id of the form submission (the address or number given is a claim)",
+                case_insensitive=False,
+            ),
         )
     }
 )
@@ -369,6 +378,22 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                     "Write here to add anything.",
                 ),
             ),
+            ChannelFacts(
+                "web",
+                identity_kind="web",
+                # A reply is shown on the case's status page, which the person holds the
+                # link to; nothing is sent to the address they typed until they confirm it.
+                reply_channel="web",
+                visibilities=("private",),
+                public_messages="",
+                replies_to="the case's status page, which only the holder of its link can read",
+                # The inbox's own bound on a reply's text, as for email.
+                max_text=100_000,
+                max_public_text=100_000,
+                sends_attachments=False,
+                label="web",
+                colour="#fff4d6",
+            ),
         )
     }
 )
@@ -385,6 +410,8 @@ CONNECTOR_CHANNELS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         # Graph API.
         "meta": ("whatsapp", "messenger", "instagram"),
         "telegram": ("telegram",),
+        # The public contact form and the case status page, on the HTTP listener.
+        "webform": ("web",),
     }
 )
 

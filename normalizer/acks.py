@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -51,6 +52,9 @@ PLACEHOLDERS = frozenset(
         "follow_up",  # the channel's own "how to follow up" text
         "other_channels",  # the other ways to reach us (global)
         "channel",  # email | sms | voice | twitter | reddit
+        # the case's status page with its token ("" on public channels, or when
+        # [acknowledgements] status_base_url is empty)
+        "status_url",
     }
 )
 
@@ -197,6 +201,9 @@ class AckSettings(Strict):
     max_queue_count: int = Field(default=10_000, ge=1)
     # The other ways to reach us, for {other_channels}.
     other_channels: str = ""
+    # The public URL of the status pages (the web form's public_url), for {status_url};
+    # empty leaves {status_url} empty.
+    status_base_url: str = ""
     limits: AckLimits = AckLimits()
 
     @field_validator("other_channels")
@@ -485,6 +492,14 @@ def _fill(template: str, fields: dict[str, str]) -> str:
     return template.format_map(fields)
 
 
+def status_url(base: str, reference: str, token: str) -> str:
+    """The case's status page (GET /status/<reference>?t=<token>), or "" without a base:
+    the link proves its holder was sent it, so a public reply never carries one."""
+    if not base or not token:
+        return ""
+    return f"{base.rstrip('/')}/status/{quote(reference)}?{urlencode({'t': token})}"
+
+
 def compose(
     template: AckTemplate,
     *,
@@ -498,6 +513,7 @@ def compose(
     now: datetime,
     timezone: str,
     other_channels: str = "",
+    status_base_url: str = "",
 ) -> AckContent:
     """The acknowledgement's subject and text for one case.
 
@@ -519,6 +535,7 @@ def compose(
         "channel": channel,
         "follow_up": "",
         "other_channels": "",
+        "status_url": status_url(status_base_url, reference, token) if not public else "",
     }
     fields["follow_up"] = _fill(template.follow_up, fields)
     fields["other_channels"] = _fill(other_channels, fields)

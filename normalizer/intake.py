@@ -55,12 +55,19 @@ class RawInput:
     # when the input is stored for the first time: a replayed or retried delivery, however
     # validly signed, changes nothing, and a crash cannot store one without the other.
     on_first_store: tuple[CheckpointUpdate, ...] = ()
+    # A check made in the transaction that would store the input (a rate limit drawn on
+    # the store's buckets): the reason it must not be stored, or None. Refused, the input is
+    # not stored and its Stored says why; admitted, whatever the check wrote commits with
+    # the input, so a limit is taken if and only if the input is stored.
+    admit: Callable[[Connection], str | None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Stored:
     intake_id: int
     duplicate: bool
+    # Why `RawInput.admit` refused it (then nothing was stored and intake_id is 0).
+    refused: str | None = None
 
 
 def sha256(data: bytes) -> str:
@@ -87,6 +94,27 @@ def store_in(
     checkpoints: Sequence[CheckpointUpdate] = (),
 ) -> list[Stored]:
     """`store` inside a transaction the caller owns."""
+    # Each check runs once, in order, before anything of the batch is written.
+    refused = {
+        index: reason
+        for index, item in enumerate(items)
+        if item.admit is not None and (reason := item.admit(conn)) is not None
+    }
+    if not refused:
+        return _store_admitted(conn, items, checkpoints)
+    admitted = [item for index, item in enumerate(items) if index not in refused]
+    stored = iter(_store_admitted(conn, admitted, checkpoints))
+    return [
+        Stored(0, False, refused[index]) if index in refused else next(stored)
+        for index in range(len(items))
+    ]
+
+
+def _store_admitted(
+    conn: Connection,
+    items: Sequence[RawInput],
+    checkpoints: Sequence[CheckpointUpdate] = (),
+) -> list[Stored]:
     results: list[Stored] = []
     if items:
         blobs = {

@@ -807,7 +807,7 @@ class Normalizer:
                     followups=0,
                     ack_state="withheld" if withheld else None,
                     ack_reason=withheld[:256] if withheld else None,
-                    unverified_from=message.sender.handle[:320] if decision.unverified else None,
+                    unverified_from=_unverified_from(message, decision),
                     reference=None,
                 ),
             ).scalar_one()
@@ -998,6 +998,7 @@ class Normalizer:
             now=now,
             timezone=self.store.sla.business_hours.timezone,
             other_channels=self.acks.other_channels,
+            status_base_url=self.acks.status_base_url,
         )
         # The one planner of every channel (normalizer/ack_plan.py): the case was opened
         # in this transaction, so its ack_state is still empty and the claim is ours.
@@ -1105,6 +1106,16 @@ class Normalizer:
             .where(Intake.id == intake_id)
             .values(state="done", message_id=message_id, processed_at=utcnow())
         )
+
+
+def _unverified_from(message: InboundMessage, decision: Decision) -> str | None:
+    """Who a new case's sender claims to be, when nothing proved it: an unauthenticated
+    mail's From, or the address or number typed into a form (`claims_reachable`), which
+    stays a claim until the person confirms it."""
+    if decision.unverified:
+        return message.sender.handle[:320]
+    claimed = message.meta.get("claims_reachable")
+    return str(claimed)[:320] if claimed else None
 
 
 def _merge_voicemail(conn: Connection, message_id: int, message: InboundMessage) -> None:

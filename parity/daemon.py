@@ -207,6 +207,7 @@ class Daemon:
             sla=self.settings.store().sla,
             timezone=self.settings.sla.business_hours.timezone,
             environ=os.environ,
+            reopen_window_days=self.settings.store().threading.reopen_window_days,
         )
         available: set[str] = set()
         for spec in REGISTRY:

@@ -394,6 +394,7 @@ ACKNOWLEDGED_BY = {
     "messenger": "template",
     "instagram": "template",
     "telegram": "template",
+    "web": "route",
 }
 # The channels with an [acknowledgements.<channel>] table, in the registry's order.
 TEMPLATED = ", ".join(channel for channel, way in ACKNOWLEDGED_BY.items() if way == "template")
@@ -471,6 +472,7 @@ def test_the_settings_dump_as_parity_settings_show_printed_them():
         "min_answered",
         "max_queue_count",
         "other_channels",
+        "status_base_url",
         "limits",
         *TEMPLATED.split(", "),
     ]
@@ -662,6 +664,13 @@ def test_an_acknowledgement_is_marked_as_ours_and_automatic():
     assert msg["Auto-Submitted"] == "auto-replied"
 
 
+def test_a_contact_form_confirmation_is_marked_machine_made():
+    msg = compose_email(row(kind="confirm"), RELAY, NOW)
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert compose_email(row(kind="reply"), RELAY, NOW)["Auto-Submitted"] is None
+
+
 EVIL_NAME = "Ann\r\nBcc: evil@example.net"
 # Encoded words that decode to CR/LF: Python < 3.11.10 writes them out as real line breaks.
 EVIL_WORD = "=?utf-8?q?Ann=0D=0ABcc=3A_evil=40example=2Enet?="
@@ -704,3 +713,29 @@ def test_inbound_values_never_add_a_header(changes, dropped):
 def test_a_recipient_that_is_not_an_address_is_a_permanent_failure():
     with pytest.raises(Permanent):
         compose_email(row(recipient="ann@example.org>\r\nBcc: <evil@example.net"), RELAY, NOW)
+
+
+@pytest.mark.parametrize(
+    ("base", "public", "expected"),
+    [
+        (
+            "https://help.example.com",
+            False,
+            "C-001042: see https://help.example.com/status/C-001042?t=abcdefghjkmn",
+        ),
+        # A trailing slash is not doubled.
+        (
+            "https://help.example.com/support/",
+            False,
+            "C-001042: see https://help.example.com/support/status/C-001042?t=abcdefghjkmn",
+        ),
+        # A public reply never carries the link: the token is what opens the case's page.
+        ("https://help.example.com", True, "C-001042: see"),
+        # No base URL, no link.
+        ("", False, "C-001042: see"),
+    ],
+)
+def test_the_status_url_placeholder(base, public, expected):
+    template = AckTemplate(subject="", body="{reference}: see {status_url}")
+    content = _compose(template, status_base_url=base, public=public)
+    assert content.body.strip() == expected

@@ -51,6 +51,8 @@ EXPECTED = {
     "instagram": ("instagram", "instagram", True, "#fde4f2"),
     # Private chats with the bot only: group messages are not taken in.
     "telegram": ("telegram", "telegram", False, "#e3f2fb"),
+    # The contact form: the submission is the identity; a reply is on the status page.
+    "web": ("web", "web", False, "#fff4d6"),
 }
 # channel: (its sender is authenticated by the mail sender check, replies thread by
 # Message-ID, raw source's extension, its handles are mail addresses), as email behaved when
@@ -66,6 +68,7 @@ EXPECTED_PIPELINE = {
     "messenger": (False, False, "txt", False),
     "instagram": (False, False, "txt", False),
     "telegram": (False, False, "txt", False),
+    "web": (False, False, "txt", False),
 }
 EXPECTED_CONNECTORS = {
     "smtp": {"email"},
@@ -75,6 +78,7 @@ EXPECTED_CONNECTORS = {
     "reddit": {"reddit"},
     "meta": {"whatsapp", "messenger", "instagram"},
     "telegram": {"telegram"},
+    "webform": {"web"},
 }
 
 
@@ -227,7 +231,17 @@ def _errors(model: type[BaseModel], raw: str) -> list[tuple[Any, ...]]:
     [
         (
             ReplyChannel,
-            ("email", "sms", "twitter", "reddit", "whatsapp", "messenger", "instagram", "telegram"),
+            (
+                "email",
+                "sms",
+                "twitter",
+                "reddit",
+                "whatsapp",
+                "messenger",
+                "instagram",
+                "telegram",
+                "web",
+            ),
         ),
         (IdentityKindName, IDENTITY_KIND_NAMES),
     ],
@@ -274,6 +288,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     # the wire protocol of the one connector that brings these channels in.
     ("connectors/meta/parse.py", "OBJECTS"): "Meta's webhook object names",
     ("connectors/meta/parse.py", "COMMENT_FIELDS"): "Meta's comment field names",
+    # The contact form's own fields: the address a person typed, a claim until confirmed.
+    ("connectors/webform/form.py", "Checked"): "the form's email-address field",
 }
 
 
@@ -439,6 +455,9 @@ def test_no_module_keeps_its_own_list_of_channels() -> None:
 HOMONYMS: dict[tuple[str, str], str] = {
     ("connectors/meta/parse.py", "voice"): "WhatsApp's `voice` flag on an audio message",
     ("connectors/telegram/parse.py", "voice"): "the Bot API's `voice` message (a voice note)",
+    ("connectors/webform/form.py", "email"): "the contact form's email-address field",
+    ("connectors/webform/web.py", "email"): "the contact form's email-address field",
+    ("connectors/config.py", "web"): "the connector that serves the agents' inbox",
 }
 
 

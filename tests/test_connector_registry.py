@@ -104,6 +104,14 @@ EXPECTED: dict[
         True,
         None,
     ),
+    "webform": (
+        {"web"},
+        {"public_url": "https://help.example.com/"},
+        [],
+        "webform",
+        True,
+        "contact form at https://help.example.com/contact",
+    ),
     "web": (set(), {"host": "::", "port": 9000}, [], None, True, "web on http://:::9000/"),
 }
 
@@ -160,6 +168,7 @@ PARSER_MODULES = {
     "messenger": "connectors.meta.parse",
     "instagram": "connectors.meta.parse",
     "telegram": "connectors.telegram.parse",
+    "web": "connectors.webform.parse",
 }
 
 
@@ -178,7 +187,12 @@ def test_every_channel_has_one_parser_declared_by_its_connectors() -> None:
 # state), and the connector state row the route reads; every other channel is acknowledged
 # from [acknowledgements]. Written out, not derived, so a connector that drops or gains a
 # route fails here.
-ACK_ROUTES = {"twitter": ("twitter", "ack_route"), "reddit": ("reddit", "ack_route")}
+ACK_ROUTES = {
+    "twitter": ("twitter", "ack_route"),
+    "reddit": ("reddit", "ack_route"),
+    # The web form's acknowledgement is its answer page: it needs no connector state.
+    "web": None,
+}
 
 
 def test_the_ack_route_table_comes_from_the_connectors_and_each_reads_its_own_state() -> None:
@@ -308,6 +322,19 @@ def test_a_connector_switched_off_is_disabled_whatever_it_needs(name: str) -> No
             "telegram",
             {"enabled": True, "mode": "webhook"},
             {"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_SECRET": "s3cret_-X"},
+            None,
+        ),
+        ("webform", {"enabled": True}, {}, "connectors.webform.public_url"),
+        (
+            "webform",
+            {"enabled": True, "public_url": "https://help.example.com"},
+            {},
+            "missing environment variable PARITY_WEBFORM_SECRET",
+        ),
+        (
+            "webform",
+            {"enabled": True, "public_url": "https://help.example.com"},
+            {"PARITY_WEBFORM_SECRET": "s"},
             None,
         ),
     ],

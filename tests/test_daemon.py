@@ -262,6 +262,7 @@ def test_only_runs_what_is_named_and_missing_credentials_disable_without_stoppin
             "reddit",
             "meta",
             "telegram",
+            "webform",
             "web",
         ]
         for entry in listed.values():

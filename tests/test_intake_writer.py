@@ -71,3 +71,54 @@ async def test_the_submissions_of_one_turn_of_the_loop_share_one_commit(db_url):
         assert commits == [24, 24, 24]
     finally:
         engine.dispose()
+
+
+async def test_an_admission_check_runs_in_the_storing_transaction(db_url):
+    """`RawInput.admit`: a refused input is not stored and says why; what an admitting
+    check writes commits with its input, in the same group commit as the others."""
+    from dataclasses import replace
+
+    from sqlalchemy import insert
+
+    from inbox.models import Checkpoint, utcnow
+
+    engine = make_engine(db_url)
+    calls: list[str] = []
+
+    def admit(key: str, reason: str | None):
+        def check(conn) -> str | None:
+            calls.append(key)
+            if reason is None:
+                conn.execute(
+                    insert(Checkpoint).values(
+                        connector="test", key=key, value={}, updated_at=utcnow()
+                    )
+                )
+            return reason
+
+        return check
+
+    try:
+        writer = IntakeWriter(engine)
+        writer.start()
+        try:
+            results = await asyncio.gather(
+                writer.submit(replace(item("in", b"in"), admit=admit("in", None))),
+                writer.submit(replace(item("out", b"out"), admit=admit("out", "rate limit"))),
+                writer.submit(item("plain", b"plain")),
+            )
+        finally:
+            await asyncio.to_thread(writer.stop)
+        admitted, refused, plain = results
+        assert admitted.refused is None and admitted.intake_id and not admitted.duplicate
+        assert (refused.refused, refused.intake_id) == ("rate limit", 0)
+        assert plain.refused is None and plain.intake_id
+        assert sorted(calls) == ["in", "out"]  # each check once
+        with engine.connect() as conn:
+            keys = set(conn.execute(select(Intake.source_key)).scalars())
+            written = set(conn.execute(select(Checkpoint.key)).scalars())
+            blobs = set(conn.execute(select(Blob.data)).scalars())
+        assert keys == {"in", "plain"} and written == {"in"}
+        assert b"out" not in blobs
+    finally:
+        engine.dispose()

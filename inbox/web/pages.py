@@ -174,6 +174,7 @@ def queue_rows(cases: list[dict[str, Any]], now: datetime, show_held: bool) -> l
                 # Issue 16: marks the agent must see before trusting who wrote.
                 "claims_reference": case.get("claims_reference"),
                 "unverified_from": case.get("unverified_from"),
+                "channel": case.get("channel", ""),
                 # Near-duplicates from other people (issue 11): shown, never merged on their own.
                 "similar": [
                     (s["reference"], f"{s['score']:.2f}") for s in case.get("suggestions") or []
