@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inbox import audit, logcontext
@@ -116,6 +116,9 @@ _INSERT_MESSAGE = insert(Message).returning(Message.id)
 _INSERT_CASE = insert(Case).returning(Case.id)
 _INSERT_CONTACT = insert(Contact).returning(Contact.id)
 _INSERT_IDENTITY = insert(Identity).returning(Identity.id)
+_SET_REFERENCE = (
+    update(Case).where(Case.id == bindparam("k_id")).values(reference=bindparam("reference"))
+)
 
 
 class _Refused(Exception):
@@ -908,9 +911,7 @@ class Normalizer:
                     reference=None,
                 ),
             ).scalar_one()
-            conn.execute(
-                update(Case).where(Case.id == case_id).values(reference=format_reference(case_id))
-            )
+            conn.execute(_SET_REFERENCE, {"k_id": case_id, "reference": format_reference(case_id)})
             if reads is not None:
                 reads.case_changed(contact_id)
             if decision.claims or decision.linked_case_id:
@@ -1062,6 +1063,10 @@ class Normalizer:
         imported history: importing is the operator's one decision for the whole file, and
         the import writes one audit row for it (normalizer/backfill.py).
         """
+        if withheld is not None and not facts.acknowledge:
+            # Already written on the case when it was opened, and history is audited once
+            # per import: queue_ack would write the same two columns again.
+            return
         now = utcnow()
         template = self.acks.template(facts.channel)
         if withheld is None:
