@@ -37,6 +37,7 @@ from inbox.db import (
     lock_for_threading,
     read,
     refused,
+    try_lock_for_threading,
     write,
 )
 from inbox.identities import mark_verified
@@ -107,6 +108,8 @@ class Outcome:
 # Tries of one input's SAVEPOINT, and the SQLSTATEs after which it is tried again: a
 # deadlock or serialization failure, a unique key written meanwhile by someone else.
 _SAVEPOINT_TRIES = 3
+# Transactions that only try their inputs' threading locks before the rest waits for them.
+_TRY_ROUNDS = 2
 _RETRY_STATES = frozenset({"40P01", "40001", "23505"})
 
 
@@ -435,45 +438,82 @@ class Normalizer:
     def _persist_many(
         self, items: Sequence[tuple[Any, ParseResult]], keys: dict[int, frozenset[int]]
     ) -> list[Outcome]:
-        """One transaction for `items`: their threading locks, then each input.
+        """File `items` (with `keys`, their threading lock keys in the same order).
+
+        Each transaction first tries the locks of its inputs without waiting: an input
+        whose keys another transaction holds (another worker filing the same person or
+        thread) is deferred to the next transaction, with every later input sharing a key
+        with it (so one person's messages keep their order), while the rest are filed now.
+        After _TRY_ROUNDS such transactions, what is left waits for its locks as before.
+        So two batches sharing one person no longer wait for each other as a whole; only
+        the inputs they share are filed one after the other.
 
         Optimistic first: all inputs in the transaction directly, since almost every batch
         stores cleanly and a SAVEPOINT costs two round trips per input. If the store refuses
         one input, the batch is rolled back and filed again with a SAVEPOINT per input: the
         refused one is then dead-lettered alone and the others commit.
         """
-        try:
-            return self._persist_group(items, keys, savepoints=False)
-        except _Refused:
-            return self._persist_group(items, keys, savepoints=True)
+        key_list = list(keys.values())
+        assert len(key_list) == len(items)
+        outcomes: dict[int, Outcome] = {}
+        pending = list(range(len(items)))
+        for attempt in range(_TRY_ROUNDS + 1):
+            chosen = [items[n] for n in pending]
+            chosen_keys = [key_list[n] for n in pending]
+            wait = attempt == _TRY_ROUNDS
+            try:
+                filed, deferred = self._persist_group(
+                    chosen, chosen_keys, savepoints=False, wait=wait
+                )
+            except _Refused:
+                filed, deferred = self._persist_group(
+                    chosen, chosen_keys, savepoints=True, wait=True
+                )
+            for position, outcome in filed.items():
+                outcomes[pending[position]] = outcome
+            pending = [pending[position] for position in deferred]
+            if not pending:
+                break
+        return [outcomes[n] for n in range(len(items))]
 
     def _persist_group(
         self,
         items: Sequence[tuple[Any, ParseResult]],
-        keys: dict[int, frozenset[int]],
+        keys: Sequence[frozenset[int]],
         *,
         savepoints: bool,
-    ) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+        wait: bool = True,
+    ) -> tuple[dict[int, Outcome], list[int]]:
+        """One transaction: the inputs it could lock filed (by position), and those deferred."""
+        outcomes: dict[int, Outcome] = {}
         messages = [r.message for _, r in items if r.message]
+        assert len(messages) == len(items)  # only parsed inputs are filed
         with write(self.engine) as conn:
-            # Optimistic: the batch's rows read once, under its locks (normalizer/batch.py).
-            # With savepoints, each input reads for itself: a rolled-back input must leave
-            # nothing behind that the next one would read.
-            reads = self._lock_threading(conn, messages, keys.values(), load=not savepoints)
+            if wait:
+                # Optimistic: the batch's rows read once, under its locks (normalizer/batch.py).
+                # With savepoints, each input reads for itself: a rolled-back input must
+                # leave nothing behind that the next one would read.
+                reads = self._lock_threading(conn, messages, keys, load=not savepoints)
+                chosen = list(range(len(items)))
+                deferred: list[int] = []
+            else:
+                reads, chosen, deferred = self._try_threading(conn, messages, keys)
             writes = Writes()
             states: dict[int, str] = {
                 row.id: row.state
                 for row in conn.execute(
-                    select(Intake.id, Intake.state).where(Intake.id.in_([i.id for i, _ in items]))
+                    select(Intake.id, Intake.state).where(
+                        Intake.id.in_([items[n][0].id for n in chosen])
+                    )
                 )
             }
-            for intake, result in items:
+            for position in chosen:
+                intake, result = items[position]
                 assert result.message is not None
                 with logcontext.bound(intake_id=intake.id):
                     logcontext.annotate(connector=intake.connector)
                     if states.get(intake.id) != "pending":
-                        outcomes.append(Outcome(intake.id, "skipped"))
+                        outcomes[position] = Outcome(intake.id, "skipped")
                         continue
                     if savepoints:
                         outcome = self._persist_one(conn, intake, result)
@@ -496,14 +536,49 @@ class Normalizer:
                             raise  # no audit key, the store away: nothing is this input's fault
                         except Exception as exc:
                             raise _Refused from exc
-                    outcomes.append(outcome)
+                    outcomes[position] = outcome
             try:
                 writes.flush(conn)
             except DBAPIError as exc:
                 if refused(exc):
                     raise
                 raise _Refused from exc  # filed again input by input, each in its savepoint
-        return outcomes
+        return outcomes, deferred
+
+    def _try_threading(
+        self,
+        conn: Connection,
+        messages: Sequence[InboundMessage],
+        keys: Sequence[frozenset[int]],
+    ) -> tuple[Reads, list[int], list[int]]:
+        """Try both phases of the locks of `messages`, never waiting for another's key.
+
+        Returns the batch's reads and the positions of the inputs whose every key (their
+        contact's included) was taken, then of those deferred: an input is deferred when
+        one of its keys is held elsewhere or is a key of an input deferred before it.
+        """
+        taken = try_lock_for_threading(conn, frozenset().union(*keys))
+        reads = Reads()
+        reads.load_identities(conn, messages)
+        full: list[frozenset[int]] = []
+        for message, first in zip(messages, keys, strict=True):
+            identity = identity_of(message)
+            row = reads.identities.get(identity) if identity is not None else None
+            full.append(first | {contact_key(row.contact_id)} if row is not None else first)
+        contacts = frozenset().union(*full) - frozenset().union(*keys)
+        if contacts:
+            taken |= try_lock_for_threading(conn, contacts)
+        chosen: list[int] = []
+        deferred: list[int] = []
+        blocked: set[int] = set()
+        for position, wanted in enumerate(full):
+            if wanted <= taken and blocked.isdisjoint(wanted):
+                chosen.append(position)
+            else:
+                deferred.append(position)
+                blocked |= wanted
+        reads.load_rest(conn, [messages[n] for n in chosen])
+        return reads, chosen, deferred
 
     def _persist_one(self, conn: Connection, intake: Any, result: ParseResult) -> Outcome:
         """One input in its own SAVEPOINT; retried once after a lost race on a unique key."""
