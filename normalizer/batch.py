@@ -60,6 +60,8 @@ class Reads:
     refs: dict[str, list[int]] = field(default_factory=dict)
     # contact -> its open cases (rows of `cases`), while this batch has not changed them.
     open_cases: dict[int, list[Any]] = field(default_factory=dict)
+    # SQLite: the id of the last case this batch opened (normalizer/worker.py _next_case_id).
+    last_case_id: int | None = None
 
     @classmethod
     def load(cls, conn: Connection, messages: Sequence[InboundMessage]) -> Reads:

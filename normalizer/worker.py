@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inbox import audit, logcontext
@@ -116,12 +116,30 @@ _RETRY_STATES = frozenset({"40P01", "40001", "23505"})
 # The inserts of every message, built once: parameters go to execute(), so SQLAlchemy
 # neither builds nor keys a statement per row (that was a third of the filing's CPU time).
 _INSERT_MESSAGE = insert(Message).returning(Message.id)
-_INSERT_CASE = insert(Case).returning(Case.id)
+_INSERT_CASE = insert(Case)
 _INSERT_CONTACT = insert(Contact).returning(Contact.id)
 _INSERT_IDENTITY = insert(Identity).returning(Identity.id)
-_SET_REFERENCE = (
-    update(Case).where(Case.id == bindparam("k_id")).values(reference=bindparam("reference"))
-)
+_NEXT_CASE_ID = text("SELECT nextval(pg_get_serial_sequence('cases', 'id'))")
+_LAST_CASE_ID = select(func.coalesce(func.max(Case.id), 0))
+
+
+def _next_case_id(conn: Connection, reads: Reads | None) -> int:
+    """The id the next case will have, taken before its row is written.
+
+    PostgreSQL: from the table's own sequence, as the insert would have. SQLite, which has
+    no sequence: one past the largest id, as its rowid would be (the table has no
+    AUTOINCREMENT); the writer lock is ours until commit, so no one else takes it, and a
+    batch asks once and counts on from there.
+    """
+    if not is_sqlite(conn):
+        return int(conn.execute(_NEXT_CASE_ID).scalar_one())
+    if reads is not None and reads.last_case_id is not None:
+        reads.last_case_id += 1
+        return reads.last_case_id
+    last = int(conn.execute(_LAST_CASE_ID).scalar_one()) + 1
+    if reads is not None:
+        reads.last_case_id = last
+    return last
 
 
 class _Refused(Exception):
@@ -964,9 +982,13 @@ class Normalizer:
         now = message.received_at
         if decision.action == "new":
             due, rule = due_time(now, message.subject, message.text, self.store.sla)
-            case_id = conn.execute(
+            # The id first, so the reference (made from it) is written with the row: no
+            # second statement, and on PostgreSQL no second row version per new case.
+            case_id = _next_case_id(conn, reads)
+            conn.execute(
                 _INSERT_CASE,
                 dict(
+                    id=case_id,
                     token=new_token(),
                     contact_id=contact_id,
                     status="new",
@@ -983,10 +1005,9 @@ class Normalizer:
                     ack_state="withheld" if withheld else None,
                     ack_reason=withheld[:256] if withheld else None,
                     unverified_from=message.sender.handle[:320] if decision.unverified else None,
-                    reference=None,
+                    reference=format_reference(case_id),
                 ),
-            ).scalar_one()
-            conn.execute(_SET_REFERENCE, {"k_id": case_id, "reference": format_reference(case_id)})
+            )
             if reads is not None:
                 reads.case_changed(contact_id)
             if decision.claims or decision.linked_case_id:
