@@ -242,7 +242,11 @@ class Normalizer:
             )
 
     def drain(
-        self, max_rows: int | None = None, only: Sequence[int] | None = None
+        self,
+        max_rows: int | None = None,
+        only: Sequence[int] | None = None,
+        *,
+        claim: int | None = None,
     ) -> list[Outcome]:
         """Normalize pending input until none is left (or `max_rows`); for the CLI and tests.
 
@@ -252,7 +256,7 @@ class Normalizer:
         """
         outcomes: list[Outcome] = []
         while max_rows is None or len(outcomes) < max_rows:
-            batch = self.claim(self.settings.batch_size, only)
+            batch = self.claim(claim or self.settings.batch_size, only)
             if not batch:
                 break
             self.process_many(batch, outcomes=outcomes)
@@ -347,6 +351,7 @@ class Normalizer:
         try:
             finished = False
             ready: dict[int, ParseResult] = {}
+            held: list[ParseResult] = []  # in order, parsed, waiting for a full batch
             position = 0  # in `expected`: the first row not filed yet
             while not finished:
                 item = arrived.get()
@@ -366,8 +371,13 @@ class Normalizer:
                 batch: list[ParseResult] = []
                 if ordered:
                     while position < len(expected) and expected[position] in ready:
-                        batch.append(ready.pop(expected[position]))
+                        held.append(ready.pop(expected[position]))
                         position += 1
+                    # Draining is about throughput, not latency: whole batches (one commit
+                    # each) while the parse processes work on the rows after them.
+                    size = self.settings.persist_batch
+                    cut = len(held) if finished else len(held) - len(held) % size
+                    batch, held = held[:cut], held[cut:]
                 else:
                     batch, ready = list(ready.values()), {}
                 for start in range(0, len(batch), self.settings.persist_batch):
