@@ -279,8 +279,9 @@ class Normalizer:
         Each row is persisted here, in this process, as soon as its parse is back, so a slow
         parse holds back no other row. While a slow parse runs and no row is left, `refill`
         is asked for more rows (the daemon claims more): the slow one holds one child only.
-        Without `refill` (draining, importing) rows are filed in intake order instead: a
-        parse that comes back early waits for the rows before it.
+        Without `refill` (draining, importing) rows are filed in intake order instead, in
+        whole batches of `persist_batch`: a parse that comes back early waits for the rows
+        before it.
         Outcomes are appended to `outcomes` as they happen (the caller sees how far a failure
         got); what persisting raises (StorageUnavailable) stops the call.
         """
