@@ -220,3 +220,32 @@ def lock_for_threading(conn: Connection, keys: Iterable[int] = ()) -> None:
         ),
         {"keys": [THREADING_LOCK, *ordered]},
     ).all()
+
+
+def try_lock_for_threading(conn: Connection, keys: Iterable[int]) -> frozenset[int]:
+    """Take those of `keys` that are free now, without waiting for any; the keys taken.
+
+    The shared THREADING_LOCK is still waited for (it is held exclusively only while one
+    oversized input is filed). A transaction that only ever tries its keys never waits for
+    another's, so it cannot take part in a deadlock through them, in whatever order it
+    takes them. What it could not take, the caller files in a later transaction
+    (normalizer/worker.py `_persist_many`). A key taken is held until the transaction ends
+    (xact locks cannot be given back one by one): at worst another input waits a little.
+
+    SQLite already serialises writers: every key counts as taken.
+    """
+    wanted = frozenset(keys) - {THREADING_LOCK}
+    if is_sqlite(conn):
+        return wanted
+    if len(wanted) > THREADING_KEYS_MAX:
+        lock_for_threading(conn, wanted)  # the exclusive lock: every key is ours
+        return wanted
+    rows = conn.execute(
+        text(
+            "SELECT k, CASE WHEN o = 1 THEN pg_advisory_xact_lock_shared(k) IS NULL"
+            " ELSE pg_try_advisory_xact_lock(k) END"
+            " FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, o)"
+        ),
+        {"keys": [THREADING_LOCK, *sorted(wanted)]},
+    ).all()
+    return frozenset(int(k) for k, ok in rows if ok and k != THREADING_LOCK)

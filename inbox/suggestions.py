@@ -94,6 +94,123 @@ def _decode(data: bytes) -> np.ndarray[Any, Any]:
     return np.frombuffer(data, dtype="<u8").astype(np.uint64)
 
 
+def text_signature(text: str) -> tuple[bytes, int] | None:
+    """The signature of one message's text and its shingle count, or None for no words.
+
+    Pure: the normalizer's parse processes compute it, so the process that files the
+    message only folds it into its case (`index_signatures`).
+    """
+    parts = shingles(text)
+    if not parts:
+        return None
+    return signature(parts).astype("<u8").tobytes(), len(parts)
+
+
+@dataclass
+class PendingSignature:
+    """Signatures of one case's messages filed in one transaction, folded together."""
+
+    values: np.ndarray[Any, np.dtype[np.uint64]]
+    shingles: int
+    new_case: bool
+
+
+def fold_signature(
+    pending: dict[int, PendingSignature], case_id: int, sig: tuple[bytes, int], *, new_case: bool
+) -> None:
+    """Add one message's signature to what its case gets at the end of the transaction.
+
+    The element-wise minimum is associative, so folding a batch's messages first and the
+    stored signature last gives the signature `index_text` one message at a time would.
+    """
+    values, count = _decode(sig[0]), sig[1]
+    seen = pending.get(case_id)
+    if seen is None:
+        pending[case_id] = PendingSignature(values, count, new_case)
+    else:
+        seen.values = np.minimum(seen.values, values)
+        seen.shingles += count
+
+
+def index_signatures(conn: Connection, pending: dict[int, PendingSignature]) -> None:
+    """Write the folded signatures of a transaction's cases and their bands, set-based.
+
+    The same rows as `index_text` per message: one read of the stored signatures of the
+    cases that are not new, then one statement per kind of write.
+    """
+    if not pending:
+        return
+    existing = [case_id for case_id, p in pending.items() if not p.new_case]
+    stored = (
+        {
+            r.case_id: r
+            for r in conn.execute(
+                select(
+                    CaseSignature.case_id, CaseSignature.hashvalues, CaseSignature.shingles
+                ).where(CaseSignature.case_id.in_(sorted(existing)))
+            )
+        }
+        if existing
+        else {}
+    )
+    now = utcnow()
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    cleared: list[int] = []
+    bands: list[dict[str, Any]] = []
+    for case_id in sorted(pending):
+        p = pending[case_id]
+        row = stored.get(case_id)
+        if row is None:
+            values, count = p.values, p.shingles
+            inserts.append(
+                {
+                    "case_id": case_id,
+                    "hashvalues": values.astype("<u8").tobytes(),
+                    "shingles": count,
+                    "updated_at": now,
+                }
+            )
+        else:
+            old = _decode(row.hashvalues)
+            values = np.minimum(old, p.values)
+            count = row.shingles + p.shingles
+            updates.append(
+                {
+                    "k_case_id": case_id,
+                    "hashvalues": values.astype("<u8").tobytes(),
+                    "shingles": count,
+                    "updated_at": now,
+                }
+            )
+            if np.array_equal(old, values) and row.shingles >= MIN_SHINGLES:
+                continue  # the bands are those of the stored signature already
+            cleared.append(case_id)
+        if count >= MIN_SHINGLES:
+            bands.extend(
+                {"case_id": case_id, "band": b, "bucket": h} for b, h in enumerate(buckets(values))
+            )
+    if inserts:
+        conn.execute(insert(CaseSignature), inserts)
+    if updates:
+        conn.execute(_UPDATE_SIGNATURE, updates)
+    if cleared:
+        conn.execute(delete(CaseBand).where(CaseBand.case_id.in_(cleared)))
+    if bands:
+        conn.execute(insert(CaseBand), bands)
+
+
+_UPDATE_SIGNATURE = (
+    update(CaseSignature)
+    .where(CaseSignature.case_id == bindparam("k_case_id"))
+    .values(
+        hashvalues=bindparam("hashvalues"),
+        shingles=bindparam("shingles"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+
 def index_text(conn: Connection, case_id: int, text: str, *, new_case: bool = False) -> None:
     """Fold one inbound message's text into its case's signature and bands (at ingest).
 

@@ -90,7 +90,9 @@ def import_messages(
         stored = store(engine, items)
         outcomes = {
             o.intake_id: o.state
-            for o in normalizer.drain(only=sorted({s.intake_id for s in stored}))
+            # The whole batch claimed at once: it is filed in whole persist batches while
+            # the parse processes work on the next ones.
+            for o in normalizer.drain(only=sorted({s.intake_id for s in stored}), claim=len(stored))
         }
         counted: set[int] = set()
         for result in stored:

@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from inbox.channels import SENDER_CHECKED_CHANNELS
+from inbox.suggestions import text_signature
 from normalizer.mail import Caps
 from normalizer.mailauth import MailAuthSettings, evaluate
 from normalizer.message import InboundMessage, ParseError
@@ -76,6 +77,9 @@ class ParseResult:
     cpu_seconds: float = 0.0
     # messages.auth for email (None for other channels, and when no check was asked for).
     auth: dict[str, str] | None = None
+    # The text's near-duplicate signature and shingle count (inbox/suggestions.py), pure
+    # work done here so that the process filing the message only folds it into its case.
+    signature: tuple[bytes, int] | None = None
 
 
 def budget_reason(seconds: float) -> str:
@@ -120,7 +124,20 @@ def parse_job(job: ParseJob) -> ParseResult:
         auth = evaluate(
             job.raw, job.envelope, message.sender.handle, job.mail_auth, history=job.history
         )
-    return ParseResult(job.key, message, cpu_seconds=time.process_time() - started, auth=auth)
+    return ParseResult(
+        job.key,
+        message,
+        cpu_seconds=time.process_time() - started,
+        auth=auth,
+        signature=message_signature(message),
+    )
+
+
+def message_signature(message: InboundMessage) -> tuple[bytes, int] | None:
+    """What the case's merge-suggestion signature learns from `message`, if anything."""
+    if message.meta.get("delivery_report"):
+        return None  # a bounce's boilerplate would make every bounced case look alike
+    return text_signature(f"{message.subject}\n{message.text}")
 
 
 def _serve(conn: Connection) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inbox import audit, logcontext
@@ -37,6 +37,7 @@ from inbox.db import (
     lock_for_threading,
     read,
     refused,
+    try_lock_for_threading,
     write,
 )
 from inbox.identities import mark_verified
@@ -52,12 +53,10 @@ from inbox.models import (
     Intake,
     Message,
     MessageRef,
-    Receipt,
     utcnow,
 )
 from inbox.outbox import last_sent_to, report_delivery
 from inbox.sla import due_time
-from inbox.suggestions import index_text
 from normalizer.ack_plan import AckCase, AckOut, AckRoute, AckRoutes, queue_ack
 from normalizer.acks import (
     AckFacts,
@@ -68,13 +67,14 @@ from normalizer.acks import (
     recently_acknowledged,
     withhold_reason,
 )
+from normalizer.batch import IdentityRow, Reads, Writes
 from normalizer.config import NormalizerSettings
 from normalizer.eta import estimate
 from normalizer.intake import sha256
 from normalizer.mailauth import MailAuthSettings, authenticated, greeting_name
 from normalizer.message import InboundMessage
 from normalizer.parse import Parsers
-from normalizer.pool import ParseJob, ParseResult, shared_pool
+from normalizer.pool import ParseJob, ParseResult, message_signature, shared_pool
 from normalizer.threadlocks import contact_key, identity_of, lock_groups, message_keys
 from normalizer.threads import (
     OPEN_STATUSES,
@@ -108,15 +108,38 @@ class Outcome:
 # Tries of one input's SAVEPOINT, and the SQLSTATEs after which it is tried again: a
 # deadlock or serialization failure, a unique key written meanwhile by someone else.
 _SAVEPOINT_TRIES = 3
+# Transactions that only try their inputs' threading locks before the rest waits for them.
+_TRY_ROUNDS = 2
 _RETRY_STATES = frozenset({"40P01", "40001", "23505"})
 
 
 # The inserts of every message, built once: parameters go to execute(), so SQLAlchemy
 # neither builds nor keys a statement per row (that was a third of the filing's CPU time).
 _INSERT_MESSAGE = insert(Message).returning(Message.id)
-_INSERT_CASE = insert(Case).returning(Case.id)
+_INSERT_CASE = insert(Case)
 _INSERT_CONTACT = insert(Contact).returning(Contact.id)
 _INSERT_IDENTITY = insert(Identity).returning(Identity.id)
+_NEXT_CASE_ID = text("SELECT nextval(pg_get_serial_sequence('cases', 'id'))")
+_LAST_CASE_ID = select(func.coalesce(func.max(Case.id), 0))
+
+
+def _next_case_id(conn: Connection, reads: Reads | None) -> int:
+    """The id the next case will have, taken before its row is written.
+
+    PostgreSQL: from the table's own sequence, as the insert would have. SQLite, which has
+    no sequence: one past the largest id, as its rowid would be (the table has no
+    AUTOINCREMENT); the writer lock is ours until commit, so no one else takes it, and a
+    batch asks once and counts on from there.
+    """
+    if not is_sqlite(conn):
+        return int(conn.execute(_NEXT_CASE_ID).scalar_one())
+    if reads is not None and reads.last_case_id is not None:
+        reads.last_case_id += 1
+        return reads.last_case_id
+    last = int(conn.execute(_LAST_CASE_ID).scalar_one()) + 1
+    if reads is not None:
+        reads.last_case_id = last
+    return last
 
 
 class _Refused(Exception):
@@ -219,7 +242,11 @@ class Normalizer:
             )
 
     def drain(
-        self, max_rows: int | None = None, only: Sequence[int] | None = None
+        self,
+        max_rows: int | None = None,
+        only: Sequence[int] | None = None,
+        *,
+        claim: int | None = None,
     ) -> list[Outcome]:
         """Normalize pending input until none is left (or `max_rows`); for the CLI and tests.
 
@@ -229,7 +256,7 @@ class Normalizer:
         """
         outcomes: list[Outcome] = []
         while max_rows is None or len(outcomes) < max_rows:
-            batch = self.claim(self.settings.batch_size, only)
+            batch = self.claim(claim or self.settings.batch_size, only)
             if not batch:
                 break
             self.process_many(batch, outcomes=outcomes)
@@ -252,8 +279,9 @@ class Normalizer:
         Each row is persisted here, in this process, as soon as its parse is back, so a slow
         parse holds back no other row. While a slow parse runs and no row is left, `refill`
         is asked for more rows (the daemon claims more): the slow one holds one child only.
-        Without `refill` (draining, importing) rows are filed in intake order instead: a
-        parse that comes back early waits for the rows before it.
+        Without `refill` (draining, importing) rows are filed in intake order instead, in
+        whole batches of `persist_batch`: a parse that comes back early waits for the rows
+        before it.
         Outcomes are appended to `outcomes` as they happen (the caller sees how far a failure
         got); what persisting raises (StorageUnavailable) stops the call.
         """
@@ -324,6 +352,7 @@ class Normalizer:
         try:
             finished = False
             ready: dict[int, ParseResult] = {}
+            held: list[ParseResult] = []  # in order, parsed, waiting for a full batch
             position = 0  # in `expected`: the first row not filed yet
             while not finished:
                 item = arrived.get()
@@ -343,8 +372,13 @@ class Normalizer:
                 batch: list[ParseResult] = []
                 if ordered:
                     while position < len(expected) and expected[position] in ready:
-                        batch.append(ready.pop(expected[position]))
+                        held.append(ready.pop(expected[position]))
                         position += 1
+                    # Draining is about throughput, not latency: whole batches (one commit
+                    # each) while the parse processes work on the rows after them.
+                    size = self.settings.persist_batch
+                    cut = len(held) if finished else len(held) - len(held) % size
+                    batch, held = held[:cut], held[cut:]
                 else:
                     batch, ready = list(ready.values()), {}
                 for start in range(0, len(batch), self.settings.persist_batch):
@@ -433,46 +467,96 @@ class Normalizer:
     def _persist_many(
         self, items: Sequence[tuple[Any, ParseResult]], keys: dict[int, frozenset[int]]
     ) -> list[Outcome]:
-        """One transaction for `items`: their threading locks, then each input.
+        """File `items` (with `keys`, their threading lock keys in the same order).
+
+        Each transaction first tries the locks of its inputs without waiting: an input
+        whose keys another transaction holds (another worker filing the same person or
+        thread) is deferred to the next transaction, with every later input sharing a key
+        with it (so one person's messages keep their order), while the rest are filed now.
+        After _TRY_ROUNDS such transactions, what is left waits for its locks as before.
+        So two batches sharing one person no longer wait for each other as a whole; only
+        the inputs they share are filed one after the other.
 
         Optimistic first: all inputs in the transaction directly, since almost every batch
         stores cleanly and a SAVEPOINT costs two round trips per input. If the store refuses
         one input, the batch is rolled back and filed again with a SAVEPOINT per input: the
         refused one is then dead-lettered alone and the others commit.
         """
-        try:
-            return self._persist_group(items, keys, savepoints=False)
-        except _Refused:
-            return self._persist_group(items, keys, savepoints=True)
+        key_list = list(keys.values())
+        assert len(key_list) == len(items)
+        outcomes: dict[int, Outcome] = {}
+        pending = list(range(len(items)))
+        for attempt in range(_TRY_ROUNDS + 1):
+            chosen = [items[n] for n in pending]
+            chosen_keys = [key_list[n] for n in pending]
+            wait = attempt == _TRY_ROUNDS
+            try:
+                filed, deferred = self._persist_group(
+                    chosen, chosen_keys, savepoints=False, wait=wait
+                )
+            except _Refused:
+                filed, deferred = self._persist_group(
+                    chosen, chosen_keys, savepoints=True, wait=True
+                )
+            for position, outcome in filed.items():
+                outcomes[pending[position]] = outcome
+            pending = [pending[position] for position in deferred]
+            if not pending:
+                break
+        return [outcomes[n] for n in range(len(items))]
 
     def _persist_group(
         self,
         items: Sequence[tuple[Any, ParseResult]],
-        keys: dict[int, frozenset[int]],
+        keys: Sequence[frozenset[int]],
         *,
         savepoints: bool,
-    ) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+        wait: bool = True,
+    ) -> tuple[dict[int, Outcome], list[int]]:
+        """One transaction: the inputs it could lock filed (by position), and those deferred."""
+        outcomes: dict[int, Outcome] = {}
+        messages = [r.message for _, r in items if r.message]
+        assert len(messages) == len(items)  # only parsed inputs are filed
         with write(self.engine) as conn:
-            self._lock_threading(conn, [r.message for _, r in items if r.message], keys.values())
+            if wait:
+                # Optimistic: the batch's rows read once, under its locks (normalizer/batch.py).
+                # With savepoints, each input reads for itself: a rolled-back input must
+                # leave nothing behind that the next one would read.
+                reads = self._lock_threading(conn, messages, keys, load=not savepoints)
+                chosen = list(range(len(items)))
+                deferred: list[int] = []
+            else:
+                reads, chosen, deferred = self._try_threading(conn, messages, keys)
+            writes = Writes()
             states: dict[int, str] = {
                 row.id: row.state
                 for row in conn.execute(
-                    select(Intake.id, Intake.state).where(Intake.id.in_([i.id for i, _ in items]))
+                    select(Intake.id, Intake.state).where(
+                        Intake.id.in_([items[n][0].id for n in chosen])
+                    )
                 )
             }
-            for intake, result in items:
+            for position in chosen:
+                intake, result = items[position]
                 assert result.message is not None
                 with logcontext.bound(intake_id=intake.id):
                     logcontext.annotate(connector=intake.connector)
                     if states.get(intake.id) != "pending":
-                        outcomes.append(Outcome(intake.id, "skipped"))
+                        outcomes[position] = Outcome(intake.id, "skipped")
                         continue
                     if savepoints:
-                        outcome = self._persist_one(conn, intake, result.message, result.auth)
+                        outcome = self._persist_one(conn, intake, result)
                     else:
                         try:
-                            outcome = self._persist_in(conn, intake, result.message, result.auth)
+                            outcome = self._file_in(
+                                conn,
+                                intake,
+                                result.message,
+                                result.auth,
+                                reads,
+                                writes,
+                                signature=result.signature,
+                            )
                         except DBAPIError as exc:
                             if refused(exc):
                                 raise
@@ -481,17 +565,59 @@ class Normalizer:
                             raise  # no audit key, the store away: nothing is this input's fault
                         except Exception as exc:
                             raise _Refused from exc
-                    outcomes.append(outcome)
-        return outcomes
+                    outcomes[position] = outcome
+            try:
+                writes.flush(conn)
+            except DBAPIError as exc:
+                if refused(exc):
+                    raise
+                raise _Refused from exc  # filed again input by input, each in its savepoint
+        return outcomes, deferred
 
-    def _persist_one(
-        self, conn: Connection, intake: Any, message: InboundMessage, auth: dict[str, str] | None
-    ) -> Outcome:
+    def _try_threading(
+        self,
+        conn: Connection,
+        messages: Sequence[InboundMessage],
+        keys: Sequence[frozenset[int]],
+    ) -> tuple[Reads, list[int], list[int]]:
+        """Try both phases of the locks of `messages`, never waiting for another's key.
+
+        Returns the batch's reads and the positions of the inputs whose every key (their
+        contact's included) was taken, then of those deferred: an input is deferred when
+        one of its keys is held elsewhere or is a key of an input deferred before it.
+        """
+        taken = try_lock_for_threading(conn, frozenset().union(*keys))
+        reads = Reads()
+        reads.load_identities(conn, messages)
+        full: list[frozenset[int]] = []
+        for message, first in zip(messages, keys, strict=True):
+            identity = identity_of(message)
+            row = reads.identities.get(identity) if identity is not None else None
+            full.append(first | {contact_key(row.contact_id)} if row is not None else first)
+        contacts = frozenset().union(*full) - frozenset().union(*keys)
+        if contacts:
+            taken |= try_lock_for_threading(conn, contacts)
+        chosen: list[int] = []
+        deferred: list[int] = []
+        blocked: set[int] = set()
+        for position, wanted in enumerate(full):
+            if wanted <= taken and blocked.isdisjoint(wanted):
+                chosen.append(position)
+            else:
+                deferred.append(position)
+                blocked |= wanted
+        reads.load_rest(conn, [messages[n] for n in chosen])
+        return reads, chosen, deferred
+
+    def _persist_one(self, conn: Connection, intake: Any, result: ParseResult) -> Outcome:
         """One input in its own SAVEPOINT; retried once after a lost race on a unique key."""
+        assert result.message is not None
         for attempt in range(_SAVEPOINT_TRIES):
             try:
                 with conn.begin_nested():
-                    return self._persist_in(conn, intake, message, auth)
+                    return self._persist_in(
+                        conn, intake, result.message, result.auth, signature=result.signature
+                    )
             except DBAPIError as exc:
                 if refused(exc):
                     raise  # the store is briefly away: the lease expires, the row is retried
@@ -516,22 +642,44 @@ class Normalizer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _lock_threading(
-        self, conn: Connection, messages: Sequence[InboundMessage], keys: Iterable[frozenset[int]]
-    ) -> None:
-        """Both phases of the threading locks of `messages` (normalizer/threadlocks.py)."""
-        if is_sqlite(conn):
-            return  # one writer at a time already
-        lock_for_threading(conn, frozenset().union(*keys))
+        self,
+        conn: Connection,
+        messages: Sequence[InboundMessage],
+        keys: Iterable[frozenset[int]],
+        *,
+        load: bool = False,
+    ) -> Reads | None:
+        """Both phases of the threading locks of `messages` (normalizer/threadlocks.py).
+
+        With `load`, the rows the locks protect are read for the batch (normalizer/batch.py):
+        the identities' read, which the second phase needs anyway, and the rest after it.
+        """
+        sqlite = is_sqlite(conn)
+        if not sqlite:  # SQLite: one writer at a time already
+            lock_for_threading(conn, frozenset().union(*keys))
         # Second phase, once the identities cannot change under us: their contacts, since
         # two handles of one person read that person's open cases.
-        identities = {i for i in map(identity_of, messages) if i is not None}
-        if identities:
-            contacts = conn.execute(
-                select(Identity.contact_id)
-                .where(tuple_(Identity.kind, Identity.handle).in_(sorted(identities)))
-                .distinct()
-            ).scalars()
+        reads = Reads() if load else None
+        if reads is not None:
+            contacts = reads.load_identities(conn, messages)
+        elif sqlite:
+            return None
+        else:
+            identities = {i for i in map(identity_of, messages) if i is not None}
+            contacts = set()
+            if identities:
+                contacts = set(
+                    conn.execute(
+                        select(Identity.contact_id)
+                        .where(tuple_(Identity.kind, Identity.handle).in_(sorted(identities)))
+                        .distinct()
+                    ).scalars()
+                )
+        if contacts and not sqlite:
             lock_for_threading(conn, {contact_key(c) for c in contacts})
+        if reads is not None:
+            reads.load_rest(conn, messages)
+        return reads
 
     def _dead_letter(self, intake: Any, error: str, *, cpu: float = 0.0) -> Outcome:
         with write(self.engine) as conn:
@@ -580,24 +728,51 @@ class Normalizer:
             return self._persist_in(conn, intake, message, auth)
 
     def _persist_in(
-        self, conn: Connection, intake: Any, message: InboundMessage, auth: dict[str, str] | None
+        self,
+        conn: Connection,
+        intake: Any,
+        message: InboundMessage,
+        auth: dict[str, str] | None,
+        *,
+        signature: tuple[bytes, int] | None = None,
     ) -> Outcome:
         """Dedup, thread and store one message in `conn`, under its threading locks."""
-        existing = conn.execute(
-            select(Message.id, Message.case_id).where(Message.dedup_key == message.dedup_key)
-        ).one_or_none()
+        writes = Writes()
+        outcome = self._file_in(conn, intake, message, auth, None, writes, signature=signature)
+        writes.flush(conn)
+        return outcome
+
+    def _file_in(
+        self,
+        conn: Connection,
+        intake: Any,
+        message: InboundMessage,
+        auth: dict[str, str] | None,
+        reads: Reads | None,
+        writes: Writes,
+        *,
+        signature: tuple[bytes, int] | None = None,
+    ) -> Outcome:
+        """`_persist_in` reading from `reads` (if given) and leaving rows to `writes`."""
+        if reads is not None and message.dedup_key in reads.dedup:
+            existing: Any = reads.dedup[message.dedup_key]
+        else:
+            existing = conn.execute(
+                select(Message.id, Message.case_id).where(Message.dedup_key == message.dedup_key)
+            ).one_or_none()
         if existing is not None:
-            logcontext.annotate(case=format_reference(existing.case_id))
+            existing_id, existing_case = existing
+            logcontext.annotate(case=format_reference(existing_case))
             if "voicemail" in message.meta:
-                _merge_voicemail(conn, existing.id, message)
-            self._receipts(conn, existing.id, intake, message)
-            self._finish(conn, intake.id, existing.id)
-            return Outcome(intake.id, "duplicate", existing.id, existing.case_id)
+                _merge_voicemail(conn, existing_id, message)
+            self._receipts(writes, existing_id, intake)
+            self._finish(writes, intake.id, existing_id)
+            return Outcome(intake.id, "duplicate", existing_id, existing_case)
         # Email whose From is not authenticated proves nothing about who sent it: it is
         # filed under a contact of its own, never under the identity it names.
         verified = message.channel not in SENDER_CHECKED_CHANNELS or authenticated(auth)
-        contact_id, identity_id, claimed = self._identity(conn, message, verified)
-        candidates, tokens = self._candidates(conn, message, claimed, verified)
+        contact_id, identity_id, claimed = self._identity(conn, message, verified, reads)
+        candidates, tokens = self._candidates(conn, message, claimed, verified, reads)
         decision = decide(
             candidates,
             message.received_at,
@@ -608,10 +783,10 @@ class Normalizer:
         acknowledging = decision.action == "new"
         routed = self.ack_routes.get(facts.channel)
         withheld = withhold_reason(facts, self.acks) if acknowledging and routed is None else None
-        case_id = self._apply(conn, decision, message, contact_id, withheld)
+        case_id = self._apply(conn, decision, message, contact_id, withheld, reads)
         logcontext.annotate(case=format_reference(case_id))
         message_id = self._insert_message(
-            conn, case_id, identity_id, intake, message, decision, auth
+            conn, case_id, identity_id, intake, message, decision, auth, reads, writes
         )
         # Issue 11: a token answered from the case's own contact verifies the identity;
         # the case's signature learns the text for merge suggestions.
@@ -621,30 +796,32 @@ class Normalizer:
         if report:
             _record_delivery(conn, report)
         else:  # a bounce's boilerplate would make every bounced case look alike
-            index_text(
-                conn,
-                case_id,
-                f"{message.subject}\n{message.text}",
-                new_case=decision.action == "new",
-            )
+            if signature is None:  # not parsed in the pool (tests, direct callers)
+                signature = message_signature(message)
+            if signature is not None:
+                writes.signature(case_id, signature, new_case=decision.action == "new")
         if message.meta.get("callback_requested"):
             conn.execute(
                 update(Case)
                 .where(Case.id == case_id, Case.callback_requested_at.is_(None))
                 .values(callback_requested_at=message.received_at)
             )
-        self._receipts(conn, message_id, intake, message)
+        self._receipts(writes, message_id, intake)
         if acknowledging and routed is not None:
             self._acknowledge_routed(conn, routed, case_id, facts, message)
         elif acknowledging:
             self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
-        self._finish(conn, intake.id, message_id)
+        self._finish(writes, intake.id, message_id)
         return Outcome(intake.id, "done", message_id, case_id, decision)
 
     # --- pieces of _persist -----------------------------------------------------------------
 
     def _identity(
-        self, conn: Connection, message: InboundMessage, verified: bool = True
+        self,
+        conn: Connection,
+        message: InboundMessage,
+        verified: bool = True,
+        reads: Reads | None = None,
     ) -> tuple[int, int | None, int | None]:
         """(contact, identity, the contact the sender's handle belongs to).
 
@@ -656,13 +833,19 @@ class Normalizer:
             # A withheld number or missing address is nobody in particular: never merged.
             contact_id = self._new_contact(conn, sender.name)
             return contact_id, None, None
-        row = conn.execute(
-            select(Identity.id, Identity.contact_id, Identity.display_name, Identity.facts).where(
-                Identity.kind == sender.kind, Identity.handle == sender.handle
-            )
-        ).one_or_none()
+        key = (sender.kind, sender.handle)
+        row: IdentityRow | None
+        if reads is not None and key in reads.identities:
+            row = reads.identities[key]
+        else:
+            found = conn.execute(
+                select(
+                    Identity.id, Identity.contact_id, Identity.display_name, Identity.facts
+                ).where(Identity.kind == sender.kind, Identity.handle == sender.handle)
+            ).one_or_none()
+            row = IdentityRow(*found) if found is not None else None
         if not verified:
-            contact_id = self._new_contact(conn, sender.name or sender.handle)
+            contact_id = self._new_contact(conn, sender.name or sender.handle, reads)
             return contact_id, None, row.contact_id if row is not None else contact_id
         if row is not None:
             changes: dict[str, Any] = {}
@@ -672,8 +855,10 @@ class Normalizer:
                 changes["facts"] = {**(row.facts or {}), **sender.facts}
             if changes:
                 conn.execute(update(Identity).where(Identity.id == row.id).values(**changes))
+                row.display_name = changes.get("display_name", row.display_name)
+                row.facts = changes.get("facts", row.facts)
             return row.contact_id, row.id, row.contact_id
-        contact_id = self._new_contact(conn, sender.name or sender.handle)
+        contact_id = self._new_contact(conn, sender.name or sender.handle, reads)
         identity_id = conn.execute(
             _INSERT_IDENTITY,
             {
@@ -686,11 +871,18 @@ class Normalizer:
                 "created_at": utcnow(),
             },
         ).scalar_one()
+        if reads is not None:
+            reads.identities[key] = IdentityRow(identity_id, contact_id, sender.name, sender.facts)
         return contact_id, identity_id, contact_id
 
     @staticmethod
-    def _new_contact(conn: Connection, name: str) -> int:
-        return conn.execute(_INSERT_CONTACT, {"name": name, "created_at": utcnow()}).scalar_one()
+    def _new_contact(conn: Connection, name: str, reads: Reads | None = None) -> int:
+        contact_id: int = conn.execute(
+            _INSERT_CONTACT, {"name": name, "created_at": utcnow()}
+        ).scalar_one()
+        if reads is not None:
+            reads.open_cases[contact_id] = []  # a new contact has no cases yet
+        return contact_id
 
     def _candidates(
         self,
@@ -698,6 +890,7 @@ class Normalizer:
         message: InboundMessage,
         contact_id: int | None,
         verified: bool = True,
+        reads: Reads | None = None,
     ) -> tuple[Candidates, frozenset[int]]:
         """The candidates, and the cases whose token the message really carries."""
         sender_contact = (
@@ -717,9 +910,7 @@ class Normalizer:
             ("conversation", message.thread.conversation),
         ):
             for ref in refs:
-                for case_id in conn.execute(
-                    select(MessageRef.case_id).where(MessageRef.ref == ref).distinct()
-                ).scalars():
+                for case_id in self._ref_cases(conn, ref, reads):
                     case = self._case_by(conn, Case.id == case_id)
                     if case is not None:
                         linked.append((kind, case))  # type: ignore[arg-type]
@@ -736,18 +927,30 @@ class Normalizer:
                     trusted.add(case.id)
         open_cases: list[CaseView] = []
         if sender_contact is not None:
-            open_cases = [
-                self._view(c)
-                for c in conn.execute(
+            if reads is not None and sender_contact in reads.open_cases:
+                rows: Iterable[Any] = reads.open_cases[sender_contact]
+            else:
+                rows = conn.execute(
                     select(Case).where(
                         Case.contact_id == sender_contact, Case.status.in_(OPEN_STATUSES)
                     )
                 )
-            ]
+            open_cases = [self._view(c) for c in rows]
         candidates = Candidates(
             sender_contact, linked, frozenset(trusted), open_cases, sender_verified=verified
         )
         return candidates, frozenset(token_case_ids)
+
+    @staticmethod
+    def _ref_cases(conn: Connection, ref: str, reads: Reads | None) -> list[int]:
+        """The cases holding a message with Message-ID (or conversation) `ref`."""
+        if reads is not None and ref in reads.refs:
+            return list(reads.refs[ref])
+        return list(
+            conn.execute(
+                select(MessageRef.case_id).where(MessageRef.ref == ref).distinct()
+            ).scalars()
+        )
 
     def _case_by(self, conn: Connection, condition: Any) -> CaseView | None:
         row = conn.execute(select(Case).where(condition)).one_or_none()
@@ -785,13 +988,18 @@ class Normalizer:
         message: InboundMessage,
         contact_id: int,
         withheld: str | None = None,
+        reads: Reads | None = None,
     ) -> int:
         now = message.received_at
         if decision.action == "new":
             due, rule = due_time(now, message.subject, message.text, self.store.sla)
-            case_id = conn.execute(
+            # The id first, so the reference (made from it) is written with the row: no
+            # second statement, and on PostgreSQL no second row version per new case.
+            case_id = _next_case_id(conn, reads)
+            conn.execute(
                 _INSERT_CASE,
                 dict(
+                    id=case_id,
                     token=new_token(),
                     contact_id=contact_id,
                     status="new",
@@ -808,12 +1016,11 @@ class Normalizer:
                     ack_state="withheld" if withheld else None,
                     ack_reason=withheld[:256] if withheld else None,
                     unverified_from=_unverified_from(message, decision),
-                    reference=None,
+                    reference=format_reference(case_id),
                 ),
-            ).scalar_one()
-            conn.execute(
-                update(Case).where(Case.id == case_id).values(reference=format_reference(case_id))
             )
+            if reads is not None:
+                reads.case_changed(contact_id)
             if decision.claims or decision.linked_case_id:
                 audit.append(
                     conn,
@@ -833,10 +1040,12 @@ class Normalizer:
         # case (a token, a shared thread) take turns on it. Threading read it unlocked; a
         # reopen decided on a resolved case that another message reopened meanwhile is a join.
         before = conn.execute(
-            select(Case.status, Case.resolved_at)
+            select(Case.status, Case.resolved_at, Case.contact_id)
             .where(Case.id == decision.case_id)
             .with_for_update()
         ).one()
+        if reads is not None:
+            reads.case_changed(before.contact_id)
         if decision.action == "reopen" and before.status in OPEN_STATUSES:
             decision = replace(decision, action="join")
         values: dict[str, Any] = {
@@ -870,7 +1079,9 @@ class Normalizer:
         intake: Any,
         message: InboundMessage,
         decision: Decision,
-        auth: dict[str, str] | None = None,
+        auth: dict[str, str] | None,
+        reads: Reads | None,
+        writes: Writes,
     ) -> int:
         meta = dict(message.meta)
         meta["threading"] = decision.reason
@@ -907,12 +1118,15 @@ class Normalizer:
                 auth=auth,
             ),
         ).scalar_one()
+        if reads is not None:
+            reads.dedup[message.dedup_key] = (message_id, case_id)
         refs = {*message.own_refs, *message.thread.conversation}
-        if refs:
-            conn.execute(
-                insert(MessageRef),
-                [{"ref": r, "case_id": case_id, "message_id": message_id} for r in sorted(refs)],
-            )
+        for ref in sorted(refs):
+            writes.refs.append({"ref": ref, "case_id": case_id, "message_id": message_id})
+            if reads is not None:
+                known = reads.refs.setdefault(ref, [])
+                if case_id not in known:
+                    known.append(case_id)
         for part in message.attachments:
             digest = sha256(part.data)
             conn.execute(
@@ -956,6 +1170,10 @@ class Normalizer:
         imported history: importing is the operator's one decision for the whole file, and
         the import writes one audit row for it (normalizer/backfill.py).
         """
+        if withheld is not None and not facts.acknowledge:
+            # Already written on the case when it was opened, and history is audited once
+            # per import: queue_ack would write the same two columns again.
+            return
         now = utcnow()
         template = self.acks.template(facts.channel)
         if withheld is None:
@@ -1083,28 +1301,25 @@ class Normalizer:
         )
 
     @staticmethod
-    def _receipts(conn: Connection, message_id: int, intake: Any, message: InboundMessage) -> None:
+    def _receipts(writes: Writes, message_id: int, intake: Any) -> None:
         addresses = intake.envelope.get("rcpt_tos") or [intake.envelope.get("address", "")]
-        conn.execute(
-            insert_ignore(conn, Receipt, ["message_id", "intake_id", "address"]),
-            [
+        # Lower-cased before de-duplicating: one receipt per address however it was spelled
+        # (the unique key would refuse the second within one statement's rows otherwise).
+        for address in dict.fromkeys(str(a).lower() for a in addresses):
+            writes.receipts.append(
                 {
                     "message_id": message_id,
                     "intake_id": intake.id,
                     "connector": intake.connector,
-                    "address": str(address).lower(),
+                    "address": address,
                     "received_at": intake.received_at,
                 }
-                for address in dict.fromkeys(addresses)
-            ],
-        )
+            )
 
     @staticmethod
-    def _finish(conn: Connection, intake_id: int, message_id: int) -> None:
-        conn.execute(
-            update(Intake)
-            .where(Intake.id == intake_id)
-            .values(state="done", message_id=message_id, processed_at=utcnow())
+    def _finish(writes: Writes, intake_id: int, message_id: int) -> None:
+        writes.finished.append(
+            {"k_id": intake_id, "message_id": message_id, "processed_at": utcnow()}
         )
 
 

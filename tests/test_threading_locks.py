@@ -335,6 +335,57 @@ def test_batches_naming_two_people_in_opposite_orders_never_deadlock(pg_engine: 
     assert len(cases) == 2  # one for Ann, one for Bob
 
 
+def committed_keys(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(Message.dedup_key)).scalars())
+
+
+def test_a_batch_defers_the_inputs_whose_locks_are_held_and_files_the_rest_at_once(
+    pg_engine: Engine,
+):
+    """Ann's first message is held open; a batch of Ann, Bob, Ann, Carol files Bob and Carol
+    at once (nothing waits for a whole batch), defers both of Ann's in their order, and
+    files them into Ann's case once her first transaction commits."""
+    normalizer, (first, *rest) = claimed(pg_engine, 5)
+    batch = [tweet(2, "ann"), tweet(3, "bob"), tweet(4, "ann"), tweet(5, "carol")]
+    items = [(i, ParseResult(i.id, m)) for i, m in zip(rest, batch, strict=True)]
+    keys = {n: message_keys(m) for n, m in enumerate(batch)}
+    outcomes: list[Any] = []
+    failures: list[BaseException] = []
+
+    def file() -> None:
+        try:
+            outcomes.extend(normalizer._persist_many(items, keys))
+        except BaseException as exc:
+            failures.append(exc)
+
+    with pg_engine.connect() as held:
+        held.begin()
+        ann = hold_open(normalizer, held, first, tweet(1, "ann"))
+        filing = threading.Thread(target=file, daemon=True)
+        filing.start()
+        deadline = time.monotonic() + 120
+        while committed_keys(pg_engine) != {"twitter:3", "twitter:5"}:
+            assert time.monotonic() < deadline, committed_keys(pg_engine)
+            assert not failures, failures
+            time.sleep(0.05)
+        # Bob's and Carol's are in; Ann's two wait for her first one, seen in pg_locks.
+        while waiting_for_advisory_lock(pg_engine) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting_for_advisory_lock(pg_engine) == 1 and filing.is_alive()
+        held.commit()
+    filing.join(timeout=120)
+    assert not failures, failures
+    assert [o.state for o in outcomes] == ["done"] * 4
+    assert outcomes[0].case_id == outcomes[2].case_id == ann.case_id
+    assert len({ann.case_id, outcomes[1].case_id, outcomes[3].case_id}) == 3
+    with pg_engine.connect() as conn:
+        order = conn.execute(
+            select(Message.dedup_key).where(Message.case_id == ann.case_id).order_by(Message.id)
+        ).scalars()
+        assert list(order) == ["twitter:1", "twitter:2", "twitter:4"]  # Ann's order kept
+
+
 # --- processes: the same cases from 1, 2 and 4 workers -------------------------------------------
 
 PEOPLE = 50

@@ -1,0 +1,173 @@
+"""What one filing transaction reads up front and writes at its end, set-based.
+
+Filing a message one statement at a time cost about thirteen statements per message, and
+building and sending each was most of the filing's time (docs/benchmarks/normalize.md).
+A batch of parsed inputs is filed in one transaction that holds the threading locks of
+every key its messages name (normalizer/threadlocks.py): their dedup keys, their senders'
+identities, the Message-IDs and conversations they name. Nobody else can write those rows
+until the transaction ends, so they are read once for the whole batch (`Reads`) and only
+this transaction's own writes change them afterwards, which `Reads` follows as they are
+made. Rows nothing in the transaction reads back (receipts, the intake rows' final state,
+message refs, which `Reads` answers for, and the merge-suggestion signatures) are written
+once per batch at its end (`Writes`).
+
+SQLite has one writer at a time (BEGIN IMMEDIATE), so the same reasoning holds there with
+no locks at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
+
+from inbox.db import insert_ignore
+from inbox.models import Case, Identity, Intake, Message, MessageRef, Receipt
+from inbox.suggestions import PendingSignature, fold_signature, index_signatures
+from normalizer.message import InboundMessage
+from normalizer.threadlocks import identity_of
+from normalizer.threads import OPEN_STATUSES
+
+
+@dataclass
+class IdentityRow:
+    """The columns of an identity that filing reads and may change."""
+
+    id: int
+    contact_id: int
+    display_name: str | None
+    facts: dict[str, Any] | None
+
+
+def looked_up_refs(message: InboundMessage) -> set[str]:
+    """The Message-IDs and conversations whose cases threading looks up for `message`."""
+    thread = message.thread
+    return {*thread.in_reply_to, *thread.references, *thread.conversation}
+
+
+@dataclass
+class Reads:
+    """Rows read once for a batch, kept current with the batch's own writes.
+
+    Each map holds an entry for every key of the batch (None or empty when the store has
+    none), so a key that is missing was not read up front and is looked up in the store.
+    """
+
+    dedup: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    identities: dict[tuple[str, str], IdentityRow | None] = field(default_factory=dict)
+    refs: dict[str, list[int]] = field(default_factory=dict)
+    # contact -> its open cases (rows of `cases`), while this batch has not changed them.
+    open_cases: dict[int, list[Any]] = field(default_factory=dict)
+    # SQLite: the id of the last case this batch opened (normalizer/worker.py _next_case_id).
+    last_case_id: int | None = None
+
+    @classmethod
+    def load(cls, conn: Connection, messages: Sequence[InboundMessage]) -> Reads:
+        reads = cls()
+        reads.load_identities(conn, messages)
+        reads.load_rest(conn, messages)
+        return reads
+
+    def load_identities(self, conn: Connection, messages: Sequence[InboundMessage]) -> set[int]:
+        """The senders' identities; returns their contacts (the second phase's lock keys)."""
+        wanted = sorted({i for i in map(identity_of, messages) if i is not None})
+        self.identities = dict.fromkeys(wanted)
+        contacts: set[int] = set()
+        for chunk in _chunks(wanted):
+            for row in conn.execute(
+                select(
+                    Identity.kind,
+                    Identity.handle,
+                    Identity.id,
+                    Identity.contact_id,
+                    Identity.display_name,
+                    Identity.facts,
+                ).where(tuple_(Identity.kind, Identity.handle).in_(chunk))
+            ):
+                self.identities[(row.kind, row.handle)] = IdentityRow(
+                    row.id, row.contact_id, row.display_name, row.facts
+                )
+                contacts.add(row.contact_id)
+        return contacts
+
+    def load_rest(self, conn: Connection, messages: Sequence[InboundMessage]) -> None:
+        """Dedup keys, named refs and the open cases of the known senders' contacts."""
+        keys = sorted({m.dedup_key for m in messages})
+        self.dedup = dict.fromkeys(keys)
+        for chunk in _chunks(keys):
+            for row in conn.execute(
+                select(Message.dedup_key, Message.id, Message.case_id).where(
+                    Message.dedup_key.in_(chunk)
+                )
+            ):
+                self.dedup[row.dedup_key] = (row.id, row.case_id)
+        refs = sorted(set().union(*map(looked_up_refs, messages)))
+        self.refs = {ref: [] for ref in refs}
+        for chunk in _chunks(refs):
+            for ref, case_id in conn.execute(
+                select(MessageRef.ref, MessageRef.case_id)
+                .where(MessageRef.ref.in_(chunk))
+                .distinct()
+                .order_by(MessageRef.ref, MessageRef.case_id)
+            ):
+                self.refs[ref].append(case_id)
+        contacts = sorted({r.contact_id for r in self.identities.values() if r is not None})
+        self.open_cases = {c: [] for c in contacts}
+        for chunk in _chunks(contacts):
+            for case in conn.execute(
+                select(Case)
+                .where(Case.contact_id.in_(chunk), Case.status.in_(OPEN_STATUSES))
+                .order_by(Case.id)
+            ):
+                self.open_cases[case.contact_id].append(case)
+
+    def case_changed(self, contact_id: int) -> None:
+        """A case of `contact_id` was opened or changed: its open cases are read again."""
+        self.open_cases.pop(contact_id, None)
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    # Bounded IN lists: SQLite allows 32,766 parameters, and long lists plan poorly.
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class Writes:
+    """Rows written at the end of a batch (or of one input, in its savepoint)."""
+
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    refs: list[dict[str, Any]] = field(default_factory=list)
+    signatures: dict[int, PendingSignature] = field(default_factory=dict)
+
+    def signature(self, case_id: int, sig: tuple[bytes, int], *, new_case: bool) -> None:
+        fold_signature(self.signatures, case_id, sig, new_case=new_case)
+
+    def flush(self, conn: Connection) -> None:
+        if self.refs:
+            conn.execute(insert(MessageRef), self.refs)
+        if self.receipts:
+            conn.execute(
+                insert_ignore(conn, Receipt, ["message_id", "intake_id", "address"]),
+                self.receipts,
+            )
+        index_signatures(conn, self.signatures)
+        if self.finished:
+            conn.execute(_FINISH, self.finished)
+        self.clear()
+
+    def clear(self) -> None:
+        self.receipts, self.finished, self.refs, self.signatures = [], [], [], {}
+
+
+# One UPDATE for every intake row a batch settled, each with its own values.
+_FINISH = (
+    update(Intake)
+    .where(Intake.id == bindparam("k_id"))
+    .values(
+        state="done", message_id=bindparam("message_id"), processed_at=bindparam("processed_at")
+    )
+)
