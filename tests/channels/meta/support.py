@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from connectors.meta.settings import MetaSettings
 from inbox.secrets import Secret
 from inbox.web import create_app
 from normalizer.intake import RawInput, Stored, store
+from tests.support.fake_server import served_in_thread
 
 FIXTURES = Path(__file__).parent / "fixtures"
 APP_SECRET = "0f3c9a7d1e2b4c5d6e7f8091a2b3c4d5"
@@ -251,23 +251,6 @@ def error(
 def fake_graph() -> Iterator[FakeGraph]:
     """The fake on port 0, on a loop of its own in a thread: the senders are blocking."""
     fake = FakeGraph()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        fake.base_url = f"http://127.0.0.1:{port}"
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
+    with served_in_thread(fake.app) as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()

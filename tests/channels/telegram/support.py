@@ -9,9 +9,7 @@ sendMessage may be answered with queued errors (a 429 with `parameters.retry_aft
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.telegram.settings import TelegramSettings
+from tests.support.fake_server import served_in_thread
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "7755001122:AAH3kq9Zt-parity_test_token_x1"
@@ -166,26 +165,9 @@ class FakeBotApi:
 def fake_bot_api() -> Iterator[FakeBotApi]:
     """The fake on port 0, on a loop of its own in a thread: the senders are blocking."""
     fake = FakeBotApi()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        fake.base_url = f"http://127.0.0.1:{port}"
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
+    with served_in_thread(fake.app) as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def deliver(engine: Any, *names: str) -> None:
