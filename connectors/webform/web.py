@@ -108,6 +108,16 @@ class WebForm:
 
     # --- helpers --------------------------------------------------------------------------
 
+    def _form_token(self, fields: dict[str, str], now: datetime) -> abuse.FormToken:
+        """The posted form token's facts, the form's and the status page's alike; raises
+        abuse.TokenError when it is not ours or too old."""
+        return abuse.check(
+            self.secret,
+            fields.get("form_token", ""),
+            now.timestamp(),
+            self.settings.token_max_age_minutes * 60,
+        )
+
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
         self.health.details["counts"] = dict(self.counts)
@@ -276,12 +286,7 @@ class WebForm:
             )
         typed = {k: v[:FIELD_BYTES] for k, v in fields.items() if k not in NOT_KEPT}
         try:
-            token = abuse.check(
-                self.secret,
-                fields.get("form_token", ""),
-                now.timestamp(),
-                self.settings.token_max_age_minutes * 60,
-            )
+            token = self._form_token(fields, now)
         except abuse.TokenError as exc:
             self._count("bad_token")
             return await self._form_again(403, {"form": str(exc)}, typed)
@@ -465,12 +470,7 @@ class WebForm:
                 status=413,
             )
         try:
-            form_token = abuse.check(
-                self.secret,
-                fields.get("form_token", ""),
-                now.timestamp(),
-                self.settings.token_max_age_minutes * 60,
-            )
+            form_token = self._form_token(fields, now)
         except abuse.TokenError as exc:
             return self._status(view, token, errors={"text": str(exc)}, status=403)
         if view.resolved and (view.reopen_until is None or view.reopen_until <= now):
