@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
@@ -47,3 +48,22 @@ def served_in_thread(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+class Fake(Protocol):
+    """A provider's fake: its app, and the base URL it is served at (set when served)."""
+
+    base_url: str
+
+    def app(self) -> web.Application: ...
+
+
+F = TypeVar("F", bound=Fake)
+
+
+@contextmanager
+def serving(fake: F) -> Iterator[F]:
+    """`fake` served until the block ends (`served_in_thread`), its base_url set."""
+    with served_in_thread(fake.app) as base_url:
+        fake.base_url = base_url
+        yield fake

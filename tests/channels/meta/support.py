@@ -8,8 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from connectors.meta.settings import MetaSettings
 from inbox.secrets import Secret
 from inbox.web import create_app
 from normalizer.intake import RawInput, Stored, store
-from tests.support.fake_server import served_in_thread
+from tests.support.fake_server import serving
 
 FIXTURES = Path(__file__).parent / "fixtures"
 APP_SECRET = "0f3c9a7d1e2b4c5d6e7f8091a2b3c4d5"
@@ -247,10 +246,6 @@ def error(
     return {"error": body}
 
 
-@contextmanager
-def fake_graph() -> Iterator[FakeGraph]:
+def fake_graph() -> AbstractContextManager[FakeGraph]:
     """The fake on port 0, on a loop of its own in a thread: the senders are blocking."""
-    fake = FakeGraph()
-    with served_in_thread(fake.app) as base_url:
-        fake.base_url = base_url
-        yield fake
+    return serving(FakeGraph())

@@ -10,8 +10,8 @@ sendMessage may be answered with queued errors (a 429 with `parameters.retry_aft
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.telegram.settings import TelegramSettings
-from tests.support.fake_server import served_in_thread
+from tests.support.fake_server import serving
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "7755001122:AAH3kq9Zt-parity_test_token_x1"
@@ -161,13 +161,9 @@ class FakeBotApi:
         return web.Response(status=404)
 
 
-@contextmanager
-def fake_bot_api() -> Iterator[FakeBotApi]:
+def fake_bot_api() -> AbstractContextManager[FakeBotApi]:
     """The fake on port 0, on a loop of its own in a thread: the senders are blocking."""
-    fake = FakeBotApi()
-    with served_in_thread(fake.app) as base_url:
-        fake.base_url = base_url
-        yield fake
+    return serving(FakeBotApi())
 
 
 def deliver(engine: Any, *names: str) -> None:

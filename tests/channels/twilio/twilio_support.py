@@ -7,8 +7,7 @@ import asyncio
 import base64
 import json
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -26,7 +25,7 @@ from connectors.twilio.settings import TwilioSettings
 from inbox.secrets import Secret
 from inbox.web import create_app
 from normalizer.intake import RawInput, Stored, store
-from tests.support.fake_server import served_in_thread
+from tests.support.fake_server import serving
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -188,10 +187,6 @@ class FakeTwilio:
         return web.Response(body=found[1], content_type=found[0])
 
 
-@contextmanager
-def fake_twilio() -> Iterator[FakeTwilio]:
+def fake_twilio() -> AbstractContextManager[FakeTwilio]:
     """The fake on port 0, on a loop of its own in a thread: the Twilio client is blocking."""
-    fake = FakeTwilio()
-    with served_in_thread(fake.app) as base_url:
-        fake.base_url = base_url
-        yield fake
+    return serving(FakeTwilio())
