@@ -24,52 +24,21 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
-import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp
 from aiohttp import web
-from sqlalchemy import create_engine, func, select, text
 
-from bench.webhooks import serve
+from bench.webhooks import compare_stored, print_load, print_rates
 from connectors.webform import abuse
 from connectors.webform.settings import WebformSettings
 from connectors.webform.web import WebForm
-from inbox import migrate
-from inbox.db import make_engine
-from inbox.models import Intake, utcnow
+from inbox.models import utcnow
 from inbox.secrets import Secret
-from inbox.web import create_app
-from normalizer.intake import IntakeWriter
 
 SECRET = "bench-webform-secret-0123456789"  # noqa: S105 (made up: signs local forms)
 PATH = "/contact"
-PG_ADMIN = os.environ.get("PARITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-@contextmanager
-def store_url(db: str) -> Iterator[str]:
-    """A fresh, migrated store: SQLite in a temporary directory, or a new PostgreSQL database."""
-    if db == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{tmp}/bench.db"
-        return
-    name = f"parity_bench_form_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 BOUNDARY = "----parity-bench-boundary"
@@ -106,30 +75,6 @@ def posts_for(count: int, bits: int) -> list[bytes]:
     return made
 
 
-async def load(url: str, bodies: Sequence[bytes], concurrency: int) -> float:
-    """POST every body `concurrency` at a time; posts per second. Anything but a 303 stops
-    the run: a bench that counted refusals would measure the wrong thing."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            while not queue.empty():
-                body = queue.get_nowait()
-                async with session.post(
-                    url, data=body, headers=headers, allow_redirects=False
-                ) as response:
-                    await response.read()
-                    assert response.status == 303, (response.status, await response.text())
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(bodies) / (time.perf_counter() - started)
-
-
 async def main(
     count: int, concurrency: int, bits: int, warm_up: int = 100, db: str = "sqlite"
 ) -> None:
@@ -151,37 +96,23 @@ async def main(
         wait_seconds=0,
     )
     print(f"finding {count + warm_up} stamps of {bits} bits ...", flush=True)
-    posts = posts_for(count + warm_up, bits)
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    posts = [(body, headers) for body in posts_for(count + warm_up, bits)]
     load_before = os.getloadavg()
-    with store_url(db) as url:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        writer = IntakeWriter(engine)
-        writer.start()
-        form = WebForm(section, engine, Secret(SECRET), writer.submit)
-        ours_app = create_app(engine, routes=form.routes())
-        results: dict[str, float] = {}
-        for name, app in (("bare aiohttp", baseline_app), ("parity", ours_app)):
-            for items in (posts[:warm_up], posts[warm_up:]):
-                runner, url = await serve(app, PATH)
-                results[name] = await load(url, items, concurrency)  # the measured run is last
-                await runner.cleanup()
-        await asyncio.to_thread(writer.stop)
-        with engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()
-        engine.dispose()
-    assert stored == count + warm_up, stored
+    results = await compare_stored(
+        baseline_app,
+        lambda engine, submit: WebForm(section, engine, Secret(SECRET), submit).routes(),
+        PATH,
+        posts,
+        concurrency,
+        db=db,
+        warm_up=warm_up,
+        expect=303,
+    )
     store = "SQLite (WAL, FULL sync)" if db == "sqlite" else "PostgreSQL"
     print(f"{count} contact form posts, {concurrency} at a time, {store}")
-    for name, rate in results.items():
-        print(f"  {name:14s} {rate:8.0f} posts/s")
-    print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
-    print(
-        "  load average before / after: "
-        + " ".join(f"{x:.2f}" for x in load_before)
-        + " / "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    )
+    print_rates(results, "posts/s")
+    print_load(load_before)
 
 
 if __name__ == "__main__":

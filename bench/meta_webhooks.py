@@ -25,22 +25,15 @@ import hmac
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web
-from sqlalchemy import func, select
 
-from bench.webhooks import compare
+from bench.webhooks import compare_stored, print_load, print_rates
 from connectors.meta.intake import MetaWebhooks
-from inbox import migrate
-from inbox.db import make_engine
-from inbox.models import Intake
 from inbox.secrets import Secret
-from inbox.web import create_app
-from normalizer.intake import IntakeWriter
 
 SECRET = "bench-app-secret-0123456789abcdef"  # noqa: S105 (made up: signs local requests)
 PATH = "/meta/webhook"
@@ -98,36 +91,20 @@ async def main(count: int, concurrency: int, rounds: int = 1) -> None:
     baseline_app = web.Application()
     baseline_app.router.add_post(PATH, bare)
     load_before = os.getloadavg()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{tmp}/bench.db")
-        migrate.upgrade(engine)
-        writer = IntakeWriter(engine)
-        writer.start()
-        hooks = MetaWebhooks(engine, Secret("unused"), Secret(SECRET), writer.submit)
-        ours_app = create_app(engine, routes=hooks.routes())
-        warm = requests_for(count + 200)
-        signed = [(body, headers(signature)) for body, signature in warm]
-        results = await compare(baseline_app, ours_app, PATH, signed, concurrency, rounds=rounds)
-        await asyncio.to_thread(writer.stop)
-        with engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()
-        engine.dispose()
-    assert stored == count + 200, stored
-    print(f"{count} signed WhatsApp webhooks, {concurrency} at a time, SQLite (WAL, FULL sync)")
-    for name in ("bare aiohttp", "parity"):
-        print(f"  {name:14s} {results[name]:8.0f} requests/s")
-    if rounds > 1:
-        each = ", ".join(f"{results[f'ratio {i + 1}']:.2f}" for i in range(rounds))
-        print(f"  ratio parity / bare: {results['ratio']:.2f} (median of {rounds} rounds: {each})")
-    else:
-        print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
-    print(
-        "  load average before / after: "
-        + " ".join(f"{x:.2f}" for x in load_before)
-        + " / "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    signed = [(body, headers(signature)) for body, signature in requests_for(count + 200)]
+    results = await compare_stored(
+        baseline_app,
+        lambda engine, submit: MetaWebhooks(
+            engine, Secret("unused"), Secret(SECRET), submit
+        ).routes(),
+        PATH,
+        signed,
+        concurrency,
+        rounds=rounds,
     )
+    print(f"{count} signed WhatsApp webhooks, {concurrency} at a time, SQLite (WAL, FULL sync)")
+    print_rates(results, rounds=rounds)
+    print_load(load_before)
 
 
 if __name__ == "__main__":

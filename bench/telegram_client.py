@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web
 
+from bench.webhooks import print_load, serve
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "1000001:bench-token-for-the-local-fake"  # noqa: S105 (made up)
 BATCH = 100
@@ -152,12 +154,7 @@ class Fake:
         async def up() -> None:
             app = web.Application()
             app.router.add_route("*", "/bot{token}/{method}", self.method)
-            self.runner = web.AppRunner(app, access_log=None)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.base_url = f"http://127.0.0.1:{port}"
+            self.runner, self.base_url = await serve(app, "")
 
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         asyncio.run_coroutine_threadsafe(up(), self.loop).result(10)
@@ -219,12 +216,7 @@ def main(ptb_python: str | None, calls: int) -> None:
         needed = set(run(ptb_python, DEPENDENCY_LIST, "python-telegram-bot").split())
         have = set(run(ours, DEPENDENCY_LIST, "parity").split())
         print("  python-telegram-bot adds: " + (" ".join(sorted(needed - have)) or "nothing"))
-    print(
-        "  load average before / after: "
-        + " ".join(f"{x:.2f}" for x in load_before)
-        + " / "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    )
+    print_load(load_before)
 
 
 if __name__ == "__main__":

@@ -20,23 +20,16 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web
-from sqlalchemy import func, select
 
-from bench.webhooks import compare
+from bench.webhooks import compare_stored, print_load, print_rates
 from connectors.telegram.intake import PATH, SECRET_HEADER, TelegramWebhook
 from connectors.telegram.settings import TelegramSettings
-from inbox import migrate
-from inbox.db import make_engine
-from inbox.models import Intake
 from inbox.secrets import Secret
-from inbox.web import create_app
-from normalizer.intake import IntakeWriter
 
 SECRET = "bench-webhook-secret_0123456789"  # noqa: S105 (made up: guards local requests)
 TOKEN = "1000001:bench-token-not-used-for-any-request"  # noqa: S105 (made up)
@@ -69,33 +62,19 @@ async def main(count: int, concurrency: int) -> None:
     baseline_app.router.add_post(PATH, bare)
     load_before = os.getloadavg()
     headers = {"Content-Type": "application/json", SECRET_HEADER: SECRET}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{tmp}/bench.db")
-        migrate.upgrade(engine)
-        writer = IntakeWriter(engine)
-        writer.start()
-        hook = TelegramWebhook(
-            TelegramSettings(mode="webhook"), engine, Secret(TOKEN), Secret(SECRET), writer.submit
-        )
-        ours_app = create_app(engine, routes=hook.routes())
-        bodies = [(body, headers) for body in updates_for(count + 200)]
-        results = await compare(baseline_app, ours_app, PATH, bodies, concurrency)
-        await asyncio.to_thread(writer.stop)
-        with engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()
-        engine.dispose()
-    assert stored == count + 200, stored
-    print(f"{count} Telegram webhook updates, {concurrency} at a time, SQLite (WAL, FULL sync)")
-    for name, rate in results.items():
-        print(f"  {name:14s} {rate:8.0f} requests/s")
-    print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
-    print(
-        "  load average before / after: "
-        + " ".join(f"{x:.2f}" for x in load_before)
-        + " / "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    bodies = [(body, headers) for body in updates_for(count + 200)]
+    results = await compare_stored(
+        baseline_app,
+        lambda engine, submit: TelegramWebhook(
+            TelegramSettings(mode="webhook"), engine, Secret(TOKEN), Secret(SECRET), submit
+        ).routes(),
+        PATH,
+        bodies,
+        concurrency,
     )
+    print(f"{count} Telegram webhook updates, {concurrency} at a time, SQLite (WAL, FULL sync)")
+    print_rates(results)
+    print_load(load_before)
 
 
 if __name__ == "__main__":

@@ -15,27 +15,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web
-from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bench.webhooks import compare
+from bench.webhooks import compare_stored, print_load, print_rates
 from connectors.twilio.intake import TwilioWebhooks
 from connectors.twilio.settings import TwilioSettings
-from inbox import migrate
-from inbox.db import make_engine
-from inbox.models import Intake
 from inbox.secrets import Secret
-from inbox.web import create_app
-from normalizer.intake import IntakeWriter
 
 TOKEN = "bench-auth-token-0123456789abcdef"  # noqa: S105 (made up: signs local requests)
 PUBLIC = "https://support.example.com"
@@ -79,27 +73,19 @@ async def main(count: int, concurrency: int) -> None:
 
     baseline_app = web.Application()
     baseline_app.router.add_post("/twilio/sms", bare)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{tmp}/bench.db")
-        migrate.upgrade(engine)
-        writer = IntakeWriter(engine)
-        writer.start()
-        settings = TwilioSettings(enabled=True, public_url=PUBLIC)
-        hooks = TwilioWebhooks(settings, engine, Secret(TOKEN), writer.submit)
-        ours_app = create_app(engine, routes=hooks.routes())
-        warm = requests_for(count + 200)
-        signed = [(body, headers(signature)) for body, signature in warm]
-        results = await compare(baseline_app, ours_app, "/twilio/sms", signed, concurrency)
-        await asyncio.to_thread(writer.stop)
-        with engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(Intake)).scalar_one()
-        engine.dispose()
-    assert stored == count + 200, stored
+    load_before = os.getloadavg()
+    settings = TwilioSettings(enabled=True, public_url=PUBLIC)
+    signed = [(body, headers(signature)) for body, signature in requests_for(count + 200)]
+    results = await compare_stored(
+        baseline_app,
+        lambda engine, submit: TwilioWebhooks(settings, engine, Secret(TOKEN), submit).routes(),
+        "/twilio/sms",
+        signed,
+        concurrency,
+    )
     print(f"{count} signed SMS webhooks, {concurrency} at a time, SQLite (WAL, FULL sync)")
-    for name, rate in results.items():
-        print(f"  {name:14s} {rate:8.0f} requests/s")
-    print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
+    print_rates(results)
+    print_load(load_before)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, select, update
 
@@ -210,6 +210,48 @@ def load_checkpoint(engine: Engine, connector: str, key: str) -> dict[str, Any] 
 _Entry = tuple[RawInput, "asyncio.Future[Stored]", asyncio.AbstractEventLoop]
 
 
+_Item = TypeVar("_Item")
+
+
+def next_batch(
+    waiting: queue.SimpleQueue[list[_Item] | None], max_batch: int
+) -> tuple[list[_Item], bool]:
+    """(the next group commit's items, whether to stop after it), for a writer thread.
+
+    Waits for the first list, then joins whatever else is already waiting, up to about
+    `max_batch` items: under load one commit (one fsync) covers many callers, idle it
+    covers one without waiting for more. None in the queue means stop: what came before it
+    is still committed, nothing after it is read.
+    """
+    first = waiting.get()
+    if first is None:
+        return [], True
+    batch = list(first)
+    while len(batch) < max_batch:
+        try:
+            nxt = waiting.get_nowait()
+        except queue.Empty:
+            return batch, False
+        if nxt is None:
+            return batch, True
+        batch.extend(nxt)
+    return batch, False
+
+
+def commit_batches(
+    waiting: queue.SimpleQueue[list[_Item] | None],
+    max_batch: int,
+    commit: Callable[[list[_Item]], None],
+) -> None:
+    """A group-commit thread's loop: `commit` each `next_batch` until told to stop."""
+    while True:
+        batch, stopping = next_batch(waiting, max_batch)
+        if batch:
+            commit(batch)
+        if stopping:
+            return
+
+
 class IntakeWriter:
     """Group commit for asyncio servers: `await submit(item)` returns once it is durable.
 
@@ -277,24 +319,7 @@ class IntakeWriter:
             self._queue.put(turn)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = list(first)
-            stopping = False
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.extend(nxt)
-            self._commit(batch)
-            if stopping:
-                return
+        commit_batches(self._queue, self.max_batch, self._commit)
 
     def _commit(self, batch: list[_Entry]) -> None:
         try:

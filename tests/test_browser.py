@@ -7,11 +7,8 @@ installs them. The test also takes the README's screenshots (docs/screenshots/).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
-import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,13 +17,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from selenium import webdriver
 from selenium.common.exceptions import (
     NoSuchElementException,
     StaleElementReferenceException,
     WebDriverException,
 )
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -35,10 +30,10 @@ from sqlalchemy import Engine
 from inbox import accounts
 from inbox.web import create_app
 from inbox.web.config import InboxSettings
+from tests.support.browser import chromium
+from tests.support.fake_server import served_in_thread
 from tests.support.inbox_helpers import DOMAIN, PASSWORD, email_case, make_user
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 # The README's screenshots are refreshed only when asked (PARITY_SCREENSHOTS=1), so a test
 # run leaves the committed pictures alone; otherwise they go to a scratch folder.
 README_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -60,40 +55,18 @@ class Server:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.port = 0
-        self.runner: web.AppRunner | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.url = ""
+        self._served = served_in_thread(self._app, shutdown_timeout=1)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        app = create_app(self.engine, InboxSettings(), message_id_domain=DOMAIN)
-        self.runner = web.AppRunner(app, shutdown_timeout=1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    def _app(self) -> web.Application:
+        return create_app(self.engine, InboxSettings(), message_id_domain=DOMAIN)
 
     def __enter__(self) -> Server:
-        self.thread.start()
-        assert self.ready.wait(10), "the server did not start"
+        self.url = self._served.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self._served.__exit__(None, None, None)
 
     def call(self, token: str, method: str, path: str, body: Any = None) -> Any:
         request = urllib.request.Request(
@@ -108,25 +81,7 @@ class Server:
 
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
-    # Fail, never skip: a CI without the browser must not pass the browser test.
-    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), f"{CHROMIUM} is missing"
-    assert Path(CHROMEDRIVER).exists(), f"{CHROMEDRIVER} is missing"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(20)
+    driver = chromium()
     try:
         yield driver
     finally:

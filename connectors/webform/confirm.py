@@ -30,6 +30,7 @@ from connectors.base import ConnectorHealth
 from connectors.webform import abuse
 from connectors.webform.form import Checked
 from connectors.webform.settings import WebformSettings
+from connectors.webform.status import opened_by
 from inbox import audit
 from inbox.channels import CHANNEL_FACTS, MAIL_CHANNEL, REPLY_CHANNEL_OF_KIND
 from inbox.db import read, write
@@ -143,11 +144,7 @@ class Confirmations:
     def confirm(self, sid: str, handle: str, code: str, now: datetime) -> bool:
         """File `handle` as the person's identity when `code` proves it; False otherwise."""
         with write(self.engine) as conn:
-            value = conn.execute(
-                select(Checkpoint.value)
-                .where(Checkpoint.connector == CONNECTOR, Checkpoint.key == key_of(sid))
-                .with_for_update()
-            ).scalar_one_or_none()
+            value = self._locked(conn, sid)
             row = dict(value) if value else None
             kind = self._claim(row, handle, now)
             if row is None or kind is None or not self._code_ok(sid, kind, handle, code):
@@ -240,11 +237,7 @@ class Confirmations:
         if not self._opened(sid) and not self._expired(sid, now):
             return 0
         with write(self.engine) as conn:
-            value = conn.execute(
-                select(Checkpoint.value)
-                .where(Checkpoint.connector == CONNECTOR, Checkpoint.key == key_of(sid))
-                .with_for_update()
-            ).scalar_one_or_none()
+            value = self._locked(conn, sid)
             row = dict(value or {})
             if row.get("state") != "pending":
                 self._done(conn, sid)
@@ -256,14 +249,7 @@ class Confirmations:
                 self._save(conn, sid, row, now)
                 self._done(conn, sid)
                 return 0
-            case = conn.execute(
-                select(Case.id, Case.reference)
-                .join(Message, Message.case_id == Case.id)
-                .join(Identity, Identity.id == Message.identity_id)
-                .where(Identity.kind == "web", Identity.handle == sid)
-                .order_by(Message.id)
-                .limit(1)
-            ).one_or_none()
+            case = conn.execute(opened_by(sid, Case.id, Case.reference)).one_or_none()
             if case is None:
                 return 0  # not opened yet
             sent: list[dict[str, Any]] = []
@@ -304,6 +290,16 @@ class Confirmations:
             self._save(conn, sid, row, now)
             self._done(conn, sid)
         return sum(1 for s in sent if "outbox_id" in s)
+
+    @staticmethod
+    def _locked(conn: Connection, sid: str) -> Any:
+        """The submission's confirmation record, locked until the transaction ends (FOR
+        UPDATE: two instances never send or confirm the same claim twice)."""
+        return conn.execute(
+            select(Checkpoint.value)
+            .where(Checkpoint.connector == CONNECTOR, Checkpoint.key == key_of(sid))
+            .with_for_update()
+        ).scalar_one_or_none()
 
     @staticmethod
     def _save(conn: Connection, sid: str, row: dict[str, Any], now: datetime) -> None:

@@ -29,6 +29,17 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a message may hold: the form's and the status page's alike (the settings'
+    max_text_chars, max_attachments, max_attachment_bytes, attachment_types)."""
+
+    max_text: int
+    max_files: int
+    max_file_bytes: int
+    types: list[str]
+
+
+@dataclass(frozen=True)
 class Checked:
     """The form's fields as stored, or the errors by field name."""
 
@@ -76,16 +87,7 @@ def human_size(size: int) -> str:
 
 
 def check_form(
-    *,
-    name: str,
-    email: str,
-    phone: str,
-    text: str,
-    uploads: list[Upload],
-    max_text: int,
-    max_files: int,
-    max_file_bytes: int,
-    types: list[str],
+    *, name: str, email: str, phone: str, text: str, uploads: list[Upload], limits: Limits
 ) -> Checked:
     errors: dict[str, str] = {}
     name = clean_line(name, MAX_NAME)
@@ -106,14 +108,7 @@ def check_form(
             found_phone = number
     if not email.strip() and not phone.strip():
         errors["email"] = t("err_reach")
-    rest = check_followup(
-        text=text,
-        uploads=uploads,
-        max_text=max_text,
-        max_files=max_files,
-        max_file_bytes=max_file_bytes,
-        types=types,
-    )
+    rest = check_followup(text=text, uploads=uploads, limits=limits)
     errors.update(rest.errors)
     body, files = rest.text, list(rest.files)
     if errors:
@@ -123,16 +118,10 @@ def check_form(
     return Checked(name=name, email=found_email, phone=found_phone, text=body, files=tuple(files))
 
 
-def check_followup(
-    *,
-    text: str,
-    uploads: list[Upload],
-    max_text: int,
-    max_files: int,
-    max_file_bytes: int,
-    types: list[str],
-) -> Checked:
+def check_followup(*, text: str, uploads: list[Upload], limits: Limits) -> Checked:
     """The text and files of a message: the form's, or one added on the status page."""
+    max_text, max_files = limits.max_text, limits.max_files
+    max_file_bytes, types = limits.max_file_bytes, limits.types
     errors: dict[str, str] = {}
     body = clean_text(text, max_text)
     if not body or len(body) > max_text:

@@ -1,8 +1,8 @@
 """The form's and the status page's rate limits: token buckets in the store.
 
-The same table and arithmetic as the acknowledgements' (inbox.models.AckBucket,
-normalizer.acks `take_tokens`), under keys of their own (`webform:...`), so every instance
-draws on the same buckets. A post takes from its client address's bucket and the global
+The same table, arithmetic and code as the acknowledgements' (inbox.models.AckBucket,
+normalizer.ack_limits `take_buckets`), under keys of their own (`webform:...`), so every
+instance draws on the same buckets. A post takes from its client address's bucket and the global
 one, all or none. Posts without a proof of work draw on stricter buckets of their own.
 """
 
@@ -13,12 +13,14 @@ import queue
 import threading
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, select
 
 from connectors.webform.settings import WebformSettings
-from inbox.db import insert_ignore, read, write
+from inbox.db import read, write
 from inbox.models import AckBucket
-from normalizer.acks import Bucket, refill, take_tokens
+from normalizer.ack_limits import take_buckets
+from normalizer.acks import Bucket, refill
+from normalizer.intake import commit_batches
 
 REASON = "rate limit"
 
@@ -60,25 +62,8 @@ def take(engine: Engine, buckets: list[Bucket], now: datetime) -> str | None:
 
 
 def take_in(conn: Connection, buckets: list[Bucket], now: datetime) -> str | None:
-    conn.execute(
-        insert_ignore(conn, AckBucket, ["key"]),
-        [{"key": b.key, "tokens": float(b.burst), "updated_at": now} for b in buckets],
-    )
-    stored = {
-        row.key: (row.tokens, row.updated_at)
-        for row in conn.execute(
-            select(AckBucket.key, AckBucket.tokens, AckBucket.updated_at)
-            .where(AckBucket.key.in_([b.key for b in buckets]))
-            .with_for_update()
-        )
-    }
-    reason, levels = take_tokens(buckets, stored, now)
-    if reason is None:
-        for key, level in levels.items():
-            conn.execute(
-                update(AckBucket).where(AckBucket.key == key).values(tokens=level, updated_at=now)
-            )
-    return reason
+    """`take` in the caller's transaction (the intake's admission check, the grouped taker)."""
+    return take_buckets(conn, buckets, now)
 
 
 def level(engine: Engine, bucket: Bucket, now: datetime) -> float:
@@ -99,7 +84,7 @@ class BucketTaker:
     def __init__(self, engine: Engine, *, max_batch: int = 256) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -121,28 +106,11 @@ class BucketTaker:
         self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str | None] = loop.create_future()
-        self._queue.put((buckets, now, future, loop))
+        self._queue.put([(buckets, now, future, loop)])
         return await future
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stopping = False
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            self._commit(batch)
-            if stopping:
-                return
+        commit_batches(self._queue, self.max_batch, self._commit)
 
     def _commit(self, batch: list[_Job]) -> None:
         outcomes: list[str | BaseException | None]

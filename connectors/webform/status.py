@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, Select, select
 
 from connectors.webform.abuse import same
 from inbox.db import read
@@ -235,17 +235,25 @@ def promised(conn: Connection, case_id: int) -> datetime | None:
     return _aware(datetime.fromisoformat(str(after["eta_at"])))
 
 
+def opened_by(sid: str, *columns: Any) -> Select[Any]:
+    """`columns` of the case form submission `sid` opened: the case of its first message
+    (the web identity's handle is the submission's id)."""
+    return (
+        select(*columns)
+        .join(Message, Message.case_id == Case.id)
+        .join(Identity, Identity.id == Message.identity_id)
+        .where(Identity.kind == "web", Identity.handle == sid)
+        .order_by(Message.id)
+        .limit(1)
+    )
+
+
 def case_of_submission(engine: Engine, sid: str) -> tuple[str, str, datetime] | None:
     """(reference, token, promised time) of the case a form submission opened, once it
     exists: the acknowledgement's promise, else the SLA's due time."""
     with read(engine) as conn:
         row = conn.execute(
-            select(Case.reference, Case.token, Case.due_at, Case.id, Case.status)
-            .join(Message, Message.case_id == Case.id)
-            .join(Identity, Identity.id == Message.identity_id)
-            .where(Identity.kind == "web", Identity.handle == sid)
-            .order_by(Message.id)
-            .limit(1)
+            opened_by(sid, Case.reference, Case.token, Case.due_at, Case.id, Case.status)
         ).one_or_none()
         if row is None or row.reference is None:
             return None

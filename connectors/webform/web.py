@@ -27,7 +27,14 @@ from sqlalchemy import Engine
 from connectors.base import ConnectorHealth
 from connectors.webform import abuse, limits
 from connectors.webform.confirm import Confirmations, claims_of
-from connectors.webform.form import Checked, Upload, check_followup, check_form, human_size
+from connectors.webform.form import (
+    Checked,
+    Limits,
+    Upload,
+    check_followup,
+    check_form,
+    human_size,
+)
 from connectors.webform.parse import source_key
 from connectors.webform.settings import WebformSettings
 from connectors.webform.status import StatusView, case_of_submission, find
@@ -107,6 +114,24 @@ class WebForm:
         self.counts: dict[str, int] = {}
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _limits(self) -> Limits:
+        return Limits(
+            max_text=self.settings.max_text_chars,
+            max_files=self.settings.max_attachments,
+            max_file_bytes=self.settings.max_attachment_bytes,
+            types=self.settings.attachment_types,
+        )
+
+    def _form_token(self, fields: dict[str, str], now: datetime) -> abuse.FormToken:
+        """The posted form token's facts, the form's and the status page's alike; raises
+        abuse.TokenError when it is not ours or too old."""
+        return abuse.check(
+            self.secret,
+            fields.get("form_token", ""),
+            now.timestamp(),
+            self.settings.token_max_age_minutes * 60,
+        )
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -276,12 +301,7 @@ class WebForm:
             )
         typed = {k: v[:FIELD_BYTES] for k, v in fields.items() if k not in NOT_KEPT}
         try:
-            token = abuse.check(
-                self.secret,
-                fields.get("form_token", ""),
-                now.timestamp(),
-                self.settings.token_max_age_minutes * 60,
-            )
+            token = self._form_token(fields, now)
         except abuse.TokenError as exc:
             self._count("bad_token")
             return await self._form_again(403, {"form": str(exc)}, typed)
@@ -314,10 +334,7 @@ class WebForm:
             phone=fields.get("phone", ""),
             text=fields.get("text", ""),
             uploads=uploads,
-            max_text=self.settings.max_text_chars,
-            max_files=self.settings.max_attachments,
-            max_file_bytes=self.settings.max_attachment_bytes,
-            types=self.settings.attachment_types,
+            limits=self._limits(),
         )
         if checked.errors:
             self._count("invalid")
@@ -465,12 +482,7 @@ class WebForm:
                 status=413,
             )
         try:
-            form_token = abuse.check(
-                self.secret,
-                fields.get("form_token", ""),
-                now.timestamp(),
-                self.settings.token_max_age_minutes * 60,
-            )
+            form_token = self._form_token(fields, now)
         except abuse.TokenError as exc:
             return self._status(view, token, errors={"text": str(exc)}, status=403)
         if view.resolved and (view.reopen_until is None or view.reopen_until <= now):
@@ -478,10 +490,7 @@ class WebForm:
         checked = check_followup(
             text=fields.get("text", ""),
             uploads=uploads,
-            max_text=self.settings.max_text_chars,
-            max_files=self.settings.max_attachments,
-            max_file_bytes=self.settings.max_attachment_bytes,
-            types=self.settings.attachment_types,
+            limits=self._limits(),
         )
         if checked.errors:
             return self._status(view, token, errors=checked.errors, status=400)

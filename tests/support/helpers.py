@@ -155,3 +155,13 @@ def child_env() -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("PARITY_") or k == "PARITY_AUDIT_KEY"
     }
+
+
+def doctor(tmp_path: Path, db_url: str, section: str) -> int:
+    """`parity doctor`, in this process, on a settings file of the test's store and `section`
+    (TOML: the connector under test, pointed at its fake); its exit code."""
+    from parity.cli import main
+
+    path = tmp_path / "settings.toml"
+    path.write_text(f'[database]\nurl = "{db_url}"\nurl_env = "PARITY_TEST_UNSET_URL"\n' + section)
+    return main(["--settings", str(path), "doctor"])

@@ -8,9 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from connectors.meta.settings import MetaSettings
 from inbox.secrets import Secret
 from inbox.web import create_app
 from normalizer.intake import RawInput, Stored, store
+from tests.support.fake_server import serving
 
 FIXTURES = Path(__file__).parent / "fixtures"
 APP_SECRET = "0f3c9a7d1e2b4c5d6e7f8091a2b3c4d5"
@@ -247,27 +246,6 @@ def error(
     return {"error": body}
 
 
-@contextmanager
-def fake_graph() -> Iterator[FakeGraph]:
+def fake_graph() -> AbstractContextManager[FakeGraph]:
     """The fake on port 0, on a loop of its own in a thread: the senders are blocking."""
-    fake = FakeGraph()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        fake.base_url = f"http://127.0.0.1:{port}"
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    return serving(FakeGraph())

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from parity.cli import main
 from tests.channels.meta.support import (
     APP_SECRET,
     PAGE_ID,
@@ -17,17 +16,15 @@ from tests.channels.meta.support import (
     WA_TOKEN,
     fake_graph,
 )
+from tests.support.helpers import doctor
 
 
-def write_settings(tmp_path: Path, db_url: str, base_url: str) -> Path:
-    path = tmp_path / "settings.toml"
-    path.write_text(
-        f'[database]\nurl = "{db_url}"\nurl_env = "PARITY_TEST_UNSET_URL"\n'
+def section(base_url: str) -> str:
+    return (
         "[connectors.meta]\nenabled = true\n"
         f'graph_base_url = "{base_url}"\n'
         f'whatsapp_phone_number_id = "{PHONE_NUMBER_ID}"\npage_id = "{PAGE_ID}"\n'
     )
-    return path
 
 
 @pytest.mark.parametrize("page_token", [PAGE_TOKEN, "EAArevoked-page-token-77"])
@@ -47,8 +44,7 @@ def test_doctor_checks_the_tokens_at_the_graph_api(
     }.items():
         monkeypatch.setenv(name, value)
     with fake_graph() as fake:
-        path = write_settings(tmp_path, db_url, fake.base_url)
-        code = main(["--settings", str(path), "doctor"])
+        code = doctor(tmp_path, db_url, section(fake.base_url))
     out = capsys.readouterr().out
     if page_token == PAGE_TOKEN:
         assert code == 0, out

@@ -9,11 +9,9 @@ sendMessage may be answered with queued errors (a 429 with `parameters.retry_aft
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.telegram.settings import TelegramSettings
+from tests.support.fake_server import serving
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "7755001122:AAH3kq9Zt-parity_test_token_x1"
@@ -162,30 +161,9 @@ class FakeBotApi:
         return web.Response(status=404)
 
 
-@contextmanager
-def fake_bot_api() -> Iterator[FakeBotApi]:
+def fake_bot_api() -> AbstractContextManager[FakeBotApi]:
     """The fake on port 0, on a loop of its own in a thread: the senders are blocking."""
-    fake = FakeBotApi()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        fake.base_url = f"http://127.0.0.1:{port}"
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    return serving(FakeBotApi())
 
 
 def deliver(engine: Any, *names: str) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.cli import main
 from tests.channels.telegram.support import TOKEN, fake_bot_api
+from tests.support.helpers import doctor
 
 
 @pytest.mark.parametrize("token", [TOKEN, "7755001122:AArevoked-token-for-doctor"])
@@ -22,12 +22,8 @@ def test_doctor_checks_the_token_with_get_me(
     monkeypatch.setenv("PARITY_AUDIT_KEY", "a-long-random-audit-key-for-tests")
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", token)
     with fake_bot_api() as fake:
-        path = tmp_path / "settings.toml"
-        path.write_text(
-            f'[database]\nurl = "{db_url}"\nurl_env = "PARITY_TEST_UNSET_URL"\n'
-            f'[connectors.telegram]\nenabled = true\napi_base_url = "{fake.base_url}"\n'
-        )
-        code = main(["--settings", str(path), "doctor"])
+        section = f'[connectors.telegram]\nenabled = true\napi_base_url = "{fake.base_url}"\n'
+        code = doctor(tmp_path, db_url, section)
         asked = [name for name, _ in fake.calls]
     out = capsys.readouterr().out
     if token == TOKEN:

@@ -7,9 +7,7 @@ import asyncio
 import base64
 import json
 import secrets
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -27,6 +25,7 @@ from connectors.twilio.settings import TwilioSettings
 from inbox.secrets import Secret
 from inbox.web import create_app
 from normalizer.intake import RawInput, Stored, store
+from tests.support.fake_server import serving
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -188,30 +187,6 @@ class FakeTwilio:
         return web.Response(body=found[1], content_type=found[0])
 
 
-@contextmanager
-def fake_twilio() -> Iterator[FakeTwilio]:
+def fake_twilio() -> AbstractContextManager[FakeTwilio]:
     """The fake on port 0, on a loop of its own in a thread: the Twilio client is blocking."""
-    fake = FakeTwilio()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    runner = web.AppRunner(fake.app())
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        fake.base_url = f"http://127.0.0.1:{port}"
-        started.set()
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    started.wait(10)
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    return serving(FakeTwilio())

@@ -8,10 +8,7 @@ Missing chromium, chromedriver or axe-core is a failure, not a skip: `scripts/bo
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +17,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -35,10 +30,10 @@ from inbox.web import create_app
 from inbox.web.config import InboxSettings
 from normalizer.intake import IntakeWriter
 from tests.channels.webform.support import PNG, SECRET, settings
+from tests.support.browser import chromium as browser_of
+from tests.support.fake_server import served_in_thread
 from tests.support.helpers import normalize
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 AXE = Path(__file__).resolve().parents[2] / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 # The docs' screenshots are refreshed only when asked (PARITY_SCREENSHOTS=1), as in
 # tests/test_browser.py; otherwise they go to a scratch folder.
@@ -52,64 +47,25 @@ class Server:
     def __init__(self, engine: Engine, **section: Any) -> None:
         self.engine = engine
         self.section = settings(public_url="http://127.0.0.1", wait_seconds=0.5, **section)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.port = 0
-        self.runner: web.AppRunner | None = None
+        self.url = ""
         self.writer = IntakeWriter(engine)
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self._served = served_in_thread(self._app, shutdown_timeout=1)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
+    def _app(self) -> web.Application:
         form = WebForm(self.section, self.engine, Secret(SECRET), self.writer.submit)
-        app = create_app(self.engine, InboxSettings(), routes=form.routes())
-        self.runner = web.AppRunner(app, shutdown_timeout=1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return create_app(self.engine, InboxSettings(), routes=form.routes())
 
     def __enter__(self) -> Server:
-        self.thread.start()
-        assert self.ready.wait(10)
+        self.url = self._served.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.runner is not None:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self._served.__exit__(None, None, None)
         self.writer.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def chromium(javascript: bool) -> WebDriver:
-    # Fail, never skip: a CI without the browser must not pass the browser test.
-    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), f"{CHROMIUM} is missing"
-    assert Path(CHROMEDRIVER).exists(), f"{CHROMEDRIVER} is missing"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--window-size=1100,900",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    if not javascript:
-        options.add_experimental_option(
-            "prefs", {"profile.managed_default_content_settings.javascript": 2}
-        )
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(20)
-    return driver
+    return browser_of(javascript=javascript, width=1100)
 
 
 @pytest.fixture

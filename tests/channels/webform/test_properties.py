@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.webform import abuse
-from connectors.webform.form import Upload, check_form
+from connectors.webform.form import Limits, Upload, check_form
 from connectors.webform.parse import parse
 from normalizer.mail import Caps
 from normalizer.message import ParseError
@@ -84,10 +84,8 @@ def test_the_parser_makes_a_web_message_or_a_dead_letter(raw: bytes) -> None:
 def test_the_field_check_gives_clean_fields_or_errors_by_field(
     fields: dict[str, str], uploads: list[Upload]
 ) -> None:
-    checked = check_form(
-        **fields, uploads=uploads, max_text=300, max_files=5, max_file_bytes=60,
-        types=["image/png", "text/plain"],
-    )  # fmt: skip
+    limits = Limits(max_text=300, max_files=5, max_file_bytes=60, types=["image/png", "text/plain"])
+    checked = check_form(**fields, uploads=uploads, limits=limits)
     assert set(checked.errors) <= {"name", "email", "phone", "text", "files"}
     if not checked.errors:
         assert checked.name and checked.text and (checked.email or checked.phone)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from connectors.webform import abuse
-from connectors.webform.form import Upload, check_form, email_of, phone_of
+from connectors.webform.form import Limits, Upload, check_form, email_of, phone_of
 from connectors.webform.parse import parse
 from normalizer.mail import Caps
 from normalizer.message import ParseError
@@ -166,9 +166,7 @@ def check(**kw) -> dict[str, str]:
         "name": "Ana", "email": "ana@example.org", "phone": "", "text": "Help", "uploads": []
     }  # fmt: skip
     values.update(kw)
-    return check_form(
-        **values, max_text=100, max_files=2, max_file_bytes=1000, types=["image/png"]
-    ).errors
+    return check_form(**values, limits=Limits(100, 2, 1000, ["image/png"])).errors
 
 
 @pytest.mark.parametrize(
@@ -197,7 +195,7 @@ def test_each_field_error_names_its_field(fields, errors) -> None:
 def test_controls_are_taken_out_of_a_name_and_a_text_keeps_its_lines() -> None:
     checked = check_form(
         name="Ana\u202e\x07 Lima", email="ana@example.org", phone="", text="a\r\nb\x1b[31m",
-        uploads=[], max_text=100, max_files=1, max_file_bytes=10, types=[],
+        uploads=[], limits=Limits(max_text=100, max_files=1, max_file_bytes=10, types=[]),
     )  # fmt: skip
     assert checked.name == "Ana Lima" and checked.text == "a\nb[31m"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -34,6 +35,24 @@ async def open_case(site: Site, text: str = "My account was taken over.") -> tup
 
 def status_path(reference: str, token: str) -> str:
     return f"/status/{reference}?t={token}"
+
+
+async def add(
+    site: Site,
+    reference: str,
+    token: str,
+    page: str,
+    text: str,
+    files: list[tuple[str, bytes, str]] = (),  # type: ignore[assignment]
+) -> tuple[int, str, Any]:
+    """Post `text` (and `files`) with the add form of the status page `page` (its token)."""
+    form_token = re.search(r'name="form_token" value="([^"]+)"', page)
+    assert form_token is not None
+    return await site.post(
+        {"form_token": form_token.group(1), "text": text},
+        files=files,
+        path=status_path(reference, token),
+    )
 
 
 def conversation(html: str) -> list[tuple[str, str]]:
@@ -155,12 +174,13 @@ async def test_a_message_added_on_the_page_joins_the_case_on_channel_web(engine:
     async with Site(engine) as site:
         reference, token = await open_case(site)
         _, html, _ = await site.get(status_path(reference, token))
-        form_token = re.search(r'name="form_token" value="([^"]+)"', html)
-        assert form_token is not None
-        status, _, headers = await site.post(
-            {"form_token": form_token.group(1), "text": "ADDED: here is the screenshot"},
+        status, _, headers = await add(
+            site,
+            reference,
+            token,
+            html,
+            "ADDED: here is the screenshot",
             files=[("shot.png", PNG, "image/png")],
-            path=status_path(reference, token),
         )
         assert status == 303 and "added=1" in headers["Location"]
         normalize(engine)
@@ -184,14 +204,9 @@ async def test_a_resolved_case_reopens_inside_the_window_and_not_after(engine: E
         reference, token = await open_case(site)
         me = agent(engine)
         casework.set_status(engine, me, reference, "resolved", force=True)
-        _, html, _ = await site.get(status_path(reference, token))
-        assert "Resolved" in html and 'id="reopen-hint"' in html
-        form_token = re.search(r'name="form_token" value="([^"]+)"', html)
-        assert form_token is not None
-        status, _, _ = await site.post(
-            {"form_token": form_token.group(1), "text": "It happened again"},
-            path=status_path(reference, token),
-        )
+        _, resolved, _ = await site.get(status_path(reference, token))
+        assert "Resolved" in resolved and 'id="reopen-hint"' in resolved
+        status, _, _ = await add(site, reference, token, resolved, "It happened again")
         assert status == 303
         normalize(engine)
         with engine.connect() as conn:
@@ -202,9 +217,8 @@ async def test_a_resolved_case_reopens_inside_the_window_and_not_after(engine: E
             conn.execute(update(Case).values(resolved_at=utcnow() - timedelta(days=15)))
         _, html, _ = await site.get(status_path(reference, token))
         assert 'id="closed"' in html and 'id="add"' not in html
-        status, _, _ = await site.post(
-            {"form_token": form_token.group(1), "text": "Again"}, path=status_path(reference, token)
-        )
+        # The form of the page read inside the window, posted after it closed.
+        status, _, _ = await add(site, reference, token, resolved, "Again")
         assert status == 409
 
 
@@ -288,12 +302,7 @@ async def test_a_message_added_on_an_email_cases_page_shows_there(engine: Engine
         token = conn.execute(select(Case.token).where(Case.reference == reference)).scalar_one()
     async with Site(engine) as site:
         _, html, _ = await site.get(status_path(reference, token))
-        form_token = re.search(r'name="form_token" value="([^"]+)"', html)
-        assert form_token is not None
-        status, _, _ = await site.post(
-            {"form_token": form_token.group(1), "text": "WEB: the parcel number is 4471"},
-            path=status_path(reference, token),
-        )
+        status, _, _ = await add(site, reference, token, html, "WEB: the parcel number is 4471")
         assert status == 303
         normalize(engine)
         _, html, _ = await site.get(status_path(reference, token))
