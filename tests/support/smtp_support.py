@@ -127,6 +127,10 @@ class ParityProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            # Its own process group, so `kill` reaches what it started too (normalizer
+            # worker processes, parse children) and the next test's store is never written
+            # by a child still finishing this test's batch.
+            start_new_session=True,
         )
 
     @classmethod
@@ -172,10 +176,40 @@ class ParityProcess:
             self._log.close()
 
     def kill(self) -> None:
+        """SIGKILL the process and everything it started, and wait until all are gone.
+
+        The PostgreSQL store is one database per test worker, truncated between tests: a
+        worker process of this `parity run` that outlived it would file into the next test.
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
+        group = self.proc.pid  # start_new_session: the group's id is the leader's pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (left := live_in_group(group)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._log.close()
+        assert not left, f"processes {left} of parity (group {group}) outlived SIGKILL"
+
+
+def live_in_group(group: int) -> list[int]:
+    """The processes of process group `group` still running: a zombie no longer writes, and
+    its reaping is up to whoever adopted it, which may be a PID 1 that never reaps."""
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                # After the command's ")": state, ppid, pgrp (the command may hold spaces).
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            live.append(int(entry))
+    return live
 
 
 @contextlib.contextmanager
