@@ -621,23 +621,29 @@ def report_delivery(
             update(Outbox).where(Outbox.id == row.id).values(state=outcome, last_error=reason)
         )
         moved.append(row.id)
-        if row.case_id is None:
-            continue
-        if row.kind == "ack":
-            conn.execute(
-                update(Case)
-                .where(Case.id == row.case_id)
-                .values(ack_state=outcome, ack_reason=reason[:256])
-            )
-        audit.append(
-            conn,
-            actor="system",
-            action=f"{row.kind}.{outcome}",
-            case_id=row.case_id,
-            before={"outbox_id": row.id, "state": row.state},
-            after={"outbox_id": row.id, "state": outcome, "reason": reason},
-        )
+        if row.case_id is not None:
+            record_report(conn, row, outcome, reason)
     return moved
+
+
+def record_report(conn: Connection, row: Any, state: str, reason: str) -> None:
+    """A provider's report moved outbox `row` (id, kind, case_id, its old state) to `state`:
+    an acknowledgement's case shows it, and the move is audited, whichever channel reported
+    it (a mail server's DSN, a WhatsApp status webhook)."""
+    if row.kind == "ack":
+        conn.execute(
+            update(Case)
+            .where(Case.id == row.case_id)
+            .values(ack_state=state, ack_reason=reason[:256])
+        )
+    audit.append(
+        conn,
+        actor="system",
+        action=f"{row.kind}.{state}",
+        case_id=row.case_id,
+        before={"outbox_id": row.id, "state": row.state},
+        after={"outbox_id": row.id, "state": state, "reason": reason},
+    )
 
 
 # --- read side ---------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from connectors.base import ConnectorHealth
 from connectors.meta.parse import Status, read_body, status_key
-from inbox import audit
 from inbox.channels import channels_of
 from inbox.db import is_sqlite, read, write
-from inbox.models import Blob, Case, DeadLetter, Intake, Outbox, utcnow
+from inbox.models import Blob, DeadLetter, Intake, Outbox, utcnow
+from inbox.outbox import record_report
 
 log = logging.getLogger(__name__)
 
@@ -153,20 +153,7 @@ def apply_status_in(conn: Connection, status: Status) -> list[int]:
         if state == row.state or row.case_id is None:
             continue  # read after delivered: Meta's word is kept, the row has not moved
         reason = values.get("last_error") or f"{status.channel}: {status.state}"
-        if row.kind == "ack":
-            conn.execute(
-                update(Case)
-                .where(Case.id == row.case_id)
-                .values(ack_state=state, ack_reason=str(reason)[:256])
-            )
-        audit.append(
-            conn,
-            actor="system",
-            action=f"{row.kind}.{state}",
-            case_id=row.case_id,
-            before={"outbox_id": row.id, "state": row.state},
-            after={"outbox_id": row.id, "state": state, "reason": reason},
-        )
+        record_report(conn, row, state, str(reason))
     return moved
 
 
