@@ -125,14 +125,25 @@ def connector_status(settings: Settings, engine: Engine) -> list[dict[str, Any]]
 # Health is public: no customer data. Connector errors can quote an address or a number
 # (a refused recipient, an SMS sender), so strings are scrubbed of both and kept short.
 _ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
-_PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
+# Health's own figures look like phone numbers to a digit pattern: an ISO time
+# ("2026-12-07T23:45:13Z"), a listening address ("127.0.0.1:8080"). They are matched first,
+# at the same position, and kept; only what is left of a run of digits is masked.
+_KEEP = (
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?!\d)"
+)
+_PHONE = re.compile(rf"(?P<keep>{_KEEP})|\+?\d[\d ().-]{{6,}}\d")
 _MAX_TEXT = 200
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    return match.group("keep") or "<number>"
 
 
 def scrub(value: Any) -> Any:
     """The same structure with addresses and phone numbers masked in every string."""
     if isinstance(value, str):
-        text = _PHONE.sub("<number>", _ADDRESS.sub("<address>", value))
+        text = _PHONE.sub(_mask_number, _ADDRESS.sub("<address>", value))
         return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
     if isinstance(value, dict):
         return {scrub(str(k)): scrub(v) for k, v in value.items()}

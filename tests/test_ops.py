@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -124,6 +124,51 @@ async def test_healthz_reports_every_instance_and_no_customer_data(engine, db_ur
     assert (status, body["status"]) == (503, "degraded")
 
 
+def _timestamps(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string in the body that is, or is named as, a point in time."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str) and (key.endswith("_at") or item[:4].isdigit()):
+                found.append((f"{path}.{key}", item))
+            else:
+                found += _timestamps(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _timestamps(item, f"{path}[{index}]")
+    return found
+
+
+async def test_every_timestamp_healthz_and_metrics_give_parses(engine, db_url):
+    at = utcnow().replace(microsecond=120034) - timedelta(minutes=5)
+    _state(
+        engine,
+        "imap",
+        instance="mail-2:41",
+        running=True,
+        last_success_at=at,
+        last_error="timeout",
+        last_error_at=at,
+        details={"listening": "127.0.0.1:1143", "last_poll_at": at.isoformat()},
+    )
+    status, text = await _get(db_url, "/healthz")
+    stamps = _timestamps(json.loads(text))
+    named = {path.rsplit(".", 1)[-1] for path, _ in stamps}
+    assert {"last_success_at", "heartbeat_at"} <= named, named
+    for path, stamp in stamps:
+        if path.endswith("listening"):
+            assert stamp == "127.0.0.1:1143"
+            continue
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # fails on "<number>"
+        if path.endswith(("last_success_at", "last_error_at")):
+            assert abs((parsed.replace(tzinfo=None) - at.replace(tzinfo=None)).total_seconds()) < 1
+    assert "<number>" not in text
+    # /metrics gives no times as text; every sample is a number Prometheus can read.
+    _status, metrics = await _get(db_url, "/metrics")
+    for value in _samples(metrics).values():
+        assert isinstance(value, float)
+
+
 async def test_healthz_never_reports_a_dead_instance_up(engine, db_url):
     # An instance that ran IMAP died: its heartbeat went stale.
     _state(
@@ -144,6 +189,14 @@ def test_scrub_masks_addresses_and_numbers_at_any_depth():
         ({"k": ["call +1 (415) 555-0100 now"]}, {"k": ["call <number> now"]}),
         ({"a@b.example": 3}, {"<address>": 3}),
         ("port 5432 refused", "port 5432 refused"),
+        # Health's own times and addresses are not phone numbers (they were mangled to
+        # "<number>T23:45:13Z" and "<number>:8080").
+        ("2026-12-07T23:45:13Z", "2026-12-07T23:45:13Z"),
+        ("2026-12-07T23:45:13.120034+00:00", "2026-12-07T23:45:13.120034+00:00"),
+        ("2026-12-07 23:45", "2026-12-07 23:45"),
+        ("listening on 127.0.0.1:8080", "listening on 127.0.0.1:8080"),
+        ("from +447700900123 at 2026-12-07T10:00:00Z", "from <number> at 2026-12-07T10:00:00Z"),
+        ("call 415.555.0100", "call <number>"),
         ("x" * 500, "x" * 199 + "…"),
     ]
     for value, expected in table:
