@@ -151,7 +151,7 @@ async def test_every_timestamp_healthz_and_metrics_give_parses(engine, db_url):
         last_error_at=at,
         details={"listening": "127.0.0.1:1143", "last_poll_at": at.isoformat()},
     )
-    status, text = await _get(db_url, "/healthz")
+    _status, text = await _get(db_url, "/healthz")
     stamps = _timestamps(json.loads(text))
     named = {path.rsplit(".", 1)[-1] for path, _ in stamps}
     assert {"last_success_at", "heartbeat_at"} <= named, named
