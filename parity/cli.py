@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from connectors.mail.relay import SmtpRelaySender
 from connectors.outbox import OutboxDrainer
@@ -384,6 +384,14 @@ def _new_password() -> str:
         return from_env
     import getpass
 
+    if not sys.stdin.isatty():
+        # getpass would read a line from a pipe (or end in EOFError on none): in a container
+        # or a script the password comes from the environment, said in one line.
+        raise UsageError(
+            "no terminal to ask for the password on: set PARITY_PASSWORD in the environment "
+            "of this command (for example: docker compose run --rm -e PARITY_PASSWORD web "
+            "parity users add NAME --role admin)"
+        )
     first = getpass.getpass("Password: ")
     if getpass.getpass("Again: ") != first:
         raise ValueError("the two passwords differ")
@@ -982,6 +990,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(ValueError):
+    """A command given what it cannot use; the message says what to do instead (exit 2)."""
+
+
+# Exit statuses, in the sysexits tradition and listed in the commands reference.
+EXIT_OK = 0
+EXIT_FAILED = 1  # a check failed (a report of trouble, not an error of the command)
+EXIT_USAGE = 2
+EXIT_NO_INPUT = 66  # a file named on the command line cannot be read
+EXIT_SOFTWARE = 70  # a bug: the one line names it; PARITY_TRACEBACK=1 shows where
+EXIT_IO = 74
+EXIT_TEMPFAIL = 75  # the database is unavailable
+EXIT_CONFIG = 78
+EXIT_INTERRUPTED = 130
+
+
+def _no_schema(exc: Exception) -> bool:
+    text = str(getattr(exc, "orig", exc))
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"parity: {message}", file=sys.stderr, flush=True)
+    return code
+
+
 # The commands that write audit rows (or, for verify, recompute their HMACs): each stops at
 # start-up without PARITY_AUDIT_KEY unless [audit] allow_unkeyed, before touching the store.
 AUDITED = frozenset(
@@ -1032,9 +1066,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageUnavailable as exc:
         print(f"parity: the database is unavailable: {exc}", file=sys.stderr)
         return 75  # EX_TEMPFAIL
-    except OperationalError as exc:  # cannot connect at all (a read, a migration)
+    except (OperationalError, ProgrammingError) as exc:
+        if _no_schema(exc):  # a fresh database the command reached before `db upgrade`
+            return _fail(
+                "the database has no Parity schema yet: run `parity db upgrade` first", EXIT_CONFIG
+            )
+        if isinstance(exc, ProgrammingError):
+            raise
+        # cannot connect at all (a read, a migration)
         print(f"parity: the database is unavailable: {mask(str(exc.orig))}", file=sys.stderr)
         return 75
     except ValueError as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        return _fail(f"cannot read {exc.filename or 'the file'}: {exc.strerror}", EXIT_NO_INPUT)
+    except PermissionError as exc:
+        return _fail(f"{exc.filename or 'a file'}: permission denied", EXIT_NO_INPUT)
+    except OSError as exc:
+        return _fail(f"{type(exc).__name__}: {mask(str(exc))}", EXIT_IO)
+    except (KeyboardInterrupt, EOFError):
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        # One line, never a traceback a user has to read; the traceback is there on request.
+        if os.environ.get("PARITY_TRACEBACK"):
+            raise
+        return _fail(
+            f"internal error: {type(exc).__name__}: {mask(str(exc))[:300]} "
+            "(set PARITY_TRACEBACK=1 to see where, and report it)",
+            EXIT_SOFTWARE,
+        )

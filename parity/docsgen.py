@@ -430,7 +430,11 @@ def cli_page() -> str:
         "`PARITY_SETTINGS=FILE`) names the settings file for any command. Exit statuses: 0 "
         "success; 1 a check failed (`db current` behind, `connectors check`, `doctor`, "
         "`audit verify`); 2 a usage error; 3 a parity breach with `audit --fail-on-breach`; "
-        "75 the database is unavailable; 78 the settings are wrong.\n",
+        "66 a file named on the command line cannot be read; 70 an internal error (one "
+        "line names it; `PARITY_TRACEBACK=1` shows where); 74 another input/output error; "
+        "75 the database is unavailable; 78 the settings are wrong (or the database has no schema "
+        "yet: `parity db upgrade`); 130 interrupted. A command that fails ends in one line on "
+        "standard error, never a traceback.\n",
     ]
     for path, helptext, sub in commands(parser):
         has_children = bool(_subcommands(sub))

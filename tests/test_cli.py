@@ -39,6 +39,8 @@ def parity(settings: Path, *args: str, timeout: float = 300) -> subprocess.Compl
     env["PYTHONFAULTHANDLER"] = "1"
     process = subprocess.Popen(
         [sys.executable, "-m", "parity", "--settings", str(settings), *args],
+        # No terminal, as in a container or a script: a prompt must not be the way in.
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -237,3 +239,39 @@ def test_a_case_that_does_not_exist(sqlite_template, tmp_path):
     )
     assert result.returncode == 1
     assert "C-999999" in result.stderr
+
+
+# Each: the command, its exit status (docs/reference/cli.md) and what its one line says.
+REPO = Path(__file__).resolve().parent.parent
+
+FAILURES = [
+    (("ingest", "--channel", "email", "/missing.eml"), 66, "cannot read /missing.eml"),
+    (("ingest", "--channel", "email", "."), 66, "Is a directory"),
+    (("users", "add", "bob", "--role", "admin"), 2, "set PARITY_PASSWORD"),
+    (("import", "mbox", "/missing.mbox"), 2, "no such mbox file"),
+    (("case", "show", "C-999999"), 1, "C-999999"),
+    (("users", "token", "nobody"), 1, "no user named 'nobody'"),
+]
+
+
+@pytest.mark.parametrize(("args", "status", "says"), FAILURES, ids=lambda v: str(v))
+def test_every_failure_is_one_line_and_a_documented_status(
+    sqlite_template, tmp_path, args, status, says
+):
+    path = tmp_path / "parity.db"
+    shutil.copy(sqlite_template, path)
+    result = parity(settings_for(tmp_path, f"sqlite:///{path}"), *args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == status, result.stderr
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    documented = (REPO / "docs" / "reference" / "cli.md").read_text()
+    assert f"{status} " in documented.split("Exit statuses:", 1)[1].split("\n", 1)[0]
+
+
+def test_a_database_without_the_schema_says_to_upgrade(tmp_path):
+    result = parity(
+        settings_for(tmp_path, f"sqlite:///{tmp_path / 'new.db'}"), "case", "show", "C-1"
+    )
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.strip().endswith("run `parity db upgrade` first")
