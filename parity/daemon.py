@@ -16,11 +16,13 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -91,6 +93,8 @@ class WebListener:
     """The HTTP listener: health now; the agent inbox and webhooks mount here."""
 
     name = HTTP_LISTENER
+    # Binds a port: the start-up banner waits for it (Daemon.announce).
+    listens = True
 
     def __init__(self, host: str, port: int, app: web.Application) -> None:
         self.host = host
@@ -174,6 +178,8 @@ class Daemon:
         self.disabled: dict[str, str] = {}
         self._built = False
         self.extra_routes: list[Route] = []
+        # `parity run` prints what runs once its ports are bound; tests build daemons quietly.
+        self.announce_start = False
 
     def _intake_busy(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -249,13 +255,17 @@ class Daemon:
             listener = WebListener(web_settings.host, web_settings.port, self.web_app())
             self.supervised[listener.name] = Supervised(listener)
 
-    def summary(self) -> str:
-        """One line saying what this process will run, and what it will not and why."""
+    def summary(self, failed: Mapping[str, str] | None = None) -> str:
+        """One line saying what this process runs, and what it does not and why. `failed`:
+        listeners that could not bind their port, with the reason."""
         self.build()
+        failed = failed or {}
         parts = [
             spec.describe(spec.section(self.settings.connectors))
             for spec in REGISTRY
-            if spec.describe is not None and spec.name in self.supervised
+            if spec.describe is not None
+            and spec.name in self.supervised
+            and spec.name not in failed
         ]
         if self.processes == 1:
             parts.append("the normalizer worker")
@@ -264,7 +274,7 @@ class Daemon:
         else:
             parts.append("no normalizer (stored input waits for `parity worker`)")
         # Connectors switched off in settings are expected; any other reason is news.
-        skipped = [
+        skipped = [f"{name}: {why}" for name, why in failed.items()] + [
             f"{name}: {why}"
             for name, why in self.disabled.items()
             if self.only or why != "disabled in settings"
@@ -287,7 +297,8 @@ class Daemon:
             users = conn.execute(select(func.count()).select_from(User)).scalar_one()
         if not users:
             lines.append(
-                "No users yet. Create the first one with: parity users add NAME --role admin "
+                f"No users yet. Create the first one with: {command_hint()} users add NAME "
+                "--role admin "
                 "(the password comes from PARITY_PASSWORD or a prompt; the command needs this "
                 "server's PARITY_AUDIT_KEY, which ./scripts/run keeps in var/audit-key)"
             )
@@ -331,6 +342,34 @@ class Daemon:
         )
         manager.install(app, self.settings.audit)
         return app
+
+    async def announce(self, timeout_s: float = 30.0) -> None:
+        """Print the start-up banner once every listener has bound its port or failed to,
+        so a taken port is never announced as served."""
+        listeners = {
+            name: entry
+            for name, entry in self.supervised.items()
+            if getattr(entry.connector, "listens", False)
+        }
+
+        def settled(entry: Supervised) -> bool:
+            return bool(entry.connector.health.details.get("listening")) or entry.restarts > 0
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not all(settled(e) for e in listeners.values()) and loop.time() < deadline:
+            if self.stop.is_set():
+                return
+            await asyncio.sleep(0.05)
+        failed = {
+            name: entry.connector.health.last_error or "not listening yet"
+            for name, entry in listeners.items()
+            if not entry.connector.health.details.get("listening")
+        }
+        print(self.summary(failed), flush=True)
+        if WebListener.name not in failed:
+            for line in await asyncio.to_thread(self.web_hint):
+                print(line, flush=True)
 
     async def _supervise(self, name: str, entry: Supervised) -> None:
         # This task's own context: every line the connector logs (its tasks and threads
@@ -398,6 +437,8 @@ class Daemon:
             entry.task = asyncio.create_task(self._supervise(name, entry), name=name)
             tasks.append(entry.task)
         tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        if self.announce_start:
+            tasks.append(asyncio.create_task(self.announce(), name="announce"))
         if self.settings.audit.seal_interval_s > 0:
             tasks.append(asyncio.create_task(self._seal_audit(), name="audit-sealer"))
         await self.stop.wait()
@@ -537,7 +578,21 @@ def run(settings: Settings, only: Iterable[str] | None = None, *, normalizer: bo
         print(f"parity: {exc}", file=sys.stderr, flush=True)
         return 78  # EX_CONFIG
     daemon = Daemon(settings, only, normalizer=normalizer)
-    print(daemon.summary(), flush=True)
-    for line in daemon.web_hint():
-        print(line, flush=True)
+    daemon.announce_start = True  # the banner, once the ports are bound (Daemon.announce)
     return asyncio.run(daemon.run())
+
+
+def command_hint() -> str:
+    """How to run `parity` from here, for hints: the installed script beside this
+    interpreter (`.venv/bin/parity` in a checkout), the bare name when that is what PATH
+    finds, else the module."""
+    script = Path(sys.executable).parent / "parity"
+    if not script.exists():
+        return f"{sys.executable} -m parity"
+    found = shutil.which("parity")
+    if found and Path(found).resolve() == script.resolve():
+        return "parity"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)

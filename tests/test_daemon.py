@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -439,3 +440,50 @@ def test_run_prints_the_inbox_url_and_how_to_make_the_first_user(db_url):
         assert no_web.web_hint() == []
     finally:
         no_web.engine.dispose()
+
+
+# --- the start-up banner: said once the ports are bound (issue 24) -------------------------------
+
+
+def _banner(process: ParityProcess) -> str:
+    process.wait_for_log("Parity: ", timeout=60)
+    return next(line for line in process.log().splitlines() if line.startswith("Parity: "))
+
+
+def test_the_banner_comes_after_the_ports_are_bound_and_its_hint_runs(tmp_path, sqlite_template):
+    db = tmp_path / "parity.db"
+    shutil.copy(sqlite_template, db)
+    settings, smtp_port, web_port = daemon_settings(tmp_path, f"sqlite:///{db}")
+    process = ParityProcess.run(settings, log_path=tmp_path / "run.log")
+    try:
+        banner = _banner(process)
+        # Said only once bound: both ports answer at the moment the line is there.
+        assert port_open(smtp_port) and port_open(web_port)
+        assert f"SMTP on 127.0.0.1:{smtp_port}" in banner and "not running" not in banner
+        hint = re.search(r"Create the first one with: (\S+) users add NAME", process.log())
+        assert hint, process.log()
+        command = hint.group(1)
+        # The hint is a command that exists from where `parity run` was started.
+        found = shutil.which(command) or (REPO / command if (REPO / command).exists() else None)
+        assert found and os.access(found, os.X_OK), command
+    finally:
+        process.kill()
+
+
+def test_a_taken_port_is_not_announced_as_served(tmp_path, sqlite_template):
+    db = tmp_path / "parity.db"
+    shutil.copy(sqlite_template, db)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    settings, _smtp, web_port = daemon_settings(tmp_path, f"sqlite:///{db}", smtp_port=taken)
+    process = ParityProcess.run(settings, log_path=tmp_path / "run.log")
+    try:
+        banner = _banner(process)
+        assert "SMTP on" not in banner, banner
+        assert re.search(r"not running: smtp: crashed: OSError: .*address already in use", banner)
+        assert f"web on http://127.0.0.1:{web_port}/" in banner and port_open(web_port)
+    finally:
+        process.kill()
+        blocker.close()

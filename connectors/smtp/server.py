@@ -240,6 +240,8 @@ def _envelope(session: Session, envelope: Envelope) -> dict[str, Any]:
 
 class SmtpConnector:
     name = "smtp"
+    # Binds a port: `parity run` announces it only once bound.
+    listens = True
     # On shutdown, how long transactions already past DATA may take to get their answer.
     drain_seconds = 10.0
 
