@@ -71,11 +71,21 @@ class BusinessHours(Strict):
         return value
 
 
+# The shipped content rule. It is a default of the code, not only a line of the shipped
+# settings.toml: an operator's own file that sets a port (and no rules) must not lose it.
+# `rules = []` in [sla] turns it off.
+ACCOUNT_TAKEOVER = ContentRule(
+    name="account takeover",
+    pattern=r"(?i)\b(hacked|locked out|account (was )?(stolen|compromised))\b",
+    due_within_minutes=60,
+)
+
+
 class SlaSettings(Strict):
     # One target for every channel: the queue never asks which channel a case came from.
     first_response_minutes: int = Field(default=240, ge=1)
     business_hours: BusinessHours = BusinessHours()
-    rules: list[ContentRule] = Field(default_factory=list)
+    rules: list[ContentRule] = Field(default_factory=lambda: [ACCOUNT_TAKEOVER.model_copy()])
 
 
 class ThreadingSettings(Strict):

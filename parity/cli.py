@@ -280,6 +280,8 @@ def cmd_settings_show(settings: Settings, args: argparse.Namespace) -> int:
     # Secrets never live in settings, so the whole model can be shown; the URL is masked.
     data = settings.model_dump(mode="json")
     data["database"]["url"] = mask(data["database"]["url"])
+    # On standard error, so the JSON stays the whole of standard output.
+    print(f"parity: settings read from {settings.sources()}", file=sys.stderr)
     _print_json(data)
     return 0
 

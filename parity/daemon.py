@@ -367,6 +367,7 @@ class Daemon:
             if not entry.connector.health.details.get("listening")
         }
         print(self.summary(failed), flush=True)
+        print(f"Settings: {self.settings.sources()}", flush=True)
         if WebListener.name not in failed:
             for line in await asyncio.to_thread(self.web_hint):
                 print(line, flush=True)

@@ -209,5 +209,8 @@ def report(path: str | None, out: TextIO | None = None, connect: Connect = tcp_c
     if problems:
         print(f"{problems} problem(s) found with {shown}", file=out)
         return 1
+    settings, _ = check_settings(path)
+    if settings is not None:
+        print(f"settings read from {settings.sources()}", file=out)
     print(f"no problems found with {shown}", file=out)
     return 0

@@ -1,5 +1,9 @@
 """Load settings.toml (or the file PARITY_SETTINGS names) into validated models.
 
+A file gives only what it changes: every key it leaves out keeps its built-in default, and
+the built-in defaults are exactly what the shipped settings.toml says (a test holds them
+equal), so an operator's own short file never loses a shipped rule.
+
 An unknown key or a wrong type stops start-up with a message naming it: a typo that
 silently meant "use the default" would be found only when mail went missing.
 """
@@ -11,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from connectors.config import OutboxSettings
 from connectors.registry import ConnectorsSettings
@@ -55,6 +59,20 @@ class Settings(Strict):
     # Sender authentication of inbound email (SPF, DKIM, DMARC, ARC): DNS and trust.
     mail_auth: MailAuthSettings = Field(default_factory=MailAuthSettings)
 
+    # The file these settings were read from, None for the built-in defaults alone.
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    def sources(self) -> str:
+        """What was read, for the banner, `settings show` and the doctor: a file is laid
+        over the built-in defaults, which are also what the shipped settings.toml says."""
+        if self._source is None:
+            return "the built-in defaults (no settings file)"
+        return f"{self._source}, over the built-in defaults"
+
     def store(self) -> StoreSettings:
         return StoreSettings(database=self.database, sla=self.sla, threading=self.threading)
 
@@ -77,7 +95,9 @@ def load(path: str | Path | None = None, *, missing_ok: bool = True) -> Settings
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{file}: not valid TOML: {exc}") from exc
-    return parse(data, str(file))
+    settings = parse(data, str(file))
+    settings._source = str(file)
+    return settings
 
 
 def parse(data: dict[str, Any], source: str = "settings") -> Settings:

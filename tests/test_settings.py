@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -33,12 +34,39 @@ def test_the_shipped_settings_file_loads():
 
 
 def test_the_shipped_file_says_what_the_defaults_are():
-    # "Every key is shown with its default": the file and the models must not drift apart.
+    # "Every key is shown with its default": the file and the models must not drift apart,
+    # with no exception: an operator's own file is laid over the defaults, so whatever the
+    # shipped file sets and the code does not would silently vanish with a file of one's own
+    # (the content rule "account takeover" did, until it became a default of the code).
     shipped, defaults = load(SHIPPED).model_dump(), Settings().model_dump()
-    # The one deliberate difference: the file ships an example content rule.
-    assert [r["name"] for r in shipped["sla"].pop("rules")] == ["account takeover"]
-    assert defaults["sla"].pop("rules") == []
+    assert [r["name"] for r in shipped["sla"]["rules"]] == ["account takeover"]
     assert shipped == defaults
+
+
+def test_an_operators_short_file_keeps_the_shipped_rules(tmp_path):
+    own = tmp_path / "mine.toml"
+    own.write_text("[connectors.smtp]\nport = 2626\n")
+    settings = load(own)
+    raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    assert settings.connectors.smtp.port == 2626
+    assert [r.model_dump() for r in settings.sla.rules] == raw["sla"]["rules"]
+    assert settings.sources() == f"{own}, over the built-in defaults"
+    # Turning the shipped rule off is said, not implied by leaving it out.
+    own.write_text("[sla]\nrules = []\n")
+    assert load(own).sla.rules == []
+
+
+def test_settings_show_says_which_file_was_read(tmp_path):
+    own = tmp_path / "mine.toml"
+    own.write_text('[logging]\nlevel = "WARNING"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "parity", "--settings", str(own), "settings", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout)["logging"]["level"] == "WARNING"
+    assert f"settings read from {own}, over the built-in defaults" in result.stderr
 
 
 BAD = [

@@ -39,6 +39,9 @@ DANA_COMMENT = "t1_m5c0x4a"
 DANA_PM = "t4_2kq8v1f"
 # The default SLA (240 minutes), in the words an acknowledgement uses.
 ETA = "within about 4 hours"
+# Dana writes "Locked out of my account": the shipped content rule (account takeover,
+# 60 minutes) makes her case due sooner, and her acknowledgement says so.
+TAKEOVER_ETA = "within about an hour"
 
 
 class Crash(BaseException):
@@ -153,7 +156,7 @@ def test_a_public_comment_then_a_private_message_from_one_person_is_one_case(eng
     assert [r.state for r in rows(engine, case.id)] == ["sent"]
     assert not [f for f in fake.composed if f["to"].lower() == "dana_k_22"]
     body = replies[0]["text"]
-    assert case.reference in body and ETA in body
+    assert case.reference in body and TAKEOVER_ETA in body
     personal = [
         "dana",  # her name
         "example.net",  # the e-mail address in her private message
@@ -177,7 +180,7 @@ def test_a_private_message_gets_the_full_acknowledgement_privately(engine, fake)
     case = case_row(engine, "dana_k_22")
     (sent,) = [f for f in fake.composed if f["to"] == "dana_k_22"]
     assert sent["subject"] == f"[{case.reference} #{case.token}] We received your message"
-    assert case.reference in sent["text"] and ETA in sent["text"]
+    assert case.reference in sent["text"] and TAKEOVER_ETA in sent["text"]
     assert "u/dana_k_22" in sent["text"]
     (row,) = rows(engine, case.id)
     assert row.state == "sent" and row.provider_id and row.provider_id.startswith("t4_")
