@@ -18,8 +18,8 @@ RUN pip install . \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin parity
 
 # Settings for containers: listen on all interfaces, PostgreSQL from PARITY_DATABASE_URL.
-# Mount your own file over it (support_domains at least) or set PARITY_SETTINGS.
-COPY docker/settings.toml /etc/parity/settings.toml
+# docker-compose.yml mounts ./config over /etc/parity (edit config/settings.toml there).
+COPY config/settings.toml /etc/parity/settings.toml
 ENV PARITY_SETTINGS=/etc/parity/settings.toml
 
 USER parity

@@ -238,6 +238,15 @@ def _envelope(session: Session, envelope: Envelope) -> dict[str, Any]:
     }
 
 
+def is_example_domain(domain: str) -> bool:
+    """RFC 2606's reserved names, which no real support address can be under."""
+    name = domain.lower().rstrip(".")
+    return any(
+        name == d or name.endswith("." + d)
+        for d in ("example.com", "example.org", "example.net", "example")
+    )
+
+
 class SmtpConnector:
     name = "smtp"
     # Binds a port: `parity run` announces it only once bound.
@@ -287,6 +296,13 @@ class SmtpConnector:
         log.info(
             "SMTP listening on %s for %s", self.address, ", ".join(self.settings.support_domains)
         )
+        if all(is_example_domain(d) for d in self.settings.support_domains):
+            # The shipped placeholder: every real customer's mail would be refused with 550.
+            log.warning(
+                "support_domains is still the example (%s): mail to your real address is "
+                "refused; set [connectors.smtp] support_domains",
+                ", ".join(self.settings.support_domains),
+            )
         try:
             await stop.wait()
         finally:
