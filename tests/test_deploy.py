@@ -181,7 +181,7 @@ def test_every_parity_service_reads_the_mounted_settings_and_a_required_audit_ke
 
 
 def test_only_mail_and_the_tls_proxy_are_published_to_the_world(compose):
-    public = {}
+    public: dict[str, list[str]] = {}
     for name, service in services(compose).items():
         for port in service.get("ports", []):
             if not str(port).startswith("127.0.0.1:"):
