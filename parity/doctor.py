@@ -12,15 +12,18 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy.engine import make_url
 
 from connectors.registry import REGISTRY, availability
 from inbox import audit, migrate
 from inbox.db import make_engine
+from inbox.models import utcnow
 from inbox.secrets import Secret, mask
+from parity import backup
 from parity.settings import Settings, SettingsError, load
 
 CONNECT_TIMEOUT_S = 3.0
@@ -187,11 +190,52 @@ def check_audit(settings: Settings) -> list[Finding]:
     ]
 
 
+# A store nobody has backed up for longer than this is worth a warning (a daily backup
+# that ran late is not).
+BACKUP_STALE_HOURS = 48.0
+
+
+def backup_findings(record: dict[str, Any] | None, now: datetime) -> list[Finding]:
+    """Pure: what the store's record of its newest `parity backup` says to the doctor."""
+    if record is None:
+        return [
+            Finding(
+                "backup",
+                "no backup recorded (`parity backup` keeps a record in the store)",
+                "run `parity backup FILE` regularly (docs: operations/backups)",
+                fatal=False,
+            )
+        ]
+    age = backup.backup_age_hours(record, now)
+    if age > BACKUP_STALE_HOURS:
+        return [
+            Finding(
+                "backup",
+                f"the newest backup ({record['file']}) is {age:.0f} h old",
+                "run `parity backup FILE`, and check what schedules it",
+                fatal=False,
+            )
+        ]
+    return []
+
+
+def check_backup(settings: Settings) -> list[Finding]:
+    db = settings.database
+    engine = make_engine(db.resolved_url(), busy_timeout_ms=db.busy_timeout_ms)
+    try:
+        return backup_findings(backup.last_backup(engine), utcnow())
+    finally:
+        engine.dispose()
+
+
 def diagnose(path: str | None, connect: Connect = tcp_connect) -> list[Finding]:
     settings, findings = check_settings(path)
     if settings is None:
         return findings
-    findings += check_database(settings)
+    database = check_database(settings)
+    findings += database
+    if not database:  # reachable and migrated
+        findings += check_backup(settings)
     findings += check_connectors(settings, connect)
     findings += check_audit(settings)
     return findings
