@@ -460,6 +460,7 @@ def test_the_banner_comes_after_the_ports_are_bound_and_its_hint_runs(tmp_path, 
         # Said only once bound: both ports answer at the moment the line is there.
         assert port_open(smtp_port) and port_open(web_port)
         assert f"SMTP on 127.0.0.1:{smtp_port}" in banner and "not running" not in banner
+        process.wait_for_log("Create the first one with: ")
         hint = re.search(r"Create the first one with: (\S+) users add NAME", process.log())
         assert hint, process.log()
         command = hint.group(1)
