@@ -38,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.suggestions import complaint, edited  # noqa: E402
-from inbox import suggestions  # noqa: E402
+from bench.suggestions import complaint, edited
+from inbox import suggestions
 
 NUM_PERM = suggestions.NUM_PERM
 BANDS = suggestions.BANDS
@@ -147,7 +147,8 @@ def main() -> None:
     base = statistics.median(times["datasketch"])
     print(f"{args.texts} texts, {args.rounds} rounds; per signature, median of rounds")
     print(
-        f"{'way':14} {'us/sig':>8} {'ratio':>6} {'MAE':>6} {'near-dup recall':>16} {'false cand.':>12}"
+        f"{'way':14} {'us/sig':>8} {'ratio':>6} {'MAE':>6} "
+        f"{'near-dup recall':>16} {'false cand.':>12}"
     )
     for name, way in WAYS.items():
         errors = []
@@ -162,7 +163,8 @@ def main() -> None:
             f"{recall:16.3f} {false:12.4f}"
         )
     print(
-        f"near-duplicate pairs (J >= {suggestions.THRESHOLD}): {len(dup_pairs)}; unrelated: {len(far)}"
+        f"near-duplicate pairs (J >= {suggestions.THRESHOLD}): {len(dup_pairs)}; "
+        f"unrelated: {len(far)}"
     )
 
 
