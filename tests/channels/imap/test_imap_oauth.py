@@ -164,7 +164,7 @@ async def test_a_revoked_grant_is_auth_failed_and_alerts_once(
     provider.revoke(user=user)  # consent revoked: the access token dies with the grant
 
     def failed() -> bool:
-        return connector.health.details["accounts"]["support"]["status"] == "auth failed"
+        return bool(connector.health.details["accounts"]["support"]["status"] == "auth failed")
 
     await drive(connector, failed, within=60)
     details = connector.health.details["accounts"]["support"]
