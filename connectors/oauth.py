@@ -612,6 +612,8 @@ class TokenSource:
         self.margin = timedelta(seconds=settings.refresh_margin_s)
         self._lock = threading.Lock()
         self._cached: tokens.Grant | None = None
+        # The last token a server refused (invalidate): never handed out again.
+        self._refused: Secret | None = None
         self.refreshes = 0
 
     @property
@@ -622,10 +624,13 @@ class TokenSource:
         return tokens.Cipher(self.environ)
 
     def invalidate(self, token: Secret | None = None) -> None:
-        """Forget the cached token (a server refused it before its expiry)."""
+        """Forget the cached token: a server refused `token` before its expiry. The next
+        call refreshes rather than hand out the same token again from the store."""
         with self._lock:
             if token is None or (self._cached and self._cached.access_token == token):
                 self._cached = None
+            if token is not None:
+                self._refused = token
 
     def token(self, *, refused: Secret | None = None) -> Secret:
         """A valid access token. `refused`: one the server just refused, never returned again.
@@ -634,6 +639,7 @@ class TokenSource:
         cannot be asked now), tokens.KeyMissing.
         """
         with self._lock:
+            refused = refused or self._refused
             now = self.clock()
             cached = self._cached
             if cached and cached.fresh(now, self.margin) and cached.access_token != refused:

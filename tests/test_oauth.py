@@ -308,6 +308,19 @@ def test_a_refused_token_is_never_handed_out_again(engine: Engine, provider: Pro
     assert second != first and provider.refreshes == 1
 
 
+def test_an_invalidated_token_is_not_read_back_from_the_store(
+    engine: Engine, provider: Provider
+) -> None:
+    account = account_for(provider)
+    authorize_by_device(engine, account)
+    source = TokenSource(engine, account, oauth_settings(account), environ=ENV)
+    first = source.token()
+    source.invalidate(first)  # a sender's server refused it (SMTP 535, HTTP 401)
+    second = source.token()
+    assert second != first and provider.refreshes == 1
+    assert source.token() == second and provider.refreshes == 1
+
+
 @pytest.mark.parametrize("rotate", [False, True])
 def test_one_refresher_among_instances(engine: Engine, provider: Provider, rotate: bool) -> None:
     provider.rotate = rotate  # Microsoft rotates: a second refresh with the old token fails
