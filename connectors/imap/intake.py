@@ -31,6 +31,7 @@ from connectors import oauth, poller
 from connectors.base import ConnectorHealth
 from connectors.imap.settings import ImapAccount, ImapSettings
 from connectors.poller import Poller, Retry, iso, next_step, sleep_or_stop
+from inbox import tokens
 from inbox.db import StorageUnavailable, read
 from inbox.models import Intake, utcnow
 from inbox.outbox import backoff
@@ -737,6 +738,10 @@ class FolderPoller(Poller):
             delay = float(self.settings.auth_retry_seconds)
             self._failed("auth failed", str(exc), delay)
             return None, "auth failed", delay
+        except (tokens.KeyMissing, tokens.Undecryptable) as exc:
+            delay = float(self.settings.auth_retry_seconds)
+            self._failed("no credentials", str(exc), delay)
+            return None, "no credentials", delay
         except Exception as exc:  # the provider or the store cannot answer now
             delay = backoff_delay(failures, 1.0, float(self.settings.max_backoff_seconds))
             self._failed("reconnecting", f"token refresh: {type(exc).__name__}: {exc}", delay)

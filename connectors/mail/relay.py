@@ -32,6 +32,7 @@ from typing import Any
 from connectors import oauth
 from connectors.config import EmailRelaySettings, OutboxSettings
 from connectors.outbox import Failure, Permanent, Retriable, http_retriable
+from inbox import tokens
 from inbox.models import utcnow
 from inbox.outbox import Claimed
 from inbox.secrets import Secret, from_env
@@ -179,7 +180,8 @@ class SmtpRelaySender:
             raise NoGrant(f"no [[oauth.accounts]] entry named {self.relay.oauth_account!r}")
         try:
             return self.token_source.token()
-        except oauth.AuthFailed as exc:
+        except (oauth.AuthFailed, tokens.KeyMissing, tokens.Undecryptable) as exc:
+            # Someone has to act (authorize, set the key): hold the mail, don't fail it.
             raise NoGrant(str(exc)) from exc
         except oauth.Unreachable as exc:
             raise Retriable(f"token refresh: {exc}") from exc
