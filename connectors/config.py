@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from email.headerregistry import Address
 from email.utils import parseaddr
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -53,8 +54,36 @@ class EmailRelaySettings(Strict):
     envelope_from: str = ""
     # The name we give in EHLO; the machine's name when empty.
     helo_name: str = ""
-    # Seconds for connecting and for each SMTP step.
+    # Seconds for connecting and for each SMTP step (or each API request).
     timeout_s: float = Field(default=60.0, gt=0)
+    # Sign in with an OAuth2 grant instead of a password: the [[oauth.accounts]] name
+    # (`parity mailbox authorize NAME`). With transport "smtp" that is AUTH XOAUTH2 as
+    # `username` (default: the From address); the API transports need it.
+    oauth_account: str = ""
+    # smtp (the relay at host:port) | gmail_api (Gmail API users.messages.send) | graph
+    # (Microsoft Graph sendMail): the provider's API where SMTP AUTH is switched off.
+    transport: str = "smtp"
+    # The API's base URL; empty: the provider's (https://gmail.googleapis.com,
+    # https://graph.microsoft.com). For a national cloud or a proxy.
+    api_url: str = ""
+
+    @field_validator("transport")
+    @classmethod
+    def _transport(cls, value: str) -> str:
+        if value not in ("smtp", "gmail_api", "graph"):
+            raise ValueError('transport is "smtp", "gmail_api" or "graph"')
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and not (
+            (parts.scheme == "https" and parts.hostname)
+            or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
+        ):
+            raise ValueError("api_url must be an https:// URL (http:// only to this machine)")
+        return value.rstrip("/")
 
     @field_validator("security")
     @classmethod
@@ -75,9 +104,20 @@ class EmailRelaySettings(Strict):
     @model_validator(mode="after")
     def _no_plaintext_password(self) -> EmailRelaySettings:
         # A password sent without TLS can be read on the wire; only this machine is exempt.
-        if self.username and self.security == "none" and self.host not in _LOOPBACK:
+        signs_in = self.username or self.oauth_account
+        if signs_in and self.security == "none" and self.host not in _LOOPBACK:
             raise ValueError("AUTH without TLS is only allowed to a relay on this machine")
+        if self.transport != "smtp" and not self.oauth_account:
+            raise ValueError(f'transport "{self.transport}" needs oauth_account')
         return self
+
+    @property
+    def api_base(self) -> str:
+        return self.api_url or _API_URLS.get(self.transport, "")
+
+
+# The providers' API hosts, per transport.
+_API_URLS = {"gmail_api": "https://gmail.googleapis.com", "graph": "https://graph.microsoft.com"}
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from connectors.base import Connector
 from connectors.config import OutboxSettings
+from connectors.oauth import TokenSource
 from connectors.outbox import OutboxDrainer
 from inbox.channels import channels_of
 from inbox.config import SlaSettings, Strict
@@ -76,6 +77,9 @@ class Runtime:
     environ: Mapping[str, str]
     # How long after a case is resolved a message reopens it ([threading]).
     reopen_window_days: int = 14
+    # OAuth2 grants by [[oauth.accounts]] name, one source each shared by every connector
+    # of this process (IMAP sign-in, the relay's XOAUTH2 or API sends).
+    token_sources: Mapping[str, TokenSource] = field(default_factory=dict)
 
 
 @dataclass

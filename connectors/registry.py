@@ -47,6 +47,7 @@ from connectors.webform.settings import WebformSettings
 from inbox.channels import channels_of
 from inbox.config import Strict
 from inbox.secrets import from_env
+from inbox.tokens import key_problem
 from normalizer.ack_plan import AckRoute
 from normalizer.parse import Parser, parse_mail
 
@@ -66,7 +67,10 @@ def _email_drainers(_section: object, runtime: Runtime) -> list[OutboxDrainer]:
     return [
         OutboxDrainer(
             runtime.engine,
-            SmtpRelaySender(runtime.outbox.email),
+            SmtpRelaySender(
+                runtime.outbox.email,
+                token_source=runtime.token_sources.get(runtime.outbox.email.oauth_account),
+            ),
             runtime.outbox,
             worker=runtime.instance,
         )
@@ -109,10 +113,15 @@ def imap_availability(section: ImapSettings, environ: Mapping[str, str]) -> Avai
     missing = [
         f"{a.password_env} (account {a.name})"
         for a in section.accounts
-        if from_env(a.password_env, dict(environ)) is None
+        if a.auth != "oauth2" and from_env(a.password_env, dict(environ)) is None
     ]
     if missing:
         return False, "environment variable not set: " + ", ".join(missing)
+    if any(a.auth == "oauth2" for a in section.accounts):
+        # The grants are stored encrypted: without the key none can be read.
+        problem = key_problem(environ)
+        if problem is not None:
+            return False, f'{problem} (needed by the auth = "oauth2" accounts)'
     return AVAILABLE
 
 
@@ -120,7 +129,16 @@ def _imap_build(section: ImapSettings, runtime: Runtime) -> Built:
     # Imported here: without imapclient only this connector is disabled.
     from connectors.imap.intake import ImapConnector
 
-    return Built(tasks=[ImapConnector(section, runtime.engine, on_stored=runtime.on_stored)])
+    return Built(
+        tasks=[
+            ImapConnector(
+                section,
+                runtime.engine,
+                on_stored=runtime.on_stored,
+                token_sources=runtime.token_sources,
+            )
+        ]
+    )
 
 
 # --- Twilio: SMS and voice webhooks on the listener, media fetching, SMS out ----------------

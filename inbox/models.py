@@ -599,3 +599,32 @@ class CaseBand(Base):
 
     # case_id in the index: a probe is answered from the index alone (migration 0007).
     __table_args__ = (Index("ix_case_bands_probe", "band", "bucket", "case_id"),)
+
+
+class OAuthToken(Base):
+    """One OAuth2 grant (`parity mailbox authorize`): its tokens, encrypted, and its health.
+
+    Kept in the store, not in a file, so a restart and every instance sharing the store use
+    the same grant: providers that rotate refresh tokens (Microsoft) invalidate the old one
+    on use, so two copies would soon disagree. `refresh_owner`/`refresh_until` are a lease:
+    one instance refreshes at a time, the others read what it stored (inbox/tokens.py).
+    """
+
+    __tablename__ = "oauth_tokens"
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    # Fernet tokens (AES-128-CBC + HMAC-SHA256) under PARITY_SECRET_KEY: never plain text.
+    refresh_token_enc: Mapped[str] = mapped_column(Text)
+    access_token_enc: Mapped[str | None] = mapped_column(Text)
+    access_expires_at: Mapped[datetime | None]
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    # ok | auth failed (the provider refused the refresh token: someone must authorize again)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    reason: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[datetime | None]
+    authorized_at: Mapped[datetime] = mapped_column(default=utcnow)
+    refreshed_at: Mapped[datetime | None]
+    refreshes: Mapped[int] = mapped_column(Integer, default=0)
+    refresh_owner: Mapped[str | None] = mapped_column(String(128))
+    refresh_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

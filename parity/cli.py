@@ -32,7 +32,7 @@ from normalizer import backfill, deadletters
 from normalizer.intake import RawInput, store
 from normalizer.message import CHANNELS
 from normalizer.worker import Normalizer
-from parity import daemon, doctor, logs, workers
+from parity import daemon, doctor, logs, mailboxes, workers
 from parity.settings import Settings, SettingsError, load
 from parity.status import STALE_AFTER, worker_status
 from parity.status import connector_status as connector_status  # re-exported: tests and tools
@@ -519,6 +519,30 @@ def cmd_users_list(settings: Settings, args: argparse.Namespace) -> int:
         [(u["name"], u["role"], u["disabled"], u["last_login_at"]) for u in users],
     )
     return 0
+
+
+def cmd_mailbox_authorize(settings: Settings, args: argparse.Namespace) -> int:
+    return mailboxes.authorize(
+        settings, _migrated_engine(settings), args.account, flow=args.flow, port=args.port
+    )
+
+
+def cmd_mailbox_status(settings: Settings, args: argparse.Namespace) -> int:
+    rows = mailboxes.status_rows(settings, _migrated_engine(settings))
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(
+            "OAuth accounts",
+            ["account", "provider", "status", "reason", "token valid until", "refreshes"],
+            [
+                (r["account"], r["provider"], r["status"], r["reason"], r["access_expires_at"],
+                 r["refreshes"])
+                for r in rows
+            ],
+        )  # fmt: skip
+    # 1 when a mailbox cannot sign in: usable from cron or a healthcheck.
+    return 1 if any(r["status"] != "ok" for r in rows) else 0
 
 
 def _add_users_parser(sub: Any) -> None:
@@ -1079,6 +1103,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_settings_show
     )
     _add_users_parser(sub)
+    mailboxes.add_parser(sub, cmd_mailbox_authorize, cmd_mailbox_status)
     return parser
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Engine, func, select, update
 
+from connectors import oauth
 from connectors.base import Connector, ConnectorHealth
 from connectors.contract import Availability, Runtime
 from connectors.mail.relay import relay_availability
@@ -214,6 +215,7 @@ class Daemon:
             timezone=self.settings.sla.business_hours.timezone,
             environ=os.environ,
             reopen_window_days=self.settings.store().threading.reopen_window_days,
+            token_sources=oauth.sources(self.engine, self.settings.oauth, os.environ),
         )
         available: set[str] = set()
         for spec in REGISTRY:

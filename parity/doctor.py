@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 
 from connectors.registry import REGISTRY, availability
-from inbox import audit, migrate
+from inbox import audit, migrate, tokens
 from inbox.db import make_engine
 from inbox.models import utcnow
 from inbox.secrets import Secret, mask
@@ -228,6 +228,54 @@ def check_backup(settings: Settings) -> list[Finding]:
         engine.dispose()
 
 
+def check_oauth(settings: Settings, environ: dict[str, str] | None = None) -> list[Finding]:
+    """Each OAuth account: the key to read its grant, the grant itself, where alerts go."""
+    oauth = settings.oauth
+    if not oauth.accounts:
+        return []
+    findings: list[Finding] = []
+    problem = tokens.key_problem(environ)
+    if problem is not None:
+        findings.append(
+            Finding(
+                "oauth",
+                f"{problem}: the stored grants cannot be read or written",
+                f"set {tokens.KEY_ENV} to a long random value (`openssl rand -hex 32`), the "
+                "same on every instance",
+            )
+        )
+    if not oauth.alert_to:
+        findings.append(
+            Finding(
+                "oauth",
+                "[oauth] alert_to is empty: nobody is told when a mailbox's sign-in fails",
+                "set [oauth] alert_to to the operators' address",
+                fatal=False,
+            )
+        )
+    db = settings.database
+    try:
+        engine = make_engine(db.resolved_url(), busy_timeout_ms=db.busy_timeout_ms)
+        try:
+            stored = tokens.statuses(engine)
+        finally:
+            engine.dispose()
+    except Exception:  # check_database reports the store itself
+        return findings
+    for account in oauth.accounts:
+        area = f"oauth {account.name}"
+        fix = f"run `parity mailbox authorize {account.name}`"
+        grant = stored.get(account.name)
+        if grant is None:
+            findings.append(Finding(area, "not authorized: no grant is stored", fix))
+        elif grant["status"] != tokens.OK:
+            reason = mask(grant["reason"] or "")
+            findings.append(
+                Finding(area, f"{grant['status']} since {grant['failed_at']}: {reason}", fix)
+            )
+    return findings
+
+
 def diagnose(path: str | None, connect: Connect = tcp_connect) -> list[Finding]:
     settings, findings = check_settings(path)
     if settings is None:
@@ -238,6 +286,7 @@ def diagnose(path: str | None, connect: Connect = tcp_connect) -> list[Finding]:
         findings += check_backup(settings)
     findings += check_connectors(settings, connect)
     findings += check_audit(settings)
+    findings += check_oauth(settings)
     return findings
 
 

@@ -15,9 +15,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from connectors.config import OutboxSettings
+from connectors.oauth import OAuthSettings
 from connectors.registry import ConnectorsSettings
 from inbox.config import DatabaseSettings, SlaSettings, StoreSettings, Strict, ThreadingSettings
 from inbox.report import AuditSettings
@@ -58,6 +59,25 @@ class Settings(Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     # Sender authentication of inbound email (SPF, DKIM, DMARC, ARC): DNS and trust.
     mail_auth: MailAuthSettings = Field(default_factory=MailAuthSettings)
+    # OAuth2 grants of mailboxes (Google, Microsoft, generic), refreshed before expiry.
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings)
+
+    @model_validator(mode="after")
+    def _grants_exist(self) -> Settings:
+        """Every OAuth account a mailbox or the relay names is configured: a typo would
+        otherwise show only as a mailbox that never signs in."""
+        known = {a.name for a in self.oauth.accounts}
+        named = [
+            (f"connectors.imap.accounts ({a.name})", a.grant)
+            for a in self.connectors.imap.accounts
+            if a.auth == "oauth2"
+        ]
+        if self.outbox.email.oauth_account:
+            named.append(("outbox.email", self.outbox.email.oauth_account))
+        for where, name in named:
+            if name not in known:
+                raise ValueError(f"{where}: no [[oauth.accounts]] entry named {name!r}")
+        return self
 
     # The file these settings were read from, None for the built-in defaults alone.
     _source: str | None = PrivateAttr(default=None)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from connectors.registry import CONNECTORS, availability
-from inbox import queries
+from inbox import queries, tokens
 from inbox.db import read
 from inbox.models import ConnectorState, Intake, utcnow
 from parity.settings import Settings
@@ -158,11 +158,33 @@ def _lag_s(last_success_at: str | None) -> float | None:
     return round((utcnow() - datetime.fromisoformat(last_success_at)).total_seconds(), 1)
 
 
+def grant_health(settings: Settings, engine: Engine) -> list[dict[str, Any]]:
+    """Each configured OAuth account: its grant's status and the provider's reason."""
+    if not settings.oauth.accounts:
+        return []
+    stored = tokens.statuses(engine)
+    result = []
+    for account in settings.oauth.accounts:
+        grant = stored.get(account.name)
+        result.append(
+            {
+                "account": account.name,
+                "provider": account.provider,
+                "status": grant["status"] if grant else "not authorized",
+                "reason": grant["reason"] if grant else None,
+                "failed_at": grant["failed_at"] if grant else None,
+                "access_expires_at": grant["access_expires_at"] if grant else None,
+            }
+        )
+    return result
+
+
 def health(settings: Settings, engine: Engine) -> tuple[dict[str, Any], int]:
     """/healthz: overall status and each connector as `parity connectors status` sees it.
 
-    Degraded (503) when an enabled connector runs nowhere; down (503) when the store is
-    unreachable. Rate-limit budgets and IMAP quota come from the instances' reports.
+    Degraded (503) when an enabled connector runs nowhere or an OAuth account's grant is
+    not "ok" (auth failed, or never authorized); down (503) when the store is unreachable.
+    Rate-limit budgets and IMAP quota come from the instances' reports.
     """
     try:
         status = connector_status(settings, engine)
@@ -205,11 +227,16 @@ def health(settings: Settings, engine: Engine) -> tuple[dict[str, Any], int]:
             view["rate_limits"] = limits
         connectors.append(scrub(view))
     ok = all(c["state"] != "down" for c in connectors)
+    grants = grant_health(settings, engine)
+    # A mailbox whose sign-in died takes in nothing until someone authorizes it again.
+    ok = ok and all(g["status"] == tokens.OK for g in grants)
     body: dict[str, Any] = {
         "status": "ok" if ok else "degraded",
         "database": "ok",
         "connector_states": connectors,
     }
+    if grants:
+        body["oauth"] = [scrub(g) for g in grants]
     try:
         workers = [w for w in worker_status(engine) if w["running"]]
         body["normalizer"] = scrub(

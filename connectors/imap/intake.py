@@ -18,7 +18,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -27,10 +27,11 @@ from imapclient import DELETED, IMAPClient, SocketTimeout
 from imapclient.exceptions import CapabilityError, LoginError
 from sqlalchemy import Engine, select
 
-from connectors import poller
+from connectors import oauth, poller
 from connectors.base import ConnectorHealth
 from connectors.imap.settings import ImapAccount, ImapSettings
 from connectors.poller import Poller, Retry, iso, next_step, sleep_or_stop
+from inbox import tokens
 from inbox.db import StorageUnavailable, read
 from inbox.models import Intake, utcnow
 from inbox.outbox import backoff
@@ -279,7 +280,7 @@ class Session:
         self.client = client
         client.normalise_times = False  # INTERNALDATE with its zone, turned into UTC by us
         try:
-            if account.auth == "xoauth2":
+            if account.auth in ("xoauth2", "oauth2"):
                 client.oauth2_login(account.username, self.secret.reveal())
             else:
                 client.login(account.username, self.secret.reveal())
@@ -519,11 +520,14 @@ class ImapConnector:
         *,
         on_stored: Callable[[int], None] | None = None,
         environ: dict[str, str] | None = None,
+        token_sources: Mapping[str, oauth.TokenSource] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.on_stored = on_stored
         self.environ = environ
+        # auth = "oauth2" accounts' grants, by OAuth account name ([oauth] accounts).
+        self.token_sources = dict(token_sources or {})
         self.health = ConnectorHealth()
         self.accounts: dict[str, AccountState] = {}
         self.pollers: list[FolderPoller] = []
@@ -634,13 +638,22 @@ class FolderPoller(Poller):
 
     async def serve(self, stop: asyncio.Event) -> None:
         failures = 0
+        # An OAuth2 access token the server refused before its expiry (revoked, or the
+        # server's clock ahead): asked for a new one at once, once, before waiting.
+        refused: Secret | None = None
         while not stop.is_set():
             delay = 0.0
-            secret = self.connector.secret(self.account)
-            if secret is None:
+            secret: Secret | None
+            if self.account.auth == "oauth2":
+                secret, problem, delay = await self._oauth_token(refused, failures)
+                if problem is not None:
+                    failures += problem == "reconnecting"
+            else:
+                secret = self.connector.secret(self.account)
+            if secret is None and self.account.auth != "oauth2":
                 delay = float(self.settings.auth_retry_seconds)
                 self._failed("no credentials", f"{self.account.password_env} is not set", delay)
-            else:
+            elif secret is not None:
                 session = Session(self.account, secret)
                 self.rounds_ok = 0
                 if self.attempted:
@@ -653,6 +666,14 @@ class FolderPoller(Poller):
                 except Exception as exc:
                     if self.rounds_ok:
                         failures = 0  # it worked for a while: back off from the start again
+                    if (
+                        self.account.auth == "oauth2"
+                        and isinstance(exc, AuthRefused)
+                        and refused is None
+                    ):
+                        refused = secret
+                        log.info("%s: token refused by the server: refreshing", self.label)
+                        continue
                     status = _status_word(exc)
                     if status == "reconnecting" and not isinstance(exc, TRANSIENT):
                         # A bug here must not stop the other folders: logged, retried.
@@ -663,8 +684,12 @@ class FolderPoller(Poller):
                     step = next_step(verdict, max(failures, 1), self.retry, time.time())
                     delay = step.wait_s or 0.0
                     self._failed(status, step.reason, delay)
+                else:
+                    refused = None
                 finally:
                     await asyncio.to_thread(session.close)
+                if self.rounds_ok:
+                    refused = None
             if stop.is_set():
                 break
             log.info("%s: next attempt in %.1f s", self.label, delay)
@@ -690,6 +715,38 @@ class FolderPoller(Poller):
         self.connector.publish()
 
     # --- a connected session ----------------------------------------------------------------
+
+    async def _oauth_token(
+        self, refused: Secret | None, failures: int
+    ) -> tuple[Secret | None, str | None, float]:
+        """(token, problem status, wait) for an auth = "oauth2" account.
+
+        A dead grant is "auth failed" with the provider's reason, retried slowly (someone
+        may authorize again meanwhile); a provider that cannot be asked now is retried on
+        the reconnect curve.
+        """
+        source = self.connector.token_sources.get(self.account.grant)
+        if source is None:
+            delay = float(self.settings.auth_retry_seconds)
+            self._failed(
+                "no credentials", f"no [[oauth.accounts]] entry named {self.account.grant!r}", delay
+            )
+            return None, "no credentials", delay
+        try:
+            token = await asyncio.to_thread(source.token, refused=refused)
+        except oauth.AuthFailed as exc:
+            delay = float(self.settings.auth_retry_seconds)
+            self._failed("auth failed", str(exc), delay)
+            return None, "auth failed", delay
+        except (tokens.KeyMissing, tokens.Undecryptable) as exc:
+            delay = float(self.settings.auth_retry_seconds)
+            self._failed("no credentials", str(exc), delay)
+            return None, "no credentials", delay
+        except Exception as exc:  # the provider or the store cannot answer now
+            delay = backoff_delay(failures, 1.0, float(self.settings.max_backoff_seconds))
+            self._failed("reconnecting", f"token refresh: {type(exc).__name__}: {exc}", delay)
+            return None, "reconnecting", delay
+        return token, None, 0.0
 
     async def _serve(self, session: Session, stop: asyncio.Event) -> None:
         self.account_state.next_retry_at = None

@@ -19,9 +19,15 @@ class ImapAccount(Strict):
     # Certificates and host names are always verified.
     ca_file: str = ""
     username: str
-    # The variable holds the password, or the OAuth2 access token when auth = "xoauth2".
-    password_env: str
+    # The variable holds the password, or a static OAuth2 access token when auth =
+    # "xoauth2" (it expires within the hour). Not used with auth = "oauth2".
+    password_env: str = ""
+    # password | xoauth2 (a static token from password_env) | oauth2 (a grant from
+    # `parity mailbox authorize`, refreshed before it expires: see docs/operations/mailboxes.md)
     auth: str = "password"
+    # The [[oauth.accounts]] entry whose grant signs in (auth = "oauth2"); default: this
+    # account's own name.
+    oauth_account: str = ""
     # The support address this mailbox receives for, recorded on receipts (default: username).
     address: str = ""
     # Folder paths use "/" between levels; the server's own separator is used on the wire.
@@ -44,8 +50,8 @@ class ImapAccount(Strict):
     @field_validator("auth")
     @classmethod
     def _auth(cls, value: str) -> str:
-        if value not in ("password", "xoauth2"):
-            raise ValueError('auth is "password" or "xoauth2"')
+        if value not in ("password", "xoauth2", "oauth2"):
+            raise ValueError('auth is "password", "xoauth2" or "oauth2"')
         return value
 
     @field_validator("after_store")
@@ -60,6 +66,17 @@ class ImapAccount(Strict):
         if self.after_store == "move" and self.archive_folder in self.folders:
             raise ValueError("archive_folder must not be one of the folders it drains")
         return self
+
+    @model_validator(mode="after")
+    def _secret_named(self) -> ImapAccount:
+        if self.auth != "oauth2" and not self.password_env:
+            raise ValueError(f'password_env is required with auth = "{self.auth}"')
+        return self
+
+    @property
+    def grant(self) -> str:
+        """The OAuth account whose grant this mailbox signs in with (auth = "oauth2")."""
+        return self.oauth_account or self.name
 
     @property
     def receipt_address(self) -> str:

@@ -11,20 +11,28 @@ attempt, and keeps it, so a resend after a crash is a copy that receivers drop.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import re
 import secrets
 import smtplib
 import socket
 import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from typing import Any
 
+from connectors import oauth
 from connectors.config import EmailRelaySettings, OutboxSettings
-from connectors.outbox import Permanent, Retriable
+from connectors.outbox import Failure, Permanent, Retriable, http_retriable
+from inbox import tokens
 from inbox.models import utcnow
 from inbox.outbox import Claimed
 from inbox.secrets import Secret, from_env
@@ -44,7 +52,7 @@ def relay_availability(outbox: OutboxSettings) -> tuple[bool, str | None]:
     relay = outbox.email
     if not relay.enabled:
         return False, "disabled in settings"
-    if not relay.host:
+    if relay.transport == "smtp" and not relay.host:
         return False, "no relay configured ([outbox.email] host); email stays queued"
     return True, None
 
@@ -125,12 +133,21 @@ class SmtpRelaySender:
     channel = "email"
     resend_safe = True
 
-    def __init__(self, relay: EmailRelaySettings, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        relay: EmailRelaySettings,
+        environ: dict[str, str] | None = None,
+        token_source: oauth.TokenSource | None = None,
+    ) -> None:
         self.relay = relay
         self.password: Secret | None = (
-            from_env(relay.password_env, environ) if relay.username else None
+            from_env(relay.password_env, environ)
+            if relay.username and not relay.oauth_account
+            else None
         )
         self.domain = _domain(relay.from_address)
+        # The grant of [outbox.email] oauth_account (None: password AUTH, or none).
+        self.token_source = token_source
 
     def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
         unique = f"{row_id}.{secrets.token_hex(6)}"
@@ -158,8 +175,22 @@ class SmtpRelaySender:
             )
         return smtplib.SMTP(relay.host, relay.port, local_hostname=helo, timeout=relay.timeout_s)
 
+    def _token(self) -> Secret:
+        if self.token_source is None:
+            raise NoGrant(f"no [[oauth.accounts]] entry named {self.relay.oauth_account!r}")
+        try:
+            return self.token_source.token()
+        except (oauth.AuthFailed, tokens.KeyMissing, tokens.Undecryptable) as exc:
+            # Someone has to act (authorize, set the key): hold the mail, don't fail it.
+            raise NoGrant(str(exc)) from exc
+        except oauth.Unreachable as exc:
+            raise Retriable(f"token refresh: {exc}") from exc
+
     def send(self, row: Claimed) -> str | None:
         relay = self.relay
+        if relay.transport != "smtp":
+            msg = compose_email(row, relay)
+            return send_by_api(relay, serialize(msg), self._token, self.token_source)
         if not relay.host:
             raise Retriable("no relay configured ([outbox.email] host)")
         msg = compose_email(row, relay)
@@ -175,7 +206,9 @@ class SmtpRelaySender:
                     raise Retriable("the relay did not offer STARTTLS; not sending in the clear")
                 conn.starttls(context=self._tls())
                 conn.ehlo()
-            if relay.username:
+            if relay.oauth_account:
+                self._xoauth2(conn)
+            elif relay.username:
                 if self.password is None:
                     raise Retriable(f"no relay password: {relay.password_env} is not set")
                 conn.login(relay.username, self.password.reveal())
@@ -201,8 +234,118 @@ class SmtpRelaySender:
             conn.quit()
         return reply.decode("utf-8", "replace")[:250] or None
 
-    def classify(self, exc: BaseException) -> tuple[bool, str]:
-        return classify_smtp(exc)
+    def _xoauth2(self, conn: smtplib.SMTP) -> None:
+        """AUTH XOAUTH2 with the grant's access token; a refused one is not offered again."""
+        user = self.relay.username or parseaddr(self.relay.from_address)[1]
+        token = self._token()
+
+        def answer(challenge: bytes | None = None) -> str:
+            # On failure the server sends a 334 with a JSON error and expects an empty line.
+            return oauth.xoauth2(user, token) if challenge is None else ""
+
+        try:
+            conn.auth("XOAUTH2", answer, initial_response_ok=True)
+        except smtplib.SMTPAuthenticationError:
+            if self.token_source is not None:
+                self.token_source.invalidate(token)
+            raise
+
+    def classify(self, exc: BaseException) -> tuple[bool, str] | Failure:
+        return classify_send(exc)
+
+
+def classify_send(exc: BaseException) -> tuple[bool, str] | Failure:
+    """classify_smtp, and what the OAuth2 sign-in and the providers' APIs add to it."""
+    if isinstance(exc, NoGrant):
+        return Failure(True, f"mailbox sign-in failed: {exc}", pause_s=NO_GRANT_PAUSE_S)
+    if isinstance(exc, ApiStatus):
+        if http_retriable(exc.status) or exc.status in (401, 403):
+            # 401: the token expired early (refreshed on the next try); 403: a scope or
+            # permission an operator can grant. Retried within max_attempts, like SMTP 535.
+            return True, str(exc)
+        return False, str(exc)
+    if isinstance(exc, urllib.error.URLError):
+        return True, f"connection failed: {exc.reason}"
+    return classify_smtp(exc)
+
+
+class NoGrant(Exception):
+    """The OAuth2 grant is dead or missing: nothing is sent until someone authorizes again."""
+
+
+# How long the relay waits before trying a row again when its grant is dead: the row is
+# not attempted (not counted); `parity mailbox authorize` fixes it meanwhile.
+NO_GRANT_PAUSE_S = 300.0
+MAX_API_ANSWER_BYTES = 64 * 1024
+
+
+class ApiStatus(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}: {text}")
+
+
+def api_request(relay: EmailRelaySettings, data: bytes) -> tuple[str, bytes, str]:
+    """(URL, body, content type) of one send through the provider's API. Pure."""
+    base = relay.api_base
+    if relay.transport == "gmail_api":
+        raw = base64.urlsafe_b64encode(data).decode("ascii")
+        body = json.dumps({"raw": raw}).encode()
+        return f"{base}/gmail/v1/users/me/messages/send", body, "application/json"
+    # Graph takes the MIME message base64-encoded as text/plain (sendMail, MIME format).
+    return f"{base}/v1.0/me/sendMail", base64.b64encode(data), "text/plain"
+
+
+def api_result(transport: str, status: int, body: bytes) -> str | None:
+    """The provider's id of the sent message (Gmail), None (Graph says 202 and no id);
+    raises ApiStatus for a refusal. Pure."""
+    if status >= 300:
+        text = body[:300].decode("utf-8", "replace")
+        try:
+            error = json.loads(body.decode("utf-8")).get("error")
+            if isinstance(error, dict):
+                text = str(error.get("message") or error.get("code") or text)
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            pass
+        raise ApiStatus(status, header_text(text, 300))
+    if transport == "gmail_api":
+        try:
+            found = json.loads(body.decode("utf-8")).get("id")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            return None
+        return str(found)[:250] if found else None
+    return None
+
+
+def send_by_api(
+    relay: EmailRelaySettings,
+    data: bytes,
+    token: Callable[[], Secret],
+    source: oauth.TokenSource | None,
+) -> str | None:
+    url, body, content_type = api_request(relay, data)
+    bearer = token()
+    request = urllib.request.Request(  # noqa: S310 - api_url is checked to be http(s)
+        url,
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {bearer.reveal()}", "Content-Type": content_type},
+    )
+    try:
+        with _api_opener.open(request, timeout=relay.timeout_s) as response:
+            return api_result(relay.transport, response.status, response.read(MAX_API_ANSWER_BYTES))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401 and source is not None:
+            source.invalidate(bearer)  # expired or revoked early: the next try refreshes
+        return api_result(relay.transport, exc.code, exc.read(MAX_API_ANSWER_BYTES))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # never carry the bearer token to wherever a redirect points
+
+
+_api_opener = urllib.request.build_opener(_NoRedirect)
 
 
 def classify_smtp(exc: BaseException) -> tuple[bool, str]:

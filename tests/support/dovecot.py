@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qs
 
 import pytest
@@ -132,6 +133,14 @@ class TokenEndpoint:
         self.server.server_close()
 
 
+class Introspection(Protocol):
+    """An endpoint the oauth2 passdb validates tokens at: TokenEndpoint, or the fake OAuth2
+    provider of the mailbox tests (tests/support/oauth_provider.py)."""
+
+    @property
+    def url(self) -> str: ...
+
+
 def _run_as() -> tuple[int, int]:
     """The uid and gid Dovecot runs as: never root."""
     if os.geteuid() != 0:
@@ -224,7 +233,7 @@ class Dovecot:
     def __init__(
         self,
         certs: Certificates,
-        tokens: TokenEndpoint,
+        tokens: Introspection,
         *,
         capabilities: str | None = None,
     ) -> None:

@@ -9,9 +9,11 @@ how a test catches a sender mid-send. STARTTLS and AUTH can be required.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -19,7 +21,7 @@ from email.parser import BytesParser
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Sink:
     # Every DATA the sink received, whatever it answered.
     received: list[Delivery] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    # AUTH XOAUTH2: (user, bearer token) -> accepted; the fake OAuth2 provider's check.
+    bearer: Callable[[str, str], bool] | None = None
     stalled: threading.Event = field(default_factory=threading.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.Server | None = None
@@ -74,12 +78,38 @@ class Sink:
                 return AuthResult(success=True)
         return AuthResult(success=False, handled=False)
 
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 as Gmail and Exchange Online answer it: on a refused token a 334
+        with a JSON error, the client's empty line, then 535."""
+        if len(args) > 1:
+            blob: Any = args[1].encode()
+        else:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        try:
+            fields = dict(
+                part.split("=", 1) for part in base64.b64decode(blob).decode().split("\x01") if part
+            )
+        except ValueError:
+            return AuthResult(success=False, handled=False)
+        user, auth = fields.get("user", ""), fields.get("auth", "")
+        token = auth.removeprefix("Bearer ")
+        if self.bearer is not None and auth.startswith("Bearer ") and self.bearer(user, token):
+            self.logins.append(user)
+            return AuthResult(success=True)
+        error = json.dumps({"status": "401", "schemes": "Bearer", "scope": "mail"})
+        await server.challenge_auth(error)
+        return AuthResult(success=False, handled=False)
+
     def _factory(self) -> SMTP:
         kwargs: dict[str, Any] = {"hostname": "sink.test", "decode_data": False}
         if self.tls is not None:
             kwargs.update(tls_context=self.tls, require_starttls=True)
         if self.credentials is not None:
             kwargs.update(authenticator=self._authenticate, auth_required=True)
+        elif self.bearer is not None:
+            kwargs.update(auth_required=True, auth_require_tls=False)
         else:
             kwargs.update(auth_require_tls=False)
         return SMTP(self, **kwargs)
