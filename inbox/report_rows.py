@@ -67,7 +67,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
         .where(period)
         .order_by(Case.id)
     )
-    names = dict(conn.execute(select(User.id, User.name)).tuples().all())
+    names = {u.id: u.name for u in conn.execute(select(User.id, User.name))}
     out = []
     for r in rows:
         first, later = turns.get(r.id, (None, ()))
