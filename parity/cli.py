@@ -306,7 +306,12 @@ def cmd_audit_report(settings: Settings, args: argparse.Namespace) -> int:
     with _engine(settings).connect() as conn:
         rows = report_rows.fetch(conn, since, until)
     data = report.build(
-        rows, now=now, since=since, until=until, threshold=settings.audit.parity_ratio_threshold
+        rows,
+        now=now,
+        since=since,
+        until=until,
+        threshold=settings.audit.parity_ratio_threshold,
+        parity_on=settings.audit.parity_on,
     )
     if args.json:
         _print_json(data)

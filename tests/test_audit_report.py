@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -349,7 +350,15 @@ async def test_managers_see_the_page_and_api_agents_get_403(engine, audit_api):
         # Nobody logged in: the API says 401, the page sends them to the login page.
         assert response.status == (303 if path.startswith("/manager") else 401), path
     page = await api.call("boss", "GET", "/manager/audit?since=30d")
-    assert "<svg" in page and "Parity breach" in page and "<script" not in page
+    # An inbox page: the base template's navigation with the Manager link, no inline script
+    # (the CSP forbids it), readable labels instead of field names.
+    assert "<svg" in page and "Parity breach" in page and "<script>" not in page
+    assert 'href="/manager/audit">Manager</a>' in page and 'href="/queue">Queue</a>' in page
+    assert "First response (median)" in page and "first_response_p50_s" not in page
+    # An agent at the page gets the inbox's 403 page, not JSON.
+    forbidden = await api.call("agent1", "GET", "/manager/audit", expect=403)
+    assert "Not for your role" in forbidden and "{" not in forbidden.split("<main>")[1]
+    assert ">Manager</a>" not in forbidden
     report = await api.call("boss", "GET", "/api/audit/report?since=30d")
     check_channels(report["channels"], expected(EVENTS))
     assert report["parity_breach"] is True
@@ -368,7 +377,25 @@ async def test_managers_see_the_page_and_api_agents_get_403(engine, audit_api):
     found = await api.call("boss", "GET", "/api/audit/cases?since=30d&which=unanswered")
     want = [r for r, e in refs.items() if not e.response_min and not e.resolved_h]
     assert sorted(found["references"]) == sorted(want)
-    assert f"/api/audit/cases?since=30d&amp;channel=email&amp;bucket={bucket}" in page
+    drill = f"/manager/audit/cases?since=30d&amp;channel=email&amp;bucket={bucket}"
+    assert drill in page
+    # The drill-down is a case list: the queue's rows for exactly those cases.
+    listed = await api.call("boss", "GET", drill.replace("&amp;", "&"))
+    want = sorted(
+        r
+        for r, e in refs.items()
+        if e.channel == "email" and e.response_min and 3600 <= e.response_min * 60 < 4 * 3600
+    )
+    assert sorted(re.findall(r'data-reference="(C-\d+)"', listed)) == want
+    missed = await api.call("boss", "GET", "/manager/audit/cases?since=30d&which=next_missed")
+    assert sorted(re.findall(r'data-reference="(C-\d+)"', missed)) == sorted(
+        r
+        for r, e in refs.items()
+        if any(
+            (t[1] and t[1] > t[2] * 60) or (not t[1] and not e.resolved_h and e.age_h > t[0] + t[2])
+            for t in e.turns
+        )
+    )
 
     # The audit log: filters and exports.
     log = await api.call("boss", "GET", "/api/audit/log?action=acknowledgement.queued")
