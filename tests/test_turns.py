@@ -18,7 +18,7 @@ from inbox.casework import ReplyRequest, reply
 from inbox.config import BusinessHours, ContentRule, SlaSettings, StoreSettings
 from inbox.models import Case, CaseTurn
 from tests.support.helpers import ingest, normalize
-from tests.support.inbox_helpers import DOMAIN, make_user, mail
+from tests.support.inbox_helpers import DOMAIN, mail, make_user
 
 # Friday 2026-12-11, 16:00 UTC; office 09:00-17:00 Monday to Friday; Monday the 14th is a
 # holiday.
