@@ -979,6 +979,9 @@ def reply(
         )
         values = {
             "first_response_at": func.coalesce(Case.first_response_at, now),
+            "first_responder_id": func.coalesce(
+                Case.first_responder_id, principal.id if principal.id > 0 else None
+            ),
             "last_activity_at": now,
             **_status_values(request.status, now),
         }

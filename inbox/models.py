@@ -168,6 +168,14 @@ class Case(Base):
     followups: Mapped[int] = mapped_column(default=0)
     # How often a message reopened the case after it was resolved (the reopen rate).
     reopens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # Facts the report reads from the case row alone, so that on PostgreSQL it is one scan of
+    # cases (docs/managers/report.md): the first inbound message's visibility (public or
+    # private), turn 0's due time (due_at moves on with follow-ups), the time the first
+    # acknowledgement promised, and who answered first.
+    side: Mapped[str | None] = mapped_column(String(8))
+    first_due_at: Mapped[datetime | None]
+    ack_eta_at: Mapped[datetime | None]
+    first_responder_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     ack_state: Mapped[str | None] = mapped_column(String(24))
     ack_reason: Mapped[str | None] = mapped_column(String(256))
     # Set when a caller asked to be called back (Twilio call menu, "press 1").

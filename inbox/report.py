@@ -392,7 +392,8 @@ def build(
     parity_on: str = "first_response",
     csat: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The whole report as one JSON-ready object.
+    """The whole report as one JSON-ready object, computed in Python from the rows (the
+    SQLite path, and the oracle of the PostgreSQL one in inbox/report_sql.py).
 
     `csat`: satisfaction figures per channel (keys of CSAT_COLUMNS), merged into each
     channel's figures when given.
@@ -405,6 +406,42 @@ def build(
         if dim.optional and not parts:
             continue
         groups[dim.key] = {name: group_stats(g, now) for name, g in parts.items()}
+    weeks = []
+    for week, group in sorted(_by(rows, lambda r: week_of(r.first_inbound_at)).items()):
+        per_channel = [
+            percentile(measure_values(g, parity_on), 50) for g in _by(group, _channel).values()
+        ]
+        weeks.append((week, len(group), per_channel))
+    histograms = {name: histogram(g) for name, g in sorted(_by(rows, _channel).items())}
+    return assemble(
+        groups,
+        group_stats(rows, now),
+        weeks,
+        histograms,
+        now=now,
+        since=since,
+        until=until,
+        threshold=threshold,
+        parity_on=parity_on,
+        csat=csat,
+    )
+
+
+def assemble(
+    groups: dict[str, dict[str, Any]],
+    total: dict[str, Any],
+    weeks: Sequence[tuple[str, int, Sequence[float | None]]],
+    histograms: dict[str, list[int]],
+    *,
+    now: datetime,
+    since: datetime,
+    until: datetime,
+    threshold: float,
+    parity_on: str,
+    csat: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """The report object from its parts (figures per group, the week's medians per channel,
+    the histograms), however they were computed."""
     channels = groups["channels"]
     for name, figures in (csat or {}).items():
         if name in channels:
@@ -412,32 +449,23 @@ def build(
     metric = f"{parity_on}_p50_s"
     ratio = parity_ratio(c[metric] for c in channels.values())
     medians = {n: c[metric] for n, c in channels.items() if c[metric] is not None}
-    weeks = []
-    for week, group in sorted(_by(rows, lambda r: week_of(r.first_inbound_at)).items()):
-        per_channel = {
-            name: percentile(measure_values(g, parity_on), 50)
-            for name, g in _by(group, _channel).items()
-        }
-        weeks.append(
-            {"week": week, "volume": len(group), "parity_ratio": parity_ratio(per_channel.values())}
-        )
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),
         "generated_at": now.isoformat(),
         **groups,
-        "total": group_stats(rows, now),
+        "total": total,
         "parity_on": parity_on,
         "parity_ratio": ratio,
         "parity_best_channel": min(medians, key=lambda n: medians[n]) if medians else None,
         "parity_worst_channel": max(medians, key=lambda n: medians[n]) if medians else None,
         "parity_ratio_threshold": threshold,
         "parity_breach": ratio is not None and ratio > threshold,
-        "weeks": weeks,
-        "histogram": {
-            "buckets": list(BUCKET_LABELS),
-            "channels": {name: histogram(g) for name, g in sorted(_by(rows, _channel).items())},
-        },
+        "weeks": [
+            {"week": week, "volume": volume, "parity_ratio": parity_ratio(per_channel)}
+            for week, volume, per_channel in weeks
+        ],
+        "histogram": {"buckets": list(BUCKET_LABELS), "channels": histograms},
     }
 
 

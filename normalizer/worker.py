@@ -1007,6 +1007,8 @@ class Normalizer:
                     subject=(message.subject or message.text.strip().split("\n", 1)[0])[:500],
                     due_at=due,
                     due_rule=rule,
+                    first_due_at=due,
+                    side=message.visibility,
                     first_inbound_at=now,
                     last_activity_at=now,
                     created_at=utcnow(),

@@ -120,6 +120,9 @@ def seed(engine: Engine, events: list[Event]) -> dict[str, Event]:
                     ack_state=e.ack,
                     reopens=e.reopens,
                     assignee_id=users[e.agent] if e.agent else None,
+                    side=e.visibility,
+                    first_due_at=start + timedelta(hours=e.due_h),
+                    ack_eta_at=start + timedelta(hours=e.eta_h) if e.eta_h is not None else None,
                 )
                 .returning(Case.id)
             ).scalar_one()

@@ -49,7 +49,7 @@ def case_turns(engine: Engine) -> tuple[Any, list[Any]]:
     return case, list(rows)
 
 
-def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine):
+def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine: Engine) -> None:
     agent = Principal(id=make_user(engine, "sam"), name="sam", role="agent", via="cli")
     # Monday 09:00 + 4 working hours: 13:00 the same day.
     opened = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

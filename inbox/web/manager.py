@@ -21,7 +21,7 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy import Engine, select
 
-from inbox import audit, casework, queries, report, report_rows
+from inbox import audit, casework, queries, report, report_rows, report_sql
 from inbox.db import write
 from inbox.models import Case, utcnow
 from inbox.report import AuditSettings
@@ -58,10 +58,9 @@ def compute(
     parity_on: str = "first_response",
 ) -> dict[str, Any]:
     with engine.connect() as conn:
-        rows = report_rows.fetch(conn, since, until)
-    return report.build(
-        rows, now=now, since=since, until=until, threshold=threshold, parity_on=parity_on
-    )
+        return report_sql.compute(
+            conn, now=now, since=since, until=until, threshold=threshold, parity_on=parity_on
+        )
 
 
 # Health probes come every few seconds; the report over a period is not that cheap, and a
