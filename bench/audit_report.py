@@ -88,7 +88,7 @@ def load(engine: Engine, cases: int) -> None:
         """INSERT INTO audit_log (at, actor, action, case_id, before, after, prev_hmac, hmac)
             SELECT first_inbound_at, 'system', 'acknowledgement.queued', id, NULL,
                    json_build_object('eta_at', to_char((first_inbound_at + interval '3 hours')
-                                     AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS+00:00')),
+                                     AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US+00:00')),
                    repeat('0', 64), repeat('0', 64)
             FROM cases WHERE id % 2 = 0""",
         """UPDATE cases SET ack_eta_at = first_inbound_at + interval '3 hours'
