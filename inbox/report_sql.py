@@ -29,8 +29,6 @@ SQL_DIMENSIONS: dict[str, str | None] = {
     "team": None,
 }
 
-WORK_MEM_MB = 64
-
 _CASES = """
     SELECT c.id, c.status, c.first_inbound_at, c.first_response_at, c.resolved_at,
            c.followups, c.ack_state, c.reopens, c.ack_eta_at,
@@ -173,9 +171,6 @@ def build(
     # GROUPING() has a bit per dimension, 1 where the row is NOT grouped by it.
     full = (1 << len(names)) - 1
     mask = {name: full ^ (1 << (len(names) - 1 - i)) for i, name in enumerate(names)}
-    # The percentiles sort their values in memory, a month of cases at a time; the default
-    # 4 MB sends those sorts to disk. For this transaction only.
-    conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM_MB}MB'"))
     figures: dict[tuple[str, str | None], dict[str, Any]] = {}
     query = _FIGURES.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
     for row in conn.execute(text(query), params).mappings():
