@@ -474,17 +474,20 @@ def _case_list(
     """The queue's rows for the cases behind a figure (the first DRILL_LIMIT, queue order)."""
     with engine.connect() as conn:
         rows = report_rows.fetch(conn, since, until)
-        refs = report.select_cases(rows, now=now, **filters)
-        ids = [r.id for r in rows if r.reference in set(refs)]
+        keep = report.case_filter(now=now, **filters)
+        ids = [r.id for r in rows if keep(r)]
+        # The queue's order (current due time, age, id), in chunks: a figure may stand for
+        # more cases than one statement takes parameters.
+        order: list[tuple[datetime, datetime, int]] = []
+        for chunk in queries._chunks(ids):
+            order += conn.execute(
+                select(Case.due_at, Case.first_inbound_at, Case.id).where(Case.id.in_(chunk))
+            ).all()
+        first = [case_id for _, _, case_id in sorted(order)[:DRILL_LIMIT]]
         cases = list(
-            conn.execute(
-                select(Case)
-                .where(Case.id.in_(ids[:DRILL_LIMIT] if len(ids) <= DRILL_LIMIT else ids))
-                .order_by(*queries.queue_order())
-                .limit(DRILL_LIMIT)
-            )
+            conn.execute(select(Case).where(Case.id.in_(first)).order_by(*queries.queue_order()))
         )
-        return len(refs), casework.summaries(conn, cases, principal.id, now)
+        return len(ids), casework.summaries(conn, cases, principal.id, now)
 
 
 async def cases_page(request: web.Request) -> web.StreamResponse:
