@@ -43,7 +43,7 @@ from sqlalchemy import (
     update,
 )
 
-from inbox import audit, queries, suggestions
+from inbox import audit, queries, suggestions, turns
 from inbox.accounts import Principal, has_role
 from inbox.channels import MESSAGE_ID_CHANNELS, raw_extension
 from inbox.db import insert_ignore, is_sqlite, read, write
@@ -979,10 +979,14 @@ def reply(
         )
         values = {
             "first_response_at": func.coalesce(Case.first_response_at, now),
+            "first_responder_id": func.coalesce(
+                Case.first_responder_id, principal.id if principal.id > 0 else None
+            ),
             "last_activity_at": now,
             **_status_values(request.status, now),
         }
         after = _change(conn, case.id, **values)
+        turns.answered(conn, case.id, now, principal.id if principal.id > 0 else None)
         if request.status == "open" and _renewable(case, principal, now):
             after = _change(conn, case.id, lease_until=now + timing.lease)
         outbox = conn.execute(select(Outbox).where(Outbox.id == outbox_id)).one()

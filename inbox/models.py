@@ -166,6 +166,16 @@ class Case(Base):
     # The earlier case this one continues, when a message came after the reopen window.
     linked_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     followups: Mapped[int] = mapped_column(default=0)
+    # How often a message reopened the case after it was resolved (the reopen rate).
+    reopens: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # Facts the report reads from the case row alone, so that on PostgreSQL it is one scan of
+    # cases (docs/managers/report.md): the first inbound message's visibility (public or
+    # private), turn 0's due time (due_at moves on with follow-ups), the time the first
+    # acknowledgement promised, and who answered first.
+    side: Mapped[str | None] = mapped_column(String(8))
+    first_due_at: Mapped[datetime | None]
+    ack_eta_at: Mapped[datetime | None]
+    first_responder_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     ack_state: Mapped[str | None] = mapped_column(String(24))
     ack_reason: Mapped[str | None] = mapped_column(String(256))
     # Set when a caller asked to be called back (Twilio call menu, "press 1").
@@ -208,6 +218,26 @@ class Case(Base):
         # Recent answer throughput, for the expected response time in acknowledgements.
         Index("ix_cases_first_response", "first_response_at"),
     )
+
+
+class CaseTurn(Base):
+    """One wait for us: from the inbound message that put the ball in our court to the reply
+    that answered it. Turn 0 is the first response, later turns are next responses; each has
+    its own due time under the one SLA policy, and the case's due_at is the open turn's."""
+
+    __tablename__ = "case_turns"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    due_rule: Mapped[str | None] = mapped_column(String(128))
+    responded_at: Mapped[datetime | None]
+    responder_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # Set when the turn ended without a reply: the case was resolved and then reopened.
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("case_id", "seq", name="uq_case_turns_case_seq"),)
 
 
 class Message(Base):

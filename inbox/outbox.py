@@ -283,7 +283,10 @@ def audit_ack_queued(
     **details: Any,
 ) -> None:
     """Audit an acknowledgement queued, with the time it promises, in the caller's
-    transaction (the one that queues it)."""
+    transaction (the one that queues it). The case keeps the first promise for the report."""
+    conn.execute(
+        update(Case).where(Case.id == case_id, Case.ack_eta_at.is_(None)).values(ack_eta_at=eta_at)
+    )
     audit.append(
         conn,
         actor="system",

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inbox import audit, logcontext
+from inbox import audit, logcontext, turns
 from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
 from inbox.db import (
@@ -1007,6 +1007,8 @@ class Normalizer:
                     subject=(message.subject or message.text.strip().split("\n", 1)[0])[:500],
                     due_at=due,
                     due_rule=rule,
+                    first_due_at=due,
+                    side=message.visibility,
                     first_inbound_at=now,
                     last_activity_at=now,
                     created_at=utcnow(),
@@ -1019,6 +1021,7 @@ class Normalizer:
                     reference=format_reference(case_id),
                 ),
             )
+            turns.first(conn, case_id, now, due, rule)
             if reads is not None:
                 reads.case_changed(contact_id)
             if decision.claims or decision.linked_case_id:
@@ -1053,10 +1056,13 @@ class Normalizer:
             "followups": Case.followups + 1,
         }
         if decision.action == "reopen":
-            values.update(status="open", resolved_at=None)
+            values.update(status="open", resolved_at=None, reopens=Case.reopens + 1)
         elif before.status == "pending_customer":
             values["status"] = "open"  # the customer answered: the ball is with us again
         conn.execute(update(Case).where(Case.id == decision.case_id).values(**values))
+        # This message waits for us: its own due time, under the same policy as a new case.
+        due, rule = due_time(now, message.subject, message.text, self.store.sla)
+        turns.inbound(conn, case_id, now, due, rule, reopened=decision.action == "reopen")
         if decision.action == "reopen":
             audit.append(
                 conn,

@@ -296,7 +296,7 @@ def cmd_audit_report(settings: Settings, args: argparse.Namespace) -> int:
     """The per-channel service report. A breach of the parity threshold is flagged in the
     output and on stderr; it makes the exit status 3 only with --fail-on-breach, so tools
     that read the report are not told the command failed."""
-    from inbox import report, report_rows
+    from inbox import report, report_sql
 
     now = utcnow()
     try:
@@ -306,10 +306,14 @@ def cmd_audit_report(settings: Settings, args: argparse.Namespace) -> int:
         print(f"parity audit: {exc}", file=sys.stderr)
         return 2
     with _engine(settings).connect() as conn:
-        rows = report_rows.fetch(conn, since, until)
-    data = report.build(
-        rows, now=now, since=since, until=until, threshold=settings.audit.parity_ratio_threshold
-    )
+        data = report_sql.compute(
+            conn,
+            now=now,
+            since=since,
+            until=until,
+            threshold=settings.audit.parity_ratio_threshold,
+            parity_on=settings.audit.parity_on,
+        )
     if args.json:
         _print_json(data)
     elif args.csv:

@@ -11,9 +11,10 @@ import csv
 import io
 import json
 import math
+import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from inbox import audit, report_rows
 from inbox import report as report_mod
-from inbox.models import AuditLog, AuditSealHead, Case, Contact, Message
+from inbox.models import AuditLog, AuditSealHead, Case, CaseTurn, Contact, Message
 from inbox.report import AuditSettings
 from inbox.web import create_app, manager
 from inbox.web.config import InboxSettings
@@ -47,26 +48,43 @@ class Event:
     ack: str | None = "sent"
     eta_h: float | None = None  # what the acknowledgement promised, hours after
     later_visibility: str | None = None  # a second inbound message on the other side
+    # Follow-ups that waited for us: (hours after the first inbound, reply minutes after the
+    # follow-up or None, due hours after the follow-up).
+    turns: tuple[tuple[float, float | None, float], ...] = ()
+    agent: str | None = None  # the assignee
+    reopens: int = 0
 
 
 EVENTS = [
     # email: private, slow-ish
-    Event("email", "private", 200, 90, 30, 4, 1, "sent", 3),
-    Event("email", "private", 150, 300, 40, 4, 0, "sent", 3),
-    Event("email", "private", 100, 45, None, 4, 2, "sent", 3),
+    Event("email", "private", 200, 90, 30, 4, 1, "sent", 3, turns=((10, 120, 4),), agent="ann"),
+    Event("email", "private", 150, 300, 40, 4, 0, "sent", 3, agent="bob", reopens=1),
+    Event("email", "private", 100, 45, None, 4, 2, "sent", 3, turns=((5, 30, 4), (20, 500, 4))),
     Event("email", "private", 80, None, None, 4, 1, "sent", 3),  # overdue, unanswered
     Event("email", "private", 2, None, None, 8, 0, "queued", 6),  # not yet due
-    Event("email", "private", 60, 600, 20, 8, 0, "withheld"),
+    Event("email", "private", 60, 600, 20, 8, 0, "withheld", agent="ann"),
     # twitter: public mentions answered fast, one DM
-    Event("twitter", "public", 300, 10, 2, 1, 0, "sent", 1),
-    Event("twitter", "public", 250, 20, 3, 1, 0, "sent", 1),
-    Event("twitter", "public", 120, 5, None, 1, 0, "sent", 1, later_visibility="private"),
-    Event("twitter", "private", 90, 95, 5, 1, 3, "failed", 1),
+    Event("twitter", "public", 300, 10, 2, 1, 0, "sent", 1, turns=((1, 15, 1),), agent="ann"),
+    Event("twitter", "public", 250, 20, 3, 1, 0, "sent", 1, agent="bob"),
+    Event(
+        "twitter",
+        "public",
+        120,
+        5,
+        None,
+        1,
+        0,
+        "sent",
+        1,
+        later_visibility="private",
+        turns=((2, 90, 1), (50, None, 1)),
+    ),  # the second follow-up is overdue, unanswered
+    Event("twitter", "private", 90, 95, 5, 1, 3, "failed", 1, agent="bob", reopens=2),
     # sms: one case only
-    Event("sms", "private", 50, 240, 10, 4, 1, None),
+    Event("sms", "private", 50, 240, 10, 4, 1, None, turns=((3, None, 4),)),  # resolved: not judged
     # reddit: public, unanswered and open
     Event("reddit", "public", 40, None, None, 2, 0, "sent", 2),
-    Event("reddit", "public", 30, 30, 1, 2, 0, "sent", 2),
+    Event("reddit", "public", 30, 30, 1, 2, 0, "sent", 2, turns=((20, 60, 2),), agent="ann"),
 ]
 # Outside a 30-day period: must not count anywhere.
 OLD = Event("email", "private", 24 * 45, 1, 1, 4, 5, "sent", 3)
@@ -74,6 +92,8 @@ OLD = Event("email", "private", 24 * 45, 1, 1, 4, 5, "sent", 3)
 
 def seed(engine: Engine, events: list[Event]) -> dict[str, Event]:
     by_ref: dict[str, Event] = {}
+    agents = {e.agent for e in events if e.agent}
+    users = {name: make_user(engine, name) for name in sorted(agents)}
     with engine.begin() as conn:
         contact = conn.execute(
             insert(Contact).values(name="seed", created_at=NOW).returning(Contact.id)
@@ -98,10 +118,28 @@ def seed(engine: Engine, events: list[Event]) -> dict[str, Event]:
                     created_at=start,
                     followups=e.followups,
                     ack_state=e.ack,
+                    reopens=e.reopens,
+                    assignee_id=users[e.agent] if e.agent else None,
+                    side=e.visibility,
+                    first_due_at=start + timedelta(hours=e.due_h),
+                    ack_eta_at=start + timedelta(hours=e.eta_h) if e.eta_h is not None else None,
                 )
                 .returning(Case.id)
             ).scalar_one()
             reference = f"C-{case_id:06d}"
+            turns = [(start, response, start + timedelta(hours=e.due_h))]
+            for after_h, reply_min, due_h in e.turns:
+                began = start + timedelta(hours=after_h)
+                replied = began + timedelta(minutes=reply_min) if reply_min else None
+                turns.append((began, replied, began + timedelta(hours=due_h)))
+            for seq, (began, replied, due) in enumerate(turns):
+                conn.execute(
+                    insert(CaseTurn).values(
+                        case_id=case_id, seq=seq, started_at=began, due_at=due, responded_at=replied
+                    )
+                )
+            # The case's due_at is its open turn's (the last one); turn 0 keeps the first.
+            conn.execute(update(Case).where(Case.id == case_id).values(due_at=turns[-1][2]))
             conn.execute(update(Case).where(Case.id == case_id).values(reference=reference))
             sides = [(e.visibility, start)]
             if e.later_visibility:
@@ -147,17 +185,28 @@ def pct(values: list[float], p: int) -> float | None:
     return ordered[low] + (ordered[low + 1] - ordered[low]) * (position - low)
 
 
-def expected(events: list[Event]) -> dict[str, dict[str, Any]]:
+def expected(
+    events: list[Event], key: Callable[[Event], str | None] = lambda e: e.channel
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for channel in sorted({e.channel for e in events}):
-        mine = [e for e in events if e.channel == channel]
+    for name in sorted({k for e in events if (k := key(e)) is not None}):
+        mine = [e for e in events if key(e) == name]
         responses = [e.response_min * 60 for e in mine if e.response_min]
         resolutions = [e.resolved_h * 3600 for e in mine if e.resolved_h]
         judged = [e for e in mine if e.response_min or e.age_h > e.due_h]
         met = [e for e in judged if e.response_min and e.response_min <= e.due_h * 60]
         unanswered = [e for e in mine if not e.response_min and not e.resolved_h]
         eligible = [e for e in mine if e.ack is not None]
-        out[channel] = {
+        # Next turns: answered ones count; unanswered ones only when overdue on an open case.
+        later = [(e, t) for e in mine for t in e.turns]
+        next_times = [t[1] * 60 for _, t in later if t[1]]
+        next_judged = [
+            (e, t) for e, t in later if t[1] or (not e.resolved_h and e.age_h > t[0] + t[2])
+        ]
+        next_met = [1 for _, t in next_judged if t[1] and t[1] <= t[2] * 60]
+        ever_resolved = [e for e in mine if e.resolved_h or e.reopens]
+        reopened = [e for e in mine if e.reopens]
+        out[name] = {
             "volume": len(mine),
             "first_response_p50_s": pct(responses, 50),
             "first_response_p90_s": pct(responses, 90),
@@ -172,6 +221,17 @@ def expected(events: list[Event]) -> dict[str, dict[str, Any]]:
                 else None
             ),
             "followups_per_case": round(sum(e.followups for e in mine) / len(mine), 4),
+            "next_turns": len(later),
+            "next_answered": len(next_times),
+            "next_response_p50_s": pct(next_times, 50),
+            "next_response_p90_s": pct(next_times, 90),
+            "next_sla_judged": len(next_judged),
+            "next_response_sla_attained_pct": (
+                round(100 * len(next_met) / len(next_judged), 2) if next_judged else None
+            ),
+            "reopen_rate_pct": (
+                round(100 * len(reopened) / len(ever_resolved), 2) if ever_resolved else None
+            ),
         }
     return out
 
@@ -293,7 +353,15 @@ async def test_managers_see_the_page_and_api_agents_get_403(engine, audit_api):
         # Nobody logged in: the API says 401, the page sends them to the login page.
         assert response.status == (303 if path.startswith("/manager") else 401), path
     page = await api.call("boss", "GET", "/manager/audit?since=30d")
-    assert "<svg" in page and "Parity breach" in page and "<script" not in page
+    # An inbox page: the base template's navigation with the Manager link, no inline script
+    # (the CSP forbids it), readable labels instead of field names.
+    assert "<svg" in page and "Parity breach" in page and "<script>" not in page
+    assert 'href="/manager/audit">Manager</a>' in page and 'href="/queue">Queue</a>' in page
+    assert "First response (median)" in page and "first_response_p50_s" not in page
+    # An agent at the page gets the inbox's 403 page, not JSON.
+    forbidden = await api.call("agent1", "GET", "/manager/audit", expect=403)
+    assert "Not for your role" in forbidden and "{" not in forbidden.split("<main>")[1]
+    assert ">Manager</a>" not in forbidden
     report = await api.call("boss", "GET", "/api/audit/report?since=30d")
     check_channels(report["channels"], expected(EVENTS))
     assert report["parity_breach"] is True
@@ -312,7 +380,25 @@ async def test_managers_see_the_page_and_api_agents_get_403(engine, audit_api):
     found = await api.call("boss", "GET", "/api/audit/cases?since=30d&which=unanswered")
     want = [r for r, e in refs.items() if not e.response_min and not e.resolved_h]
     assert sorted(found["references"]) == sorted(want)
-    assert f"/api/audit/cases?since=30d&amp;channel=email&amp;bucket={bucket}" in page
+    drill = f"/manager/audit/cases?since=30d&amp;channel=email&amp;bucket={bucket}"
+    assert drill in page
+    # The drill-down is a case list: the queue's rows for exactly those cases.
+    listed = await api.call("boss", "GET", drill.replace("&amp;", "&"))
+    want = sorted(
+        r
+        for r, e in refs.items()
+        if e.channel == "email" and e.response_min and 3600 <= e.response_min * 60 < 4 * 3600
+    )
+    assert sorted(re.findall(r'data-reference="(C-\d+)"', listed)) == want
+    missed = await api.call("boss", "GET", "/manager/audit/cases?since=30d&which=next_missed")
+    assert sorted(re.findall(r'data-reference="(C-\d+)"', missed)) == sorted(
+        r
+        for r, e in refs.items()
+        if any(
+            (t[1] and t[1] > t[2] * 60) or (not t[1] and not e.resolved_h and e.age_h > t[0] + t[2])
+            for t in e.turns
+        )
+    )
 
     # The audit log: filters and exports.
     log = await api.call("boss", "GET", "/api/audit/log?action=acknowledgement.queued")
@@ -369,3 +455,88 @@ def test_a_real_acknowledgement_gives_a_promise_but_no_first_response(engine):
     assert row.eta_at == datetime.fromisoformat(written["eta_at"])
     assert row.first_response_at is None and row.ack_state == "queued"
     assert row.channel == "email" and row.visibility == "private"
+
+
+def test_next_response_per_channel_and_agent_known_answers(engine):
+    """Next responses, the parity ratio on them, and the per-agent table: against the
+    oracle above and against figures worked out by hand from EVENTS."""
+    seed(engine, [*EVENTS, OLD])
+    with engine.connect() as conn:
+        rows = report_rows.fetch(conn, NOW - timedelta(days=30), NOW + timedelta(minutes=1))
+    now = datetime.now(UTC)
+    data = report_mod.build(
+        rows,
+        now=now,
+        since=NOW - timedelta(days=30),
+        until=now,
+        threshold=2.0,
+        parity_on="next_response",
+    )
+    check_channels(data["channels"], expected(EVENTS))
+    check_channels(data["agents"], expected(EVENTS, key=lambda e: e.agent))
+    # By hand. email's next responses: 30, 120, 500 min = 1800, 7200, 30000 s; the median is
+    # the middle one; p90 sits at rank 1.8: 7200 + 0.8 * (30000 - 7200) = 25440. Two of the
+    # three were within their 4 h.
+    email = data["channels"]["email"]
+    assert (email["next_response_p50_s"], email["next_response_p90_s"]) == (7200.0, 25440.0)
+    assert email["next_response_sla_attained_pct"] == 66.67
+    # twitter: 15 and 90 min (900, 5400 s): median 3150, p90 900 + 0.9 * 4500 = 4950; the
+    # third follow-up waits unanswered past its due time on an open case: judged, missed.
+    twitter = data["channels"]["twitter"]
+    assert (twitter["next_response_p50_s"], twitter["next_response_p90_s"]) == (3150.0, 4950.0)
+    assert (twitter["next_sla_judged"], twitter["next_response_sla_attained_pct"]) == (3, 33.33)
+    # sms: its follow-up went unanswered but the case was resolved: not judged.
+    sms = data["channels"]["sms"]
+    assert (sms["next_turns"], sms["next_sla_judged"], sms["next_response_p50_s"]) == (1, 0, None)
+    # The parity ratio on next responses: email's 7200 over twitter's 3150.
+    assert data["parity_on"] == "next_response"
+    assert data["parity_ratio"] == round(7200 / 3150, 4)
+    assert (data["parity_worst_channel"], data["parity_best_channel"]) == ("email", "twitter")
+    # Agents: ann's first responses 10, 30, 90, 600 min: median (30 + 90) / 2 = 60 min; bob's
+    # 20, 95, 300: 95 min. bob had two of his three resolved cases reopened.
+    agents = data["agents"]
+    assert set(agents) == {"ann", "bob"}
+    assert agents["ann"]["first_response_p50_s"] == 3600.0
+    assert agents["bob"]["first_response_p50_s"] == 5700.0
+    assert (agents["bob"]["reopen_rate_pct"], agents["ann"]["reopen_rate_pct"]) == (66.67, 0.0)
+    assert "teams" not in data  # no case has a team yet
+    # The drill-down behind a cell: the cases with a missed next response.
+    missed = report_mod.select_cases(rows, now=now, which="next_missed")
+    by_id = {r.reference: r for r in rows}
+    assert sorted(by_id[m].channel for m in missed) == ["email", "twitter"]
+
+
+def test_durations_read_as_people_say_them():
+    table = [
+        (None, "–"),
+        (0, "0 s"),
+        (0.4, "0 s"),
+        (45, "45 s"),
+        (59.6, "1 min"),
+        (200, "3 min 20 s"),
+        (3600, "1 h"),
+        (3660, "1 h 1 min"),
+        (3661, "1 h 1 min"),
+        (5 * 3600 + 12 * 60 + 30, "5 h 12 min"),
+        (2 * 86400 + 4 * 3600 + 59, "2 d 4 h"),
+        (86400 + 59, "1 d"),
+        (-3900, "-1 h 5 min"),
+        (-14199.9, "-3 h 56 min"),
+    ]
+    for seconds, words in table:
+        assert report_mod.duration_words(seconds) == words, seconds
+
+
+def test_the_readable_table_names_figures_not_fields(engine, db_url, tmp_path):
+    seed(engine, EVENTS)
+    run = parity_cli(db_url, tmp_path, "--since", "30d", threshold=100)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "first_response_p50_s" not in out and "First response (median)" in out
+    assert "Next response (median)" in out and "Agent" in out
+    # email's first responses 45, 90, 300, 600 min: median 195 min = 3 h 15 min.
+    email_col = out.splitlines()[2].split().index("email")
+    assert email_col > 0
+    assert "3 h 15 min" in out
+    # The period to the minute, not the microsecond.
+    assert "." not in out.splitlines()[0].split(" from ")[1]

@@ -61,6 +61,9 @@ class InboxContext:
 
 CONTEXT = web.AppKey("parity.inbox", InboxContext)
 PRINCIPAL = web.RequestKey("parity.principal", Principal)
+# The pages' 403 page (inbox/web/pages.py sets it): the middleware cannot import the pages.
+ForbiddenPage = Callable[[web.Request, str], web.StreamResponse]
+FORBIDDEN_PAGE: web.AppKey[ForbiddenPage] = web.AppKey("parity.forbidden_page")
 
 
 def context(request: web.Request) -> InboxContext:
@@ -187,6 +190,11 @@ async def auth_middleware(
             return error(403, f"CSRF token missing or wrong: send the {CSRF_HEADER} header")
     needed = route.role if route is not None else "agent"
     if not has_role(found.role, needed):
+        page = request.app.get(FORBIDDEN_PAGE)
+        if route is not None and route.kind == "html" and page is not None:
+            # A person at a page gets the inbox's own page, in its navigation, not JSON.
+            request[PRINCIPAL] = found
+            return page(request, f"This page is for the {needed} role and up.")
         return error(403, f"this needs the {needed} role")
     request[PRINCIPAL] = found
     return await handler(request)

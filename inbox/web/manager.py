@@ -2,14 +2,13 @@
 
 Self-contained: `install(app, settings)` adds these routes to the app's one route table, so
 authentication, roles (manager and up) and the OpenAPI document come from there. The page
-runs no script; its only inline style is allowed by hash in its own CSP.
+runs no script and has no inline style: it is an inbox page (base template, app.css, the
+pages' CSP).
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
 import io
 import json
 import time
@@ -19,13 +18,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-from sqlalchemy import Engine
+from markupsafe import Markup
+from sqlalchemy import Engine, select
 
-from inbox import audit, report, report_rows
+from inbox import audit, casework, queries, report, report_rows, report_sql
 from inbox.db import write
-from inbox.models import utcnow
+from inbox.models import Case, utcnow
 from inbox.report import AuditSettings
-from inbox.web.app import blocking, context, error, reply_json
+from inbox.web import pages
+from inbox.web.app import blocking, context, error, principal, reply_json
 from inbox.web.routes import Param, Route, add_routes
 
 AUDIT_SETTINGS = web.AppKey("parity.audit_settings", AuditSettings)
@@ -49,11 +50,17 @@ def _period(request: web.Request) -> tuple[datetime, datetime, datetime]:
 
 
 def compute(
-    engine: Engine, now: datetime, since: datetime, until: datetime, threshold: float
+    engine: Engine,
+    now: datetime,
+    since: datetime,
+    until: datetime,
+    threshold: float,
+    parity_on: str = "first_response",
 ) -> dict[str, Any]:
     with engine.connect() as conn:
-        rows = report_rows.fetch(conn, since, until)
-    return report.build(rows, now=now, since=since, until=until, threshold=threshold)
+        return report_sql.compute(
+            conn, now=now, since=since, until=until, threshold=threshold, parity_on=parity_on
+        )
 
 
 # Health probes come every few seconds; the report over a period is not that cheap, and a
@@ -69,7 +76,7 @@ def parity_health(engine: Engine, settings: AuditSettings) -> dict[str, Any]:
         return cached[1]
     now = utcnow()
     since = report.parse_since(f"{settings.default_period_days}d", now)
-    data = compute(engine, now, since, now, settings.parity_ratio_threshold)
+    data = compute(engine, now, since, now, settings.parity_ratio_threshold, settings.parity_on)
     result = {
         "ratio": data["parity_ratio"],
         "threshold": data["parity_ratio_threshold"],
@@ -89,6 +96,7 @@ async def report_api(request: web.Request) -> web.StreamResponse:
         since,
         until,
         _settings(request).parity_ratio_threshold,
+        _settings(request).parity_on,
     )
     if request.rel_url.query.get("format") == "csv":
         return _download(report.to_csv(data), "parity-audit-report.csv", "text/csv")
@@ -119,6 +127,8 @@ async def cases_api(request: web.Request) -> web.StreamResponse:
             until,
             channel=query.get("channel") or None,
             side=query.get("side") or None,
+            agent=query.get("agent") or None,
+            team=query.get("team") or None,
             bucket=bucket,
             week=query.get("week") or None,
             which=query.get("which") or "all",
@@ -194,34 +204,64 @@ def _download(text: str, filename: str, mime: str) -> web.Response:
 
 
 # --- the page ------------------------------------------------------------------------------
+# Part of the inbox: the same base template, navigation, stylesheet (static/app.css, the
+# "Manager" section) and CSP as the queue. Charts are SVG drawn here; the page runs no script.
 
-_STYLE = (
-    "body{font-family:sans-serif;margin:1.5em;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-    "td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}"
-    "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-    ".breach{background:#fdd;border:2px solid #c00;padding:.5em;font-weight:bold}"
-    ".ok{background:#dfd;border:1px solid #393;padding:.5em}"
-    "svg{border:1px solid #ddd;margin:.5em 0}"
-)
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-PAGE_CSP = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'"
-)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# The page's rows of figures, and the drill-down each cell opens (None: no list behind it).
+PAGE_ROWS: tuple[tuple[str, str | None], ...] = (
+    ("volume", "all"),
+    ("ack_coverage_pct", None),
+    ("first_response_p50_s", "answered"),
+    ("first_response_p90_s", "answered"),
+    ("sla_attained_pct", "sla_missed"),
+    ("next_response_p50_s", "next_waited"),
+    ("next_response_p90_s", "next_waited"),
+    ("next_response_sla_attained_pct", "next_missed"),
+    ("resolution_p50_s", "resolved"),
+    ("open", "open"),
+    ("unanswered", "unanswered"),
+    ("oldest_unanswered_age_s", "unanswered"),
+    ("followups_per_case", "followed_up"),
+    ("reopen_rate_pct", "reopened"),
+    ("promise_kept_pct", "promise_broken"),
+)
+# What a drill-down list shows, in words.
+WHICH_WORDS = {
+    "all": "all cases",
+    "open": "open cases",
+    "unanswered": "cases not answered yet",
+    "answered": "answered cases",
+    "resolved": "resolved cases",
+    "sla_missed": "cases whose first response missed its due time",
+    "followed_up": "cases with follow-ups",
+    "promise_broken": "cases answered later than the acknowledgement promised",
+    "next_waited": "cases where a follow-up waited for us",
+    "next_missed": "cases where a next response missed its due time",
+    "reopened": "reopened cases",
+}
+DRILL_PATH = "/manager/audit/cases"
+DRILL_LIMIT = 500
 
 
-def _drill(params: dict[str, Any]) -> str:
-    return "/api/audit/cases?" + urlencode({k: v for k, v in params.items() if v is not None})
+def _drill(params: dict[str, Any], path: str = DRILL_PATH) -> str:
+    return path + "?" + urlencode({k: v for k, v in params.items() if v is not None})
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:,.1f}"
+        return f"{value:,.2f}"
     return str(value)
+
+
+def _svg_open(width: int, height: int, label: str) -> str:
+    # viewBox without a fixed size: the stylesheet scales the chart to the column's width.
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{escape(label)}">'
+    )
 
 
 def histogram_svg(data: dict[str, Any], since: str) -> str:
@@ -236,8 +276,7 @@ def histogram_svg(data: dict[str, Any], since: str) -> str:
     group_w = plot_w / len(labels)
     bar_w = max(2.0, (group_w - 8) / max(1, len(channels)))
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="first response distribution per channel">',
+        _svg_open(width, height, "first response distribution per channel"),
         f'<line x1="{left}" y1="{20 + plot_h}" x2="{width - 10}" y2="{20 + plot_h}" '
         'stroke="#444"/>',
         f'<text x="4" y="16" font-size="11">{peak}</text>',
@@ -268,9 +307,48 @@ def histogram_svg(data: dict[str, Any], since: str) -> str:
     return "".join(parts)
 
 
+def next_response_svg(data: dict[str, Any], since: str) -> str:
+    """Next response per channel: the median as a solid bar, the 90th percentile as a pale
+    one behind it, both linking to the cases whose follow-ups waited for us."""
+    channels = data["channels"]
+    row_h, left, right, top = 34, 90, 110, 10
+    width = 720
+    height = top + row_h * max(1, len(channels)) + 10
+    peak = max([1.0, *(c["next_response_p90_s"] or 0 for c in channels.values())])
+    plot_w = width - left - right
+    parts = [_svg_open(width, height, "next response per channel, median and 90th percentile")]
+    for i, (name, stats) in enumerate(channels.items()):
+        y = top + i * row_h
+        colour = PALETTE[i % len(PALETTE)]
+        href = escape(_drill({"since": since, "channel": name, "which": "next_waited"}))
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 17}" font-size="12" text-anchor="end">'
+            f"{escape(name)}</text>"
+        )
+        p50, p90 = stats["next_response_p50_s"], stats["next_response_p90_s"]
+        if p50 is None or p90 is None:
+            parts.append(
+                f'<text x="{left}" y="{y + 17}" font-size="11" fill="#5f6b7a">'
+                "no next responses</text>"
+            )
+            continue
+        w50, w90 = plot_w * p50 / peak, plot_w * p90 / peak
+        words = f"median {report.duration_words(p50)}, 90th {report.duration_words(p90)}"
+        parts.append(
+            f'<a href="{href}"><rect x="{left}" y="{y + 4}" width="{w90:.1f}" height="20" '
+            f'fill="{colour}" fill-opacity="0.3"><title>{escape(name)}: {words}</title></rect>'
+            f'<rect x="{left}" y="{y + 4}" width="{w50:.1f}" height="20" fill="{colour}">'
+            f"<title>{escape(name)}: {words}</title></rect></a>"
+            f'<text x="{left + w90 + 6:.1f}" y="{y + 18}" font-size="11">'
+            f"{escape(report.duration_words(p50))}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def ratio_svg(data: dict[str, Any], since: str) -> str:
     """The parity ratio per week, with the threshold as a dashed red line."""
-    weeks = [w for w in data["weeks"]]
+    weeks = list(data["weeks"])
     width, height, left, bottom = 720, 220, 40, 30
     plot_w, plot_h = width - left - 10, height - bottom - 20
     threshold = float(data["parity_ratio_threshold"])
@@ -281,8 +359,7 @@ def ratio_svg(data: dict[str, Any], since: str) -> str:
         return 20 + plot_h - plot_h * value / peak
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="parity ratio per week">',
+        _svg_open(width, height, "parity ratio per week"),
         f'<line x1="{left}" y1="{y(0):.1f}" x2="{width - 10}" y2="{y(0):.1f}" stroke="#444"/>',
         f'<line x1="{left}" y1="{y(threshold):.1f}" x2="{width - 10}" y2="{y(threshold):.1f}" '
         f'stroke="#c00" stroke-dasharray="4 3"/>',
@@ -311,98 +388,172 @@ def ratio_svg(data: dict[str, Any], since: str) -> str:
     return "".join(parts)
 
 
-_TABLE = (
-    ("volume", "all"),
-    ("ack_coverage_pct", None),
-    ("first_response_p50_s", "answered"),
-    ("first_response_p90_s", "answered"),
-    ("resolution_p50_s", "resolved"),
-    ("resolution_p90_s", "resolved"),
-    ("sla_attained_pct", "sla_missed"),
-    ("open", "open"),
-    ("oldest_open_age_s", "open"),
-    ("unanswered", "unanswered"),
-    ("oldest_unanswered_age_s", "unanswered"),
-    ("followups_per_case", "followed_up"),
-    ("promise_error_p50_s", "promise_broken"),
-    ("promise_kept_pct", "promise_broken"),
-)
-
-
-def _table(groups: dict[str, dict[str, Any]], key: str, since: str) -> str:
-    head = "".join(f"<th>{escape(c)}</th>" for c, _ in _TABLE)
-    rows = []
-    for name, stats in groups.items():
-        cells = []
-        for column, which in _TABLE:
-            text = escape(_cell(stats[column]))
-            if which is not None and stats["volume"]:
-                href = escape(_drill({"since": since, key: name, "which": which}))
-                text = f'<a href="{href}">{text}</a>'
-            cells.append(f"<td>{text}</td>")
-        rows.append(f"<tr><td>{escape(name)}</td>{''.join(cells)}</tr>")
-    return f"<table><tr><th>{escape(key)}</th>{head}</tr>{''.join(rows)}</table>"
-
-
-def render(data: dict[str, Any], since_param: str) -> str:
-    ratio = data["parity_ratio"]
-    if data["parity_breach"]:
-        banner = (
-            f'<p class="breach">Parity breach: ratio {ratio} is above the threshold '
-            f"{data['parity_ratio_threshold']} ({escape(str(data['parity_worst_channel']))} "
-            f"vs {escape(str(data['parity_best_channel']))}).</p>"
+def tables(data: dict[str, Any], since: str) -> list[dict[str, Any]]:
+    """The page's tables, one per grouping: a column per group (and All for channels), a
+    line per figure, each figure a link to the cases behind it."""
+    rows = list(PAGE_ROWS)
+    rows += [
+        (c, None) for c in report.CSAT_COLUMNS if any(c in g for g in data["channels"].values())
+    ]
+    out = []
+    for dim_name, dim in report.DIMENSIONS.items():
+        groups: dict[str, dict[str, Any]] = data.get(dim.key) or {}
+        if not groups:
+            continue
+        columns: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            (name, stats, {dim_name: name}) for name, stats in groups.items()
+        ]
+        if dim_name == "channel":
+            columns.append(("All", data["total"], {}))
+        lines = []
+        for column, which in rows:
+            cells = []
+            for _, stats, params in columns:
+                text = report.cell_text(column, stats.get(column))
+                href = None
+                if which is not None and stats["volume"]:
+                    href = _drill({"since": since, **params, "which": which})
+                cells.append({"text": text, "href": href})
+            lines.append({"label": report.LABELS[column], "cells": cells})
+        out.append(
+            {
+                "key": dim.key,
+                "label": dim.label,
+                "groups": [name for name, _, _ in columns],
+                "lines": lines,
+            }
         )
-    else:
-        banner = (
-            f'<p class="ok">Parity ratio {_cell(ratio)} (threshold '
-            f"{data['parity_ratio_threshold']}).</p>"
-        )
-    query = urlencode({"since": since_param})
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        "<title>Parity: manager audit</title>"
-        f"<style>{_STYLE}</style></head><body>"
-        "<h1>Manager audit: service per channel</h1>"
-        f"<p>Cases first heard from {escape(data['since'][:19])} to "
-        f"{escape(data['until'][:19])} UTC."
-        " Times are seconds.</p>"
-        '<form method="get" action="/manager/audit"><label>Period <input name="since" '
-        f'value="{escape(since_param)}"></label> <button>Show</button></form>'
-        f"{banner}"
-        "<h2>First response per channel</h2>"
-        f"{histogram_svg(data, since_param)}"
-        "<h2>Parity ratio per week</h2>"
-        f"{ratio_svg(data, since_param)}"
-        "<h2>Channels</h2>"
-        f"{_table(data['channels'], 'channel', since_param)}"
-        "<h2>Public and private</h2>"
-        f"{_table(data['sides'], 'side', since_param)}"
-        f'<p>Export: <a href="/api/audit/report?{query}&amp;format=csv">CSV</a> · '
-        f'<a href="/api/audit/report?{query}">JSON</a> · '
-        '<a href="/api/audit/log?format=csv">audit log CSV</a> · '
-        '<a href="/api/audit/log">audit log JSON</a> · '
-        '<a href="/api/audit/checkpoint">checkpoint</a></p>'
-        "</body></html>"
-    )
+    return out
+
+
+PERIODS = (("7d", "Last 7 days"), ("30d", "Last 30 days"), ("90d", "Last 90 days"))
 
 
 async def page(request: web.Request) -> web.StreamResponse:
     now, since, until = _period(request)
     settings = _settings(request)
     data = await blocking(
-        compute, context(request).engine, now, since, until, settings.parity_ratio_threshold
+        compute,
+        context(request).engine,
+        now,
+        since,
+        until,
+        settings.parity_ratio_threshold,
+        settings.parity_on,
     )
     since_param = request.rel_url.query.get("since") or f"{settings.default_period_days}d"
-    return web.Response(
-        text=render(data, since_param),
-        content_type="text/html",
-        headers={"Content-Security-Policy": PAGE_CSP},
+    query = urlencode({"since": since_param})
+    return pages.render(
+        request,
+        "manager.html",
+        data=data,
+        since=since_param,
+        periods=PERIODS,
+        period=report.period_words(data),
+        measure=data["parity_on"].replace("_", " "),
+        ratio=report.cell_text("ratio", data["parity_ratio"]),
+        tables=tables(data, since_param),
+        histogram=Markup(histogram_svg(data, since_param)),  # noqa: S704 - escaped when drawn
+        next_chart=Markup(next_response_svg(data, since_param)),  # noqa: S704
+        ratio_chart=Markup(ratio_svg(data, since_param)),  # noqa: S704
+        exports={
+            "csv": f"/api/audit/report?{query}&format=csv",
+            "json": f"/api/audit/report?{query}",
+        },
+    )
+
+
+def _case_list(
+    engine: Engine,
+    principal: Any,
+    now: datetime,
+    since: datetime,
+    until: datetime,
+    **filters: Any,
+) -> tuple[int, list[dict[str, Any]]]:
+    """The queue's rows for the cases behind a figure (the first DRILL_LIMIT, queue order)."""
+    with engine.connect() as conn:
+        rows = report_rows.fetch(conn, since, until)
+        keep = report.case_filter(now=now, **filters)
+        ids = [r.id for r in rows if keep(r)]
+        # The queue's order (current due time, age, id), in chunks: a figure may stand for
+        # more cases than one statement takes parameters.
+        order: list[tuple[datetime, datetime, int]] = []
+        for chunk in queries._chunks(ids):
+            order += conn.execute(
+                select(Case.due_at, Case.first_inbound_at, Case.id).where(Case.id.in_(chunk))
+            ).all()
+        first = [case_id for _, _, case_id in sorted(order)[:DRILL_LIMIT]]
+        cases = list(
+            conn.execute(select(Case).where(Case.id.in_(first)).order_by(*queries.queue_order()))
+        )
+        return len(ids), casework.summaries(conn, cases, principal.id, now)
+
+
+async def cases_page(request: web.Request) -> web.StreamResponse:
+    now, since, until = _period(request)
+    query = request.rel_url.query
+    try:
+        bucket = int(query["bucket"]) if query.get("bucket") else None
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text="bucket is a whole number") from exc
+    filters = {
+        "channel": query.get("channel") or None,
+        "side": query.get("side") or None,
+        "agent": query.get("agent") or None,
+        "team": query.get("team") or None,
+        "bucket": bucket,
+        "week": query.get("week") or None,
+        "which": query.get("which") or "all",
+    }
+    try:
+        count, items = await blocking(
+            _case_list,
+            context(request).engine,
+            principal(request),
+            now,
+            since,
+            until,
+            **filters,
+        )
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from exc
+    words = [WHICH_WORDS.get(str(filters["which"]), "cases")]
+    for key in ("channel", "side", "agent", "team"):
+        if filters[key]:
+            words.append(f"{key} {filters[key]}")
+    if bucket is not None and 0 <= bucket < len(report.BUCKET_LABELS):
+        words.append(f"first response {report.BUCKET_LABELS[bucket]}")
+    if filters["week"]:
+        words.append(f"week of {filters['week']}")
+    since_param = query.get("since") or f"{_settings(request).default_period_days}d"
+    return pages.render(
+        request,
+        "manager_cases.html",
+        title=", ".join(words),
+        count=count,
+        shown=len(items),
+        rows=pages.queue_rows(items, now, True),
+        back=_drill({"since": since_param}, "/manager/audit"),
+        json_link=_drill({"since": since_param, **filters}, "/api/audit/cases"),
     )
 
 
 _PERIOD_PARAMS = (
     Param("since", "30d, 12h, 2w or an ISO date (default: [audit] default_period_days)"),
     Param("until", "the period's end (default: now)"),
+)
+
+
+_DRILL_PARAMS = (
+    *_PERIOD_PARAMS,
+    Param("channel", "only this channel"),
+    Param("side", "public or private"),
+    Param("agent", "only this agent's cases (assignee, else first responder)"),
+    Param("team", "only this team's cases"),
+    Param("bucket", "first-response histogram bucket index", "integer"),
+    Param("week", "the Monday of a week, YYYY-MM-DD"),
+    Param("which", ", ".join(WHICH_WORDS)),
 )
 
 
@@ -420,6 +571,16 @@ def routes() -> list[Route]:
         ),
         Route(
             "GET",
+            DRILL_PATH,
+            cases_page,
+            "The cases behind one figure of the manager page, as the queue lists them",
+            "audit",
+            role="manager",
+            kind="html",
+            query=_DRILL_PARAMS,
+        ),
+        Route(
+            "GET",
             "/api/audit/report",
             report_api,
             "The per-channel service report (JSON, or CSV with format=csv)",
@@ -434,18 +595,7 @@ def routes() -> list[Route]:
             "The case references behind one chart bucket or table cell",
             "audit",
             role="manager",
-            query=(
-                *_PERIOD_PARAMS,
-                Param("channel", "only this channel"),
-                Param("side", "public or private"),
-                Param("bucket", "first-response histogram bucket index", "integer"),
-                Param("week", "the Monday of a week, YYYY-MM-DD"),
-                Param(
-                    "which",
-                    "all, open, unanswered, answered, resolved, sla_missed, "
-                    "followed_up, promise_broken",
-                ),
-            ),
+            query=_DRILL_PARAMS,
         ),
         Route(
             "GET",

@@ -36,7 +36,7 @@ from inbox.db import read
 from inbox.display import strip_bidi
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
-from inbox.web.app import LOGIN_PATH, PRINCIPAL, blocking, context, principal
+from inbox.web.app import FORBIDDEN_PAGE, LOGIN_PATH, PRINCIPAL, blocking, context, principal
 from inbox.web.mailview import fold, with_images
 from inbox.web.routes import Route
 from inbox.web.trust import auth_line, safe_next
@@ -105,6 +105,7 @@ def install(app: web.Application) -> None:
     from inbox.web.routes import add_routes
 
     app[CLOSING] = asyncio.Event()
+    app[FORBIDDEN_PAGE] = forbidden_page
 
     async def close_streams(app: web.Application) -> None:
         app[CLOSING].set()
@@ -196,15 +197,27 @@ def sender_check(entry: dict[str, Any]) -> dict[str, str] | None:
     return line
 
 
-def render(request: web.Request, name: str, **values: Any) -> web.Response:
+def render(request: web.Request, name: str, *, status: int = 200, **values: Any) -> web.Response:
     found = request.get(PRINCIPAL)
     text = _ENV.get_template(name).render(
         me=found.name if found is not None else None,
         csrf=found.csrf_token if found is not None else "",
+        # The navigation's Manager link, for managers and admins only.
+        is_manager=found is not None and has_role(found.role, "manager"),
         **values,
     )
     return web.Response(
-        text=text, content_type="text/html", headers={"Content-Security-Policy": PAGE_CSP}
+        text=text,
+        status=status,
+        content_type="text/html",
+        headers={"Content-Security-Policy": PAGE_CSP},
+    )
+
+
+def forbidden_page(request: web.Request, problem: str) -> web.StreamResponse:
+    """The inbox's 403 page: a role too low for a page."""
+    return render(
+        request, "problem.html", status=403, title="Not for your role", problem=problem, flash=None
     )
 
 

@@ -1,0 +1,337 @@
+"""The manager report computed by PostgreSQL: counts, sums and exact percentiles
+(percentile_cont) per channel, side and agent in one pass of grouping sets over the cases of
+the period, a second over their later turns and a third for the weeks and the histogram.
+
+The figures are the Python path's (inbox/report.py, which stays the SQLite path and this
+one's oracle: tests/test_report_sql.py compares the two on the tests' data sets). The case
+row carries what the report needs from elsewhere (side, turn 0's due time, the promised
+time, the first responder), so nothing but the small users table is joined to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from inbox import report, report_rows
+from inbox.report import BUCKET_EDGES, DIMENSIONS, SIDES
+
+# Each dimension's value on a case row (alias c) in SQL; a dimension with no expression here
+# has no values yet in the store (teams), so it has no groups, as on the Python path. A new
+# dimension adds its expression here, or the report falls back to the Python path.
+SQL_DIMENSIONS: dict[str, str | None] = {
+    "channel": "c.channel",
+    "side": "COALESCE(c.side, 'private')",
+    "agent": "u.name",
+    "team": None,
+}
+
+_CASES = """
+    SELECT c.id, c.status, c.first_inbound_at, c.first_response_at, c.resolved_at,
+           c.followups, c.ack_state, c.reopens, c.ack_eta_at,
+           COALESCE(c.first_due_at, c.due_at) AS fdue,
+           {dims},
+           EXTRACT(EPOCH FROM c.first_response_at - c.first_inbound_at)::float8 AS fr,
+           CASE WHEN c.status = 'resolved'
+                THEN EXTRACT(EPOCH FROM c.resolved_at - c.first_inbound_at)::float8 END AS res,
+           CASE WHEN c.ack_eta_at IS NOT NULL
+                     AND (c.first_response_at IS NOT NULL OR c.ack_eta_at < :now)
+                THEN EXTRACT(EPOCH FROM c.first_response_at - c.ack_eta_at)::float8 END AS perr
+    FROM cases c
+    LEFT JOIN users u ON u.id = COALESCE(c.assignee_id, c.first_responder_id)
+    WHERE c.first_inbound_at >= :since AND c.first_inbound_at < :until
+"""
+
+_FIGURES = """
+    SELECT {names}, {grouping} AS g,
+        count(*) AS volume,
+        count(*) FILTER (WHERE ack_state IS NOT NULL) AS ack_eligible,
+        count(*) FILTER (WHERE ack_state = 'sent') AS ack_sent,
+        count(fr) AS answered,
+        percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY fr) AS fr_p,
+        count(res) AS resolved,
+        percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY res) AS res_p,
+        count(*) FILTER (WHERE first_response_at IS NOT NULL OR fdue < :now) AS sla_judged,
+        count(*) FILTER (WHERE first_response_at <= fdue) AS sla_attained,
+        count(*) FILTER (WHERE status <> 'resolved') AS open,
+        min(first_inbound_at) FILTER (WHERE status <> 'resolved') AS oldest_open,
+        count(*) FILTER (WHERE fr IS NULL AND status <> 'resolved') AS unanswered,
+        min(first_inbound_at) FILTER (WHERE fr IS NULL AND status <> 'resolved')
+            AS oldest_unanswered,
+        sum(followups) AS followups,
+        count(*) FILTER (WHERE ack_eta_at IS NOT NULL
+                         AND (first_response_at IS NOT NULL OR ack_eta_at < :now)) AS promises,
+        count(*) FILTER (WHERE first_response_at <= ack_eta_at) AS kept,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY perr) AS perr_p50,
+        count(*) FILTER (WHERE reopens > 0) AS reopened,
+        count(*) FILTER (WHERE status = 'resolved' OR reopens > 0) AS ever_resolved
+    FROM ({cases}) AS r
+    GROUP BY GROUPING SETS ({sets})
+"""
+
+_TURNS = """
+    SELECT {names}, {grouping} AS g,
+        count(*) AS next_turns,
+        count(nr) AS next_answered,
+        percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY nr) AS nr_p,
+        count(*) FILTER (WHERE nr IS NOT NULL
+                         OR (closed_at IS NULL AND status <> 'resolved' AND due_at < :now))
+            AS next_sla_judged,
+        count(*) FILTER (WHERE responded_at <= due_at) AS next_sla_attained
+    FROM (
+        SELECT r.*, t.due_at, t.responded_at, t.closed_at,
+               EXTRACT(EPOCH FROM t.responded_at - t.started_at)::float8 AS nr
+        FROM case_turns t JOIN ({cases}) AS r ON r.id = t.case_id
+        WHERE t.seq >= 1
+    ) AS r
+    GROUP BY GROUPING SETS ({sets})
+"""
+
+_WEEKS = """
+    SELECT week, channel, bucket, {grouping} AS g, count(*) AS volume,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY {measure}) AS median
+    FROM (
+        SELECT r.*, (date_trunc('week', r.first_inbound_at))::date AS week,
+               {bucket} AS bucket
+        FROM ({source}) AS r
+    ) AS r
+    GROUP BY GROUPING SETS ((week), (week, channel), (channel, bucket))
+"""
+
+
+_NEXT_SOURCE = """
+    SELECT r.*, EXTRACT(EPOCH FROM t.responded_at - t.started_at)::float8 AS nr
+    FROM ({cases}) AS r LEFT JOIN case_turns t ON t.case_id = r.id AND t.seq >= 1
+"""
+
+
+def uses_sql(dialect: str) -> bool:
+    """PostgreSQL, with an SQL expression for every dimension of the report; else the
+    Python path (SQLite, or a dimension added without its SQL)."""
+    return dialect == "postgresql" and set(DIMENSIONS) <= set(SQL_DIMENSIONS)
+
+
+def compute(
+    conn: Connection,
+    *,
+    now: datetime,
+    since: datetime,
+    until: datetime,
+    threshold: float,
+    parity_on: str = "first_response",
+    csat: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The report, by the fastest path the store allows."""
+    if uses_sql(conn.dialect.name):
+        return build(
+            conn,
+            now=now,
+            since=since,
+            until=until,
+            threshold=threshold,
+            parity_on=parity_on,
+            csat=csat,
+        )
+    rows = report_rows.fetch(conn, since, until)
+    return report.build(
+        rows,
+        now=now,
+        since=since,
+        until=until,
+        threshold=threshold,
+        parity_on=parity_on,
+        csat=csat,
+    )
+
+
+def build(
+    conn: Connection,
+    *,
+    now: datetime,
+    since: datetime,
+    until: datetime,
+    threshold: float,
+    parity_on: str = "first_response",
+    csat: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """report.build's answer, computed by PostgreSQL."""
+    if parity_on not in report.PARITY_MEASURES:
+        raise ValueError(f"parity_on is one of {', '.join(report.PARITY_MEASURES)}")
+    dims = {name: expr for name, expr in SQL_DIMENSIONS.items() if expr is not None}
+    names = list(dims)
+    cases = _CASES.format(dims=", ".join(f"{expr} AS {name}" for name, expr in dims.items()))
+    # The store keeps naive UTC (inbox.models.UTCDateTime): compare with naive UTC, or
+    # PostgreSQL would convert through the session's time zone.
+    params = {"now": _naive(now), "since": _naive(since), "until": _naive(until)}
+    grouping = f"GROUPING({', '.join(names)})"
+    sets = ", ".join([*(f"({n})" for n in names), "()"])
+    # GROUPING() has a bit per dimension, 1 where the row is NOT grouped by it.
+    full = (1 << len(names)) - 1
+    mask = {name: full ^ (1 << (len(names) - 1 - i)) for i, name in enumerate(names)}
+    figures: dict[tuple[str, str | None], dict[str, Any]] = {}
+    query = _FIGURES.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
+    for row in conn.execute(text(query), params).mappings():
+        key = _key(row, names, mask, full)
+        if key is not None:
+            figures[key] = _case_figures(row, now)
+    query = _TURNS.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
+    turns = {}
+    for row in conn.execute(text(query), params).mappings():
+        key = _key(row, names, mask, full)
+        if key is not None:
+            turns[key] = _turn_figures(row)
+    empty = report.group_stats([], now)
+    no_turns = {k: empty[k] for k in _turn_figures({})}
+
+    def stats(key: tuple[str, str | None]) -> dict[str, Any]:
+        return {**figures.get(key, empty), **turns.get(key, no_turns)}
+
+    groups: dict[str, dict[str, Any]] = {}
+    for name, dim in DIMENSIONS.items():
+        if name not in dims:
+            if not dim.optional:
+                groups[dim.key] = {}
+            continue
+        values = sorted(v for (n, v) in figures if n == name and v is not None)
+        if name == "side":
+            values = list(SIDES) + [v for v in values if v not in SIDES]
+        if dim.optional and not values:
+            continue
+        groups[dim.key] = {v: stats((name, v)) for v in values}
+    weeks, histograms = _weeks(conn, cases, params, parity_on)
+    return report.assemble(
+        groups,
+        stats(("", None)),
+        weeks,
+        histograms,
+        now=now,
+        since=since,
+        until=until,
+        threshold=threshold,
+        parity_on=parity_on,
+        csat=csat,
+    )
+
+
+def _key(
+    row: Any, names: list[str], mask: dict[str, int], full: int
+) -> tuple[str, str | None] | None:
+    if row["g"] == full:
+        return ("", None)
+    for name in names:
+        if row["g"] == mask[name]:
+            return None if row[name] is None else (name, row[name])
+    return None
+
+
+def _pair(values: Any) -> tuple[float | None, float | None]:
+    if values is None:
+        return None, None
+    return _ms(values[0]), _ms(values[1])
+
+
+def _ms(value: Any) -> float | None:
+    # The Python path's rounding (report.percentile): to the millisecond.
+    return None if value is None else round(float(value), 3)
+
+
+def _case_figures(row: Any, now: datetime) -> dict[str, Any]:
+    fr50, fr90 = _pair(row["fr_p"])
+    res50, res90 = _pair(row["res_p"])
+    volume = row["volume"]
+    followups = int(row["followups"] or 0)
+    pct = report._pct
+    return {
+        "volume": volume,
+        "ack_eligible": row["ack_eligible"],
+        "ack_sent": row["ack_sent"],
+        "ack_coverage_pct": pct(row["ack_sent"], row["ack_eligible"]),
+        "answered": row["answered"],
+        "first_response_p50_s": fr50,
+        "first_response_p90_s": fr90,
+        "resolved": row["resolved"],
+        "resolution_p50_s": res50,
+        "resolution_p90_s": res90,
+        "sla_judged": row["sla_judged"],
+        "sla_attained": row["sla_attained"],
+        "sla_attained_pct": pct(row["sla_attained"], row["sla_judged"]),
+        "open": row["open"],
+        "oldest_open_age_s": _age(now, row["oldest_open"]),
+        "unanswered": row["unanswered"],
+        "oldest_unanswered_age_s": _age(now, row["oldest_unanswered"]),
+        "followups": followups,
+        "followups_per_case": round(followups / volume, 4) if volume else None,
+        "promises": row["promises"],
+        "promise_error_p50_s": _ms(row["perr_p50"]),
+        "promise_kept_pct": pct(row["kept"], row["promises"]),
+        "reopened": row["reopened"],
+        "reopen_rate_pct": pct(row["reopened"], row["ever_resolved"]),
+    }
+
+
+def _naive(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(tzinfo=None)
+
+
+def _age(now: datetime, at: datetime | None) -> float | None:
+    return None if at is None else (_naive(now) - at).total_seconds()
+
+
+def _turn_figures(row: Any) -> dict[str, Any]:
+    nr50, nr90 = _pair(row.get("nr_p"))
+    judged, attained = row.get("next_sla_judged", 0), row.get("next_sla_attained", 0)
+    return {
+        "next_turns": row.get("next_turns", 0),
+        "next_answered": row.get("next_answered", 0),
+        "next_response_p50_s": nr50,
+        "next_response_p90_s": nr90,
+        "next_sla_judged": judged,
+        "next_sla_attained": attained,
+        "next_response_sla_attained_pct": report._pct(attained, judged),
+    }
+
+
+def _weeks(
+    conn: Connection, cases: str, params: dict[str, Any], parity_on: str
+) -> tuple[list[tuple[str, int, list[float | None]]], dict[str, list[int]]]:
+    """Per week: its volume and each channel's median of the parity measure; per channel:
+    the first-response histogram."""
+    # bucket_of: the number of edges past the first that the response reached.
+    bucket = " + ".join(f"(fr >= {edge})::int" for edge in BUCKET_EDGES[1:])
+    bucket = f"CASE WHEN fr IS NULL THEN NULL ELSE {bucket} END"
+    grouping = "GROUPING(week, channel, bucket)"
+    rows = list(
+        conn.execute(
+            text(_WEEKS.format(grouping=grouping, measure="fr", bucket=bucket, source=cases)),
+            params,
+        ).mappings()
+    )
+    volumes = {r["week"]: r["volume"] for r in rows if r["g"] == 0b011}
+    medians: dict[Any, list[float | None]] = {}
+    if parity_on == "first_response":
+        for r in rows:
+            if r["g"] == 0b001:
+                medians.setdefault(r["week"], []).append(_ms(r["median"]))
+    else:
+        # Next responses: the turns of each week's cases; a channel without one that week
+        # has no median (as on the Python path, where it is None).
+        # Only our own constant SQL is formatted in: no input reaches these strings.
+        source = _NEXT_SOURCE.format(cases=cases)
+        query = _WEEKS.format(grouping=grouping, measure="nr", bucket="NULL::int", source=source)
+        for r in conn.execute(text(query), params).mappings():
+            if r["g"] == 0b001:
+                medians.setdefault(r["week"], []).append(_ms(r["median"]))
+    histograms: dict[str, list[int]] = {}
+    for r in rows:
+        if r["g"] == 0b100:
+            counts = histograms.setdefault(r["channel"], [0] * len(BUCKET_EDGES))
+            if r["bucket"] is not None:
+                counts[r["bucket"]] += r["volume"]
+    weeks = [
+        (week.isoformat(), volume, medians.get(week, []))
+        for week, volume in sorted(volumes.items())
+    ]
+    return weeks, dict(sorted(histograms.items()))
