@@ -23,7 +23,7 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy import Engine, select
 
-from inbox import casework, identities, merges, search
+from inbox import casework, identities, merges, search, snooze
 from inbox.accounts import has_role
 from inbox.channels import (
     CHANNEL_FACTS,
@@ -513,7 +513,7 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 
 def queue_signature(engine: Engine) -> str:
     """A digest of what the queue shows: it changes when a case is added, claimed, released,
-    assigned or changes status."""
+    assigned, snoozed or woken, or changes status."""
     digest = hashlib.sha256()
     with read(engine) as conn:
         for row in conn.execute(
@@ -524,6 +524,9 @@ def queue_signature(engine: Engine) -> str:
                 Case.lease_until,
                 Case.assignee_id,
                 Case.followups,
+                # A snooze set, ended by its time or by the customer's answer (issue 22).
+                Case.snooze_after_message_id,
+                snooze.awake(utcnow()),
             )
             .where(Case.status.in_(casework.OPEN_STATUSES))
             .order_by(Case.id)
