@@ -15,7 +15,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from sqlalchemy import Engine, select
 
-from inbox import accounts
+from inbox import accounts, casework
+from inbox.accounts import Principal
 from inbox.models import AuditLog, Case, CaseTag
 from tests.support.inbox_helpers import PASSWORD, case_row, email_case, make_user
 from tests.test_browser import README_SCREENSHOTS, Server, browser, queue_refs, wait
@@ -72,7 +73,16 @@ def test_search_bulk_tags_snooze_history_and_flow_in_a_real_browser(
 ) -> None:
     shots = README_SCREENSHOTS if os.environ.get("PARITY_SCREENSHOTS") == "1" else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
-    make_user(engine, "ann")
+    ann = make_user(engine, "ann")
+    # Kim wrote before: that case is resolved, and shows in the new case's history.
+    earlier = email_case(
+        engine,
+        "kim@example.net",
+        "Login trouble",
+        "I cannot log in since Monday.",
+        at=T0 - timedelta(days=1),
+    )
+    casework.set_status(engine, Principal(ann, "ann", "agent", "cli"), earlier, "resolved")
     printer = email_case(engine, "lee@example.org", "Printer jam", "My printer jams.", at=T0)
     ink = email_case(
         engine,
@@ -143,6 +153,11 @@ def test_search_bulk_tags_snooze_history_and_flow_in_a_real_browser(
         assert tags_of(engine, invoice) == ["billing"]
         history = driver.find_element(By.ID, "history").text
         assert "Could you send May's invoice?" in history
+        assert earlier in history and "I cannot log in since Monday." in history
+        driver.set_window_size(1280, 1500)
+        driver.execute_script("document.getElementById('labels').scrollIntoView()")
+        driver.save_screenshot(str(shots / "case-history.png"))
+        driver.set_window_size(1280, 800)
         driver.find_element(By.ID, "snooze-reply").click()
         wait(driver, lambda d: d.current_url == server.url + "/queue")
         wait(driver, lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "on")
@@ -174,7 +189,6 @@ def test_search_bulk_tags_snooze_history_and_flow_in_a_real_browser(
         wait(driver, lambda d: d.current_url == f"{server.url}/cases/{ink}")
         assert case_row(engine, printer).status == "resolved"
         wait(driver, lambda d: "Held by you" in d.find_element(By.ID, "lease").text)
-        driver.save_screenshot(str(shots / "case-history.png"))
 
 
 def _first_msgid(engine: Engine, reference: str) -> str:
