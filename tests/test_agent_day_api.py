@@ -5,6 +5,7 @@ through the real intake and normalizer; expected lists are computed from the tab
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -427,3 +428,44 @@ async def test_new_routes_need_login_and_csrf_and_are_documented(api: Api, engin
     assert response.status == 403
     response = await client.post(f"/api/cases/{a}/tags", json={"add": ["x"]}, headers=csrf)
     assert response.status == 200
+
+
+def row_refs(html: str) -> list[str]:
+    return re.findall(r'<tr data-reference="(C-\d+)"', html)
+
+
+async def test_the_queue_pages_default_view_and_the_search_page(api: Api, engine: Engine) -> None:
+    make_user(engine, "ann")
+    a = email_case(engine, "a@example.org", "Printer jam", "my printer jams", at=T0)
+    b = email_case(
+        engine, "b@example.org", "Printer ink", "printer ink empty", at=T0 + timedelta(1)
+    )
+    c = email_case(engine, "c@example.org", "Invoice", "send the invoice", at=T0 + timedelta(2))
+    await api.call("ann", "POST", f"/api/cases/{b}/replies", 201, json={"text": "Which model?"})
+    await api.call("ann", "POST", f"/api/cases/{c}/snooze", json={"until": None})
+    client, _ = await api.session("ann")
+
+    async def page(path: str) -> str:
+        response = await client.get(path)
+        assert response.status == 200, path
+        return str(await response.text())
+
+    # Waiting on the customer (b) and snoozed (c) are out of the default view.
+    assert row_refs(await page("/queue")) == [a]
+    assert row_refs(await page("/queue?status=new,open,pending_customer")) == [a, b]
+    assert row_refs(await page("/queue?snoozed=1")) == [c]
+    assert "snoozed until the customer answers" in await page("/queue?snoozed=1")
+    # The search page lists the API's results in the API's order, snoozed or not.
+    api_order = refs((await api.call("ann", "GET", "/api/search?q=printer"))["results"])
+    html = await page("/search?q=printer")
+    assert row_refs(html) == api_order and sorted(api_order) == sorted([a, b])
+    assert 'id="search-box"' in html and 'value="printer"' in html
+    assert row_refs(await page("/search?q=invoice&status=open,new")) == [c]
+    assert row_refs(await page("/search?q=printer&tag=nothing")) == []
+    # The search box is on every page, the case page included.
+    assert 'id="search-box"' in await page(f"/cases/{a}")
+    bad = await client.get("/search?q=x&since=someday")
+    assert bad.status == 400 and "YYYY-MM-DD" in await bad.text()
+    anonymous = await api.client()
+    response = await anonymous.get("/search?q=printer", allow_redirects=False)
+    assert response.status in (302, 303) and "/login" in response.headers["Location"]

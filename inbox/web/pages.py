@@ -255,7 +255,10 @@ DEFAULT_VIEW = casework.CLAIMABLE_STATUSES
 def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str], bool]:
     query = request.rel_url.query
     status = query.get("status", "")
-    statuses = tuple(s for s in status.split(",") if s) or DEFAULT_VIEW
+    # The snoozed list shows every open status: a case snoozed while waiting on the
+    # customer is snoozed too.
+    default = casework.OPEN_STATUSES if query.get("snoozed") == "1" else DEFAULT_VIEW
+    statuses = tuple(s for s in status.split(",") if s) or default
     chosen = {
         "status": status,
         "channel": query.get("channel", ""),
