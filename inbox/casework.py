@@ -34,6 +34,7 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
+    false,
     func,
     insert,
     or_,
@@ -43,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 
-from inbox import audit, queries, suggestions, turns
+from inbox import audit, queries, snooze, suggestions, tags, turns
 from inbox.accounts import Principal, has_role
 from inbox.channels import MESSAGE_ID_CHANNELS, raw_extension
 from inbox.db import insert_ignore, is_sqlite, read, write
@@ -52,6 +53,7 @@ from inbox.models import (
     Blob,
     Case,
     CaseNote,
+    CaseTag,
     CaseViewer,
     Contact,
     Identity,
@@ -224,6 +226,13 @@ class QueueFilter:
     channel: str | None = None
     # "me", "none", or a user name; None for everyone's.
     assignee: str | None = None
+    # Only cases with this tag (already normalized: inbox.labels.normalize_tag).
+    tag: str | None = None
+    # A team name. Teams do not exist yet: the filter is accepted and matches no case, so
+    # clients can send it today and get the right answer once teams land.
+    team: str | None = None
+    # False: snoozed cases are hidden (the queue); True: only snoozed cases are shown.
+    snoozed: bool = False
 
 
 def encode_cursor(case: Any) -> str:
@@ -282,6 +291,8 @@ def summaries(
     names = _names(conn, {c.claimed_by for c in cases} | {c.assignee_id for c in cases}, known)
     # Issue 11: near-duplicate open cases of other people, shown beside each row.
     similar = suggestions.suggestions_for(conn, ids)
+    labels = tags.tags_of(conn, ids)
+    fields = tags.fields_of(conn, ids)
     items = []
     for c in cases:
         item = queries._case_summary(
@@ -290,8 +301,18 @@ def summaries(
         item["assignee"] = names.get(c.assignee_id) if c.assignee_id else None
         item["lease"] = _lease_json(c, names, me, now)
         item["suggestions"] = [s.json() for s in similar.get(c.id, [])]
+        item["tags"] = labels.get(c.id, [])
+        item["fields"] = fields.get(c.id, {})
+        item["snooze"] = _snooze_json(c)
         items.append(item)
     return items
+
+
+def _snooze_json(case: Any) -> dict[str, Any] | None:
+    """The case's snooze as set (whether it has ended is the queue's question, see snooze)."""
+    if getattr(case, "snooze_after_message_id", None) is None:
+        return None
+    return {"until": iso(case.snoozed_until), "until_reply": True}
 
 
 def _contacts(conn: Connection, contact_ids: set[int]) -> dict[int, dict[str, Any]]:
@@ -342,10 +363,17 @@ def queue_page(
     now = utcnow()
     with read(engine) as conn:
         query = select(Case).where(_status_in(filters.statuses))
+        query = query.where(snooze.asleep(now) if filters.snoozed else snooze.awake(now))
         if filters.channel is not None:
             query = query.where(
                 Case.id.in_(select(Message.case_id).where(Message.channel == filters.channel))
             )
+        if filters.tag is not None:
+            query = query.where(
+                Case.id.in_(select(CaseTag.case_id).where(CaseTag.tag == filters.tag))
+            )
+        if filters.team is not None:
+            query = query.where(false())  # no teams yet: nobody's case is on a team
         if filters.assignee == "me":
             query = query.where(Case.assignee_id == principal.id)
         elif filters.assignee == "none":
@@ -402,6 +430,8 @@ def _status_in(statuses: Sequence[str]) -> Any:
 def _claimable(principal: Principal, now: datetime) -> Any:
     return and_(
         _status_in(CLAIMABLE_STATUSES),
+        # A snoozed case is not work yet (inbox.snooze).
+        snooze.awake(now),
         or_(Case.lease_until.is_(None), Case.lease_until <= now),
         # A case assigned to someone else waits for them; one assigned to me is mine to take.
         or_(Case.assignee_id.is_(None), Case.assignee_id == principal.id),
@@ -472,6 +502,9 @@ def _claim_next_pg(
             )
         similar = suggestions.suggestions_for(conn, [found.id], own=own)
         item["suggestions"] = [s.json() for s in similar.get(found.id, [])]
+        item["tags"] = tags.tags_of(conn, [found.id]).get(found.id, [])
+        item["fields"] = tags.fields_of(conn, [found.id]).get(found.id, {})
+        item["snooze"] = _snooze_json(found)
         item["already_held"] = found.renewed
         if not found.renewed:
             before = _Lease(found, found.before_claimed_by, found.before_lease_until)
@@ -525,6 +558,11 @@ WITH held AS (
     WHERE status IN ({statuses})
       AND (lease_until IS NULL OR lease_until <= :now)
       AND (assignee_id IS NULL OR assignee_id = :me)
+      -- inbox.snooze.awake(): not snoozed, or the time passed, or the customer answered.
+      AND (snooze_after_message_id IS NULL
+           OR (snoozed_until IS NOT NULL AND snoozed_until <= :now)
+           OR EXISTS (SELECT FROM messages m WHERE m.case_id = cases.id
+                      AND m.direction = 'inbound' AND m.id > cases.snooze_after_message_id))
       AND NOT EXISTS (SELECT FROM held)
     ORDER BY due_at, first_inbound_at, id
     LIMIT 1
@@ -724,6 +762,8 @@ def _status_values(status: str, now: datetime) -> dict[str, Any]:
     values: dict[str, Any] = {"status": status}
     if status == "resolved":
         values["resolved_at"] = now
+        # A resolved case is out of the queue anyway; a snooze must not outlive it.
+        values.update(snoozed_until=None, snoozed_by=None, snooze_after_message_id=None)
     else:
         values["resolved_at"] = None
     if status != "open":
@@ -754,6 +794,104 @@ def assign(
         after = _change(conn, case.id, assignee_id=target_id)
         result = lease_of(conn, after, principal, now)
         _audit_change(conn, principal, "case.assigned", case.id, case, after)
+        return result
+
+
+def change_tags(
+    engine: Engine,
+    principal: Principal,
+    reference: str,
+    *,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Add and remove tags (normalized by the caller, inbox.labels); audited per case."""
+    with write(engine) as conn:
+        case = _case(conn, reference, lock=True)
+        after = tags.change_tags(conn, case.id, principal.actor, add=add, remove=remove)
+        return {"reference": case.reference, "tags": after}
+
+
+def set_field(
+    engine: Engine, principal: Principal, reference: str, name: str, value: str | None
+) -> dict[str, Any]:
+    """Set or clear one custom field (normalized by the caller); audited."""
+    with write(engine) as conn:
+        case = _case(conn, reference, lock=True)
+        fields = tags.set_field(conn, case.id, principal.actor, name, value)
+        return {"reference": case.reference, "fields": fields}
+
+
+def snooze_case(
+    engine: Engine,
+    principal: Principal,
+    reference: str,
+    until: datetime | None,
+    *,
+    force: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Take a case out of the queue until `until` or (always, and alone when `until` is
+    None) until the customer writes again. The lease goes back: nobody works a snoozed
+    case. Audited with the time."""
+    now = now or utcnow()
+    until = snooze.check_until(until, now)
+    with write(engine) as conn:
+        case = _case(conn, reference, lock=True)
+        _guard(conn, case, principal, now, force)
+        if case.status not in OPEN_STATUSES:
+            raise Invalid(f"a {case.status} case is not in the queue to snooze")
+        # Snoozed "until the customer answers": an answer is a message newer than these.
+        newest = conn.execute(
+            select(func.max(Message.id)).where(Message.case_id == case.id)
+        ).scalar_one()
+        after = _change(
+            conn,
+            case.id,
+            snoozed_until=until,
+            snoozed_by=principal.id,
+            snooze_after_message_id=newest or 0,
+            claimed_by=None,
+            lease_until=None,
+        )
+        result = lease_of(conn, after, principal, now)
+        result["snooze"] = _snooze_json(after)
+        _audit_change(
+            conn,
+            principal,
+            "case.snoozed",
+            case.id,
+            case,
+            after,
+            snoozed_until=iso(until),
+            until_reply=True,
+        )
+        return result
+
+
+def wake(engine: Engine, principal: Principal, reference: str) -> dict[str, Any]:
+    """End a snooze now (the case is back in the queue at its due time)."""
+    now = utcnow()
+    with write(engine) as conn:
+        case = _case(conn, reference, lock=True)
+        if case.snooze_after_message_id is None:
+            result = lease_of(conn, case, principal, now)
+            result["snooze"] = None
+            return result
+        after = _change(
+            conn, case.id, snoozed_until=None, snoozed_by=None, snooze_after_message_id=None
+        )
+        result = lease_of(conn, after, principal, now)
+        result["snooze"] = None
+        _audit_change(
+            conn,
+            principal,
+            "case.woken",
+            case.id,
+            case,
+            after,
+            snoozed_until=iso(case.snoozed_until),
+        )
         return result
 
 
@@ -1157,6 +1295,10 @@ def case_view(
             for c in contact_cases
         ]
         refs = {c.id: c.reference for c in contact_cases} | {case.id: case.reference}
+        detail["history"] = _history(conn, case, contact_cases)
+        detail["tags"] = tags.tags_of(conn, [case.id]).get(case.id, [])
+        detail["fields"] = tags.fields_of(conn, [case.id]).get(case.id, {})
+        detail["snooze"] = _snooze_json(case)
         detail["notes"] = _notes(conn, [case.id])
         detail["suggestions"] = [
             s.json() for s in suggestions.suggestions_for(conn, [case.id])[case.id]
@@ -1188,6 +1330,69 @@ def case_view(
         except ReplyRefused:
             detail["default_reply"] = None
         return detail
+
+
+HISTORY_MESSAGES = 20
+HISTORY_SNIPPET = 200
+
+
+def _history(conn: Connection, case: Any, contact_cases: Sequence[Any]) -> dict[str, Any]:
+    """Beside the case: the contact's other cases (newest first), and the last 20 messages
+    of the contact on any channel and in any case, newest first, each a short excerpt. The
+    identities, verified or not, are the case's `contact.identities`."""
+    others = sorted(
+        (c for c in contact_cases if c.id != case.id),
+        key=lambda c: (c.last_activity_at, c.id),
+        reverse=True,
+    )
+    labels = tags.tags_of(conn, [c.id for c in others])
+    refs = {c.id: c.reference for c in contact_cases}
+    recent = conn.execute(
+        select(
+            Message.id,
+            Message.case_id,
+            Message.channel,
+            Message.direction,
+            Message.visibility,
+            Message.received_at,
+            Message.subject,
+            func.substr(Message.text, 1, HISTORY_SNIPPET + 1).label("start"),
+        )
+        .where(Message.case_id.in_(list(refs) or [-1]))
+        .order_by(Message.received_at.desc(), Message.id.desc())
+        .limit(HISTORY_MESSAGES)
+    )
+    return {
+        "other_cases": [
+            {
+                "reference": c.reference,
+                "status": c.status,
+                "channel": c.channel,
+                "subject": c.subject,
+                "last_activity_at": iso(c.last_activity_at),
+                "tags": labels.get(c.id, []),
+            }
+            for c in others
+        ],
+        "recent_messages": [
+            {
+                "id": m.id,
+                "case": refs.get(m.case_id),
+                "channel": m.channel,
+                "direction": m.direction,
+                "visibility": m.visibility,
+                "at": iso(m.received_at),
+                "subject": m.subject,
+                "excerpt": _excerpt(m.start or ""),
+            }
+            for m in recent
+        ],
+    }
+
+
+def _excerpt(text: str, width: int = HISTORY_SNIPPET) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _window_note(
@@ -1387,3 +1592,28 @@ def audit_entries(
             }
             for r in rows
         ]
+
+
+# --- the agent's own settings --------------------------------------------------------------
+
+AFTER_DONE = ("stay", "next")
+
+
+def after_done(engine: Engine, principal: Principal, default: str) -> dict[str, Any]:
+    """Where this agent goes after resolving or replying: their choice, else the default."""
+    with read(engine) as conn:
+        chosen = conn.execute(
+            select(User.after_done).where(User.id == principal.id)
+        ).scalar_one_or_none()
+    return {"after_done": chosen or default, "after_done_own": chosen}
+
+
+def set_after_done(
+    engine: Engine, principal: Principal, value: str | None, default: str
+) -> dict[str, Any]:
+    """Set (or, with None, go back to the global default) this agent's after-done choice."""
+    if value is not None and value not in AFTER_DONE:
+        raise Invalid(f"after_done is one of {', '.join(AFTER_DONE)}")
+    with write(engine) as conn:
+        conn.execute(update(User).where(User.id == principal.id).values(after_done=value))
+    return {"after_done": value or default, "after_done_own": value}

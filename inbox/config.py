@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from datetime import date, time
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inbox.labels import BadTag, normalize_field, normalize_tags
 from inbox.secrets import Secret, from_env
 
 
@@ -38,11 +39,37 @@ class DatabaseSettings(Strict):
 
 
 class ContentRule(Strict):
-    """A content rule may bring a case's due time forward; it never pushes it back."""
+    """A content rule may bring a case's due time forward; it never pushes it back. It may
+    also tag a new case and set its custom fields (issue 22); a rule does at least one."""
 
     name: str
     pattern: str
-    due_within_minutes: int = Field(ge=1)
+    due_within_minutes: int | None = Field(default=None, ge=1)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    fields: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        try:
+            return normalize_tags(value)
+        except BadTag as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            pairs = [normalize_field(k, v) for k, v in value.items()]
+        except BadTag as exc:
+            raise ValueError(str(exc)) from exc
+        return {k: v for k, v in pairs if v is not None}
+
+    @model_validator(mode="after")
+    def _does_something(self) -> ContentRule:
+        if self.due_within_minutes is None and not self.tags and not self.fields:
+            raise ValueError(f"rule {self.name!r} sets no due time, tags or fields")
+        return self
 
     @field_validator("pattern")
     @classmethod

@@ -185,6 +185,12 @@ class Case(Base):
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     lease_until: Mapped[datetime | None]
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    # Snooze (migration 0015): set while snoozed. The case is out of the queue until
+    # snoozed_until passes (NULL: no time) or a customer message with an id above
+    # snooze_after_message_id arrives, whichever comes first. See inbox/snooze.py.
+    snoozed_until: Mapped[datetime | None]
+    snoozed_by: Mapped[int | None] = mapped_column(BigInteger)
+    snooze_after_message_id: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         # The queue: open cases by due time, channel never part of the key.
@@ -503,6 +509,9 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    # After resolving or replying: "next" (open the next case) or "stay"; NULL follows
+    # the global [web] after_done setting (migration 0015).
+    after_done: Mapped[str | None] = mapped_column(String(8))
 
 
 class ApiToken(Base):
@@ -658,3 +667,40 @@ class OAuthToken(Base):
     refresh_owner: Mapped[str | None] = mapped_column(String(128))
     refresh_until: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- the agent's day: tags and custom fields (migration 0015) --------------------------------
+
+
+class CaseTag(Base):
+    """A short label on a case, set by an agent or by a content rule (`set_by` says which)."""
+
+    __tablename__ = "case_tags"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("cases.id"))
+    tag: Mapped[str] = mapped_column(String(64))
+    set_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("case_id", "tag", name="uq_case_tag"),
+        # "Cases tagged X": the queue's and the search's tag filter.
+        Index("ix_case_tags_tag", "tag", "case_id"),
+    )
+
+
+class CaseField(Base):
+    """A custom field of a case: one value per name, set by an agent or a content rule."""
+
+    __tablename__ = "case_fields"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("cases.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(512))
+    set_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("case_id", "name", name="uq_case_field"),
+        Index("ix_case_fields_name_value", "name", "value"),
+    )

@@ -10,16 +10,18 @@ references (C-001042) and Message-IDs are looked up exactly.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, column, or_, select, table, text
+from sqlalchemy import Connection, Engine, Integer, column, false, or_, select, table, text
 
 from inbox.accounts import Principal
-from inbox.casework import summaries
+from inbox.casework import STATUSES, Invalid, summaries
 from inbox.db import is_sqlite, read
-from inbox.models import Case, Identity, Message, MessageRef, utcnow
+from inbox.labels import BadTag, normalize_tag
+from inbox.models import Case, CaseTag, Identity, Message, MessageRef, User, utcnow
 from inbox.references import find_references
 
 MAX_WORDS = 8
@@ -28,6 +30,59 @@ MESSAGE_HITS = 200
 _WORD = re.compile(r"[^\W_]+")
 # How strongly each kind of match ties a case to the query; results are in this order.
 RANK = {"reference": 0, "message_ref": 1, "claims_reference": 2, "handle": 3, "message": 4}
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """What narrows a search; every field None means no filter. Filters choose cases, the
+    ranking (RANK, then recency) stays the same."""
+
+    statuses: tuple[str, ...] | None = None
+    channel: str | None = None
+    tag: str | None = None  # normalized (inbox.labels.normalize_tag)
+    assignee: str | None = None  # "me", "none" or a user name
+    # Teams do not exist yet: accepted, and no case is on one, so it matches nothing.
+    team: str | None = None
+    # Cases active during these UTC days (inclusive): opened on or before `until` and
+    # with activity on or after `since`.
+    since: date | None = None
+    until: date | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+
+def case_conditions(conn: Connection, principal: Principal, filters: SearchFilter) -> list[Any]:
+    """SQL conditions on Case for `filters` (raises Invalid for an unknown status or user)."""
+    where: list[Any] = []
+    if filters.statuses is not None:
+        unknown = set(filters.statuses) - set(STATUSES)
+        if unknown or not filters.statuses:
+            raise Invalid(f"status is one or more of {', '.join(STATUSES)}")
+        where.append(Case.status.in_(filters.statuses))
+    if filters.channel is not None:
+        where.append(Case.id.in_(select(Message.case_id).where(Message.channel == filters.channel)))
+    if filters.tag is not None:
+        where.append(Case.id.in_(select(CaseTag.case_id).where(CaseTag.tag == filters.tag)))
+    if filters.team is not None:
+        where.append(false())
+    if filters.assignee == "me":
+        where.append(Case.assignee_id == principal.id)
+    elif filters.assignee == "none":
+        where.append(Case.assignee_id.is_(None))
+    elif filters.assignee is not None:
+        user_id = conn.execute(
+            select(User.id).where(User.name == filters.assignee.strip().lower())
+        ).scalar_one_or_none()
+        if user_id is None:
+            raise Invalid(f"no user named {filters.assignee!r}")
+        where.append(Case.assignee_id == user_id)
+    if filters.since is not None:
+        where.append(Case.last_activity_at >= datetime.combine(filters.since, time(), UTC))
+    if filters.until is not None:
+        end = datetime.combine(filters.until + timedelta(days=1), time(), UTC)
+        where.append(Case.first_inbound_at < end)
+    return where
 
 
 def words(query: str) -> list[str]:
@@ -77,13 +132,17 @@ def _matching(conn: Connection, fts: Any, model: Any, terms: Sequence[str]) -> A
     return None, text(f"{column_ref} @@ to_tsquery('simple', :q)").bindparams(q=tsquery(terms))
 
 
-def _message_hits(conn: Connection, terms: Sequence[str]) -> list[Any]:
+def _message_hits(conn: Connection, terms: Sequence[str], where: Sequence[Any] = ()) -> list[Any]:
     fts, condition = _matching(conn, _MESSAGES_FTS, Message, terms)
     query = select(
         Message.id, Message.case_id, Message.received_at, Message.subject, Message.text
     ).where(condition)
     if fts is not None:
         query = query.join(fts, fts.c.rowid == Message.id)
+    if where:
+        # Filters go into the text search itself: the newest MESSAGE_HITS matches are
+        # counted among the cases the filters allow, not before them.
+        query = query.join(Case, Case.id == Message.case_id).where(*where)
     return list(
         conn.execute(
             query.order_by(Message.received_at.desc(), Message.id.desc()).limit(MESSAGE_HITS)
@@ -108,8 +167,19 @@ def _identity_hits(conn: Connection, query: str, terms: Sequence[str]) -> list[A
     return list(rows.values())
 
 
-def search(engine: Engine, principal: Principal, query: str, *, limit: int = 20) -> dict[str, Any]:
-    """Cases matching `query`, the strongest kind of match first (see RANK), then newest."""
+def search(
+    engine: Engine,
+    principal: Principal,
+    query: str,
+    *,
+    limit: int = 20,
+    filters: SearchFilter = SearchFilter(),
+) -> dict[str, Any]:
+    """Cases matching `query`, the strongest kind of match first (see RANK), then newest.
+
+    With filters, only cases they allow; with filters and no query, the cases they allow,
+    most recently active first. The one ranking of /api/search and the search page.
+    """
     terms = words(query)
     references = find_references(query.upper())
     matches: dict[int, list[dict[str, Any]]] = {}
@@ -126,6 +196,20 @@ def search(engine: Engine, principal: Principal, query: str, *, limit: int = 20)
 
     now = utcnow()
     with read(engine) as conn:
+        where = case_conditions(conn, principal, filters)
+        if not query.strip():
+            listed = list(
+                conn.execute(
+                    select(Case)
+                    .where(*where)
+                    .order_by(Case.last_activity_at.desc(), Case.id.desc())
+                    .limit(limit)
+                )
+            )
+            items = summaries(conn, listed, principal.id, now)
+            for item in items:
+                item["matches"] = []
+            return {"query": query, "words": [], "references": [], "results": items}
         if references:
             for ref_row in conn.execute(
                 select(Case.id, Case.reference, Case.claims_reference, Case.last_activity_at).where(
@@ -160,7 +244,7 @@ def search(engine: Engine, principal: Principal, query: str, *, limit: int = 20)
                     {"kind": "handle", "channel": ident.kind, "handle": ident.handle},
                 )
         if terms:
-            for row in _message_hits(conn, terms):
+            for row in _message_hits(conn, terms, where):
                 hit(
                     row.case_id,
                     row.received_at,
@@ -170,9 +254,45 @@ def search(engine: Engine, principal: Principal, query: str, *, limit: int = 20)
                         "snippet": snippet(f"{row.subject}\n{row.text}", terms),
                     },
                 )
-        ranked = sorted(order, key=lambda case_id: (order[case_id], case_id))[:limit]
-        cases = {c.id: c for c in conn.execute(select(Case).where(Case.id.in_(ranked or [-1])))}
+        ranked = sorted(order, key=lambda case_id: (order[case_id], case_id))
+        cases: dict[int, Any] = {}
+        for start in range(0, len(ranked), 900):
+            chunk = ranked[start : start + 900]
+            cases.update(
+                (c.id, c) for c in conn.execute(select(Case).where(Case.id.in_(chunk), *where))
+            )
+        ranked = [i for i in ranked if i in cases][:limit]
         items = summaries(conn, [cases[i] for i in ranked if i in cases], principal.id, now)
         for item, case_id in zip(items, [i for i in ranked if i in cases], strict=True):
             item["matches"] = matches[case_id]
         return {"query": query, "words": terms, "references": references, "results": items}
+
+
+def _day(value: str, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{name} is a day, YYYY-MM-DD") from None
+
+
+def filter_from_query(params: Mapping[str, str]) -> SearchFilter:
+    """The filters of a search page or /api/search query string (pure: the same parsing for
+    both, so a link to a search page and an API call mean the same thing). Empty values are
+    no filter."""
+    statuses = tuple(s for s in params.get("status", "").split(",") if s) or None
+    tag = params.get("tag", "").strip()
+    try:
+        normalized_tag = normalize_tag(tag) if tag else None
+    except BadTag as exc:
+        raise Invalid(str(exc)) from None
+    return SearchFilter(
+        statuses=statuses,
+        channel=params.get("channel") or None,
+        tag=normalized_tag,
+        assignee=params.get("assignee") or None,
+        team=params.get("team") or None,
+        since=_day(params.get("since", ""), "since"),
+        until=_day(params.get("until", ""), "until"),
+    )

@@ -70,6 +70,8 @@ def due_time(
     rule_name: str | None = None
     haystack = f"{subject}\n{text}"
     for rule in sla.rules:
+        if rule.due_within_minutes is None:
+            continue  # a rule that only tags (inbox.tags)
         if re.search(rule.pattern, haystack):
             candidate = add_business_time(start, rule.due_within_minutes, sla.business_hours)
             if candidate < due:

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inbox import audit, logcontext, turns
+from inbox import audit, logcontext, tags, turns
 from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
 from inbox.db import (
@@ -1024,6 +1024,11 @@ class Normalizer:
             turns.first(conn, case_id, now, due, rule)
             if reads is not None:
                 reads.case_changed(contact_id)
+            # Content rules may tag a new case and set its fields (issue 22), as they may
+            # bring its due time forward: once, when the case opens.
+            tags.apply_rules(
+                conn, case_id, self.store.sla.rules, f"{message.subject}\n{message.text}"
+            )
             if decision.claims or decision.linked_case_id:
                 audit.append(
                     conn,

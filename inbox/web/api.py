@@ -7,6 +7,7 @@ is the single list the router, the authentication middleware and /api/openapi.js
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -15,11 +16,13 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine
 
-from inbox import accounts, casework, identities, merges, search, suggestions
+from inbox import accounts, bulk, casework, identities, merges, search, suggestions
 from inbox.channels import IDENTITY_KIND_NAMES, REPLY_CHANNEL_NAMES
 from inbox.config import Strict
 from inbox.downloads import download_headers
+from inbox.labels import BadTag, normalize_field, normalize_tags
 from inbox.metrics import StoreCollector
+from inbox.snooze import BadSnooze
 from inbox.web import openapi
 from inbox.web.app import (
     blocking,
@@ -143,6 +146,49 @@ class LinkBody(Strict):
 class UnlinkBody(Strict):
     channel: IdentityKindName
     handle: str = Field(min_length=1, max_length=320)
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class TagsBody(Strict):
+    add: list[Tag] = Field(default_factory=list, max_length=20)
+    remove: list[Tag] = Field(default_factory=list, max_length=20)
+
+
+class FieldBody(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    # null (or empty) clears the field.
+    value: str | None = Field(max_length=512)
+
+
+class SnoozeBody(Strict):
+    # With a zone (2026-12-08T09:00:00Z). null: until the customer answers. A timed snooze
+    # ends early too when the customer answers.
+    until: datetime | None = None
+    force: bool = False
+
+
+class BulkBody(Strict):
+    action: Literal["assign", "tag", "untag", "resolve", "snooze", "accept_suggestion"]
+    references: list[Annotated[str, Field(max_length=32)]] = Field(
+        min_length=1, max_length=bulk.MAX_CASES
+    )
+    # assign: a user name or null; tag/untag: the tags; snooze: the time (null: until the
+    # customer answers).
+    assignee: str | None = Field(default=None, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    until: datetime | None = None
+    force: bool = False
+
+
+class SettingsBody(Strict):
+    # null: follow the global [inbox] after_done.
+    after_done: Literal["stay", "next"] | None
+
+
+def _bad_input(exc: ValueError) -> web.StreamResponse:
+    return error(400, str(exc))
 
 
 # --- accounts ------------------------------------------------------------------------------
@@ -278,10 +324,18 @@ async def queue(request: web.Request) -> web.StreamResponse:
         return error(400, "limit is a whole number")
     if not 1 <= limit <= ctx.settings.queue_page_max:
         return error(400, f"limit is between 1 and {ctx.settings.queue_page_max}")
+    tag = query.get("tag", "").strip()
+    try:
+        normalized = normalize_tags([tag]) if tag else []
+    except BadTag as exc:
+        return _bad_input(exc)
     filters = casework.QueueFilter(
         statuses=statuses or casework.OPEN_STATUSES,
         channel=query.get("channel") or None,
         assignee=query.get("assignee") or None,
+        tag=normalized[0] if normalized else None,
+        team=query.get("team") or None,
+        snoozed=query.get("snoozed") in ("1", "true"),
     )
     page = await blocking(
         casework.queue_page,
@@ -496,14 +550,131 @@ async def identity_unlink(request: web.Request) -> web.StreamResponse:
 
 async def search_cases(request: web.Request) -> web.StreamResponse:
     query = request.rel_url.query.get("q", "").strip()
-    if not query:
-        return error(400, "q is the text to search for")
+    filters = search.filter_from_query(request.rel_url.query)
+    if not query and not filters.any():
+        return error(400, "q is the text to search for (or give at least one filter)")
     try:
         limit = min(100, max(1, int(request.rel_url.query.get("limit", "20"))))
     except ValueError:
         return error(400, "limit is a whole number")
     result = await blocking(
-        search.search, context(request).engine, principal(request), query[:500], limit=limit
+        search.search,
+        context(request).engine,
+        principal(request),
+        query[:500],
+        limit=limit,
+        filters=filters,
+    )
+    return reply_json(result)
+
+
+# --- tags, fields, snooze, bulk, my settings (issue 22) -------------------------------------
+
+
+async def case_tags(request: web.Request) -> web.StreamResponse:
+    data = await body(request, TagsBody)
+    try:
+        add, remove = normalize_tags(data.add), normalize_tags(data.remove)
+    except BadTag as exc:
+        return _bad_input(exc)
+    try:
+        result = await blocking(
+            casework.change_tags,
+            context(request).engine,
+            principal(request),
+            request.match_info["reference"],
+            add=add,
+            remove=remove,
+        )
+    except BadTag as exc:
+        return _bad_input(exc)
+    return reply_json(result)
+
+
+async def case_field(request: web.Request) -> web.StreamResponse:
+    data = await body(request, FieldBody)
+    try:
+        name, value = normalize_field(data.name, data.value)
+    except BadTag as exc:
+        return _bad_input(exc)
+    try:
+        result = await blocking(
+            casework.set_field,
+            context(request).engine,
+            principal(request),
+            request.match_info["reference"],
+            name,
+            value,
+        )
+    except BadTag as exc:
+        return _bad_input(exc)
+    return reply_json(result)
+
+
+async def case_snooze(request: web.Request) -> web.StreamResponse:
+    data = await body(request, SnoozeBody)
+    try:
+        result = await blocking(
+            casework.snooze_case,
+            context(request).engine,
+            principal(request),
+            request.match_info["reference"],
+            data.until,
+            force=data.force,
+        )
+    except BadSnooze as exc:
+        return _bad_input(exc)
+    return reply_json(result)
+
+
+async def case_wake(request: web.Request) -> web.StreamResponse:
+    result = await blocking(
+        casework.wake, context(request).engine, principal(request), request.match_info["reference"]
+    )
+    return reply_json(result)
+
+
+async def bulk_action(request: web.Request) -> web.StreamResponse:
+    data = await body(request, BulkBody)
+    try:
+        labels = normalize_tags(data.tags)
+    except BadTag as exc:
+        return _bad_input(exc)
+    if data.action in ("tag", "untag") and not labels:
+        return error(400, "tags: give at least one tag")
+    result = await blocking(
+        bulk.run,
+        context(request).engine,
+        principal(request),
+        bulk.BulkRequest(
+            action=data.action,
+            references=tuple(data.references),
+            assignee=data.assignee,
+            tags=tuple(labels),
+            until=data.until,
+            force=data.force,
+        ),
+    )
+    return reply_json(result)
+
+
+async def my_settings(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    result = await blocking(
+        casework.after_done, ctx.engine, principal(request), ctx.settings.after_done
+    )
+    return reply_json(result)
+
+
+async def my_settings_update(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    data = await body(request, SettingsBody)
+    result = await blocking(
+        casework.set_after_done,
+        ctx.engine,
+        principal(request),
+        data.after_done,
+        ctx.settings.after_done,
     )
     return reply_json(result)
 
@@ -677,6 +848,13 @@ def routes() -> list[Route]:
                 ),
                 Param("channel", "only cases that have seen this channel"),
                 Param("assignee", "me, none, or a user name"),
+                Param("tag", "only cases with this tag"),
+                Param("team", "only cases of this team (no teams yet: matches nothing)"),
+                Param(
+                    "snoozed",
+                    "true: only snoozed cases (default: snoozed cases are out)",
+                    "boolean",
+                ),
                 *_PAGE,
             ),
         ),
@@ -818,9 +996,74 @@ def routes() -> list[Route]:
             "Search message text, contact handles and references",
             "search",
             query=(
-                Param("q", "the text to search for", required=True),
+                Param("q", "the text to search for (may be empty when a filter is given)"),
                 Param("limit", "at most this many cases", "integer"),
+                Param("status", "only cases in these statuses (comma-separated)"),
+                Param("channel", "only cases with a message on this channel"),
+                Param("tag", "only cases with this tag"),
+                Param("assignee", 'only cases assigned to "me", "none" or this user'),
+                Param("team", "only cases of this team (no teams yet: matches nothing)"),
+                Param("since", "only cases active on or after this day (YYYY-MM-DD, UTC)"),
+                Param("until", "only cases opened on or before this day (YYYY-MM-DD, UTC)"),
             ),
+        ),
+        Route(
+            "POST",
+            f"{_CASE}/tags",
+            case_tags,
+            "Add and remove tags (audited)",
+            "cases",
+            body=TagsBody,
+            responses={200: "OK", 400: "not a tag", 404: "no such case"},
+        ),
+        Route(
+            "POST",
+            f"{_CASE}/fields",
+            case_field,
+            "Set or clear a custom field (audited)",
+            "cases",
+            body=FieldBody,
+            responses={200: "OK", 400: "not a field", 404: "no such case"},
+        ),
+        Route(
+            "POST",
+            f"{_CASE}/snooze",
+            case_snooze,
+            "Snooze until a time or until the customer answers (leaves the queue; audited)",
+            "cases",
+            body=SnoozeBody,
+            responses={200: "OK", 400: "not a snooze time", 409: "held by another"},
+        ),
+        Route(
+            "DELETE",
+            f"{_CASE}/snooze",
+            case_wake,
+            "End the snooze now (audited)",
+            "cases",
+        ),
+        Route(
+            "POST",
+            "/api/bulk",
+            bulk_action,
+            "One action on many cases, each checked and audited on its own",
+            "queue",
+            body=BulkBody,
+            responses={200: "what happened to each case", 400: "invalid"},
+        ),
+        Route(
+            "GET",
+            "/api/me/settings",
+            my_settings,
+            "My settings (where I go after resolving or replying)",
+            "accounts",
+        ),
+        Route(
+            "PUT",
+            "/api/me/settings",
+            my_settings_update,
+            "Change my settings",
+            "accounts",
+            body=SettingsBody,
         ),
         Route(
             "GET",

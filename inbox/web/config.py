@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -38,6 +39,11 @@ class InboxSettings(Strict):
     # The domain of the Message-IDs of replies; empty means connectors.smtp.hostname.
     message_id_domain: str = ""
     queue_page_max: int = Field(default=200, ge=1, le=1000)
+    # After resolving or replying, where an agent goes: "stay" on the case, or "next" (the
+    # next case, by claim-next). Each agent may choose otherwise in their own settings.
+    after_done: Literal["stay", "next"] = "stay"
+    # The search box's page: at most this many cases.
+    search_page_max: int = Field(default=50, ge=1, le=200)
 
     @field_validator("cookie_samesite")
     @classmethod

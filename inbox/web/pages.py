@@ -23,7 +23,7 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy import Engine, select
 
-from inbox import casework, identities, merges
+from inbox import casework, identities, merges, search, snooze
 from inbox.accounts import has_role
 from inbox.channels import (
     CHANNEL_FACTS,
@@ -34,6 +34,7 @@ from inbox.channels import (
 )
 from inbox.db import read
 from inbox.display import strip_bidi
+from inbox.labels import BadTag, normalize_tag
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
 from inbox.web.app import FORBIDDEN_PAGE, LOGIN_PATH, PRINCIPAL, blocking, context, principal
@@ -180,9 +181,35 @@ def queue_rows(cases: list[dict[str, Any]], now: datetime, show_held: bool) -> l
                 "similar": [
                     (s["reference"], f"{s['score']:.2f}") for s in case.get("suggestions") or []
                 ],
+                # Issue 22: tags and fields on the row; a snoozed case says until when.
+                "tags": case.get("tags") or [],
+                "fields": case.get("fields") or {},
+                "snoozed_until": snoozed_label(case.get("snooze")),
+                "matches": match_line(case.get("matches") or []),
             }
         )
     return rows
+
+
+def snoozed_label(snooze: dict[str, Any] | None) -> str | None:
+    """None when not snoozed; "" when snoozed until the customer answers; else the time."""
+    if snooze is None:
+        return None
+    return str(snooze.get("until") or "")
+
+
+def match_line(matches: list[dict[str, Any]]) -> str:
+    """What made a search result match, in a line: the text excerpt, else the handle or
+    reference (search results only; queue rows have no matches)."""
+    for match in matches:
+        if match.get("kind") == "message":
+            return str(match.get("snippet", ""))
+    for match in matches:
+        if match.get("kind") == "handle":
+            return f"{match.get('channel')}: {match.get('handle')}"
+        if match.get("kind") in ("reference", "claims_reference", "message_ref"):
+            return str(match.get("reference") or match.get("ref") or "")
+    return ""
 
 
 def sender_check(entry: dict[str, Any]) -> dict[str, str] | None:
@@ -233,21 +260,37 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return render(request, "login.html", next=safe_next(request.rel_url.query.get("next")))
 
 
+# The queue page's default view: cases that need us. A case waiting on the customer (a
+# reply went out) leaves it, and is back as "open" when they answer (issue 22).
+DEFAULT_VIEW = casework.CLAIMABLE_STATUSES
+
+
 def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str], bool]:
     query = request.rel_url.query
     status = query.get("status", "")
-    statuses = tuple(s for s in status.split(",") if s) or casework.OPEN_STATUSES
+    # The snoozed list shows every open status: a case snoozed while waiting on the
+    # customer is snoozed too.
+    default = casework.OPEN_STATUSES if query.get("snoozed") == "1" else DEFAULT_VIEW
+    statuses = tuple(s for s in status.split(",") if s) or default
     chosen = {
         "status": status,
         "channel": query.get("channel", ""),
         "assignee": query.get("assignee", ""),
         "held": query.get("held", ""),
+        "tag": query.get("tag", ""),
+        "snoozed": query.get("snoozed", ""),
     }
+    try:
+        tag = normalize_tag(chosen["tag"]) if chosen["tag"].strip() else None
+    except BadTag as exc:
+        raise casework.Invalid(str(exc)) from None
     return (
         casework.QueueFilter(
             statuses=statuses,
             channel=chosen["channel"] or None,
             assignee=chosen["assignee"] or None,
+            tag=tag,
+            snoozed=chosen["snoozed"] == "1",
         ),
         chosen,
         chosen["held"] == "1",
@@ -266,6 +309,14 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, Any]], dict[str, s
     return queue_rows(page["cases"], utcnow(), show_held), chosen
 
 
+async def _after_done(request: web.Request) -> str:
+    ctx = context(request)
+    found = await blocking(
+        casework.after_done, ctx.engine, principal(request), ctx.settings.after_done
+    )
+    return str(found["after_done"])
+
+
 async def queue_page(request: web.Request) -> web.StreamResponse:
     rows, chosen = await _rows(request)
     return render(
@@ -275,12 +326,58 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         chosen=chosen,
         statuses=casework.STATUSES,
         channels=CHANNEL_NAMES,
+        selectable=True,
+        after_done=await _after_done(request),
     )
 
 
 async def queue_fragment(request: web.Request) -> web.StreamResponse:
     rows, _ = await _rows(request)
-    return render(request, "queue_rows.html", rows=rows)
+    return render(request, "queue_rows.html", rows=rows, selectable=True)
+
+
+async def search_page(request: web.Request) -> web.StreamResponse:
+    """The search box's page: results as case rows, in the ranking of /api/search (the
+    same function), with the same filters. Held cases are shown: a search is for finding."""
+    ctx = context(request)
+    params = request.rel_url.query
+    q = params.get("q", "").strip()[:500]
+    chosen = {
+        k: params.get(k, "")
+        for k in ("status", "channel", "tag", "assignee", "team", "since", "until")
+    }
+    problem = None
+    rows: list[dict[str, Any]] = []
+    try:
+        filters = search.filter_from_query(params)
+        if q or filters.any():
+            found = await blocking(
+                search.search,
+                ctx.engine,
+                principal(request),
+                q,
+                limit=ctx.settings.search_page_max,
+                filters=filters,
+            )
+            rows = queue_rows(found["results"], utcnow(), show_held=True)
+    except casework.Invalid as exc:
+        problem = str(exc)
+    response = render(
+        request,
+        "search.html",
+        rows=rows,
+        chosen=chosen,
+        search_query=q,
+        asked=bool(q or any(chosen.values())),
+        problem=problem,
+        statuses=casework.STATUSES,
+        channels=CHANNEL_NAMES,
+        selectable=False,
+        empty_text="No case matches." if (q or any(chosen.values())) else "Type what to look for.",
+    )
+    if problem:
+        response.set_status(400)
+    return response
 
 
 def _html_message_ids(engine: Engine, ids: list[int]) -> tuple[set[int], set[int]]:
@@ -361,6 +458,7 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         identity_kinds=identities.KINDS,
         may_force=has_role(who.role, "manager"),
         held_by_other=held_by_other,
+        after_done=await _after_done(request),
     )
     flash.clear(request, response)
     return response
@@ -431,7 +529,7 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 
 def queue_signature(engine: Engine) -> str:
     """A digest of what the queue shows: it changes when a case is added, claimed, released,
-    assigned or changes status."""
+    assigned, snoozed or woken, or changes status."""
     digest = hashlib.sha256()
     with read(engine) as conn:
         for row in conn.execute(
@@ -442,6 +540,9 @@ def queue_signature(engine: Engine) -> str:
                 Case.lease_until,
                 Case.assignee_id,
                 Case.followups,
+                # A snooze set, ended by its time or by the customer's answer (issue 22).
+                Case.snooze_after_message_id,
+                snooze.awake(utcnow()),
             )
             .where(Case.status.in_(casework.OPEN_STATUSES))
             .order_by(Case.id)
@@ -514,6 +615,9 @@ def routes() -> list[Route]:
         ),
         Route(
             "GET", "/cases/{reference}", case_page, "A case", "pages", kind="html", in_openapi=False
+        ),
+        Route(
+            "GET", "/search", search_page, "Search cases", "pages", kind="html", in_openapi=False
         ),
         Route(
             "GET",

@@ -13,13 +13,27 @@ document.addEventListener("DOMContentLoaded", () => {
   function reload() {
     window.location.reload();
   }
+  // Flow (issue 22): after a reply or a resolve, the agent's setting says stay (reload) or
+  // go on to the next case (claim-next; the queue when there is none).
+  async function done() {
+    if (document.getElementById("case").dataset.afterDone !== "next") return reload();
+    const data = await Parity.api("POST", "/api/queue/claim-next").catch(() => ({}));
+    window.location.assign(
+      data.case ? `/cases/${encodeURIComponent(data.case.reference)}` : "/queue",
+    );
+  }
+  function finished(id, form) {
+    // "Keep open" keeps the agent on the case (claim-next would hand it back anyway).
+    if (id === "reply") return form.elements.status.value !== "open";
+    return id === "status" && form.elements.status.value === "resolved";
+  }
   function on(id, handler) {
     const form = document.getElementById(id);
     if (!form) return;
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       problem.hidden = true;
-      handler(form).then(reload, fail);
+      handler(form).then(finished(id, form) ? done : reload, fail);
     });
   }
 
@@ -55,7 +69,7 @@ document.addEventListener("DOMContentLoaded", () => {
     Parity.api("POST", `${base}/assign`, { assignee: form.elements.assignee.value || null }),
   );
   function resolve() {
-    Parity.api("POST", `${base}/status`, { status: "resolved" }).then(reload, fail);
+    Parity.api("POST", `${base}/status`, { status: "resolved" }).then(done, fail);
   }
   // A merged case has no status or claim controls.
   document.getElementById("resolve")?.addEventListener("click", resolve);

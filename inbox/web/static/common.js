@@ -43,6 +43,16 @@ const Parity = (() => {
     }
   }
   document.addEventListener("DOMContentLoaded", () => {
+    // "/" focuses the search box on every page (issue 22); the search page's own field first.
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+      if (typing(event)) return;
+      const box = document.getElementById("search-q") || document.getElementById("search-box");
+      if (!box) return;
+      event.preventDefault();
+      box.focus();
+      box.select();
+    });
     const logout = document.getElementById("logout");
     if (logout) {
       logout.addEventListener("click", async () => {
@@ -51,5 +61,9 @@ const Parity = (() => {
       });
     }
   });
-  return { api, onKeys, claimNext };
+  // A datetime-local value (the agent's own zone) as an ISO time with its zone, or null.
+  function localTime(value) {
+    return value ? new Date(value).toISOString() : null;
+  }
+  return { api, onKeys, claimNext, localTime };
 })();
