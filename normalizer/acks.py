@@ -23,8 +23,10 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     SerializeAsAny,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -116,6 +118,17 @@ class AckTemplate(Strict):
             return data
         rest = {k: v for k, v in data.items() if k not in i18n.LANGUAGES}
         return {**rest, "languages": {**dict(rest.get("languages") or {}), **tables}}
+
+    @model_serializer(mode="wrap")
+    def _dump_as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Dumped the way it is written ([acknowledgements.email.es]), so `parity settings
+        # show` prints what an operator would type and the dump loads back as it was.
+        dumped: dict[str, Any] = handler(self)
+        languages = dumped.pop("languages", None) or {}
+        return {
+            **dumped,
+            **{lang: {k: v for k, v in words.items() if v} for lang, words in languages.items()},
+        }
 
     @field_validator("languages")
     @classmethod
