@@ -86,6 +86,8 @@ class CaseRow:
     ack_state: str | None
     # The time the acknowledgement promised a person would answer (audit log, eta_at).
     eta_at: datetime | None
+    # The language the case is answered in (cases.language): a dimension like the channel.
+    language: str = "en"
 
 
 def percentile(values: Sequence[float], p: int) -> float | None:
@@ -237,6 +239,10 @@ def build(
         name: group_stats(group, now) for name, group in sorted(_by(rows, _channel).items())
     }
     sides = {side: group_stats([r for r in rows if r.visibility == side], now) for side in SIDES}
+    # Answering one language slower than another is the same failure as one channel slower.
+    languages = {
+        name: group_stats(group, now) for name, group in sorted(_by(rows, _language).items())
+    }
     ratio = parity_ratio(c["first_response_p50_s"] for c in channels.values())
     medians = {
         n: c["first_response_p50_s"]
@@ -258,6 +264,10 @@ def build(
         "generated_at": now.isoformat(),
         "channels": channels,
         "sides": sides,
+        "language": languages,
+        "language_parity_ratio": parity_ratio(
+            g["first_response_p50_s"] for g in languages.values()
+        ),
         "total": group_stats(rows, now),
         "parity_ratio": ratio,
         "parity_best_channel": min(medians, key=lambda n: medians[n]) if medians else None,
@@ -276,12 +286,20 @@ def _channel(row: CaseRow) -> str:
     return row.channel
 
 
+def _language(row: CaseRow) -> str:
+    return row.language
+
+
 def to_csv(report: dict[str, Any]) -> str:
     """The table as CSV: one line per channel, then per side, then the total."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["group", "name", *COLUMNS])
-    for kind, groups in (("channel", report["channels"]), ("side", report["sides"])):
+    for kind, groups in (
+        ("channel", report["channels"]),
+        ("side", report["sides"]),
+        ("language", report["language"]),
+    ):
         for name, stats in groups.items():
             writer.writerow([kind, name, *("" if stats[c] is None else stats[c] for c in COLUMNS)])
     total = report["total"]
@@ -298,6 +316,7 @@ def select_cases(
     bucket: int | None = None,
     week: str | None = None,
     which: str = "all",
+    language: str | None = None,
 ) -> list[str]:
     """The references behind one chart bucket or table cell (the drill-down)."""
     tests: list[Callable[[CaseRow], bool]] = []
@@ -305,6 +324,8 @@ def select_cases(
         tests.append(lambda r: r.channel == channel)
     if side:
         tests.append(lambda r: r.visibility == side)
+    if language:
+        tests.append(lambda r: r.language == language)
     if week:
         tests.append(lambda r: week_of(r.first_inbound_at) == week)
     if bucket is not None:
@@ -376,6 +397,8 @@ def to_text(report: dict[str, Any]) -> str:
     table = [header]
     for name, stats in [*report["channels"].items(), *report["sides"].items()]:
         table.append([name, *(_fmt(stats[c]) for c in shown)])
+    for name, stats in report.get("language", {}).items():
+        table.append([f"lang:{name}", *(_fmt(stats[c]) for c in shown)])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))

@@ -58,6 +58,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
             Case.due_at,
             Case.followups,
             Case.ack_state,
+            Case.language,
         )
         .outerjoin(first_ids, first_ids.c.case_id == Case.id)
         .outerjoin(first_message, first_message.c.id == first_ids.c.first_id)
@@ -78,6 +79,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
             followups=r.followups,
             ack_state=r.ack_state,
             eta_at=etas.get(r.id),
+            language=r.language or "en",
         )
         for r in rows
     ]

@@ -122,6 +122,7 @@ async def cases_api(request: web.Request) -> web.StreamResponse:
             bucket=bucket,
             week=query.get("week") or None,
             which=query.get("which") or "all",
+            language=query.get("language") or None,
         )
     except ValueError as exc:
         return error(400, str(exc))
@@ -377,6 +378,9 @@ def render(data: dict[str, Any], since_param: str) -> str:
         f"{_table(data['channels'], 'channel', since_param)}"
         "<h2>Public and private</h2>"
         f"{_table(data['sides'], 'side', since_param)}"
+        "<h2>Languages</h2>"
+        f"<p>Parity ratio across languages {_cell(data['language_parity_ratio'])}.</p>"
+        f"{_table(data['language'], 'language', since_param)}"
         f'<p>Export: <a href="/api/audit/report?{query}&amp;format=csv">CSV</a> · '
         f'<a href="/api/audit/report?{query}">JSON</a> · '
         '<a href="/api/audit/log?format=csv">audit log CSV</a> · '
@@ -438,6 +442,7 @@ def routes() -> list[Route]:
                 *_PERIOD_PARAMS,
                 Param("channel", "only this channel"),
                 Param("side", "public or private"),
+                Param("language", "a case language: en, es, fr, de or pt"),
                 Param("bucket", "first-response histogram bucket index", "integer"),
                 Param("week", "the Monday of a week, YYYY-MM-DD"),
                 Param(
