@@ -127,7 +127,9 @@ def test_every_message_id_is_translated_in_every_language_with_the_same_placehol
         assert {t for t in (ack.subject, ack.body, ack.follow_up) if t} <= ids
     for lang in i18n.LANGUAGES[1:]:
         catalog = read_po((root / lang / "LC_MESSAGES" / "parity.po").open("rb"))
-        translated = {m.id: m.string for m in catalog if m.id and m.string and not m.fuzzy}
+        translated = {
+            str(m.id): str(m.string) for m in catalog if m.id and m.string and not m.fuzzy
+        }
         assert set(translated) == ids, lang
         for msgid, text in translated.items():
             if msgid.startswith("EEEE"):
@@ -347,7 +349,8 @@ subject = "{tag} Bien reçu"
         )
     )
     assert _compose(settings, "sms", "es").body == "Caso C-000042: respondemos en unas 3 horas.\n"
-    assert _compose(settings, "sms", "fr").body == "Case C-000042: we answer dans environ 3 heures.\n"
+    french = _compose(settings, "sms", "fr").body
+    assert french == "Case C-000042: we answer dans environ 3 heures.\n"
     assert _compose(settings, "email", "fr").subject == "[C-000042 #tok] Bien reçu"
     assert _compose(settings, "email", "fr").body.startswith("Bonjour Ann,")
     # The dump is what an operator would write, and loads back the same.

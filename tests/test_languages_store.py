@@ -14,6 +14,7 @@ import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -58,7 +59,7 @@ SMS = {
 }
 
 
-def _ack(engine: Engine, case_id: int | None) -> Outbox:
+def _ack(engine: Engine, case_id: int | None) -> Any:
     with engine.connect() as conn:
         return conn.execute(
             select(Outbox).where(Outbox.case_id == case_id, Outbox.kind == "ack")
@@ -134,7 +135,7 @@ def test_a_short_message_takes_the_contacts_known_language_else_english(engine):
 LANGUAGE_OF = ["es", "en", "de", "es", "fr", "en", "pt", "es", "en", "de", "fr", "pt", "en"]
 
 
-def _seed_languages(engine: Engine) -> list:
+def _seed_languages(engine: Engine) -> list[Any]:
     by_ref = seed(engine, EVENTS)
     with engine.begin() as conn:
         for (reference, _), lang in zip(sorted(by_ref.items()), LANGUAGE_OF, strict=True):
