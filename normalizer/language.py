@@ -34,7 +34,9 @@ _QUOTED = re.compile(r"^\s*>.*$", re.M)
 
 
 @lru_cache(maxsize=1)
-def _identifier() -> Any:
+def identifier() -> Any:
+    """The model, loaded once per process (about 1.5 s): the parse pool's forkserver loads it
+    before it forks any child (normalizer/language_model.py)."""
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
     found = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
@@ -65,5 +67,5 @@ def detect(text: str) -> str | None:
     words = cleaned(text)
     if letters(words) < MIN_LETTERS:
         return None
-    best, probability = _identifier().classify(words)
+    best, probability = identifier().classify(words)
     return decide(str(best), float(probability), words)
