@@ -220,6 +220,20 @@ def test_short_or_empty_text_has_no_language(text):
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "Non riesco ad accedere al mio account, aiutatemi per favore.",
+        "Ik kan niet meer inloggen op mijn account, help alstublieft.",
+        "私のアカウントにログインできません。助けてください。",
+        "Nie mogę zalogować się do mojego konta, proszę o pomoc.",
+    ],
+)
+def test_a_language_we_have_no_catalogue_for_is_not_forced_into_one_of_ours(text):
+    # Italian is not taken for Spanish, nor Dutch for German: the case falls back.
+    assert language.detect(text) is None
+
+
+@pytest.mark.parametrize(
     ("best", "probability", "text", "decided"),
     [
         ("es", 0.92, "Mi pedido no llegó", "es"),
