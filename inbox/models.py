@@ -192,6 +192,10 @@ class Case(Base):
     snoozed_by: Mapped[int | None] = mapped_column(BigInteger)
     snooze_after_message_id: Mapped[int | None] = mapped_column(BigInteger)
 
+    # The language the case is answered in (inbox/i18n.py LANGUAGES): chosen on the form,
+    # detected from the opening message, or the contact's known one; "en" by default.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+
     __table_args__ = (
         # The queue: open cases by due time, channel never part of the key.
         Index("ix_cases_queue", "status", "due_at", "id"),
@@ -259,6 +263,9 @@ class Message(Base):
     external_id: Mapped[str | None] = mapped_column(String(512), index=True)
     from_handle: Mapped[str] = mapped_column(String(320), default="")
     from_name: Mapped[str] = mapped_column(String(256), default="")
+    # The language the parser chose or detected for an inbound message; NULL: too short or
+    # too mixed to tell.
+    language: Mapped[str | None] = mapped_column(String(8))
     subject: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     html: Mapped[str | None] = mapped_column(Text)

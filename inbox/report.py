@@ -161,6 +161,8 @@ class CaseRow:
     agent: str | None = None
     # Set once teams exist; the report shows per-team figures only when some case has one.
     team: str | None = None
+    # The language the case is answered in (cases.language): a dimension like the channel.
+    language: str = "en"
 
 
 def percentile(values: Sequence[float], p: int) -> float | None:
@@ -357,6 +359,8 @@ class Dimension:
 DIMENSIONS: dict[str, Dimension] = {
     "channel": Dimension("channels", "Channel", lambda r: r.channel),
     "side": Dimension("sides", "Side", lambda r: r.visibility, always=SIDES),
+    # Answering one language slower than another is the same failure as one channel slower.
+    "language": Dimension("language", "Language", lambda r: r.language),
     "agent": Dimension("agents", "Agent", lambda r: r.agent, optional=True),
     "team": Dimension("teams", "Team", lambda r: r.team, optional=True),
 }
@@ -454,6 +458,9 @@ def assemble(
         "until": until.isoformat(),
         "generated_at": now.isoformat(),
         **groups,
+        "language_parity_ratio": parity_ratio(
+            g[metric] for g in groups.get("language", {}).values()
+        ),
         "total": total,
         "parity_on": parity_on,
         "parity_ratio": ratio,
@@ -502,10 +509,17 @@ def case_filter(
     bucket: int | None = None,
     week: str | None = None,
     which: str = "all",
+    language: str | None = None,
 ) -> Callable[[CaseRow], bool]:
     """The test behind one chart bucket or table cell (the drill-down)."""
     tests: list[Callable[[CaseRow], bool]] = []
-    wanted = {"channel": channel, "side": side, "agent": agent, "team": team}
+    wanted = {
+        "channel": channel,
+        "side": side,
+        "agent": agent,
+        "team": team,
+        "language": language,
+    }
     for dim_name, value in wanted.items():
         if value:
             tests.append(_has(DIMENSIONS[dim_name], value))

@@ -61,6 +61,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
             Case.ack_state,
             Case.reopens,
             Case.assignee_id,
+            Case.language,
         )
         .outerjoin(first_ids, first_ids.c.case_id == Case.id)
         .outerjoin(first_message, first_message.c.id == first_ids.c.first_id)
@@ -91,6 +92,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
                 next_turns=later,
                 reopens=r.reopens,
                 agent=names.get(owner) if owner is not None else None,
+                language=r.language or "en",
             )
         )
     return out

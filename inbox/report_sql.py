@@ -25,6 +25,7 @@ from inbox.report import BUCKET_EDGES, DIMENSIONS, SIDES
 SQL_DIMENSIONS: dict[str, str | None] = {
     "channel": "c.channel",
     "side": "COALESCE(c.side, 'private')",
+    "language": "COALESCE(c.language, 'en')",
     "agent": "u.name",
     "team": None,
 }

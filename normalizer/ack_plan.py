@@ -59,7 +59,12 @@ class AckCase:
     acknowledge: bool  # False for imported history
     received_at: datetime
     now: datetime
-    eta_words: str  # the one ETA wording (normalizer/acks.py `describe_eta`)
+    eta_words: str  # the one ETA wording (normalizer/acks.py `describe_eta`), in `language`
+    # The case's language (inbox/i18n.py): a route's default texts are said in it.
+    language: str = "en"
+    # The case's status page with its token ("" without [acknowledgements] status_base_url):
+    # only for a private message; a public reply must never carry it.
+    status_url: str = ""
 
 
 # How a channel acknowledges a new case: an AckOut, or the reason it gets none. Pure: it

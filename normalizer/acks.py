@@ -12,6 +12,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -22,13 +23,16 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     SerializeAsAny,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from inbox import channels as registry
+from inbox import i18n
 from inbox.channels import MAIL_ADDRESS_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import BusinessHours, Strict
 from inbox.sla import add_business_time, business_time_between
@@ -75,6 +79,22 @@ def template_fields(template: str) -> set[str]:
     return names
 
 
+class AckWords(Strict):
+    """One language's texts of a channel's acknowledgement (`[acknowledgements.email.es]`):
+    each key given replaces the channel's text in that language; a key left out is our
+    translation of the default, or the operator's own text when they changed it."""
+
+    subject: str = ""
+    body: str = ""
+    follow_up: str = ""
+
+    @field_validator("subject", "body", "follow_up")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        template_fields(value)
+        return value
+
+
 class AckTemplate(Strict):
     """One channel's acknowledgement. `subject` is used by email only."""
 
@@ -83,12 +103,75 @@ class AckTemplate(Strict):
     body: str
     # How to follow up on this channel; may itself use placeholders ({tag}, {reference}).
     follow_up: str = ""
+    # The operator's texts per language, written as [acknowledgements.<channel>.<lang>].
+    languages: dict[str, AckWords] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _language_tables(cls, data: Any) -> Any:
+        # `[acknowledgements.email.es]` reads as the table's key "es": gathered here so
+        # the settings file says it the way an operator would look for it.
+        if not isinstance(data, dict):
+            return data
+        tables = {k: v for k, v in data.items() if k in i18n.LANGUAGES}
+        if not tables:
+            return data
+        rest = {k: v for k, v in data.items() if k not in i18n.LANGUAGES}
+        return {**rest, "languages": {**dict(rest.get("languages") or {}), **tables}}
+
+    @model_serializer(mode="wrap")
+    def _dump_as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Dumped the way it is written ([acknowledgements.email.es]), so `parity settings
+        # show` prints what an operator would type and the dump loads back as it was.
+        dumped: dict[str, Any] = handler(self)
+        languages = dumped.pop("languages", None) or {}
+        return {
+            **dumped,
+            **{lang: {k: v for k, v in words.items() if v} for lang, words in languages.items()},
+        }
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: dict[str, AckWords]) -> dict[str, AckWords]:
+        unknown = sorted(set(value) - set(i18n.LANGUAGES))
+        if unknown:
+            raise ValueError(
+                f"no catalogue for {', '.join(unknown)}; languages: {', '.join(i18n.LANGUAGES)}"
+            )
+        return value
 
     @field_validator("subject", "body", "follow_up")
     @classmethod
     def _placeholders(cls, value: str) -> str:
         template_fields(value)
         return value
+
+    @model_validator(mode="after")
+    def _languages_valid(self) -> AckTemplate:
+        # Each language's texts keep the same rules as the channel's own (the case named,
+        # a mail subject's {tag}): checked on the template they make.
+        for words in self.languages.values():
+            given = words.model_dump(exclude_defaults=True)
+            if given:
+                type(self).model_validate({**self.model_dump(exclude={"languages"}), **given})
+        return self
+
+    def texts(self, channel: str, language: str) -> tuple[str, str, str]:
+        """(subject, body, follow_up) in `language`: the operator's text for it where given,
+        else our translation of each default the operator kept, else their own text as is."""
+        default = registry.ack_defaults().get(channel)
+        words = self.languages.get(language)
+        found: list[str] = []
+        for key in ("subject", "body", "follow_up"):
+            own = getattr(self, key)
+            given = getattr(words, key) if words is not None else ""
+            if given:
+                found.append(given)
+            elif default is not None:
+                found.append(i18n.default_or_own(language, own, getattr(default, key)))
+            else:
+                found.append(own)
+        return found[0], found[1], found[2]
 
     @model_validator(mode="after")
     def _names_the_case(self) -> AckTemplate:
@@ -452,17 +535,23 @@ def expected_response(
     return Eta(add_business_time(now, minutes, hours), "queue", ahead)
 
 
-def describe_eta(now: datetime, at: datetime, timezone: str) -> str:
-    """The estimate in words, rounded up so we never promise sooner than we expect."""
+def describe_eta(now: datetime, at: datetime, timezone: str, language: str = "en") -> str:
+    """The estimate in words of `language`, rounded up so we never promise sooner than we
+    expect."""
+    _ = partial(i18n.gettext_in, language)
     delta = at - now
     minutes = max(1, math.ceil(delta.total_seconds() / 60))
     if minutes <= 45:
-        return f"within about {math.ceil(minutes / 15) * 15} minutes"
+        return _("within about {minutes} minutes").format(minutes=math.ceil(minutes / 15) * 15)
     hours = math.ceil(minutes / 60)
     if hours < 24:
-        return "within about an hour" if hours == 1 else f"within about {hours} hours"
+        if hours == 1:
+            return _("within about an hour")
+        return _("within about {hours} hours").format(hours=hours)
     local = at.astimezone(ZoneInfo(timezone))
-    return f"by {local:%A} {local.day} {local:%B}, {local:%H:%M} ({timezone})"
+    return _("by {when} ({timezone})").format(
+        when=i18n.format_when(local, language, _("EEEE d MMMM, HH:mm")), timezone=timezone
+    )
 
 
 # --- what --------------------------------------------------------------------------------------
@@ -514,6 +603,7 @@ def compose(
     timezone: str,
     other_channels: str = "",
     status_base_url: str = "",
+    language: str = "en",
 ) -> AckContent:
     """The acknowledgement's subject and text for one case.
 
@@ -522,14 +612,19 @@ def compose(
     same template serves a channel's private messages and its public comments (Messenger,
     Instagram), so an operator's {name} must not put a person's name under a public post.
     A public acknowledgement says the case's reference and the expected time, nothing else.
+
+    `language` is the case's: our default texts in it, the operator's as they wrote them.
     """
+    _ = partial(i18n.gettext_in, language)
+    there, your_message = _("there"), _("your message")
+    subject_text, body_text, follow_up_text = template.texts(channel, language)
     fields = {
         "reference": reference,
         "token": "" if public else token,
         "tag": f"[{reference}]" if public else case_tag(reference, token),
-        "name": "there" if public else header_text(name, 80) or "there",
-        "subject": "your message" if public else header_text(subject, 160) or "your message",
-        "eta": describe_eta(now, eta.at, timezone),
+        "name": there if public else header_text(name, 80) or there,
+        "subject": your_message if public else header_text(subject, 160) or your_message,
+        "eta": describe_eta(now, eta.at, timezone, language),
         "eta_at": eta.at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "queue_position": str(eta.ahead + 1),
         "channel": channel,
@@ -537,10 +632,10 @@ def compose(
         "other_channels": "",
         "status_url": status_url(status_base_url, reference, token) if not public else "",
     }
-    fields["follow_up"] = _fill(template.follow_up, fields)
+    fields["follow_up"] = _fill(follow_up_text, fields)
     fields["other_channels"] = _fill(other_channels, fields)
-    body = _fill(template.body, fields)
+    body = _fill(body_text, fields)
     # Blank lines left by empty optional parts are dropped, three newlines become two.
     while "\n\n\n" in body:
         body = body.replace("\n\n\n", "\n\n")
-    return AckContent(header_text(_fill(template.subject, fields), 250), body.strip() + "\n")
+    return AckContent(header_text(_fill(subject_text, fields), 250), body.strip() + "\n")

@@ -65,6 +65,10 @@ class InboundMessage:
     automated: str | None = None
     recipients: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    # The language of the text (inbox/i18n.py LANGUAGES): set by a parser that knows it
+    # (the form's language selector), else detected in parse (normalizer/language.py); None
+    # when unknown.
+    language: str | None = None
 
     def __post_init__(self) -> None:
         # The registry replaced a Literal type: what mypy checked, the constructor checks.

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from inbox.mailhtml import view
+from normalizer.language import detect
 from normalizer.mail import Caps, parse_email
 from normalizer.message import InboundMessage, ParseError
 from normalizer.storable import storable
@@ -66,5 +67,8 @@ def parse(
     if message.html is not None:
         # Made here, in the parse worker under its budget, so no page ever parses raw HTML.
         message = replace(message, html_view=view(message.html))
+    if message.language is None:
+        # Here too, under the parse budget, on a bounded part of the text.
+        message = replace(message, language=detect(message.text))
     # Every channel's message is fitted to the store's columns the same way.
     return storable(message)

@@ -175,8 +175,11 @@ class _Running:
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # The sender check's libraries too: a replacement child must not spend its first mail's
-# budget importing them.
-_CONTEXT.set_forkserver_preload(["normalizer.pool", "dns.resolver", "dkim", "spf"])
+# budget importing them; and the language detector's model, which takes a second or more
+# to load (normalizer/language_model.py).
+_CONTEXT.set_forkserver_preload(
+    ["normalizer.pool", "dns.resolver", "dkim", "spf", "normalizer.language_model"]
+)
 
 
 class ParsePool:

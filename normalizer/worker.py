@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inbox import audit, logcontext, tags, turns
+from inbox import audit, i18n, logcontext, tags, turns
 from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
 from inbox.db import (
@@ -65,6 +65,7 @@ from normalizer.acks import (
     compose,
     describe_eta,
     recently_acknowledged,
+    status_url,
     withhold_reason,
 )
 from normalizer.batch import IdentityRow, Reads, Writes
@@ -1019,6 +1020,7 @@ class Normalizer:
                     ack_reason=withheld[:256] if withheld else None,
                     unverified_from=_unverified_from(message, decision),
                     reference=format_reference(case_id),
+                    language=_case_language(conn, message, contact_id),
                 ),
             )
             turns.first(conn, case_id, now, due, rule)
@@ -1127,6 +1129,7 @@ class Normalizer:
                 automated=message.automated,
                 meta=meta,
                 auth=auth,
+                language=message.language,
             ),
         ).scalar_one()
         if reads is not None:
@@ -1209,7 +1212,7 @@ class Normalizer:
             return
         sender = message.sender
         case = conn.execute(
-            select(Case.reference, Case.token, Case.due_at).where(Case.id == case_id)
+            select(Case.reference, Case.token, Case.due_at, Case.language).where(Case.id == case_id)
         ).one()
         eta = self._eta(conn, case_id, case.due_at, now)
         content = compose(
@@ -1228,6 +1231,7 @@ class Normalizer:
             timezone=self.store.sla.business_hours.timezone,
             other_channels=self.acks.other_channels,
             status_base_url=self.acks.status_base_url,
+            language=case.language,
         )
         # The one planner of every channel (normalizer/ack_plan.py): the case was opened
         # in this transaction, so its ack_state is still empty and the claim is ours.
@@ -1264,7 +1268,7 @@ class Normalizer:
         """
         now = utcnow()
         case = conn.execute(
-            select(Case.reference, Case.token, Case.due_at).where(Case.id == case_id)
+            select(Case.reference, Case.token, Case.due_at, Case.language).where(Case.id == case_id)
         ).one()
         eta = self._eta(conn, case_id, case.due_at, now)
         state: dict[str, Any] = {}
@@ -1290,7 +1294,11 @@ class Normalizer:
                 acknowledge=facts.acknowledge,
                 received_at=message.received_at,
                 now=now,
-                eta_words=describe_eta(now, eta.at, self.store.sla.business_hours.timezone),
+                eta_words=describe_eta(
+                    now, eta.at, self.store.sla.business_hours.timezone, case.language
+                ),
+                language=case.language,
+                status_url=status_url(self.acks.status_base_url, str(case.reference), case.token),
             ),
             state,
         )
@@ -1342,6 +1350,25 @@ def _unverified_from(message: InboundMessage, decision: Decision) -> str | None:
         return message.sender.handle[:320]
     claimed = message.meta.get("claims_reachable")
     return str(claimed)[:320] if claimed else None
+
+
+def _case_language(conn: Connection, message: InboundMessage, contact_id: int) -> str:
+    """The language a new case is answered in: the message's (chosen on the form or
+    detected), else the language the contact last wrote in on any case, else English."""
+    if message.language:
+        return message.language
+    known = conn.execute(
+        select(Message.language)
+        .join(Case, Case.id == Message.case_id)
+        .where(
+            Case.contact_id == contact_id,
+            Message.direction == "inbound",
+            Message.language.is_not(None),
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return known or i18n.DEFAULT
 
 
 def _merge_voicemail(conn: Connection, message_id: int, message: InboundMessage) -> None:

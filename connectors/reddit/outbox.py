@@ -40,6 +40,7 @@ from connectors.reddit.errors import AuthFailed, auth_failure, retry_wait
 from connectors.reddit.parse import ref
 from connectors.reddit.settings import RedditSettings
 from inbox import outbox
+from inbox.i18n import default_or_own
 from inbox.models import Case, utcnow
 from inbox.outbox import Claimed
 from normalizer.ack_plan import AckCase, AckOut, AckRoute
@@ -73,6 +74,13 @@ class AckTarget:
     eta_at: datetime | None = None
 
 
+def localized(settings: RedditSettings, key: str, language: str) -> str:
+    """The template `key` in the case's language: our translation of the default, or the
+    operator's own text as they wrote it."""
+    default = str(RedditSettings.model_fields[key].default)
+    return default_or_own(language, str(getattr(settings, key)), default)
+
+
 @dataclass(frozen=True)
 class AckPlan:
     withheld: str | None = None
@@ -91,6 +99,8 @@ def plan_ack(
     public: bool | None = None,
     timezone: str = "UTC",
     eta_words: str | None = None,
+    language: str = "en",
+    status_url: str = "",
 ) -> AckPlan:
     """One acknowledgement for a new Reddit case, or why none is sent."""
     if target.automated:
@@ -103,7 +113,7 @@ def plan_ack(
     eta = eta_words or describe_eta(now, target.eta_at or target.due_at, timezone)
     publicly = settings.public_replies if public is None else public
     if target.visibility == "public" and publicly and target.fullname:
-        body = settings.public_ack_template.format(
+        body = localized(settings, "public_ack_template", language).format(
             reference=target.reference, eta=eta, account=account
         )
         return AckPlan(
@@ -117,12 +127,15 @@ def plan_ack(
         "eta": eta,
         "account": account,
         "username": target.username,
+        # A private message is read by the person alone: the link with its token may go.
+        "status_url": status_url,
     }
-    subject = settings.private_ack_subject.format(**fields)[:SUBJECT_MAX]
+    subject = localized(settings, "private_ack_subject", language).format(**fields)
+    subject = subject[:SUBJECT_MAX]
     return AckPlan(
         recipient=f"u/{target.username}",
         subject=subject,
-        body=settings.private_ack_template.format(**fields),
+        body=localized(settings, "private_ack_template", language).format(**fields),
         payload={"mode": "message", "to": target.username},
     )
 
@@ -197,6 +210,8 @@ def ack_route(settings: RedditSettings, case: AckCase, state: Mapping[str, Any])
         str(state.get("account", "")),
         case.now,
         eta_words=case.eta_words,
+        language=case.language,
+        status_url=case.status_url,
     )
     if plan.withheld is not None:
         return plan.withheld

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from inbox.config import Strict
+from inbox.i18n import N_
 
 _SUBREDDIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{1,20}")
 
@@ -58,13 +59,16 @@ class RedditSettings(Strict):
     # outbox drainer, never sent late (no acks for history).
     ack_max_age_hours: int = Field(default=24, ge=1)
     # Public text never carries anything personal: only {reference}, {eta} and {account}.
-    public_ack_template: str = (
+    # The defaults are said in the case's language (inbox/i18n.py); a text the operator wrote
+    # is sent as written. Private texts may use {status_url} (the status page, with the
+    # token); the public reply may not.
+    public_ack_template: str = N_(
         "Thanks for flagging this. We have logged it as {reference} and expect to reply "
         "{eta}. Please don't post account details here; send u/{account} a private message "
         "if you need to share them."
     )
-    private_ack_subject: str = "[{reference} #{token}] We received your message"
-    private_ack_template: str = (
+    private_ack_subject: str = N_("[{reference} #{token}] We received your message")
+    private_ack_template: str = N_(
         "Hello u/{username},\n\nthank you for contacting support. Your message is case "
         "{reference}, and we expect to reply {eta}.\n\nTo add anything, reply to this "
         "message and keep the case reference in the subject.\n\nThe support team"
@@ -103,9 +107,11 @@ class RedditSettings(Strict):
     @field_validator("private_ack_subject", "private_ack_template")
     @classmethod
     def _private_fields(cls, value: str) -> str:
-        allowed = {"reference", "token", "eta", "account", "username"}
+        allowed = {"reference", "token", "eta", "account", "username", "status_url"}
         if not _template_fields(value) <= allowed:
-            raise ValueError("placeholders are {reference}, {token}, {eta}, {account}, {username}")
+            raise ValueError(
+                "placeholders are {reference}, {token}, {eta}, {account}, {username}, {status_url}"
+            )
         return value
 
 

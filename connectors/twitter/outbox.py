@@ -31,6 +31,7 @@ from connectors.twitter.api import XApi, XError, is_duplicate_content, seconds_u
 from connectors.twitter.parse import tweet_ref
 from connectors.twitter.settings import TwitterSettings
 from inbox import outbox
+from inbox.i18n import default_or_own
 from inbox.outbox import Claimed
 from normalizer.ack_plan import AckCase, AckOut, AckRoute
 from normalizer.threads import case_tag
@@ -69,9 +70,19 @@ def choose_ack(
     )
 
 
-def ack_text(template: str, *, reference: str, eta: str, tag: str = "") -> str:
-    # Settings validation already limited the placeholders to these three.
-    return template.format(reference=reference, eta=eta, tag=tag)
+def ack_text(
+    template: str, *, reference: str, eta: str, tag: str = "", status_url: str = ""
+) -> str:
+    # Settings validation already limited the placeholders to these (a public text's to
+    # {reference} and {eta}: the caller passes the others only for a DM).
+    return template.format(reference=reference, eta=eta, tag=tag, status_url=status_url)
+
+
+def localized(settings: TwitterSettings, key: str, language: str) -> str:
+    """The template `key` in the case's language: our translation of the default, or the
+    operator's own text as they wrote it."""
+    default = str(TwitterSettings.model_fields[key].default)
+    return default_or_own(language, str(getattr(settings, key)), default)
 
 
 # --- the ack route: how a new case is acknowledged -------------------------------------------
@@ -102,7 +113,9 @@ def ack_route(settings: TwitterSettings, case: AckCase, state: Mapping[str, Any]
         return AckOut(
             recipient=case.handle,
             body=ack_text(
-                settings.public_ack_template, reference=case.reference, eta=case.eta_words
+                localized(settings, "public_ack_template", case.language),
+                reference=case.reference,
+                eta=case.eta_words,
             ),
             payload={
                 "mode": "tweet",
@@ -117,10 +130,12 @@ def ack_route(settings: TwitterSettings, case: AckCase, state: Mapping[str, Any]
         return AckOut(
             recipient=case.handle,
             body=ack_text(
-                settings.dm_ack_template,
+                localized(settings, "dm_ack_template", case.language),
                 reference=case.reference,
                 eta=case.eta_words,
                 tag=case_tag(case.reference, case.token),
+                # A DM is read by the person alone: the link with its token may go there.
+                status_url=case.status_url,
             ),
             payload={"mode": "dm", "participant_id": case.handle, "reference": case.reference},
             reason=reason,

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from inbox.channels import CHANNEL_FACTS
 from inbox.config import Strict
+from inbox.i18n import N_
 
 
 class TwitterSettings(Strict):
@@ -32,13 +33,15 @@ class TwitterSettings(Strict):
     # active instance dies (plus database.keepalive_s * 2 when its whole host vanished).
     standby_retry_seconds: int = Field(default=15, ge=1)
     # Acknowledgement texts. Placeholders: {reference}, {eta}; the DM text may also use {tag},
-    # the reference with the case's secret token. A public reply never carries anything else.
-    public_ack_template: str = (
+    # the reference with the case's secret token, and {status_url}, the case's status page
+    # with that token. A public reply never carries anything else. The defaults are said in
+    # the case's language (inbox/i18n.py); a text the operator wrote is sent as written.
+    public_ack_template: str = N_(
         "Thanks, we have this as case {reference} and expect to reply {eta}. "
         "Please send us a Direct Message to continue in private; "
         "never post account details here."
     )
-    dm_ack_template: str = (
+    dm_ack_template: str = N_(
         "Thanks for your message. We have opened case {reference} and expect to reply "
         "{eta}. Reply here to add anything. If you email us instead, keep {tag} in the "
         "subject so it reaches the same case."
@@ -55,7 +58,9 @@ class TwitterSettings(Strict):
     @classmethod
     def _dm_template(cls, value: str) -> str:
         return _template(
-            value, allowed={"reference", "eta", "tag"}, limit=CHANNEL_FACTS["twitter"].max_text
+            value,
+            allowed={"reference", "eta", "tag", "status_url"},
+            limit=CHANNEL_FACTS["twitter"].max_text,
         )
 
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from inbox.i18n import supported
 from normalizer.mail import Caps
 from normalizer.message import AttachmentPart, InboundMessage, ParseError, Sender, ThreadSignals
 
@@ -80,6 +81,8 @@ def parse(
         text=text,
         thread=ThreadSignals(conversation=(conversation_of(sid),)),
         attachments=attachments,
+        # The language the person chose on the form: the case is answered in it.
+        language=supported(_str(doc, "lang", 16)),
         meta={
             "web": {"kind": kind, "work": _str(doc, "work", 8)},
             **({"claims_reachable": ", ".join(claims)} if claims and kind == "form" else {}),

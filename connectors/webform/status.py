@@ -59,6 +59,9 @@ class StatusView:
     resolved: bool
     reopen_until: datetime | None  # a resolved case may be reopened until then
     opener_handle: str  # the web identity a follow-up is written as ("" when none)
+    # The case's language (chosen on the form or detected): the page's when the reader's
+    # browser names none of ours.
+    language: str = "en"
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -199,6 +202,7 @@ def find(
         resolved=resolved,
         reopen_until=reopen_until,
         opener_handle=opener[1] if opener is not None and opener[0] == "web" else "",
+        language=state.language or "en",
     )
 
 

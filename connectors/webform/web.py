@@ -39,6 +39,7 @@ from connectors.webform.parse import source_key
 from connectors.webform.settings import WebformSettings
 from connectors.webform.status import StatusView, case_of_submission, find
 from connectors.webform.text import TEXT, t
+from inbox import i18n
 from inbox.config import SlaSettings
 from inbox.display import strip_bidi
 from inbox.models import utcnow
@@ -66,6 +67,18 @@ POLL_SECONDS = 0.1
 READING_AT_ONCE = 8
 # Fields a form shown again does not keep as typed (the files must be chosen again too).
 NOT_KEPT = frozenset({"form_token", "work", "website"})
+
+
+def page_language(
+    request: web.Request, fields: dict[str, str] | None = None, known: str | None = None
+) -> str:
+    """The language of the page answering `request`, made the current one for its text:
+    the form's `lang` field or `?lang=`, else the browser's Accept-Language, else `known`
+    (the case's language), else English."""
+    chosen = (fields or {}).get("lang") or request.query.get("lang")
+    lang = i18n.choose(chosen, request.headers.get("Accept-Language"), known)
+    i18n.current.set(lang)
+    return lang
 
 
 def _shown(value: Any) -> Any:
@@ -139,12 +152,19 @@ class WebForm:
 
     @staticmethod
     def _page(name: str, status: int = 200, **values: Any) -> web.Response:
-        html = _ENV.get_template(name).render(**values)
+        lang = i18n.current.get()
+        values.setdefault("switch", {})
+        html = _ENV.get_template(name).render(lang=lang, names=i18n.LANGUAGE_NAMES, **values)
         return web.Response(
             text=html,
             status=status,
             content_type="text/html",
-            headers={"Content-Security-Policy": PAGE_CSP},
+            headers={
+                "Content-Security-Policy": PAGE_CSP,
+                "Content-Language": lang,
+                # The page's words follow these request headers: a cache must key on them.
+                "Vary": "Accept-Language",
+            },
         )
 
     @staticmethod
@@ -154,7 +174,7 @@ class WebForm:
         return client_ip(request)
 
     def eta_words(self, due: datetime, now: datetime) -> str:
-        return describe_eta(now, due, self.sla.business_hours.timezone)
+        return describe_eta(now, due, self.sla.business_hours.timezone, i18n.current.get())
 
     def status_url(self, reference: str, token: str) -> str:
         # The one definition, shared with the acknowledgements' {status_url}.
@@ -218,14 +238,17 @@ class WebForm:
         }
 
     async def get_form(self, request: web.Request) -> web.StreamResponse:
+        page_language(request)
         values = await asyncio.to_thread(self._form_values, utcnow())
-        return self._page("contact.html", **values, errors={}, typed={})
+        return self._page("contact.html", **values, errors={}, typed={}, switch=_switch("/contact"))
 
     async def _form_again(
         self, status: int, errors: dict[str, str], typed: dict[str, str]
     ) -> web.Response:
         values = await asyncio.to_thread(self._form_values, utcnow())
-        return self._page("contact.html", status, **values, errors=errors, typed=typed)
+        return self._page(
+            "contact.html", status, **values, errors=errors, typed=typed, switch=_switch("/contact")
+        )
 
     def _max_body(self) -> int:
         s = self.settings
@@ -289,6 +312,7 @@ class WebForm:
 
     async def post_form(self, request: web.Request) -> web.StreamResponse:
         now = utcnow()
+        page_language(request)
         try:
             fields, uploads = await self._read_post(request)
         except TooLarge:
@@ -299,6 +323,7 @@ class WebForm:
                 title=t("form_title"),
                 text=t("err_too_large", size=human_size(self.settings.max_attachment_bytes)),
             )
+        lang = page_language(request, fields)
         typed = {k: v[:FIELD_BYTES] for k, v in fields.items() if k not in NOT_KEPT}
         try:
             token = self._form_token(fields, now)
@@ -349,7 +374,7 @@ class WebForm:
                 connector=CONNECTOR,
                 channel=CHANNEL,
                 source_key=key,
-                payload=payload("form", sid, checked, work="js" if js else "nojs"),
+                payload=payload("form", sid, checked, work="js" if js else "nojs", lang=lang),
                 envelope={"key": key, "kind": "form", "address": "contact-form"},
                 received_at=now,
                 on_first_store=self.confirmations.pending(sid, checked, now),
@@ -361,11 +386,12 @@ class WebForm:
             return self._page("message.html", 429, title=t("form_title"), text=t("err_busy"))
         self._count("stored")
         target = f"/contact/received/{sid}?" + urlencode(
-            {"k": abuse.received_key(self.secret, sid)}
+            {"k": abuse.received_key(self.secret, sid), "lang": lang}
         )
         raise web.HTTPSeeOther(target)
 
     async def received(self, request: web.Request) -> web.StreamResponse:
+        lang = page_language(request)
         sid = request.match_info["sid"][:64]
         if not abuse.same(request.query.get("k", ""), abuse.received_key(self.secret, sid)):
             return self._not_found()
@@ -386,7 +412,7 @@ class WebForm:
             reference=reference,
             eta=self.eta_words(due, now),
             late=t("late", eta=_when(due, self.sla.business_hours.timezone)) if due <= now else "",
-            status_url=self.status_url(reference, token),
+            status_url=_with_lang(self.status_url(reference, token), lang),
             claims=claims,
         )
 
@@ -421,9 +447,11 @@ class WebForm:
         return view
 
     async def status_page(self, request: web.Request) -> web.StreamResponse:
+        page_language(request)
         found = await self._view(request)
         if isinstance(found, web.Response):
             return found
+        page_language(request, known=found.language)
         return self._status(
             found, request.query.get("t", ""), added=request.query.get("added") == "1"
         )
@@ -460,14 +488,18 @@ class WebForm:
             max_files=self.settings.max_attachments,
             max_size=human_size(self.settings.max_attachment_bytes),
             accept=",".join(self.settings.attachment_types),
-            action=f"/status/{quote(view.reference)}?" + urlencode({"t": token}),
+            action=f"/status/{quote(view.reference)}?"
+            + urlencode({"t": token, "lang": i18n.current.get()}),
+            switch=_switch(f"/status/{quote(view.reference)}", t=token),
         )
 
     async def status_post(self, request: web.Request) -> web.StreamResponse:
+        page_language(request)
         found = await self._view(request)
         if isinstance(found, web.Response):
             return found
         view = found
+        lang = page_language(request, known=view.language)
         token = request.query.get("t", "")
         now = utcnow()
         try:
@@ -511,12 +543,14 @@ class WebForm:
         )
         self._count("followup_stored")
         raise web.HTTPSeeOther(
-            f"/status/{quote(view.reference)}?" + urlencode({"t": token, "added": "1"})
+            f"/status/{quote(view.reference)}?"
+            + urlencode({"t": token, "added": "1", "lang": lang})
         )
 
     # --- confirmation -----------------------------------------------------------------------
 
     async def confirm_page(self, request: web.Request) -> web.StreamResponse:
+        page_language(request)
         q = request.query
         ok = await asyncio.to_thread(
             self.confirmations.valid, q.get("s", ""), q.get("h", ""), q.get("c", ""), utcnow()
@@ -535,7 +569,9 @@ class WebForm:
 
     async def confirm_post(self, request: web.Request) -> web.StreamResponse:
         now = utcnow()
+        page_language(request)
         fields, _ = await self._read_post(request)
+        page_language(request, fields)
         try:
             abuse.check(
                 self.secret,
@@ -573,7 +609,22 @@ def _when(at: datetime | None, timezone: str) -> str:
     from zoneinfo import ZoneInfo
 
     local = at.astimezone(ZoneInfo(timezone))
-    return local.strftime("%A %d %B %Y, %H:%M ") + f"({timezone})"
+    lang = i18n.current.get()
+    pattern = i18n.gettext_in(lang, "EEEE d MMMM yyyy, HH:mm")
+    return i18n.format_when(local, lang, pattern) + f" ({timezone})"
+
+
+def _switch(path: str, **query: str) -> dict[str, str]:
+    """The language selector's links: this page in each language, no script needed."""
+    return {lang: f"{path}?" + urlencode({**query, "lang": lang}) for lang in i18n.LANGUAGES}
+
+
+def _with_lang(url: str, lang: str) -> str:
+    """A status link that opens in the language the person chose (English needs no
+    parameter: it is what the page falls back to)."""
+    if not url or lang == i18n.DEFAULT:
+        return url
+    return url + "&" + urlencode({"lang": lang})
 
 
 async def _read_bounded(part: BodyPartReader, cap: int) -> bytes:
@@ -592,7 +643,9 @@ async def _read_bounded(part: BodyPartReader, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def payload(kind: str, sid: str, checked: Checked, *, work: str = "", tag: str = "") -> bytes:
+def payload(
+    kind: str, sid: str, checked: Checked, *, work: str = "", tag: str = "", lang: str = ""
+) -> bytes:
     """The document stored for a form post or a follow-up (connectors/webform/parse.py)."""
     doc: dict[str, Any] = {
         "v": 1,
@@ -609,4 +662,7 @@ def payload(kind: str, sid: str, checked: Checked, *, work: str = "", tag: str =
     }
     if tag:
         doc["tag"] = tag
+    if lang:
+        # The language the person chose on the form: the case's, no detection needed.
+        doc["lang"] = lang
     return json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()

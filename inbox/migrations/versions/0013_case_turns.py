@@ -1,7 +1,7 @@
 """Due times for every turn: case_turns, and cases.reopens
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0012
 Create Date: 2026-12-07 16:00:00
 
 - case_turns: one row per wait for us (turn 0 the first response, later turns the next
@@ -24,7 +24,7 @@ from alembic import op
 import inbox.models
 
 revision = "0013"
-down_revision = "0009"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
