@@ -55,6 +55,9 @@ class EmailRelaySettings(Strict):
     helo_name: str = ""
     # Seconds for connecting and for each SMTP step.
     timeout_s: float = Field(default=60.0, gt=0)
+    # For trials: write outgoing mail to this Maildir instead of sending it (no relay is
+    # used). Every page then says that customers receive nothing.
+    capture_dir: str = ""
 
     @field_validator("security")
     @classmethod

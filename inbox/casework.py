@@ -43,9 +43,23 @@ from sqlalchemy import (
     update,
 )
 
-from inbox import audit, queries, suggestions
+from inbox import audit, queries, suggestions, uploads
 from inbox.accounts import Principal, has_role
-from inbox.channels import MESSAGE_ID_CHANNELS, raw_extension
+from inbox.channels import (
+    IDENTITY_KINDS,
+    MAIL_ADDRESS_CHANNELS,
+    MESSAGE_ID_CHANNELS,
+    raw_extension,
+)
+from inbox.compose import (
+    ComposeRefused,
+    Copy,
+    check_files,
+    copies,
+    formatting,
+    html_document,
+    markdown_html,
+)
 from inbox.db import insert_ignore, is_sqlite, read, write
 from inbox.models import (
     Attachment,
@@ -58,6 +72,7 @@ from inbox.models import (
     Message,
     MessageRef,
     Outbox,
+    ReplyDraft,
     User,
     UTCDateTime,
     utcnow,
@@ -885,6 +900,22 @@ class ReplyRequest:
     # What the case becomes once answered: by default the ball is with the customer.
     status: str = "pending_customer"
     force: bool = False
+    # Copies (where the channel threads by Message-ID: mail), typed or picked.
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    # Upload ids (inbox.uploads) to send as attachments, where the channel carries files.
+    uploads: tuple[int, ...] = ()
+    # The text is Markdown, sent as HTML with the text as its alternative, on a channel
+    # whose formatting is "markdown" (registry fact); elsewhere it is sent as typed.
+    markdown: bool = True
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """[inbox] attachments_max_count and attachments_max_bytes, for one reply."""
+
+    max_count: int = 10
+    max_bytes: int = 10 * 1024 * 1024
 
 
 def _reply_facts(conn: Connection, case: Any) -> tuple[list[IdentityView], list[InboundView]]:
@@ -946,6 +977,7 @@ def reply(
     *,
     message_id_domain: str,
     timing: Timing = Timing(),
+    limits: FileLimits = FileLimits(),
 ) -> dict[str, Any]:
     """Queue a reply in the outbox, to an identity of the case's contact, and record it.
 
@@ -974,8 +1006,16 @@ def reply(
             )
         except ReplyRefused as exc:
             raise Invalid(str(exc)) from exc
+        extras = _reply_extras(conn, case, principal, target, request, text, limits)
         outbox_id, message_id = _queue_reply(
-            conn, case, principal, target, text, now, message_id_domain
+            conn, case, principal, target, text, now, message_id_domain, extras
+        )
+        uploads.attach(conn, message_id, extras.files)
+        # The draft is what was just sent: nothing is left to keep.
+        conn.execute(
+            delete(ReplyDraft).where(
+                ReplyDraft.user_id == principal.id, ReplyDraft.case_id == case.id
+            )
         )
         values = {
             "first_response_at": func.coalesce(Case.first_response_at, now),
@@ -1003,8 +1043,68 @@ def reply(
             message_id=message_id,
             channel=target.channel,
             recipient=target.handle,
+            cc=[c.address for c in extras.cc],
+            bcc=[c.address for c in extras.bcc],
+            attachments=[f.filename for f in extras.files],
         )
         return result
+
+
+@dataclass(frozen=True)
+class _Extras:
+    cc: list[Copy]
+    bcc: list[Copy]
+    files: list[Any]
+    html: str | None
+
+
+def known_addresses(conn: Connection, case: Any) -> list[str]:
+    """The mail addresses this case has seen: its contact's, its messages' senders', and
+    earlier replies' copies. A CC chosen from these is known; any other is shown as new."""
+    found: list[str] = []
+    for r in conn.execute(
+        select(Identity.kind, Identity.handle).where(Identity.contact_id == case.contact_id)
+    ):
+        if IDENTITY_KINDS[r.kind].mail_address:
+            found.append(r.handle)
+    senders = conn.execute(
+        select(Message.from_handle)
+        .where(Message.case_id == case.id, Message.channel.in_(sorted(MAIL_ADDRESS_CHANNELS)))
+        .distinct()
+    ).scalars()
+    found += [s for s in senders if s]
+    for sent in conn.execute(select(Outbox.payload).where(Outbox.case_id == case.id)).scalars():
+        payload = sent or {}
+        found += [str(a) for a in [*payload.get("cc", []), *payload.get("bcc", [])]]
+    return list(dict.fromkeys(a.lower() for a in found if a))
+
+
+def _reply_extras(
+    conn: Connection,
+    case: Any,
+    principal: Principal,
+    target: ReplyTarget,
+    request: ReplyRequest,
+    text: str,
+    limits: FileLimits,
+) -> _Extras:
+    """A reply's copies, files and HTML, checked against what its channel can carry."""
+    try:
+        if (request.cc or request.bcc) and target.channel not in MESSAGE_ID_CHANNELS:
+            raise ComposeRefused(
+                f"copies (CC, BCC) go only by mail; {target.channel} has one recipient"
+            )
+        cc, bcc = copies(request.cc, request.bcc, known_addresses(conn, case), target.handle)
+        files = uploads.usable(
+            conn, user_id=principal.id, case_id=case.id, ids=list(request.uploads)
+        )
+        check_files(target.channel, [f.size for f in files], limits.max_count, limits.max_bytes)
+    except (ComposeRefused, uploads.UploadRefused) as exc:
+        raise Invalid(str(exc)) from exc
+    html = None
+    if request.markdown and formatting(target.channel) == "markdown":
+        html = html_document(markdown_html(text))
+    return _Extras(cc, bcc, files, html)
 
 
 def _outbox_json(row: Any) -> dict[str, Any]:
@@ -1031,6 +1131,7 @@ def _queue_reply(
     text: str,
     now: datetime,
     domain: str,
+    extras: _Extras | None = None,
 ) -> tuple[int, int]:
     answered = None
     if target.in_reply_to_message_id is not None:
@@ -1038,6 +1139,15 @@ def _queue_reply(
             select(Message).where(Message.id == target.in_reply_to_message_id)
         ).one()
     payload: dict[str, Any] = {"author": principal.name, "identity_id": target.identity_id}
+    if extras is not None:
+        if extras.cc:
+            payload["cc"] = [c.address for c in extras.cc]
+        if extras.bcc:
+            payload["bcc"] = [c.address for c in extras.bcc]
+        if extras.files:
+            payload["attachments"] = uploads.payload(extras.files)
+        if extras.html:
+            payload["html"] = extras.html
     subject = ""
     header: str | None = None
     thread: dict[str, Any] = {"in_reply_to": [], "references": [], "conversation": []}
@@ -1106,6 +1216,15 @@ def _queue_reply(
                 "outbox_id": outbox_id,
                 "to": target.handle,
                 "author": principal.name,
+                **(
+                    {
+                        "cc": [c.address for c in extras.cc],
+                        "bcc": [c.address for c in extras.bcc],
+                        "markdown": extras.html is not None,
+                    }
+                    if extras is not None and (extras.cc or extras.bcc or extras.html)
+                    else {}
+                ),
             },
         )
         .returning(Message.id)

@@ -88,6 +88,15 @@ class ReplyBody(Strict):
     handle: str | None = Field(default=None, max_length=512)
     status: Literal["open", "pending_customer", "resolved"] = "pending_customer"
     force: bool = False
+    # Copies of a mail reply: addresses the case knows or typed ones (shown as new).
+    cc: list[str] = Field(default_factory=list, max_length=20)
+    bcc: list[str] = Field(default_factory=list, max_length=20)
+    # Ids from POST /api/cases/{reference}/uploads, sent as attachments where the channel
+    # carries files; refused with the reason where it does not.
+    attachments: list[int] = Field(default_factory=list, max_length=100)
+    # The text is Markdown: sent as HTML with the text as its alternative where the channel
+    # is rich (mail); elsewhere it is sent as typed.
+    markdown: bool = True
 
 
 class NoteBody(Strict):
@@ -356,9 +365,14 @@ async def case_reply(request: web.Request) -> web.StreamResponse:
             handle=data.handle,
             status=data.status,
             force=data.force,
+            cc=tuple(data.cc),
+            bcc=tuple(data.bcc),
+            uploads=tuple(data.attachments),
+            markdown=data.markdown,
         ),
         message_id_domain=ctx.message_id_domain,
         timing=ctx.settings.timing(),
+        limits=ctx.settings.file_limits(),
     )
     return reply_json(result, status=201)
 

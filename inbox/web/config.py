@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from inbox.accounts import LoginLimits, SessionPolicy
-from inbox.casework import Timing
+from inbox.casework import FileLimits, Timing
 from inbox.config import Strict
 
 
@@ -38,6 +38,10 @@ class InboxSettings(Strict):
     # The domain of the Message-IDs of replies; empty means connectors.smtp.hostname.
     message_id_domain: str = ""
     queue_page_max: int = Field(default=200, ge=1, le=1000)
+    # Files an agent may attach to one reply, and their total size in bytes. Mail relays
+    # commonly refuse messages over 10-25 MB, and base64 makes a file a third larger.
+    attachments_max_count: int = Field(default=10, ge=0, le=100)
+    attachments_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=100 * 1024 * 1024)
 
     @field_validator("cookie_samesite")
     @classmethod
@@ -50,6 +54,11 @@ class InboxSettings(Strict):
         return Timing(
             lease=timedelta(seconds=self.lease_seconds),
             presence=timedelta(seconds=self.presence_seconds),
+        )
+
+    def file_limits(self) -> FileLimits:
+        return FileLimits(
+            max_count=self.attachments_max_count, max_bytes=self.attachments_max_bytes
         )
 
     def login_limits(self) -> LoginLimits:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from sqlalchemy import Engine
 
-from inbox.web import api, forms, pages
+from inbox.web import api, forms, pages, replies_api
 from inbox.web.app import (
     CONTEXT,
     HealthCheck,
@@ -51,6 +51,7 @@ def create_app(
     )
     app[ROUTES] = {}
     add_routes(app, api.routes())
+    add_routes(app, replies_api.routes())
     add_routes(app, routes)
     pages.install(app)
     add_routes(app, forms.routes())
