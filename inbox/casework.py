@@ -1118,6 +1118,7 @@ def _outbox_json(row: Any) -> dict[str, Any]:
         "attempts": row.attempts,
         "last_error": row.last_error,
         "message_id_header": row.message_id_header,
+        "provider_id": row.provider_id,
         "created_at": iso(row.created_at),
         "sent_at": iso(row.sent_at),
     }
@@ -1368,7 +1369,12 @@ def _timeline(conn: Connection, refs: dict[int, str]) -> tuple[list[dict[str, An
     outbox_ids = [m.meta.get("outbox_id") for m in messages if (m.meta or {}).get("outbox_id")]
     deliveries = (
         {
-            r.id: {"state": r.state, "attempts": r.attempts, "last_error": r.last_error}
+            r.id: {
+                "state": r.state,
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+                "provider_id": r.provider_id,
+            }
             for r in conn.execute(select(Outbox).where(Outbox.id.in_(outbox_ids)))
         }
         if outbox_ids

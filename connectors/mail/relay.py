@@ -26,6 +26,7 @@ from email.utils import format_datetime, parseaddr
 
 from connectors.config import EmailRelaySettings, OutboxSettings
 from connectors.outbox import Permanent, Retriable
+from inbox.delivery import CAPTURED_PREFIX
 from inbox.models import utcnow
 from inbox.outbox import Claimed
 from inbox.secrets import Secret, from_env
@@ -214,7 +215,7 @@ class SmtpRelaySender:
         relay = self.relay
         if relay.capture_dir:
             key = capture(relay.capture_dir, serialize(compose_email(row, relay)))
-            return f"captured to Maildir, not sent: {key}"[:250]
+            return f"{CAPTURED_PREFIX}, not sent: {key}"[:250]
         if not relay.host:
             raise Retriable("no relay configured ([outbox.email] host)")
         msg = compose_email(row, relay)

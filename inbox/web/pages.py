@@ -33,10 +33,12 @@ from inbox.channels import (
     stylesheet,
 )
 from inbox.db import read
+from inbox.delivery import WayOut, by_channel, not_received
 from inbox.display import strip_bidi
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
 from inbox.web.app import LOGIN_PATH, PRINCIPAL, blocking, context, principal
+from inbox.web.banner import NOTICES
 from inbox.web.mailview import fold, with_images
 from inbox.web.routes import Route
 from inbox.web.trust import auth_line, safe_next
@@ -196,11 +198,22 @@ def sender_check(entry: dict[str, Any]) -> dict[str, str] | None:
     return line
 
 
+def _not_received(
+    ways: tuple[WayOut, ...], delivery: dict[str, Any] | None, entry: dict[str, Any]
+) -> str | None:
+    """ "The customer has NOT received this", and why, under an outbound message or row."""
+    if not delivery:
+        return None
+    way = by_channel(ways).get(entry.get("channel", ""))
+    return not_received(delivery.get("state"), way, delivery.get("provider_id"))
+
+
 def render(request: web.Request, name: str, **values: Any) -> web.Response:
     found = request.get(PRINCIPAL)
     text = _ENV.get_template(name).render(
         me=found.name if found is not None else None,
         csrf=found.csrf_token if found is not None else "",
+        delivery_notices=request.get(NOTICES, []),
         **values,
     )
     return web.Response(
@@ -316,6 +329,9 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         entry["sender_check"] = sender_check(entry)
         # Filed before views were stored: its text is shown, its HTML is not parsed here.
         entry["html_legacy"] = entry["kind"] == "message" and entry["id"] in legacy_html
+        entry["not_received"] = _not_received(ctx.ways_out, entry.get("delivery"), entry)
+    for row in view["outbox"]:
+        row["not_received"] = _not_received(ctx.ways_out, row, row)
     targets = [
         {
             **t,
