@@ -1287,6 +1287,8 @@ def case_view(
         identities, inbound = _reply_facts(conn, case)
         history = _channel_history(conn, [i.id for i in identities])
         written = _written(history)
+        # For the reply form's CC/BCC picker: a typed address not among these is "new".
+        detail["known_addresses"] = known_addresses(conn, case)
         # The channels that reach each identity: a number by SMS, and by WhatsApp where it
         # wrote on WhatsApp (replies.offered_channels). The reply form says before sending
         # what a platform's window will do to a reply.

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from inbox import accounts, casework, identities, merges, search, suggestions
 from inbox.channels import IDENTITY_KIND_NAMES, REPLY_CHANNEL_NAMES
 from inbox.config import Strict
-from inbox.downloads import download_headers
+from inbox.downloads import download_headers, sniff_image
 from inbox.metrics import StoreCollector
 from inbox.web import openapi
 from inbox.web.app import (
@@ -528,6 +528,9 @@ async def attachment(request: web.Request) -> web.StreamResponse:
         casework.attachment_blob, context(request).engine, principal(request), attachment_id
     )
     inline = request.rel_url.query.get("inline") in ("1", "true")
+    if inline:
+        # A preview shows only what the bytes prove to be a raster image (issue 22).
+        declared = sniff_image(data) or "application/octet-stream"
     headers = download_headers(
         declared, filename or f"{reference}-attachment-{attachment_id}", inline=inline
     )

@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from inbox.delivery import WayOut
-from inbox.web import api, forms, pages, replies_api
+from inbox.web import api, canned_page, forms, pages, replies_api
 from inbox.web.app import (
     CONTEXT,
     HealthCheck,
@@ -60,5 +60,6 @@ def create_app(
     add_routes(app, routes)
     pages.install(app)
     add_routes(app, forms.routes())
+    add_routes(app, canned_page.routes())
     app.on_response_prepare.append(security_headers)
     return app

@@ -28,13 +28,16 @@ from inbox.accounts import has_role
 from inbox.channels import (
     CHANNEL_FACTS,
     CHANNEL_NAMES,
+    MESSAGE_ID_CHANNELS,
     PUBLIC_CHANNEL_NAMES,
     SENDER_CHECKED_CHANNELS,
     stylesheet,
 )
+from inbox.compose import attachment_refusal
 from inbox.db import read
 from inbox.delivery import WayOut, by_channel, not_received
 from inbox.display import strip_bidi
+from inbox.downloads import INLINE_IMAGES
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
 from inbox.web.app import LOGIN_PATH, PRINCIPAL, blocking, context, principal
@@ -198,6 +201,20 @@ def sender_check(entry: dict[str, Any]) -> dict[str, str] | None:
     return line
 
 
+def reply_facts(channel: str) -> dict[str, Any]:
+    """What the reply form needs to know of a channel: whether it takes files (or why not),
+    copies, its formatting, its length limit and SMS part length."""
+    facts = CHANNEL_FACTS[channel]
+    return {
+        "files_refused": attachment_refusal(channel),
+        "copies": channel in MESSAGE_ID_CHANNELS,
+        "formatting": facts.formatting,
+        "limit": facts.max_text,
+        "public_limit": facts.max_public_text,
+        "segment": facts.segment_text,
+    }
+
+
 def _not_received(
     ways: tuple[WayOut, ...], delivery: dict[str, Any] | None, entry: dict[str, Any]
 ) -> str | None:
@@ -339,6 +356,8 @@ async def case_page(request: web.Request) -> web.StreamResponse:
             "default": view["default_reply"] == t,
             # What a platform's reply window will do (a template, or a refusal), said first.
             "note": view.get("reply_notes", {}).get(f"{t['channel']}|{t['handle']}"),
+            # What the form offers on this channel (registry facts, inbox.compose).
+            **reply_facts(t["channel"]),
         }
         for t in view["reply_targets"]
     ]
@@ -364,6 +383,8 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         identity_kinds=identities.KINDS,
         may_force=has_role(who.role, "manager"),
         held_by_other=held_by_other,
+        known_addresses=view.get("known_addresses", []),
+        preview_types=tuple(INLINE_IMAGES),
     )
     flash.clear(request, response)
     return response
