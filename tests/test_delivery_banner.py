@@ -80,7 +80,9 @@ def test_each_message_says_whether_the_customer_has_it(
 
 
 def test_the_daemon_knows_mail_has_no_way_out_without_a_relay(db_url: str) -> None:
-    from tests.test_daemon import Daemon, parse, settings_for
+    from parity.daemon import Daemon
+    from parity.settings import parse
+    from tests.test_daemon import settings_for
 
     daemon = Daemon(settings_for(db_url))
     try:

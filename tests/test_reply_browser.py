@@ -209,3 +209,50 @@ def test_an_agent_writes_a_reply_with_canned_text_copies_and_files(
         assert sorted(attached) == ["invoice.txt", "label.png"]
     assert row.payload["cc"] == ["new@example.com"]
     assert "<strong>Label</strong>" in row.payload["html"]
+
+
+def test_a_manager_keeps_canned_replies_on_their_page(engine: Engine, browser: WebDriver) -> None:
+    make_user(engine, "mia", "manager")
+    make_user(engine, "ann")
+
+    def app() -> web.Application:
+        return create_app(engine, InboxSettings(), message_id_domain=DOMAIN)
+
+    with served_in_thread(app, shutdown_timeout=1) as url:
+        driver = browser
+        driver.get(url + "/login")
+        driver.find_element(By.ID, "name").send_keys("mia")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+        wait(driver, lambda d: d.current_url.endswith("/queue"))
+        driver.find_element(By.LINK_TEXT, "Canned replies").click()
+        wait(driver, lambda d: d.current_url.endswith("/canned"))
+        driver.find_element(By.ID, "canned-title").send_keys("Shipping delay")
+        driver.find_element(By.ID, "canned-body").send_keys(
+            "Hello {contact.name}, your parcel is late; we answer {eta}."
+        )
+        post = driver.find_element(By.CSS_SELECTOR, 'textarea[data-channel="twitter"]')
+        post.send_keys("x" * 281)
+        driver.find_element(By.ID, "canned-save").click()
+        error = driver.find_element(By.ID, "canned-error")
+        wait(driver, lambda d: error.is_displayed())
+        assert error.text == (
+            "the twitter variant is too long: 281 characters: twitter takes at most 280"
+        )
+        post.send_keys(Keys.BACKSPACE)
+        driver.find_element(By.ID, "canned-save").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#canned-list tr[data-canned]"))
+        row = driver.find_element(By.CSS_SELECTOR, "#canned-list tr[data-canned]")
+        assert "Shipping delay" in row.text and "shared" in row.text
+
+        # An agent sees it, cannot change it, and makes only personal ones.
+        driver.find_element(By.ID, "logout").click()
+        wait(driver, lambda d: "/login" in d.current_url)
+        driver.find_element(By.ID, "name").send_keys("ann")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+        wait(driver, lambda d: d.current_url.endswith("/queue"))
+        driver.get(url + "/canned")
+        row = driver.find_element(By.CSS_SELECTOR, "#canned-list tr[data-canned]")
+        assert "Shipping delay" in row.text
+        assert not row.find_elements(By.CSS_SELECTOR, "button.edit-canned")
+        personal = driver.find_element(By.ID, "canned-personal")
+        assert personal.is_selected() and not personal.is_enabled()
