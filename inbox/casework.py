@@ -55,6 +55,7 @@ from inbox.compose import (
     ComposeRefused,
     Copy,
     check_files,
+    check_length,
     copies,
     formatting,
     html_document,
@@ -1101,6 +1102,18 @@ def _reply_extras(
         check_files(target.channel, [f.size for f in files], limits.max_count, limits.max_bytes)
     except (ComposeRefused, uploads.UploadRefused) as exc:
         raise Invalid(str(exc)) from exc
+    # A text the platform would refuse is refused now, while the agent can still shorten it.
+    public = False
+    if target.in_reply_to_message_id is not None:
+        public = (
+            conn.execute(
+                select(Message.visibility).where(Message.id == target.in_reply_to_message_id)
+            ).scalar_one_or_none()
+            == "public"
+        )
+    fit = check_length(target.channel, text, public=public)
+    if not fit.fits:
+        raise Invalid(f"too long for {target.channel}: {fit.note}")
     html = None
     if request.markdown and formatting(target.channel) == "markdown":
         html = html_document(markdown_html(text))

@@ -183,11 +183,15 @@ class LengthCheck:
     note: str
 
 
-def check_length(channel: str, text: str) -> LengthCheck:
-    """A text against `channel`'s limits (registry facts): the strictest limit a reply there
-    may meet (a public post's, where posts are public), and its parts where it is split."""
+def check_length(channel: str, text: str, *, public: bool | None = None) -> LengthCheck:
+    """A text against `channel`'s limits (registry facts), and its parts where it is split.
+    `public`: whether it goes as a public post (its limit) or privately; None, not known
+    yet (a canned reply): the strictest limit a reply there may meet."""
     facts = CHANNEL_FACTS[channel]
-    limit = min(facts.max_text, facts.max_public_text)
+    if public is None:
+        limit = min(facts.max_text, facts.max_public_text)
+    else:
+        limit = facts.max_public_text if public else facts.max_text
     length = len(text)
     parts = 1
     segment = facts.segment_text

@@ -164,6 +164,20 @@ async def test_files_are_refused_with_the_reason_where_the_channel_cannot_take_t
     assert "copies (CC, BCC) go only by mail" in copies_refused["error"]
 
 
+async def test_a_reply_longer_than_its_channel_takes_is_refused(api: Any, engine: Engine) -> None:
+    make_user(engine, "ann")
+    ref = email_case(engine, "kim@example.org", "Text me", "My number is +4915112345678.")
+    link_identity(engine, ref, "phone", "+4915112345678")
+    body = {"channel": "sms", "handle": "+4915112345678"}
+    refused = await api.call(
+        "ann", "POST", f"/api/cases/{ref}/replies", 400, json={**body, "text": "x" * 1601}
+    )
+    assert refused["error"] == "too long for sms: 1601 characters: sms takes at most 1600"
+    await api.call(
+        "ann", "POST", f"/api/cases/{ref}/replies", 201, json={**body, "text": "x" * 1600}
+    )
+
+
 async def test_the_size_limit_stops_reading_an_upload(make_api: Any, engine: Engine) -> None:
     from inbox.web.config import InboxSettings
 
