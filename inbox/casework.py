@@ -52,6 +52,7 @@ from inbox.channels import (
     raw_extension,
 )
 from inbox.compose import (
+    MARKDOWN_MAX,
     ComposeRefused,
     Copy,
     check_files,
@@ -1115,7 +1116,7 @@ def _reply_extras(
     if not fit.fits:
         raise Invalid(f"too long for {target.channel}: {fit.note}")
     html = None
-    if request.markdown and formatting(target.channel) == "markdown":
+    if request.markdown and formatting(target.channel) == "markdown" and len(text) <= MARKDOWN_MAX:
         html = html_document(markdown_html(text))
     return _Extras(cc, bcc, files, html)
 

@@ -48,10 +48,16 @@ def _markdown() -> MarkdownIt:
 
 
 _MD = _markdown()
+# Markdown is rendered only up to this many characters; a longer reply goes as plain text.
+# Rendering is linear but costly on hostile shapes (50 µs a character for long runs of "["
+# or "*", bench/reply_compose.py): 20,000 keeps the worst case near a second on a loaded
+# 2-core machine, and no reply a person writes is longer.
+MARKDOWN_MAX = 20_000
 
 
 def markdown_html(text: str) -> str:
-    """An agent's Markdown as a sanitized HTML fragment (the mail's text/html part)."""
+    """An agent's Markdown as a sanitized HTML fragment (the mail's text/html part). The
+    caller keeps `text` within MARKDOWN_MAX."""
     rendered = _MD.render(text)
     return nh3.clean(
         rendered,

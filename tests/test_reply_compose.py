@@ -178,6 +178,19 @@ async def test_a_reply_longer_than_its_channel_takes_is_refused(api: Any, engine
     )
 
 
+async def test_markdown_only_up_to_its_limit(api: Any, engine: Engine) -> None:
+    make_user(engine, "ann")
+    ref = email_case(engine, "kim@example.org", "Long", "Please explain everything.")
+    for text, rich in (("**x** " * 3333 + "ab", True), ("**x** " * 3333 + "abc", False)):
+        assert len(text) == 20_000 + (not rich)
+        sent = await api.call("ann", "POST", f"/api/cases/{ref}/replies", 201, json={"text": text})
+        with engine.connect() as conn:
+            payload = conn.execute(
+                select(Outbox.payload).where(Outbox.id == sent["outbox"]["id"])
+            ).scalar_one()
+        assert ("html" in payload) is rich
+
+
 async def test_the_size_limit_stops_reading_an_upload(make_api: Any, engine: Engine) -> None:
     from inbox.web.config import InboxSettings
 
