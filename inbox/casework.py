@@ -1412,6 +1412,9 @@ def _timeline(conn: Connection, refs: dict[int, str]) -> tuple[list[dict[str, An
             "has_raw": m.raw_sha256 is not None,
             "attachments": attachments.get(m.id, []),
             "delivery": deliveries.get((m.meta or {}).get("outbox_id", -1)),
+            # An agent's reply's copies (issue 22): agents see the BCC too, the customer not.
+            "cc": list((m.meta or {}).get("cc") or []) if m.direction == "outbound" else [],
+            "bcc": list((m.meta or {}).get("bcc") or []) if m.direction == "outbound" else [],
             # Sender authentication of inbound email (issue 16), shown per message.
             "auth": m.auth,
         }

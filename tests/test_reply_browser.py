@@ -197,6 +197,7 @@ def test_an_agent_writes_a_reply_with_canned_text_copies_and_files(
         outbound = driver.find_element(By.CSS_SELECTOR, "article.outbound")
         assert "The customer has NOT received this" in outbound.text
         assert "invoice.txt" in outbound.text and "label.png" in outbound.text
+        assert "CC: new@example.com" in outbound.text
         # The draft went with the reply.
         assert driver.find_element(By.ID, "reply-text").get_attribute("value") == ""
 

@@ -111,6 +111,10 @@ async def test_a_reply_with_files_and_copies_reaches_the_relay_as_written(
         audit_row = conn.execute(select(AuditLog).where(AuditLog.action == "case.replied")).one()
         assert audit_row.after["cc"] == ["Boss@example.org"]
         assert audit_row.after["bcc"] == ["audit@example.net"]
+    # The case shows the reply's copies to agents, BCC included.
+    view = await api.call("ann", "GET", f"/api/cases/{ref}")
+    (entry,) = [e for e in view["timeline"] if e.get("id") == result["message_id"]]
+    assert (entry["cc"], entry["bcc"]) == (["Boss@example.org"], ["audit@example.net"])
     # A sent upload cannot go out twice.
     again = await api.call(
         "ann",
