@@ -85,6 +85,10 @@ class EmailRelaySettings(Strict):
             raise ValueError("api_url must be an https:// URL (http:// only to this machine)")
         return value.rstrip("/")
 
+    # For trials: write outgoing mail to this Maildir instead of sending it (no relay is
+    # used). Every page then says that customers receive nothing.
+    capture_dir: str = ""
+
     @field_validator("security")
     @classmethod
     def _security(cls, value: str) -> str:

@@ -44,9 +44,25 @@ from sqlalchemy import (
     update,
 )
 
-from inbox import audit, queries, snooze, suggestions, tags, turns
+from inbox import audit, queries, snooze, suggestions, tags, turns, uploads
 from inbox.accounts import Principal, has_role
-from inbox.channels import MESSAGE_ID_CHANNELS, raw_extension
+from inbox.channels import (
+    IDENTITY_KINDS,
+    MAIL_ADDRESS_CHANNELS,
+    MESSAGE_ID_CHANNELS,
+    raw_extension,
+)
+from inbox.compose import (
+    MARKDOWN_MAX,
+    ComposeRefused,
+    Copy,
+    check_files,
+    check_length,
+    copies,
+    formatting,
+    html_document,
+    markdown_html,
+)
 from inbox.db import insert_ignore, is_sqlite, read, write
 from inbox.models import (
     Attachment,
@@ -60,6 +76,7 @@ from inbox.models import (
     Message,
     MessageRef,
     Outbox,
+    ReplyDraft,
     User,
     UTCDateTime,
     utcnow,
@@ -1023,6 +1040,22 @@ class ReplyRequest:
     # What the case becomes once answered: by default the ball is with the customer.
     status: str = "pending_customer"
     force: bool = False
+    # Copies (where the channel threads by Message-ID: mail), typed or picked.
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    # Upload ids (inbox.uploads) to send as attachments, where the channel carries files.
+    uploads: tuple[int, ...] = ()
+    # The text is Markdown, sent as HTML with the text as its alternative, on a channel
+    # whose formatting is "markdown" (registry fact); elsewhere it is sent as typed.
+    markdown: bool = True
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """[inbox] attachments_max_count and attachments_max_bytes, for one reply."""
+
+    max_count: int = 10
+    max_bytes: int = 10 * 1024 * 1024
 
 
 def _reply_facts(conn: Connection, case: Any) -> tuple[list[IdentityView], list[InboundView]]:
@@ -1084,6 +1117,7 @@ def reply(
     *,
     message_id_domain: str,
     timing: Timing = Timing(),
+    limits: FileLimits = FileLimits(),
 ) -> dict[str, Any]:
     """Queue a reply in the outbox, to an identity of the case's contact, and record it.
 
@@ -1112,8 +1146,16 @@ def reply(
             )
         except ReplyRefused as exc:
             raise Invalid(str(exc)) from exc
+        extras = _reply_extras(conn, case, principal, target, request, text, limits)
         outbox_id, message_id = _queue_reply(
-            conn, case, principal, target, text, now, message_id_domain
+            conn, case, principal, target, text, now, message_id_domain, extras
+        )
+        uploads.attach(conn, message_id, extras.files)
+        # The draft is what was just sent: nothing is left to keep.
+        conn.execute(
+            delete(ReplyDraft).where(
+                ReplyDraft.user_id == principal.id, ReplyDraft.case_id == case.id
+            )
         )
         values = {
             "first_response_at": func.coalesce(Case.first_response_at, now),
@@ -1145,8 +1187,80 @@ def reply(
             message_id=message_id,
             channel=target.channel,
             recipient=target.handle,
+            cc=[c.address for c in extras.cc],
+            bcc=[c.address for c in extras.bcc],
+            attachments=[f.filename for f in extras.files],
         )
         return result
+
+
+@dataclass(frozen=True)
+class _Extras:
+    cc: list[Copy]
+    bcc: list[Copy]
+    files: list[Any]
+    html: str | None
+
+
+def known_addresses(conn: Connection, case: Any) -> list[str]:
+    """The mail addresses this case has seen: its contact's, its messages' senders', and
+    earlier replies' copies. A CC chosen from these is known; any other is shown as new."""
+    found: list[str] = []
+    for r in conn.execute(
+        select(Identity.kind, Identity.handle).where(Identity.contact_id == case.contact_id)
+    ):
+        if IDENTITY_KINDS[r.kind].mail_address:
+            found.append(r.handle)
+    senders = conn.execute(
+        select(Message.from_handle)
+        .where(Message.case_id == case.id, Message.channel.in_(sorted(MAIL_ADDRESS_CHANNELS)))
+        .distinct()
+    ).scalars()
+    found += [s for s in senders if s]
+    for sent in conn.execute(select(Outbox.payload).where(Outbox.case_id == case.id)).scalars():
+        payload = sent or {}
+        found += [str(a) for a in [*payload.get("cc", []), *payload.get("bcc", [])]]
+    return list(dict.fromkeys(a.lower() for a in found if a))
+
+
+def _reply_extras(
+    conn: Connection,
+    case: Any,
+    principal: Principal,
+    target: ReplyTarget,
+    request: ReplyRequest,
+    text: str,
+    limits: FileLimits,
+) -> _Extras:
+    """A reply's copies, files and HTML, checked against what its channel can carry."""
+    try:
+        if (request.cc or request.bcc) and target.channel not in MESSAGE_ID_CHANNELS:
+            raise ComposeRefused(
+                f"copies (CC, BCC) go only by mail; {target.channel} has one recipient"
+            )
+        cc, bcc = copies(request.cc, request.bcc, known_addresses(conn, case), target.handle)
+        files = uploads.usable(
+            conn, user_id=principal.id, case_id=case.id, ids=list(request.uploads)
+        )
+        check_files(target.channel, [f.size for f in files], limits.max_count, limits.max_bytes)
+    except (ComposeRefused, uploads.UploadRefused) as exc:
+        raise Invalid(str(exc)) from exc
+    # A text the platform would refuse is refused now, while the agent can still shorten it.
+    public = False
+    if target.in_reply_to_message_id is not None:
+        public = (
+            conn.execute(
+                select(Message.visibility).where(Message.id == target.in_reply_to_message_id)
+            ).scalar_one_or_none()
+            == "public"
+        )
+    fit = check_length(target.channel, text, public=public)
+    if not fit.fits:
+        raise Invalid(f"too long for {target.channel}: {fit.note}")
+    html = None
+    if request.markdown and formatting(target.channel) == "markdown" and len(text) <= MARKDOWN_MAX:
+        html = html_document(markdown_html(text))
+    return _Extras(cc, bcc, files, html)
 
 
 def _outbox_json(row: Any) -> dict[str, Any]:
@@ -1160,6 +1274,7 @@ def _outbox_json(row: Any) -> dict[str, Any]:
         "attempts": row.attempts,
         "last_error": row.last_error,
         "message_id_header": row.message_id_header,
+        "provider_id": row.provider_id,
         "created_at": iso(row.created_at),
         "sent_at": iso(row.sent_at),
     }
@@ -1173,6 +1288,7 @@ def _queue_reply(
     text: str,
     now: datetime,
     domain: str,
+    extras: _Extras | None = None,
 ) -> tuple[int, int]:
     answered = None
     if target.in_reply_to_message_id is not None:
@@ -1180,6 +1296,15 @@ def _queue_reply(
             select(Message).where(Message.id == target.in_reply_to_message_id)
         ).one()
     payload: dict[str, Any] = {"author": principal.name, "identity_id": target.identity_id}
+    if extras is not None:
+        if extras.cc:
+            payload["cc"] = [c.address for c in extras.cc]
+        if extras.bcc:
+            payload["bcc"] = [c.address for c in extras.bcc]
+        if extras.files:
+            payload["attachments"] = uploads.payload(extras.files)
+        if extras.html:
+            payload["html"] = extras.html
     subject = ""
     header: str | None = None
     thread: dict[str, Any] = {"in_reply_to": [], "references": [], "conversation": []}
@@ -1248,6 +1373,15 @@ def _queue_reply(
                 "outbox_id": outbox_id,
                 "to": target.handle,
                 "author": principal.name,
+                **(
+                    {
+                        "cc": [c.address for c in extras.cc],
+                        "bcc": [c.address for c in extras.bcc],
+                        "markdown": extras.html is not None,
+                    }
+                    if extras is not None and (extras.cc or extras.bcc or extras.html)
+                    else {}
+                ),
             },
         )
         .returning(Message.id)
@@ -1313,6 +1447,8 @@ def case_view(
         identities, inbound = _reply_facts(conn, case)
         history = _channel_history(conn, [i.id for i in identities])
         written = _written(history)
+        # For the reply form's CC/BCC picker: a typed address not among these is "new".
+        detail["known_addresses"] = known_addresses(conn, case)
         # The channels that reach each identity: a number by SMS, and by WhatsApp where it
         # wrote on WhatsApp (replies.offered_channels). The reply form says before sending
         # what a platform's window will do to a reply.
@@ -1458,7 +1594,12 @@ def _timeline(conn: Connection, refs: dict[int, str]) -> tuple[list[dict[str, An
     outbox_ids = [m.meta.get("outbox_id") for m in messages if (m.meta or {}).get("outbox_id")]
     deliveries = (
         {
-            r.id: {"state": r.state, "attempts": r.attempts, "last_error": r.last_error}
+            r.id: {
+                "state": r.state,
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+                "provider_id": r.provider_id,
+            }
             for r in conn.execute(select(Outbox).where(Outbox.id.in_(outbox_ids)))
         }
         if outbox_ids
@@ -1480,6 +1621,9 @@ def _timeline(conn: Connection, refs: dict[int, str]) -> tuple[list[dict[str, An
             "has_raw": m.raw_sha256 is not None,
             "attachments": attachments.get(m.id, []),
             "delivery": deliveries.get((m.meta or {}).get("outbox_id", -1)),
+            # An agent's reply's copies (issue 22): agents see the BCC too, the customer not.
+            "cc": list((m.meta or {}).get("cc") or []) if m.direction == "outbound" else [],
+            "bcc": list((m.meta or {}).get("bcc") or []) if m.direction == "outbound" else [],
             # Sender authentication of inbound email (issue 16), shown per message.
             "auth": m.auth,
         }

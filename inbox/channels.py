@@ -86,7 +86,7 @@ class ChannelFacts:
     max_text: int
     # The longest text of a public post (the same as max_text where nothing is public).
     max_public_text: int
-    # Whether Parity's sender for this channel sends attachments (none does yet).
+    # Whether Parity's sender for this channel sends an agent's attachments (email's does).
     sends_attachments: bool
     # How pages name the channel, and its badge's background colour.
     label: str
@@ -102,6 +102,17 @@ class ChannelFacts:
     threads_by_message_id: bool = False
     # The file extension of a message's raw source when an agent downloads it.
     raw_extension: str = "txt"
+    # The platform can carry files in a message we send (MMS, WhatsApp media, a Telegram
+    # document). Where it can and our sender does not yet, a reply with files is refused
+    # with that reason; where it cannot, with this one.
+    carries_attachments: bool = False
+    # How an agent's reply text is sent: "markdown" becomes HTML with a plain-text
+    # alternative (rich mail); "plain" is sent as typed.
+    formatting: Literal["markdown", "plain"] = "plain"
+    # The length of one part, where the platform splits a long text into parts that are
+    # each billed and may arrive out of order (an SMS segment: 160 GSM-7 characters).
+    # 0: never split.
+    segment_text: int = 0
     # Its default acknowledgement, planned by the worker from [acknowledgements.<name>]. None
     # where the channel's connector declares an ack route instead and keeps its templates in
     # its own settings (Twitter and Reddit choose between a public reply and a private one).
@@ -197,7 +208,9 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # The inbox's own bound on a reply's text (casework.MAX_TEXT).
                 max_text=100_000,
                 max_public_text=100_000,
-                sends_attachments=False,
+                sends_attachments=True,
+                carries_attachments=True,
+                formatting="markdown",
                 label="email",
                 colour="#e3edff",
                 authenticates_sender=True,
@@ -231,6 +244,9 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=1600,
                 max_public_text=1600,
                 sends_attachments=False,
+                # MMS: Twilio sends media to numbers of carriers that take it.
+                carries_attachments=True,
+                segment_text=160,
                 label="sms",
                 colour="#e2f6e9",
                 ack=AckText(
@@ -250,6 +266,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=1600,
                 max_public_text=1600,
                 sends_attachments=False,
+                carries_attachments=True,
+                segment_text=160,
                 label="voice",
                 colour="#f3e8ff",
                 # A call is acknowledged by text message to the caller's number, sent when
@@ -270,6 +288,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=10_000,
                 max_public_text=280,
                 sends_attachments=False,
+                # Media in a post or a Direct Message.
+                carries_attachments=True,
                 label="twitter",
                 colour="#e0f4fd",
             ),
@@ -300,6 +320,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=4096,
                 max_public_text=4096,
                 sends_attachments=False,
+                carries_attachments=True,
                 label="whatsapp",
                 colour="#dcf8c6",
                 # Said the same way as Messenger's and Instagram's, whose comments are public.
@@ -321,6 +342,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=2000,
                 max_public_text=2000,
                 sends_attachments=False,
+                carries_attachments=True,
                 label="messenger",
                 colour="#e4e6fb",
                 # A comment is answered publicly: only {reference} and {eta}, no name, no
@@ -344,6 +366,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=1000,
                 max_public_text=1000,
                 sends_attachments=False,
+                carries_attachments=True,
                 label="instagram",
                 colour="#fde4f2",
                 # A comment is answered publicly: only {reference} and {eta}, no name, no
@@ -369,6 +392,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=4096,
                 max_public_text=4096,
                 sends_attachments=False,
+                # sendDocument / sendPhoto.
+                carries_attachments=True,
                 label="telegram",
                 colour="#e3f2fb",
                 # The person's private chat with the bot, where they can simply write again.

@@ -50,6 +50,27 @@ def ascii_filename(name: str) -> str:
     return folded or "download"
 
 
+# The leading bytes of each inline raster type (its file signature).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The raster type the bytes themselves are, from their signature; None for anything
+    else. A preview goes by this, never by what the sender declared: an "image/png" that is
+    really HTML or SVG is not shown inline."""
+    for signature, kind in _SIGNATURES:
+        if data.startswith(signature):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def served_type(declared: str) -> str:
     """The Content-Type we serve: a known raster image type, or opaque bytes."""
     kind = declared.split(";", 1)[0].strip().lower()

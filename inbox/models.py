@@ -711,3 +711,47 @@ class CaseField(Base):
         UniqueConstraint("case_id", "name", name="uq_case_field"),
         Index("ix_case_fields_name_value", "name", "value"),
     )
+
+
+class ReplyUpload(Base):
+    """A file an agent uploaded for a reply. Its bytes are a blob; once the reply is queued
+    it becomes that outbound message's Attachment, and the upload row says which."""
+
+    __tablename__ = "reply_uploads"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Only its uploader may attach it: an id guessed from another agent's session is refused.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    filename: Mapped[str] = mapped_column(String(128))
+    content_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The outbound message it went out with; None while it waits in a draft.
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+
+
+class ReplyDraft(Base):
+    """An agent's unsent reply on a case, kept server-side so a reload or another browser
+    finds it: the text, the chosen target, copies and uploads, as the form had them."""
+
+    __tablename__ = "reply_drafts"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    draft: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CannedReply(Base):
+    """A reply text agents insert and edit before sending: shared (made by a manager) or
+    personal (owner_id set: only its owner sees it). `variants` holds per-channel texts."""
+
+    __tablename__ = "canned_replies"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    title: Mapped[str] = mapped_column(String(128))
+    body: Mapped[str] = mapped_column(Text)
+    variants: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

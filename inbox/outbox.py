@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or
 from inbox import audit
 from inbox.channels import MESSAGE_ID_CHANNELS
 from inbox.db import is_sqlite, write
-from inbox.models import Case, MessageRef, Outbox, OutboxAttempt, utcnow
+from inbox.models import Blob, Case, MessageRef, Outbox, OutboxAttempt, utcnow
 
 STATES = ("queued", "sending", "sent", "delivered", "failed", "undelivered", "unknown")
 # States after which we never send a row again on our own.
@@ -121,6 +121,15 @@ def has_work(engine: Engine, channel: str, now: datetime | None = None) -> bool:
 
 
 @dataclass(frozen=True)
+class OutFile:
+    """A file that goes out with a row (an agent's attachment), its bytes read at claim."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A row handed to one sender, with what it needs to build the message."""
 
@@ -137,9 +146,27 @@ class Claimed:
     created_at: datetime
     case_reference: str | None
     case_token: str | None
+    # The row's attachments (payload "attachments", each a blob), in the order given.
+    files: tuple[OutFile, ...] = ()
 
 
-def _claimed(box: Any, header: str | None) -> Claimed:
+def _files(conn: Connection, payload: dict[str, Any]) -> tuple[OutFile, ...]:
+    listed = [a for a in payload.get("attachments") or [] if isinstance(a, dict)]
+    if not listed:
+        return ()
+    shas = [str(a.get("sha256")) for a in listed]
+    data = {
+        r.sha256: bytes(r.data)
+        for r in conn.execute(select(Blob.sha256, Blob.data).where(Blob.sha256.in_(shas)))
+    }
+    return tuple(
+        OutFile(str(a.get("filename") or "attachment"), str(a.get("content_type")), data[sha])
+        for a, sha in zip(listed, shas, strict=True)
+        if sha in data
+    )
+
+
+def _claimed(box: Any, header: str | None, files: tuple[OutFile, ...] = ()) -> Claimed:
     """A Claimed from a row of the outbox joined with its case's reference and token."""
     return Claimed(
         id=box.id,
@@ -155,6 +182,7 @@ def _claimed(box: Any, header: str | None) -> Claimed:
         created_at=box.created_at,
         case_reference=box.reference,
         case_token=box.token,
+        files=files,
     )
 
 
@@ -226,7 +254,7 @@ def claim(
                 conn.execute(
                     update(Outbox).where(Outbox.id == box.id).values(message_id_header=header)
                 )
-            claimed.append(_claimed(box, header))
+            claimed.append(_claimed(box, header, _files(conn, dict(box.payload or {}))))
         return claimed
 
 

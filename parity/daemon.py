@@ -33,10 +33,11 @@ from connectors.base import Connector, ConnectorHealth
 from connectors.contract import Availability, Runtime
 from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
-from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY
+from connectors.registry import CONNECTORS, EMAIL_RELAY, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from inbox import audit, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
+from inbox.delivery import WayOut, WayState
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.web import create_app, manager
 from inbox.web.routes import Route
@@ -181,6 +182,7 @@ class Daemon:
         self.extra_routes: list[Route] = []
         # `parity run` prints what runs once its ports are bound; tests build daemons quietly.
         self.announce_start = False
+        self.ways_out: list[WayOut] = []
 
     def _intake_busy(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -228,6 +230,8 @@ class Daemon:
                 continue
             available.add(spec.name)
         senders: set[str] = set()
+        # How each sender key fared, for the pages' delivery banner (inbox.delivery).
+        sender_ways: dict[str, tuple[WayState, str]] = {}
         for spec in REGISTRY:
             section = spec.section(self.settings.connectors)
             if spec.name in available:
@@ -236,6 +240,10 @@ class Daemon:
                     self.supervised[task.name] = Supervised(task)
                 self.extra_routes += built.routes
             sender = spec.sender
+            if sender is not None and sender.needs_intake and spec.name not in available:
+                sender_ways.setdefault(
+                    sender.key, ("none", self.disabled.get(spec.name, "not selected here"))
+                )
             if (
                 sender is None
                 or sender.key in senders
@@ -247,15 +255,50 @@ class Daemon:
             ok, why = sender.availability(section, runtime)
             if not ok:
                 log.info("%s not running: %s", sender.label, why)
+                sender_ways[sender.key] = ("none", why or "not running")
                 continue
+            sender_ways[sender.key] = self._captured(sender.key) or ("sends", "")
             for drainer in sender.build(section, runtime):
                 self.drainers.append(drainer)
                 self.supervised[drainer.name] = Supervised(drainer)
+        self.ways_out = self._ways_out(available, sender_ways)
         # One listener serves the agent inbox and every connector's routes.
         if any(CONNECTORS[name].serves_http for name in available):
             web_settings = self.settings.connectors.web
             listener = WebListener(web_settings.host, web_settings.port, self.web_app())
             self.supervised[listener.name] = Supervised(listener)
+
+    def _captured(self, key: str) -> tuple[WayState, str] | None:
+        # The relay in trial mode: it "sends" into a Maildir, which no customer reads.
+        capture = self.settings.outbox.email.capture_dir
+        if key == EMAIL_RELAY.key and capture:
+            return "captured", capture
+        return None
+
+    def _ways_out(
+        self, available: set[str], sender_ways: Mapping[str, tuple[WayState, str]]
+    ) -> list[WayOut]:
+        """How each channel of the selected connectors leaves: by its sender where the
+        connector has one, else by the connector itself (which then has to run)."""
+        rank = {"sends": 2, "captured": 1, "none": 0}
+        ways: dict[str, WayOut] = {}
+        for spec in REGISTRY:
+            if not self.selected(spec.name):
+                continue
+            if spec.sender is not None:
+                state, why = sender_ways.get(spec.sender.key, ("none", "not running"))
+            elif spec.name in available:
+                state, why = "sends", ""
+            else:
+                state, why = "none", self.disabled.get(spec.name, "disabled")
+            for channel in spec.channels:
+                old = ways.get(channel)
+                takes_in = spec.name in available or (old is not None and old.takes_in)
+                if old is None or rank[state] > rank[old.state]:
+                    ways[channel] = WayOut(channel, state, why, takes_in)
+                else:
+                    ways[channel] = WayOut(channel, old.state, old.reason, takes_in)
+        return list(ways.values())
 
     def summary(self, failed: Mapping[str, str] | None = None) -> str:
         """One line saying what this process runs, and what it does not and why. `failed`:
@@ -341,6 +384,7 @@ class Daemon:
             message_id_domain=self.settings.connectors.smtp.hostname,
             health=health,
             routes=self.extra_routes,
+            ways_out=self.ways_out,
         )
         manager.install(app, self.settings.audit)
         return app

@@ -70,6 +70,22 @@ EXPECTED_PIPELINE = {
     "telegram": (False, False, "txt", False),
     "web": (False, False, "txt", False),
 }
+# channel: (the platform can carry files we send, Parity's sender sends them, formatting,
+# part length), as issue 22 has them: MMS, WhatsApp, Messenger, Instagram and Telegram media
+# and X's DM media can carry files, Reddit and the status page cannot; only mail is sent
+# with files today, and only mail is rich; an SMS part is 160 GSM-7 characters.
+EXPECTED_REPLIES = {
+    "email": (True, True, "markdown", 0),
+    "sms": (True, False, "plain", 160),
+    "voice": (True, False, "plain", 160),
+    "twitter": (True, False, "plain", 0),
+    "reddit": (False, False, "plain", 0),
+    "whatsapp": (True, False, "plain", 0),
+    "messenger": (True, False, "plain", 0),
+    "instagram": (True, False, "plain", 0),
+    "telegram": (True, False, "plain", 0),
+    "web": (False, False, "plain", 0),
+}
 EXPECTED_CONNECTORS = {
     "smtp": {"email"},
     "imap": {"email"},
@@ -128,6 +144,16 @@ def test_each_channel_has_its_pipeline_facts(name: str) -> None:
     assert (name in SENDER_CHECKED_CHANNELS) is checked
     assert (name in MESSAGE_ID_CHANNELS) is by_message_id
     assert (name in MAIL_ADDRESS_CHANNELS) is mail_address
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_REPLIES))
+def test_each_channel_says_what_a_reply_may_carry(name: str) -> None:
+    facts = CHANNEL_FACTS[name]
+    carries, sends, formatting, segment = EXPECTED_REPLIES[name]
+    assert (facts.carries_attachments, facts.sends_attachments) == (carries, sends)
+    assert (facts.formatting, facts.segment_text) == (formatting, segment)
+    # Parity sends files only where the platform can carry them.
+    assert not facts.sends_attachments or facts.carries_attachments
 
 
 def test_an_unknown_channel_has_a_plain_text_raw_source() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import mailbox
 import re
 import secrets
 import smtplib
@@ -33,6 +34,7 @@ from connectors import oauth
 from connectors.config import EmailRelaySettings, OutboxSettings
 from connectors.outbox import Failure, Permanent, Retriable, http_retriable
 from inbox import tokens
+from inbox.delivery import CAPTURED_PREFIX
 from inbox.models import utcnow
 from inbox.outbox import Claimed
 from inbox.secrets import Secret, from_env
@@ -52,13 +54,24 @@ def relay_availability(outbox: OutboxSettings) -> tuple[bool, str | None]:
     relay = outbox.email
     if not relay.enabled:
         return False, "disabled in settings"
+    if relay.capture_dir:
+        # A trial: mail is written to a Maildir, and the pages say nobody receives it.
+        return True, None
     if relay.transport == "smtp" and not relay.host:
         return False, "no relay configured ([outbox.email] host); email stays queued"
     return True, None
 
 
 def safe_ids(ids: list[str] | tuple[str, ...]) -> list[str]:
-    return [i for i in ids if isinstance(i, str) and _SAFE_ID.match(i)]
+    # An agent's reply keeps its ids in angle brackets (inbox.casework), an acknowledgement
+    # without: both are the same id, and the brackets are ours to write.
+    bare = (_bare(i) for i in ids if isinstance(i, str))
+    return [i for i in bare if _SAFE_ID.match(i)]
+
+
+def _bare(message_id: str) -> str:
+    value = message_id.strip()
+    return value[1:-1] if value.startswith("<") and value.endswith(">") else value
 
 
 def compose_email(
@@ -78,9 +91,13 @@ def compose_email(
         msg["To"] = to
     except Exception as exc:  # the email package raises several types for a bad addr-spec
         raise Permanent(f"cannot address {row.recipient!r}: {exc}") from exc
+    cc = _copies(row.payload.get("cc"))
+    if cc:
+        msg["Cc"] = [Address(addr_spec=a) for a in cc]
+    # BCC addresses are envelope recipients only (send): never a header anyone receives.
     msg["Subject"] = header_text(row.subject, 250)
     msg["Date"] = format_datetime(now or utcnow())
-    msg["Message-ID"] = f"<{row.message_id_header}>"
+    msg["Message-ID"] = f"<{_bare(row.message_id_header)}>"
     in_reply_to = safe_ids([str(row.payload.get("in_reply_to") or "")])
     if in_reply_to:
         msg["In-Reply-To"] = f"<{in_reply_to[0]}>"
@@ -100,7 +117,43 @@ def compose_email(
         msg["Auto-Submitted"] = "auto-generated"
         msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(row.body)
+    html = row.payload.get("html")
+    if isinstance(html, str) and html:
+        # The agent's Markdown as sanitized HTML (inbox.compose), the text above its
+        # alternative for clients that show plain text.
+        msg.add_alternative(html, subtype="html")
+    for file in row.files:
+        maintype, _, subtype = file.content_type.partition("/")
+        if not maintype or not subtype:
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(
+            file.data, maintype=maintype, subtype=subtype, filename=header_text(file.filename, 120)
+        )
     return msg
+
+
+def _copies(value: object) -> list[str]:
+    """Addresses from a row's payload, each one a header can carry (checked when queued by
+    inbox.compose; checked again here, since a header is the last line of defence)."""
+    if not isinstance(value, list):
+        return []
+    found: list[str] = []
+    for item in value:
+        if isinstance(item, str) and "@" in item and not any(c in item for c in "\r\n,<>"):
+            found.append(item)
+    return found
+
+
+def recipients(row: Claimed) -> list[str]:
+    """Every envelope recipient of a row: To, then CC, then BCC, each once."""
+    found = [row.recipient, *_copies(row.payload.get("cc")), *_copies(row.payload.get("bcc"))]
+    return list(dict.fromkeys(found))
+
+
+def capture(directory: str, data: bytes) -> str:
+    """Write one message to a Maildir (created if missing) instead of sending it: its key."""
+    box = mailbox.Maildir(directory, create=True)
+    return str(box.add(data))
 
 
 def serialize(msg: EmailMessage) -> bytes:
@@ -188,6 +241,9 @@ class SmtpRelaySender:
 
     def send(self, row: Claimed) -> str | None:
         relay = self.relay
+        if relay.capture_dir:
+            key = capture(relay.capture_dir, serialize(compose_email(row, relay)))
+            return f"{CAPTURED_PREFIX}, not sent: {key}"[:250]
         if relay.transport != "smtp":
             msg = compose_email(row, relay)
             return send_by_api(relay, serialize(msg), self._token, self.token_source)
@@ -196,7 +252,8 @@ class SmtpRelaySender:
         msg = compose_email(row, relay)
         envelope_from = parseaddr(relay.envelope_from or relay.from_address)[1]
         data = serialize(msg)
-        international = not (envelope_from + row.recipient).isascii()
+        to = recipients(row)
+        international = not (envelope_from + "".join(to)).isascii()
         conn = self._connect()
         try:
             conn.ehlo()
@@ -220,9 +277,12 @@ class SmtpRelaySender:
             code, reply = conn.mail(envelope_from, options)
             if code != 250:
                 raise smtplib.SMTPSenderRefused(code, reply, envelope_from)
-            code, reply = conn.rcpt(row.recipient)
-            if code not in (250, 251):
-                raise smtplib.SMTPRecipientsRefused({row.recipient: (code, reply)})
+            for address in to:
+                # Every copy must be taken: a reply that reached the customer but not the
+                # colleague in CC is retried or failed as a whole, never half-sent quietly.
+                code, reply = conn.rcpt(address)
+                if code not in (250, 251):
+                    raise smtplib.SMTPRecipientsRefused({address: (code, reply)})
             code, reply = conn.data(data)
             if code != 250:
                 raise smtplib.SMTPDataError(code, reply)

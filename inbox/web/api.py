@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from inbox import accounts, bulk, casework, identities, merges, search, suggestions
 from inbox.channels import IDENTITY_KIND_NAMES, REPLY_CHANNEL_NAMES
 from inbox.config import Strict
-from inbox.downloads import download_headers
+from inbox.downloads import download_headers, sniff_image
 from inbox.labels import BadTag, normalize_field, normalize_tags
 from inbox.metrics import StoreCollector
 from inbox.snooze import BadSnooze
@@ -91,6 +91,15 @@ class ReplyBody(Strict):
     handle: str | None = Field(default=None, max_length=512)
     status: Literal["open", "pending_customer", "resolved"] = "pending_customer"
     force: bool = False
+    # Copies of a mail reply: addresses the case knows or typed ones (shown as new).
+    cc: list[str] = Field(default_factory=list, max_length=20)
+    bcc: list[str] = Field(default_factory=list, max_length=20)
+    # Ids from POST /api/cases/{reference}/uploads, sent as attachments where the channel
+    # carries files; refused with the reason where it does not.
+    attachments: list[int] = Field(default_factory=list, max_length=100)
+    # The text is Markdown: sent as HTML with the text as its alternative where the channel
+    # is rich (mail); elsewhere it is sent as typed.
+    markdown: bool = True
 
 
 class NoteBody(Strict):
@@ -410,9 +419,14 @@ async def case_reply(request: web.Request) -> web.StreamResponse:
             handle=data.handle,
             status=data.status,
             force=data.force,
+            cc=tuple(data.cc),
+            bcc=tuple(data.bcc),
+            uploads=tuple(data.attachments),
+            markdown=data.markdown,
         ),
         message_id_domain=ctx.message_id_domain,
         timing=ctx.settings.timing(),
+        limits=ctx.settings.file_limits(),
     )
     return reply_json(result, status=201)
 
@@ -685,6 +699,9 @@ async def attachment(request: web.Request) -> web.StreamResponse:
         casework.attachment_blob, context(request).engine, principal(request), attachment_id
     )
     inline = request.rel_url.query.get("inline") in ("1", "true")
+    if inline:
+        # A preview shows only what the bytes prove to be a raster image (issue 22).
+        declared = sniff_image(data) or "application/octet-stream"
     headers = download_headers(
         declared, filename or f"{reference}-attachment-{attachment_id}", inline=inline
     )

@@ -29,6 +29,7 @@ from inbox import accounts
 from inbox.accounts import AccountError, Principal, UnknownAccount, has_role
 from inbox.casework import Conflict, Invalid, NotFound
 from inbox.db import StorageUnavailable
+from inbox.delivery import WayOut
 from inbox.display import strip_bidi
 from inbox.web.config import InboxSettings
 from inbox.web.routes import Route, route_of
@@ -55,6 +56,9 @@ class InboxContext:
     health: HealthCheck | None = None
     # More /metrics lines from the composition root (connector health, for example).
     metrics_sources: list[MetricsSource] = field(default_factory=list)
+    # How each channel's messages leave (inbox.delivery), from the composition root: the
+    # banner on every page says which have no way out. Empty: nothing is said.
+    ways_out: tuple[WayOut, ...] = ()
     # Argon2 takes 64 MiB and ~0.1 s per check: a few at a time, whatever arrives.
     password_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from inbox.accounts import LoginLimits, SessionPolicy
-from inbox.casework import Timing
+from inbox.casework import FileLimits, Timing
 from inbox.config import Strict
 
 
@@ -45,6 +45,11 @@ class InboxSettings(Strict):
     # The search box's page: at most this many cases.
     search_page_max: int = Field(default=50, ge=1, le=200)
 
+    # Files an agent may attach to one reply, and their total size in bytes. Mail relays
+    # commonly refuse messages over 10-25 MB, and base64 makes a file a third larger.
+    attachments_max_count: int = Field(default=10, ge=0, le=100)
+    attachments_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=100 * 1024 * 1024)
+
     @field_validator("cookie_samesite")
     @classmethod
     def _samesite(cls, value: str) -> str:
@@ -56,6 +61,11 @@ class InboxSettings(Strict):
         return Timing(
             lease=timedelta(seconds=self.lease_seconds),
             presence=timedelta(seconds=self.presence_seconds),
+        )
+
+    def file_limits(self) -> FileLimits:
+        return FileLimits(
+            max_count=self.attachments_max_count, max_bytes=self.attachments_max_bytes
         )
 
     def login_limits(self) -> LoginLimits:

@@ -28,16 +28,21 @@ from inbox.accounts import has_role
 from inbox.channels import (
     CHANNEL_FACTS,
     CHANNEL_NAMES,
+    MESSAGE_ID_CHANNELS,
     PUBLIC_CHANNEL_NAMES,
     SENDER_CHECKED_CHANNELS,
     stylesheet,
 )
+from inbox.compose import attachment_refusal
 from inbox.db import read
+from inbox.delivery import WayOut, by_channel, not_received
 from inbox.display import strip_bidi
+from inbox.downloads import INLINE_IMAGES
 from inbox.labels import BadTag, normalize_tag
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
 from inbox.web.app import FORBIDDEN_PAGE, LOGIN_PATH, PRINCIPAL, blocking, context, principal
+from inbox.web.banner import NOTICES
 from inbox.web.mailview import fold, with_images
 from inbox.web.routes import Route
 from inbox.web.trust import auth_line, safe_next
@@ -224,6 +229,30 @@ def sender_check(entry: dict[str, Any]) -> dict[str, str] | None:
     return line
 
 
+def reply_facts(channel: str) -> dict[str, Any]:
+    """What the reply form needs to know of a channel: whether it takes files (or why not),
+    copies, its formatting, its length limit and SMS part length."""
+    facts = CHANNEL_FACTS[channel]
+    return {
+        "files_refused": attachment_refusal(channel),
+        "copies": channel in MESSAGE_ID_CHANNELS,
+        "formatting": facts.formatting,
+        "limit": facts.max_text,
+        "public_limit": facts.max_public_text,
+        "segment": facts.segment_text,
+    }
+
+
+def _not_received(
+    ways: tuple[WayOut, ...], delivery: dict[str, Any] | None, entry: dict[str, Any]
+) -> str | None:
+    """ "The customer has NOT received this", and why, under an outbound message or row."""
+    if not delivery:
+        return None
+    way = by_channel(ways).get(entry.get("channel", ""))
+    return not_received(delivery.get("state"), way, delivery.get("provider_id"))
+
+
 def render(request: web.Request, name: str, *, status: int = 200, **values: Any) -> web.Response:
     found = request.get(PRINCIPAL)
     text = _ENV.get_template(name).render(
@@ -231,6 +260,7 @@ def render(request: web.Request, name: str, *, status: int = 200, **values: Any)
         csrf=found.csrf_token if found is not None else "",
         # The navigation's Manager link, for managers and admins only.
         is_manager=found is not None and has_role(found.role, "manager"),
+        delivery_notices=request.get(NOTICES, []),
         **values,
     )
     return web.Response(
@@ -426,6 +456,9 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         entry["sender_check"] = sender_check(entry)
         # Filed before views were stored: its text is shown, its HTML is not parsed here.
         entry["html_legacy"] = entry["kind"] == "message" and entry["id"] in legacy_html
+        entry["not_received"] = _not_received(ctx.ways_out, entry.get("delivery"), entry)
+    for row in view["outbox"]:
+        row["not_received"] = _not_received(ctx.ways_out, row, row)
     targets = [
         {
             **t,
@@ -433,6 +466,8 @@ async def case_page(request: web.Request) -> web.StreamResponse:
             "default": view["default_reply"] == t,
             # What a platform's reply window will do (a template, or a refusal), said first.
             "note": view.get("reply_notes", {}).get(f"{t['channel']}|{t['handle']}"),
+            # What the form offers on this channel (registry facts, inbox.compose).
+            **reply_facts(t["channel"]),
         }
         for t in view["reply_targets"]
     ]
@@ -459,6 +494,8 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         may_force=has_role(who.role, "manager"),
         held_by_other=held_by_other,
         after_done=await _after_done(request),
+        known_addresses=view.get("known_addresses", []),
+        preview_types=tuple(INLINE_IMAGES),
     )
     flash.clear(request, response)
     return response

@@ -1,7 +1,7 @@
 """OAuth2 grants of mailboxes: refresh and access tokens (encrypted), status, refresh lease
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-07 15:30:00
 
 - oauth_tokens: one row per OAuth account (`parity mailbox authorize ACCOUNT`). The tokens
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

@@ -59,7 +59,10 @@ document.addEventListener("DOMContentLoaded", () => {
       channel,
       handle: rest.join("|"),
       status: form.elements.status.value,
+      // Copies, files and formatting from the reply form's tools (reply.js).
+      ...ParityReply.extras(),
     });
+    ParityReply.sent();
   });
   on("note", (form) => Parity.api("POST", `${base}/notes`, { text: form.elements.text.value }));
   on("status", (form) =>

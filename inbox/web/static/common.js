@@ -42,6 +42,28 @@ const Parity = (() => {
       show(error.message);
     }
   }
+  // Times in the agent's own zone (issue 22): the server writes ISO UTC in datetime=;
+  // within a day it reads better relative ("5 min ago", "in 2 h"), further off as a date.
+  // The exact local time is always on hover.
+  const absolute = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
+  function when(date, now) {
+    const seconds = Math.round((date - now) / 1000);
+    const size = Math.abs(seconds);
+    if (size < 45) return relative.format(0, "second");
+    if (size < 3600) return relative.format(Math.round(seconds / 60), "minute");
+    if (size < 86400) return relative.format(Math.round(seconds / 3600), "hour");
+    return absolute.format(date);
+  }
+  function localTimes(root = document) {
+    const now = Date.now();
+    root.querySelectorAll("time[datetime]").forEach((node) => {
+      const date = new Date(node.getAttribute("datetime"));
+      if (Number.isNaN(date.getTime())) return;
+      node.textContent = when(date, now);
+      node.title = `${absolute.format(date)} (${Intl.DateTimeFormat().resolvedOptions().timeZone})`;
+    });
+  }
   document.addEventListener("DOMContentLoaded", () => {
     // "/" focuses the search box on every page (issue 22); the search page's own field first.
     document.addEventListener("keydown", (event) => {
@@ -53,6 +75,9 @@ const Parity = (() => {
       box.focus();
       box.select();
     });
+    localTimes();
+    // Relative times age: refresh them each minute.
+    setInterval(localTimes, 60000);
     const logout = document.getElementById("logout");
     if (logout) {
       logout.addEventListener("click", async () => {
@@ -66,4 +91,5 @@ const Parity = (() => {
     return value ? new Date(value).toISOString() : null;
   }
   return { api, onKeys, claimNext, localTime };
+  return { api, onKeys, claimNext, localTimes };
 })();
