@@ -16,6 +16,10 @@ from types import MappingProxyType
 from typing import Literal
 
 Visibility = Literal["public", "private"]
+# How a satisfaction survey is asked on a channel (inbox/csat.py): a link to the one-click
+# rating page where links work, a bare 1-5 reply where they are clumsy (a text message), or
+# not at all. It is always asked privately: a survey is never a public post.
+SurveyMode = Literal["link", "reply", "none"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class ChannelFacts:
     # where the channel's connector declares an ack route instead and keeps its templates in
     # its own settings (Twitter and Reddit choose between a public reply and a private one).
     ack: AckText | None = None
+    # How the satisfaction survey is asked after the case is resolved (SurveyMode above). A
+    # channel with public messages asks only in private (a DM), so only where it has DMs.
+    survey: SurveyMode = "none"
 
     @property
     def public(self) -> bool:
@@ -198,6 +205,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=100_000,
                 max_public_text=100_000,
                 sends_attachments=False,
+                survey="link",
                 label="email",
                 colour="#e3edff",
                 authenticates_sender=True,
@@ -231,6 +239,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=1600,
                 max_public_text=1600,
                 sends_attachments=False,
+                survey="reply",
                 label="sms",
                 colour="#e2f6e9",
                 ack=AckText(
@@ -250,6 +259,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=1600,
                 max_public_text=1600,
                 sends_attachments=False,
+                survey="reply",
                 label="voice",
                 colour="#f3e8ff",
                 # A call is acknowledged by text message to the caller's number, sent when
@@ -270,6 +280,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=10_000,
                 max_public_text=280,
                 sends_attachments=False,
+                survey="link",
                 label="twitter",
                 colour="#e0f4fd",
             ),
@@ -284,6 +295,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=10_000,
                 max_public_text=10_000,
                 sends_attachments=False,
+                survey="link",
                 label="reddit",
                 colour="#ffe9df",
             ),
@@ -300,6 +312,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=4096,
                 max_public_text=4096,
                 sends_attachments=False,
+                survey="reply",
                 label="whatsapp",
                 colour="#dcf8c6",
                 # Said the same way as Messenger's and Instagram's, whose comments are public.
@@ -321,6 +334,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=2000,
                 max_public_text=2000,
                 sends_attachments=False,
+                survey="link",
                 label="messenger",
                 colour="#e4e6fb",
                 # A comment is answered publicly: only {reference} and {eta}, no name, no
@@ -344,6 +358,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=1000,
                 max_public_text=1000,
                 sends_attachments=False,
+                survey="link",
                 label="instagram",
                 colour="#fde4f2",
                 # A comment is answered publicly: only {reference} and {eta}, no name, no
@@ -369,6 +384,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=4096,
                 max_public_text=4096,
                 sends_attachments=False,
+                survey="reply",
                 label="telegram",
                 colour="#e3f2fb",
                 # The person's private chat with the bot, where they can simply write again.
@@ -391,6 +407,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=100_000,
                 max_public_text=100_000,
                 sends_attachments=False,
+                survey="link",
                 label="web",
                 colour="#fff4d6",
             ),

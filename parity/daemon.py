@@ -32,11 +32,15 @@ from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
-from inbox import audit, logcontext
+from connectors.webhook import WebhookSender, url_problem
+from inbox import alerts, audit, csat, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.models import ConnectorState, Intake, utcnow
-from inbox.web import create_app, manager
+from inbox.secrets import from_env
+from inbox.web import create_app, csat_page, manager
 from inbox.web.routes import Route
+from normalizer.ack_limits import take_buckets
+from normalizer.acks import Bucket
 from normalizer.intake import IntakeWriter
 from normalizer.worker import Outcome, WorkerLoop
 from parity import status, workers
@@ -243,6 +247,8 @@ class Daemon:
             for drainer in sender.build(section, runtime):
                 self.drainers.append(drainer)
                 self.supervised[drainer.name] = Supervised(drainer)
+        if self.only is None:
+            self._alert_webhook()
         # One listener serves the agent inbox and every connector's routes.
         if any(CONNECTORS[name].serves_http for name in available):
             web_settings = self.settings.connectors.web
@@ -330,7 +336,86 @@ class Daemon:
             routes=self.extra_routes,
         )
         manager.install(app, self.settings.audit)
+        csat_page.install(
+            app, self.engine, self.settings.csat, self._csat_secret(), self._csat_limit
+        )
         return app
+
+    def _csat_secret(self) -> bytes | None:
+        secret = from_env(self.settings.csat.secret_env)
+        return secret.reveal().encode() if secret else None
+
+    def _csat_limit(self, address: str, now: Any) -> str | None:
+        """The rating page's per-address bucket, in the store every instance shares."""
+        bucket = Bucket(
+            f"csat:address:{address}"[:400],
+            self.settings.csat.page_per_address_burst,
+            self.settings.csat.page_per_address_per_hour,
+            "address",
+        )
+        with write(self.engine) as conn:
+            return take_buckets(conn, [bucket], now)
+
+    def _alert_webhook(self) -> None:
+        """The alert webhook's drainer, when [alerts] names a URL and its secret is set."""
+        section = self.settings.alerts
+        if not section.webhook_url:
+            return
+        problem = url_problem(section.webhook_url)
+        secret = from_env(section.webhook_secret_env)
+        if problem or secret is None:
+            why = problem or f"environment variable {section.webhook_secret_env} not set"
+            log.warning("alert webhook not running: %s", why)
+            return
+        drainer = OutboxDrainer(
+            self.engine, WebhookSender(secret), self.settings.outbox, worker=self.instance
+        )
+        self.drainers.append(drainer)
+        self.supervised[drainer.name] = Supervised(drainer)
+
+    async def _every(self, seconds: float, name: str, job: Any) -> None:
+        """Run `job` in a thread every `seconds` until stopped; a failure is logged, never
+        fatal (the surveys and alerts are retried on the next pass)."""
+        while not self.stop.is_set():
+            await _wait_any(seconds, self.stop)
+            if self.stop.is_set():
+                break
+            try:
+                await asyncio.to_thread(job)
+            except Exception as exc:
+                log.warning("%s failed: %s: %s", name, type(exc).__name__, exc)
+            else:
+                for drainer in self.drainers:
+                    drainer.notify()
+
+    def _periodic_tasks(self) -> list[asyncio.Task[None]]:
+        """The satisfaction planner and the alert checker, when their settings turn them on."""
+        tasks = []
+        if self.settings.csat.enabled:
+            secret = self._csat_secret()
+            tasks.append(
+                asyncio.create_task(
+                    self._every(
+                        self.settings.csat.interval_s,
+                        "csat planner",
+                        lambda: csat.plan_due(self.engine, self.settings.csat, secret),
+                    ),
+                    name="csat-planner",
+                )
+            )
+        if self.settings.alerts.enabled:
+            threshold = self.settings.audit.parity_ratio_threshold
+            tasks.append(
+                asyncio.create_task(
+                    self._every(
+                        self.settings.alerts.interval_s,
+                        "alert check",
+                        lambda: alerts.check(self.engine, self.settings.alerts, threshold),
+                    ),
+                    name="alerts",
+                )
+            )
+        return tasks
 
     async def _supervise(self, name: str, entry: Supervised) -> None:
         # This task's own context: every line the connector logs (its tasks and threads
@@ -400,6 +485,8 @@ class Daemon:
         tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         if self.settings.audit.seal_interval_s > 0:
             tasks.append(asyncio.create_task(self._seal_audit(), name="audit-sealer"))
+        if self.only is None:
+            tasks += self._periodic_tasks()
         await self.stop.wait()
         log.info("stopping")
         results = await asyncio.gather(*tasks, return_exceptions=True)

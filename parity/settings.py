@@ -15,7 +15,9 @@ from pydantic import Field, ValidationError, field_validator
 
 from connectors.config import OutboxSettings
 from connectors.registry import ConnectorsSettings
+from inbox.alerts import AlertSettings
 from inbox.config import DatabaseSettings, SlaSettings, StoreSettings, Strict, ThreadingSettings
+from inbox.csat import CsatSettings
 from inbox.report import AuditSettings
 from inbox.web.config import InboxSettings
 from normalizer.acks import AckSettings
@@ -54,6 +56,10 @@ class Settings(Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     # Sender authentication of inbound email (SPF, DKIM, DMARC, ARC): DNS and trust.
     mail_auth: MailAuthSettings = Field(default_factory=MailAuthSettings)
+    # Satisfaction surveys after a case is resolved (issue 23).
+    csat: CsatSettings = Field(default_factory=CsatSettings)
+    # Alerts to managers by email and signed webhook (issue 23).
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def store(self) -> StoreSettings:
         return StoreSettings(database=self.database, sla=self.sla, threading=self.threading)

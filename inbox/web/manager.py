@@ -21,11 +21,12 @@ from urllib.parse import urlencode
 from aiohttp import web
 from sqlalchemy import Engine
 
-from inbox import audit, report, report_rows
+from inbox import audit, csat, report, report_rows
 from inbox.db import write
 from inbox.models import utcnow
 from inbox.report import AuditSettings
 from inbox.web.app import blocking, context, error, reply_json
+from inbox.web.csat_page import csat_table
 from inbox.web.routes import Param, Route, add_routes
 
 AUDIT_SETTINGS = web.AppKey("parity.audit_settings", AuditSettings)
@@ -53,7 +54,8 @@ def compute(
 ) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = report_rows.fetch(conn, since, until)
-    return report.build(rows, now=now, since=since, until=until, threshold=threshold)
+    data = report.build(rows, now=now, since=since, until=until, threshold=threshold)
+    return report.add_csat(data, csat.csat_by(engine, "channel", since, until))
 
 
 # Health probes come every few seconds; the report over a period is not that cheap, and a
@@ -377,6 +379,7 @@ def render(data: dict[str, Any], since_param: str) -> str:
         f"{_table(data['channels'], 'channel', since_param)}"
         "<h2>Public and private</h2>"
         f"{_table(data['sides'], 'side', since_param)}"
+        f"{csat_table(data.get('csat', {}))}"
         f'<p>Export: <a href="/api/audit/report?{query}&amp;format=csv">CSV</a> · '
         f'<a href="/api/audit/report?{query}">JSON</a> · '
         '<a href="/api/audit/log?format=csv">audit log CSV</a> · '
