@@ -577,7 +577,7 @@ def view(
         conn.rollback()
     if row is None or row.mode != "link":
         return None
-    survey = row[0]
+    survey = row
     still = survey.state in ("asked", "answered") and now - survey.asked_at <= timedelta(
         days=answer_days
     )
@@ -608,8 +608,10 @@ def record_rating(
     now = now or utcnow()
     with write(engine) as conn:
         survey = conn.execute(
-            select(CsatSurvey).where(CsatSurvey.id == survey_id).with_for_update()
-        ).scalar_one_or_none()
+            select(CsatSurvey.id, CsatSurvey.case_id, CsatSurvey.state, CsatSurvey.asked_at)
+            .where(CsatSurvey.id == survey_id)
+            .with_for_update()
+        ).one_or_none()
         if survey is None or survey.state not in ("asked", "answered"):
             return False
         if now - survey.asked_at > timedelta(days=answer_days):
