@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from inbox import audit, logcontext
 from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
-from inbox.csat import Answered, CsatSettings, answer_open
+from inbox.csat import Answered, CsatSettings, answer_open, parse_answer
 from inbox.db import (
     StorageUnavailable,
     insert_ignore,
@@ -776,7 +776,9 @@ class Normalizer:
         # filed under a contact of its own, never under the identity it names.
         verified = message.channel not in SENDER_CHECKED_CHANNELS or authenticated(auth)
         contact_id, identity_id, claimed = self._identity(conn, message, verified, reads)
-        if verified and not message.automated and not message.meta.get("delivery_report"):
+        # A carrier's STOP keyword is marked automated, and still opts out of surveys.
+        plain = not message.automated or parse_answer(message.text) == "stop"
+        if verified and plain and not message.meta.get("delivery_report"):
             # A bare 1-5 (or STOP) from someone we asked by text is their answer, not a new
             # case: recorded, and the message filed in the surveyed case, which stays resolved.
             answered = answer_open(
