@@ -226,18 +226,20 @@ def check(
     for alert in evaluate(window, baseline, settings):
         key = key_of(alert, period)
         with write(engine) as conn:
-            new = conn.execute(
-                insert_ignore(conn, AlertEvent, ["key"]),
-                [
-                    {
-                        "key": key,
-                        "condition": alert.condition,
-                        "subject": alert.subject,
-                        "detail": alert.detail,
-                        "created_at": now,
-                    }
-                ],
-            ).rowcount
+            new = (
+                conn.execute(
+                    insert_ignore(conn, AlertEvent, ["key"])
+                    .values(
+                        key=key,
+                        condition=alert.condition,
+                        subject=alert.subject,
+                        detail=alert.detail,
+                        created_at=now,
+                    )
+                    .returning(AlertEvent.id)
+                ).first()
+                is not None
+            )
             outbox_ids = _queue(conn, alert, settings, period, now) if new else []
             if new:
                 audit.append(
