@@ -21,6 +21,7 @@ import socket
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -337,24 +338,17 @@ class Daemon:
         )
         manager.install(app, self.settings.audit)
         csat_page.install(
-            app, self.engine, self.settings.csat, self._csat_secret(), self._csat_limit
+            app,
+            self.engine,
+            self.settings.csat,
+            self._csat_secret(),
+            csat_limiter(self.engine, self.settings.csat),
         )
         return app
 
     def _csat_secret(self) -> bytes | None:
         secret = from_env(self.settings.csat.secret_env)
         return secret.reveal().encode() if secret else None
-
-    def _csat_limit(self, address: str, now: Any) -> str | None:
-        """The rating page's per-address bucket, in the store every instance shares."""
-        bucket = Bucket(
-            f"csat:address:{address}"[:400],
-            self.settings.csat.page_per_address_burst,
-            self.settings.csat.page_per_address_per_hour,
-            "address",
-        )
-        with write(self.engine) as conn:
-            return take_buckets(conn, [bucket], now)
 
     def _alert_webhook(self) -> None:
         """The alert webhook's drainer, when [alerts] names a URL and its secret is set."""
@@ -605,6 +599,23 @@ class Daemon:
                     )
                     .values(**values)
                 )
+
+
+def csat_limiter(engine: Engine, settings: csat.CsatSettings) -> csat_page.Limiter:
+    """The rating page's per-address token bucket, in the store every instance shares (the
+    acknowledgements' and the contact form's buckets)."""
+
+    def take(address: str, now: datetime) -> str | None:
+        bucket = Bucket(
+            f"csat:address:{address}"[:400],
+            settings.page_per_address_burst,
+            settings.page_per_address_per_hour,
+            "address",
+        )
+        with write(engine) as conn:
+            return take_buckets(conn, [bucket], now)
+
+    return take
 
 
 async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
