@@ -9,7 +9,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 
 from inbox import csat
 from inbox.models import Case, Contact, CsatSurvey, Message, Outbox, utcnow
@@ -115,7 +115,7 @@ async def test_stop_to_a_survey_opts_out_and_other_words_thread_as_usual(
                 conn.execute(update(CsatSurvey).values(state="answered", rating=3))
                 conn.execute(update(Case).values(status="resolved"))
             with engine.begin() as conn:
-                conn.execute(CsatSurvey.__table__.delete())
+                conn.execute(delete(CsatSurvey))
             resolve_all(engine, 2)
             [done] = csat.plan_due(engine, settings, None)
             assert not done["asked"] and "opted out" in done["reason"]
