@@ -219,3 +219,38 @@ def test_a_wrong_secret_is_refused_by_the_receiver_and_fails_the_row(engine: Eng
     # 401 is a 4xx: permanent, not retried.
     assert report.failed == 1
     assert [(c[0], c[2]) for c in receiver.calls] == [(401, False)]
+
+
+def test_the_command_checks_now_and_raises_once(engine: Engine, db_url: str, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.helpers import child_env, child_settings
+
+    _unanswered_cases(engine, 2)
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text(
+        child_settings(db_url) + '\n[alerts]\nunanswered_max = 1\nemail_to = ["lead@x.example"]\n'
+    )
+    env = {**child_env(), "PARITY_SETTINGS": str(settings_file)}
+
+    def check() -> list[dict[str, Any]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "parity", "alerts", "check", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        result: list[dict[str, Any]] = json.loads(done.stdout)
+        return result
+
+    [first] = check()
+    assert (first["condition"], first["raised"], len(first["outbox_ids"])) == (
+        "unanswered",
+        True,
+        1,
+    )
+    [again] = check()
+    assert (again["raised"], again["outbox_ids"]) == (False, [])
