@@ -16,6 +16,10 @@ from types import MappingProxyType
 from typing import Literal
 
 Visibility = Literal["public", "private"]
+# How a satisfaction survey is asked on a channel (inbox/csat.py): a link to the one-click
+# rating page where links work, a bare 1-5 reply where they are clumsy (a text message), or
+# not at all. It is always asked privately: a survey is never a public post.
+SurveyMode = Literal["link", "reply", "none"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,9 @@ class ChannelFacts:
     # where the channel's connector declares an ack route instead and keeps its templates in
     # its own settings (Twitter and Reddit choose between a public reply and a private one).
     ack: AckText | None = None
+    # How the satisfaction survey is asked after the case is resolved (SurveyMode above). A
+    # channel with public messages asks only in private (a DM), so only where it has DMs.
+    survey: SurveyMode = "none"
 
     @property
     def public(self) -> bool:
@@ -211,6 +218,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=True,
                 carries_attachments=True,
                 formatting="markdown",
+                survey="link",
                 label="email",
                 colour="#e3edff",
                 authenticates_sender=True,
@@ -247,6 +255,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # MMS: Twilio sends media to numbers of carriers that take it.
                 carries_attachments=True,
                 segment_text=160,
+                survey="reply",
                 label="sms",
                 colour="#e2f6e9",
                 ack=AckText(
@@ -268,6 +277,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 carries_attachments=True,
                 segment_text=160,
+                survey="reply",
                 label="voice",
                 colour="#f3e8ff",
                 # A call is acknowledged by text message to the caller's number, sent when
@@ -290,6 +300,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 # Media in a post or a Direct Message.
                 carries_attachments=True,
+                survey="link",
                 label="twitter",
                 colour="#e0f4fd",
             ),
@@ -304,6 +315,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=10_000,
                 max_public_text=10_000,
                 sends_attachments=False,
+                survey="link",
                 label="reddit",
                 colour="#ffe9df",
             ),
@@ -321,6 +333,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_public_text=4096,
                 sends_attachments=False,
                 carries_attachments=True,
+                survey="reply",
                 label="whatsapp",
                 colour="#dcf8c6",
                 # Said the same way as Messenger's and Instagram's, whose comments are public.
@@ -343,6 +356,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_public_text=2000,
                 sends_attachments=False,
                 carries_attachments=True,
+                survey="link",
                 label="messenger",
                 colour="#e4e6fb",
                 # A comment is answered publicly: only {reference} and {eta}, no name, no
@@ -367,6 +381,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_public_text=1000,
                 sends_attachments=False,
                 carries_attachments=True,
+                survey="link",
                 label="instagram",
                 colour="#fde4f2",
                 # A comment is answered publicly: only {reference} and {eta}, no name, no
@@ -394,6 +409,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 sends_attachments=False,
                 # sendDocument / sendPhoto.
                 carries_attachments=True,
+                survey="reply",
                 label="telegram",
                 colour="#e3f2fb",
                 # The person's private chat with the bot, where they can simply write again.
@@ -416,6 +432,7 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 max_text=100_000,
                 max_public_text=100_000,
                 sends_attachments=False,
+                survey="link",
                 label="web",
                 colour="#fff4d6",
             ),

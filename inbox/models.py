@@ -116,6 +116,9 @@ class Contact(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(256), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the person asked never to get a satisfaction survey again ("STOP" to a survey,
+    # or the rating page's opt-out): a fact of the person, on every channel (migration 0014).
+    csat_opt_out_at: Mapped[datetime | None]
     identities: Mapped[list[Identity]] = relationship(back_populates="contact")
 
 
@@ -755,3 +758,54 @@ class CannedReply(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CsatSurvey(Base):
+    """The one satisfaction survey of a resolved case: asked, or why not, and the answer.
+
+    One row per case (unique), written when the survey is decided, so a case is never asked
+    twice and a survey not asked says why. The case's channel, side and agent are copied at
+    that moment: the results keep the facts the survey was asked under (migration 0014).
+    """
+
+    __tablename__ = "csat_surveys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), unique=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"))
+    # The case's channel (the report's), and the channel the question went out on.
+    case_channel: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    # public | private: the case's side, as the report counts it.
+    side: Mapped[str] = mapped_column(String(16))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # link | reply | none (not asked).
+    mode: Mapped[str] = mapped_column(String(8))
+    # asked | skipped | answered
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(256))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    asked_at: Mapped[datetime]
+    rating: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # "Is there an open survey for this identity?" is asked for every short inbound text.
+        Index("ix_csat_surveys_identity", "identity_id", "state", "asked_at"),
+        Index("ix_csat_surveys_asked", "asked_at"),
+    )
+
+
+class AlertEvent(Base):
+    """An alert raised once for its condition and period (`key` is unique), with what it saw."""
+
+    __tablename__ = "alert_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # condition:subject:period, e.g. "unanswered:sms:2026-12-07T12".
+    key: Mapped[str] = mapped_column(String(256), unique=True)
+    condition: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -683,3 +683,22 @@ def to_text(report: dict[str, Any]) -> str:
         f"(threshold {report['parity_ratio_threshold']}){flag}"
     )
     return "\n".join(lines) + "\n"
+
+
+def add_csat(data: dict[str, Any], by_channel: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Put satisfaction per channel next to speed (issue 23): `data["csat"]`, one entry per
+    channel of the report or of the surveys, from `inbox.csat.csat_by("channel", ...)`. The
+    table's columns (and so the CSV) stay as they are."""
+    names = sorted(set(data["channels"]) | set(by_channel))
+    data["csat"] = {
+        name: {
+            "first_response_p50_s": data["channels"].get(name, {}).get("first_response_p50_s"),
+            "asked": by_channel.get(name, {}).get("asked", 0),
+            "answered": by_channel.get(name, {}).get("answered", 0),
+            "response_rate_pct": by_channel.get(name, {}).get("response_rate_pct"),
+            "csat_pct": by_channel.get(name, {}).get("csat_pct"),
+            "average": by_channel.get(name, {}).get("average"),
+        }
+        for name in names
+    }
+    return data

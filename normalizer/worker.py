@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from inbox import audit, i18n, logcontext, tags, turns
 from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
+from inbox.csat import Answered, CsatSettings, answer_open, parse_answer
 from inbox.db import (
     StorageUnavailable,
     insert_ignore,
@@ -169,8 +170,11 @@ class Normalizer:
         mail_auth: MailAuthSettings | None = None,
         parsers: Parsers,
         ack_routes: AckRoutes | None = None,
+        csat: CsatSettings | None = None,
     ) -> None:
         self.engine = engine
+        # How long a satisfaction survey takes a bare 1-5 reply (inbox/csat.py).
+        self.csat = csat or CsatSettings()
         # channel -> how its new case is acknowledged, for the channels whose connector
         # decides the route (connectors/registry.py `ack_route_table`); the others are
         # acknowledged from [acknowledgements]. Handed over like the parsers.
@@ -773,6 +777,18 @@ class Normalizer:
         # filed under a contact of its own, never under the identity it names.
         verified = message.channel not in SENDER_CHECKED_CHANNELS or authenticated(auth)
         contact_id, identity_id, claimed = self._identity(conn, message, verified, reads)
+        # A carrier's STOP keyword is marked automated, and still opts out of surveys.
+        plain = not message.automated or parse_answer(message.text) == "stop"
+        if verified and plain and not message.meta.get("delivery_report"):
+            # A bare 1-5 (or STOP) from someone we asked by text is their answer, not a new
+            # case: recorded, and the message filed in the surveyed case, which stays resolved.
+            answered = answer_open(
+                conn, identity_id, message.text, message.received_at, self.csat.answer_days
+            )
+            if answered is not None:
+                return self._file_answer(
+                    conn, intake, message, identity_id, answered, auth, reads, writes
+                )
         candidates, tokens = self._candidates(conn, message, claimed, verified, reads)
         decision = decide(
             candidates,
@@ -814,6 +830,30 @@ class Normalizer:
             self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
         self._finish(writes, intake.id, message_id)
         return Outcome(intake.id, "done", message_id, case_id, decision)
+
+    def _file_answer(
+        self,
+        conn: Connection,
+        intake: Any,
+        message: InboundMessage,
+        identity_id: int | None,
+        answered: Answered,
+        auth: dict[str, str] | None,
+        reads: Reads | None,
+        writes: Writes,
+    ) -> Outcome:
+        """Store a survey answer in the surveyed case: stored like any message (nothing is
+        dropped), never acknowledged, and the case is neither reopened nor followed up."""
+        decision = Decision(
+            action="join", case_id=answered.case_id, reason="answer to the satisfaction survey"
+        )
+        logcontext.annotate(case=format_reference(answered.case_id))
+        message_id = self._insert_message(
+            conn, answered.case_id, identity_id, intake, message, decision, auth, reads, writes
+        )
+        self._receipts(writes, message_id, intake)
+        self._finish(writes, intake.id, message_id)
+        return Outcome(intake.id, "done", message_id, answered.case_id, decision)
 
     # --- pieces of _persist -----------------------------------------------------------------
 

@@ -314,12 +314,16 @@ def cmd_audit_report(settings: Settings, args: argparse.Namespace) -> int:
             threshold=settings.audit.parity_ratio_threshold,
             parity_on=settings.audit.parity_on,
         )
+    from inbox import csat
+
+    report.add_csat(data, csat.csat_by(_engine(settings), "channel", since, until))
     if args.json:
         _print_json(data)
     elif args.csv:
         sys.stdout.write(report.to_csv(data))
     else:
         sys.stdout.write(report.to_text(data))
+        sys.stdout.write(csat.speed_and_csat_text(data["csat"]))
     if data["parity_breach"]:
         print(
             f"PARITY BREACH: ratio {data['parity_ratio']} > threshold "
@@ -564,6 +568,77 @@ def _add_users_parser(sub: Any) -> None:
     listing = users.add_parser("list", help="users and their roles")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_users_list)
+
+
+# --- satisfaction and alerts (issue 23) -------------------------------------------------------
+
+
+def cmd_csat_report(settings: Settings, args: argparse.Namespace) -> int:
+    """Survey results per channel, side and agent, with the response rate."""
+    from inbox import csat, report
+
+    now = utcnow()
+    try:
+        since = report.parse_since(args.since, now)
+        until = report.parse_since(args.until, now) if args.until else now
+    except ValueError as exc:
+        print(f"parity csat: {exc}", file=sys.stderr)
+        return 2
+    data = csat.report(_migrated_engine(settings), since, until)
+    if args.json:
+        _print_json(data)
+    else:
+        sys.stdout.write(csat.text_table(data))
+    return 0
+
+
+def cmd_csat_plan(settings: Settings, args: argparse.Namespace) -> int:
+    """Decide the surveys due now (what `parity run` does every [csat] interval_s)."""
+    from inbox import csat
+    from inbox.secrets import from_env
+
+    if not settings.csat.enabled:
+        print("parity csat: surveys are off ([csat] enabled = false)", file=sys.stderr)
+        return 1
+    secret = from_env(settings.csat.secret_env)
+    done = csat.plan_due(
+        _migrated_engine(settings), settings.csat, secret.reveal().encode() if secret else None
+    )
+    _print_json(done)
+    return 0
+
+
+def cmd_alerts_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Evaluate the alert conditions now; raise each new one (email, webhook) once per period."""
+    from inbox import alerts
+
+    results = alerts.check(
+        _migrated_engine(settings), settings.alerts, settings.audit.parity_ratio_threshold
+    )
+    if args.json:
+        _print_json(results)
+    else:
+        sys.stdout.write(alerts.describe(results))
+    return 0
+
+
+def _add_csat_parsers(sub: Any) -> None:
+    survey = sub.add_parser("csat", help="satisfaction surveys").add_subparsers(
+        dest="csat_command", required=True
+    )
+    results = survey.add_parser("report", help="results per channel, side and agent")
+    results.add_argument("--since", default="30d", help="30d, 12h, 2w or an ISO date")
+    results.add_argument("--until", help="the period's end (default: now)")
+    results.add_argument("--json", action="store_true")
+    results.set_defaults(func=cmd_csat_report)
+    plan = survey.add_parser("plan", help="ask the surveys due now, then exit")
+    plan.set_defaults(func=cmd_csat_plan)
+    alert = sub.add_parser("alerts", help="alerts to managers").add_subparsers(
+        dest="alerts_command", required=True
+    )
+    check = alert.add_parser("check", help="evaluate the alert conditions now")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_alerts_check)
 
 
 # --- one person, one case: merges, identity links (issue 11) ---------------------------------
@@ -1108,6 +1183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_users_parser(sub)
     mailboxes.add_parser(sub, cmd_mailbox_authorize, cmd_mailbox_status)
+    _add_csat_parsers(sub)
     return parser
 
 
@@ -1156,6 +1232,8 @@ AUDITED = frozenset(
         cmd_contacts_unlink,
         cmd_audit_verify,
         cmd_restore,
+        cmd_alerts_check,
+        cmd_csat_plan,
     }
 )
 

@@ -22,6 +22,7 @@ import socket
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,16 @@ from connectors.mail.relay import relay_availability
 from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, EMAIL_RELAY, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
-from inbox import audit, logcontext
+from connectors.webhook import WebhookSender, url_problem
+from inbox import alerts, audit, csat, logcontext
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.delivery import WayOut, WayState
 from inbox.models import ConnectorState, Intake, utcnow
-from inbox.web import create_app, manager
+from inbox.secrets import from_env
+from inbox.web import create_app, csat_page, manager
 from inbox.web.routes import Route
+from normalizer.ack_limits import take_buckets
+from normalizer.acks import Bucket
 from normalizer.intake import IntakeWriter
 from normalizer.worker import Outcome, WorkerLoop
 from parity import status, workers
@@ -262,6 +267,8 @@ class Daemon:
                 self.drainers.append(drainer)
                 self.supervised[drainer.name] = Supervised(drainer)
         self.ways_out = self._ways_out(available, sender_ways)
+        if self.only is None:
+            self._alert_webhook()
         # One listener serves the agent inbox and every connector's routes.
         if any(CONNECTORS[name].serves_http for name in available):
             web_settings = self.settings.connectors.web
@@ -387,6 +394,13 @@ class Daemon:
             ways_out=self.ways_out,
         )
         manager.install(app, self.settings.audit)
+        csat_page.install(
+            app,
+            self.engine,
+            self.settings.csat,
+            self._csat_secret(),
+            csat_limiter(self.engine, self.settings.csat),
+        )
         return app
 
     async def announce(self, timeout_s: float = 30.0) -> None:
@@ -417,6 +431,71 @@ class Daemon:
         if WebListener.name not in failed:
             for line in await asyncio.to_thread(self.web_hint):
                 print(line, flush=True)
+
+    def _csat_secret(self) -> bytes | None:
+        secret = from_env(self.settings.csat.secret_env)
+        return secret.reveal().encode() if secret else None
+
+    def _alert_webhook(self) -> None:
+        """The alert webhook's drainer, when [alerts] names a URL and its secret is set."""
+        section = self.settings.alerts
+        if not section.webhook_url:
+            return
+        problem = url_problem(section.webhook_url)
+        secret = from_env(section.webhook_secret_env)
+        if problem or secret is None:
+            why = problem or f"environment variable {section.webhook_secret_env} not set"
+            log.warning("alert webhook not running: %s", why)
+            return
+        drainer = OutboxDrainer(
+            self.engine, WebhookSender(secret), self.settings.outbox, worker=self.instance
+        )
+        self.drainers.append(drainer)
+        self.supervised[drainer.name] = Supervised(drainer)
+
+    async def _every(self, seconds: float, name: str, job: Any) -> None:
+        """Run `job` in a thread every `seconds` until stopped; a failure is logged, never
+        fatal (the surveys and alerts are retried on the next pass)."""
+        while not self.stop.is_set():
+            await _wait_any(seconds, self.stop)
+            if self.stop.is_set():
+                break
+            try:
+                await asyncio.to_thread(job)
+            except Exception as exc:
+                log.warning("%s failed: %s: %s", name, type(exc).__name__, exc)
+            else:
+                for drainer in self.drainers:
+                    drainer.notify()
+
+    def _periodic_tasks(self) -> list[asyncio.Task[None]]:
+        """The satisfaction planner and the alert checker, when their settings turn them on."""
+        tasks = []
+        if self.settings.csat.enabled:
+            secret = self._csat_secret()
+            tasks.append(
+                asyncio.create_task(
+                    self._every(
+                        self.settings.csat.interval_s,
+                        "csat planner",
+                        lambda: csat.plan_due(self.engine, self.settings.csat, secret),
+                    ),
+                    name="csat-planner",
+                )
+            )
+        if self.settings.alerts.enabled:
+            threshold = self.settings.audit.parity_ratio_threshold
+            tasks.append(
+                asyncio.create_task(
+                    self._every(
+                        self.settings.alerts.interval_s,
+                        "alert check",
+                        lambda: alerts.check(self.engine, self.settings.alerts, threshold),
+                    ),
+                    name="alerts",
+                )
+            )
+        return tasks
 
     async def _supervise(self, name: str, entry: Supervised) -> None:
         # This task's own context: every line the connector logs (its tasks and threads
@@ -488,6 +567,8 @@ class Daemon:
             tasks.append(asyncio.create_task(self.announce(), name="announce"))
         if self.settings.audit.seal_interval_s > 0:
             tasks.append(asyncio.create_task(self._seal_audit(), name="audit-sealer"))
+        if self.only is None:
+            tasks += self._periodic_tasks()
         await self.stop.wait()
         log.info("stopping")
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -606,6 +687,23 @@ class Daemon:
                     )
                     .values(**values)
                 )
+
+
+def csat_limiter(engine: Engine, settings: csat.CsatSettings) -> csat_page.Limiter:
+    """The rating page's per-address token bucket, in the store every instance shares (the
+    acknowledgements' and the contact form's buckets)."""
+
+    def take(address: str, now: datetime) -> str | None:
+        bucket = Bucket(
+            f"csat:address:{address}"[:400],
+            settings.page_per_address_burst,
+            settings.page_per_address_per_hour,
+            "address",
+        )
+        with write(engine) as conn:
+            return take_buckets(conn, [bucket], now)
+
+    return take
 
 
 async def _wait_any(seconds: float, *events: asyncio.Event) -> None:

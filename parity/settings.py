@@ -20,7 +20,9 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from connectors.config import OutboxSettings
 from connectors.oauth import OAuthSettings
 from connectors.registry import ConnectorsSettings
+from inbox.alerts import AlertSettings
 from inbox.config import DatabaseSettings, SlaSettings, StoreSettings, Strict, ThreadingSettings
+from inbox.csat import CsatSettings
 from inbox.report import AuditSettings
 from inbox.web.config import InboxSettings
 from normalizer.acks import AckSettings
@@ -92,6 +94,11 @@ class Settings(Strict):
         if self._source is None:
             return "the built-in defaults (no settings file)"
         return f"{self._source}, over the built-in defaults"
+
+    # Satisfaction surveys after a case is resolved (issue 23).
+    csat: CsatSettings = Field(default_factory=CsatSettings)
+    # Alerts to managers by email and signed webhook (issue 23).
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def store(self) -> StoreSettings:
         return StoreSettings(database=self.database, sla=self.sla, threading=self.threading)

@@ -130,6 +130,7 @@ def normalizer_for(
         mail_auth=settings.mail_auth,
         parsers=parser_table(),
         ack_routes=ack_route_table(settings.connectors),
+        csat=settings.csat,
     )
 
 

@@ -93,7 +93,8 @@ def visible(
             meta = row.get("meta") or {}
             if (
                 opener is not None
-                and meta.get("kind") == "reply"
+                # An agent's reply, and the satisfaction survey with its rating link.
+                and meta.get("kind") in ("reply", "survey")
                 and row["channel_kind"] == opener[0]
                 and meta.get("to") == opener[1]
             ):

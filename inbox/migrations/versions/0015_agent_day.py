@@ -1,7 +1,7 @@
 """The agent's day: tags, custom fields, snooze and the per-agent flow setting
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07 16:00:00
 
 - case_tags: short labels on a case, set by agents (one by one or in bulk) and by content
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
