@@ -14,7 +14,7 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -70,8 +70,42 @@ class Stored:
     refused: str | None = None
 
 
+# The envelope key that says why a signed input could not be read (`unreadable_input`).
+UNREADABLE = "unreadable"
+MAX_WHY = 300
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def unreadable_input(
+    connector: str,
+    channel: str,
+    payload: bytes,
+    why: str,
+    *,
+    prefix: str = "unreadable",
+    envelope: Mapping[str, Any] | None = None,
+) -> RawInput:
+    """What every webhook connector stores for input its provider signed and we cannot read.
+
+    Answering it with an error would only bring the same bytes again, and dropping it would
+    lose what a customer may have written: so it is stored whole, keyed by its bytes
+    (`<prefix>:<sha256>`, so the same bytes again add nothing), and answered as stored. The
+    connector's parser then fails on it and the normalizer files it as a dead letter with
+    why; `parity deadletters replay` runs today's parser over the same bytes. `why` rides in
+    the envelope (bounded: it may quote the input) beside the connector's own facts, which
+    its parser may need on a replay (Twilio's `kind`).
+    """
+    log.warning("%s: signed %s input kept as a dead letter: %s", connector, channel, why[:300])
+    return RawInput(
+        connector=connector,
+        channel=channel,
+        source_key=f"{prefix}:{sha256(payload)}",
+        payload=payload,
+        envelope={**(envelope or {}), UNREADABLE: why[:MAX_WHY]},
+    )
 
 
 def store(

@@ -13,9 +13,10 @@ redelivered body finds its keys stored and adds nothing.
 
 Delivery reports (a WhatsApp `statuses` entry, a Messenger or Instagram `delivery` or
 `read`) are stored the same way, one intake row each in state "report", and applied to our
-outbox rows after the 200 (connectors/meta/status.py `apply_reports`). A signed body that
-cannot be read is stored whole as well, to become a dead letter with why: Meta signed it, so
-it is never dropped, and it gets 200, since Meta would only send the same bytes again.
+outbox rows after the 200 (connectors/meta/status.py `apply_reports`, connectors/reports.py).
+A signed body that cannot be read is stored whole as well, to become a dead letter with why
+(normalizer/intake.py `unreadable_input`, as for every webhook): Meta signed it, so it is
+never dropped, and it gets 200, since Meta would only send the same bytes again.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 from sqlalchemy import Engine
 
 from connectors.base import ConnectorHealth
-from connectors.meta.parse import read_body, status_key, unreadable_key
+from connectors.meta.parse import read_body, status_key
 from connectors.meta.status import WebhookStats, apply_reports
+from connectors.reports import AfterReply
 from inbox.channels import channels_of
 from inbox.secrets import Secret
 from inbox.web.routes import Route
-from normalizer.intake import RawInput, Stored, sha256
+from normalizer.intake import RawInput, Stored, unreadable_input
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,7 @@ class MetaWebhooks:
         self.stats = stats or WebhookStats(self.health)
         # The app secret as bytes, once: every POST is checked against it.
         self._secret = app_secret.reveal().encode()
-        self._applying: asyncio.Task[None] | None = None
-        self._again = False
+        self.after = AfterReply(CONNECTOR, partial(apply_reports, engine), self.health)
 
     def routes(self) -> list[Route]:
         return [
@@ -149,14 +151,9 @@ class MetaWebhooks:
         if body.unreadable is not None:
             # Signed by Meta yet unreadable: a retry would bring the same bytes, so it is
             # answered 200, but kept whole, as a dead letter the normalizer files with why.
-            log.warning("meta webhook: kept as a dead letter: %s", body.unreadable)
             items.append(
-                RawInput(
-                    connector=CONNECTOR,
-                    channel=body.channel or channels_of(CONNECTOR)[0],
-                    source_key=unreadable_key(sha256(raw)),
-                    payload=raw,
-                    envelope={"unreadable": body.unreadable},
+                unreadable_input(
+                    CONNECTOR, body.channel or channels_of(CONNECTOR)[0], raw, body.unreadable
                 )
             )
         if len(items) == 1:  # most webhooks: no task per item
@@ -178,26 +175,9 @@ class MetaWebhooks:
         )
 
     def apply_soon(self) -> None:
-        """Apply the stored reports now, after the 200, one pass at a time (a report stored
-        meanwhile gets another pass; one left by a crash, the media task's next pass)."""
-        if self._applying is not None and not self._applying.done():
-            self._again = True
-            return
-        self._applying = asyncio.get_running_loop().create_task(self._apply())
-
-    async def _apply(self) -> None:
-        while True:
-            self._again = False
-            try:
-                await asyncio.to_thread(apply_reports, self.engine)
-            except Exception as exc:  # the store away: the media task's pass applies them
-                log.warning("meta: applying delivery reports: %s", exc)
-                self.health.error(f"delivery reports: {exc}"[:500])
-                return
-            if not self._again:
-                return
+        """Apply the stored reports now, after the 200 (connectors/reports.py)."""
+        self.after.soon()
 
     async def settled(self) -> None:
         """Wait until the reports stored so far are applied (tests; a clean shutdown)."""
-        while self._applying is not None and not self._applying.done():
-            await self._applying
+        await self.after.settled()

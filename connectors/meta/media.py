@@ -27,7 +27,8 @@ from connectors.media import MediaFile, attach, extension, note_failure
 from connectors.meta.graph import RATE_LIMITS, Graph, GraphError
 from connectors.meta.parse import iter_media
 from connectors.meta.settings import MetaSettings
-from connectors.meta.status import MAX_REPORTS, WebhookStats, apply_reports
+from connectors.meta.status import WebhookStats, apply_reports
+from connectors.reports import MAX_REPORTS
 from inbox.channels import IDENTITY_KIND_OF, channels_of
 from inbox.db import read, write
 from inbox.models import Identity, Message, utcnow

@@ -87,11 +87,6 @@ def status_key(status: Status) -> str:
     return f"status:{status.provider_id}:{status.state}"
 
 
-def unreadable_key(digest: str) -> str:
-    """The intake key of a body that cannot be read: its bytes' SHA-256."""
-    return f"unreadable:{digest}"
-
-
 # An intake key is at most 512 characters (inbox/models.py); an id longer than this is not
 # one Meta gives, and is not put in the store's unique index.
 MAX_KEY = 500

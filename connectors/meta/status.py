@@ -12,13 +12,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from connectors.base import ConnectorHealth
 from connectors.meta.parse import Status, read_body, status_key
+from connectors.reports import MAX_REPORTS, StoredReport, apply_stored
 from inbox.channels import channels_of
-from inbox.db import is_sqlite, read, write
-from inbox.models import Blob, DeadLetter, Intake, Outbox, utcnow
+from inbox.db import read
+from inbox.models import Outbox, utcnow
 from inbox.outbox import record_report
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,6 @@ OUTBOX_STATE = {
 # The outbox states a report may find a sent row in ("unknown": a send whose outcome we
 # never heard; Meta's report on its id settles it).
 REPORTED_STATES = ("sent", "unknown", "delivered", "undelivered")
-MAX_REPORTS = 200
 
 
 def current_rank(outbox_state: str, payload: dict[str, Any] | None) -> int:
@@ -161,58 +161,14 @@ def apply_reports(engine: Engine, limit: int = MAX_REPORTS) -> int:
     """Apply the delivery reports stored and not yet applied; how many were taken.
 
     Each report row is read back from its stored body (the body is the record, as for a
-    message) and applied in the transaction that marks it "applied". A row whose report is
-    not in its body any more (it cannot be: it was read from there) is dead-lettered with
-    why rather than lost.
+    message) and applied in the transaction that marks it "applied" (connectors/reports.py).
     """
-    taken = 0
-    with write(engine) as conn:
-        query = (
-            select(Intake.id, Intake.channel, Intake.source_key, Intake.raw_sha256, Blob.data)
-            .join(Blob, Blob.sha256 == Intake.raw_sha256)
-            .where(Intake.connector == CONNECTOR, Intake.state == "report")
-            .order_by(Intake.id)
-            .limit(limit)
-        )
-        if not is_sqlite(conn):
-            # Two instances sweeping at once: each takes other rows (applying one twice
-            # would be harmless, but audited twice).
-            query = query.with_for_update(of=Intake, skip_locked=True)
-        rows = conn.execute(query).all()
-        bodies: dict[str, list[Status]] = {}
-        for row in rows:
-            taken += 1
-            if row.raw_sha256 not in bodies:
-                bodies[row.raw_sha256] = read_body(row.data).statuses
-            found = [s for s in bodies[row.raw_sha256] if status_key(s) == row.source_key]
-            if not found:
-                dead_letter_report(conn, row, "the delivery report is not in its stored body")
-                continue
-            for report in found[:1]:
-                moved = apply_status_in(conn, report)
-                if moved:
-                    log.info("meta: %s %s: outbox %s", report.channel, report.state, moved)
-            conn.execute(
-                update(Intake)
-                .where(Intake.id == row.id, Intake.state == "report")
-                .values(state="applied", processed_at=utcnow())
-            )
-    return taken
+    bodies: dict[str, list[Status]] = {}
 
+    def apply(conn: Connection, report: StoredReport) -> list[int] | None:
+        if report.raw_sha256 not in bodies:
+            bodies[report.raw_sha256] = read_body(report.data).statuses
+        found = [s for s in bodies[report.raw_sha256] if status_key(s) == report.source_key]
+        return apply_status_in(conn, found[0]) if found else None
 
-def dead_letter_report(conn: Connection, row: Any, error: str) -> None:
-    conn.execute(
-        update(Intake).where(Intake.id == row.id).values(state="dead", processed_at=utcnow())
-    )
-    conn.execute(
-        insert(DeadLetter).values(
-            intake_id=row.id,
-            connector=CONNECTOR,
-            channel=row.channel,
-            raw_sha256=row.raw_sha256,
-            error=error,
-            created_at=utcnow(),
-            replays=0,
-            resolved=False,
-        )
-    )
+    return apply_stored(engine, CONNECTOR, apply, limit)

@@ -56,7 +56,13 @@ from inbox.db import StorageUnavailable, read
 from inbox.models import Message, utcnow
 from inbox.secrets import Secret
 from inbox.web.routes import Route
-from normalizer.intake import CheckpointUpdate, RawInput, Stored, load_checkpoint, sha256
+from normalizer.intake import (
+    CheckpointUpdate,
+    RawInput,
+    Stored,
+    load_checkpoint,
+    unreadable_input,
+)
 from normalizer.message import ParseError
 
 log = logging.getLogger(__name__)
@@ -84,16 +90,7 @@ def raw_input(payload: bytes) -> tuple[RawInput | None, Routed | None]:
     try:
         routed = route(load(payload))
     except ParseError as exc:
-        return (
-            RawInput(
-                connector=CONNECTOR,
-                channel=CHANNEL,
-                source_key="unreadable:" + sha256(payload),
-                payload=payload,
-                envelope={"error": str(exc)[:300]},
-            ),
-            None,
-        )
+        return unreadable_input(CONNECTOR, CHANNEL, payload, str(exc)), None
     if routed.action != "store":
         return None, routed
     return (

@@ -75,6 +75,7 @@ async def test_sms_ack_goes_through_twilio_and_status_callbacks_update_it(engine
                 params = fixture("status", sid=sid)
                 params.update(MessageStatus=status, SmsStatus=status)
                 assert (await hooks.post("/twilio/status", params))[0] == 200
+            await hooks.settled()
             assert rows(engine)[0].state == "delivered"
         # A second pass sends nothing more.
         await asyncio.to_thread(drainer(engine, fake).drain_once)
@@ -94,6 +95,7 @@ async def test_a_call_is_acknowledged_by_text_and_failures_are_recorded(engine: 
             params = fixture("status", sid=fake.messages[0]["sid"])
             params.update(MessageStatus="undelivered", SmsStatus="undelivered", ErrorCode="30003")
             await hooks.post("/twilio/status", params)
+            await hooks.settled()
         [row] = rows(engine)
         assert row.state == "undelivered" and "30003" in (row.last_error or "")
 
