@@ -33,12 +33,12 @@ from sqlalchemy import Engine
 
 from connectors.base import ConnectorHealth
 from connectors.meta.parse import read_body, status_key
-from connectors.meta.status import WebhookStats, apply_reports
+from connectors.meta.status import UNHANDLED, WebhookStats, apply_reports
 from connectors.reports import AfterReply
 from inbox.channels import channels_of
 from inbox.secrets import Secret
 from inbox.web.routes import Route
-from normalizer.intake import RawInput, Stored, unreadable_input
+from normalizer.intake import RawInput, Stored, sha256, unreadable_input
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,23 @@ class MetaWebhooks:
             )
             for report in body.statuses
         ]
+        if body.unhandled:
+            # Parts Parity does not take in (a field we do not handle, an echo, a reaction):
+            # not an error, so no dead letter, but never dropped silently either. The body
+            # is kept raw, once (keyed by its bytes), in state "unhandled", which the
+            # normalizer never claims, and counted per channel in the connector's status.
+            items.append(
+                RawInput(
+                    connector=CONNECTOR,
+                    channel=body.channel or channels_of(CONNECTOR)[0],
+                    source_key=f"unhandled:{sha256(raw)}",
+                    payload=raw,
+                    envelope={"unhandled": list(body.unhandled)},
+                    acknowledge=False,
+                    state=UNHANDLED,
+                )
+            )
+            self.stats.unhandled(body.channel or channels_of(CONNECTOR)[0], body.unhandled)
         if body.unreadable is not None:
             # Signed by Meta yet unreadable: a retry would bring the same bytes, so it is
             # answered 200, but kept whole, as a dead letter the normalizer files with why.
@@ -167,13 +184,14 @@ class MetaWebhooks:
             self.stats.received(body.channel)
         self.health.success()
         new = sum(not s.duplicate for s in stored)
-        if body.unreadable:
+        if body.unreadable or body.unhandled:
             return web.json_response(
                 {
                     "stored": new,
                     "events": len(body.events),
                     "reports": len(body.statuses),
-                    "unreadable": body.unreadable,
+                    **({"unreadable": body.unreadable} if body.unreadable else {}),
+                    **({"unhandled": list(body.unhandled)} if body.unhandled else {}),
                 }
             )
         # Three counts need no JSON encoder: this answer is on every webhook's path.

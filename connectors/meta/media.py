@@ -195,6 +195,7 @@ class MetaMedia:
         while apply_reports(self.engine) >= MAX_REPORTS:
             pass
         self.stats.outbox(self.engine)
+        self.stats.kept_unhandled(self.engine)
         self.profiles_once()
         return self.fetch_once()
 

@@ -20,12 +20,16 @@ from connectors.meta.parse import Status, read_body, status_key
 from connectors.reports import MAX_REPORTS, StoredReport, apply_stored
 from inbox.channels import channels_of
 from inbox.db import read
-from inbox.models import Outbox, utcnow
+from inbox.models import Intake, Outbox, utcnow
 from inbox.outbox import record_report
 
 log = logging.getLogger(__name__)
 
 CONNECTOR = "meta"
+# The intake state of a body kept for parts Parity does not take in: never claimed by the
+# normalizer (it claims "pending" only), counted in status.
+UNHANDLED = "unhandled"
+MAX_RECENT = 10
 
 
 class WebhookStats:
@@ -89,6 +93,29 @@ class WebhookStats:
                 facts["token_error"] = why
             else:
                 facts.pop("token_error", None)
+
+    def unhandled(self, channel: str, labels: Sequence[str]) -> None:
+        """A body with parts Parity does not take in was kept (state "unhandled"): what they
+        were, newest first, for the operator who wonders why Meta sends them."""
+        facts = self._channels().setdefault(channel, {})
+        seen = facts.get("unhandled_recent")
+        recent = [x for x in (seen if isinstance(seen, list) else []) if x not in labels]
+        facts["unhandled_recent"] = [*labels, *recent][:MAX_RECENT]
+        facts["unhandled_last_at"] = utcnow().replace(microsecond=0).isoformat()
+
+    def kept_unhandled(self, engine: Engine) -> None:
+        """How many bodies each channel kept as unhandled, from the store (so a restart
+        does not reset it)."""
+        with read(engine) as conn:
+            rows = conn.execute(
+                select(Intake.channel, func.count())
+                .where(Intake.state == UNHANDLED, Intake.connector == CONNECTOR)
+                .group_by(Intake.channel)
+            ).all()
+            conn.rollback()
+        counts = {channel: int(n) for channel, n in rows}
+        for channel in channels_of(CONNECTOR):
+            self._channels().setdefault(channel, {})["unhandled_kept"] = counts.get(channel, 0)
 
     def outbox(self, engine: Engine) -> None:
         """The outbox counts of each channel, by state."""
