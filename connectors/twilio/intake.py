@@ -37,7 +37,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.base import ConnectorHealth
-from connectors.media import MediaFile, attach, extension, note_failure
+from connectors.media import MediaFile, attach, extension, media_due, note_failure
 from connectors.reports import AfterReply
 from connectors.twilio.parse import (
     STATUS_UNREADABLE,
@@ -340,7 +340,7 @@ class MediaFetcher:
         self.max_bytes = max_bytes
         self.health = ConnectorHealth()
 
-    def pending(self) -> list[tuple[int, dict[str, Any]]]:
+    def pending(self, now: datetime | None = None) -> list[tuple[int, dict[str, Any]]]:
         with read(self.engine) as conn:
             found = [
                 (row.id, dict(row.meta or {}))
@@ -357,6 +357,7 @@ class MediaFetcher:
             for mid, meta in found
             if (meta.get("twilio") or {}).get("media")
             and not (meta.get("twilio") or {}).get("media_fetched")
+            and media_due(meta.get("twilio") or {}, now or utcnow())
         ]
 
     def download(self, url: str) -> tuple[str, bytes]:
@@ -369,10 +370,12 @@ class MediaFetcher:
             raise ValueError(f"media over {self.max_bytes} bytes")
         return response.headers.get("Content-Type", "application/octet-stream"), data
 
-    def fetch_once(self) -> int:
-        """Fetch the media of every message still missing them; the number of attachments."""
+    def fetch_once(self, now: datetime | None = None) -> int:
+        """Fetch the media of every message still missing them and due (a failed one waits
+        its backoff, connectors/media.py); the number of attachments stored."""
         stored = 0
-        for message_id, meta in self.pending():
+        now = now or utcnow()
+        for message_id, meta in self.pending(now):
             try:
                 files = [self.download(str(m["url"])) for m in meta["twilio"]["media"]]
             except (requests.RequestException, ValueError) as exc:
@@ -383,6 +386,7 @@ class MediaFetcher:
                     "twilio",
                     str(exc),
                     max_attempts=self.max_attempts,
+                    now=now,
                 )
                 self.health.error(f"message {message_id}: media: {exc}")
                 continue

@@ -184,8 +184,11 @@ async def test_mms_media_are_fetched_with_the_account_credentials_once(engine: E
         wrong = MediaFetcher(engine, ACCOUNT, Secret("not-the-token"))
         assert await asyncio.to_thread(wrong.fetch_once) == 0
         fetcher = MediaFetcher(engine, ACCOUNT, Secret(TOKEN))
-        assert await asyncio.to_thread(fetcher.fetch_once) == 2
+        # Not before the failure's backoff is over; an hour later, past any.
         assert await asyncio.to_thread(fetcher.fetch_once) == 0
+        later = utcnow() + timedelta(hours=1)
+        assert await asyncio.to_thread(fetcher.fetch_once, later) == 2
+        assert await asyncio.to_thread(fetcher.fetch_once, later) == 0
     with engine.connect() as conn:
         got = list(
             conn.execute(
