@@ -7,13 +7,20 @@ the Graph API); what happens next is one rule for every channel, kept here: a fa
 download is counted on the message under the connector's key in `Message.meta` and given up
 after `max_attempts` with its error noted, and the files of a successful one are stored as
 attachments once, even when two instances fetch the same message.
+
+A failed download is not tried again on the very next pass: a provider that is down, or
+limiting us, would get the same request every few seconds from every instance. The next try
+waits `backoff_s`: exponential in the attempts so far, capped, with jitter so the messages
+that failed together do not all come back together (`media_due`).
 """
 
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
@@ -35,6 +42,37 @@ def extension(content_type: str) -> str:
     return mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
 
 
+# The wait after the first failure, and the longest wait: 30 s, 1 min, 2 min, ... 30 min.
+RETRY_BASE_S = 30.0
+RETRY_CAP_S = 1800.0
+
+
+def backoff_s(
+    attempts: int,
+    *,
+    base_s: float = RETRY_BASE_S,
+    cap_s: float = RETRY_CAP_S,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait after the `attempts`-th failed download: base_s * 2**(attempts-1),
+    at most cap_s, times a jitter between 0.5 and 1 (`rand` gives [0, 1)). Never more than
+    cap_s, never less than half the exponential step."""
+    step = min(cap_s, base_s * 2.0 ** min(max(attempts, 1) - 1, 60))
+    return step * (0.5 + 0.5 * rand())
+
+
+def media_due(ours: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a message's media may be tried now: never failed, or its wait is over. A
+    retry time that cannot be read counts as over (a stuck message is worse than a retry)."""
+    at = ours.get("media_retry_at")
+    if not isinstance(at, str):
+        return True
+    try:
+        return datetime.fromisoformat(at) <= now
+    except ValueError:
+        return True
+
+
 def note_failure(
     engine: Engine,
     message_id: int,
@@ -43,14 +81,22 @@ def note_failure(
     error: str,
     *,
     max_attempts: int,
+    now: datetime | None = None,
+    rand: Callable[[], float] = random.random,
 ) -> None:
-    """Count a failed download on the message; after `max_attempts` stop trying, noting why."""
+    """Count a failed download on the message; after `max_attempts` stop trying, noting why,
+    and before that, set when the next try is due (`backoff_s`)."""
     ours = dict(meta.get(key) or {})
     attempts = int(ours.get("media_attempts") or 0) + 1
     ours["media_attempts"] = attempts
+    ours["media_last_error"] = error[:500]
     if attempts >= max_attempts:
         ours["media_fetched"] = True
         ours["media_error"] = error[:500]
+        ours.pop("media_retry_at", None)
+    else:
+        wait = timedelta(seconds=backoff_s(attempts, rand=rand))
+        ours["media_retry_at"] = ((now or utcnow()) + wait).isoformat()
     with write(engine) as conn:
         conn.execute(
             update(Message).where(Message.id == message_id).values(meta={**meta, key: ours})

@@ -170,10 +170,17 @@ def _twilio_build(section: TwilioSettings, runtime: Runtime) -> Built:
     token = from_env(section.auth_token_env, env)
     sid = from_env(section.account_sid_env, env)
     assert token is not None and sid is not None  # availability() checked them
+    fetcher = MediaFetcher(runtime.engine, sid.reveal(), token)
+    # One health record: a status callback the webhook could not apply shows under `twilio`.
     routes = TwilioWebhooks(
-        section, runtime.engine, token, runtime.writer.submit, sla=runtime.sla
+        section,
+        runtime.engine,
+        token,
+        runtime.writer.submit,
+        sla=runtime.sla,
+        health=fetcher.health,
     ).routes()
-    return Built(tasks=[MediaFetcher(runtime.engine, sid.reveal(), token)], routes=routes)
+    return Built(tasks=[fetcher], routes=routes)
 
 
 def _twilio_sender_availability(section: TwilioSettings, _runtime: Runtime) -> Availability:

@@ -14,12 +14,13 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.sql.dml import Insert, ReturningInsert
 
 from inbox.db import StorageUnavailable, insert_ignore, read, write
 from inbox.models import Blob, Checkpoint, Intake, utcnow
@@ -70,8 +71,42 @@ class Stored:
     refused: str | None = None
 
 
+# The envelope key that says why a signed input could not be read (`unreadable_input`).
+UNREADABLE = "unreadable"
+MAX_WHY = 300
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def unreadable_input(
+    connector: str,
+    channel: str,
+    payload: bytes,
+    why: str,
+    *,
+    prefix: str = "unreadable",
+    envelope: Mapping[str, Any] | None = None,
+) -> RawInput:
+    """What every webhook connector stores for input its provider signed and we cannot read.
+
+    Answering it with an error would only bring the same bytes again, and dropping it would
+    lose what a customer may have written: so it is stored whole, keyed by its bytes
+    (`<prefix>:<sha256>`, so the same bytes again add nothing), and answered as stored. The
+    connector's parser then fails on it and the normalizer files it as a dead letter with
+    why; `parity deadletters replay` runs today's parser over the same bytes. `why` rides in
+    the envelope (bounded: it may quote the input) beside the connector's own facts, which
+    its parser may need on a replay (Twilio's `kind`).
+    """
+    log.warning("%s: signed %s input kept as a dead letter: %s", connector, channel, why[:300])
+    return RawInput(
+        connector=connector,
+        channel=channel,
+        source_key=f"{prefix}:{sha256(payload)}",
+        payload=payload,
+        envelope={**(envelope or {}), UNREADABLE: why[:MAX_WHY]},
+    )
 
 
 def store(
@@ -117,38 +152,39 @@ def _store_admitted(
 ) -> list[Stored]:
     results: list[Stored] = []
     if items:
+        # Each payload hashed once: the writer thread holds the GIL the event loop needs.
+        digests = [sha256(i.payload) for i in items]
         blobs = {
-            sha256(i.payload): {
-                "sha256": sha256(i.payload),
+            digest: {
+                "sha256": digest,
                 "size": len(i.payload),
                 "data": i.payload,
                 "created_at": i.received_at,
             }
-            for i in items
+            for digest, i in zip(digests, items, strict=True)
         }
-        conn.execute(insert_ignore(conn, Blob, ["sha256"]), list(blobs.values()))
+        statements = _statements(conn)
+        conn.execute(statements[0], list(blobs.values()))
         # RETURNING names the rows this statement inserted; only the rest (redeliveries)
         # need a lookup. Two statements on the hot path instead of four: intake is what
         # a sender waits on.
         inserted = {
             (row.channel, row.source_key): row.id
             for row in conn.execute(
-                insert_ignore(conn, Intake, ["channel", "source_key"]).returning(
-                    Intake.id, Intake.channel, Intake.source_key
-                ),
+                statements[1],
                 [
                     {
                         "connector": i.connector,
                         "channel": i.channel,
                         "source_key": i.source_key,
-                        "raw_sha256": sha256(i.payload),
+                        "raw_sha256": digest,
                         "envelope": i.envelope,
                         "received_at": i.received_at,
                         "state": i.state,
                         "attempts": 0,
                         "acknowledge": i.acknowledge,
                     }
-                    for i in items
+                    for digest, i in zip(digests, items, strict=True)
                 ],
             )
         }
@@ -168,6 +204,24 @@ def _store_admitted(
     for cp in checkpoints:
         save_checkpoint(conn, cp)
     return results
+
+
+# Per dialect: the blob insert and the intake insert with RETURNING, built once. Building
+# them per commit cost the writer thread (and so the event loop, for the GIL) a tenth of
+# a webhook's CPU; SQLAlchemy caches their compiled form by the statement object.
+_STATEMENTS: dict[str, tuple[Insert, ReturningInsert[int, str, str]]] = {}
+
+
+def _statements(conn: Connection) -> tuple[Insert, ReturningInsert[int, str, str]]:
+    found = _STATEMENTS.get(conn.dialect.name)
+    if found is None:
+        found = _STATEMENTS[conn.dialect.name] = (
+            insert_ignore(conn, Blob, ["sha256"]),
+            insert_ignore(conn, Intake, ["channel", "source_key"]).returning(
+                Intake.id, Intake.channel, Intake.source_key
+            ),
+        )
+    return found
 
 
 def _existing(conn: Connection, items: Sequence[RawInput]) -> dict[tuple[str, str], int]:

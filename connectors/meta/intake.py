@@ -13,9 +13,10 @@ redelivered body finds its keys stored and adds nothing.
 
 Delivery reports (a WhatsApp `statuses` entry, a Messenger or Instagram `delivery` or
 `read`) are stored the same way, one intake row each in state "report", and applied to our
-outbox rows after the 200 (connectors/meta/status.py `apply_reports`). A signed body that
-cannot be read is stored whole as well, to become a dead letter with why: Meta signed it, so
-it is never dropped, and it gets 200, since Meta would only send the same bytes again.
+outbox rows after the 200 (connectors/meta/status.py `apply_reports`, connectors/reports.py).
+A signed body that cannot be read is stored whole as well, to become a dead letter with why
+(normalizer/intake.py `unreadable_input`, as for every webhook): Meta signed it, so it is
+never dropped, and it gets 200, since Meta would only send the same bytes again.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 from sqlalchemy import Engine
 
 from connectors.base import ConnectorHealth
-from connectors.meta.parse import read_body, status_key, unreadable_key
-from connectors.meta.status import WebhookStats, apply_reports
+from connectors.meta.parse import read_body, status_key
+from connectors.meta.status import UNHANDLED, WebhookStats, apply_reports
+from connectors.reports import AfterReply
 from inbox.channels import channels_of
 from inbox.secrets import Secret
 from inbox.web.routes import Route
-from normalizer.intake import RawInput, Stored, sha256
+from normalizer.intake import RawInput, Stored, sha256, unreadable_input
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,7 @@ class MetaWebhooks:
         self.stats = stats or WebhookStats(self.health)
         # The app secret as bytes, once: every POST is checked against it.
         self._secret = app_secret.reveal().encode()
-        self._applying: asyncio.Task[None] | None = None
-        self._again = False
+        self.after = AfterReply(CONNECTOR, partial(apply_reports, engine), self.health)
 
     def routes(self) -> list[Route]:
         return [
@@ -146,17 +148,29 @@ class MetaWebhooks:
             )
             for report in body.statuses
         ]
-        if body.unreadable is not None:
-            # Signed by Meta yet unreadable: a retry would bring the same bytes, so it is
-            # answered 200, but kept whole, as a dead letter the normalizer files with why.
-            log.warning("meta webhook: kept as a dead letter: %s", body.unreadable)
+        if body.unhandled:
+            # Parts Parity does not take in (a field we do not handle, an echo, a reaction):
+            # not an error, so no dead letter, but never dropped silently either. The body
+            # is kept raw, once (keyed by its bytes), in state "unhandled", which the
+            # normalizer never claims, and counted per channel in the connector's status.
             items.append(
                 RawInput(
                     connector=CONNECTOR,
                     channel=body.channel or channels_of(CONNECTOR)[0],
-                    source_key=unreadable_key(sha256(raw)),
+                    source_key=f"unhandled:{sha256(raw)}",
                     payload=raw,
-                    envelope={"unreadable": body.unreadable},
+                    envelope={"unhandled": list(body.unhandled)},
+                    acknowledge=False,
+                    state=UNHANDLED,
+                )
+            )
+            self.stats.unhandled(body.channel or channels_of(CONNECTOR)[0], body.unhandled)
+        if body.unreadable is not None:
+            # Signed by Meta yet unreadable: a retry would bring the same bytes, so it is
+            # answered 200, but kept whole, as a dead letter the normalizer files with why.
+            items.append(
+                unreadable_input(
+                    CONNECTOR, body.channel or channels_of(CONNECTOR)[0], raw, body.unreadable
                 )
             )
         if len(items) == 1:  # most webhooks: no task per item
@@ -165,39 +179,32 @@ class MetaWebhooks:
             stored = list(await asyncio.gather(*(self.submit(item) for item in items)))
         if body.statuses:
             self.apply_soon()
-        for channel in {e.channel for e in body.events} | {s.channel for s in body.statuses}:
-            self.stats.received(channel)
+        if body.channel is not None:
+            # One body, one `object`: all its events and reports are of the one channel.
+            self.stats.received(body.channel)
         self.health.success()
-        return web.json_response(
-            {
-                "stored": sum(not s.duplicate for s in stored),
-                "events": len(body.events),
-                "reports": len(body.statuses),
-                **({"unreadable": body.unreadable} if body.unreadable else {}),
-            }
+        new = sum(not s.duplicate for s in stored)
+        if body.unreadable or body.unhandled:
+            return web.json_response(
+                {
+                    "stored": new,
+                    "events": len(body.events),
+                    "reports": len(body.statuses),
+                    **({"unreadable": body.unreadable} if body.unreadable else {}),
+                    **({"unhandled": list(body.unhandled)} if body.unhandled else {}),
+                }
+            )
+        # Three counts need no JSON encoder: this answer is on every webhook's path.
+        return web.Response(
+            text=f'{{"stored": {new}, "events": {len(body.events)}, '
+            f'"reports": {len(body.statuses)}}}',
+            content_type="application/json",
         )
 
     def apply_soon(self) -> None:
-        """Apply the stored reports now, after the 200, one pass at a time (a report stored
-        meanwhile gets another pass; one left by a crash, the media task's next pass)."""
-        if self._applying is not None and not self._applying.done():
-            self._again = True
-            return
-        self._applying = asyncio.get_running_loop().create_task(self._apply())
-
-    async def _apply(self) -> None:
-        while True:
-            self._again = False
-            try:
-                await asyncio.to_thread(apply_reports, self.engine)
-            except Exception as exc:  # the store away: the media task's pass applies them
-                log.warning("meta: applying delivery reports: %s", exc)
-                self.health.error(f"delivery reports: {exc}"[:500])
-                return
-            if not self._again:
-                return
+        """Apply the stored reports now, after the 200 (connectors/reports.py)."""
+        self.after.soon()
 
     async def settled(self) -> None:
         """Wait until the reports stored so far are applied (tests; a clean shutdown)."""
-        while self._applying is not None and not self._applying.done():
-            await self._applying
+        await self.after.settled()

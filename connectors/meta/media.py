@@ -17,17 +17,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, select, update
 
 from connectors.base import ConnectorHealth
-from connectors.media import MediaFile, attach, extension, note_failure
+from connectors.media import MediaFile, attach, extension, media_due, note_failure
 from connectors.meta.graph import RATE_LIMITS, Graph, GraphError
 from connectors.meta.parse import iter_media
 from connectors.meta.settings import MetaSettings
-from connectors.meta.status import MAX_REPORTS, WebhookStats, apply_reports
+from connectors.meta.status import WebhookStats, apply_reports
+from connectors.reports import MAX_REPORTS
 from inbox.channels import IDENTITY_KIND_OF, channels_of
 from inbox.db import read, write
 from inbox.models import Identity, Message, utcnow
@@ -70,7 +72,7 @@ class MetaMedia:
         self.poll_seconds = poll_seconds
         self._checked_at = -1e9
 
-    def pending(self) -> list[tuple[int, str, dict[str, Any]]]:
+    def pending(self, now: datetime | None = None) -> list[tuple[int, str, dict[str, Any]]]:
         with read(self.engine) as conn:
             found = [
                 (row.id, row.channel, dict(row.meta or {}))
@@ -88,7 +90,9 @@ class MetaMedia:
         return [
             (mid, channel, meta)
             for mid, channel, meta in found
-            if any(True for _ in iter_media(meta)) and not meta["meta"].get("media_fetched")
+            if any(True for _ in iter_media(meta))
+            and not meta["meta"].get("media_fetched")
+            and media_due(meta["meta"], now or utcnow())
         ]
 
     def download(self, channel: str, media: dict[str, Any]) -> tuple[str, bytes, str]:
@@ -110,15 +114,19 @@ class MetaMedia:
         name = str(media.get("filename") or "") or "media" + extension(kind)
         return kind, data, name
 
-    def fetch_once(self) -> int:
-        """Fetch the media of every message still missing them; the number of attachments."""
+    def fetch_once(self, now: datetime | None = None) -> int:
+        """Fetch the media of every message still missing them and due (a failed one waits
+        its backoff, connectors/media.py); the number of attachments stored."""
         stored = 0
-        for message_id, channel, meta in self.pending():
+        now = now or utcnow()
+        for message_id, channel, meta in self.pending(now):
             try:
                 files = [MediaFile(*self.download(channel, m)) for m in iter_media(meta)]
             except GraphError as exc:
                 attempts = self.settings.media_attempts
-                note_failure(self.engine, message_id, meta, "meta", str(exc), max_attempts=attempts)
+                note_failure(
+                    self.engine, message_id, meta, "meta", str(exc), max_attempts=attempts, now=now
+                )
                 self.health.error(f"message {message_id}: media: {exc}")
                 continue
             stored += attach(self.engine, message_id, "meta", files)
@@ -194,6 +202,7 @@ class MetaMedia:
         while apply_reports(self.engine) >= MAX_REPORTS:
             pass
         self.stats.outbox(self.engine)
+        self.stats.kept_unhandled(self.engine)
         self.profiles_once()
         return self.fetch_once()
 

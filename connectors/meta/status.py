@@ -9,21 +9,27 @@ The counts live in the connector's health record, which the daemon persists for
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from connectors.base import ConnectorHealth
 from connectors.meta.parse import Status, read_body, status_key
+from connectors.reports import MAX_REPORTS, StoredReport, apply_stored
 from inbox.channels import channels_of
-from inbox.db import is_sqlite, read, write
-from inbox.models import Blob, DeadLetter, Intake, Outbox, utcnow
+from inbox.db import read
+from inbox.models import Intake, Outbox, utcnow
 from inbox.outbox import record_report
 
 log = logging.getLogger(__name__)
 
 CONNECTOR = "meta"
+# The intake state of a body kept for parts Parity does not take in: never claimed by the
+# normalizer (it claims "pending" only), counted in status.
+UNHANDLED = "unhandled"
+MAX_RECENT = 10
 
 
 class WebhookStats:
@@ -38,6 +44,7 @@ class WebhookStats:
     def __init__(self, health: ConnectorHealth) -> None:
         self.health = health
         self.failures = 0
+        self._seconds: dict[str, int] = {}
 
     def _channels(self) -> dict[str, dict[str, Any]]:
         found = self.health.details.get("channels")
@@ -51,7 +58,15 @@ class WebhookStats:
         return found
 
     def received(self, channel: str) -> None:
-        self._channels().setdefault(channel, {})["last_webhook_received"] = utcnow().isoformat()
+        # To the second, written at most once a second per channel: this runs on every
+        # webhook, and formatting a time costs more than the rest of the bookkeeping.
+        second = int(time.time())
+        if self._seconds.get(channel) == second:
+            return
+        self._seconds[channel] = second
+        self._channels().setdefault(channel, {})["last_webhook_received"] = (
+            utcnow().replace(microsecond=0).isoformat()
+        )
 
     def signature_failure(self) -> None:
         self.failures += 1
@@ -78,6 +93,29 @@ class WebhookStats:
                 facts["token_error"] = why
             else:
                 facts.pop("token_error", None)
+
+    def unhandled(self, channel: str, labels: Sequence[str]) -> None:
+        """A body with parts Parity does not take in was kept (state "unhandled"): what they
+        were, newest first, for the operator who wonders why Meta sends them."""
+        facts = self._channels().setdefault(channel, {})
+        seen = facts.get("unhandled_recent")
+        recent = [x for x in (seen if isinstance(seen, list) else []) if x not in labels]
+        facts["unhandled_recent"] = [*labels, *recent][:MAX_RECENT]
+        facts["unhandled_last_at"] = utcnow().replace(microsecond=0).isoformat()
+
+    def kept_unhandled(self, engine: Engine) -> None:
+        """How many bodies each channel kept as unhandled, from the store (so a restart
+        does not reset it)."""
+        with read(engine) as conn:
+            rows = conn.execute(
+                select(Intake.channel, func.count())
+                .where(Intake.state == UNHANDLED, Intake.connector == CONNECTOR)
+                .group_by(Intake.channel)
+            ).all()
+            conn.rollback()
+        counts = {channel: int(n) for channel, n in rows}
+        for channel in channels_of(CONNECTOR):
+            self._channels().setdefault(channel, {})["unhandled_kept"] = counts.get(channel, 0)
 
     def outbox(self, engine: Engine) -> None:
         """The outbox counts of each channel, by state."""
@@ -110,7 +148,6 @@ OUTBOX_STATE = {
 # The outbox states a report may find a sent row in ("unknown": a send whose outcome we
 # never heard; Meta's report on its id settles it).
 REPORTED_STATES = ("sent", "unknown", "delivered", "undelivered")
-MAX_REPORTS = 200
 
 
 def current_rank(outbox_state: str, payload: dict[str, Any] | None) -> int:
@@ -161,58 +198,14 @@ def apply_reports(engine: Engine, limit: int = MAX_REPORTS) -> int:
     """Apply the delivery reports stored and not yet applied; how many were taken.
 
     Each report row is read back from its stored body (the body is the record, as for a
-    message) and applied in the transaction that marks it "applied". A row whose report is
-    not in its body any more (it cannot be: it was read from there) is dead-lettered with
-    why rather than lost.
+    message) and applied in the transaction that marks it "applied" (connectors/reports.py).
     """
-    taken = 0
-    with write(engine) as conn:
-        query = (
-            select(Intake.id, Intake.channel, Intake.source_key, Intake.raw_sha256, Blob.data)
-            .join(Blob, Blob.sha256 == Intake.raw_sha256)
-            .where(Intake.connector == CONNECTOR, Intake.state == "report")
-            .order_by(Intake.id)
-            .limit(limit)
-        )
-        if not is_sqlite(conn):
-            # Two instances sweeping at once: each takes other rows (applying one twice
-            # would be harmless, but audited twice).
-            query = query.with_for_update(of=Intake, skip_locked=True)
-        rows = conn.execute(query).all()
-        bodies: dict[str, list[Status]] = {}
-        for row in rows:
-            taken += 1
-            if row.raw_sha256 not in bodies:
-                bodies[row.raw_sha256] = read_body(row.data).statuses
-            found = [s for s in bodies[row.raw_sha256] if status_key(s) == row.source_key]
-            if not found:
-                dead_letter_report(conn, row, "the delivery report is not in its stored body")
-                continue
-            for report in found[:1]:
-                moved = apply_status_in(conn, report)
-                if moved:
-                    log.info("meta: %s %s: outbox %s", report.channel, report.state, moved)
-            conn.execute(
-                update(Intake)
-                .where(Intake.id == row.id, Intake.state == "report")
-                .values(state="applied", processed_at=utcnow())
-            )
-    return taken
+    bodies: dict[str, list[Status]] = {}
 
+    def apply(conn: Connection, report: StoredReport) -> list[int] | None:
+        if report.raw_sha256 not in bodies:
+            bodies[report.raw_sha256] = read_body(report.data).statuses
+        found = [s for s in bodies[report.raw_sha256] if status_key(s) == report.source_key]
+        return apply_status_in(conn, found[0]) if found else None
 
-def dead_letter_report(conn: Connection, row: Any, error: str) -> None:
-    conn.execute(
-        update(Intake).where(Intake.id == row.id).values(state="dead", processed_at=utcnow())
-    )
-    conn.execute(
-        insert(DeadLetter).values(
-            intake_id=row.id,
-            connector=CONNECTOR,
-            channel=row.channel,
-            raw_sha256=row.raw_sha256,
-            error=error,
-            created_at=utcnow(),
-            replays=0,
-            resolved=False,
-        )
-    )
+    return apply_stored(engine, CONNECTOR, apply, limit)

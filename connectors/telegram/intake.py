@@ -30,13 +30,14 @@ import mimetypes
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Engine, select
 
 from connectors.base import ConnectorHealth
-from connectors.media import MediaFile, attach, extension, note_failure
+from connectors.media import MediaFile, attach, extension, media_due, note_failure
 from connectors.poller import (
     AuthFailed,
     Disable,
@@ -56,7 +57,13 @@ from inbox.db import StorageUnavailable, read
 from inbox.models import Message, utcnow
 from inbox.secrets import Secret
 from inbox.web.routes import Route
-from normalizer.intake import CheckpointUpdate, RawInput, Stored, load_checkpoint, sha256
+from normalizer.intake import (
+    CheckpointUpdate,
+    RawInput,
+    Stored,
+    load_checkpoint,
+    unreadable_input,
+)
 from normalizer.message import ParseError
 
 log = logging.getLogger(__name__)
@@ -84,16 +91,7 @@ def raw_input(payload: bytes) -> tuple[RawInput | None, Routed | None]:
     try:
         routed = route(load(payload))
     except ParseError as exc:
-        return (
-            RawInput(
-                connector=CONNECTOR,
-                channel=CHANNEL,
-                source_key="unreadable:" + sha256(payload),
-                payload=payload,
-                envelope={"error": str(exc)[:300]},
-            ),
-            None,
-        )
+        return unreadable_input(CONNECTOR, CHANNEL, payload, str(exc)), None
     if routed.action != "store":
         return None, routed
     return (
@@ -169,7 +167,9 @@ class Counts:
 # --- media: the shared step, with getFile -----------------------------------------------------
 
 
-def pending_media(engine: Engine, limit: int = 200) -> list[tuple[int, dict[str, Any]]]:
+def pending_media(
+    engine: Engine, limit: int = 200, now: datetime | None = None
+) -> list[tuple[int, dict[str, Any]]]:
     """Telegram messages whose files are still to fetch (newest first)."""
     with read(engine) as conn:
         rows = conn.execute(
@@ -183,17 +183,27 @@ def pending_media(engine: Engine, limit: int = 200) -> list[tuple[int, dict[str,
     for message_id, meta in rows:
         meta = dict(meta or {})
         ours = meta.get(CONNECTOR) or {}
-        if any(True for _ in iter_media(meta)) and not ours.get("media_fetched"):
+        if (
+            any(True for _ in iter_media(meta))
+            and not ours.get("media_fetched")
+            and media_due(ours, now or utcnow())
+        ):
             found.append((message_id, meta))
     return found
 
 
 async def fetch_media_once(
-    engine: Engine, api: BotApi, settings: TelegramSettings, health: ConnectorHealth
+    engine: Engine,
+    api: BotApi,
+    settings: TelegramSettings,
+    health: ConnectorHealth,
+    now: datetime | None = None,
 ) -> int:
-    """Fetch every pending message's files; how many attachments were stored."""
+    """Fetch every pending message's files that are due (a failed one waits its backoff,
+    connectors/media.py); how many attachments were stored."""
     stored = 0
-    for message_id, meta in await asyncio.to_thread(pending_media, engine):
+    now = now or utcnow()
+    for message_id, meta in await asyncio.to_thread(pending_media, engine, 200, now):
         files: list[MediaFile] = []
         try:
             for media in iter_media(meta):
@@ -215,7 +225,14 @@ async def fetch_media_once(
         except BotApiError as exc:
             attempts = settings.media_attempts
             await asyncio.to_thread(
-                note_failure, engine, message_id, meta, CONNECTOR, str(exc), max_attempts=attempts
+                note_failure,
+                engine,
+                message_id,
+                meta,
+                CONNECTOR,
+                str(exc),
+                max_attempts=attempts,
+                now=now,
             )
             health.error(f"message {message_id}: media: {exc}")
             continue

@@ -5,7 +5,11 @@ request's own URL (behind a TLS proxy scheme and host differ). Then the form pos
 raw, through intake, and only then does Twilio get 200 with TwiML; a store that refuses the
 write gives 503, so Twilio retries. The intake key is the MessageSid, CallSid, RecordingSid or
 TranscriptionSid: a retried webhook changes nothing. A signed post without its id is kept too,
-keyed by its bytes, and becomes a dead letter (the parser says which id is missing).
+keyed by its bytes, and becomes a dead letter (the parser says which id is missing), through
+the intake step every webhook shares (normalizer/intake.py `unreadable_input`).
+
+Status callbacks on the SMS we sent are stored raw as well (state "report") before the 200,
+and applied to the outbox after it, never moving a row back (connectors/twilio/status.py).
 
 Opt-outs (STOP, START) are kept per number in the checkpoint table, connector "twilio": the
 sender checks it before every send, so nothing goes to a number that opted out. A keyword
@@ -19,7 +23,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,19 +37,25 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.base import ConnectorHealth
-from connectors.media import MediaFile, attach, extension, note_failure
-from connectors.twilio.parse import form, keyword, normalise_number, source_key
+from connectors.media import MediaFile, attach, extension, media_due, note_failure
+from connectors.reports import AfterReply
+from connectors.twilio.parse import (
+    STATUS_UNREADABLE,
+    form,
+    keyword,
+    normalise_number,
+    source_key,
+)
 from connectors.twilio.settings import TwilioSettings
-from inbox.channels import channels_of
+from connectors.twilio.status import apply_left, apply_reports, report_key, report_of
 from inbox.config import SlaSettings
 from inbox.db import read
 from inbox.models import Checkpoint, Message, utcnow
-from inbox.outbox import mark
 from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
 from normalizer.acks import describe_eta
-from normalizer.intake import CheckpointUpdate, RawInput, Stored, sha256
+from normalizer.intake import CheckpointUpdate, RawInput, Stored, unreadable_input
 from normalizer.message import ParseError
 
 log = logging.getLogger(__name__)
@@ -55,11 +67,6 @@ HELP_TEXT = (
     "Reply STOP to stop texts, START to receive them again."
 )
 Submit = Callable[[RawInput], Awaitable[Stored]]
-
-
-def unkeyed_key(kind: str, raw: bytes) -> str:
-    """The intake key of a signed post without the id Twilio always sends: its bytes' hash."""
-    return f"unkeyed:{kind}:{sha256(raw)}"
 
 
 def optout_key(number: str) -> str:
@@ -103,6 +110,7 @@ class TwilioWebhooks:
         submit: Submit,
         *,
         sla: SlaSettings | None = None,
+        health: ConnectorHealth | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -110,6 +118,8 @@ class TwilioWebhooks:
         self.submit = submit
         self.sla = sla or SlaSettings()
         self.base = settings.public_url.rstrip("/")
+        self.health = health or ConnectorHealth()
+        self.after = AfterReply(CONNECTOR, partial(apply_reports, engine), self.health)
 
     def eta_text(self, now: datetime | None = None) -> str:
         """The SLA target of a case opened now, in words (rounded up, never sooner)."""
@@ -165,26 +175,29 @@ class TwilioWebhooks:
         query: Mapping[str, str] | None = None,
         on_first_store: tuple[CheckpointUpdate, ...] = (),
     ) -> Stored:
+        envelope = {
+            "kind": kind,
+            "address": params.get("To", ""),
+            # Signed with the rest: what we put in callback URLs (the caller).
+            **({"query": dict(query)} if query else {}),
+        }
         try:
             key = source_key(kind, params)
         except ParseError as exc:
-            # Signed by Twilio yet without its id: still kept, keyed by its bytes (the same
-            # post again adds nothing), and the parser files it as a dead letter with why.
-            # Twilio gets its answer: a retry would bring the same bytes.
-            log.warning("twilio webhook %s kept as a dead letter: %s", kind, exc)
-            key = unkeyed_key(kind, raw)
+            # Signed by Twilio yet without its id: kept like every channel's unreadable
+            # input, under "unkeyed:<kind>:<sha256>", and the parser files it as a dead
+            # letter with why. A STOP in it still counts, on its first storage, as before.
+            item = unreadable_input(
+                CONNECTOR, channel, raw, str(exc), prefix=f"unkeyed:{kind}", envelope=envelope
+            )
+            return await self.submit(replace(item, on_first_store=on_first_store))
         return await self.submit(
             RawInput(
                 connector=CONNECTOR,
                 channel=channel,
                 source_key=key,
                 payload=raw,
-                envelope={
-                    "kind": kind,
-                    "address": params.get("To", ""),
-                    # Signed with the rest: what we put in callback URLs (the caller).
-                    **({"query": dict(query)} if query else {}),
-                },
+                envelope=envelope,
                 on_first_store=on_first_store,
             )
         )
@@ -259,25 +272,41 @@ class TwilioWebhooks:
         return self._twiml(str(VoiceResponse()))
 
     async def twilio_status(self, request: web.Request) -> web.StreamResponse:
-        _raw, params = await self._signed(request)
-        sid = params.get("MessageSid") or params.get("SmsSid") or ""
-        state = params.get("MessageStatus") or params.get("SmsStatus") or ""
-        if sid and state in ("delivered", "undelivered", "failed"):
-            error = params.get("ErrorCode") or None
-            await asyncio.to_thread(
-                mark_status, self.engine, sid, state, f"Twilio error {error}" if error else None
+        raw, params = await self._signed(request)
+        report = report_of(params)
+        if report is None:
+            # Signed, yet no message id or status: a dead letter with why, like any
+            # unreadable post (the parser of kind "status" says the same on a replay).
+            await self.submit(
+                unreadable_input(
+                    CONNECTOR,
+                    "sms",
+                    raw,
+                    STATUS_UNREADABLE,
+                    prefix="unkeyed:status",
+                    envelope={"kind": "status", "address": params.get("To", "")},
+                )
             )
-        # queued, sending and sent say nothing the outbox row does not know already.
+        else:
+            # Stored raw before the 200, applied after it (connectors/twilio/status.py):
+            # Twilio is never told "got it" about a report we did not keep.
+            await self.submit(
+                RawInput(
+                    connector=CONNECTOR,
+                    channel="sms",
+                    source_key=report_key(report),
+                    payload=raw,
+                    envelope={"kind": "status"},
+                    acknowledge=False,
+                    state="report",
+                )
+            )
+            self.after.soon()
         return self._twiml(str(MessagingResponse()))
 
-
-def mark_status(engine: Engine, sid: str, state: str, error: str | None) -> int:
-    """A status callback on a row sent by SMS (acknowledgements of calls go out as SMS too)."""
-    outcome = "delivered" if state == "delivered" else "undelivered"
-    return sum(
-        mark(engine, channel, outcome, provider_id=sid, error=error)
-        for channel in channels_of("twilio")
-    )
+    async def settled(self) -> None:
+        """Wait until the status callbacks stored so far are applied (tests; shutdown)."""
+        await self.after.settled()
 
 
 # --- MMS media ------------------------------------------------------------------------------
@@ -311,7 +340,7 @@ class MediaFetcher:
         self.max_bytes = max_bytes
         self.health = ConnectorHealth()
 
-    def pending(self) -> list[tuple[int, dict[str, Any]]]:
+    def pending(self, now: datetime | None = None) -> list[tuple[int, dict[str, Any]]]:
         with read(self.engine) as conn:
             found = [
                 (row.id, dict(row.meta or {}))
@@ -328,6 +357,7 @@ class MediaFetcher:
             for mid, meta in found
             if (meta.get("twilio") or {}).get("media")
             and not (meta.get("twilio") or {}).get("media_fetched")
+            and media_due(meta.get("twilio") or {}, now or utcnow())
         ]
 
     def download(self, url: str) -> tuple[str, bytes]:
@@ -340,10 +370,12 @@ class MediaFetcher:
             raise ValueError(f"media over {self.max_bytes} bytes")
         return response.headers.get("Content-Type", "application/octet-stream"), data
 
-    def fetch_once(self) -> int:
-        """Fetch the media of every message still missing them; the number of attachments."""
+    def fetch_once(self, now: datetime | None = None) -> int:
+        """Fetch the media of every message still missing them and due (a failed one waits
+        its backoff, connectors/media.py); the number of attachments stored."""
         stored = 0
-        for message_id, meta in self.pending():
+        now = now or utcnow()
+        for message_id, meta in self.pending(now):
             try:
                 files = [self.download(str(m["url"])) for m in meta["twilio"]["media"]]
             except (requests.RequestException, ValueError) as exc:
@@ -354,6 +386,7 @@ class MediaFetcher:
                     "twilio",
                     str(exc),
                     max_attempts=self.max_attempts,
+                    now=now,
                 )
                 self.health.error(f"message {message_id}: media: {exc}")
                 continue
@@ -367,6 +400,13 @@ class MediaFetcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            try:
+                # Status callbacks the webhook stored and a crash (or a store refusing
+                # writes) kept it from applying after the 200.
+                await asyncio.to_thread(apply_left, self.engine)
+            except Exception as exc:  # the store away: the next pass
+                log.warning("twilio: applying status callbacks: %s", exc)
+                self.health.error(f"status callbacks: {exc}"[:500])
             await asyncio.to_thread(self.fetch_once)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)

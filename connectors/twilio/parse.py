@@ -102,6 +102,9 @@ def form(raw: bytes) -> dict[str, str]:
     return dict(parse_qsl(text, keep_blank_values=True))
 
 
+STATUS_UNREADABLE = "twilio status callback has no valid MessageSid and MessageStatus"
+
+
 def source_key(kind: str, params: Mapping[str, str]) -> str:
     """The intake key of one webhook: a retry by Twilio carries the same one."""
     if kind == "sms":
@@ -143,6 +146,9 @@ def parse_twilio(
         if isinstance(query, dict):
             params = {**{str(k): str(v) for k, v in query.items()}, **params}
         return _voicemail(kind, params, received_at)
+    if kind == "status":
+        # Only a status callback that cannot be applied is ever parsed (a dead letter).
+        raise ParseError(STATUS_UNREADABLE)
     raise ParseError(f"unknown twilio webhook kind {kind!r}")
 
 

@@ -53,6 +53,8 @@ UNREADABLE = [
     (b'{"object":"instagram","entry":"many"}', "instagram", "has no entries"),
     (b'{"object":"page","entry":[{"id":"1","time":2}]}', "messenger", "neither changes nor"),
     (b'{"object":"page","entry":[7]}', "messenger", "entry 0 has neither changes nor"),
+    # Nested past any parser's depth: the stdlib raised RecursionError here (a 500).
+    (b'{"object":"page","entry":' + b"[" * 100_000, "whatsapp", "not JSON"),
 ]
 
 

@@ -5,6 +5,7 @@ Bodies are signed here with the hmac module, as Meta signs them, not by the code
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
@@ -95,18 +96,23 @@ async def test_each_message_type_is_stored_once_however_often_it_comes(engine: E
         assert count(engine, Intake, Intake.channel == channel) == expected
 
 
-async def test_echoes_store_nothing_and_reports_are_stored_as_reports(engine: Engine) -> None:
+async def test_echoes_are_kept_unhandled_and_reports_are_stored_as_reports(
+    engine: Engine,
+) -> None:
     async with Hooks(engine) as hooks:
         for name in ("ms_echo", "ms_delivery", "wa_status_sent", "wa_status_read"):
             assert (await hooks.post(body_of(fixture(name))))[0] == 200
         await hooks.hooks.settled()
-    # Our own page's echo is not kept; each report is, raw, and applied (nothing to move).
+    # Our own page's echo is no message, but kept raw as unhandled (never dropped
+    # silently); each report is stored raw, and applied (nothing to move).
     with engine.connect() as conn:
         rows = conn.execute(
             select(Intake.channel, Intake.source_key, Intake.state).order_by(Intake.id)
         ).all()
     sid = "wamid.HBgLMTYzMTU1NTExODEVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA"
+    echo = hashlib.sha256(body_of(fixture("ms_echo"))).hexdigest()
     assert [tuple(r) for r in rows] == [
+        ("messenger", f"unhandled:{echo}", "unhandled"),
         ("messenger", "status:m_SentByUs0001:delivered", "applied"),
         ("whatsapp", f"status:{sid}:sent", "applied"),
         ("whatsapp", f"status:{sid}:read", "applied"),

@@ -4,6 +4,7 @@ once as attachments, over the cap or given up noted on the message."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -11,7 +12,7 @@ from sqlalchemy import Engine, select
 from connectors.base import ConnectorHealth
 from connectors.telegram.api import BotApi
 from connectors.telegram.intake import fetch_media_once
-from inbox.models import Attachment, Blob, Message
+from inbox.models import Attachment, Blob, Message, utcnow
 from inbox.secrets import Secret
 from tests.channels.telegram.support import TOKEN, FakeBotApi, deliver, fake_bot_api, settings
 
@@ -20,13 +21,16 @@ PDF = b"%PDF-1.7\n" + b"0123456789" * 300
 VOICE = b"OggS" + bytes(200)
 
 
-def fetch(engine: Engine, fake: FakeBotApi, **kw: Any) -> int:
+def fetch(engine: Engine, fake: FakeBotApi, hour: int = 0, **kw: Any) -> int:
+    """One media pass, `hour` hours from now: a pass an hour after the last is past any
+    failed download's backoff (capped at 30 minutes, connectors/media.py)."""
     section = settings(fake.base_url, **kw)
+    now = utcnow() + timedelta(hours=hour)
 
     async def once() -> int:
         api = BotApi(section, Secret(TOKEN))
         try:
-            return await fetch_media_once(engine, api, section, ConnectorHealth())
+            return await fetch_media_once(engine, api, section, ConnectorHealth(), now)
         finally:
             await api.close()
 
@@ -66,9 +70,11 @@ def test_files_are_fetched_after_failures_and_stored_once(engine: Engine) -> Non
         assert fetch(engine, fake) == 1
         attempts = sorted(n.get("media_attempts", 0) for n in noted(engine))
         assert attempts == [0, 1, 1]
-        assert fetch(engine, fake) == 2
-        # Nothing is left to fetch, and nothing is stored twice.
+        # The two that failed wait their backoff: the next pass asks nothing of them.
         assert fetch(engine, fake) == 0
+        assert fetch(engine, fake, hour=1) == 2
+        # Nothing is left to fetch, and nothing is stored twice.
+        assert fetch(engine, fake, hour=2) == 0
     assert [tuple(a) for a in attachments(engine)] == [
         ("invoice-2026-11.pdf", "application/pdf", PDF),
         ("photo.jpg", "image/jpeg", PHOTO),
@@ -92,8 +98,8 @@ def test_a_file_over_the_cap_is_noted_at_once(engine: Engine) -> None:
 def test_a_file_telegram_cannot_find_is_given_up_after_the_attempts(engine: Engine) -> None:
     deliver(engine, "voice")
     with fake_bot_api() as fake:  # serves no file: getFile answers 400
-        for _ in range(3):
-            fetch(engine, fake, media_attempts=2)
+        for hour in range(3):
+            fetch(engine, fake, hour, media_attempts=2)
         asked = [c for c in fake.calls if c[0] == "getFile"]
     assert len(asked) == 2
     [note] = noted(engine)

@@ -75,6 +75,7 @@ async def test_sms_ack_goes_through_twilio_and_status_callbacks_update_it(engine
                 params = fixture("status", sid=sid)
                 params.update(MessageStatus=status, SmsStatus=status)
                 assert (await hooks.post("/twilio/status", params))[0] == 200
+            await hooks.settled()
             assert rows(engine)[0].state == "delivered"
         # A second pass sends nothing more.
         await asyncio.to_thread(drainer(engine, fake).drain_once)
@@ -94,6 +95,7 @@ async def test_a_call_is_acknowledged_by_text_and_failures_are_recorded(engine: 
             params = fixture("status", sid=fake.messages[0]["sid"])
             params.update(MessageStatus="undelivered", SmsStatus="undelivered", ErrorCode="30003")
             await hooks.post("/twilio/status", params)
+            await hooks.settled()
         [row] = rows(engine)
         assert row.state == "undelivered" and "30003" in (row.last_error or "")
 
@@ -182,8 +184,11 @@ async def test_mms_media_are_fetched_with_the_account_credentials_once(engine: E
         wrong = MediaFetcher(engine, ACCOUNT, Secret("not-the-token"))
         assert await asyncio.to_thread(wrong.fetch_once) == 0
         fetcher = MediaFetcher(engine, ACCOUNT, Secret(TOKEN))
-        assert await asyncio.to_thread(fetcher.fetch_once) == 2
+        # Not before the failure's backoff is over; an hour later, past any.
         assert await asyncio.to_thread(fetcher.fetch_once) == 0
+        later = utcnow() + timedelta(hours=1)
+        assert await asyncio.to_thread(fetcher.fetch_once, later) == 2
+        assert await asyncio.to_thread(fetcher.fetch_once, later) == 0
     with engine.connect() as conn:
         got = list(
             conn.execute(

@@ -62,10 +62,10 @@ class Hooks:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        hooks = TwilioWebhooks(
+        self.hooks = TwilioWebhooks(
             settings(), engine, Secret(TOKEN), lambda item: stored_in_thread(engine, item)
         )
-        self.app = create_app(engine, routes=hooks.routes())
+        self.app = create_app(engine, routes=self.hooks.routes())
         self.client: TestClient[Any, Any] = TestClient(TestServer(self.app))
 
     async def __aenter__(self) -> Hooks:
@@ -74,6 +74,10 @@ class Hooks:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.close()
+
+    async def settled(self) -> None:
+        """Wait until the status callbacks posted so far are applied (after their 200)."""
+        await self.hooks.settled()
 
     async def post(
         self, path: str, params: dict[str, str], signature: str | None = None
