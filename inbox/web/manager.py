@@ -540,6 +540,8 @@ async def cases_page(request: web.Request) -> web.StreamResponse:
         count=count,
         shown=len(items),
         rows=pages.queue_rows(items, now, True),
+        # A figure's cases are read here, not acted on in bulk.
+        selectable=False,
         back=_drill({"since": since_param}, "/manager/audit"),
         json_link=_drill({"since": since_param, **filters}, "/api/audit/cases"),
     )
