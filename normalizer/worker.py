@@ -32,12 +32,11 @@ from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
 from inbox.db import (
     StorageUnavailable,
+    ThreadingLocks,
     insert_ignore,
     is_sqlite,
-    lock_for_threading,
     read,
     refused,
-    try_lock_for_threading,
     write,
 )
 from inbox.identities import mark_verified
@@ -75,7 +74,13 @@ from normalizer.mailauth import MailAuthSettings, authenticated, greeting_name
 from normalizer.message import InboundMessage
 from normalizer.parse import Parsers
 from normalizer.pool import ParseJob, ParseResult, message_signature, shared_pool
-from normalizer.threadlocks import contact_key, identity_of, lock_groups, message_keys
+from normalizer.threadlocks import (
+    contact_key,
+    identity_of,
+    keys_at_most,
+    lock_groups,
+    message_keys,
+)
 from normalizer.threads import (
     OPEN_STATUSES,
     Candidates,
@@ -450,7 +455,11 @@ class Normalizer:
                 filed[intake.id] = self._dead_letter(
                     intake, result.error or "parser gave nothing", cpu=result.cpu_seconds
                 )
-        keyed = [(i, message_keys(r.message)) for i, (_, r) in enumerate(parsed) if r.message]
+        keyed = [
+            (i, message_keys(r.message), identity_of(r.message))
+            for i, (_, r) in enumerate(parsed)
+            if r.message
+        ]
         for group in lock_groups(keyed):
             chosen = [parsed[i] for i in group]
             outcomes = self._persist_many(chosen, {i: keyed[i][1] for i in group})
@@ -586,17 +595,19 @@ class Normalizer:
         contact's included) was taken, then of those deferred: an input is deferred when
         one of its keys is held elsewhere or is a key of an input deferred before it.
         """
-        taken = try_lock_for_threading(conn, frozenset().union(*keys))
+        first = frozenset().union(*keys)
+        locks = ThreadingLocks(conn, keys_at_most=keys_at_most(first, messages))
+        taken = locks.try_lock(first)
         reads = Reads()
         reads.load_identities(conn, messages)
         full: list[frozenset[int]] = []
-        for message, first in zip(messages, keys, strict=True):
+        for message, own in zip(messages, keys, strict=True):
             identity = identity_of(message)
             row = reads.identities.get(identity) if identity is not None else None
-            full.append(first | {contact_key(row.contact_id)} if row is not None else first)
-        contacts = frozenset().union(*full) - frozenset().union(*keys)
+            full.append(own | {contact_key(row.contact_id)} if row is not None else own)
+        contacts = frozenset().union(*full) - first
         if contacts:
-            taken |= try_lock_for_threading(conn, contacts)
+            taken |= locks.try_lock(contacts)
         chosen: list[int] = []
         deferred: list[int] = []
         blocked: set[int] = set()
@@ -655,14 +666,17 @@ class Normalizer:
         the identities' read, which the second phase needs anyway, and the rest after it.
         """
         sqlite = is_sqlite(conn)
-        if not sqlite:  # SQLite: one writer at a time already
-            lock_for_threading(conn, frozenset().union(*keys))
+        first = frozenset().union(*keys)
+        # One mode for the whole transaction, decided before the first lock from a bound
+        # covering both phases: never shared first and exclusive later.
+        locks = ThreadingLocks(conn, keys_at_most=keys_at_most(first, messages))
+        locks.lock(first)  # nothing on SQLite: one writer at a time already
         # Second phase, once the identities cannot change under us: their contacts, since
         # two handles of one person read that person's open cases.
         reads = Reads() if load else None
         if reads is not None:
             contacts = reads.load_identities(conn, messages)
-        elif sqlite:
+        elif sqlite or locks.alone:
             return None
         else:
             identities = {i for i in map(identity_of, messages) if i is not None}
@@ -675,8 +689,8 @@ class Normalizer:
                         .distinct()
                     ).scalars()
                 )
-        if contacts and not sqlite:
-            lock_for_threading(conn, {contact_key(c) for c in contacts})
+        if contacts:
+            locks.lock({contact_key(c) for c in contacts})
         if reads is not None:
             reads.load_rest(conn, messages)
         return reads
