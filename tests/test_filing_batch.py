@@ -110,11 +110,11 @@ def test_new_contacts_cases_and_messages_are_one_insert_each_per_batch(engine: E
     earlier: each statement on the connection first writes what is waiting.)"""
     from sqlalchemy import event
 
+    from connectors.registry import parser_table
     from inbox.config import StoreSettings
     from inbox.models import Case, Contact, Identity, Intake, Message
     from normalizer.intake import RawInput, store
     from normalizer.worker import Normalizer
-    from tests.test_threading_locks import parser_table
 
     people = 40
     raws = [
