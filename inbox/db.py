@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -167,16 +167,21 @@ def _is_refusal(exc: DBAPIError) -> bool:
     return code in {"42501", "25006", "57P01", "57P02", "57P03", "08006", "08001", "08003"}
 
 
-# The lock of threading as a whole. Every threading transaction holds it shared; only an
-# input naming more keys than THREADING_KEYS_MAX holds it alone (exclusive), so the number of
-# locks one input can make the server keep is bounded. Its number is the one the global lock
-# of earlier versions took exclusively: during a rolling upgrade an old node still excludes
-# every new one, and the other way round.
+# The lock of threading as a whole. Every threading transaction takes it once, first, in one
+# mode chosen up front for the whole transaction: shared when the keys it may lock (both
+# phases together) stay within THREADING_KEYS_MAX, exclusive (alone, no other key) past it, so
+# the number of locks one transaction can make the server keep is bounded. It is never taken
+# shared and then exclusive: two transactions doing that would each wait for the other's
+# shared hold. Its number is the one the global lock of earlier versions took exclusively:
+# during a rolling upgrade an old node still excludes every new one, and the other way round.
 THREADING_LOCK = 7365012001
 # Keys one threading transaction locks one by one at most; past it, the exclusive lock above.
 # PostgreSQL's lock table holds max_locks_per_transaction (64) times max_connections entries
 # for all sessions together: a few hundred per transaction is well inside it.
 THREADING_KEYS_MAX = 256
+
+# How one key is taken: waited for shared, waited for exclusive, or tried exclusive.
+LockMode = Literal["shared", "exclusive", "try"]
 
 
 def lock_key(*parts: str) -> int:
@@ -190,62 +195,93 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-def lock_for_threading(conn: Connection, keys: Iterable[int] = ()) -> None:
-    """Serialise threading per key (a person, a conversation, a case), not globally.
+def lock_plan(
+    keys: Iterable[int], *, alone: bool, first: bool, wait: bool
+) -> list[tuple[int, LockMode]]:
+    """The locks one call takes, in the order taken, each with its one mode.
+
+    `alone`: the transaction holds threading exclusively (decided once, see THREADING_LOCK),
+    so it takes no key of its own. `first`: the transaction's first call, which takes
+    THREADING_LOCK before anything else. The keys come sorted: with THREADING_LOCK first and
+    each phase's keys in ascending order (identities before contacts, phases never
+    interleaved), every transaction takes its locks in one global order, so none can hold
+    a lock another waits for while waiting for one that other holds.
+    """
+    plan: list[tuple[int, LockMode]] = []
+    if first:
+        plan.append((THREADING_LOCK, "exclusive" if alone else "shared"))
+    if not alone:
+        mode: LockMode = "exclusive" if wait else "try"
+        plan.extend((k, mode) for k in sorted(set(keys) - {THREADING_LOCK}))
+    return plan
+
+
+# One round trip for a whole plan. A function scan yields the arrays' elements in order and
+# the target list is evaluated row by row, so the locks are taken in the order given. A
+# waited lock returns void, which is never NULL: its row says true.
+_TAKE = text(
+    "SELECT k, CASE m"
+    " WHEN 'shared' THEN pg_advisory_xact_lock_shared(k) IS NOT NULL"
+    " WHEN 'exclusive' THEN pg_advisory_xact_lock(k) IS NOT NULL"
+    " ELSE pg_try_advisory_xact_lock(k) END"
+    " FROM unnest(CAST(:keys AS bigint[]), CAST(:modes AS text[])) AS t(k, m)"
+)
+
+
+class ThreadingLocks:
+    """The threading locks of one transaction (docs/architecture/threading.md).
 
     Two messages that could open a case for the same person share a key and so run one
-    after the other; messages of different people run at once. The keys are taken sorted,
-    in one statement, after the shared THREADING_LOCK: every transaction takes its locks in
-    one global order, so no two can each hold a lock the other waits for (no deadlock).
-    A caller may call this again in the same transaction only with keys of a later phase
-    (docs/architecture/threading.md: contacts after identities).
+    after the other; messages of different people run at once. `keys_at_most` bounds every
+    key the transaction will lock over all its phases (identities, then contacts), and
+    decides once whether it holds threading shared with its own keys or exclusively and
+    alone. A later phase may therefore never need more than was planned: past the bound it
+    still takes its keys one by one rather than upgrading.
 
-    SQLite already serialises writers (BEGIN IMMEDIATE): nothing to take there.
+    SQLite already serialises writers (BEGIN IMMEDIATE): nothing to take there, and every
+    key counts as taken.
     """
-    if is_sqlite(conn):
-        return
-    ordered = sorted(set(keys) - {THREADING_LOCK})
-    if len(ordered) > THREADING_KEYS_MAX:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": THREADING_LOCK})
-        return
-    # One round trip: the shared lock first, then each key. A function scan yields the
-    # array's elements in order and the target list is evaluated row by row, so the locks
-    # are taken in the order given. Taking the shared lock again in a later phase is free
-    # (a backend's second request for a lock it holds is granted without queueing).
-    conn.execute(
-        text(
-            "SELECT CASE WHEN o = 1 THEN pg_advisory_xact_lock_shared(k)"
-            " ELSE pg_advisory_xact_lock(k) END"
-            " FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, o)"
-        ),
-        {"keys": [THREADING_LOCK, *ordered]},
-    ).all()
+
+    def __init__(self, conn: Connection, *, keys_at_most: int) -> None:
+        self.conn = conn
+        self.alone = keys_at_most > THREADING_KEYS_MAX
+        self._started = False
+
+    def lock(self, keys: Iterable[int]) -> None:
+        """Wait for each of `keys` (all of threading, if this transaction holds it alone)."""
+        self._take(keys, wait=True)
+
+    def try_lock(self, keys: Iterable[int]) -> frozenset[int]:
+        """Take those of `keys` that are free now, without waiting for any; the keys taken.
+
+        THREADING_LOCK itself is still waited for (held exclusively only while one
+        oversized batch is filed). A transaction that only ever tries its keys never waits
+        for another's, so it cannot take part in a deadlock through them. What it could not
+        take, the caller files in a later transaction (normalizer/worker.py
+        `_persist_many`). A key taken is held until the transaction ends (xact locks cannot
+        be given back one by one): at worst another input waits a little.
+        """
+        return self._take(keys, wait=False)
+
+    def _take(self, keys: Iterable[int], *, wait: bool) -> frozenset[int]:
+        wanted = frozenset(keys) - {THREADING_LOCK}
+        if is_sqlite(self.conn):
+            return wanted
+        plan = lock_plan(wanted, alone=self.alone, first=not self._started, wait=wait)
+        self._started = True
+        if self.alone:
+            if plan:
+                self.conn.execute(_TAKE, {"keys": [k for k, _ in plan], "modes": ["exclusive"]})
+            return wanted  # threading is ours alone: every key with it
+        if not plan:
+            return frozenset()
+        rows = self.conn.execute(
+            _TAKE, {"keys": [k for k, _ in plan], "modes": [m for _, m in plan]}
+        ).all()
+        return frozenset(int(k) for k, ok in rows if ok and k != THREADING_LOCK)
 
 
-def try_lock_for_threading(conn: Connection, keys: Iterable[int]) -> frozenset[int]:
-    """Take those of `keys` that are free now, without waiting for any; the keys taken.
-
-    The shared THREADING_LOCK is still waited for (it is held exclusively only while one
-    oversized input is filed). A transaction that only ever tries its keys never waits for
-    another's, so it cannot take part in a deadlock through them, in whatever order it
-    takes them. What it could not take, the caller files in a later transaction
-    (normalizer/worker.py `_persist_many`). A key taken is held until the transaction ends
-    (xact locks cannot be given back one by one): at worst another input waits a little.
-
-    SQLite already serialises writers: every key counts as taken.
-    """
-    wanted = frozenset(keys) - {THREADING_LOCK}
-    if is_sqlite(conn):
-        return wanted
-    if len(wanted) > THREADING_KEYS_MAX:
-        lock_for_threading(conn, wanted)  # the exclusive lock: every key is ours
-        return wanted
-    rows = conn.execute(
-        text(
-            "SELECT k, CASE WHEN o = 1 THEN pg_advisory_xact_lock_shared(k) IS NULL"
-            " ELSE pg_try_advisory_xact_lock(k) END"
-            " FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, o)"
-        ),
-        {"keys": [THREADING_LOCK, *sorted(wanted)]},
-    ).all()
-    return frozenset(int(k) for k, ok in rows if ok and k != THREADING_LOCK)
+def lock_for_threading(conn: Connection, keys: Iterable[int] = ()) -> None:
+    """A transaction's only threading locks: `keys`, taken in one call (see ThreadingLocks)."""
+    wanted = frozenset(keys)
+    ThreadingLocks(conn, keys_at_most=len(wanted)).lock(wanted)

@@ -53,24 +53,42 @@ def contact_key(contact_id: int) -> int:
     return lock_key("contact", str(contact_id))
 
 
+def keys_at_most(first: frozenset[int], messages: Iterable[InboundMessage]) -> int:
+    """A bound on the keys a transaction filing `messages` locks over both phases.
+
+    The first phase locks `first`; the second at most one contact per distinct sender
+    identity (an identity has one contact). Known before any lock is taken, so the
+    transaction's mode (inbox/db.py ThreadingLocks) is chosen once.
+    """
+    senders = {i for i in map(identity_of, messages) if i is not None}
+    return len(first) + len(senders)
+
+
 def lock_groups(
-    keyed: Iterable[tuple[int, frozenset[int]]], *, limit: int = THREADING_KEYS_MAX
+    keyed: Iterable[tuple[int, frozenset[int], tuple[str, str] | None]],
+    *,
+    limit: int = THREADING_KEYS_MAX,
 ) -> list[list[int]]:
     """Consecutive groups of items whose keys together stay within `limit`.
 
-    Each group is one transaction. An item with more keys than `limit` by itself is a group
-    alone (it then takes the exclusive threading lock); order is kept, so a batch is still
-    filed in intake order.
+    Each item is (item, its first-phase keys, its sender's identity or None); a sender's
+    identity counts once per group for the contact key its second phase may add. Each
+    group is one transaction. An item over `limit` by itself is a group alone (it then
+    takes the exclusive threading lock); order is kept, so a batch is still filed in
+    intake order.
     """
     groups: list[list[int]] = []
     current: list[int] = []
     union: set[int] = set()
-    for item, keys in keyed:
-        if current and len(union | keys) > limit:
+    senders: set[tuple[str, str]] = set()
+    for item, keys, sender in keyed:
+        more = {sender} if sender is not None else set()
+        if current and len(union | keys) + len(senders | more) > limit:
             groups.append(current)
-            current, union = [], set()
+            current, union, senders = [], set(), set()
         current.append(item)
         union |= keys
+        senders |= more
     if current:
         groups.append(current)
     return groups

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inbox import audit, i18n, logcontext, tags, turns
@@ -33,12 +33,11 @@ from inbox.config import StoreSettings
 from inbox.csat import Answered, CsatSettings, answer_open, parse_answer
 from inbox.db import (
     StorageUnavailable,
+    ThreadingLocks,
     insert_ignore,
     is_sqlite,
-    lock_for_threading,
     read,
     refused,
-    try_lock_for_threading,
     write,
 )
 from inbox.identities import mark_verified
@@ -69,7 +68,7 @@ from normalizer.acks import (
     status_url,
     withhold_reason,
 )
-from normalizer.batch import IdentityRow, Reads, Writes
+from normalizer.batch import NEXT_CASE_ID, IdentityRow, Reads, Writes
 from normalizer.config import NormalizerSettings
 from normalizer.eta import estimate
 from normalizer.intake import sha256
@@ -77,7 +76,13 @@ from normalizer.mailauth import MailAuthSettings, authenticated, greeting_name
 from normalizer.message import InboundMessage
 from normalizer.parse import Parsers
 from normalizer.pool import ParseJob, ParseResult, message_signature, shared_pool
-from normalizer.threadlocks import contact_key, identity_of, lock_groups, message_keys
+from normalizer.threadlocks import (
+    contact_key,
+    identity_of,
+    keys_at_most,
+    lock_groups,
+    message_keys,
+)
 from normalizer.threads import (
     OPEN_STATUSES,
     Candidates,
@@ -121,7 +126,6 @@ _INSERT_MESSAGE = insert(Message).returning(Message.id)
 _INSERT_CASE = insert(Case)
 _INSERT_CONTACT = insert(Contact).returning(Contact.id)
 _INSERT_IDENTITY = insert(Identity).returning(Identity.id)
-_NEXT_CASE_ID = text("SELECT nextval(pg_get_serial_sequence('cases', 'id'))")
 _LAST_CASE_ID = select(func.coalesce(func.max(Case.id), 0))
 
 
@@ -134,7 +138,7 @@ def _next_case_id(conn: Connection, reads: Reads | None) -> int:
     batch asks once and counts on from there.
     """
     if not is_sqlite(conn):
-        return int(conn.execute(_NEXT_CASE_ID).scalar_one())
+        return int(conn.execute(NEXT_CASE_ID).scalar_one())
     if reads is not None and reads.last_case_id is not None:
         reads.last_case_id += 1
         return reads.last_case_id
@@ -455,7 +459,11 @@ class Normalizer:
                 filed[intake.id] = self._dead_letter(
                     intake, result.error or "parser gave nothing", cpu=result.cpu_seconds
                 )
-        keyed = [(i, message_keys(r.message)) for i, (_, r) in enumerate(parsed) if r.message]
+        keyed = [
+            (i, message_keys(r.message), identity_of(r.message))
+            for i, (_, r) in enumerate(parsed)
+            if r.message
+        ]
         for group in lock_groups(keyed):
             chosen = [parsed[i] for i in group]
             outcomes = self._persist_many(chosen, {i: keyed[i][1] for i in group})
@@ -533,50 +541,62 @@ class Normalizer:
             else:
                 reads, chosen, deferred = self._try_threading(conn, messages, keys)
             writes = Writes()
-            states: dict[int, str] = {
-                row.id: row.state
-                for row in conn.execute(
-                    select(Intake.id, Intake.state).where(
-                        Intake.id.in_([items[n][0].id for n in chosen])
+            # The optimistic batch defers its new rows to multi-row INSERTs; filed again
+            # in savepoints, each input writes its own (batch.py Writes.deferring).
+            deferring = (
+                contextlib.nullcontext() if savepoints else writes.deferring(conn, len(chosen))
+            )
+            with deferring:
+                states: dict[int, str] = {
+                    row.id: row.state
+                    for row in conn.execute(
+                        select(Intake.id, Intake.state).where(
+                            Intake.id.in_([items[n][0].id for n in chosen])
+                        )
                     )
-                )
-            }
-            for position in chosen:
-                intake, result = items[position]
-                assert result.message is not None
-                with logcontext.bound(intake_id=intake.id):
-                    logcontext.annotate(connector=intake.connector)
-                    if states.get(intake.id) != "pending":
-                        outcomes[position] = Outcome(intake.id, "skipped")
-                        continue
-                    if savepoints:
-                        outcome = self._persist_one(conn, intake, result)
-                    else:
-                        try:
-                            outcome = self._file_in(
-                                conn,
-                                intake,
-                                result.message,
-                                result.auth,
-                                reads,
-                                writes,
-                                signature=result.signature,
-                            )
-                        except DBAPIError as exc:
-                            if refused(exc):
-                                raise
-                            raise _Refused from exc
-                        except StorageUnavailable:
-                            raise  # no audit key, the store away: nothing is this input's fault
-                        except Exception as exc:
-                            raise _Refused from exc
-                    outcomes[position] = outcome
-            try:
-                writes.flush(conn)
-            except DBAPIError as exc:
-                if refused(exc):
+                }
+                for position in chosen:
+                    intake, result = items[position]
+                    assert result.message is not None
+                    with logcontext.bound(intake_id=intake.id):
+                        logcontext.annotate(connector=intake.connector)
+                        if states.get(intake.id) != "pending":
+                            outcomes[position] = Outcome(intake.id, "skipped")
+                            continue
+                        if savepoints:
+                            outcome = self._persist_one(conn, intake, result)
+                        else:
+                            try:
+                                outcome = self._file_in(
+                                    conn,
+                                    intake,
+                                    result.message,
+                                    result.auth,
+                                    reads,
+                                    writes,
+                                    signature=result.signature,
+                                )
+                            except DBAPIError as exc:
+                                if refused(exc):
+                                    raise
+                                raise _Refused from exc
+                            except StorageUnavailable:
+                                raise  # no audit key, the store away: nothing is this input's fault
+                            except Exception as exc:
+                                raise _Refused from exc
+                        outcomes[position] = outcome
+                try:
+                    writes.flush(conn)
+                except DBAPIError as exc:
+                    if refused(exc):
+                        raise
+                    raise _Refused from exc  # filed again input by input, each in its savepoint
+                except StorageUnavailable:
                     raise
-                raise _Refused from exc  # filed again input by input, each in its savepoint
+                except Exception as exc:
+                    # A deferred row the store cannot take (a value it cannot hold) fails
+                    # here, in no input's own step: filed again input by input as well.
+                    raise _Refused from exc
         return outcomes, deferred
 
     def _try_threading(
@@ -591,17 +611,19 @@ class Normalizer:
         contact's included) was taken, then of those deferred: an input is deferred when
         one of its keys is held elsewhere or is a key of an input deferred before it.
         """
-        taken = try_lock_for_threading(conn, frozenset().union(*keys))
+        first = frozenset().union(*keys)
+        locks = ThreadingLocks(conn, keys_at_most=keys_at_most(first, messages))
+        taken = locks.try_lock(first)
         reads = Reads()
         reads.load_identities(conn, messages)
         full: list[frozenset[int]] = []
-        for message, first in zip(messages, keys, strict=True):
+        for message, own in zip(messages, keys, strict=True):
             identity = identity_of(message)
             row = reads.identities.get(identity) if identity is not None else None
-            full.append(first | {contact_key(row.contact_id)} if row is not None else first)
-        contacts = frozenset().union(*full) - frozenset().union(*keys)
+            full.append(own | {contact_key(row.contact_id)} if row is not None else own)
+        contacts = frozenset().union(*full) - first
         if contacts:
-            taken |= try_lock_for_threading(conn, contacts)
+            taken |= locks.try_lock(contacts)
         chosen: list[int] = []
         deferred: list[int] = []
         blocked: set[int] = set()
@@ -660,14 +682,17 @@ class Normalizer:
         the identities' read, which the second phase needs anyway, and the rest after it.
         """
         sqlite = is_sqlite(conn)
-        if not sqlite:  # SQLite: one writer at a time already
-            lock_for_threading(conn, frozenset().union(*keys))
+        first = frozenset().union(*keys)
+        # One mode for the whole transaction, decided before the first lock from a bound
+        # covering both phases: never shared first and exclusive later.
+        locks = ThreadingLocks(conn, keys_at_most=keys_at_most(first, messages))
+        locks.lock(first)  # nothing on SQLite: one writer at a time already
         # Second phase, once the identities cannot change under us: their contacts, since
         # two handles of one person read that person's open cases.
         reads = Reads() if load else None
         if reads is not None:
             contacts = reads.load_identities(conn, messages)
-        elif sqlite:
+        elif sqlite or locks.alone:
             return None
         else:
             identities = {i for i in map(identity_of, messages) if i is not None}
@@ -680,8 +705,8 @@ class Normalizer:
                         .distinct()
                     ).scalars()
                 )
-        if contacts and not sqlite:
-            lock_for_threading(conn, {contact_key(c) for c in contacts})
+        if contacts:
+            locks.lock({contact_key(c) for c in contacts})
         if reads is not None:
             reads.load_rest(conn, messages)
         return reads
@@ -776,7 +801,7 @@ class Normalizer:
         # Email whose From is not authenticated proves nothing about who sent it: it is
         # filed under a contact of its own, never under the identity it names.
         verified = message.channel not in SENDER_CHECKED_CHANNELS or authenticated(auth)
-        contact_id, identity_id, claimed = self._identity(conn, message, verified, reads)
+        contact_id, identity_id, claimed = self._identity(conn, message, verified, reads, writes)
         # A carrier's STOP keyword is marked automated, and still opts out of surveys.
         plain = not message.automated or parse_answer(message.text) == "stop"
         if verified and plain and not message.meta.get("delivery_report"):
@@ -800,7 +825,7 @@ class Normalizer:
         acknowledging = decision.action == "new"
         routed = self.ack_routes.get(facts.channel)
         withheld = withhold_reason(facts, self.acks) if acknowledging and routed is None else None
-        case_id = self._apply(conn, decision, message, contact_id, withheld, reads)
+        case_id = self._apply(conn, decision, message, contact_id, withheld, reads, writes)
         logcontext.annotate(case=format_reference(case_id))
         message_id = self._insert_message(
             conn, case_id, identity_id, intake, message, decision, auth, reads, writes
@@ -863,6 +888,7 @@ class Normalizer:
         message: InboundMessage,
         verified: bool = True,
         reads: Reads | None = None,
+        writes: Writes | None = None,
     ) -> tuple[int, int | None, int | None]:
         """(contact, identity, the contact the sender's handle belongs to).
 
@@ -872,7 +898,7 @@ class Normalizer:
         sender = message.sender
         if sender.anonymous or not sender.handle:
             # A withheld number or missing address is nobody in particular: never merged.
-            contact_id = self._new_contact(conn, sender.name)
+            contact_id = self._new_contact(conn, sender.name, None, writes)
             return contact_id, None, None
         key = (sender.kind, sender.handle)
         row: IdentityRow | None
@@ -886,7 +912,7 @@ class Normalizer:
             ).one_or_none()
             row = IdentityRow(*found) if found is not None else None
         if not verified:
-            contact_id = self._new_contact(conn, sender.name or sender.handle, reads)
+            contact_id = self._new_contact(conn, sender.name or sender.handle, reads, writes)
             return contact_id, None, row.contact_id if row is not None else contact_id
         if row is not None:
             changes: dict[str, Any] = {}
@@ -899,28 +925,37 @@ class Normalizer:
                 row.display_name = changes.get("display_name", row.display_name)
                 row.facts = changes.get("facts", row.facts)
             return row.contact_id, row.id, row.contact_id
-        contact_id = self._new_contact(conn, sender.name or sender.handle, reads)
-        identity_id = conn.execute(
-            _INSERT_IDENTITY,
-            {
-                "kind": sender.kind,
-                "handle": sender.handle,
-                "display_name": sender.name,
-                "contact_id": contact_id,
-                "verified": False,
-                "facts": sender.facts,
-                "created_at": utcnow(),
-            },
-        ).scalar_one()
+        contact_id = self._new_contact(conn, sender.name or sender.handle, reads, writes)
+        new_row: dict[str, Any] = {
+            "kind": sender.kind,
+            "handle": sender.handle,
+            "display_name": sender.name,
+            "contact_id": contact_id,
+            "verified": False,
+            "facts": sender.facts,
+            "created_at": utcnow(),
+        }
+        if writes is not None and writes.identity_ids is not None:
+            identity_id = writes.identity_ids.take(conn)
+            writes.defer(Identity, {"id": identity_id, **new_row})
+        else:
+            identity_id = conn.execute(_INSERT_IDENTITY, new_row).scalar_one()
         if reads is not None:
             reads.identities[key] = IdentityRow(identity_id, contact_id, sender.name, sender.facts)
         return contact_id, identity_id, contact_id
 
     @staticmethod
-    def _new_contact(conn: Connection, name: str, reads: Reads | None = None) -> int:
-        contact_id: int = conn.execute(
-            _INSERT_CONTACT, {"name": name, "created_at": utcnow()}
-        ).scalar_one()
+    def _new_contact(
+        conn: Connection, name: str, reads: Reads | None = None, writes: Writes | None = None
+    ) -> int:
+        now = utcnow()
+        if writes is not None and writes.contact_ids is not None:
+            contact_id = writes.contact_ids.take(conn)
+            writes.defer(Contact, {"id": contact_id, "name": name, "created_at": now})
+        else:
+            contact_id = conn.execute(
+                _INSERT_CONTACT, {"name": name, "created_at": now}
+            ).scalar_one()
         if reads is not None:
             reads.open_cases[contact_id] = []  # a new contact has no cases yet
         return contact_id
@@ -1030,6 +1065,7 @@ class Normalizer:
         contact_id: int,
         withheld: str | None = None,
         reads: Reads | None = None,
+        writes: Writes | None = None,
     ) -> int:
         now = message.received_at
         if decision.action == "new":
@@ -1037,32 +1073,31 @@ class Normalizer:
             # The id first, so the reference (made from it) is written with the row: no
             # second statement, and on PostgreSQL no second row version per new case.
             case_id = _next_case_id(conn, reads)
-            conn.execute(
-                _INSERT_CASE,
-                dict(
-                    id=case_id,
-                    token=new_token(),
-                    contact_id=contact_id,
-                    status="new",
-                    channel=message.channel,
-                    subject=(message.subject or message.text.strip().split("\n", 1)[0])[:500],
-                    due_at=due,
-                    due_rule=rule,
-                    first_due_at=due,
-                    side=message.visibility,
-                    first_inbound_at=now,
-                    last_activity_at=now,
-                    created_at=utcnow(),
-                    claims_reference=decision.claims,
-                    linked_case_id=decision.linked_case_id,
-                    followups=0,
-                    ack_state="withheld" if withheld else None,
-                    ack_reason=withheld[:256] if withheld else None,
-                    unverified_from=_unverified_from(message, decision),
-                    reference=format_reference(case_id),
-                    language=_case_language(conn, message, contact_id),
-                ),
+            row = dict(
+                id=case_id,
+                token=new_token(),
+                contact_id=contact_id,
+                status="new",
+                channel=message.channel,
+                subject=(message.subject or message.text.strip().split("\n", 1)[0])[:500],
+                due_at=due,
+                due_rule=rule,
+                first_due_at=due,
+                side=message.visibility,
+                first_inbound_at=now,
+                last_activity_at=now,
+                created_at=utcnow(),
+                claims_reference=decision.claims,
+                linked_case_id=decision.linked_case_id,
+                followups=0,
+                ack_state="withheld" if withheld else None,
+                ack_reason=withheld[:256] if withheld else None,
+                unverified_from=_unverified_from(message, decision),
+                reference=format_reference(case_id),
+                language=_case_language(conn, message, contact_id),
             )
+            if writes is None or not writes.defer(Case, row):
+                conn.execute(_INSERT_CASE, row)
             turns.first(conn, case_id, now, due, rule)
             if reads is not None:
                 reads.case_changed(contact_id)
@@ -1142,36 +1177,38 @@ class Normalizer:
             meta["claims"] = decision.claims
         if decision.related:
             meta["related"] = decision.related
-        message_id = conn.execute(
-            _INSERT_MESSAGE,
-            dict(
-                case_id=case_id,
-                identity_id=identity_id,
-                channel=message.channel,
-                direction="inbound",
-                visibility=message.visibility,
-                dedup_key=message.dedup_key,
-                external_id=message.external_id,
-                from_handle=message.sender.handle,
-                from_name=message.sender.name,
-                subject=message.subject,
-                text=message.text,
-                html=message.html,
-                html_view=message.html_view,
-                sent_at=message.sent_at,
-                received_at=message.received_at,
-                raw_sha256=intake.raw_sha256,
-                thread={
-                    "in_reply_to": list(message.thread.in_reply_to),
-                    "references": list(message.thread.references),
-                    "conversation": list(message.thread.conversation),
-                },
-                automated=message.automated,
-                meta=meta,
-                auth=auth,
-                language=message.language,
-            ),
-        ).scalar_one()
+        row = dict(
+            case_id=case_id,
+            identity_id=identity_id,
+            channel=message.channel,
+            direction="inbound",
+            visibility=message.visibility,
+            dedup_key=message.dedup_key,
+            external_id=message.external_id,
+            from_handle=message.sender.handle,
+            from_name=message.sender.name,
+            subject=message.subject,
+            text=message.text,
+            html=message.html,
+            html_view=message.html_view,
+            sent_at=message.sent_at,
+            received_at=message.received_at,
+            raw_sha256=intake.raw_sha256,
+            thread={
+                "in_reply_to": list(message.thread.in_reply_to),
+                "references": list(message.thread.references),
+                "conversation": list(message.thread.conversation),
+            },
+            automated=message.automated,
+            meta=meta,
+            auth=auth,
+            language=message.language,
+        )
+        if writes.message_ids is not None:
+            message_id = writes.message_ids.take(conn)
+            writes.defer(Message, {"id": message_id, **row})
+        else:
+            message_id = conn.execute(_INSERT_MESSAGE, row).scalar_one()
         if reads is not None:
             reads.dedup[message.dedup_key] = (message_id, case_id)
         refs = {*message.own_refs, *message.thread.conversation}

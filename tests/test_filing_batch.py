@@ -99,3 +99,62 @@ def test_signatures_folded_per_batch_are_those_filed_one_by_one(engine: Engine):
     assert rows[one.case_id] == rows[other.case_id]
     assert len(bands[one.case_id]) == 16  # long enough by now to be indexed
     assert bands[one.case_id] == bands[other.case_id]
+
+
+def test_new_contacts_cases_and_messages_are_one_insert_each_per_batch(engine: Engine):
+    """Forty new people in one batch of imported history (never acknowledged, as an import
+    files it): their contacts, identities, cases and messages are written as one multi-row
+    INSERT per table (ids handed out first), not one statement per message, and every row
+    is the one filing message by message would leave. (Live mail that is acknowledged
+    writes its case before the acknowledgement that names it, so there the rows go out
+    earlier: each statement on the connection first writes what is waiting.)"""
+    from sqlalchemy import event
+
+    from connectors.registry import parser_table
+    from inbox.config import StoreSettings
+    from inbox.models import Case, Contact, Identity, Intake, Message
+    from normalizer.intake import RawInput, store
+    from normalizer.worker import Normalizer
+
+    people = 40
+    raws = [
+        RawInput("twitter", "twitter", f"h:{i}", b"{}", acknowledge=False) for i in range(people)
+    ]
+    store(engine, raws)
+    normalizer = Normalizer(engine, StoreSettings(), parsers=parser_table())
+    assert len(normalizer.claim(people)) == people
+    with engine.connect() as conn:
+        intakes = list(conn.execute(select(Intake).order_by(Intake.id)).all())
+    messages = [tweet(n, f"person{n}") for n in range(people)]
+    inserts: dict[str, int] = {}
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        words = statement.split()
+        if words[:2] == ["INSERT", "INTO"]:
+            table = words[2].strip('"')
+            inserts[table] = inserts.get(table, 0) + 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        outcomes = file_batch(normalizer, intakes, messages)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [o.state for o in outcomes] == ["done"] * people
+    # A driver may split a long multi-row INSERT; never one per row.
+    assert inserts.get("contacts", 0) <= 2 and inserts.get("cases", 0) <= 2
+    assert inserts.get("identities", 0) <= 2 and inserts.get("messages", 0) <= 2
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Message.id, Message.dedup_key, Message.case_id, Case.contact_id, Case.reference)
+            .join(Case, Case.id == Message.case_id)
+            .order_by(Message.id)
+        ).all()
+        identities = dict(conn.execute(select(Identity.handle, Identity.contact_id)).all())
+        contacts = conn.execute(select(Contact.id)).scalars().all()
+    # Expected from the input alone: one case, one contact per person, in intake order.
+    assert [r.dedup_key for r in rows] == [f"twitter:{n}" for n in range(people)]
+    assert [r.id for r in rows] == [o.message_id for o in outcomes]
+    assert [r.case_id for r in rows] == [o.case_id for o in outcomes]
+    assert len({r.case_id for r in rows}) == people == len(set(contacts))
+    assert all(r.reference == format_reference(r.case_id) for r in rows)
+    assert [identities[f"person{n}"] for n in range(people)] == [r.contact_id for r in rows]

@@ -25,18 +25,19 @@ from sqlalchemy import Engine, create_engine, insert, select, text
 
 from connectors.registry import parser_table
 from inbox.config import StoreSettings
-from inbox.db import THREADING_LOCK, make_engine
-from inbox.models import Base, Case, Identity, Intake, Message
+from inbox.db import THREADING_KEYS_MAX, THREADING_LOCK, ThreadingLocks, lock_plan, make_engine
+from inbox.models import Base, Case, Contact, Identity, Intake, Message
 from normalizer.intake import RawInput, store
 from normalizer.message import InboundMessage, Sender, ThreadSignals
 from normalizer.pool import ParseResult
-from normalizer.threadlocks import lock_groups, message_keys
+from normalizer.threadlocks import keys_at_most, lock_groups, message_keys
 from normalizer.worker import Normalizer
 from tests.support.dns_server import mail_auth_toml
 from tests.support.helpers import smtp_envelope
 from tests.test_workers import run_worker
 
 T = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+L = THREADING_LOCK
 
 
 def tweet(
@@ -122,22 +123,66 @@ def test_an_anonymous_sender_locks_no_identity():
 
 
 @pytest.mark.parametrize(
-    ("sizes", "limit", "expected"),
+    ("sizes", "senders", "limit", "expected"),
     [
-        ([2, 2, 2], 10, [[0, 1, 2]]),
-        ([4, 4, 4], 10, [[0, 1], [2]]),
-        ([3, 20, 3], 10, [[0], [1], [2]]),  # the oversized one alone
-        ([20], 10, [[0]]),
-        ([], 10, []),
+        ([2, 2, 2], [None, None, None], 10, [[0, 1, 2]]),
+        ([4, 4, 4], [None, None, None], 10, [[0, 1], [2]]),
+        ([3, 20, 3], [None, None, None], 10, [[0], [1], [2]]),  # the oversized one alone
+        ([20], [None], 10, [[0]]),
+        ([], [], 10, []),
+        # Each sender may add a contact key in the second phase: 3 + 1 per message.
+        ([3, 3, 3], ["ann", "bob", "cy"], 10, [[0, 1], [2]]),
+        # One person three times: one contact key for the group, not three.
+        ([3, 3, 3], ["ann", "ann", "ann"], 10, [[0, 1, 2]]),
     ],
 )
-def test_lock_groups_keep_order_and_stay_within_the_limit(sizes, limit, expected):
+def test_lock_groups_keep_order_and_stay_within_the_limit(sizes, senders, limit, expected):
     keyed = []
     start = 0
-    for index, size in enumerate(sizes):
-        keyed.append((index, frozenset(range(start, start + size))))
+    for index, (size, sender) in enumerate(zip(sizes, senders, strict=True)):
+        identity = ("twitter", sender) if sender else None
+        keyed.append((index, frozenset(range(start, start + size)), identity))
         start += size
     assert lock_groups(keyed, limit=limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("keys", "alone", "first", "wait", "expected"),
+    [
+        # The first call: THREADING_LOCK before everything, then the keys ascending.
+        (
+            [3, 1, 2],
+            False,
+            True,
+            True,
+            [(L, "shared"), (1, "exclusive"), (2, "exclusive"), (3, "exclusive")],
+        ),
+        # A later phase: its keys only, never THREADING_LOCK again (so never in another mode).
+        ([9, 5], False, False, True, [(5, "exclusive"), (9, "exclusive")]),
+        ([9, 5], False, False, False, [(5, "try"), (9, "try")]),
+        ([2, 2, 1], False, True, False, [(L, "shared"), (1, "try"), (2, "try")]),
+        # Alone: THREADING_LOCK exclusive and nothing else, in whichever phase.
+        ([3, 1, 2], True, True, True, [(L, "exclusive")]),
+        ([3, 1, 2], True, True, False, [(L, "exclusive")]),
+        ([7], True, False, True, []),
+        # THREADING_LOCK among the keys is not taken a second time.
+        ([L, 4], False, True, True, [(L, "shared"), (4, "exclusive")]),
+        ([], False, True, True, [(L, "shared")]),
+    ],
+)
+def test_a_lock_plan_takes_each_key_once_in_one_mode_and_in_order(
+    keys, alone, first, wait, expected
+):
+    assert lock_plan(keys, alone=alone, first=first, wait=wait) == expected
+
+
+def test_the_mode_is_chosen_from_both_phases_before_the_first_lock():
+    """keys_at_most counts one contact per distinct sender on top of the first phase."""
+    batch = [tweet(1, "ann"), tweet(2, "bob"), tweet(3, "ann")]
+    first = frozenset().union(*map(message_keys, batch))
+    # 3 dedup + 2 identity + 3 own refs = 8 first-phase keys; 2 people -> at most 2 contacts.
+    assert len(first) == 8
+    assert keys_at_most(first, batch) == 10
 
 
 def test_an_input_with_too_many_references_is_one_group_under_the_exclusive_lock(
@@ -333,6 +378,120 @@ def test_batches_naming_two_people_in_opposite_orders_never_deadlock(pg_engine: 
     with pg_engine.connect() as conn:
         cases = conn.execute(select(Case.id)).all()
     assert len(cases) == 2  # one for Ann, one for Bob
+
+
+def advisory_locks_of(conn: Any) -> list[tuple[int, str, bool]]:
+    """The advisory locks this connection's backend holds or waits for: (key, mode, granted)."""
+    rows = conn.execute(
+        text(
+            "SELECT (classid::bigint << 32) | objid::bigint, mode, granted FROM pg_locks"
+            " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+    ).all()
+    return [(int(k), str(m), bool(g)) for k, m, g in rows]
+
+
+def signed(key: int) -> int:
+    return key - 2**64 if key >= 2**63 else key
+
+
+def test_a_later_phase_over_the_limit_never_upgrades_so_two_transactions_both_proceed(
+    pg_engine: Engine,
+):
+    """The bug of issue 19: a first phase within the limit took threading shared, a second
+    over it asked for it exclusively while still holding it shared. Two transactions doing
+    that at once each waited for the other's shared hold (PostgreSQL: deadlock detected).
+    Now the mode is the first call's: a later phase takes its keys one by one."""
+    small, large = THREADING_KEYS_MAX // 2, THREADING_KEYS_MAX + 44
+    both_first = threading.Barrier(2, timeout=60)
+    both_second = threading.Barrier(2, timeout=60)
+    held: dict[int, list[tuple[int, str, bool]]] = {}
+    failures: list[BaseException] = []
+
+    def transaction(side: int) -> None:
+        try:
+            with pg_engine.connect() as conn, conn.begin():
+                locks = ThreadingLocks(conn, keys_at_most=small)  # what the caller planned
+                locks.lock(range(side * 10_000, side * 10_000 + small))
+                both_first.wait()  # both hold threading shared now
+                locks.lock(range(side * 10_000 + 5_000, side * 10_000 + 5_000 + large))
+                held[side] = advisory_locks_of(conn)
+                both_second.wait()  # and both got their second phase, at the same time
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=transaction, args=(n,), daemon=True) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+    for side in (1, 2):
+        modes = {signed(k): m for k, m, granted in held[side] if granted}
+        assert modes[THREADING_LOCK] == "ShareLock"  # never upgraded
+        assert len(modes) == 1 + small + large
+
+
+def test_a_batch_of_more_people_than_the_limit_holds_threading_alone_and_queues(
+    pg_engine: Engine,
+):
+    """Two transactions, each filing a batch of 300 known people (more contacts than
+    THREADING_KEYS_MAX) at once: each takes threading exclusively from its first lock, so
+    the second queues behind the first and both finish, with no other lock held."""
+    people = THREADING_KEYS_MAX + 44
+    with pg_engine.begin() as conn:
+        for n in range(people):
+            contact = conn.execute(
+                insert(Contact).values(name=f"P{n}", created_at=T).returning(Contact.id)
+            ).scalar_one()
+            conn.execute(
+                insert(Identity).values(
+                    kind="twitter",
+                    handle=f"p{n}",
+                    display_name=f"P{n}",
+                    contact_id=contact,
+                    verified=False,
+                    facts={},
+                    created_at=T,
+                )
+            )
+    normalizer = Normalizer(pg_engine, StoreSettings(), parsers=parser_table())
+    batches = [[tweet(side * 1000 + n, f"p{n}") for n in range(people)] for side in (1, 2)]
+    locked = threading.Event()
+    release = threading.Event()
+    held: dict[int, list[tuple[int, str, bool]]] = {}
+    failures: list[BaseException] = []
+
+    def transaction(side: int) -> None:
+        try:
+            batch = batches[side - 1]
+            with pg_engine.connect() as conn, conn.begin():
+                reads = normalizer._lock_threading(
+                    conn, batch, [message_keys(m) for m in batch], load=True
+                )
+                assert reads is not None and len(reads.open_cases) == people
+                held[side] = advisory_locks_of(conn)
+                locked.set()
+                release.wait(timeout=60)
+        except BaseException as exc:
+            failures.append(exc)
+
+    first = threading.Thread(target=transaction, args=(1,), daemon=True)
+    first.start()
+    assert locked.wait(timeout=60), failures
+    second = threading.Thread(target=transaction, args=(2,), daemon=True)
+    second.start()
+    deadline = time.monotonic() + 60
+    while waiting_for_advisory_lock(pg_engine) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert waiting_for_advisory_lock(pg_engine) == 1 and 2 not in held  # queued, not failed
+    release.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert not failures, failures
+    for side in (1, 2):
+        # Threading alone, exclusively; not 600 dedup and identity keys nor 300 contacts.
+        assert [(signed(k), m) for k, m, _ in held[side]] == [(THREADING_LOCK, "ExclusiveLock")]
 
 
 def committed_keys(engine: Engine) -> set[str]:
