@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -54,11 +54,14 @@ def open_turn(conn: Connection, case_id: int) -> OpenTurn | None:
     return OpenTurn(row.id, row.seq, row.due_at) if row is not None else None
 
 
+def first_row(case_id: int, at: datetime, due: datetime, rule: str | None) -> dict[str, Any]:
+    """Turn 0 of a case just opened, as a row (a batch writes many in one statement)."""
+    return {"case_id": case_id, "seq": 0, "started_at": at, "due_at": due, "due_rule": rule}
+
+
 def first(conn: Connection, case_id: int, at: datetime, due: datetime, rule: str | None) -> None:
     """Turn 0 of a case just opened (the case row carries the same due time)."""
-    conn.execute(
-        insert(CaseTurn).values(case_id=case_id, seq=0, started_at=at, due_at=due, due_rule=rule)
-    )
+    conn.execute(insert(CaseTurn).values(**first_row(case_id, at, due, rule)))
 
 
 def inbound(

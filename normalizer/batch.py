@@ -25,7 +25,16 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, event, func, insert, select, text, tuple_, update
 
 from inbox.db import insert_ignore, is_sqlite
-from inbox.models import Case, Contact, Identity, Intake, Message, MessageRef, Receipt
+from inbox.models import (
+    Case,
+    CaseTurn,
+    Contact,
+    Identity,
+    Intake,
+    Message,
+    MessageRef,
+    Receipt,
+)
 from inbox.suggestions import PendingSignature, fold_signature, index_signatures
 from normalizer.message import InboundMessage
 from normalizer.threadlocks import identity_of
@@ -157,8 +166,15 @@ class Ids:
         self.model, self.table, self.block = model, str(model.__tablename__), max(1, block)
         self.free: list[int] = []
         self.last: int | None = None
+        # Every id handed out in this batch: a contact among them has no history yet.
+        self.handed: set[int] = set()
 
     def take(self, conn: Connection) -> int:
+        taken = self._take(conn)
+        self.handed.add(taken)
+        return taken
+
+    def _take(self, conn: Connection) -> int:
         if is_sqlite(conn):
             if self.last is None:
                 last = select(func.coalesce(func.max(self.model.id), 0))
@@ -175,7 +191,7 @@ class Ids:
 
 # New rows a batch defers, in the order their foreign keys need (contacts before the
 # identities and cases naming them, those before their messages).
-_DEFERRED = (Contact, Identity, Case, Message)
+_DEFERRED = (Contact, Identity, Case, CaseTurn, Message)
 
 
 @dataclass
@@ -223,6 +239,10 @@ class Writes:
             event.remove(conn, "before_execute", before)
             self.new_rows = None
             self.contact_ids = self.identity_ids = self.message_ids = None
+
+    def new_contact(self, contact_id: int) -> bool:
+        """Whether this batch made the contact (so it has no earlier messages to read)."""
+        return self.contact_ids is not None and contact_id in self.contact_ids.handed
 
     def defer(self, model: Any, row: dict[str, Any]) -> bool:
         """Keep `row` for later if deferring (True), else the caller writes it now (False)."""

@@ -46,6 +46,7 @@ from inbox.models import (
     Attachment,
     Blob,
     Case,
+    CaseTurn,
     Checkpoint,
     Contact,
     DeadLetter,
@@ -1094,11 +1095,13 @@ class Normalizer:
                 ack_reason=withheld[:256] if withheld else None,
                 unverified_from=_unverified_from(message, decision),
                 reference=format_reference(case_id),
-                language=_case_language(conn, message, contact_id),
+                language=_case_language(conn, message, contact_id, writes),
             )
             if writes is None or not writes.defer(Case, row):
                 conn.execute(_INSERT_CASE, row)
-            turns.first(conn, case_id, now, due, rule)
+            turn = turns.first_row(case_id, now, due, rule)
+            if writes is None or not writes.defer(CaseTurn, turn):
+                turns.first(conn, case_id, now, due, rule)
             if reads is not None:
                 reads.case_changed(contact_id)
             # Content rules may tag a new case and set its fields (issue 22), as they may
@@ -1429,11 +1432,15 @@ def _unverified_from(message: InboundMessage, decision: Decision) -> str | None:
     return str(claimed)[:320] if claimed else None
 
 
-def _case_language(conn: Connection, message: InboundMessage, contact_id: int) -> str:
+def _case_language(
+    conn: Connection, message: InboundMessage, contact_id: int, writes: Writes | None = None
+) -> str:
     """The language a new case is answered in: the message's (chosen on the form or
     detected), else the language the contact last wrote in on any case, else English."""
     if message.language:
         return message.language
+    if writes is not None and writes.new_contact(contact_id):
+        return i18n.DEFAULT  # made in this batch: nothing written before to look at
     known = conn.execute(
         select(Message.language)
         .join(Case, Case.id == Message.case_id)
