@@ -119,7 +119,7 @@ async def test_the_manager_page_fits_and_renders_in_chromium(engine: Engine, tmp
         # No horizontal scroll: the page is no wider than the window.
         assert page["scroll_width"] <= page["inner_width"], (size, page)
         assert page["title"] == "Manager · Parity"
-        assert page["nav"] == ["Queue", "Manager"]  # the inbox's own header
+        assert page["nav"] == ["Queue", "Manager", "Canned replies"]  # the inbox's own header
         assert page["stylesheet"] == "flex"  # app.css applies
         assert page["charts"] == 3
         # The histogram's bars (one per channel and bucket) and two per channel with next

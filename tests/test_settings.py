@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inbox.config import DatabaseSettings
+from inbox.config import ContentRule, DatabaseSettings
 from inbox.secrets import Secret, from_env
 from parity import logs
 from parity.settings import Settings, SettingsError, load
@@ -49,7 +49,8 @@ def test_an_operators_short_file_keeps_the_shipped_rules(tmp_path):
     settings = load(own)
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     assert settings.connectors.smtp.port == 2626
-    assert [r.model_dump() for r in settings.sla.rules] == raw["sla"]["rules"]
+    shipped = [ContentRule.model_validate(r) for r in raw["sla"]["rules"]]
+    assert settings.sla.rules == shipped and shipped
     assert settings.sources() == f"{own}, over the built-in defaults"
     # Turning the shipped rule off is said, not implied by leaving it out.
     own.write_text("[sla]\nrules = []\n")
