@@ -25,7 +25,13 @@ _CONTEXT = b"parity-webform-v1"
 
 
 class TokenError(ValueError):
-    """The form token is missing, forged, too old or too young; the text is for the person."""
+    """The form token is missing, forged, too old or too young. `key` names the sentence for
+    the person in the form's texts (connectors/webform/text.py), shown in the page's
+    language; the English text is the exception's own."""
+
+    def __init__(self, key: str, text: str) -> None:
+        super().__init__(text)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,22 @@ def check(
     """The token's facts when we made it and it is between `min_age_s` and `max_age_s` old."""
     found = _TOKEN.fullmatch(token or "")
     if found is None:
-        raise TokenError("the form's security token is missing: reload the page")
+        raise TokenError("token_missing", "the form's security token is missing: reload the page")
     body = token.rsplit(".", 1)[0]
     if not hmac.compare_digest(_mac(secret, "form", body), found.group(4)):
-        raise TokenError("the form's security token is not ours: reload the page")
+        raise TokenError("token_foreign", "the form's security token is not ours: reload the page")
     issued = int(found.group(1))
     age = now - issued
     if age > max_age_s or age < -60:  # a minute of clock skew between instances
-        raise TokenError("the form was open too long and its security token expired: send it again")
+        raise TokenError(
+            "token_expired",
+            "the form was open too long and its security token expired: send it again",
+        )
     if age < min_age_s:
         raise TokenError(
-            "the form was sent faster than a person can fill it in: wait a moment and send it again"
+            "too_fast",
+            "the form was sent faster than a person can fill it in: wait a moment and send it "
+            "again",
         )
     return FormToken(token, issued, int(found.group(3)))
 

@@ -49,6 +49,16 @@ TEXT: Mapping[str, str] = MappingProxyType(
         "err_too_large": N_("This message is too large: each attachment may be at most {size}."),
         "err_file_type": N_("{name} is not a picture or a PDF."),
         "err_work": N_("Your browser's proof of work did not check out: please send again."),
+        # The form token's refusals (abuse.TokenError keys).
+        "token_missing": N_("The form's security token is missing: please reload the page."),
+        "token_foreign": N_("The form's security token is not ours: please reload the page."),
+        "token_expired": N_(
+            "The form was open too long and its security token expired: please send it again."
+        ),
+        "too_fast": N_(
+            "The form was sent faster than a person can fill it in: please wait a moment and "
+            "send it again."
+        ),
         "err_busy": N_(
             "We are receiving very many messages from your network right now. Please try "
             "again in a few minutes."

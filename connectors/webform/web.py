@@ -329,7 +329,7 @@ class WebForm:
             token = self._form_token(fields, now)
         except abuse.TokenError as exc:
             self._count("bad_token")
-            return await self._form_again(403, {"form": str(exc)}, typed)
+            return await self._form_again(403, {"form": t(exc.key)}, typed)
         if fields.get("website", ""):
             # The honeypot: hidden from people (and from screen readers), filled by robots.
             self._count("honeypot")
@@ -352,7 +352,7 @@ class WebForm:
                 )
             except abuse.TokenError as exc:
                 self._count("too_fast")
-                return await self._form_again(400, {"form": str(exc)}, typed)
+                return await self._form_again(400, {"form": t(exc.key)}, typed)
         checked = check_form(
             name=fields.get("name", ""),
             email=fields.get("email", ""),
@@ -516,7 +516,7 @@ class WebForm:
         try:
             form_token = self._form_token(fields, now)
         except abuse.TokenError as exc:
-            return self._status(view, token, errors={"text": str(exc)}, status=403)
+            return self._status(view, token, errors={"text": t(exc.key)}, status=403)
         if view.resolved and (view.reopen_until is None or view.reopen_until <= now):
             return self._status(view, token, errors={"text": t("closed_hint")}, status=409)
         checked = check_followup(
@@ -580,7 +580,7 @@ class WebForm:
                 self.settings.token_max_age_minutes * 60,
             )
         except abuse.TokenError as exc:
-            return self._page("message.html", 403, title=t("confirm_title"), text=str(exc))
+            return self._page("message.html", 403, title=t("confirm_title"), text=t(exc.key))
         refused = await self.buckets.take(
             limits.status_buckets(self.settings, self._address(request)), now
         )

@@ -4,6 +4,8 @@ limits and the difficulty raised under load, attachments checked by their bytes.
 
 from __future__ import annotations
 
+from html import unescape as html_unescape
+
 import re
 from datetime import timedelta
 from typing import Any
@@ -94,6 +96,12 @@ async def test_a_forged_expired_or_missing_token_is_refused_and_nothing_stored(
             status, html, _ = await site.post(values)
             assert status == 403, bad
             assert "security token" in html
+        # The refusal is in the page's language too: here Spanish, chosen on the form.
+        status, html, _ = await site.post(
+            {"form_token": forged, "lang": "es", "name": "A", "email": "a@example.org"}
+        )
+        assert status == 403
+        assert html_unescape(html).count("código de seguridad del formulario no es nuestro") == 1
     assert count(engine, Intake) == 0
 
 
