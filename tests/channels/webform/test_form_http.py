@@ -4,10 +4,9 @@ limits and the difficulty raised under load, attachments checked by their bytes.
 
 from __future__ import annotations
 
-from html import unescape as html_unescape
-
 import re
 from datetime import timedelta
+from html import unescape as html_unescape
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
