@@ -31,6 +31,7 @@ from connectors.webform import abuse
 from connectors.webform.form import Checked
 from connectors.webform.settings import WebformSettings
 from connectors.webform.status import opened_by
+from connectors.webform.text import t_in
 from inbox import audit
 from inbox.channels import CHANNEL_FACTS, MAIL_CHANNEL, REPLY_CHANNEL_OF_KIND
 from inbox.db import read, write
@@ -249,7 +250,9 @@ class Confirmations:
                 self._save(conn, sid, row, now)
                 self._done(conn, sid)
                 return 0
-            case = conn.execute(opened_by(sid, Case.id, Case.reference)).one_or_none()
+            case = conn.execute(
+                opened_by(sid, Case.id, Case.reference, Case.language)
+            ).one_or_none()
             if case is None:
                 return 0  # not opened yet
             sent: list[dict[str, Any]] = []
@@ -260,21 +263,25 @@ class Confirmations:
                 if withheld is not None:
                     sent.append({"handle": handle, "withheld": withheld})
                     continue
+                # In the language the person wrote in (chosen on the form).
+                lang = case.language or "en"
                 if kind == "phone":
                     code = abuse.confirm_code(self.secret, sid, handle, CODE_DIGITS)
-                    body = (
-                        f"Your confirmation code for case {case.reference} is {code}. "
-                        f"Type it at {self.link(sid, handle, with_code=False)}"
+                    body = t_in(
+                        lang,
+                        "confirm_sms",
+                        reference=case.reference,
+                        code=code,
+                        link=self.link(sid, handle, with_code=False),
                     )
                     subject = ""
                 else:
-                    subject = f"Confirm your address for case {case.reference}"
-                    body = (
-                        f"Someone, we hope you, wrote to us through our contact form and gave "
-                        f"this address (case {case.reference}).\n\n"
-                        "If it was you, confirm it here:\n"
-                        f"{self.link(sid, handle, with_code=True)}\n\n"
-                        "If it was not you, ignore this message: nothing more will be sent."
+                    subject = t_in(lang, "confirm_mail_subject", reference=case.reference)
+                    body = t_in(
+                        lang,
+                        "confirm_mail_body",
+                        reference=case.reference,
+                        link=self.link(sid, handle, with_code=True),
                     )
                 outbox_id = enqueue(
                     conn,

@@ -109,10 +109,26 @@ TEXT: Mapping[str, str] = MappingProxyType(
         "confirm_code_hint": N_("The code we sent by text message."),
         "confirmed": N_("Thank you: {where} is confirmed."),
         "confirm_bad": N_("This confirmation is wrong or has expired."),
+        # The confirmation Parity sends to the address or number given on the form, in the
+        # case's language (connectors/webform/confirm.py).
+        "confirm_sms": N_(
+            "Your confirmation code for case {reference} is {code}. Type it at {link}"
+        ),
+        "confirm_mail_subject": N_("Confirm your address for case {reference}"),
+        "confirm_mail_body": N_(
+            "Someone, we hope you, wrote to us through our contact form and gave this address "
+            "(case {reference}).\n\nIf it was you, confirm it here:\n{link}\n\nIf it was not "
+            "you, ignore this message: nothing more will be sent."
+        ),
         "language": N_("Language"),
         "slow_down": N_("Too many requests from your address: please wait a few minutes."),
     }
 )
+
+
+def t_in(lang: str, key: str, **values: object) -> str:
+    """The sentence `key` in `lang` (a message sent, not a page served), filled in."""
+    return gettext_in(lang, TEXT[key]).format(**values)
 
 
 def t(key: str, **values: object) -> str:

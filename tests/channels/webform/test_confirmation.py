@@ -216,3 +216,29 @@ async def test_only_confirmations_still_due_are_scanned_and_a_stale_one_expires(
             conn.execute(select(Outbox.recipient).where(Outbox.kind == "confirm")).scalars()
         )
     assert recipients == {"ana@example.org", "bob@example.org"}
+
+
+async def test_the_confirmations_are_in_the_language_the_person_wrote_in(engine: Engine) -> None:
+    async with Site(engine) as site:
+        status, _, _ = await site.send(
+            email="ines@example.org",
+            phone="+34 612 345 678",
+            text="Perdí el acceso a mi cuenta y a mi correo.",
+            lang="es",
+        )
+        assert status == 303
+        normalize(engine)
+        assert site.form.confirmations.send_due(utcnow()) == 2
+    sent = outbox(engine)
+    with engine.connect() as conn:
+        reference = conn.execute(select(Case.reference).where(Case.channel == "web")).scalar_one()
+        subject = conn.execute(
+            select(Outbox.subject).where(Outbox.kind == "confirm", Outbox.channel == "email")
+        ).scalar_one()
+    # Spanish, as the form was: worded by hand here, not read from the catalogue.
+    assert subject == f"Confirme su dirección para el caso {reference}"
+    assert sent["email"][1].startswith("Alguien, esperamos que usted, nos escribió")
+    assert re.match(
+        rf"Su código de confirmación para el caso {reference} es \d+\. ", sent["sms"][1]
+    )
+    link_in(sent["email"][1])  # the link is still there, whole
