@@ -467,7 +467,7 @@ def _telegram_drainers(section: TelegramSettings, runtime: Runtime) -> list[Outb
     return [
         OutboxDrainer(
             runtime.engine,
-            TelegramSender(section, token),
+            TelegramSender(section, token, runtime.engine),
             runtime.outbox,
             worker=runtime.instance,
         )

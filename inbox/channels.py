@@ -391,8 +391,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # The Bot API's limit on one sendMessage text.
                 max_text=4096,
                 max_public_text=4096,
-                sends_attachments=False,
-                # sendDocument / sendPhoto.
+                # sendPhoto for a photo, sendDocument for any other file (connectors/telegram).
+                sends_attachments=True,
                 carries_attachments=True,
                 label="telegram",
                 colour="#e3f2fb",

@@ -83,7 +83,7 @@ EXPECTED_REPLIES = {
     "whatsapp": (True, False, "plain", 0),
     "messenger": (True, False, "plain", 0),
     "instagram": (True, False, "plain", 0),
-    "telegram": (True, False, "plain", 0),
+    "telegram": (True, True, "plain", 0),
     "web": (False, False, "plain", 0),
 }
 EXPECTED_CONNECTORS = {

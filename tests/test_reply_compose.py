@@ -339,9 +339,10 @@ def test_copies_mark_new_addresses_and_drop_repeats() -> None:
         ("email", None),
         ("reddit", "reddit cannot carry files: only text goes out on it"),
         ("web", "web cannot carry files: only text goes out on it"),
+        ("telegram", None),
         (
-            "telegram",
-            "telegram can carry files, but Parity's telegram sender does not send them yet: "
+            "twitter",
+            "twitter can carry files, but Parity's twitter sender does not send them yet: "
             "send the text, and share the file another way",
         ),
     ],
