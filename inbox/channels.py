@@ -319,7 +319,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # The Cloud API's limit on a text message's body.
                 max_text=4096,
                 max_public_text=4096,
-                sends_attachments=False,
+                # An image or a document, uploaded to the Cloud API first (connectors/meta).
+                sends_attachments=True,
                 carries_attachments=True,
                 label="whatsapp",
                 colour="#dcf8c6",
@@ -341,7 +342,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # Send API text limit; a Facebook comment takes 8,000.
                 max_text=2000,
                 max_public_text=2000,
-                sends_attachments=False,
+                # An image or a file, by the Attachment Upload API (connectors/meta).
+                sends_attachments=True,
                 carries_attachments=True,
                 label="messenger",
                 colour="#e4e6fb",
