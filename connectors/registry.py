@@ -195,7 +195,7 @@ def _twilio_drainers(section: TwilioSettings, runtime: Runtime) -> list[OutboxDr
     return [
         TwilioDrainer(
             runtime.engine,
-            TwilioSmsSender(channel, section, client, runtime.engine),
+            TwilioSmsSender(channel, section, client, runtime.engine, auth_token=token),
             runtime.outbox,
             worker=runtime.instance,
         )

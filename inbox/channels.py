@@ -243,7 +243,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # Twilio's limit on one message body (it splits it into segments).
                 max_text=1600,
                 max_public_text=1600,
-                sends_attachments=False,
+                # MMS: Twilio fetches each file from a signed URL on our listener.
+                sends_attachments=True,
                 # MMS: Twilio sends media to numbers of carriers that take it.
                 carries_attachments=True,
                 segment_text=160,
@@ -265,7 +266,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 replies_to="nothing on voice: the caller's number is answered by SMS",
                 max_text=1600,
                 max_public_text=1600,
-                sends_attachments=False,
+                # A caller is answered by SMS, which sends files as an MMS.
+                sends_attachments=True,
                 carries_attachments=True,
                 segment_text=160,
                 label="voice",

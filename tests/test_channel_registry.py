@@ -76,8 +76,8 @@ EXPECTED_PIPELINE = {
 # with files today, and only mail is rich; an SMS part is 160 GSM-7 characters.
 EXPECTED_REPLIES = {
     "email": (True, True, "markdown", 0),
-    "sms": (True, False, "plain", 160),
-    "voice": (True, False, "plain", 160),
+    "sms": (True, True, "plain", 160),
+    "voice": (True, True, "plain", 160),
     "twitter": (True, False, "plain", 0),
     "reddit": (False, False, "plain", 0),
     "whatsapp": (True, True, "plain", 0),
