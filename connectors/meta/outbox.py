@@ -47,6 +47,7 @@ from connectors.meta.graph import (
 from connectors.meta.settings import MetaSettings, WhatsAppTemplate
 from connectors.outbox import Failure, http_retriable
 from inbox.channels import CHANNEL_FACTS, IDENTITY_KIND_OF
+from inbox.compose import files_in_window
 from inbox.db import read
 from inbox.downloads import sniff_image
 from inbox.models import Identity, Message, utcnow
@@ -98,10 +99,9 @@ def media_rules(channel: str) -> MediaRules | None:
     return None
 
 
-OUTSIDE_WINDOW_FILES = (
-    f"{TEMPLATE_REASON}, and a template cannot carry files: send them once the customer "
-    "writes again"
-)
+# A reply with files queued inside the window that closed before it went: the sender's
+# refusal, in the words the reply form uses for one asked for outside the window.
+OUTSIDE_WINDOW_FILES = files_in_window("whatsapp", "template") or ""
 
 
 @dataclass(frozen=True)

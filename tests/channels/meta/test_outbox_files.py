@@ -21,6 +21,7 @@ from connectors.meta.outbox import (
     MediaRules,
     plan,
 )
+from inbox.casework import Invalid
 from inbox.models import Outbox, utcnow
 from inbox.outbox import OutFile
 from tests.channels.meta.support import PHONE_NUMBER_ID, error, fake_graph
@@ -117,6 +118,22 @@ def test_whatsapp_outside_the_window_refuses_files_with_the_reason(engine: Engin
     assert (reply.state, reply.last_error) == ("failed", OUTSIDE_WINDOW_FILES)
     assert OUTSIDE_WINDOW_FILES.startswith("outside WhatsApp's 24-hour window")
     assert uploads == {} and count == 1
+
+
+def test_the_reply_form_refuses_files_outside_the_window_before_queueing(engine: Engine) -> None:
+    deliver(engine, "wa_text")
+    age_messages(engine, "whatsapp", timedelta(hours=25))
+    with pytest.raises(Invalid) as refused:
+        reply_with_files(engine, agent(engine), the_reference(engine), "Here.", FILES[:1])
+    assert str(refused.value) == (
+        "outside WhatsApp's 24-hour window: a template will be sent, and a template cannot "
+        "carry files: send them once the customer writes again"
+    )
+    with engine.connect() as conn:
+        assert conn.execute(select(Outbox.id).where(Outbox.kind == "reply")).first() is None
+    # Without files the reply is taken (it goes as the template).
+    reply_with_files(engine, agent(engine, "agent2"), the_reference(engine), "Here.", [])
+    assert the_reply(engine).state == "queued"
 
 
 def test_messenger_sends_the_text_then_each_attachment_by_its_id(engine: Engine) -> None:
