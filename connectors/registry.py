@@ -202,7 +202,7 @@ def _twilio_drainers(section: TwilioSettings, runtime: Runtime) -> list[OutboxDr
     return [
         TwilioDrainer(
             runtime.engine,
-            TwilioSmsSender(channel, section, client, runtime.engine),
+            TwilioSmsSender(channel, section, client, runtime.engine, auth_token=token),
             runtime.outbox,
             worker=runtime.instance,
         )
@@ -474,7 +474,7 @@ def _telegram_drainers(section: TelegramSettings, runtime: Runtime) -> list[Outb
     return [
         OutboxDrainer(
             runtime.engine,
-            TelegramSender(section, token),
+            TelegramSender(section, token, runtime.engine),
             runtime.outbox,
             worker=runtime.instance,
         )

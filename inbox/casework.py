@@ -59,6 +59,7 @@ from inbox.compose import (
     check_files,
     check_length,
     copies,
+    files_in_window,
     formatting,
     html_document,
     markdown_html,
@@ -1254,6 +1255,15 @@ def _reply_extras(
             ).scalar_one_or_none()
             == "public"
         )
+    if files and not public:
+        # Said now, while the agent can still choose: the sender would refuse it later.
+        history = _channel_history(conn, [target.identity_id])
+        at = history.get((target.identity_id, target.channel))
+        if at is not None and at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+        refusal = files_in_window(target.channel, reply_window(target.channel, at, utcnow())[0])
+        if refusal is not None:
+            raise Invalid(refusal)
     fit = check_length(target.channel, text, public=public)
     if not fit.fits:
         raise Invalid(f"too long for {target.channel}: {fit.note}")

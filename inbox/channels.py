@@ -251,7 +251,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # Twilio's limit on one message body (it splits it into segments).
                 max_text=1600,
                 max_public_text=1600,
-                sends_attachments=False,
+                # MMS: Twilio fetches each file from a signed URL on our listener.
+                sends_attachments=True,
                 # MMS: Twilio sends media to numbers of carriers that take it.
                 carries_attachments=True,
                 segment_text=160,
@@ -274,7 +275,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 replies_to="nothing on voice: the caller's number is answered by SMS",
                 max_text=1600,
                 max_public_text=1600,
-                sends_attachments=False,
+                # A caller is answered by SMS, which sends files as an MMS.
+                sends_attachments=True,
                 carries_attachments=True,
                 segment_text=160,
                 survey="reply",
@@ -331,7 +333,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # The Cloud API's limit on a text message's body.
                 max_text=4096,
                 max_public_text=4096,
-                sends_attachments=False,
+                # An image or a document, uploaded to the Cloud API first (connectors/meta).
+                sends_attachments=True,
                 carries_attachments=True,
                 survey="reply",
                 label="whatsapp",
@@ -354,7 +357,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # Send API text limit; a Facebook comment takes 8,000.
                 max_text=2000,
                 max_public_text=2000,
-                sends_attachments=False,
+                # An image or a file, by the Attachment Upload API (connectors/meta).
+                sends_attachments=True,
                 carries_attachments=True,
                 survey="link",
                 label="messenger",
@@ -406,8 +410,8 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # The Bot API's limit on one sendMessage text.
                 max_text=4096,
                 max_public_text=4096,
-                sends_attachments=False,
-                # sendDocument / sendPhoto.
+                # sendPhoto for a photo, sendDocument for any other file (connectors/telegram).
+                sends_attachments=True,
                 carries_attachments=True,
                 survey="reply",
                 label="telegram",

@@ -95,6 +95,19 @@ def attachment_refusal(channel: str) -> str | None:
     return f"{facts.label} cannot carry files: only text goes out on it"
 
 
+def files_in_window(channel: str, mode: str) -> str | None:
+    """Why a reply's files cannot go on `channel` in its reply window's `mode` now, or None.
+    Outside a window where only an approved template may go (WhatsApp's), the template
+    carries the case reference and nothing else: the files would be lost, so the reply is
+    refused rather than sent without them."""
+    if mode != "template":
+        return None
+    return (
+        f"{CHANNEL_FACTS[channel].reply_window.outside}, and a template cannot carry files: "
+        "send them once the customer writes again"
+    )
+
+
 @dataclass(frozen=True)
 class Copy:
     """One CC or BCC address of a reply, and whether the case has seen it before."""

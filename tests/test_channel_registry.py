@@ -76,14 +76,14 @@ EXPECTED_PIPELINE = {
 # with files today, and only mail is rich; an SMS part is 160 GSM-7 characters.
 EXPECTED_REPLIES = {
     "email": (True, True, "markdown", 0),
-    "sms": (True, False, "plain", 160),
-    "voice": (True, False, "plain", 160),
+    "sms": (True, True, "plain", 160),
+    "voice": (True, True, "plain", 160),
     "twitter": (True, False, "plain", 0),
     "reddit": (False, False, "plain", 0),
-    "whatsapp": (True, False, "plain", 0),
-    "messenger": (True, False, "plain", 0),
+    "whatsapp": (True, True, "plain", 0),
+    "messenger": (True, True, "plain", 0),
     "instagram": (True, False, "plain", 0),
-    "telegram": (True, False, "plain", 0),
+    "telegram": (True, True, "plain", 0),
     "web": (False, False, "plain", 0),
 }
 EXPECTED_CONNECTORS = {

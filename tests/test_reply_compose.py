@@ -22,6 +22,7 @@ from inbox.compose import (
     check_length,
     clean_address,
     copies,
+    files_in_window,
     fill,
     markdown_html,
     unknown_placeholders,
@@ -339,15 +340,36 @@ def test_copies_mark_new_addresses_and_drop_repeats() -> None:
         ("email", None),
         ("reddit", "reddit cannot carry files: only text goes out on it"),
         ("web", "web cannot carry files: only text goes out on it"),
+        ("telegram", None),
         (
-            "telegram",
-            "telegram can carry files, but Parity's telegram sender does not send them yet: "
+            "twitter",
+            "twitter can carry files, but Parity's twitter sender does not send them yet: "
             "send the text, and share the file another way",
         ),
     ],
 )
 def test_attachments_follow_the_registry(channel: str, refusal: str | None) -> None:
     assert attachment_refusal(channel) == refusal
+
+
+@pytest.mark.parametrize(
+    ("channel", "mode", "refusal"),
+    [
+        ("whatsapp", "text", None),
+        (
+            "whatsapp",
+            "template",
+            "outside WhatsApp's 24-hour window: a template will be sent, and a template cannot "
+            "carry files: send them once the customer writes again",
+        ),
+        # A tagged Messenger answer carries files; a refused one is refused for its text.
+        ("messenger", "tagged", None),
+        ("messenger", "refused", None),
+        ("telegram", "text", None),
+    ],
+)
+def test_files_and_the_reply_window(channel: str, mode: str, refusal: str | None) -> None:
+    assert files_in_window(channel, mode) == refusal
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,19 @@ class Graph:
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", path, json=payload)
 
+    def post_file(
+        self,
+        path: str,
+        fields: dict[str, str],
+        field: str,
+        filename: str,
+        content_type: str,
+        data: bytes,
+    ) -> dict[str, Any]:
+        """A multipart/form-data POST with one file (WhatsApp's media upload, Messenger's
+        attachment upload): the only way the Graph API takes bytes from us."""
+        return self._call("POST", path, data=fields, files={field: (filename, data, content_type)})
+
     def get(self, path: str, **params: str) -> dict[str, Any]:
         return self._call("GET", path, params=params)
 

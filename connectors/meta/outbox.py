@@ -13,10 +13,22 @@ Meta's reply windows are facts of the channel, decided here before anything is s
 
 A message has no idempotency key at Meta: a send whose answer was lost (a read timeout) is
 "unknown" and left for an agent, never sent twice blindly.
+
+An agent's files go as Meta takes them (`plan`, pure): each uploaded first as
+multipart/form-data (WhatsApp: `POST /{phone-number-id}/media`, which answers a media id;
+Messenger: the Attachment Upload API, `POST /me/message_attachments`, which answers an
+attachment id), then sent as one message each that names the id. On WhatsApp the text is
+the first file's caption when it fits 1,024 characters; Messenger has no captions, so the
+text goes first as a message of its own. Each message sent is kept on the row
+(`parts_sent`) before the next, so a retry after a failure part-way sends only the rest.
+Outside WhatsApp's window only a template may go, and a template cannot carry the agent's
+files: such a reply is refused with that reason rather than sent without them.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -35,9 +47,11 @@ from connectors.meta.graph import (
 from connectors.meta.settings import MetaSettings, WhatsAppTemplate
 from connectors.outbox import Failure, http_retriable
 from inbox.channels import CHANNEL_FACTS, IDENTITY_KIND_OF
+from inbox.compose import files_in_window
 from inbox.db import read
+from inbox.downloads import sniff_image
 from inbox.models import Identity, Message, utcnow
-from inbox.outbox import Claimed
+from inbox.outbox import Claimed, OutFile, save_route
 from inbox.replies import reply_window
 
 # What the case shows (the issue's words, kept exactly): the registry's window facts.
@@ -48,6 +62,74 @@ RATE_PAUSE_S = 60.0
 TOKEN_PAUSE_S = 3600.0
 
 Mode = Literal["text", "template", "human_agent", "refused"]
+
+# WhatsApp's bound on an image's or a document's caption.
+MAX_CAPTION = 1024
+
+
+@dataclass(frozen=True)
+class MediaRules:
+    """What one Meta channel takes as files. An image goes inline when its bytes (by their
+    signature, never the declared type) are one of `image_types` within `image_max`;
+    anything else goes as a document (a "file" on Messenger), up to `file_max`."""
+
+    image_types: frozenset[str]
+    image_max: int
+    file_max: int
+    # The first file may carry the text as its caption (WhatsApp); else the text goes first.
+    captions: bool
+
+
+# WhatsApp: JPEG and PNG images up to 5 MB, documents up to 100 MB, captions.
+WHATSAPP_MEDIA = MediaRules(
+    frozenset({"image/jpeg", "image/png"}), 5 * 1024 * 1024, 100 * 1024 * 1024, True
+)
+# Messenger: JPEG, PNG and GIF images, any attachment up to 25 MB, no captions.
+MESSENGER_MEDIA = MediaRules(
+    frozenset({"image/jpeg", "image/png", "image/gif"}), 25 * 1024 * 1024, 25 * 1024 * 1024, False
+)
+
+
+def media_rules(channel: str) -> MediaRules | None:
+    """The file rules of a Meta channel whose sender sends files (None: it does not yet)."""
+    if channel == "whatsapp":
+        return WHATSAPP_MEDIA
+    if channel == "messenger":
+        return MESSENGER_MEDIA
+    return None
+
+
+# A reply with files queued inside the window that closed before it went: the sender's
+# refusal, in the words the reply form uses for one asked for outside the window.
+OUTSIDE_WINDOW_FILES = files_in_window("whatsapp", "template") or ""
+
+
+@dataclass(frozen=True)
+class MediaPart:
+    """One message of a reply with files: "text", or a file ("image", "document") with its
+    index in the row's files and its caption ("" for none)."""
+
+    kind: Literal["text", "image", "document"]
+    text: str
+    file: int | None = None
+
+
+def media_kind(rules: MediaRules, file: OutFile) -> Literal["image", "document"]:
+    inline = len(file.data) <= rules.image_max and sniff_image(file.data) in rules.image_types
+    return "image" if inline else "document"
+
+
+def plan(rules: MediaRules, text: str, files: Sequence[OutFile]) -> list[MediaPart]:
+    """The messages that carry `text` and `files` under a channel's `rules`."""
+    if not files:
+        return [MediaPart("text", text)]
+    parts: list[MediaPart] = []
+    caption = text if rules.captions and len(text) <= MAX_CAPTION else ""
+    if text and not caption:
+        parts.append(MediaPart("text", text))
+    for index, file in enumerate(files):
+        parts.append(MediaPart(media_kind(rules, file), caption if index == 0 else "", index))
+    return parts
 
 
 @dataclass(frozen=True)
@@ -152,9 +234,14 @@ class MetaSender:
         decided = window(self.channel, self.last_inbound(to), utcnow())
         if decided.mode == "refused":
             raise Refused(decided.reason)
+        if row.files:
+            return self._with_files(row, to, decided)
         if self.channel == "whatsapp":
             return self._whatsapp(row, to, decided)
-        body: dict[str, Any] = {"recipient": {"id": to}, "message": {"text": row.body}}
+        return self._messenger(to, decided, {"text": row.body})
+
+    def _messenger(self, to: str, decided: Window, message: dict[str, Any]) -> str | None:
+        body: dict[str, Any] = {"recipient": {"id": to}, "message": message}
         if decided.mode == "human_agent":
             body.update(messaging_type="MESSAGE_TAG", tag="HUMAN_AGENT")
         else:
@@ -162,13 +249,70 @@ class MetaSender:
         answer = self.graph.post("me/messages", body)
         return str(answer.get("message_id") or "") or None
 
+    def _with_files(self, row: Claimed, to: str, decided: Window) -> str | None:
+        rules = media_rules(self.channel)
+        if rules is None:
+            raise Refused(f"Parity's {self.channel} sender does not send files yet")
+        if self.channel == "whatsapp" and decided.mode != "text":
+            raise Refused(OUTSIDE_WINDOW_FILES)
+        for file in row.files:
+            if len(file.data) > rules.file_max:
+                raise Refused(f"{file.filename} is over {self.channel}'s {rules.file_max} bytes")
+        parts = plan(rules, row.body, row.files)
+        done = row.payload.get("parts_sent")
+        sent: list[str] = [str(i) for i in done] if isinstance(done, list) else []
+        for part in parts[len(sent) :]:
+            sent.append(self._part(row, to, decided, part) or "")
+            if len(parts) > 1:
+                # Kept before the next part: a failure after this one retries only the rest.
+                save_route(self.engine, row.id, {**row.payload, "parts_sent": sent})
+        return next((s for s in sent if s), None)
+
+    def _part(self, row: Claimed, to: str, decided: Window, part: MediaPart) -> str | None:
+        if part.file is None:
+            if self.channel == "whatsapp":
+                return self._whatsapp(row, to, decided)
+            return self._messenger(to, decided, {"text": part.text})
+        file = row.files[part.file]
+        if self.channel == "whatsapp":
+            media = self.graph.post_file(
+                f"{self.settings.whatsapp_phone_number_id}/media",
+                {"messaging_product": "whatsapp", "type": file.content_type},
+                "file",
+                file.filename,
+                file.content_type,
+                file.data,
+            )
+            media_id = str(media.get("id") or "")
+            if not media_id:
+                raise GraphError(200, None, None, "the media upload answered no id")
+            item: dict[str, Any] = {"id": media_id}
+            if part.kind == "document":
+                item["filename"] = file.filename
+            if part.text:
+                item["caption"] = part.text
+            return self._whatsapp_send(to, {"type": part.kind, part.kind: item})
+        kind = "image" if part.kind == "image" else "file"
+        attachment = {"type": kind, "payload": {"is_reusable": False}}
+        uploaded = self.graph.post_file(
+            "me/message_attachments",
+            {"message": json.dumps({"attachment": attachment})},
+            "filedata",
+            file.filename,
+            file.content_type,
+            file.data,
+        )
+        attachment_id = str(uploaded.get("attachment_id") or "")
+        if not attachment_id:
+            raise GraphError(200, None, None, "the attachment upload answered no attachment_id")
+        return self._messenger(
+            to,
+            decided,
+            {"attachment": {"type": kind, "payload": {"attachment_id": attachment_id}}},
+        )
+
     def _whatsapp(self, row: Claimed, to: str, decided: Window) -> str | None:
-        body: dict[str, Any] = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            # The Cloud API takes the number without its "+".
-            "to": to.removeprefix("+"),
-        }
+        body: dict[str, Any] = {}
         if decided.mode == "text":
             body.update(type="text", text={"body": row.body, "preview_url": False})
         else:
@@ -178,6 +322,16 @@ class MetaSender:
                 else self.settings.whatsapp_reply_template
             )
             body.update(type="template", template=template_body(template, row))
+        return self._whatsapp_send(to, body)
+
+    def _whatsapp_send(self, to: str, message: dict[str, Any]) -> str | None:
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            # The Cloud API takes the number without its "+".
+            "to": to.removeprefix("+"),
+            **message,
+        }
         path = f"{self.settings.whatsapp_phone_number_id}/messages"
         answer = self.graph.post(path, body)
         messages = answer.get("messages")

@@ -2,7 +2,8 @@
 
 Chosen over python-telegram-bot after measuring both (docs/channels/telegram.md, "Why the
 Bot API over aiohttp"): aiohttp is already Parity's HTTP stack, the calls are few
-(getUpdates, getFile, sendMessage, getMe, setWebhook, deleteWebhook), and the library
+(getUpdates, getFile, sendMessage, sendPhoto, sendDocument, getMe, setWebhook,
+deleteWebhook), and the library
 would add its own HTTP client (httpx and four more packages) and import time for them.
 
 Every call answers `{"ok": true, "result": ...}` or `{"ok": false, "error_code": N,
@@ -71,6 +72,29 @@ def error_of(status: int, body: Any) -> BotApiError:
     )
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One file for a multipart Bot API call: the form field that names it ("photo",
+    "document"), and the file."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def form_of(payload: dict[str, Any], upload: Upload) -> aiohttp.FormData:
+    """The multipart body of a call with a file: each payload value a text field (the Bot
+    API reads numbers from text), the file last."""
+    form = aiohttp.FormData()
+    for key, value in payload.items():
+        form.add_field(key, value if isinstance(value, str) else json.dumps(value))
+    form.add_field(
+        upload.field, upload.data, filename=upload.filename, content_type=upload.content_type
+    )
+    return form
+
+
 class BotApi:
     """A few Bot API calls with one token; open it in the loop that uses it."""
 
@@ -100,17 +124,24 @@ class BotApi:
         self._session = None
 
     async def call(
-        self, method: str, payload: dict[str, Any] | None = None, *, wait_s: float = 0.0
+        self,
+        method: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        wait_s: float = 0.0,
+        upload: Upload | None = None,
     ) -> Any:
         """POST `payload` as JSON to `method`; its `result`. `wait_s`: a long poll's wait,
-        added to the request timeout."""
+        added to the request timeout. `upload`: a file sent with the payload's fields as
+        multipart/form-data (sendPhoto, sendDocument), the only way the Bot API takes bytes."""
         timeout = aiohttp.ClientTimeout(
             total=self.settings.timeout_s + wait_s, connect=min(10.0, self.settings.timeout_s)
         )
+        sent: dict[str, Any] = (
+            {"json": payload or {}} if upload is None else {"data": form_of(payload or {}, upload)}
+        )
         try:
-            async with self.session().post(
-                self.url(method), json=payload or {}, timeout=timeout
-            ) as response:
+            async with self.session().post(self.url(method), timeout=timeout, **sent) as response:
                 raw = await response.content.read(MAX_ANSWER_BYTES + 1)
                 status = response.status
         except aiohttp.ClientConnectorError as exc:
@@ -170,14 +201,18 @@ class BotApi:
 
 
 def call_sync(
-    settings: TelegramSettings, token: Secret, method: str, payload: dict[str, Any] | None = None
+    settings: TelegramSettings,
+    token: Secret,
+    method: str,
+    payload: dict[str, Any] | None = None,
+    upload: Upload | None = None,
 ) -> Any:
     """One call from blocking code (a sender's thread, `parity doctor`)."""
 
     async def once() -> Any:
         api = BotApi(settings, token)
         try:
-            return await api.call(method, payload)
+            return await api.call(method, payload, upload=upload)
         finally:
             await api.close()
 

@@ -2,10 +2,16 @@
 
 A number that texted STOP gets nothing: the sender reads the opt-out state the webhooks
 keep (connectors/twilio/intake.py) before every send.
+
+A reply with files goes as one MMS: Twilio fetches each file from a `MediaUrl` we give it,
+which is a signed URL on our own listener (`public_url` + /twilio/media/..., see
+media_url.py), good for `media_url_ttl_s`. Twilio takes at most 10 media and 5 MB in all per
+message; a reply over that is refused with the reason, never sent without its files.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -15,11 +21,16 @@ from twilio.rest import Client
 
 from connectors.outbox import Lookup, OutboxDrainer, Permanent, Retriable, http_retriable
 from connectors.twilio.intake import opted_out
+from connectors.twilio.media_url import media_key, signed_url
 from connectors.twilio.parse import normalise_number
 from connectors.twilio.settings import TwilioSettings
 from inbox.models import utcnow
 from inbox.outbox import Claimed
 from inbox.secrets import Secret
+
+# Twilio's bounds on one MMS: 10 media, 5 MB together.
+MAX_MEDIA = 10
+MAX_MEDIA_BYTES = 5 * 1024 * 1024
 
 
 def make_client(settings: TwilioSettings, sid: str, token: Secret) -> Client:
@@ -44,8 +55,11 @@ class TwilioSmsSender:
         engine: Engine,
         *,
         status_callback: bool = True,
+        auth_token: Secret | None = None,
     ) -> None:
         self.channel = channel
+        # Signs the MediaUrl of an MMS reply's files; None: files cannot be sent.
+        self.media_key = media_key(auth_token) if auth_token is not None else None
         self.settings = settings
         self.client = client
         self.engine = engine
@@ -71,8 +85,34 @@ class TwilioSmsSender:
         }
         if self.status_callback:
             kwargs["status_callback"] = self.status_callback
+        if row.files:
+            kwargs["media_url"] = self.media_urls(row)
         message = self.client.messages.create(**kwargs)
         return str(message.sid)
+
+    def media_urls(self, row: Claimed) -> list[str]:
+        """The signed URLs Twilio fetches the row's files from; Permanent where it cannot."""
+        if self.media_key is None or not self.settings.public_url:
+            raise Permanent(
+                "an MMS needs connectors.twilio.public_url: Twilio fetches the files from it"
+            )
+        if len(row.files) > MAX_MEDIA:
+            raise Permanent(f"an MMS takes at most {MAX_MEDIA} files")
+        total = sum(len(f.data) for f in row.files)
+        if total > MAX_MEDIA_BYTES:
+            raise Permanent(f"the files come to {total} bytes; an MMS takes {MAX_MEDIA_BYTES}")
+        now = utcnow()
+        return [
+            signed_url(
+                self.settings.public_url,
+                self.media_key,
+                hashlib.sha256(f.data).hexdigest(),
+                f.content_type,
+                now,
+                self.settings.media_url_ttl_s,
+            )
+            for f in row.files
+        ]
 
     def classify(self, exc: BaseException) -> tuple[bool, str]:
         if isinstance(exc, Permanent):

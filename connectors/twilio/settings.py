@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from inbox.config import Strict
 
 
@@ -14,3 +16,6 @@ class TwilioSettings(Strict):
     auth_token_env: str = "TWILIO_AUTH_TOKEN"
     # The number acknowledgements and replies are sent from, in E.164.
     from_number: str = ""
+    # How long the signed URL of an MMS reply's file works (Twilio fetches it when it takes
+    # the message, within seconds; the margin covers its own retries).
+    media_url_ttl_s: int = Field(default=900, ge=60, le=86_400)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
 
@@ -104,10 +104,15 @@ class Hooks:
 
 @dataclass
 class FakeGraph:
-    """/me, the phone number id, media ids and files, `messages`, comment replies.
+    """/me, the phone number id, media ids and files, `messages`, comment replies, and the
+    two uploads: WhatsApp's `/{phone-number-id}/media` (answers a media id) and Messenger's
+    `/me/message_attachments` (answers an attachment id), each multipart/form-data only,
+    the bytes kept as received. A message naming a media or attachment id never uploaded
+    is refused, as Meta refuses it.
 
     `fail` holds error answers to give, in order, before succeeding: (HTTP status, Graph
-    error body), shaped as Meta's error answers are.
+    error body), shaped as Meta's error answers are. `fail_uploads` the same for uploads,
+    None for an upload that succeeds.
     """
 
     tokens: tuple[str, ...] = (WA_TOKEN, PAGE_TOKEN)
@@ -121,6 +126,10 @@ class FakeGraph:
     media_requests: int = 0
     base_url: str = ""
     sent: int = 0
+    # Uploaded files by the id given for them: the path, the form's text fields, the file
+    # part's name, declared type and bytes.
+    uploaded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fail_uploads: list[tuple[int, dict[str, Any]] | None] = field(default_factory=list)
 
     def _token(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
@@ -138,6 +147,8 @@ class FakeGraph:
         app = web.Application()
         app.router.add_get("/v21.0/me", self.me)
         app.router.add_post("/v21.0/{node}/messages", self.messages)
+        app.router.add_post("/v21.0/{node}/media", self.upload)
+        app.router.add_post("/v21.0/{node}/message_attachments", self.upload)
         app.router.add_post("/v21.0/{node}/comments", self.comment)
         app.router.add_post("/v21.0/{node}/replies", self.comment)
         app.router.add_get("/v21.0/{node}", self.node)
@@ -197,11 +208,77 @@ class FakeGraph:
             return web.Response(status=404)
         return web.Response(body=found[1], content_type=found[0])
 
+    async def upload(self, request: web.Request) -> web.Response:
+        if self._token(request) not in self.tokens:
+            return self._refused()
+        whatsapp = request.path.endswith("/media")
+        if whatsapp and request.match_info["node"] != PHONE_NUMBER_ID:
+            return web.json_response(
+                error(100, "Invalid phone number id", "OAuthException"), status=400
+            )
+        if not request.content_type.startswith("multipart/form-data"):
+            return web.json_response(
+                error(100, "(#100) Upload attachment failure.", "OAuthException"), status=400
+            )
+        file_field = "file" if whatsapp else "filedata"
+        fields: dict[str, str] = {}
+        got: dict[str, Any] | None = None
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            assert isinstance(part, BodyPartReader)
+            if part.name == file_field and part.filename is not None:
+                got = {
+                    "filename": part.filename,
+                    "content_type": part.headers.get("Content-Type", ""),
+                    "data": bytes(await part.read()),
+                }
+            elif part.name:
+                fields[part.name] = await part.text()
+        if got is None:
+            return web.json_response(
+                error(100, f"(#100) The parameter {file_field} is required", "OAuthException"),
+                status=400,
+            )
+        if whatsapp and fields.get("messaging_product") != "whatsapp":
+            return web.json_response(
+                error(100, "(#100) The parameter messaging_product is required"), status=400
+            )
+        if not whatsapp:
+            message = json.loads(fields.get("message") or "{}")
+            kind = message.get("attachment", {}).get("type")
+            if kind not in ("image", "audio", "video", "file"):
+                return web.json_response(error(100, "(#100) Invalid attachment type"), status=400)
+        planned = self.fail_uploads.pop(0) if self.fail_uploads else None
+        if planned is not None:
+            return web.json_response(planned[1], status=planned[0])
+        upload_id = f"{'MEDIA' if whatsapp else 'ATT'}{len(self.uploaded) + 1:04d}"
+        self.uploaded[upload_id] = {"path": request.path, "fields": fields, **got}
+        if whatsapp:
+            return web.json_response({"id": upload_id})
+        return web.json_response({"attachment_id": upload_id})
+
+    def _unknown_upload(self, body: dict[str, Any]) -> str | None:
+        """The media or attachment id a message names that was never uploaded, if any."""
+        for kind in ("image", "document", "audio", "video"):
+            item = body.get(kind)
+            if isinstance(item, dict) and "id" in item and item["id"] not in self.uploaded:
+                return str(item["id"])
+        attachment = (body.get("message") or {}).get("attachment")
+        if isinstance(attachment, dict):
+            found = (attachment.get("payload") or {}).get("attachment_id")
+            if found is not None and found not in self.uploaded:
+                return str(found)
+        return None
+
     async def messages(self, request: web.Request) -> web.Response:
         if self._token(request) not in self.tokens:
             return self._refused()
         body = await request.json()
         self.received.append((request.path, body))
+        if (unknown := self._unknown_upload(body)) is not None:
+            return web.json_response(
+                error(100, f"(#100) Invalid media or attachment id {unknown}"), status=400
+            )
         if self.fail:
             status, answer = self.fail.pop(0)
             return web.json_response(answer, status=status)

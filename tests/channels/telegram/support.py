@@ -4,7 +4,9 @@ shapes), the settings, and a fake Bot API (aiohttp) the real connector and sende
 The fake keeps Telegram's rules that matter here: `getUpdates` answers the updates from
 `offset` on and forgets those before it (an offset confirms them), at most `limit` of them;
 `getFile` gives a `file_path` served under /file/bot<token>/; a wrong token gets 401; a
-sendMessage may be answered with queued errors (a 429 with `parameters.retry_after`).
+sendMessage, sendPhoto or sendDocument may be answered with queued errors (a 429 with
+`parameters.retry_after`). sendPhoto and sendDocument take multipart/form-data only, as
+Telegram does for an upload, and the fake keeps each file's bytes as received.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from connectors.telegram.settings import TelegramSettings
 from tests.support.fake_server import serving
@@ -73,6 +75,12 @@ class FakeBotApi:
     # Error answers to sendMessage, in order, before it succeeds: (HTTP status, body).
     fail: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    # Answers to sendPhoto / sendDocument, in order: an error (HTTP status, body), or None
+    # for a call that succeeds.
+    fail_files: list[tuple[int, dict[str, Any]] | None] = field(default_factory=list)
+    # Files received by sendPhoto / sendDocument: method, the fields, the file's name, its
+    # declared type and its bytes as they came.
+    uploads: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     offsets: list[int | None] = field(default_factory=list)
     base_url: str = ""
@@ -94,6 +102,8 @@ class FakeBotApi:
         if request.match_info["token"] != self.token:
             return web.json_response(refused(401, "Unauthorized"), status=401)
         name = request.match_info["method"]
+        if name in ("sendPhoto", "sendDocument"):
+            return await self.send_file(request, name)
         body: dict[str, Any] = await request.json() if request.can_read_body else {}
         self.calls.append((name, body))
         if name == "getMe":
@@ -148,6 +158,43 @@ class FakeBotApi:
                 }
             )
         return web.json_response(refused(404, "Not Found: method not found"), status=404)
+
+    async def send_file(self, request: web.Request, name: str) -> web.Response:
+        if not request.content_type.startswith("multipart/form-data"):
+            return web.json_response(refused(400, "Bad Request: there is no file"), status=400)
+        field_name = "photo" if name == "sendPhoto" else "document"
+        fields: dict[str, str] = {}
+        upload: dict[str, Any] | None = None
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            assert isinstance(part, BodyPartReader)
+            if part.name == field_name and part.filename is not None:
+                upload = {
+                    "filename": part.filename,
+                    "content_type": part.headers.get("Content-Type", ""),
+                    "data": bytes(await part.read()),
+                }
+            elif part.name:
+                fields[part.name] = await part.text()
+        self.calls.append((name, dict(fields)))
+        if upload is None or "chat_id" not in fields:
+            return web.json_response(
+                refused(400, f"Bad Request: there is no {field_name}"), status=400
+            )
+        planned = self.fail_files.pop(0) if self.fail_files else None
+        if planned is not None:
+            status, answer = planned
+            return web.json_response(answer, status=status)
+        self.uploads.append({"method": name, **fields, **upload})
+        self.next_message_id += 1
+        return ok(
+            {
+                "message_id": self.next_message_id,
+                "chat": {"id": int(fields["chat_id"]), "type": "private"},
+                "date": 1763640400,
+                **({"caption": fields["caption"]} if "caption" in fields else {}),
+            }
+        )
 
     async def file(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
@@ -95,7 +96,13 @@ class Hooks:
 
 @dataclass
 class FakeTwilio:
-    """Messages.json create and list, and media downloads, behind HTTP basic auth."""
+    """Messages.json create and list, and media downloads, behind HTTP basic auth.
+
+    A create with `MediaUrl`s (an MMS) fetches each URL, as Twilio does before it sends the
+    message, with no credentials of ours, and keeps what came back (`fetched`: the URL, the
+    HTTP status, the Content-Type and the bytes). A URL that does not answer 200 fails the
+    create with Twilio's 21620-style error, as an unreachable media URL fails at Twilio.
+    """
 
     account: str = ACCOUNT
     token: str = TOKEN
@@ -105,6 +112,7 @@ class FakeTwilio:
     base_url: str = ""
     # Answer this many sends with 503 before taking them: Twilio down for a moment.
     unavailable: int = 0
+    fetched: list[dict[str, Any]] = field(default_factory=list)
 
     def _authorized(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.account}:{self.token}".encode()).decode()
@@ -121,12 +129,34 @@ class FakeTwilio:
     async def create(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
-        form = {k: str(v) for k, v in (await request.post()).items()}
+        posted = await request.post()
+        form = {k: str(v) for k, v in posted.items()}
+        media_urls = [str(v) for v in posted.getall("MediaUrl", [])]
+        if media_urls:
+            form["MediaUrl"] = " ".join(media_urls)
         self.received.append(form)
         if self.unavailable > 0:
             self.unavailable -= 1
             body = {"code": 20503, "message": "Service Unavailable", "status": 503}
             return web.json_response(body, status=503)
+        async with aiohttp.ClientSession() as session:
+            for url in media_urls:
+                async with session.get(url) as got:
+                    self.fetched.append(
+                        {
+                            "url": url,
+                            "status": got.status,
+                            "content_type": got.headers.get("Content-Type", ""),
+                            "data": await got.read(),
+                        }
+                    )
+                if got.status != 200:
+                    body = {
+                        "code": 21620,
+                        "message": f"Media urls: {url} is not reachable",
+                        "status": 400,
+                    }
+                    return web.json_response(body, status=400)
         now = datetime.now(UTC)
         message: dict[str, Any] = {
             "sid": "SM" + secrets.token_hex(16),
@@ -137,7 +167,7 @@ class FakeTwilio:
             "status": "queued",
             "direction": "outbound-api",
             "num_segments": "1",
-            "num_media": "0",
+            "num_media": str(len(media_urls)),
             "date_created": format_datetime(now),
             "date_updated": format_datetime(now),
             "date_sent": format_datetime(now),
