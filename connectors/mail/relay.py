@@ -112,8 +112,9 @@ def compose_email(
         # Exchange is asked not to send its out-of-office replies to it.
         msg["Auto-Submitted"] = "auto-replied"
         msg["X-Auto-Response-Suppress"] = "All"
-    elif row.kind == "confirm":
-        # A contact form's confirmation link is machine-made, not a reply to a mail.
+    elif row.kind in ("confirm", "digest"):
+        # A contact form's confirmation link and an agent's notification digest are
+        # machine-made, not replies to a mail.
         msg["Auto-Submitted"] = "auto-generated"
         msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(row.body)
