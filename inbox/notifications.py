@@ -153,12 +153,14 @@ def add(conn: Connection, user_id: int, case_id: int, kind: str, turn: int, now:
     ).one_or_none()
     if row is None or row.disabled or kind not in prefs_of(row.notify_prefs).kinds:
         return False
-    result = conn.execute(
-        insert_ignore(conn, Notification, ("user_id", "case_id", "kind", "turn")).values(
-            user_id=user_id, case_id=case_id, kind=kind, turn=turn, created_at=now
-        )
-    )
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: a skipped conflict is no row on both stores, while the
+    # PostgreSQL driver's rowcount for ON CONFLICT DO NOTHING is not to be relied on.
+    added = conn.execute(
+        insert_ignore(conn, Notification, ("user_id", "case_id", "kind", "turn"))
+        .values(user_id=user_id, case_id=case_id, kind=kind, turn=turn, created_at=now)
+        .returning(Notification.id)
+    ).first()
+    return added is not None
 
 
 def case_assigned(
