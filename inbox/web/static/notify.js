@@ -27,7 +27,7 @@
   let newest = null;
   function announce(items, browser) {
     const fresh = newest === null ? [] : items.filter((n) => n.id > newest && !n.read_at);
-    for (const n of items) newest = Math.max(newest ?? 0, n.id);
+    newest = Math.max(newest ?? 0, ...items.map((n) => n.id));
     if (!browser || !("Notification" in window) || Notification.permission !== "granted") return;
     for (const n of fresh.reverse()) {
       const shown = new Notification("Parity", { body: n.text, tag: `parity-${n.id}` });
