@@ -520,7 +520,7 @@ class User(Base):
     # the global [web] after_done setting (migration 0015).
     after_done: Mapped[str | None] = mapped_column(String(8))
     # Where this agent's notification digest goes (migration 0019); None: no digest.
-    email: Mapped[str | None] = mapped_column(String(320))
+    mail_address: Mapped[str | None] = mapped_column(String(320))
     # Which notifications, browser notifications, the digest; {} means the defaults
     # (inbox/notifications.py: Prefs).
     notify_prefs: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))

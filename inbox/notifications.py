@@ -31,7 +31,7 @@ from inbox.references import format_reference
 KINDS: tuple[str, ...] = ("assigned", "answered", "breach")
 # Cases whose open turn can breach: waiting for us (pending_customer waits for them).
 BREACH_STATUSES = ("new", "open")
-MAX_EMAIL = 320
+MAX_ADDRESS = 320
 LIST_MAX = 100
 # A digest lists at most this many; the rest are counted and wait in the page.
 DIGEST_MAX = 50
@@ -74,7 +74,7 @@ def prefs_of(raw: Mapping[str, Any] | None) -> Prefs:
     )
 
 
-def check_email(value: str | None) -> str | None:
+def check_address(value: str | None) -> str | None:
     """An agent's digest address: one plain addr-spec, or None to clear it."""
     if value is None or not value.strip():
         return None
@@ -84,7 +84,7 @@ def check_email(value: str | None) -> str | None:
         not at
         or not local
         or "." not in domain
-        or len(value) > MAX_EMAIL
+        or len(value) > MAX_ADDRESS
         or any(c.isspace() or c in '<>(),;:"[]\\' or ord(c) < 32 for c in value)
     ):
         raise BadPrefs(f"not a mail address: {value!r}")
@@ -111,13 +111,13 @@ def describe(kind: str, reference: str, subject: str) -> str:
 
 def digest_due(
     prefs: Prefs,
-    email: str | None,
+    address: str | None,
     last_sent: datetime | None,
     now: datetime,
     period: timedelta,
 ) -> bool:
     """Whether an agent may get a digest now: asked for, an address, one per period."""
-    if not prefs.digest or not email:
+    if not prefs.digest or not address:
         return False
     return last_sent is None or now - last_sent >= period
 
@@ -298,8 +298,10 @@ def mark_read(
 
 def get_prefs(engine: Engine, user_id: int) -> dict[str, Any]:
     with read(engine) as conn:
-        row = conn.execute(select(User.notify_prefs, User.email).where(User.id == user_id)).one()
-    return {**prefs_of(row.notify_prefs).as_dict(), "email": row.email}
+        row = conn.execute(
+            select(User.notify_prefs, User.mail_address).where(User.id == user_id)
+        ).one()
+    return {**prefs_of(row.notify_prefs).as_dict(), "address": row.mail_address}
 
 
 def set_prefs(
@@ -309,25 +311,29 @@ def set_prefs(
     kinds: Sequence[str] | None = None,
     browser: bool | None = None,
     digest: bool | None = None,
-    email: str | None = None,
-    email_given: bool = False,
+    address: str | None = None,
+    address_given: bool = False,
 ) -> dict[str, Any]:
     """Change my preferences; what is not given stays. A digest needs an address."""
     with write(engine) as conn:
-        row = conn.execute(select(User.notify_prefs, User.email).where(User.id == user_id)).one()
+        row = conn.execute(
+            select(User.notify_prefs, User.mail_address).where(User.id == user_id)
+        ).one()
         prefs = prefs_of(row.notify_prefs)
-        address = check_email(email) if email_given else row.email
+        mail = check_address(address) if address_given else row.mail_address
         new = Prefs(
             kinds=frozenset(kinds) if kinds is not None else prefs.kinds,
             browser=prefs.browser if browser is None else browser,
             digest=prefs.digest if digest is None else digest,
         )
-        if new.digest and not address:
+        if new.digest and not mail:
             raise BadPrefs("an email digest needs your mail address")
         conn.execute(
-            update(User).where(User.id == user_id).values(notify_prefs=new.as_dict(), email=address)
+            update(User)
+            .where(User.id == user_id)
+            .values(notify_prefs=new.as_dict(), mail_address=mail)
         )
-    return {**new.as_dict(), "email": address}
+    return {**new.as_dict(), "address": mail}
 
 
 # --- the digest -------------------------------------------------------------------------------
@@ -350,18 +356,18 @@ def send_digests(
             sweep_breaches(conn, now, breach_within)
     with read(engine) as conn:
         candidates = conn.execute(
-            select(User.id).where(User.disabled.is_(False), User.email.is_not(None))
+            select(User.id).where(User.disabled.is_(False), User.mail_address.is_not(None))
         ).all()
     sent = 0
     for (user_id,) in candidates:
         with write(engine) as conn:
             user = conn.execute(
-                select(User.name, User.email, User.notify_prefs, User.digest_sent_at)
+                select(User.name, User.mail_address, User.notify_prefs, User.digest_sent_at)
                 .where(User.id == user_id)
                 .with_for_update()
             ).one()
             if not digest_due(
-                prefs_of(user.notify_prefs), user.email, user.digest_sent_at, now, period
+                prefs_of(user.notify_prefs), user.mail_address, user.digest_sent_at, now, period
             ):
                 continue
             waiting = (
@@ -399,7 +405,7 @@ def send_digests(
                 case_id=None,
                 kind="digest",
                 channel=MAIL_CHANNEL,
-                recipient=user.email,
+                recipient=user.mail_address,
                 subject=subject,
                 body=body,
                 payload={"to_name": user.name},

@@ -196,26 +196,26 @@ async def test_settings_validate_the_digest_address(api: Api, engine: Engine) ->
         "kinds": ["assigned", "answered", "breach"],
         "browser": True,
         "digest": False,
-        "email": None,
+        "address": None,
     }
     await api.call("ann", "PUT", "/api/me/notifications", 400, json={"digest": True})
-    await api.call("ann", "PUT", "/api/me/notifications", 400, json={"email": "ann@@x"})
+    await api.call("ann", "PUT", "/api/me/notifications", 400, json={"address": "ann@@x"})
     await api.call("ann", "PUT", "/api/me/notifications", 400, json={"kinds": ["lunch"]})
     result = await api.call(
         "ann",
         "PUT",
         "/api/me/notifications",
-        json={"digest": True, "email": " ann@agents.example ", "browser": False},
+        json={"digest": True, "address": " ann@agents.example ", "browser": False},
     )
     assert result == {
         "kinds": ["assigned", "answered", "breach"],
         "browser": False,
         "digest": True,
-        "email": "ann@agents.example",
+        "address": "ann@agents.example",
     }
     # A field left out stays as it was.
     result = await api.call("ann", "PUT", "/api/me/notifications", json={"kinds": ["breach"]})
-    assert result["email"] == "ann@agents.example" and result["digest"] is True
+    assert result["address"] == "ann@agents.example" and result["digest"] is True
     assert result["kinds"] == ["breach"]
 
 
@@ -231,7 +231,7 @@ async def test_the_digest_goes_through_the_outbox_once_per_period(
     drainer.drain_once()  # the customers' acknowledgements
     sink.delivered.clear()
     await api.call(
-        "ann", "PUT", "/api/me/notifications", json={"digest": True, "email": "ann@agents.ex"}
+        "ann", "PUT", "/api/me/notifications", json={"digest": True, "address": "ann@agents.ex"}
     )
     await api.call("mia", "POST", f"/api/cases/{a}/assign", json={"assignee": "ann"})
     await api.call("mia", "POST", f"/api/cases/{b}/assign", json={"assignee": "ann"})
@@ -307,9 +307,9 @@ def test_stored_preferences_are_read_forgivingly(raw: Any, expected: Prefs) -> N
 def test_digest_addresses(value: str | None, expected: Any) -> None:
     if expected is ValueError:
         with pytest.raises(notifications.BadPrefs):
-            notifications.check_email(value)
+            notifications.check_address(value)
     else:
-        assert notifications.check_email(value) == expected
+        assert notifications.check_address(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -333,7 +333,7 @@ HOUR = timedelta(hours=1)
 
 
 @pytest.mark.parametrize(
-    ("prefs", "email", "last", "now", "expected"),
+    ("prefs", "address", "last", "now", "expected"),
     [
         (Prefs(digest=True), "a@b.example", None, T, True),
         (Prefs(digest=True), "a@b.example", T - HOUR, T, True),  # exactly one period
@@ -343,9 +343,9 @@ HOUR = timedelta(hours=1)
     ],
 )
 def test_when_a_digest_may_go(
-    prefs: Prefs, email: str | None, last: datetime | None, now: datetime, expected: bool
+    prefs: Prefs, address: str | None, last: datetime | None, now: datetime, expected: bool
 ) -> None:
-    assert notifications.digest_due(prefs, email, last, now, HOUR) is expected
+    assert notifications.digest_due(prefs, address, last, now, HOUR) is expected
 
 
 def test_the_digest_text() -> None:

@@ -112,14 +112,14 @@ def test_the_bell_and_a_browser_notification_in_a_real_browser(
         driver.find_element(By.ID, "notify-browser").click()
         driver.find_element(By.CSS_SELECTOR, ".notify-kind[value=breach]").click()
         driver.find_element(By.ID, "notify-digest").click()
-        driver.find_element(By.ID, "notify-email").send_keys("ann@agents.example")
+        driver.find_element(By.ID, "notify-address").send_keys("ann@agents.example")
         driver.find_element(By.CSS_SELECTOR, "#notify-settings button[type=submit]").click()
         wait(driver, lambda d: d.find_element(By.ID, "notify-saved").text == "Saved.")
         assert notifications.get_prefs(engine, ann) == {
             "kinds": ["assigned", "answered"],
             "browser": False,
             "digest": True,
-            "email": "ann@agents.example",
+            "address": "ann@agents.example",
         }
         # With browser notifications off, a new one only counts on the bell.
         third = email_case(engine, "pat@example.org", "Invoice", "Send the invoice.")

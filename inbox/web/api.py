@@ -211,7 +211,7 @@ class NotifySettingsBody(Strict):
     browser: bool | None = None
     digest: bool | None = None
     # Where my digest goes; null or "" clears it (and a digest needs one).
-    email: str | None = Field(default=None, max_length=notifications.MAX_EMAIL)
+    address: str | None = Field(default=None, max_length=notifications.MAX_ADDRESS)
 
 
 def _bad_input(exc: ValueError) -> web.StreamResponse:
@@ -754,8 +754,8 @@ async def notify_settings_update(request: web.Request) -> web.StreamResponse:
             kinds=data.kinds,
             browser=data.browser,
             digest=data.digest,
-            email=data.email,
-            email_given="email" in data.model_fields_set,
+            address=data.address,
+            address_given="address" in data.model_fields_set,
         )
     except notifications.BadPrefs as exc:
         return _bad_input(exc)

@@ -7,7 +7,7 @@ Create Date: 2026-12-07 17:00:00
 - notifications: one row per (agent, case, kind, turn): a case assigned to me, a customer
   answered on my case, a case of mine about to breach. read_at when the agent read it,
   digested_at when an email digest carried it.
-- users.email: where an agent's digest goes; users.notify_prefs: which kinds, browser
+- users.mail_address: where an agent's digest goes; users.notify_prefs: which kinds, browser
   notifications, the digest (JSON, empty = the defaults); users.digest_sent_at: the last
   digest, so at most one goes out per period.
 """
@@ -40,7 +40,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_notifications_user", "notifications", ["user_id", "id"])
     with op.batch_alter_table("users") as batch_op:
-        batch_op.add_column(sa.Column("email", sa.String(length=320), nullable=True))
+        batch_op.add_column(sa.Column("mail_address", sa.String(length=320), nullable=True))
         batch_op.add_column(
             sa.Column("notify_prefs", sa.JSON(), nullable=False, server_default="{}")
         )
@@ -51,6 +51,6 @@ def downgrade() -> None:
     with op.batch_alter_table("users") as batch_op:
         batch_op.drop_column("digest_sent_at")
         batch_op.drop_column("notify_prefs")
-        batch_op.drop_column("email")
+        batch_op.drop_column("mail_address")
     op.drop_index("ix_notifications_user", table_name="notifications")
     op.drop_table("notifications")

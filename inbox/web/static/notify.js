@@ -107,7 +107,7 @@
         kinds,
         browser: document.getElementById("notify-browser").checked,
         digest: document.getElementById("notify-digest").checked,
-        email: document.getElementById("notify-email").value.trim() || null,
+        address: document.getElementById("notify-address").value.trim() || null,
       });
       saved.textContent = "Saved.";
     } catch (error) {
