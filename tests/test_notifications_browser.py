@@ -126,3 +126,18 @@ def test_the_bell_and_a_browser_notification_in_a_real_browser(
         casework.assign(engine, mia, third, "ann")
         wait(driver, lambda d: bell(d) == "1")
         assert recorded(driver)[0] == []
+        # Opening the case reads its notification (the bell starts hidden on any page, so
+        # the store says when the page has done it).
+        driver.get(f"{server.url}/cases/{third}")
+
+        def unread_left(_: WebDriver) -> bool:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(Notification.id).where(
+                        Notification.user_id == ann, Notification.read_at.is_(None)
+                    )
+                ).all()
+            return rows == []
+
+        wait(driver, unread_left)
+        assert bell(driver) == ""

@@ -37,11 +37,19 @@
       };
     }
   }
+  // On a case's page its own notifications are read: the agent is looking at it.
+  const here = /^\/cases\/([^/]+)$/.exec(window.location.pathname);
+  const hereRef = here ? decodeURIComponent(here[1]) : null;
   async function poll() {
     try {
-      const data = await api("GET", "/api/notifications?limit=20");
+      let data = await api("GET", "/api/notifications?limit=20");
+      const seen = data.notifications.filter((n) => !n.read_at && n.reference === hereRef);
+      if (seen.length) {
+        await api("POST", "/api/notifications/read", { ids: seen.map((n) => n.id) });
+        data = await api("GET", "/api/notifications?limit=20");
+      }
       showCount(data.unread);
-      announce(data.notifications, data.browser);
+      announce(data.notifications.filter((n) => n.reference !== hereRef), data.browser);
     } catch (error) {
       // Logged out or offline: the next poll tries again; the page says nothing new.
     }
