@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, select, update
 
 from inbox import outbox, snooze
 from inbox.channels import MAIL_CHANNEL
@@ -183,11 +183,9 @@ def customer_answered(conn: Connection, case_id: int, now: datetime) -> None:
         add(conn, int(assignee), case_id, "answered", current_turn(conn, case_id), now)
 
 
-def sweep_breaches(
-    conn: Connection, now: datetime, within: timedelta, user_id: int | None = None
-) -> int:
-    """Notify assignees of their awake cases whose open turn is due within `within` (or
-    overdue already). Returns how many notifications were added."""
+def _breaching(now: datetime, within: timedelta, user_id: int | None) -> Any:
+    """SQL: (case, assignee, turn) of awake assigned cases whose open turn is due within
+    `within` (or overdue already) and who have no breach notification for that turn."""
     query = (
         select(Case.id, Case.assignee_id, CaseTurn.seq)
         .join(
@@ -203,12 +201,26 @@ def sweep_breaches(
             Case.status.in_(BREACH_STATUSES),
             CaseTurn.due_at <= now + within,
             snooze.awake(now),
+            ~exists().where(
+                Notification.user_id == Case.assignee_id,
+                Notification.case_id == Case.id,
+                Notification.kind == "breach",
+                Notification.turn == CaseTurn.seq,
+            ),
         )
     )
     if user_id is not None:
         query = query.where(Case.assignee_id == user_id)
+    return query
+
+
+def sweep_breaches(
+    conn: Connection, now: datetime, within: timedelta, user_id: int | None = None
+) -> int:
+    """Notify assignees of their awake cases whose open turn is due within `within` (or
+    overdue already). Returns how many notifications were added."""
     added = 0
-    for row in conn.execute(query).all():
+    for row in conn.execute(_breaching(now, within, user_id)).all():
         added += add(conn, int(row.assignee_id), int(row.id), "breach", int(row.seq), now)
     return added
 
@@ -233,8 +245,13 @@ def listing(
     so an open page learns of one within a poll."""
     now = now or utcnow()
     if breach_within is not None:
-        with write(engine) as conn:
-            sweep_breaches(conn, now, breach_within, user_id)
+        # Every open page polls: look first, and take the write lock (SQLite has one for
+        # the whole store) only when there is a breach to record.
+        with read(engine) as conn:
+            due = conn.execute(_breaching(now, breach_within, user_id).limit(1)).first()
+        if due is not None:
+            with write(engine) as conn:
+                sweep_breaches(conn, now, breach_within, user_id)
     limit = max(1, min(limit, LIST_MAX))
     with read(engine) as conn:
         query = (
