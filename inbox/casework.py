@@ -44,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 
-from inbox import audit, queries, snooze, suggestions, tags, turns, uploads
+from inbox import audit, notifications, queries, snooze, suggestions, tags, turns, uploads
 from inbox.accounts import Principal, has_role
 from inbox.channels import (
     IDENTITY_KINDS,
@@ -812,6 +812,8 @@ def assign(
         after = _change(conn, case.id, assignee_id=target_id)
         result = lease_of(conn, after, principal, now)
         _audit_change(conn, principal, "case.assigned", case.id, case, after)
+        # In the same transaction: the assignment and its notification stand or fall together.
+        notifications.case_assigned(conn, case.id, target_id, case.assignee_id, principal.id, now)
         return result
 
 

@@ -522,6 +522,13 @@ class User(Base):
     # After resolving or replying: "next" (open the next case) or "stay"; NULL follows
     # the global [web] after_done setting (migration 0015).
     after_done: Mapped[str | None] = mapped_column(String(8))
+    # Where this agent's notification digest goes (migration 0019); None: no digest.
+    mail_address: Mapped[str | None] = mapped_column(String(320))
+    # Which notifications, browser notifications, the digest; {} means the defaults
+    # (inbox/notifications.py: Prefs).
+    notify_prefs: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    # The last digest sent: at most one per [inbox] digest_period_minutes.
+    digest_sent_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):
@@ -809,3 +816,25 @@ class AlertEvent(Base):
     subject: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Notification(Base):
+    """Something an agent should know about a case: assigned to them, a customer answered
+    on their case, their case about to breach. One row per (agent, case, kind, turn), so a
+    second message or a second sweep in the same turn adds nothing (migration 0019)."""
+
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # assigned | answered | breach
+    turn: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None]
+    # When an email digest carried it: a digest never repeats a notification.
+    digested_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "case_id", "kind", "turn", name="uq_notification_turn"),
+        Index("ix_notifications_user", "user_id", "id"),
+    )

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inbox import audit, i18n, logcontext, tags, turns
+from inbox import audit, i18n, logcontext, notifications, tags, turns
 from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
 from inbox.csat import Answered, CsatSettings, answer_open, parse_answer
@@ -1148,6 +1148,8 @@ class Normalizer:
         # This message waits for us: its own due time, under the same policy as a new case.
         due, rule = due_time(now, message.subject, message.text, self.store.sla)
         turns.inbound(conn, case_id, now, due, rule, reopened=decision.action == "reopen")
+        # The case is locked and its turn is set: its assignee hears of it once per turn.
+        notifications.customer_answered(conn, case_id, now)
         if decision.action == "reopen":
             audit.append(
                 conn,

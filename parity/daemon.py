@@ -22,7 +22,7 @@ import socket
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, EMAIL_RELAY, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from connectors.webhook import WebhookSender, url_problem
-from inbox import alerts, audit, csat, logcontext
+from inbox import alerts, audit, csat, logcontext, notifications
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.delivery import WayOut, WayState
 from inbox.models import ConnectorState, Intake, utcnow
@@ -569,6 +569,8 @@ class Daemon:
             tasks.append(asyncio.create_task(self._seal_audit(), name="audit-sealer"))
         if self.only is None:
             tasks += self._periodic_tasks()
+        if self.settings.inbox.notify_sweep_seconds > 0:
+            tasks.append(asyncio.create_task(self._notify(), name="notifications"))
         await self.stop.wait()
         log.info("stopping")
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -607,6 +609,32 @@ class Daemon:
                 await asyncio.to_thread(seal)
             except Exception as exc:  # never let the sealer take the daemon down
                 log.warning("could not seal the audit log: %s", exc)
+
+    async def _notify(self) -> None:
+        """Every `[inbox] notify_sweep_seconds`: notify assignees of cases about to breach
+        and queue the email digests that are due (docs: agents/notifications.md).
+
+        Every instance may run it: a notification is unique per case, kind and turn, and a
+        digest locks its agent's row and records when it went, so nothing is sent twice.
+        """
+        engine, inbox = self.engine, self.settings.inbox
+
+        def sweep() -> None:
+            notifications.send_digests(
+                engine,
+                after=timedelta(minutes=inbox.digest_after_minutes),
+                period=timedelta(minutes=inbox.digest_period_minutes),
+                breach_within=inbox.breach_within(),
+            )
+
+        while not self.stop.is_set():
+            await _wait_any(inbox.notify_sweep_seconds, self.stop)
+            if self.stop.is_set():
+                break
+            try:
+                await asyncio.to_thread(sweep)
+            except Exception as exc:  # never let the sweep take the daemon down
+                log.warning("could not sweep notifications: %s", exc)
 
     async def _heartbeat(self) -> None:
         """Write each connector's state every `heartbeat_s`, and within a second of news.

@@ -112,9 +112,9 @@ def compose_email(
         # Exchange is asked not to send its out-of-office replies to it.
         msg["Auto-Submitted"] = "auto-replied"
         msg["X-Auto-Response-Suppress"] = "All"
-    elif row.kind in ("confirm", "survey", "alert"):
-        # A contact form's confirmation link, a satisfaction survey and a manager's alert
-        # are machine-made, not replies to a mail.
+    elif row.kind in ("confirm", "survey", "alert", "digest"):
+        # A contact form's confirmation link, a satisfaction survey, a manager's alert and an
+        # agent's notification digest are machine-made, not replies to a mail.
         msg["Auto-Submitted"] = "auto-generated"
         msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(row.body)

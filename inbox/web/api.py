@@ -16,7 +16,7 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine
 
-from inbox import accounts, bulk, casework, identities, merges, search, suggestions
+from inbox import accounts, bulk, casework, identities, merges, notifications, search, suggestions
 from inbox.channels import IDENTITY_KIND_NAMES, REPLY_CHANNEL_NAMES
 from inbox.config import Strict
 from inbox.downloads import download_headers, sniff_image
@@ -194,6 +194,24 @@ class BulkBody(Strict):
 class SettingsBody(Strict):
     # null: follow the global [inbox] after_done.
     after_done: Literal["stay", "next"] | None
+
+
+NotifyKind = Literal["assigned", "answered", "breach"]
+
+
+class ReadBody(Strict):
+    # These notification ids (others' are ignored), or all of mine when `all` is true.
+    ids: list[int] = Field(default_factory=list, max_length=500)
+    all: bool = False
+
+
+class NotifySettingsBody(Strict):
+    # Each field left out stays as it is.
+    kinds: list[NotifyKind] | None = Field(default=None, max_length=3)
+    browser: bool | None = None
+    digest: bool | None = None
+    # Where my digest goes; null or "" clears it (and a digest needs one).
+    address: str | None = Field(default=None, max_length=notifications.MAX_ADDRESS)
 
 
 def _bad_input(exc: ValueError) -> web.StreamResponse:
@@ -693,6 +711,57 @@ async def my_settings_update(request: web.Request) -> web.StreamResponse:
     return reply_json(result)
 
 
+async def notifications_list(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    unread = request.query.get("unread", "false").lower() in ("1", "true", "yes")
+    limit = _int(request.query.get("limit", "30"), "limit")
+    result = await blocking(
+        notifications.listing,
+        ctx.engine,
+        principal(request).id,
+        unread_only=unread,
+        limit=limit,
+        breach_within=ctx.settings.breach_within(),
+    )
+    return reply_json(result)
+
+
+async def notifications_read(request: web.Request) -> web.StreamResponse:
+    data = await body(request, ReadBody)
+    if not data.all and not data.ids:
+        return error(400, "give ids, or all: true")
+    result = await blocking(
+        notifications.mark_read,
+        context(request).engine,
+        principal(request).id,
+        None if data.all else data.ids,
+    )
+    return reply_json(result)
+
+
+async def notify_settings(request: web.Request) -> web.StreamResponse:
+    result = await blocking(notifications.get_prefs, context(request).engine, principal(request).id)
+    return reply_json(result)
+
+
+async def notify_settings_update(request: web.Request) -> web.StreamResponse:
+    data = await body(request, NotifySettingsBody)
+    try:
+        result = await blocking(
+            notifications.set_prefs,
+            context(request).engine,
+            principal(request).id,
+            kinds=data.kinds,
+            browser=data.browser,
+            digest=data.digest,
+            address=data.address,
+            address_given="address" in data.model_fields_set,
+        )
+    except notifications.BadPrefs as exc:
+        return _bad_input(exc)
+    return reply_json(result)
+
+
 async def attachment(request: web.Request) -> web.StreamResponse:
     attachment_id = _int(request.match_info["attachment_id"], "attachment")
     data, declared, filename, reference = await blocking(
@@ -1081,6 +1150,43 @@ def routes() -> list[Route]:
             "Change my settings",
             "accounts",
             body=SettingsBody,
+        ),
+        Route(
+            "GET",
+            "/api/notifications",
+            notifications_list,
+            "My notifications, newest first, with the unread count (assigned to me, a "
+            "customer answered on my case, my case about to breach)",
+            "notifications",
+            query=(
+                Param("unread", "true: only unread ones", "boolean"),
+                Param("limit", "at most this many (up to 100; default 30)", "integer"),
+            ),
+        ),
+        Route(
+            "POST",
+            "/api/notifications/read",
+            notifications_read,
+            "Mark my notifications read (these ids, or all)",
+            "notifications",
+            body=ReadBody,
+            responses={200: "marked, and the unread count left", 400: "nothing named"},
+        ),
+        Route(
+            "GET",
+            "/api/me/notifications",
+            notify_settings,
+            "My notification settings (kinds, browser notifications, email digest, address)",
+            "notifications",
+        ),
+        Route(
+            "PUT",
+            "/api/me/notifications",
+            notify_settings_update,
+            "Change my notification settings",
+            "notifications",
+            body=NotifySettingsBody,
+            responses={200: "OK", 400: "invalid (a digest needs an address)"},
         ),
         Route(
             "GET",

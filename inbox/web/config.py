@@ -50,6 +50,15 @@ class InboxSettings(Strict):
     attachments_max_count: int = Field(default=10, ge=0, le=100)
     attachments_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=100 * 1024 * 1024)
 
+    # Notifications: a case of mine "about to breach" when its due time is this near (or
+    # past); an agent's email digest (off until the agent turns it on) lists unread
+    # notifications older than digest_after_minutes, at most once per digest_period_minutes.
+    notify_breach_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    digest_after_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    digest_period_minutes: int = Field(default=240, ge=5, le=7 * 24 * 60)
+    # How often `parity run` looks for breaches and digests to send (0: never).
+    notify_sweep_seconds: int = Field(default=60, ge=0, le=3600)
+
     @field_validator("cookie_samesite")
     @classmethod
     def _samesite(cls, value: str) -> str:
@@ -62,6 +71,9 @@ class InboxSettings(Strict):
             lease=timedelta(seconds=self.lease_seconds),
             presence=timedelta(seconds=self.presence_seconds),
         )
+
+    def breach_within(self) -> timedelta:
+        return timedelta(minutes=self.notify_breach_minutes)
 
     def file_limits(self) -> FileLimits:
         return FileLimits(

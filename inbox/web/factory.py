@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from inbox.delivery import WayOut
-from inbox.web import api, canned_page, forms, pages, replies_api
+from inbox.web import api, canned_page, forms, notify_page, pages, replies_api
 from inbox.web.app import (
     CONTEXT,
     HealthCheck,
@@ -61,5 +61,6 @@ def create_app(
     pages.install(app)
     add_routes(app, forms.routes())
     add_routes(app, canned_page.routes())
+    add_routes(app, notify_page.routes())
     app.on_response_prepare.append(security_headers)
     return app
