@@ -45,6 +45,7 @@ from inbox.models import (
     Identity,
     Intake,
     Message,
+    MessageRef,
     Outbox,
     OutboxAttempt,
     Receipt,
@@ -205,7 +206,7 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
     )
     # Rate-limit buckets and connector checkpoints keyed by their handles (an SMS opt-out,
     # a confirmation in progress): both are derived state, safe to forget.
-    for bucket in conn.execute(select(AckBucket.key)).scalars():
+    for bucket in conn.execute(select(AckBucket.key)).scalars().all():
         if mentions(bucket, needles):
             conn.execute(delete(AckBucket).where(AckBucket.key == bucket))
     for row in conn.execute(select(Checkpoint.id, Checkpoint.key, Checkpoint.value)).all():
@@ -229,6 +230,14 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
     result.identities = len(identities)
     now = utcnow()
     conn.execute(update(Contact).where(Contact.id == contact_id).values(name="", erased_at=now))
+    # Contacts left behind when an identity was linked over to this one: no identity any
+    # more, named after one of the handles or names (a new sender's contact is named so).
+    leftovers = select(Contact.id).where(
+        Contact.id != contact_id,
+        func.lower(Contact.name).in_(needles),
+        ~exists().where(Identity.contact_id == Contact.id),
+    )
+    conn.execute(update(Contact).where(Contact.id.in_(leftovers)).values(name="", erased_at=now))
     _drop_unused_blobs(conn, blobs, result)
     audit.append(conn, actor=actor, action="contact.erased", after=result.counts())
     result.cases = case_ids
@@ -350,6 +359,9 @@ def _erase_case(
     conn.execute(delete(ReplyDraft).where(ReplyDraft.case_id == case_id))
     conn.execute(update(CaseNote).where(CaseNote.case_id == case_id).values(text=""))
     conn.execute(update(CaseField).where(CaseField.case_id == case_id).values(value=""))
+    # Threading keys ("phone:+1415...", Message-IDs): a later message from the person opens a
+    # new case instead of joining one whose content is gone.
+    conn.execute(delete(MessageRef).where(MessageRef.case_id == case_id))
     conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
     conn.execute(delete(CaseSignature).where(CaseSignature.case_id == case_id))
     result.outbox += _erase_outbox(conn, Outbox.case_id == case_id)
@@ -516,8 +528,12 @@ def _scrub(engine: Engine) -> None:
         _secure(conn)
         for fts in ("messages_fts", "identities_fts"):
             conn.exec_driver_sql(f"INSERT INTO {fts}({fts}) VALUES ('optimize')")  # noqa: S608
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    # Outside any transaction (SQLite refuses a checkpoint inside one): a bare DBAPI cursor.
+    raw = engine.raw_connection()
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
 
 
 # --- retention -------------------------------------------------------------------------------
