@@ -247,7 +247,7 @@ def test_an_erased_value_cannot_be_changed_again(engine: Engine) -> None:
 def resolved_case(engine: Engine, sender: str, text: str, resolved: datetime | None) -> int:
     raw = (
         f"From: {sender}\r\nTo: help@support.example.com\r\nSubject: {text}\r\n"
-        f"Message-ID: <{hashlib.sha1(text.encode()).hexdigest()}@mail.example>\r\n"
+        f"Message-ID: <{hashlib.sha256(text.encode()).hexdigest()[:24]}@mail.example>\r\n"
         f"Date: Fri, 20 Nov 2026 10:00:00 +0000\r\n\r\n{text}\r\n"
     ).encode()
     outcome = ingest_and_normalize(engine, raw)
