@@ -199,10 +199,21 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
     blobs: set[str] = set()
     for case_id in case_ids:
         _erase_case(conn, case_id, needles, result, blobs, actor=actor, reason="contact erased")
+    # Their messages in other people's cases (a merge moved them, a CC filed them there).
+    elsewhere = [
+        int(m)
+        for m in conn.execute(
+            select(Message.id).where(
+                Message.identity_id.in_([i.id for i in identities]),
+                Message.case_id.not_in(case_ids or [0]),
+            )
+        ).scalars()
+    ]
+    _erase_messages(conn, elsewhere, result, blobs)
     result.dead_letters = _erase_dead_letters(conn, needles, blobs)
-    # Outbox rows to them outside any case (an alert, a reply whose case was erased earlier).
+    # Outbox rows to them outside their cases (a merge moved them, an alert had no case).
     result.outbox += _erase_outbox(
-        conn, Outbox.case_id.is_(None) & func.lower(Outbox.recipient).in_(needles)
+        conn, (func.lower(Outbox.recipient).in_(needles)) & (Outbox.recipient != "")
     )
     # Rate-limit buckets and connector checkpoints keyed by their handles (an SMS opt-out,
     # a confirmation in progress): both are derived state, safe to forget.
@@ -288,11 +299,56 @@ def _erase_case(
     actor: str,
     reason: str,
 ) -> None:
-    _ensure_empty_blob(conn)
     messages = [
         int(m) for m in conn.execute(select(Message.id).where(Message.case_id == case_id)).scalars()
     ]
+    _erase_messages(conn, messages, result, blobs)
+    uploads = conn.execute(select(ReplyUpload.sha256).where(ReplyUpload.case_id == case_id))
+    blobs.update(uploads.scalars())
+    conn.execute(delete(ReplyUpload).where(ReplyUpload.case_id == case_id))
+    conn.execute(delete(ReplyDraft).where(ReplyDraft.case_id == case_id))
+    conn.execute(update(CaseNote).where(CaseNote.case_id == case_id).values(text=""))
+    conn.execute(update(CaseField).where(CaseField.case_id == case_id).values(value=""))
+    # Threading keys ("phone:+1415...", Message-IDs): a later message from the person opens a
+    # new case instead of joining one whose content is gone.
+    conn.execute(delete(MessageRef).where(MessageRef.case_id == case_id))
+    conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
+    conn.execute(delete(CaseSignature).where(CaseSignature.case_id == case_id))
+    result.outbox += _erase_outbox(conn, Outbox.case_id == case_id)
+    ack_reason = conn.execute(select(Case.ack_reason).where(Case.id == case_id)).scalar_one()
+    conn.execute(
+        update(Case)
+        .where(Case.id == case_id)
+        .values(
+            subject="",
+            unverified_from=None,
+            erased_at=utcnow(),
+            # A provider's refusal may quote the address ("550 <zelda@...> unknown").
+            ack_reason="erased" if mentions(ack_reason, needles) else ack_reason,
+        )
+    )
+    erased, legacy = _erase_audit(conn, case_id, audit_eraser(needles, whole_case=True))
+    result.audit_values += erased
+    result.audit_rows_before_0020 += legacy
+    result.cases.append(case_id)
+    # Written after the rows were erased, into the case's own chain: what was done, when,
+    # by whom, and counts only.
+    audit.append(
+        conn,
+        actor=actor,
+        action="case.erased",
+        case_id=case_id,
+        after={"reason": reason, "messages": len(messages), "audit_values": erased},
+    )
+
+
+def _erase_messages(
+    conn: Connection, messages: Sequence[int], result: Erased, blobs: set[str]
+) -> None:
+    """Empty these messages' content and drop their raw input and attachments; the rows
+    (direction, visibility, time) stay for the figures."""
     if messages:
+        _ensure_empty_blob(conn)
         blobs.update(
             s
             for s in conn.execute(
@@ -353,36 +409,6 @@ def _erase_case(
                 )
             )
         result.messages += len(messages)
-    uploads = conn.execute(select(ReplyUpload.sha256).where(ReplyUpload.case_id == case_id))
-    blobs.update(uploads.scalars())
-    conn.execute(delete(ReplyUpload).where(ReplyUpload.case_id == case_id))
-    conn.execute(delete(ReplyDraft).where(ReplyDraft.case_id == case_id))
-    conn.execute(update(CaseNote).where(CaseNote.case_id == case_id).values(text=""))
-    conn.execute(update(CaseField).where(CaseField.case_id == case_id).values(value=""))
-    # Threading keys ("phone:+1415...", Message-IDs): a later message from the person opens a
-    # new case instead of joining one whose content is gone.
-    conn.execute(delete(MessageRef).where(MessageRef.case_id == case_id))
-    conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
-    conn.execute(delete(CaseSignature).where(CaseSignature.case_id == case_id))
-    result.outbox += _erase_outbox(conn, Outbox.case_id == case_id)
-    conn.execute(
-        update(Case)
-        .where(Case.id == case_id)
-        .values(subject="", unverified_from=None, erased_at=utcnow())
-    )
-    erased, legacy = _erase_audit(conn, case_id, audit_eraser(needles, whole_case=True))
-    result.audit_values += erased
-    result.audit_rows_before_0020 += legacy
-    result.cases.append(case_id)
-    # Written after the rows were erased, into the case's own chain: what was done, when,
-    # by whom, and counts only.
-    audit.append(
-        conn,
-        actor=actor,
-        action="case.erased",
-        case_id=case_id,
-        after={"reason": reason, "messages": len(messages), "audit_values": erased},
-    )
 
 
 def _erase_outbox(conn: Connection, where: Any) -> int:

@@ -244,6 +244,30 @@ def test_an_erased_value_cannot_be_changed_again(engine: Engine) -> None:
     assert result.first_bad_id == row.id
 
 
+def test_their_message_merged_into_another_persons_case_is_erased_too(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    theirs = ingest_and_normalize(engine, email_with_attachment(ADDRESS, NAME, PHRASE, "zq3"))
+    bobs = ingest_and_normalize(engine, email_with_attachment(OTHER, "Bob", OTHER_TEXT, "bo3"))
+    with engine.connect() as conn:
+        refs = dict(conn.execute(select(Case.id, Case.reference)).all())
+    base = ["--settings", settings_file(tmp_path, db_url)]
+    assert cli.main([*base, "cases", "merge", refs[theirs.case_id], refs[bobs.case_id]]) == 0
+    with engine.connect() as conn:
+        moved_to = conn.execute(
+            select(Message.case_id).where(Message.id == theirs.message_id)
+        ).scalar_one()
+    assert moved_to == bobs.case_id
+    assert cli.main([*base, "contacts", "erase", ADDRESS, "--yes"]) == 0
+    with engine.connect() as conn:
+        texts = dict(conn.execute(select(Message.id, Message.text)).all())
+        assert audit.verify(conn).ok
+    assert texts[theirs.message_id] == ""
+    assert "invoice number 5531" in texts[bobs.message_id]
+    data = store_bytes(engine, db_url)
+    assert not found(data, WORD) and not found(data, ADDRESS)
+
+
 def resolved_case(engine: Engine, sender: str, text: str, resolved: datetime | None) -> int:
     raw = (
         f"From: {sender}\r\nTo: help@support.example.com\r\nSubject: {text}\r\n"
