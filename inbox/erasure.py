@@ -197,6 +197,7 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
     )
     result = Erased(contact_id=contact_id)
     blobs: set[str] = set()
+    _lock_cases(conn, case_ids)
     for case_id in case_ids:
         _erase_case(conn, case_id, needles, result, blobs, actor=actor, reason="contact erased")
     # Their messages in other people's cases (a merge moved them, a CC filed them there).
@@ -261,12 +262,23 @@ def erase_cases(engine: Engine, case_ids: Sequence[int], *, actor: str, reason: 
     with write(engine) as conn:
         _secure(conn)
         blobs: set[str] = set()
+        _lock_cases(conn, case_ids)
         for case_id in case_ids:
             needles = needles_of(_case_needles(conn, [case_id]))
             _erase_case(conn, case_id, needles, result, blobs, actor=actor, reason=reason)
         _drop_unused_blobs(conn, blobs, result)
     _scrub(engine)
     return result
+
+
+def _lock_cases(conn: Connection, case_ids: Sequence[int]) -> None:
+    """PostgreSQL: lock the case rows first, in id order, as merges and agents do before
+    they append to a case's audit chain, so an erasure appending to several chains cannot
+    wait in a cycle with them. SQLite has one writer at a time."""
+    if case_ids and not is_sqlite(conn):
+        conn.execute(
+            select(Case.id).where(Case.id.in_(case_ids)).order_by(Case.id).with_for_update()
+        ).all()
 
 
 def _case_needles(conn: Connection, case_ids: Sequence[int]) -> list[str]:
