@@ -313,6 +313,43 @@ def test_retention_erases_only_old_resolved_cases(
     assert erasure.run_retention(engine, 1, {}, CHANNELS, now=now) == 1
 
 
+def test_parity_run_applies_retention(engine: Engine) -> None:
+    """The daemon's retention task, run on its own against the store: it erases the old
+    resolved case at once and stops when asked."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from parity.daemon import Daemon
+    from parity.settings import RetentionSettings
+
+    now = utcnow()
+    old = resolved_case(engine, "ann@a.example", "ancient ocelotquestion", now - timedelta(9))
+    recent = resolved_case(engine, "ben@b.example", "recent pangolinquestion", now)
+
+    async def run() -> None:
+        host = SimpleNamespace(
+            engine=engine,
+            stop=asyncio.Event(),
+            settings=SimpleNamespace(
+                retention=RetentionSettings(resolved_case_days=30, channels={"email": 7})
+            ),
+        )
+        task = asyncio.create_task(Daemon._retention(host))  # type: ignore[arg-type]
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            with engine.connect() as conn:
+                if conn.execute(select(Case.erased_at).where(Case.id == old)).scalar_one():
+                    break
+        host.stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(run())
+    with engine.connect() as conn:
+        erased = dict(conn.execute(select(Case.id, Case.erased_at)).all())
+        assert audit.verify(conn).ok
+    assert erased[old] is not None and erased[recent] is None
+
+
 # --- the pure parts --------------------------------------------------------------------------
 
 KEY = b"k" * 32
