@@ -249,8 +249,10 @@ def test_their_message_merged_into_another_persons_case_is_erased_too(
 ) -> None:
     theirs = ingest_and_normalize(engine, email_with_attachment(ADDRESS, NAME, PHRASE, "zq3"))
     bobs = ingest_and_normalize(engine, email_with_attachment(OTHER, "Bob", OTHER_TEXT, "bo3"))
+    assert theirs.case_id is not None and bobs.case_id is not None
+    assert theirs.message_id is not None and bobs.message_id is not None
     with engine.connect() as conn:
-        refs = dict(conn.execute(select(Case.id, Case.reference)).all())
+        refs = {c.id: str(c.reference) for c in conn.execute(select(Case.id, Case.reference))}
     base = ["--settings", settings_file(tmp_path, db_url)]
     assert cli.main([*base, "cases", "merge", refs[theirs.case_id], refs[bobs.case_id]]) == 0
     with engine.connect() as conn:
