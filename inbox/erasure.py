@@ -228,6 +228,10 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
     erased, legacy = _erase_audit(conn, audit.NO_CASE, audit_eraser(needles, whole_case=False))
     result.audit_values += erased
     result.audit_rows_before_0020 += legacy
+    # Rows from before migration 0009 (one chain, no case chains): counted, never changed.
+    result.audit_rows_before_0020 += _erase_audit(
+        conn, None, audit_eraser(needles, whole_case=False)
+    )[1]
     for ident in identities:
         conn.execute(
             update(Identity)
@@ -475,30 +479,42 @@ def _erase_dead_letters(conn: Connection, needles: Sequence[str], blobs: set[str
 
 
 def _erase_audit(
-    conn: Connection, chain: int, erase: Callable[[str, Any], bool]
+    conn: Connection, chain: int | None, erase: Callable[[str, Any], bool]
 ) -> tuple[int, int]:
     """Replace the values `erase` picks in one chain's rows by their digests: (values
-    erased, rows of form 1 that would have had a value erased and were left)."""
+    erased, rows of form 1 that would have had a value erased and were left). `chain`
+    None: the rows from before migration 0009, which are all form 1 (counted only).
+
+    Read a page of rows at a time: chain 0 (logins, account changes) grows without bound."""
     erased = legacy = 0
-    rows = conn.execute(
-        select(AuditLog.id, AuditLog.form, AuditLog.before, AuditLog.after).where(
-            AuditLog.chain == chain
-        )
-    ).all()
-    for row in rows:
-        before = audit.erase_values(row.before, erase, path="before")
-        after = audit.erase_values(row.after, erase, path="after")
-        changed = _count_changes(row.before, before) + _count_changes(row.after, after)
-        if not changed:
-            continue
-        if row.form != audit.FORM_DIGESTED:
-            legacy += 1  # its HMAC covers the values themselves: erasing would break it
-            continue
-        conn.execute(
-            update(AuditLog).where(AuditLog.id == row.id).values(before=before, after=after)
-        )
-        erased += changed
-    return erased, legacy
+    where = AuditLog.chain.is_(None) if chain is None else AuditLog.chain == chain
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(AuditLog.id, AuditLog.form, AuditLog.before, AuditLog.after)
+            .where(where, AuditLog.id > last)
+            .order_by(AuditLog.id)
+            .limit(_AUDIT_PAGE)
+        ).all()
+        if not rows:
+            return erased, legacy
+        last = rows[-1].id
+        for row in rows:
+            before = audit.erase_values(row.before, erase, path="before")
+            after = audit.erase_values(row.after, erase, path="after")
+            changed = _count_changes(row.before, before) + _count_changes(row.after, after)
+            if not changed:
+                continue
+            if row.form != audit.FORM_DIGESTED:
+                legacy += 1  # its HMAC covers the values themselves: erasing would break it
+                continue
+            conn.execute(
+                update(AuditLog).where(AuditLog.id == row.id).values(before=before, after=after)
+            )
+            erased += changed
+
+
+_AUDIT_PAGE = 1000
 
 
 def _count_changes(old: Any, new: Any) -> int:

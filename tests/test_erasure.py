@@ -22,6 +22,7 @@ from sqlalchemy import Engine, select, update
 from inbox import audit, erasure, report_sql
 from inbox.models import (
     Attachment,
+    AuditChain,
     AuditLog,
     Blob,
     Case,
@@ -242,6 +243,32 @@ def test_an_erased_value_cannot_be_changed_again(engine: Engine) -> None:
     with engine.connect() as conn:
         result = audit.verify(conn)
     assert result.first_bad_id == row.id
+
+
+def test_a_row_written_before_0020_is_kept_counted_and_still_verifies(engine: Engine) -> None:
+    """A form-1 row hashes the values themselves: erasing one would break the chain, so the
+    erasure leaves it, says so, and the log still verifies."""
+    ingest_and_normalize(engine, email_with_attachment(ADDRESS, NAME, PHRASE, "zq4"))
+    with engine.begin() as conn:
+        row_id = audit.append(conn, actor="cli", action="identity.linked", after={"x": ADDRESS})
+        row = conn.execute(select(AuditLog).where(AuditLog.id == row_id)).one()
+        assert row.chain == audit.NO_CASE and row.seq == 1  # the first row about no case
+        # As migration 0020 left a row written before it: form 1, hashed over the values.
+        old = audit.row_hmac(
+            row.prev_hmac, row.at, row.actor, row.action, None, None, row.after,
+            chain=row.chain, seq=row.seq, form=1,
+        )  # fmt: skip
+        conn.execute(update(AuditLog).where(AuditLog.id == row_id).values(form=1, hmac=old))
+        conn.execute(update(AuditChain).where(AuditChain.chain == audit.NO_CASE).values(hmac=old))
+    with engine.connect() as conn:
+        assert audit.verify(conn).ok
+        contact_id = erasure.find_contact(conn, ADDRESS)
+    result = erasure.erase_contact(engine, contact_id, actor="test")
+    assert result.audit_rows_before_0020 == 1
+    with engine.connect() as conn:
+        kept = conn.execute(select(AuditLog.after).where(AuditLog.id == row_id)).scalar_one()
+        assert audit.verify(conn).ok
+    assert kept == {"x": ADDRESS}
 
 
 def test_their_message_merged_into_another_persons_case_is_erased_too(
