@@ -7,6 +7,10 @@ locks only the head of the chain it appends to, so agents working on different c
 wait for each other. Seals chain the heads of all chains into checkpoints; an exported seal
 reveals a log cut short. Rows written before migration 0009 form one chain in id order, which
 the first seal links to. The design and its proof: docs/architecture/audit.md.
+
+Rows written since migration 0020 are of form 2: their HMAC covers a keyed digest of each
+value in before/after instead of the value, so erasing a person can replace a value by its
+digest (`erase_values`) and the row, its chain and the seals still verify.
 """
 
 from __future__ import annotations
@@ -79,6 +83,54 @@ def key_configured() -> bool:
     return bool(os.environ.get(KEY_ENV))
 
 
+# Form 2 (migration 0020): a value in before/after may be replaced by {ERASED: its digest}.
+FORM_PLAIN = 1
+FORM_DIGESTED = 2
+ERASED = "$erased"
+
+
+def value_digest(value: Any, key: bytes | None = None) -> str:
+    """The keyed digest of one JSON value (a leaf of before/after).
+
+    Keyed, so a digest of a phone number or an address cannot be reversed by trying every
+    number; domain-separated from row HMACs by its prefix."""
+    body = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _hmac.new(key or _key(), b"leaf\x00" + body.encode(), hashlib.sha256).hexdigest()
+
+
+def is_erased(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(ERASED), str)
+
+
+def digested(value: Any, key: bytes) -> Any:
+    """What a form-2 HMAC covers for a JSON tree: its shape (keys, list order) with every
+    leaf replaced by its digest; an erased leaf already is one, so erasing changes nothing."""
+    if is_erased(value):
+        return {ERASED: value[ERASED]}
+    if isinstance(value, dict):
+        return {str(k): digested(v, key) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [digested(v, key) for v in value]
+    return {ERASED: value_digest(value, key)}
+
+
+def erase_values(value: Any, erase: Any, key: bytes | None = None, *, path: str = "") -> Any:
+    """`value` with every leaf for which `erase(path, leaf)` holds replaced by its digest
+    marker; `path` is the dotted key path ("after.text"). Marker leaves are left alone."""
+    if is_erased(value):
+        return value
+    if isinstance(value, dict):
+        return {
+            k: erase_values(v, erase, key, path=f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [erase_values(v, erase, key, path=path) for v in value]
+    if value is not None and erase(path, value):
+        return {ERASED: value_digest(value, key or _key())}
+    return value
+
+
 def row_hmac(
     prev: str,
     at: datetime,
@@ -91,9 +143,16 @@ def row_hmac(
     *,
     chain: int | None = None,
     seq: int | None = None,
+    form: int = FORM_PLAIN,
 ) -> str:
     """The HMAC of one row. Rows of a chain (chain and seq given) also cover both, so a row
-    cannot be moved to another chain or position; older rows (neither) are as before 0009."""
+    cannot be moved to another chain or position; older rows (neither) are as before 0009.
+    Form 2 covers the digests of before/after's values and the form itself (so a row cannot
+    be passed off as the other form); form 1 the values, as before 0020."""
+    secret = key or _key()
+    if form == FORM_DIGESTED:
+        before = digested(before, secret) if before is not None else None
+        after = digested(after, secret) if after is not None else None
     fields: list[Any] = [
         prev,
         at.isoformat(timespec="microseconds"),
@@ -105,8 +164,10 @@ def row_hmac(
     ]
     if chain is not None or seq is not None:
         fields += [chain, seq]
+    if form != FORM_PLAIN:
+        fields.append({"form": form})
     body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return _hmac.new(key or _key(), body.encode(), hashlib.sha256).hexdigest()
+    return _hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
 
 
 def chain_of(case_id: int | None) -> int:
@@ -161,11 +222,11 @@ moved AS (
     RETURNING row_id
 )
 INSERT INTO audit_log (id, at, actor, action, case_id, before, after, prev_hmac, hmac,
-                       chain, seq)
+                       chain, seq, form)
 SELECT row_id, CAST(:at AS timestamp), CAST(:actor AS varchar), CAST(:action AS varchar),
        CAST(:case_id AS bigint), CAST(:before AS json), CAST(:after AS json),
        CAST(:prev_hmac AS varchar), CAST(:hmac AS varchar), CAST(:chain AS bigint),
-       CAST(:seq AS bigint)
+       CAST(:seq AS bigint), CAST(:form AS smallint)
 FROM moved
 RETURNING id"""
 ).bindparams(
@@ -201,7 +262,18 @@ def append(
             seq, prev = head[0] or 0, head[1] or GENESIS
             head = None  # if the guess loses a race, the next try reads the head itself
         at = utcnow()
-        digest = row_hmac(prev, at, actor, action, case_id, before, after, chain=chain, seq=seq + 1)
+        digest = row_hmac(
+            prev,
+            at,
+            actor,
+            action,
+            case_id,
+            before,
+            after,
+            chain=chain,
+            seq=seq + 1,
+            form=FORM_DIGESTED,
+        )
         values = {
             "at": at,
             "actor": actor,
@@ -213,6 +285,7 @@ def append(
             "hmac": digest,
             "chain": chain,
             "seq": seq + 1,
+            "form": FORM_DIGESTED,
         }
         if sqlite:  # one writer at a time (BEGIN IMMEDIATE): nobody can move the head meanwhile
             row_id = int(
@@ -383,7 +456,7 @@ def _verify_legacy(conn: Connection, found: _Findings) -> str:
         if row.prev_hmac != prev:
             found.bad(row.id, _not_following(row.id))
         elif row.seq is not None or row.hmac != row_hmac(
-            prev, row.at, row.actor, row.action, row.case_id, row.before, row.after
+            prev, row.at, row.actor, row.action, row.case_id, row.before, row.after, form=row.form
         ):
             found.bad(row.id, _changed(row.id))
         prev = row.hmac
@@ -420,6 +493,7 @@ def _verify_chains(conn: Connection, found: _Findings) -> None:
                 row.after,
                 chain=row.chain,
                 seq=row.seq,
+                form=row.form,
             ) or row.chain != chain_of(row.case_id):
                 found.bad(row.id, _changed(row.id))
                 broken = True

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -119,6 +120,9 @@ class Contact(Base):
     # When the person asked never to get a satisfaction survey again ("STOP" to a survey,
     # or the rating page's opt-out): a fact of the person, on every channel (migration 0014).
     csat_opt_out_at: Mapped[datetime | None]
+
+    # When `parity contacts erase` removed this person's data (migration 0020).
+    erased_at: Mapped[datetime | None]
     identities: Mapped[list[Identity]] = relationship(back_populates="contact")
 
 
@@ -198,6 +202,8 @@ class Case(Base):
     # The language the case is answered in (inbox/i18n.py LANGUAGES): chosen on the form,
     # detected from the opening message, or the contact's known one; "en" by default.
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    # When its content was erased (erasure of its contact, or retention; migration 0020).
+    erased_at: Mapped[datetime | None]
 
     __table_args__ = (
         # The queue: open cases by due time, channel never part of the key.
@@ -451,6 +457,9 @@ class AuditLog(Base):
     hmac: Mapped[str] = mapped_column(String(64))
     chain: Mapped[int | None] = mapped_column(BigInteger)
     seq: Mapped[int | None] = mapped_column(BigInteger)
+    # How the HMAC covers before/after (migration 0020): 1 the JSON as written, 2 a keyed
+    # digest of every value, so erasure can swap a value for its digest (inbox/audit.py).
+    form: Mapped[int] = mapped_column(SmallInteger, default=1, server_default=text("1"))
 
 
 class AuditChain(Base):

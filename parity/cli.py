@@ -709,6 +709,58 @@ def cmd_contacts_unlink(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def cmd_contacts_erase(settings: Settings, args: argparse.Namespace) -> int:
+    """Erase a contact (GDPR art. 17): docs/operations/erasure.md. Exit 0 erased, 1 not
+    found, 2 without --yes."""
+    from inbox import erasure
+
+    engine = _engine(settings)
+    with read(engine) as conn:
+        try:
+            contact_id = erasure.find_contact(conn, args.contact)
+        except erasure.NotFound as exc:
+            return _fail(str(exc), EXIT_FAILED)
+    if not args.yes:
+        return _fail(
+            f"this erases contact {contact_id} and all their messages for good: "
+            "run again with --yes",
+            EXIT_USAGE,
+        )
+    result = erasure.erase_contact(engine, contact_id, actor="cli")
+    if args.json:
+        _print_json(result.counts())
+        return EXIT_OK
+    counts = result.counts()
+    print(
+        f"erased contact {contact_id}: {counts['cases']} cases, {counts['messages']} messages, "
+        f"{counts['attachments']} attachments, {counts['identities']} identities, "
+        f"{counts['outbox']} outbox rows, {counts['dead_letters']} dead letters, "
+        f"{counts['blobs_removed']} blobs removed ({counts['blobs_kept_shared']} kept: "
+        f"shared), {counts['audit_values']} audit values"
+    )
+    if result.audit_rows_before_0020:
+        print(
+            f"note: {result.audit_rows_before_0020} audit rows written before migration 0020 "
+            "name this contact and were kept: their HMAC covers the text itself"
+        )
+    return EXIT_OK
+
+
+def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply [retention] now: erase the content of cases resolved too long ago."""
+    from inbox import erasure
+
+    policy = settings.retention
+    count = erasure.run_retention(
+        _engine(settings), policy.resolved_case_days, policy.channels, CHANNELS
+    )
+    if args.json:
+        _print_json({"cases_erased": count})
+    else:
+        print(f"retention: erased the content of {count} resolved cases")
+    return EXIT_OK
+
+
 def _add_merge_commands(cases: Any, sub: Any) -> None:
     merge = cases.add_parser("merge", help="merge case SOURCE into case INTO (undoable)")
     merge.add_argument("source")
@@ -737,6 +789,19 @@ def _add_merge_commands(cases: Any, sub: Any) -> None:
     unlink.add_argument("channel", choices=kinds)
     unlink.add_argument("handle")
     unlink.set_defaults(func=cmd_contacts_unlink)
+    erase = contacts.add_parser(
+        "erase", help="erase a contact and everything of theirs (GDPR); needs --yes"
+    )
+    erase.add_argument("contact", help="the contact id, or one of their identity handles")
+    erase.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    erase.add_argument("--json", action="store_true", help="print the counts as JSON")
+    erase.set_defaults(func=cmd_contacts_erase)
+    retention = sub.add_parser(
+        "retention", help="erase the content of cases past [retention]"
+    ).add_subparsers(dest="retention_command", required=True)
+    retention_run = retention.add_parser("run", help="apply the retention policy now")
+    retention_run.add_argument("--json", action="store_true", help="print the count as JSON")
+    retention_run.set_defaults(func=cmd_retention_run)
 
 
 # --- the outbox, dead letters and imports ----------------------------------------------------
@@ -1230,6 +1295,8 @@ AUDITED = frozenset(
         cmd_cases_unmerge,
         cmd_contacts_link,
         cmd_contacts_unlink,
+        cmd_contacts_erase,
+        cmd_retention_run,
         cmd_audit_verify,
         cmd_restore,
         cmd_alerts_check,

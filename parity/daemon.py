@@ -37,7 +37,7 @@ from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, EMAIL_RELAY, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from connectors.webhook import WebhookSender, url_problem
-from inbox import alerts, audit, csat, logcontext, notifications
+from inbox import alerts, audit, csat, erasure, logcontext, notifications
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.delivery import WayOut, WayState
 from inbox.models import ConnectorState, Intake, utcnow
@@ -47,6 +47,7 @@ from inbox.web.routes import Route
 from normalizer.ack_limits import take_buckets
 from normalizer.acks import Bucket
 from normalizer.intake import IntakeWriter
+from normalizer.message import CHANNELS
 from normalizer.worker import Outcome, WorkerLoop
 from parity import status, workers
 from parity.settings import Settings
@@ -571,6 +572,11 @@ class Daemon:
             tasks += self._periodic_tasks()
         if self.settings.inbox.notify_sweep_seconds > 0:
             tasks.append(asyncio.create_task(self._notify(), name="notifications"))
+        policy = self.settings.retention
+        if policy.interval_s > 0 and (
+            policy.resolved_case_days > 0 or any(policy.channels.values())
+        ):
+            tasks.append(asyncio.create_task(self._retention(), name="retention"))
         await self.stop.wait()
         log.info("stopping")
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -635,6 +641,29 @@ class Daemon:
                 await asyncio.to_thread(sweep)
             except Exception as exc:  # never let the sweep take the daemon down
                 log.warning("could not sweep notifications: %s", exc)
+
+    async def _retention(self) -> None:
+        """Apply `[retention]` every `interval_s` (docs/operations/erasure.md).
+
+        Every instance may run it: a case is erased in a write transaction that marks it
+        (`erased_at`), so a second instance finds nothing left to do, and erasing twice
+        changes nothing more.
+        """
+        policy = self.settings.retention
+
+        def run() -> int:
+            return erasure.run_retention(
+                self.engine, policy.resolved_case_days, policy.channels, CHANNELS
+            )
+
+        while not self.stop.is_set():
+            try:
+                erased = await asyncio.to_thread(run)
+                if erased:
+                    log.info("retention: erased the content of %d resolved cases", erased)
+            except Exception as exc:  # never let retention take the daemon down
+                log.warning("could not apply the retention policy: %s", exc)
+            await _wait_any(policy.interval_s, self.stop)
 
     async def _heartbeat(self) -> None:
         """Write each connector's state every `heartbeat_s`, and within a second of news.

@@ -46,6 +46,30 @@ class LoggingSettings(Strict):
         return value.upper()
 
 
+class RetentionSettings(Strict):
+    """[retention]: how long the content of resolved cases is kept (docs/operations/erasure.md)."""
+
+    # Days after a case is resolved before its content is erased (as by `parity contacts
+    # erase`, per case; the timing facts stay). 0: kept for ever.
+    resolved_case_days: int = Field(default=0, ge=0, le=36500)
+    # Per channel overrides of resolved_case_days, e.g. {sms = 30}; 0 keeps that channel's.
+    channels: dict[str, int] = Field(default_factory=dict)
+    # `parity run` applies the policy this often (seconds; 0: only `parity retention run`).
+    interval_s: int = Field(default=3600, ge=0, le=7 * 86400)
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: dict[str, int]) -> dict[str, int]:
+        from normalizer.message import CHANNELS
+
+        for name, days in value.items():
+            if name not in CHANNELS:
+                raise ValueError(f"unknown channel {name!r}: one of {', '.join(CHANNELS)}")
+            if not 0 <= days <= 36500:
+                raise ValueError(f"{name}: days between 0 and 36500")
+        return value
+
+
 class Settings(Strict):
     database: DatabaseSettings = DatabaseSettings()
     sla: SlaSettings = SlaSettings()
@@ -63,6 +87,8 @@ class Settings(Strict):
     mail_auth: MailAuthSettings = Field(default_factory=MailAuthSettings)
     # OAuth2 grants of mailboxes (Google, Microsoft, generic), refreshed before expiry.
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
+    # Erasure of resolved cases' content after a number of days (GDPR storage limitation).
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @model_validator(mode="after")
     def _grants_exist(self) -> Settings:
