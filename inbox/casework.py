@@ -77,6 +77,7 @@ from inbox.models import (
     MessageRef,
     Outbox,
     ReplyDraft,
+    TeamMember,
     User,
     UTCDateTime,
     utcnow,
@@ -565,12 +566,21 @@ def _claim_next_sql() -> Any:
     statuses = ", ".join(f"'{s}'" for s in CLAIMABLE_STATUSES)  # constants, not input
     cols = [c.name for c in Case.__table__.c]
     listed = ", ".join(cols)
-    sql = f"""
-WITH held AS (
-    UPDATE cases SET lease_until = :until
-    WHERE claimed_by = :me AND lease_until > :now AND status IN ({statuses})
-    RETURNING {", ".join(f"cases.{c}" for c in cols)}
-), top AS (
+    mine = "SELECT team_id FROM team_members WHERE user_id = :me"
+    # The tiers of claim-next (docs/agents/teams.md): my teams' cases, then cases of no
+    # team, then other teams'. Each tier is its own LIMIT 1 in the one queue order; a tier
+    # runs only when the tiers before it found nothing (an uncorrelated NOT EXISTS is a
+    # one-time filter), so it locks no row it does not hand out.
+    conditions = (
+        f"team_id IN ({mine})",
+        "team_id IS NULL",
+        f"team_id IS NOT NULL AND team_id NOT IN ({mine})",
+    )
+    tiers = []
+    for n, condition in enumerate(conditions):
+        before = "".join(f" AND NOT EXISTS (SELECT FROM top{i})" for i in range(n))
+        tiers.append(
+            f"""top{n} AS (
     SELECT id, claimed_by, lease_until FROM cases
     WHERE status IN ({statuses})
       AND (lease_until IS NULL OR lease_until <= :now)
@@ -580,10 +590,21 @@ WITH held AS (
            OR (snoozed_until IS NOT NULL AND snoozed_until <= :now)
            OR EXISTS (SELECT FROM messages m WHERE m.case_id = cases.id
                       AND m.direction = 'inbound' AND m.id > cases.snooze_after_message_id))
-      AND NOT EXISTS (SELECT FROM held)
+      AND {condition}
+      AND NOT EXISTS (SELECT FROM held){before}
     ORDER BY due_at, first_inbound_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+)"""
+        )
+    tier_ctes = ",\n".join(tiers)
+    sql = f"""
+WITH held AS (
+    UPDATE cases SET lease_until = :until
+    WHERE claimed_by = :me AND lease_until > :now AND status IN ({statuses})
+    RETURNING {", ".join(f"cases.{c}" for c in cols)}
+), {tier_ctes}, top AS (
+    SELECT * FROM top0 UNION ALL SELECT * FROM top1 UNION ALL SELECT * FROM top2
 ), taken AS (
     UPDATE cases SET claimed_by = :me, lease_until = :until
     FROM top WHERE cases.id = top.id
@@ -670,13 +691,30 @@ def _claim_next(
     return before, after, False
 
 
+def team_tiers(principal: Principal) -> tuple[Any, ...]:
+    """Claim-next's tiers, in order: cases of my teams, cases of no team, other teams'
+    cases (docs/agents/teams.md). Inside each tier the one channel-blind queue order."""
+    mine = select(TeamMember.team_id).where(TeamMember.user_id == principal.id)
+    return (
+        Case.team_id.in_(mine),
+        Case.team_id.is_(None),
+        and_(Case.team_id.is_not(None), Case.team_id.not_in(mine)),
+    )
+
+
 def _take_top(
     conn: Connection, principal: Principal, now: datetime, until: datetime
 ) -> tuple[Any, Any]:
     """(the case before, the case after) this agent took the top claimable case, or Nones."""
-    top = select(Case).where(_claimable(principal, now)).order_by(*queue_order()).limit(1)
+    before = None
+    # One LIMIT 1 per tier rather than one ORDER BY tier: each walks the claimable index
+    # in queue order and stops at its first row; round trips cost nothing in-process.
+    for tier in team_tiers(principal):
+        top = select(Case).where(_claimable(principal, now), tier).order_by(*queue_order()).limit(1)
+        before = conn.execute(top).one_or_none()
+        if before is not None:
+            break
     # One conditional UPDATE; SQLite's writer lock (BEGIN IMMEDIATE) makes it atomic.
-    before = conn.execute(top).one_or_none()
     if before is None:
         return None, None
     after = conn.execute(

@@ -195,6 +195,9 @@ class Case(Base):
     # The language the case is answered in (inbox/i18n.py LANGUAGES): chosen on the form,
     # detected from the opening message, or the contact's known one; "en" by default.
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    # The team the case belongs to (migration 0018): set by routing rules when it opens, or
+    # by an agent; claim-next offers a team's cases to its members first (inbox/teams.py).
+    team_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("teams.id"), index=True)
 
     __table_args__ = (
         # The queue: open cases by due time, channel never part of the key.
@@ -755,3 +758,28 @@ class CannedReply(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Team(Base):
+    """A group of agents cases are routed to (issue 22). `auto_assign` says whether a case
+    routed to it is assigned to a member at once: "off" (the default), "round_robin" or
+    "load_balanced" (the member with the fewest open cases)."""
+
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    auto_assign: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    # Round-robin's cursor: the member who got the last case (the next one goes to the
+    # member after them by user id), so the turn survives restarts and several workers.
+    last_assignee_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    team_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("teams.id"), primary_key=True)
+    # "My teams" is read on every claim-next: the user's rows by this index.
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -94,7 +94,12 @@ class Settings(Strict):
         return f"{self._source}, over the built-in defaults"
 
     def store(self) -> StoreSettings:
-        return StoreSettings(database=self.database, sla=self.sla, threading=self.threading)
+        return StoreSettings(
+            database=self.database,
+            sla=self.sla,
+            threading=self.threading,
+            routing=self.inbox.routing,
+        )
 
 
 class SettingsError(Exception):
