@@ -595,7 +595,7 @@ def _claim_next_sql() -> Any:
     ORDER BY due_at, first_inbound_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
-)"""
+)"""  # noqa: S608 - only constants are formatted in
         )
     tier_ctes = ",\n".join(tiers)
     sql = f"""

@@ -28,7 +28,8 @@ def normalize_team(name: str) -> str:
     value = name.strip().lower()
     if not TEAM_NAME.match(value):
         raise casework.Invalid(
-            "a team name is 1-64 lower-case letters, digits, '.', '_' or '-' (a letter or digit first)"
+            "a team name is 1-64 lower-case letters, digits, '.', '_' or '-', "
+            "a letter or digit first"
         )
     return value
 
