@@ -77,6 +77,7 @@ from inbox.models import (
     MessageRef,
     Outbox,
     ReplyDraft,
+    Team,
     TeamMember,
     User,
     UTCDateTime,
@@ -1471,6 +1472,11 @@ def case_view(
         detail["tags"] = tags.tags_of(conn, [case.id]).get(case.id, [])
         detail["fields"] = tags.fields_of(conn, [case.id]).get(case.id, {})
         detail["snooze"] = _snooze_json(case)
+        detail["team"] = (
+            conn.execute(select(Team.name).where(Team.id == case.team_id)).scalar()
+            if case.team_id is not None
+            else None
+        )
         detail["notes"] = _notes(conn, [case.id])
         detail["suggestions"] = [
             s.json() for s in suggestions.suggestions_for(conn, [case.id])[case.id]

@@ -23,8 +23,8 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy import Engine, select
 
-from inbox import casework, identities, merges, search, snooze
-from inbox.accounts import has_role
+from inbox import accounts, casework, identities, merges, search, snooze, teams
+from inbox.accounts import Principal, has_role
 from inbox.channels import (
     CHANNEL_FACTS,
     CHANNEL_NAMES,
@@ -480,10 +480,13 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         (m for m in history if m["source"] == view["reference"] and m["undone_at"] is None),
         None,
     )
+    people, team_list = await blocking(_pickers, ctx.engine, who, view.get("assignee"))
     response = render(
         request,
         "case.html",
         case=view,
+        people=people,
+        teams=team_list,
         targets=targets,
         viewers=viewers,
         title=f"{view['reference']} · {view['subject']}",
@@ -499,6 +502,18 @@ async def case_page(request: web.Request) -> web.StreamResponse:
     )
     flash.clear(request, response)
     return response
+
+
+def _pickers(engine: Engine, who: Principal, assignee: str | None) -> tuple[list[str], list[str]]:
+    """The names the case page's assignment pickers offer: active users (an agent may
+    assign only themselves, so they are offered themselves and whoever has the case now)
+    and every team."""
+    users = [u["name"] for u in accounts.list_users(engine) if not u["disabled"]]
+    if not has_role(who.role, "manager"):
+        users = [u for u in users if u in (who.name, assignee)]
+    if assignee and assignee not in users:
+        users.append(assignee)
+    return users, [t["name"] for t in teams.list_teams(engine)]
 
 
 def _message_view(engine: Engine, message_id: int) -> str | None:
