@@ -12,9 +12,7 @@ from inbox.web.config import InboxSettings
 
 RULES = [
     RoutingRule(name="billing mailbox", team="billing", addresses=["Billing@Shop.example"]),
-    RoutingRule(
-        name="refunds", team="billing", pattern=r"(?i)\b(refund|invoice|charged twice)\b"
-    ),
+    RoutingRule(name="refunds", team="billing", pattern=r"(?i)\b(refund|invoice|charged twice)\b"),
     RoutingRule(name="german", team="dach", languages=["de"]),
     RoutingRule(name="phones", team="phone-desk", channels=["sms", "voice", "whatsapp"]),
     RoutingRule(
