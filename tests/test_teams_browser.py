@@ -11,7 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from inbox import teams
 from inbox.models import AuditLog, Case, Team, User
@@ -55,7 +55,7 @@ def test_a_manager_assigns_a_person_and_a_team_by_the_keyboard(
     make_user(engine, "bob")
     make_user(engine, "gone")
     with engine.begin() as conn:
-        conn.execute(User.__table__.update().where(User.name == "gone").values(disabled=True))
+        conn.execute(update(User).where(User.name == "gone").values(disabled=True))
     teams.create_team(engine, "test", "billing")
     teams.create_team(engine, "test", "dach")
     ref = email_case(
@@ -117,7 +117,7 @@ def test_an_agents_picker_offers_themselves_and_the_current_assignee(
     )
     with engine.begin() as conn:
         bob = conn.execute(select(User.id).where(User.name == "bob")).scalar_one()
-        conn.execute(Case.__table__.update().where(Case.reference == other).values(assignee_id=bob))
+        conn.execute(update(Case).where(Case.reference == other).values(assignee_id=bob))
     with Server(engine) as server:
         driver = browser
         login(driver, server, "ann")
