@@ -34,7 +34,6 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
-    false,
     func,
     insert,
     or_,
@@ -247,8 +246,7 @@ class QueueFilter:
     assignee: str | None = None
     # Only cases with this tag (already normalized: inbox.labels.normalize_tag).
     tag: str | None = None
-    # A team name. Teams do not exist yet: the filter is accepted and matches no case, so
-    # clients can send it today and get the right answer once teams land.
+    # A team's name, "mine" (the teams I am in) or "none" (cases of no team).
     team: str | None = None
     # False: snoozed cases are hidden (the queue); True: only snoozed cases are shown.
     snoozed: bool = False
@@ -270,6 +268,28 @@ def decode_cursor(cursor: str) -> tuple[datetime, datetime, int]:
         return datetime.fromisoformat(due), datetime.fromisoformat(first), int(case_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise Invalid("cursor is not one this server handed out") from exc
+
+
+def team_condition(conn: Connection, principal: Principal, team: str) -> Any:
+    """Cases of a team by name, of "mine" (my teams) or of "none" (no team)."""
+    wanted = team.strip().lower()
+    if wanted == "none":
+        return Case.team_id.is_(None)
+    if wanted == "mine":
+        return Case.team_id.in_(
+            select(TeamMember.team_id).where(TeamMember.user_id == principal.id)
+        )
+    team_id = conn.execute(select(Team.id).where(Team.name == wanted)).scalar_one_or_none()
+    if team_id is None:
+        raise Invalid(f"no team named {team!r}")
+    return Case.team_id == team_id
+
+
+def _team_names(conn: Connection, team_ids: set[int | None]) -> dict[int, str]:
+    ids = sorted(t for t in team_ids if t is not None)
+    if not ids:
+        return {}
+    return {r.id: r.name for r in conn.execute(select(Team.id, Team.name).where(Team.id.in_(ids)))}
 
 
 def summaries(
@@ -312,6 +332,7 @@ def summaries(
     similar = suggestions.suggestions_for(conn, ids)
     labels = tags.tags_of(conn, ids)
     fields = tags.fields_of(conn, ids)
+    teams_named = _team_names(conn, {c.team_id for c in cases})
     items = []
     for c in cases:
         item = queries._case_summary(
@@ -323,6 +344,7 @@ def summaries(
         item["tags"] = labels.get(c.id, [])
         item["fields"] = fields.get(c.id, {})
         item["snooze"] = _snooze_json(c)
+        item["team"] = teams_named.get(c.team_id) if c.team_id is not None else None
         items.append(item)
     return items
 
@@ -392,7 +414,7 @@ def queue_page(
                 Case.id.in_(select(CaseTag.case_id).where(CaseTag.tag == filters.tag))
             )
         if filters.team is not None:
-            query = query.where(false())  # no teams yet: nobody's case is on a team
+            query = query.where(team_condition(conn, principal, filters.team))
         if filters.assignee == "me":
             query = query.where(Case.assignee_id == principal.id)
         elif filters.assignee == "none":
@@ -524,6 +546,7 @@ def _claim_next_pg(
         item["tags"] = tags.tags_of(conn, [found.id]).get(found.id, [])
         item["fields"] = tags.fields_of(conn, [found.id]).get(found.id, {})
         item["snooze"] = _snooze_json(found)
+        item["team"] = _team_names(conn, {found.team_id}).get(found.team_id)
         item["already_held"] = found.renewed
         if not found.renewed:
             before = _Lease(found, found.before_claimed_by, found.before_lease_until)
@@ -1472,11 +1495,7 @@ def case_view(
         detail["tags"] = tags.tags_of(conn, [case.id]).get(case.id, [])
         detail["fields"] = tags.fields_of(conn, [case.id]).get(case.id, {})
         detail["snooze"] = _snooze_json(case)
-        detail["team"] = (
-            conn.execute(select(Team.name).where(Team.id == case.team_id)).scalar()
-            if case.team_id is not None
-            else None
-        )
+        detail["team"] = _team_names(conn, {case.team_id}).get(case.team_id)
         detail["notes"] = _notes(conn, [case.id])
         detail["suggestions"] = [
             s.json() for s in suggestions.suggestions_for(conn, [case.id])[case.id]

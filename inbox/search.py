@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Integer, column, or_, select, table, text
 
 from inbox.accounts import Principal
-from inbox.casework import STATUSES, Invalid, summaries
+from inbox.casework import STATUSES, Invalid, summaries, team_condition
 from inbox.db import is_sqlite, read
 from inbox.labels import BadTag, normalize_tag
 from inbox.models import (
@@ -27,8 +27,6 @@ from inbox.models import (
     Identity,
     Message,
     MessageRef,
-    Team,
-    TeamMember,
     User,
     utcnow,
 )
@@ -60,21 +58,6 @@ class SearchFilter:
 
     def any(self) -> bool:
         return any(v is not None for v in vars(self).values())
-
-
-def team_condition(conn: Connection, principal: Principal, team: str) -> Any:
-    """Cases of a team by name, of "mine" (my teams) or of "none" (no team)."""
-    wanted = team.strip().lower()
-    if wanted == "none":
-        return Case.team_id.is_(None)
-    if wanted == "mine":
-        return Case.team_id.in_(
-            select(TeamMember.team_id).where(TeamMember.user_id == principal.id)
-        )
-    team_id = conn.execute(select(Team.id).where(Team.name == wanted)).scalar_one_or_none()
-    if team_id is None:
-        raise Invalid(f"no team named {team!r}")
-    return Case.team_id == team_id
 
 
 def case_conditions(conn: Connection, principal: Principal, filters: SearchFilter) -> list[Any]:

@@ -276,6 +276,13 @@ async def test_an_agent_moves_a_case_to_a_team_and_search_finds_it(api: Api, eng
     assert await found("team=none") == [b]
     assert await found("team=mine") == []  # ann is in dach; no case is
     await api.call("ann", "GET", "/api/search?q=printer&team=nowhere", 400)
+    # The queue shows each row's team and filters by it the same way.
+    queue = await api.call("ann", "GET", "/api/queue")
+    assert {c["reference"]: c["team"] for c in queue["cases"]} == {a: "billing", b: None}
+    for params, expected in [("team=billing", [a]), ("team=none", [b]), ("team=mine", [])]:
+        listed = await api.call("ann", "GET", f"/api/queue?{params}")
+        assert [c["reference"] for c in listed["cases"]] == expected, params
+    await api.call("ann", "GET", "/api/queue?team=nowhere", 400)
     cleared = await api.call("ann", "POST", f"/api/cases/{a}/team", json={"team": None})
     assert cleared["team"] is None and team_of(engine, a) is None
     # Taking the team away leaves the person: that is a separate decision, audited apart.

@@ -98,6 +98,15 @@ def test_a_manager_assigns_a_person_and_a_team_by_the_keyboard(
         press(driver, "a")
         driver.switch_to.active_element.send_keys(Keys.HOME, Keys.ENTER)
         wait(driver, lambda _: holder(engine, ref) == (None, "dach"))
+        # The queue row shows the team, and the team filter finds it.
+        driver.get(f"{server.url}/queue?team=dach")
+        badge = wait(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-reference='{ref}'] .badge.team"),
+        )
+        assert [b.text for b in badge] == ["dach"]
+        driver.get(f"{server.url}/queue?team=billing")
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#queue-rows tr.empty"))
     assert actions(engine, ref) == [
         ("user:mia", "case.assigned"),
         ("user:mia", "case.team"),

@@ -188,6 +188,7 @@ def queue_rows(cases: list[dict[str, Any]], now: datetime, show_held: bool) -> l
                 ],
                 # Issue 22: tags and fields on the row; a snoozed case says until when.
                 "tags": case.get("tags") or [],
+                "team": case.get("team"),
                 "fields": case.get("fields") or {},
                 "snoozed_until": snoozed_label(case.get("snooze")),
                 "matches": match_line(case.get("matches") or []),
@@ -308,6 +309,7 @@ def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str]
         "assignee": query.get("assignee", ""),
         "held": query.get("held", ""),
         "tag": query.get("tag", ""),
+        "team": query.get("team", ""),
         "snoozed": query.get("snoozed", ""),
     }
     try:
@@ -320,6 +322,7 @@ def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str]
             channel=chosen["channel"] or None,
             assignee=chosen["assignee"] or None,
             tag=tag,
+            team=chosen["team"] or None,
             snoozed=chosen["snoozed"] == "1",
         ),
         chosen,
@@ -356,6 +359,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         chosen=chosen,
         statuses=casework.STATUSES,
         channels=CHANNEL_NAMES,
+        teams=[t["name"] for t in await blocking(teams.list_teams, context(request).engine)],
         selectable=True,
         after_done=await _after_done(request),
     )
