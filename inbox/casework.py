@@ -596,7 +596,8 @@ def _claim_next_sql() -> Any:
     # runs only when the tiers before it found nothing (an uncorrelated NOT EXISTS is a
     # one-time filter), so it locks no row it does not hand out.
     conditions = (
-        f"team_id IN ({mine})",
+        # The EXISTS is a one-time filter: an agent in no team skips the tier unread.
+        f"EXISTS ({mine}) AND team_id IN ({mine})",
         "team_id IS NULL",
         f"team_id IS NOT NULL AND team_id NOT IN ({mine})",
     )

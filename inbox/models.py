@@ -221,6 +221,17 @@ class Case(Base):
             sqlite_where=text("status IN ('new', 'open')"),
             postgresql_where=text("status IN ('new', 'open')"),
         ),
+        # Claim-next's team tiers (docs/agents/teams.md): my teams' cases and cases of no
+        # team, each in queue order, without walking the other tiers' rows first.
+        Index(
+            "ix_cases_team_claimable",
+            "team_id",
+            "due_at",
+            "first_inbound_at",
+            "id",
+            sqlite_where=text("status IN ('new', 'open')"),
+            postgresql_where=text("status IN ('new', 'open')"),
+        ),
         # "The case I hold": few rows have a holder, so the index stays small.
         Index(
             "ix_cases_claimed_by",

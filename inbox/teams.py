@@ -196,6 +196,7 @@ def set_case_team(
     nobody has it."""
     with write(engine) as conn:
         case = casework._case(conn, reference, lock=True)
+        # The team row is locked for its round-robin turn (see route_new_case).
         row = _team(conn, team, lock=True) if team is not None else None
         new_id = row.id if row is not None else None
         if new_id != case.team_id:
@@ -274,10 +275,11 @@ def route_new_case(
     if rule is None:
         return None
     actor = f"rule:{rule.name}"[:128]
-    query = select(Team).where(Team.name == rule.team)
-    if not is_sqlite(conn):
-        query = query.with_for_update()
-    team = conn.execute(query).one_or_none()
+    team = conn.execute(select(Team).where(Team.name == rule.team)).one_or_none()
+    if team is not None and team.auto_assign != "off" and not is_sqlite(conn):
+        # Only a team that hands out cases is locked: its round-robin turn is read and
+        # moved in this transaction, and two workers must not give the same turn twice.
+        team = conn.execute(select(Team).where(Team.id == team.id).with_for_update()).one()
     if team is None:
         audit.append(
             conn,

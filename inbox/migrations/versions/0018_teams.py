@@ -9,6 +9,7 @@ Create Date: 2026-12-07 17:00:00
 - team_members: (team, user); indexed by user, since claim-next reads "my teams".
 - cases.team_id: set by routing rules ([[inbox.routing]]) when a case opens, or by an
   agent; the manager report groups by it. See docs/agents/teams.md.
+- ix_cases_team_claimable: claim-next's tiers (my teams, no team) in queue order.
 """
 
 from __future__ import annotations
@@ -46,9 +47,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("team_id", sa.BigInteger(), nullable=True))
         batch_op.create_foreign_key("fk_cases_team_id", "teams", ["team_id"], ["id"])
         batch_op.create_index("ix_cases_team_id", ["team_id"])
+    # Claim-next's team tiers walk this in queue order (partial, like ix_cases_claimable).
+    op.create_index(
+        "ix_cases_team_claimable",
+        "cases",
+        ["team_id", "due_at", "first_inbound_at", "id"],
+        sqlite_where=sa.text("status IN ('new', 'open')"),
+        postgresql_where=sa.text("status IN ('new', 'open')"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cases_team_claimable", table_name="cases")
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.drop_index("ix_cases_team_id")
         batch_op.drop_constraint("fk_cases_team_id", type_="foreignkey")
