@@ -95,9 +95,14 @@ def test_a_manager_assigns_a_person_and_a_team_by_the_keyboard(
             ),
         )
         # Back to nobody, by the arrow keys this time.
+        driver.execute_script("window.beforeAssign = true")
         press(driver, "a")
         driver.switch_to.active_element.send_keys(Keys.HOME, Keys.ENTER)
         wait(driver, lambda _: holder(engine, ref) == (None, "dach"))
+        # The page reloads after the change: leave only once it has, or the reload could
+        # cancel the next navigation.
+        wait(driver, lambda d: d.execute_script("return window.beforeAssign") is None)
+        wait(driver, lambda d: d.find_elements(By.ID, "assignee"))
         # The queue row shows the team, and the team filter finds it.
         driver.get(f"{server.url}/queue?team=dach")
         badge = wait(
