@@ -34,7 +34,6 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
-    false,
     func,
     insert,
     or_,
@@ -78,6 +77,8 @@ from inbox.models import (
     MessageRef,
     Outbox,
     ReplyDraft,
+    Team,
+    TeamMember,
     User,
     UTCDateTime,
     utcnow,
@@ -246,8 +247,7 @@ class QueueFilter:
     assignee: str | None = None
     # Only cases with this tag (already normalized: inbox.labels.normalize_tag).
     tag: str | None = None
-    # A team name. Teams do not exist yet: the filter is accepted and matches no case, so
-    # clients can send it today and get the right answer once teams land.
+    # A team's name, "mine" (the teams I am in) or "none" (cases of no team).
     team: str | None = None
     # False: snoozed cases are hidden (the queue); True: only snoozed cases are shown.
     snoozed: bool = False
@@ -269,6 +269,28 @@ def decode_cursor(cursor: str) -> tuple[datetime, datetime, int]:
         return datetime.fromisoformat(due), datetime.fromisoformat(first), int(case_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise Invalid("cursor is not one this server handed out") from exc
+
+
+def team_condition(conn: Connection, principal: Principal, team: str) -> Any:
+    """Cases of a team by name, of "mine" (my teams) or of "none" (no team)."""
+    wanted = team.strip().lower()
+    if wanted == "none":
+        return Case.team_id.is_(None)
+    if wanted == "mine":
+        return Case.team_id.in_(
+            select(TeamMember.team_id).where(TeamMember.user_id == principal.id)
+        )
+    team_id = conn.execute(select(Team.id).where(Team.name == wanted)).scalar_one_or_none()
+    if team_id is None:
+        raise Invalid(f"no team named {team!r}")
+    return Case.team_id == team_id
+
+
+def _team_names(conn: Connection, team_ids: set[int | None]) -> dict[int, str]:
+    ids = sorted(t for t in team_ids if t is not None)
+    if not ids:
+        return {}
+    return {r.id: r.name for r in conn.execute(select(Team.id, Team.name).where(Team.id.in_(ids)))}
 
 
 def summaries(
@@ -311,6 +333,7 @@ def summaries(
     similar = suggestions.suggestions_for(conn, ids)
     labels = tags.tags_of(conn, ids)
     fields = tags.fields_of(conn, ids)
+    teams_named = _team_names(conn, {c.team_id for c in cases})
     items = []
     for c in cases:
         item = queries._case_summary(
@@ -322,6 +345,7 @@ def summaries(
         item["tags"] = labels.get(c.id, [])
         item["fields"] = fields.get(c.id, {})
         item["snooze"] = _snooze_json(c)
+        item["team"] = teams_named.get(c.team_id) if c.team_id is not None else None
         items.append(item)
     return items
 
@@ -391,7 +415,7 @@ def queue_page(
                 Case.id.in_(select(CaseTag.case_id).where(CaseTag.tag == filters.tag))
             )
         if filters.team is not None:
-            query = query.where(false())  # no teams yet: nobody's case is on a team
+            query = query.where(team_condition(conn, principal, filters.team))
         if filters.assignee == "me":
             query = query.where(Case.assignee_id == principal.id)
         elif filters.assignee == "none":
@@ -523,6 +547,7 @@ def _claim_next_pg(
         item["tags"] = tags.tags_of(conn, [found.id]).get(found.id, [])
         item["fields"] = tags.fields_of(conn, [found.id]).get(found.id, {})
         item["snooze"] = _snooze_json(found)
+        item["team"] = _team_names(conn, {found.team_id}).get(found.team_id)
         item["already_held"] = found.renewed
         if not found.renewed:
             before = _Lease(found, found.before_claimed_by, found.before_lease_until)
@@ -566,12 +591,22 @@ def _claim_next_sql() -> Any:
     statuses = ", ".join(f"'{s}'" for s in CLAIMABLE_STATUSES)  # constants, not input
     cols = [c.name for c in Case.__table__.c]
     listed = ", ".join(cols)
-    sql = f"""
-WITH held AS (
-    UPDATE cases SET lease_until = :until
-    WHERE claimed_by = :me AND lease_until > :now AND status IN ({statuses})
-    RETURNING {", ".join(f"cases.{c}" for c in cols)}
-), top AS (
+    mine = "SELECT team_id FROM team_members WHERE user_id = :me"
+    # The tiers of claim-next (docs/agents/teams.md): my teams' cases, then cases of no
+    # team, then other teams'. Each tier is its own LIMIT 1 in the one queue order; a tier
+    # runs only when the tiers before it found nothing (an uncorrelated NOT EXISTS is a
+    # one-time filter), so it locks no row it does not hand out.
+    conditions = (
+        # The EXISTS is a one-time filter: an agent in no team skips the tier unread.
+        f"EXISTS ({mine}) AND team_id IN ({mine})",
+        "team_id IS NULL",
+        f"team_id IS NOT NULL AND team_id NOT IN ({mine})",
+    )
+    tiers = []
+    for n, condition in enumerate(conditions):
+        before = "".join(f" AND NOT EXISTS (SELECT FROM top{i})" for i in range(n))
+        tiers.append(
+            f"""top{n} AS (
     SELECT id, claimed_by, lease_until FROM cases
     WHERE status IN ({statuses})
       AND (lease_until IS NULL OR lease_until <= :now)
@@ -581,10 +616,21 @@ WITH held AS (
            OR (snoozed_until IS NOT NULL AND snoozed_until <= :now)
            OR EXISTS (SELECT FROM messages m WHERE m.case_id = cases.id
                       AND m.direction = 'inbound' AND m.id > cases.snooze_after_message_id))
-      AND NOT EXISTS (SELECT FROM held)
+      AND {condition}
+      AND NOT EXISTS (SELECT FROM held){before}
     ORDER BY due_at, first_inbound_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+)"""  # noqa: S608 - only constants are formatted in
+        )
+    tier_ctes = ",\n".join(tiers)
+    sql = f"""
+WITH held AS (
+    UPDATE cases SET lease_until = :until
+    WHERE claimed_by = :me AND lease_until > :now AND status IN ({statuses})
+    RETURNING {", ".join(f"cases.{c}" for c in cols)}
+), {tier_ctes}, top AS (
+    SELECT * FROM top0 UNION ALL SELECT * FROM top1 UNION ALL SELECT * FROM top2
 ), taken AS (
     UPDATE cases SET claimed_by = :me, lease_until = :until
     FROM top WHERE cases.id = top.id
@@ -671,13 +717,30 @@ def _claim_next(
     return before, after, False
 
 
+def team_tiers(principal: Principal) -> tuple[Any, ...]:
+    """Claim-next's tiers, in order: cases of my teams, cases of no team, other teams'
+    cases (docs/agents/teams.md). Inside each tier the one channel-blind queue order."""
+    mine = select(TeamMember.team_id).where(TeamMember.user_id == principal.id)
+    return (
+        Case.team_id.in_(mine),
+        Case.team_id.is_(None),
+        and_(Case.team_id.is_not(None), Case.team_id.not_in(mine)),
+    )
+
+
 def _take_top(
     conn: Connection, principal: Principal, now: datetime, until: datetime
 ) -> tuple[Any, Any]:
     """(the case before, the case after) this agent took the top claimable case, or Nones."""
-    top = select(Case).where(_claimable(principal, now)).order_by(*queue_order()).limit(1)
+    before = None
+    # One LIMIT 1 per tier rather than one ORDER BY tier: each walks the claimable index
+    # in queue order and stops at its first row; round trips cost nothing in-process.
+    for tier in team_tiers(principal):
+        top = select(Case).where(_claimable(principal, now), tier).order_by(*queue_order()).limit(1)
+        before = conn.execute(top).one_or_none()
+        if before is not None:
+            break
     # One conditional UPDATE; SQLite's writer lock (BEGIN IMMEDIATE) makes it atomic.
-    before = conn.execute(top).one_or_none()
     if before is None:
         return None, None
     after = conn.execute(
@@ -1445,6 +1508,7 @@ def case_view(
         detail["tags"] = tags.tags_of(conn, [case.id]).get(case.id, [])
         detail["fields"] = tags.fields_of(conn, [case.id]).get(case.id, {})
         detail["snooze"] = _snooze_json(case)
+        detail["team"] = _team_names(conn, {case.team_id}).get(case.team_id)
         detail["notes"] = _notes(conn, [case.id])
         detail["suggestions"] = [
             s.json() for s in suggestions.suggestions_for(conn, [case.id])[case.id]

@@ -11,6 +11,7 @@ from datetime import date, time
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inbox.channels import CHANNEL_NAMES
 from inbox.labels import BadTag, normalize_field, normalize_tags
 from inbox.secrets import Secret, from_env
 
@@ -121,7 +122,62 @@ class ThreadingSettings(Strict):
     reopen_window_days: int = Field(default=14, ge=0)
 
 
+AUTO_ASSIGN_MODES = ("off", "round_robin", "load_balanced")
+TEAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class RoutingRule(Strict):
+    """`[[inbox.routing]]`: a new case whose facts meet every condition the rule sets goes
+    to `team` (issue 22). An empty condition matches anything; the first rule that
+    matches wins, in the file's order. Conditions on one channel sit beside conditions on
+    all: the rule names channels only as data, never in code."""
+
+    name: str = Field(min_length=1, max_length=64)
+    team: str
+    # Any of these channels (the registry's names); empty: every channel.
+    channels: list[str] = Field(default_factory=list, max_length=50)
+    # Any of these case languages (inbox/i18n.py codes); empty: every language.
+    languages: list[str] = Field(default_factory=list, max_length=50)
+    # A regular expression searched in the subject and text; empty: no condition.
+    pattern: str = ""
+    # Any of the addresses the message came to (a support mailbox, our phone number or
+    # handle), compared case-insensitively; empty: any.
+    addresses: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("team")
+    @classmethod
+    def _team(cls, value: str) -> str:
+        name = value.strip().lower()
+        if not TEAM_NAME.match(name):
+            raise ValueError("a team name is lower-case letters, digits, '.', '_' or '-'")
+        return name
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        unknown = [c for c in value if c not in CHANNEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown channel {unknown[0]!r}; one of {', '.join(CHANNEL_NAMES)}")
+        return value
+
+    @field_validator("languages", "addresses")
+    @classmethod
+    def _folded(cls, value: list[str]) -> list[str]:
+        return [v.strip().lower() for v in value if v.strip()]
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+
 class StoreSettings(Strict):
     database: DatabaseSettings = DatabaseSettings()
     sla: SlaSettings = SlaSettings()
     threading: ThreadingSettings = ThreadingSettings()
+    # Routing rules, from [[inbox.routing]]: the normalizer applies them as a case opens.
+    routing: list[RoutingRule] = Field(default_factory=list, max_length=500)

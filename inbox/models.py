@@ -205,6 +205,10 @@ class Case(Base):
     # When its content was erased (erasure of its contact, or retention; migration 0020).
     erased_at: Mapped[datetime | None]
 
+    # The team the case belongs to (migration 0018): set by routing rules when it opens, or
+    # by an agent; claim-next offers a team's cases to its members first (inbox/teams.py).
+    team_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("teams.id"), index=True)
+
     __table_args__ = (
         # The queue: open cases by due time, channel never part of the key.
         Index("ix_cases_queue", "status", "due_at", "id"),
@@ -221,6 +225,17 @@ class Case(Base):
         ),
         Index(
             "ix_cases_claimable",
+            "due_at",
+            "first_inbound_at",
+            "id",
+            sqlite_where=text("status IN ('new', 'open')"),
+            postgresql_where=text("status IN ('new', 'open')"),
+        ),
+        # Claim-next's team tiers (docs/agents/teams.md): my teams' cases and cases of no
+        # team, each in queue order, without walking the other tiers' rows first.
+        Index(
+            "ix_cases_team_claimable",
+            "team_id",
             "due_at",
             "first_inbound_at",
             "id",
@@ -847,3 +862,28 @@ class Notification(Base):
         UniqueConstraint("user_id", "case_id", "kind", "turn", name="uq_notification_turn"),
         Index("ix_notifications_user", "user_id", "id"),
     )
+
+
+class Team(Base):
+    """A group of agents cases are routed to (issue 22). `auto_assign` says whether a case
+    routed to it is assigned to a member at once: "off" (the default), "round_robin" or
+    "load_balanced" (the member with the fewest open cases)."""
+
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    auto_assign: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    # Round-robin's cursor: the member who got the last case (the next one goes to the
+    # member after them by user id), so the turn survives restarts and several workers.
+    last_assignee_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    team_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("teams.id"), primary_key=True)
+    # "My teams" is read on every claim-next: the user's rows by this index.
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from inbox.models import AuditLog, Case, CaseTurn, Message, User
+from inbox.models import AuditLog, Case, CaseTurn, Message, Team, User
 from inbox.outbox import ACK_QUEUED
 from inbox.report import CaseRow, Turn
 
@@ -62,6 +62,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
             Case.reopens,
             Case.assignee_id,
             Case.language,
+            Case.team_id,
         )
         .outerjoin(first_ids, first_ids.c.case_id == Case.id)
         .outerjoin(first_message, first_message.c.id == first_ids.c.first_id)
@@ -69,6 +70,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
         .order_by(Case.id)
     )
     names = {u.id: u.name for u in conn.execute(select(User.id, User.name))}
+    team_names = {t.id: t.name for t in conn.execute(select(Team.id, Team.name))}
     out = []
     for r in rows:
         first, later = turns.get(r.id, (None, ()))
@@ -93,6 +95,7 @@ def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
                 reopens=r.reopens,
                 agent=names.get(owner) if owner is not None else None,
                 language=r.language or "en",
+                team=team_names.get(r.team_id) if r.team_id is not None else None,
             )
         )
     return out

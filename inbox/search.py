@@ -15,13 +15,21 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, column, false, or_, select, table, text
+from sqlalchemy import Connection, Engine, Integer, column, or_, select, table, text
 
 from inbox.accounts import Principal
-from inbox.casework import STATUSES, Invalid, summaries
+from inbox.casework import STATUSES, Invalid, summaries, team_condition
 from inbox.db import is_sqlite, read
 from inbox.labels import BadTag, normalize_tag
-from inbox.models import Case, CaseTag, Identity, Message, MessageRef, User, utcnow
+from inbox.models import (
+    Case,
+    CaseTag,
+    Identity,
+    Message,
+    MessageRef,
+    User,
+    utcnow,
+)
 from inbox.references import find_references
 
 MAX_WORDS = 8
@@ -41,7 +49,7 @@ class SearchFilter:
     channel: str | None = None
     tag: str | None = None  # normalized (inbox.labels.normalize_tag)
     assignee: str | None = None  # "me", "none" or a user name
-    # Teams do not exist yet: accepted, and no case is on one, so it matches nothing.
+    # A team's name, "mine" (any team I am in) or "none" (cases of no team).
     team: str | None = None
     # Cases active during these UTC days (inclusive): opened on or before `until` and
     # with activity on or after `since`.
@@ -65,7 +73,7 @@ def case_conditions(conn: Connection, principal: Principal, filters: SearchFilte
     if filters.tag is not None:
         where.append(Case.id.in_(select(CaseTag.case_id).where(CaseTag.tag == filters.tag)))
     if filters.team is not None:
-        where.append(false())
+        where.append(team_condition(conn, principal, filters.team))
     if filters.assignee == "me":
         where.append(Case.assignee_id == principal.id)
     elif filters.assignee == "none":

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inbox import audit, i18n, logcontext, notifications, tags, turns
+from inbox import audit, i18n, logcontext, notifications, tags, teams, turns
 from inbox.channels import MESSAGE_ID_CHANNELS, SENDER_CHECKED_CHANNELS
 from inbox.config import StoreSettings
 from inbox.csat import Answered, CsatSettings, answer_open, parse_answer
@@ -57,6 +57,7 @@ from inbox.models import (
     utcnow,
 )
 from inbox.outbox import last_sent_to, report_delivery
+from inbox.routing import CaseFacts
 from inbox.sla import due_time
 from normalizer.ack_plan import AckCase, AckOut, AckRoute, AckRoutes, queue_ack
 from normalizer.acks import (
@@ -1074,6 +1075,7 @@ class Normalizer:
             # The id first, so the reference (made from it) is written with the row: no
             # second statement, and on PostgreSQL no second row version per new case.
             case_id = _next_case_id(conn, reads)
+            language = _case_language(conn, message, contact_id, writes)
             row = dict(
                 id=case_id,
                 token=new_token(),
@@ -1095,7 +1097,7 @@ class Normalizer:
                 ack_reason=withheld[:256] if withheld else None,
                 unverified_from=_unverified_from(message, decision),
                 reference=format_reference(case_id),
-                language=_case_language(conn, message, contact_id, writes),
+                language=language,
             )
             if writes is None or not writes.defer(Case, row):
                 conn.execute(_INSERT_CASE, row)
@@ -1108,6 +1110,20 @@ class Normalizer:
             # bring its due time forward: once, when the case opens.
             tags.apply_rules(
                 conn, case_id, self.store.sla.rules, f"{message.subject}\n{message.text}"
+            )
+            # Routing rules (issue 22) put it in a team, once, as it opens; a team that
+            # auto-assigns then gives it to a member.
+            teams.route_new_case(
+                conn,
+                case_id,
+                self.store.routing,
+                CaseFacts(
+                    channel=message.channel,
+                    language=language,
+                    subject=message.subject,
+                    text=message.text,
+                    addresses=message.recipients,
+                ),
             )
             if decision.claims or decision.linked_case_id:
                 audit.append(

@@ -641,6 +641,88 @@ def _add_csat_parsers(sub: Any) -> None:
     check.set_defaults(func=cmd_alerts_check)
 
 
+# --- teams (issue 22) ------------------------------------------------------------------------
+
+AUTO_ASSIGN_CHOICES = ("off", "round_robin", "load_balanced")
+
+
+def _teams_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A teams store call; its refusal printed as one line (exit 1), not a traceback."""
+    from inbox import casework
+
+    try:
+        return fn(*args, **kwargs)
+    except (casework.Invalid, casework.NotFound, casework.Conflict) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _print_team(team: dict[str, Any]) -> None:
+    members = ", ".join(team["members"]) or "no members"
+    print(f"{team['name']} (auto-assign {team['auto_assign']}): {members}")
+
+
+def cmd_teams_add(settings: Settings, args: argparse.Namespace) -> int:
+    from inbox import teams
+
+    engine = _migrated_engine(settings)
+    _print_team(_teams_call(teams.create_team, engine, "cli", args.name, args.auto_assign))
+    return 0
+
+
+def cmd_teams_member(settings: Settings, args: argparse.Namespace) -> int:
+    from inbox import teams
+
+    engine = _migrated_engine(settings)
+    change = {"remove": [args.user]} if args.remove else {"add": [args.user]}
+    _print_team(_teams_call(teams.set_members, engine, "cli", args.team, **change))
+    return 0
+
+
+def cmd_teams_set(settings: Settings, args: argparse.Namespace) -> int:
+    from inbox import teams
+
+    engine = _migrated_engine(settings)
+    _print_team(_teams_call(teams.set_auto_assign, engine, "cli", args.team, args.auto_assign))
+    return 0
+
+
+def cmd_teams_list(settings: Settings, args: argparse.Namespace) -> int:
+    from inbox import teams
+
+    rows = teams.list_teams(_migrated_engine(settings))
+    if args.json:
+        _print_json(rows)
+        return 0
+    _table(
+        "Teams",
+        ["name", "auto-assign", "members"],
+        [(t["name"], t["auto_assign"], ", ".join(t["members"])) for t in rows],
+    )
+    return 0
+
+
+def _add_teams_parser(sub: Any) -> None:
+    teams = sub.add_parser("teams", help="teams of agents and their members").add_subparsers(
+        dest="teams_command", required=True
+    )
+    add = teams.add_parser("add", help="add a team")
+    add.add_argument("name")
+    add.add_argument("--auto-assign", default="off", choices=AUTO_ASSIGN_CHOICES)
+    add.set_defaults(func=cmd_teams_add)
+    member = teams.add_parser("member", help="add a user to a team (--remove: take them out)")
+    member.add_argument("team")
+    member.add_argument("user")
+    member.add_argument("--remove", action="store_true")
+    member.set_defaults(func=cmd_teams_member)
+    change = teams.add_parser("set", help="change a team's auto-assignment")
+    change.add_argument("team")
+    change.add_argument("--auto-assign", required=True, choices=AUTO_ASSIGN_CHOICES)
+    change.set_defaults(func=cmd_teams_set)
+    listing = teams.add_parser("list", help="teams, their members and auto-assignment")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_teams_list)
+
+
 # --- one person, one case: merges, identity links (issue 11) ---------------------------------
 
 
@@ -1247,6 +1329,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_settings_show
     )
     _add_users_parser(sub)
+    _add_teams_parser(sub)
     mailboxes.add_parser(sub, cmd_mailbox_authorize, cmd_mailbox_status)
     _add_csat_parsers(sub)
     return parser
@@ -1291,6 +1374,9 @@ AUDITED = frozenset(
         cmd_outbox_send,
         cmd_users_add,
         cmd_users_token,
+        cmd_teams_add,
+        cmd_teams_member,
+        cmd_teams_set,
         cmd_cases_merge,
         cmd_cases_unmerge,
         cmd_contacts_link,

@@ -127,7 +127,12 @@ class Settings(Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def store(self) -> StoreSettings:
-        return StoreSettings(database=self.database, sla=self.sla, threading=self.threading)
+        return StoreSettings(
+            database=self.database,
+            sla=self.sla,
+            threading=self.threading,
+            routing=self.inbox.routing,
+        )
 
 
 class SettingsError(Exception):

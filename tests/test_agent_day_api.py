@@ -171,7 +171,8 @@ async def test_search_filters_choose_cases_and_keep_the_ranking(api: Api, engine
     assert await only("tag=Hardware") == [b]
     assert await only("assignee=me") == [r for r in ranked if rows[r].assignee_id == ann] == [a]
     assert await only("assignee=none") == [r for r in ranked if rows[r].assignee_id is None]
-    assert await only("team=tier-2") == []  # no teams yet
+    # An unknown team is refused, as an unknown assignee is (tests/test_teams.py has teams).
+    await api.call("ann", "GET", "/api/search?q=printer&team=tier-2", 400)
     today = date.today().isoformat()
     assert await only(f"since={today}") == [
         r for r in ranked if rows[r].last_activity_at.date() >= date.today()

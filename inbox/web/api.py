@@ -935,7 +935,7 @@ def routes() -> list[Route]:
                 Param("channel", "only cases that have seen this channel"),
                 Param("assignee", "me, none, or a user name"),
                 Param("tag", "only cases with this tag"),
-                Param("team", "only cases of this team (no teams yet: matches nothing)"),
+                Param("team", 'only cases of this team, of "mine" (my teams) or "none"'),
                 Param(
                     "snoozed",
                     "true: only snoozed cases (default: snoozed cases are out)",
@@ -1088,7 +1088,7 @@ def routes() -> list[Route]:
                 Param("channel", "only cases with a message on this channel"),
                 Param("tag", "only cases with this tag"),
                 Param("assignee", 'only cases assigned to "me", "none" or this user'),
-                Param("team", "only cases of this team (no teams yet: matches nothing)"),
+                Param("team", 'only cases of this team, of "mine" (my teams) or "none"'),
                 Param("since", "only cases active on or after this day (YYYY-MM-DD, UTC)"),
                 Param("until", "only cases opened on or before this day (YYYY-MM-DD, UTC)"),
             ),

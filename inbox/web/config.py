@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from inbox.accounts import LoginLimits, SessionPolicy
 from inbox.casework import FileLimits, Timing
-from inbox.config import Strict
+from inbox.config import RoutingRule, Strict
 
 
 class InboxSettings(Strict):
@@ -49,6 +49,9 @@ class InboxSettings(Strict):
     # commonly refuse messages over 10-25 MB, and base64 makes a file a third larger.
     attachments_max_count: int = Field(default=10, ge=0, le=100)
     attachments_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=100 * 1024 * 1024)
+    # Routing rules ([[inbox.routing]]): the first that matches a new case sends it to its
+    # team (docs/agents/teams.md). The normalizer applies them; none by default.
+    routing: list[RoutingRule] = Field(default_factory=list, max_length=500)
 
     # Notifications: a case of mine "about to breach" when its due time is this near (or
     # past); an agent's email digest (off until the agent turns it on) lists unread

@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from inbox.delivery import WayOut
-from inbox.web import api, canned_page, forms, notify_page, pages, replies_api
+from inbox.web import api, canned_page, forms, notify_page, pages, replies_api, teams_api
 from inbox.web.app import (
     CONTEXT,
     HealthCheck,
@@ -57,6 +57,7 @@ def create_app(
     app[ROUTES] = {}
     add_routes(app, api.routes())
     add_routes(app, replies_api.routes())
+    add_routes(app, teams_api.routes())
     add_routes(app, routes)
     pages.install(app)
     add_routes(app, forms.routes())

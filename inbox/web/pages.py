@@ -23,8 +23,8 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy import Engine, select
 
-from inbox import casework, identities, merges, search, snooze
-from inbox.accounts import has_role
+from inbox import accounts, casework, identities, merges, search, snooze, teams
+from inbox.accounts import Principal, has_role
 from inbox.channels import (
     CHANNEL_FACTS,
     CHANNEL_NAMES,
@@ -188,6 +188,7 @@ def queue_rows(cases: list[dict[str, Any]], now: datetime, show_held: bool) -> l
                 ],
                 # Issue 22: tags and fields on the row; a snoozed case says until when.
                 "tags": case.get("tags") or [],
+                "team": case.get("team"),
                 "fields": case.get("fields") or {},
                 "snoozed_until": snoozed_label(case.get("snooze")),
                 "matches": match_line(case.get("matches") or []),
@@ -308,6 +309,7 @@ def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str]
         "assignee": query.get("assignee", ""),
         "held": query.get("held", ""),
         "tag": query.get("tag", ""),
+        "team": query.get("team", ""),
         "snoozed": query.get("snoozed", ""),
     }
     try:
@@ -320,6 +322,7 @@ def _filters(request: web.Request) -> tuple[casework.QueueFilter, dict[str, str]
             channel=chosen["channel"] or None,
             assignee=chosen["assignee"] or None,
             tag=tag,
+            team=chosen["team"] or None,
             snoozed=chosen["snoozed"] == "1",
         ),
         chosen,
@@ -356,6 +359,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         chosen=chosen,
         statuses=casework.STATUSES,
         channels=CHANNEL_NAMES,
+        teams=[t["name"] for t in await blocking(teams.list_teams, context(request).engine)],
         selectable=True,
         after_done=await _after_done(request),
     )
@@ -480,10 +484,13 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         (m for m in history if m["source"] == view["reference"] and m["undone_at"] is None),
         None,
     )
+    people, team_list = await blocking(_pickers, ctx.engine, who, view.get("assignee"))
     response = render(
         request,
         "case.html",
         case=view,
+        people=people,
+        teams=team_list,
         targets=targets,
         viewers=viewers,
         title=f"{view['reference']} · {view['subject']}",
@@ -499,6 +506,18 @@ async def case_page(request: web.Request) -> web.StreamResponse:
     )
     flash.clear(request, response)
     return response
+
+
+def _pickers(engine: Engine, who: Principal, assignee: str | None) -> tuple[list[str], list[str]]:
+    """The names the case page's assignment pickers offer: active users (an agent may
+    assign only themselves, so they are offered themselves and whoever has the case now)
+    and every team."""
+    users = [u["name"] for u in accounts.list_users(engine) if not u["disabled"]]
+    if not has_role(who.role, "manager"):
+        users = [u for u in users if u in (who.name, assignee)]
+    if assignee and assignee not in users:
+        users.append(assignee)
+    return users, [t["name"] for t in teams.list_teams(engine)]
 
 
 def _message_view(engine: Engine, message_id: int) -> str | None:

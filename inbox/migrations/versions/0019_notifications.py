@@ -1,7 +1,7 @@
 """Notifications: per agent, de-duplicated per case, kind and turn; agents' mail and prefs
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07 17:00:00
 
 - notifications: one row per (agent, case, kind, turn): a case assigned to me, a customer
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,5 @@
-// The case page: reply (with a warning on public channels), notes, status, assign, claim,
+// The case page: reply (with a warning on public channels), notes, status, assign (a person
+// and a team), claim,
 // who else is viewing, remote images on request, and the keyboard shortcuts.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
@@ -71,6 +72,18 @@ document.addEventListener("DOMContentLoaded", () => {
   on("assign", (form) =>
     Parity.api("POST", `${base}/assign`, { assignee: form.elements.assignee.value || null }),
   );
+  on("team", (form) =>
+    Parity.api("POST", `${base}/team`, { team: form.elements.team.value || null }),
+  );
+  // Browsers do not submit a form on Enter in a <select>; the pickers do, so choosing a
+  // person or a team is type-a-few-letters, Enter, without reaching for the button.
+  for (const id of ["assignee", "team-choice"]) {
+    document.getElementById(id)?.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter") return;
+      event.preventDefault();
+      event.target.form.requestSubmit();
+    });
+  }
   function resolve() {
     Parity.api("POST", `${base}/status`, { status: "resolved" }).then(done, fail);
   }
@@ -155,6 +168,8 @@ document.addEventListener("DOMContentLoaded", () => {
     r: () => document.getElementById("reply-text")?.focus(),
     e: resolve,
     n: () => document.getElementById("note-text")?.focus(),
+    // The person picker: arrows or the first letters of a name choose, Enter assigns.
+    a: () => document.getElementById("assignee")?.focus(),
     q: () => window.location.assign("/queue"),
   });
 });
