@@ -90,6 +90,5 @@ const Parity = (() => {
   function localTime(value) {
     return value ? new Date(value).toISOString() : null;
   }
-  return { api, onKeys, claimNext, localTime };
-  return { api, onKeys, claimNext, localTimes };
+  return { api, onKeys, claimNext, localTime, localTimes };
 })();
