@@ -36,6 +36,9 @@ SAMPLE = {
     "token_id": "1",
     "merge_id": "1",
     "name": "ann",
+    "canned_id": "1",
+    "team": "billing",
+    "upload_id": "1",
 }
 
 
