@@ -66,7 +66,11 @@ def test_sixteen_agents_claim_next_at_once(db_url, engine):
     assert twice == []  # no case went to two agents
     assert sorted(handed) == sorted(case_ids)  # and none was skipped
     assert inside["most"] > 1  # the calls really overlapped
-    assert sum(1 for ids in taken.values() if ids) > 1
+    if engine.dialect.name == "postgresql":
+        # Row locks: the agents really share the queue. (SQLite has one writer lock, and a
+        # committing agent may take it again before the sleeping ones wake: one agent can
+        # be handed every case there, one at a time, which is still correct.)
+        assert sum(1 for ids in taken.values() if ids) > 1
     # Each agent was handed cases in queue order (due time), never out of it.
     with engine.connect() as conn:
         due = {r.id: r.due_at for r in conn.execute(select(Case.id, Case.due_at))}

@@ -188,7 +188,8 @@ def test_parity_run_with_two_processes_files_smtp_mail_and_drains_on_sigterm(
     daemon = ParityProcess.run(settings, "--only", "smtp", log_path=tmp_path / "run.log")
     with running(daemon):
         daemon.wait_for_port(smtp_port)
-        assert "2 normalizer worker processes" in daemon.log()
+        # The banner follows the bound ports (parity run says what runs once it runs).
+        daemon.wait_for_log("2 normalizer worker processes")
         pids = sorted(pid_of(s["instance"]) for s in live_workers(engine, 2))
         assert [parent_of(p) for p in pids] == [daemon.proc.pid] * 2
         mails = varied_mail(18, tag="two-procs")
