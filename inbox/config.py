@@ -39,6 +39,16 @@ class DatabaseSettings(Strict):
         return secret if secret is not None else self.url
 
 
+def regular_expression(value: str) -> str:
+    """A setting's pattern, refused at start-up when it does not compile (content and
+    routing rules share this check)."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from exc
+    return value
+
+
 class ContentRule(Strict):
     """A content rule may bring a case's due time forward; it never pushes it back. It may
     also tag a new case and set its custom fields (issue 22); a rule does at least one."""
@@ -75,11 +85,7 @@ class ContentRule(Strict):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-        return value
+        return regular_expression(value)
 
 
 class BusinessHours(Strict):
@@ -168,11 +174,7 @@ class RoutingRule(Strict):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-        return value
+        return regular_expression(value)
 
 
 class StoreSettings(Strict):
