@@ -10,7 +10,10 @@ the first seal links to. The design and its proof: docs/architecture/audit.md.
 
 Rows written since migration 0020 are of form 2: their HMAC covers a keyed digest of each
 value in before/after instead of the value, so erasing a person can replace a value by its
-digest (`erase_values`) and the row, its chain and the seals still verify.
+digest (`erase_values`) and the row, its chain and the seals still verify. A form-1 row that
+names an erased person is checked first, then erased and re-attested (form 3, `attest_hmac`):
+its stored HMAC stays, so its chain and the seals still link, and a second HMAC covers what is
+left of it. docs/architecture/audit.md#erasure gives the proof sketch.
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ def key_configured() -> bool:
 # Form 2 (migration 0020): a value in before/after may be replaced by {ERASED: its digest}.
 FORM_PLAIN = 1
 FORM_DIGESTED = 2
+# A form-1 row erased after migration 0027: its HMAC, checked at erasure, is kept for the
+# chain's links, and `attest` covers the row as it is now (its values digested).
+FORM_REATTESTED = 3
 ERASED = "$erased"
 
 
@@ -168,6 +174,60 @@ def row_hmac(
         fields.append({"form": form})
     body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return _hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+
+
+def attest_hmac(
+    prev: str,
+    row_hmac_: str,
+    at: datetime,
+    actor: str,
+    action: str,
+    case_id: int | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    key: bytes | None = None,
+    *,
+    chain: int | None = None,
+    seq: int | None = None,
+) -> str:
+    """The attestation of a re-attested row (form 3): every field as it is stored, its values
+    digested as in form 2, with the link and the row's kept HMAC, under its own domain."""
+    secret = key or _key()
+    fields: list[Any] = [
+        "attest",
+        prev,
+        row_hmac_,
+        at.isoformat(timespec="microseconds"),
+        actor,
+        action,
+        case_id,
+        digested(before, secret) if before is not None else None,
+        digested(after, secret) if after is not None else None,
+        chain,
+        seq,
+        {"form": FORM_REATTESTED},
+    ]
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return _hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+
+
+def row_valid(row: Any, prev: str) -> bool:
+    """Whether a stored audit row (following `prev` in its chain) is as it was written, or,
+    for form 3, as it was re-attested when a value in it was erased."""
+    chain_seq = {"chain": row.chain, "seq": row.seq} if row.chain is not None else {}
+    if row.form == FORM_REATTESTED:
+        expected = attest_hmac(
+            prev, row.hmac, row.at, row.actor, row.action, row.case_id, row.before, row.after,
+            chain=row.chain, seq=row.seq,
+        )  # fmt: skip
+        return row.attest is not None and _hmac.compare_digest(row.attest, expected)
+    if row.form not in (FORM_PLAIN, FORM_DIGESTED):
+        return False
+    recomputed = row_hmac(
+        prev, row.at, row.actor, row.action, row.case_id, row.before, row.after,
+        form=row.form, **chain_seq,
+    )  # fmt: skip
+    return bool(row.hmac == recomputed)
 
 
 def chain_of(case_id: int | None) -> int:
@@ -455,9 +515,7 @@ def _verify_legacy(conn: Connection, found: _Findings) -> str:
         found.saw(row.id)
         if row.prev_hmac != prev:
             found.bad(row.id, _not_following(row.id))
-        elif row.seq is not None or row.hmac != row_hmac(
-            prev, row.at, row.actor, row.action, row.case_id, row.before, row.after, form=row.form
-        ):
+        elif row.seq is not None or not row_valid(row, prev):
             found.bad(row.id, _changed(row.id))
         prev = row.hmac
     return prev
@@ -483,18 +541,7 @@ def _verify_chains(conn: Connection, found: _Findings) -> None:
                 # with a smaller id than its predecessor had its id swapped with another's.
                 found.bad(row.id, f"row {row.id} is out of order: rows were reordered")
                 broken = True
-            elif row.hmac != row_hmac(
-                prev,
-                row.at,
-                row.actor,
-                row.action,
-                row.case_id,
-                row.before,
-                row.after,
-                chain=row.chain,
-                seq=row.seq,
-                form=row.form,
-            ) or row.chain != chain_of(row.case_id):
+            elif not row_valid(row, prev) or row.chain != chain_of(row.case_id):
                 found.bad(row.id, _changed(row.id))
                 broken = True
         prev, seq, last_id = row.hmac, int(row.seq or 0), row.id

@@ -228,10 +228,10 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
     erased, legacy = _erase_audit(conn, audit.NO_CASE, audit_eraser(needles, whole_case=False))
     result.audit_values += erased
     result.audit_rows_before_0020 += legacy
-    # Rows from before migration 0009 (one chain, no case chains): counted, never changed.
-    result.audit_rows_before_0020 += _erase_audit(
-        conn, None, audit_eraser(needles, whole_case=False)
-    )[1]
+    # Rows from before migration 0009 (one chain, no case chains), all of form 1.
+    erased, legacy = _erase_audit(conn, None, audit_eraser(needles, whole_case=False))
+    result.audit_values += erased
+    result.audit_rows_before_0020 += legacy
     for ident in identities:
         conn.execute(
             update(Identity)
@@ -482,8 +482,12 @@ def _erase_audit(
     conn: Connection, chain: int | None, erase: Callable[[str, Any], bool]
 ) -> tuple[int, int]:
     """Replace the values `erase` picks in one chain's rows by their digests: (values
-    erased, rows of form 1 that would have had a value erased and were left). `chain`
-    None: the rows from before migration 0009, which are all form 1 (counted only).
+    erased, rows of form 1 that would have had a value erased and were left because they no
+    longer verify). `chain` None: the rows from before migration 0009, all of form 1.
+
+    A form-1 row's HMAC covers the values themselves, so it is checked first and then
+    re-attested (form 3): its HMAC is kept for the chain's links and `attest` covers the row
+    as erased. One that does not verify is left as it is, for `parity audit verify` to name.
 
     Read a page of rows at a time: chain 0 (logins, account changes) grows without bound."""
     erased = legacy = 0
@@ -491,7 +495,7 @@ def _erase_audit(
     last = 0
     while True:
         rows = conn.execute(
-            select(AuditLog.id, AuditLog.form, AuditLog.before, AuditLog.after)
+            select(AuditLog)
             .where(where, AuditLog.id > last)
             .order_by(AuditLog.id)
             .limit(_AUDIT_PAGE)
@@ -505,12 +509,17 @@ def _erase_audit(
             changed = _count_changes(row.before, before) + _count_changes(row.after, after)
             if not changed:
                 continue
+            values: dict[str, Any] = {"before": before, "after": after}
             if row.form != audit.FORM_DIGESTED:
-                legacy += 1  # its HMAC covers the values themselves: erasing would break it
-                continue
-            conn.execute(
-                update(AuditLog).where(AuditLog.id == row.id).values(before=before, after=after)
-            )
+                if not audit.row_valid(row, row.prev_hmac):
+                    legacy += 1  # changed since written: attesting it would launder the edit
+                    continue
+                values["form"] = audit.FORM_REATTESTED
+                values["attest"] = audit.attest_hmac(
+                    row.prev_hmac, row.hmac, row.at, row.actor, row.action, row.case_id,
+                    before, after, chain=row.chain, seq=row.seq,
+                )  # fmt: skip
+            conn.execute(update(AuditLog).where(AuditLog.id == row.id).values(**values))
             erased += changed
 
 

@@ -475,6 +475,9 @@ class AuditLog(Base):
     # How the HMAC covers before/after (migration 0020): 1 the JSON as written, 2 a keyed
     # digest of every value, so erasure can swap a value for its digest (inbox/audit.py).
     form: Mapped[int] = mapped_column(SmallInteger, default=1, server_default=text("1"))
+    # Form 3 only (migration 0027): the HMAC over the row as it is after an erasure; the row's
+    # own `hmac` stays as written, so the chain's links and the seals still hold.
+    attest: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditChain(Base):

@@ -822,8 +822,8 @@ def cmd_contacts_erase(settings: Settings, args: argparse.Namespace) -> int:
     )
     if result.audit_rows_before_0020:
         print(
-            f"note: {result.audit_rows_before_0020} audit rows written before migration 0020 "
-            "name this contact and were kept: their HMAC covers the text itself"
+            f"note: {result.audit_rows_before_0020} audit rows name this contact but no longer "
+            "match their HMAC, so they were kept as they are: run `parity audit verify`"
         )
     return EXIT_OK
 

@@ -134,3 +134,50 @@ def test_rows_of_an_older_version_verify_after_migrating(old_store):
             assert conn.execute(text("SELECT count(*) FROM audit_seals")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_a_row_older_than_the_chains_that_names_an_erased_person_is_re_attested(old_store):
+    """A row of the single chain of before 0009 naming a person: erased, its HMAC kept, so the
+    older chain's checkpoint and the seal that links it still hold."""
+    from inbox import erasure
+    from tests.support.helpers import ingest_and_normalize
+
+    address = "ottilie.brandvold@example.net"
+    engine = make_engine(old_store)
+    try:
+        at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+        after = {"identity": address, "n": 7}
+        digest = _old_hmac(audit.GENESIS, at, "admin", "identity.linked", after)
+        with engine.begin() as conn:
+            row_id = conn.execute(
+                text(
+                    "INSERT INTO audit_log (at, actor, action, case_id, before, after, "
+                    "prev_hmac, hmac) VALUES (:at, 'admin', 'identity.linked', NULL, NULL, "
+                    ":after, :prev, :hmac) RETURNING id"
+                ),
+                {"at": at.replace(tzinfo=None), "after": json.dumps(after),
+                 "prev": audit.GENESIS, "hmac": digest},
+            ).scalar_one()  # fmt: skip
+        old_checkpoint = {"id": row_id, "hmac": digest, "at": None}
+        migrate.upgrade(engine)
+        mail = (
+            f"From: Ottilie <{address}>\r\nTo: help@support.example.com\r\n"
+            "Subject: locked out\r\nMessage-ID: <ob1@example.net>\r\n\r\nI cannot log in.\r\n"
+        ).encode()
+        ingest_and_normalize(engine, mail)
+        with engine.begin() as conn:
+            sealed = audit.checkpoint(conn)
+            contact_id = erasure.find_contact(conn, address)
+        result = erasure.erase_contact(engine, contact_id, actor="test")
+        assert result.audit_rows_before_0020 == 0
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT form, hmac, after FROM audit_log WHERE id = :id"), {"id": row_id}
+            ).one()
+            assert audit.verify(conn, old_checkpoint).ok
+            assert audit.verify(conn, sealed).ok
+        stored = row.after if isinstance(row.after, dict) else json.loads(row.after)
+        assert row.form == 3 and row.hmac == digest
+        assert address not in json.dumps(stored) and stored["n"] == 7
+    finally:
+        engine.dispose()

@@ -9,6 +9,9 @@ passes; the manager report gives the same figures as before.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
+import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -36,6 +39,8 @@ from parity import cli
 from tests.support.helpers import ingest, ingest_and_normalize, normalize
 
 ADDRESS = "zelda.quintanilla@example.org"
+# The key the suite runs with (tests/conftest.py), to compute attestations independently.
+AUDIT_KEY = os.environ["PARITY_AUDIT_KEY"].encode()
 NAME = "Zelda Quintanilla"
 PHONE = "+14155550177"
 # A word no other message, template or setting contains: if any index or page still has
@@ -245,30 +250,122 @@ def test_an_erased_value_cannot_be_changed_again(engine: Engine) -> None:
     assert result.first_bad_id == row.id
 
 
-def test_a_row_written_before_0020_is_kept_counted_and_still_verifies(engine: Engine) -> None:
-    """A form-1 row hashes the values themselves: erasing one would break the chain, so the
-    erasure leaves it, says so, and the log still verifies."""
+def _as_written_before_0020(conn: Any, row_id: int) -> Any:
+    """Turn a fresh row (the newest of its chain) into the form-1 row migration 0020 left:
+    hashed over its values, its chain's head following it."""
+    row = conn.execute(select(AuditLog).where(AuditLog.id == row_id)).one()
+    old = audit.row_hmac(
+        row.prev_hmac, row.at, row.actor, row.action, row.case_id, row.before, row.after,
+        chain=row.chain, seq=row.seq, form=1,
+    )  # fmt: skip
+    conn.execute(update(AuditLog).where(AuditLog.id == row_id).values(form=1, hmac=old))
+    conn.execute(update(AuditChain).where(AuditChain.chain == row.chain).values(hmac=old))
+    return conn.execute(select(AuditLog).where(AuditLog.id == row_id)).one()
+
+
+def _attestation(row: Any, before: Any, after: Any) -> str:
+    """The form-3 attestation as docs/architecture/audit.md defines it, written out here."""
+
+    def leaf(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {audit.ERASED}:
+            return value
+        if isinstance(value, dict):
+            return {k: leaf(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [leaf(v) for v in value]
+        body = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        digest = hmac.new(AUDIT_KEY, b"leaf\x00" + body.encode(), hashlib.sha256).hexdigest()
+        return {audit.ERASED: digest}
+
+    fields = [
+        "attest", row.prev_hmac, row.hmac, row.at.isoformat(timespec="microseconds"),
+        row.actor, row.action, row.case_id,
+        None if before is None else leaf(before), None if after is None else leaf(after),
+        row.chain, row.seq, {"form": 3},
+    ]  # fmt: skip
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(AUDIT_KEY, body.encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_row_written_before_0020_is_checked_erased_and_re_attested(engine: Engine) -> None:
+    """A form-1 row hashes the values themselves. Erasure checks it, swaps the value for its
+    digest, keeps the row's HMAC (the chain's links and the seals hold) and attests the row
+    as it is now (form 3): the log verifies, a checkpoint from before still matches, and the
+    person's address is gone from the row."""
     ingest_and_normalize(engine, email_with_attachment(ADDRESS, NAME, PHRASE, "zq4"))
     with engine.begin() as conn:
-        row_id = audit.append(conn, actor="cli", action="identity.linked", after={"x": ADDRESS})
-        row = conn.execute(select(AuditLog).where(AuditLog.id == row_id)).one()
+        row_id = audit.append(
+            conn, actor="cli", action="identity.linked", after={"x": ADDRESS, "kept": "42"}
+        )
+        row = _as_written_before_0020(conn, row_id)
         assert row.chain == audit.NO_CASE and row.seq == 1  # the first row about no case
-        # As migration 0020 left a row written before it: form 1, hashed over the values.
-        old = audit.row_hmac(
-            row.prev_hmac, row.at, row.actor, row.action, None, None, row.after,
-            chain=row.chain, seq=row.seq, form=1,
-        )  # fmt: skip
-        conn.execute(update(AuditLog).where(AuditLog.id == row_id).values(form=1, hmac=old))
-        conn.execute(update(AuditChain).where(AuditChain.chain == audit.NO_CASE).values(hmac=old))
+    with engine.begin() as conn:
+        before_erasure = audit.checkpoint(conn)
     with engine.connect() as conn:
         assert audit.verify(conn).ok
         contact_id = erasure.find_contact(conn, ADDRESS)
     result = erasure.erase_contact(engine, contact_id, actor="test")
+    assert result.audit_rows_before_0020 == 0
+    with engine.connect() as conn:
+        kept = conn.execute(select(AuditLog).where(AuditLog.id == row_id)).one()
+        verified = audit.verify(conn, before_erasure)
+    assert verified.ok, verified.problem
+    assert kept.form == 3 and kept.hmac == row.hmac  # the link the next row names is kept
+    assert ADDRESS not in json.dumps(kept.after) and kept.after["kept"] == "42"
+    assert audit.is_erased(kept.after["x"])
+    assert kept.attest == _attestation(kept, kept.before, kept.after)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"after": {"x": {"$erased": "0" * 64}, "kept": "42"}}, "an erased value swapped"),
+        ({"after": {"x": "someone@else.example", "kept": "42"}}, "a value put back"),
+        ({"after": None}, "the values dropped"),
+        ({"actor": "eve"}, "another field edited"),
+        ({"form": 1}, "passed off as an untouched form-1 row"),
+        ({"form": 2}, "passed off as a form-2 row"),
+        ({"attest": None}, "the attestation removed"),
+    ],
+)
+def test_a_re_attested_row_still_shows_an_edit(
+    engine: Engine, change: dict[str, Any], why: str
+) -> None:
+    ingest_and_normalize(engine, email_with_attachment(ADDRESS, NAME, PHRASE, "zq5"))
+    with engine.begin() as conn:
+        row_id = audit.append(
+            conn, actor="cli", action="identity.linked", after={"x": ADDRESS, "kept": "42"}
+        )
+        _as_written_before_0020(conn, row_id)
+        contact_id = erasure.find_contact(conn, ADDRESS)
+    erasure.erase_contact(engine, contact_id, actor="test")
+    with engine.begin() as conn:
+        conn.execute(update(AuditLog).where(AuditLog.id == row_id).values(**change))
+    with engine.connect() as conn:
+        result = audit.verify(conn)
+    assert result.first_bad_id == row_id, why
+
+
+def test_a_form_1_row_edited_before_the_erasure_is_left_for_verify_to_name(
+    engine: Engine,
+) -> None:
+    """Attesting a row that no longer matches its HMAC would launder the edit: it is left
+    as it is, counted, and `audit verify` still names it."""
+    ingest_and_normalize(engine, email_with_attachment(ADDRESS, NAME, PHRASE, "zq6"))
+    with engine.begin() as conn:
+        row_id = audit.append(conn, actor="cli", action="identity.linked", after={"x": ADDRESS})
+        _as_written_before_0020(conn, row_id)
+        conn.execute(
+            update(AuditLog).where(AuditLog.id == row_id).values(after={"x": ADDRESS, "y": 1})
+        )
+        contact_id = erasure.find_contact(conn, ADDRESS)
+    result = erasure.erase_contact(engine, contact_id, actor="test")
     assert result.audit_rows_before_0020 == 1
     with engine.connect() as conn:
-        kept = conn.execute(select(AuditLog.after).where(AuditLog.id == row_id)).scalar_one()
-        assert audit.verify(conn).ok
-    assert kept == {"x": ADDRESS}
+        kept = conn.execute(select(AuditLog).where(AuditLog.id == row_id)).one()
+        verified = audit.verify(conn)
+    assert kept.form == 1 and kept.attest is None
+    assert verified.first_bad_id == row_id
 
 
 def test_their_message_merged_into_another_persons_case_is_erased_too(
