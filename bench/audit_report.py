@@ -10,7 +10,14 @@ baseline is the cheapest honest SQL over the same rows: one
 With --python it also times the Python path (inbox/report_rows.fetch + inbox/report.build,
 SQLite's path: every row read into Python) and checks both give the same figures.
 
+With --explain it prints where the report's time goes: EXPLAIN ANALYZE of each statement
+report_sql.build runs, against EXPLAIN ANALYZE of the baseline. With --floor it times query
+shapes that a one-pass report would need (a hash aggregation over every case, the later turns
+joined, a row per case and duration, the whole bucketed pass) against the baseline in the
+same run: the least such a report could cost on this machine.
+
     .venv/bin/python bench/audit_report.py [--cases 1000000] [--runs 3] [--python]
+        [--explain] [--floor]
 
 Needs PostgreSQL (PARITY_BENCH_PG, else PARITY_TEST_PG, else postgres@127.0.0.1:5432). It
 creates and drops its own database. Not run by CI.
@@ -19,20 +26,23 @@ creates and drops its own database. Not run by CI.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from inbox import migrate, report, report_rows, report_sql
 from inbox.db import make_engine
 from inbox.models import utcnow
+from inbox.report import BUCKET_EDGES
 
 ADMIN = os.environ.get(
     "PARITY_BENCH_PG",
@@ -47,6 +57,147 @@ SELECT channel, count(*),
 FROM cases WHERE first_inbound_at >= :since AND first_inbound_at < :until
 GROUP BY channel
 """
+
+# The five dimensions, as columns of the case (no join, no subquery per row).
+_DIMS = "c.channel, c.side, c.language, COALESCE(c.assignee_id, c.first_responder_id), c.team_id"
+_NAMED = (
+    "c.channel AS d1, c.side AS d2, c.language AS d3,"
+    " COALESCE(c.assignee_id, c.first_responder_id) AS d4, c.team_id AS d5"
+)
+_PERIOD = "c.first_inbound_at >= :since AND c.first_inbound_at < :until"
+_TURNS = "LEFT JOIN case_turns t ON t.case_id = c.id AND t.seq >= 1"
+_WEEK = "((c.first_inbound_at::date - DATE '2000-01-03') / 7)"
+# A case's figures once per case: its turns' rows after the first repeat the case (the turns
+# of a case are numbered 1, 2, ... without gaps: inbox/turns.py).
+_ONCE = "(t.seq IS NULL OR t.seq = 1)"
+# Only our own constants are formatted into these statements; the period is bound.
+FLOOR = {
+    "hash aggregation over every case, by the five dimensions": f"""
+        SELECT {_DIMS}, count(*), sum(c.followups), min(c.first_inbound_at)
+        FROM cases c WHERE {_PERIOD} GROUP BY 1, 2, 3, 4, 5""",  # noqa: S608
+    "the same, the later turns joined": f"""
+        SELECT {_DIMS}, count(*), count(t.seq), min(c.first_inbound_at)
+        FROM cases c {_TURNS} WHERE {_PERIOD} GROUP BY 1, 2, 3, 4, 5""",  # noqa: S608
+    "the same, four rows per case (one per duration), no expressions": f"""
+        SELECT d1, d2, d3, d4, d5, k, count(*), min(first_inbound_at) FROM (
+            SELECT {_NAMED}, c.first_inbound_at,
+                   unnest(ARRAY[c.reopens::bigint, c.followups, c.reopens + 2,
+                                c.followups + 7]) AS k
+            FROM cases c {_TURNS} WHERE {_PERIOD}) AS r
+        GROUP BY 1, 2, 3, 4, 5, 6""",  # noqa: S608
+    "the whole pass: flags, six bucketed rows per case (week, duration bucket)": f"""
+        SELECT d1, d2, d3, d4, d5, k, count(*), sum(followups), min(first_inbound_at) FROM (
+            SELECT {_NAMED}, c.followups,
+                   c.first_inbound_at,
+                   unnest(ARRAY[
+                     CASE WHEN {_ONCE} THEN ({_WEEK} * 8)::bigint * 65536
+                       + (c.ack_state IS NOT NULL)::int + 2 * (c.ack_state = 'sent')::int
+                       + 4 * (c.status <> 'resolved')::int
+                       + 8 * (c.first_response_at IS NULL)::int
+                       + 16 * COALESCE(c.first_response_at
+                                       <= COALESCE(c.first_due_at, c.due_at), false)::int
+                       + 32 * (COALESCE(c.first_due_at, c.due_at) < :now)::int
+                       + 64 * (c.reopens > 0)::int + 128 * (c.ack_eta_at IS NOT NULL)::int
+                       + 256 * COALESCE(c.ack_eta_at < :now, false)::int
+                       + 512 * COALESCE(c.first_response_at <= c.ack_eta_at, false)::int END,
+                     CASE WHEN {_ONCE} THEN ({_WEEK} * 8 + 1)::bigint * 65536 + width_bucket(
+                       date_part('epoch', c.first_response_at - c.first_inbound_at), :edges) END,
+                     CASE WHEN {_ONCE} AND c.status = 'resolved' THEN 2 * 65536 + width_bucket(
+                       date_part('epoch', c.resolved_at - c.first_inbound_at), :edges) END,
+                     CASE WHEN {_ONCE} THEN 3 * 65536 + width_bucket(
+                       date_part('epoch', c.first_response_at - c.ack_eta_at), :edges) END,
+                     ({_WEEK} * 8 + 4)::bigint * 65536 + width_bucket(
+                       date_part('epoch', t.responded_at - t.started_at), :edges),
+                     CASE WHEN t.seq IS NOT NULL THEN 5 * 65536
+                       + (t.responded_at IS NOT NULL)::int + 2 * (t.closed_at IS NULL)::int
+                       + 4 * COALESCE(t.due_at < :now, false)::int
+                       + 8 * COALESCE(t.responded_at <= t.due_at, false)::int END]) AS k
+            FROM cases c {_TURNS} WHERE {_PERIOD}) AS r
+        WHERE k IS NOT NULL
+        GROUP BY 1, 2, 3, 4, 5, 6""",  # noqa: S608
+}
+
+
+def bucket_edges() -> list[float]:
+    """Whole seconds below 10 minutes, then buckets at most 0.5 % wide up to ten years, both
+    signs, with the histogram's edges among them: the shape of a bucketed percentile."""
+    edges = set(range(600)) | {int(e) for e in BUCKET_EDGES}
+    edge = 600
+    while edge < 10 * 366 * 86400:
+        edges.add(edge)
+        edge = edge * 1005 // 1000
+    positive = sorted(edges)
+    return [float(-e) for e in reversed(positive) if e > 0] + [float(e) for e in positive]
+
+
+def explained(engine: Engine, statement: str, params: dict[str, object]) -> float:
+    """The execution time PostgreSQL reports for one statement, in seconds."""
+    with engine.connect() as conn:
+        plan = conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"), params).scalar()
+    found = plan if isinstance(plan, list) else json.loads(str(plan))
+    return float(found[0]["Execution Time"]) / 1000
+
+
+def explain(engine: Engine, now: datetime, since: datetime) -> None:
+    """Each statement of report_sql.build, timed by EXPLAIN ANALYZE against the baseline."""
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    def capture(
+        conn: object, cursor: object, statement: str, params: object, *rest: object
+    ) -> None:
+        if isinstance(params, dict) and statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, dict(params)))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        for parity_on in report.PARITY_MEASURES:
+            with engine.connect() as conn:
+                report_sql.build(
+                    conn, now=now, since=since, until=now, threshold=2.0, parity_on=parity_on
+                )
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    period: dict[str, object] = {"since": since, "until": now}
+    baseline = explained(engine, GROUP_BY, period)
+    print(f"EXPLAIN ANALYZE: GROUP BY baseline {baseline:8.3f} s")
+    done = set()
+    for statement, params in seen:
+        if statement in done:
+            continue
+        done.add(statement)
+        # The driver's placeholders back to names SQLAlchemy's text() binds.
+        sql = statement
+        for name in params:
+            sql = sql.replace(f"%({name})s", f":{name}")
+        took = explained(engine, sql, params)
+        head = " ".join(statement.split())[:70]
+        print(f"  {took:8.3f} s {took / baseline:6.1f}x  {head}")
+
+
+def floor(engine: Engine, now: datetime, since: datetime, runs: int) -> None:
+    """The query shapes of a one-pass report, each against the baseline in the same run."""
+    params: dict[str, datetime] = {"since": since, "until": now, "now": now}
+    # The report binds naive UTC (report_sql._naive): compared with the naive columns as they
+    # are, where an aware value would convert every row through the session's time zone.
+    naive: dict[str, object] = {
+        k: v.astimezone(UTC).replace(tzinfo=None) for k, v in params.items()
+    }
+    edges = bucket_edges()
+    for name, statement in FLOOR.items():
+        ratios = []
+        for _ in range(runs):
+            with engine.connect() as conn:
+                started = time.perf_counter()
+                conn.execute(text(GROUP_BY), params).all()
+                baseline = time.perf_counter() - started
+                # Hash aggregation, as a one-pass report would ask for: the planner takes the
+                # expressions' default of 200 values each (COALESCE, the week) for their
+                # true handful and would sort the period's rows instead.
+                conn.execute(text("SET LOCAL enable_sort = off"))
+                started = time.perf_counter()
+                conn.execute(text(statement), {**naive, "edges": edges}).all()
+                ratios.append((time.perf_counter() - started) / baseline)
+        print(f"  {statistics.median(ratios):6.1f}x  {name}")
 
 
 def load(engine: Engine, cases: int) -> None:
@@ -121,6 +272,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--python", action="store_true", help="also time the Python path")
+    parser.add_argument("--explain", action="store_true", help="time each statement")
+    parser.add_argument("--floor", action="store_true", help="time one-pass query shapes")
     args = parser.parse_args()
     name = f"parity_bench_audit_{secrets.token_hex(3)}"
     admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
@@ -170,6 +323,11 @@ def main() -> None:
             print(f"Python path: compute  {build:8.3f} s")
             print(f"ratio Python/GROUP BY {(fetch + build) / group_by:8.1f}x")
         print(f"parity ratio of the bench data {data['parity_ratio']}")
+        if args.explain:
+            explain(engine, now, since)
+        if args.floor:
+            print("one-pass query shapes / GROUP BY (medians of the runs):")
+            floor(engine, now, since, args.runs)
         with open("/proc/loadavg") as load_file:
             print(f"load average {load_file.read().split()[:3]}")
     finally:
