@@ -405,3 +405,24 @@ def test_instagram_without_a_public_url_refuses_files_with_the_reason(engine: En
     assert reply.last_error == (
         "Instagram fetches a reply's files from connectors.meta.public_url, which is not set"
     )
+
+
+def test_a_comment_reply_row_with_files_is_refused_not_sent_as_text(engine: Engine) -> None:
+    # The reply form refuses files on a public reply; a row that has them all the same (one
+    # queued before that rule) is refused by the sender rather than posted without them.
+    deliver(engine, "ms_text")
+    with fake_graph() as fake:
+        drainer(engine, fake, "messenger").drain_once()
+        reply_with_files(engine, agent(engine), the_reference(engine), "Here.", FILES[:1])
+        with engine.begin() as conn:
+            row = conn.execute(select(Outbox).where(Outbox.kind == "reply")).one()
+            public = {**row.payload, "visibility": "public", "in_reply_to_external_id": "1_2"}
+            conn.execute(update(Outbox).where(Outbox.id == row.id).values(payload=public))
+        drainer(engine, fake, "messenger").drain_once()
+        count, uploads = len(fake.received), dict(fake.uploaded)
+    reply = the_reply(engine)
+    assert (reply.state, reply.last_error) == (
+        "failed",
+        "a public reply on messenger goes as text only: reply by private message to send files",
+    )
+    assert count == 1 and uploads == {}
