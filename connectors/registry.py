@@ -393,12 +393,17 @@ def _meta_sender_availability(section: MetaSettings, _runtime: Runtime) -> Avail
 
 def _meta_drainers(section: MetaSettings, runtime: Runtime) -> list[OutboxDrainer]:
     """One drainer per served channel, each with its channel's token."""
+    from connectors.media_url import media_key
+    from connectors.meta.intake import MEDIA_CONTEXT
     from connectors.meta.outbox import MetaSender
 
+    # The app secret signs the URLs Meta fetches an Instagram reply's files from.
+    secret = from_env(section.app_secret_env, dict(runtime.environ))
+    key = media_key(secret, MEDIA_CONTEXT) if secret is not None else None
     return [
         OutboxDrainer(
             runtime.engine,
-            MetaSender(channel, section, graph, runtime.engine),
+            MetaSender(channel, section, graph, runtime.engine, media_key=key),
             runtime.outbox,
             worker=runtime.instance,
         )

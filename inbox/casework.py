@@ -58,6 +58,7 @@ from inbox.compose import (
     check_files,
     check_length,
     copies,
+    files_in_public,
     files_in_window,
     formatting,
     html_document,
@@ -1320,6 +1321,9 @@ def _reply_extras(
             ).scalar_one_or_none()
             == "public"
         )
+    if files and public:
+        # A public post is text only; said now, while the agent can reply privately instead.
+        raise Invalid(files_in_public(target.channel))
     if files and not public:
         # Said now, while the agent can still choose: the sender would refuse it later.
         history = _channel_history(conn, [target.identity_id])

@@ -299,8 +299,9 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # A Direct Message takes 10,000 characters, a post 280.
                 max_text=10_000,
                 max_public_text=280,
-                sends_attachments=False,
-                # Media in a post or a Direct Message.
+                # Images, GIFs and MP4 video in a Direct Message, uploaded to X first, one
+                # per DM (connectors/twitter); a public reply is text only.
+                sends_attachments=True,
                 carries_attachments=True,
                 survey="link",
                 label="twitter",
@@ -383,7 +384,9 @@ CHANNEL_FACTS: Mapping[str, ChannelFacts] = MappingProxyType(
                 # A Direct message takes 1,000 bytes of text; a comment 2,200 characters.
                 max_text=1000,
                 max_public_text=1000,
-                sends_attachments=False,
+                # Images, video and audio in a Direct message, which Meta fetches from a
+                # signed URL on our listener (connectors/meta); a comment reply is text only.
+                sends_attachments=True,
                 carries_attachments=True,
                 survey="link",
                 label="instagram",

@@ -95,6 +95,14 @@ def attachment_refusal(channel: str) -> str | None:
     return f"{facts.label} cannot carry files: only text goes out on it"
 
 
+def files_in_public(channel: str) -> str:
+    """Why a public reply on `channel` (a reply tweet, a comment) takes no files: what we
+    post in public is text only, by design, whatever the platform allows there; a file an
+    agent means for one customer goes to them privately (a DM, a Direct message)."""
+    label = CHANNEL_FACTS[channel].label
+    return f"a public reply on {label} goes as text only: reply by private message to send files"
+
+
 def files_in_window(channel: str, mode: str) -> str | None:
     """Why a reply's files cannot go on `channel` in its reply window's `mode` now, or None.
     Outside a window where only an approved template may go (WhatsApp's), the template

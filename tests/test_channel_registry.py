@@ -72,17 +72,18 @@ EXPECTED_PIPELINE = {
 }
 # channel: (the platform can carry files we send, Parity's sender sends them, formatting,
 # part length), as issue 22 has them: MMS, WhatsApp, Messenger, Instagram and Telegram media
-# and X's DM media can carry files, Reddit and the status page cannot; only mail is sent
-# with files today, and only mail is rich; an SMS part is 160 GSM-7 characters.
+# and X's DM media can carry files, Reddit and the status page cannot; every sender that can
+# sends them (X and Instagram in Direct messages); only mail is rich; an SMS part is 160
+# GSM-7 characters.
 EXPECTED_REPLIES = {
     "email": (True, True, "markdown", 0),
     "sms": (True, True, "plain", 160),
     "voice": (True, True, "plain", 160),
-    "twitter": (True, False, "plain", 0),
+    "twitter": (True, True, "plain", 0),
     "reddit": (False, False, "plain", 0),
     "whatsapp": (True, True, "plain", 0),
     "messenger": (True, True, "plain", 0),
-    "instagram": (True, False, "plain", 0),
+    "instagram": (True, True, "plain", 0),
     "telegram": (True, True, "plain", 0),
     "web": (False, False, "plain", 0),
 }

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from inbox.models import Case, Message, Outbox
 from inbox.outbox import enqueue, report_delivery
-from tests.support.inbox_helpers import email_case, make_user
+from tests.support.inbox_helpers import email_case, link_identity, make_user
 
 pytest_plugins = ["tests.support.inbox_fixtures"]
 
@@ -162,3 +162,24 @@ async def test_the_frame_serves_the_stored_view_and_never_parses_raw_html(api, e
     assert '<iframe class="mail"' not in page
     assert "filed before its HTML was kept in a safe form" in page
     assert "Order 42 is late" in page
+
+
+async def test_the_reply_form_offers_files_on_x_dms_and_instagram_direct(api, engine):
+    """The reply box's targets carry the channel's file refusal (reply.js shows it and
+    disables the file input): none on an X DM or Instagram Direct now, Reddit's still."""
+    make_user(engine, "ann")
+    reference = email_case(engine, "lee@example.org", "Screenshots")
+    link_identity(engine, reference, "twitter", "1398765432109876543")
+    link_identity(engine, reference, "instagram", "1139876543210456")
+    link_identity(engine, reference, "reddit", "lee_r")
+    client, _csrf = await api.session("ann")
+    page = await (await client.get(f"/cases/{reference}")).text()
+
+    def files_of(value: str) -> str:
+        start = page.index(f'<option value="{value}"')
+        option = page[start : page.index(">", start)]
+        return html.unescape(option.split('data-files="', 1)[1].split('"', 1)[0])
+
+    assert files_of("twitter|1398765432109876543") == ""
+    assert files_of("instagram|1139876543210456") == ""
+    assert files_of("reddit|lee_r") == "reddit cannot carry files: only text goes out on it"

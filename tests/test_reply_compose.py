@@ -22,6 +22,7 @@ from inbox.compose import (
     check_length,
     clean_address,
     copies,
+    files_in_public,
     files_in_window,
     fill,
     markdown_html,
@@ -341,15 +342,25 @@ def test_copies_mark_new_addresses_and_drop_repeats() -> None:
         ("reddit", "reddit cannot carry files: only text goes out on it"),
         ("web", "web cannot carry files: only text goes out on it"),
         ("telegram", None),
-        (
-            "twitter",
-            "twitter can carry files, but Parity's twitter sender does not send them yet: "
-            "send the text, and share the file another way",
-        ),
+        ("twitter", None),
+        ("instagram", None),
     ],
 )
 def test_attachments_follow_the_registry(channel: str, refusal: str | None) -> None:
     assert attachment_refusal(channel) == refusal
+
+
+@pytest.mark.parametrize(
+    ("channel", "refusal"),
+    [
+        ("twitter", "a public reply on twitter goes as text only: reply by private message "
+                    "to send files"),
+        ("instagram", "a public reply on instagram goes as text only: reply by private "
+                      "message to send files"),
+    ],
+)  # fmt: skip
+def test_a_public_reply_takes_no_files(channel: str, refusal: str) -> None:
+    assert files_in_public(channel) == refusal
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from connectors.base import ConnectorHealth
+from connectors.media_url import ReplyFiles, media_key
 from connectors.meta.parse import read_body, status_key
 from connectors.meta.status import UNHANDLED, WebhookStats, apply_reports
 from connectors.reports import AfterReply
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 CONNECTOR = "meta"
 PATH = "/meta/webhook"
+# Where Meta fetches the files of an Instagram reply (connectors/media_url.py), and the
+# context their URLs' key is derived under from the app secret.
+MEDIA_PATH = "/meta/media/{sha256}"
+MEDIA_CONTEXT = b"parity meta instagram media url v1"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 Submit = Callable[[RawInput], Awaitable[Stored]]
 
@@ -79,6 +84,13 @@ class MetaWebhooks:
         self.stats = stats or WebhookStats(self.health)
         # The app secret as bytes, once: every POST is checked against it.
         self._secret = app_secret.reveal().encode()
+        self.media = ReplyFiles(
+            engine,
+            media_key(app_secret, MEDIA_CONTEXT),
+            MEDIA_PATH,
+            "meta",
+            "Meta: a file of an Instagram reply, fetched by Meta at a signed, expiring URL",
+        )
         self.after = AfterReply(CONNECTOR, partial(apply_reports, engine), self.health)
 
     def routes(self) -> list[Route]:
@@ -103,6 +115,7 @@ class MetaWebhooks:
                 kind="text",
                 responses={200: "stored", 403: "bad signature", 503: "not stored; retry"},
             ),
+            self.media.route(),
         ]
 
     async def subscribe(self, request: web.Request) -> web.StreamResponse:

@@ -23,10 +23,21 @@ text goes first as a message of its own. Each message sent is kept on the row
 (`parts_sent`) before the next, so a retry after a failure part-way sends only the rest.
 Outside WhatsApp's window only a template may go, and a template cannot carry the agent's
 files: such a reply is refused with that reason rather than sent without them.
+
+Instagram Direct takes a file by URL (`message.attachment = {type, payload: {url}}`, types
+image, video and audio): Meta fetches it from a signed, expiring URL on our own listener
+(`public_url` + /meta/media/..., connectors/media_url.py, the mechanism Twilio's MMS uses),
+good for `media_url_ttl_s`. Images are PNG or JPEG by their bytes, up to 8 MB; video (MP4,
+OGG, AVI, MOV, WEBM) and audio (AAC, M4A, WAV) by their declared type, up to 25 MB
+(`instagram_media`, pure). Every file is checked before anything is sent: a reply with a
+file Instagram does not take is refused whole, with the reason. Instagram has no captions:
+the text goes first, then one message per file, kept on the row as on Messenger. A public
+reply (to a comment) is text only, on every channel (inbox.compose `files_in_public`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +46,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
 
+from connectors.media_url import signed_url
 from connectors.meta.graph import (
     RATE_LIMITS,
     TOKEN_INVALID,
@@ -44,15 +56,17 @@ from connectors.meta.graph import (
     Graph,
     GraphError,
 )
+from connectors.meta.intake import MEDIA_PATH
 from connectors.meta.settings import MetaSettings, WhatsAppTemplate
 from connectors.outbox import Failure, http_retriable
 from inbox.channels import CHANNEL_FACTS, IDENTITY_KIND_OF
-from inbox.compose import files_in_window
+from inbox.compose import files_in_public, files_in_window
 from inbox.db import read
 from inbox.downloads import sniff_image
 from inbox.models import Identity, Message, utcnow
 from inbox.outbox import Claimed, OutFile, save_route
 from inbox.replies import reply_window
+from inbox.uploads import declared_type
 
 # What the case shows (the issue's words, kept exactly): the registry's window facts.
 TEMPLATE_REASON = CHANNEL_FACTS["whatsapp"].reply_window.outside
@@ -106,12 +120,73 @@ OUTSIDE_WINDOW_FILES = files_in_window("whatsapp", "template") or ""
 
 @dataclass(frozen=True)
 class MediaPart:
-    """One message of a reply with files: "text", or a file ("image", "document") with its
-    index in the row's files and its caption ("" for none)."""
+    """One message of a reply with files: "text", or a file ("image", "document"; on
+    Instagram "image", "video", "audio") with its index in the row's files and its caption
+    ("" for none)."""
 
-    kind: Literal["text", "image", "document"]
+    kind: Literal["text", "image", "document", "video", "audio"]
     text: str
     file: int | None = None
+
+
+MB = 1024 * 1024
+# Instagram Direct, by URL: what Meta's Send API documents for Instagram messages.
+INSTAGRAM_IMAGES = frozenset({"image/jpeg", "image/png"})
+INSTAGRAM_IMAGE_MAX = 8 * MB
+INSTAGRAM_VIDEO = frozenset(
+    {"video/mp4", "video/ogg", "video/x-msvideo", "video/avi", "video/quicktime", "video/webm"}
+)
+INSTAGRAM_AUDIO = frozenset(
+    {"audio/aac", "audio/mp4", "audio/x-m4a", "audio/m4a", "audio/wav", "audio/x-wav",
+     "audio/wave", "audio/vnd.wave"}
+)  # fmt: skip
+INSTAGRAM_AV_MAX = 25 * MB
+INSTAGRAM_TYPES = "PNG and JPEG images, video (MP4, OGG, AVI, MOV, WEBM) and audio (AAC, M4A, WAV)"
+
+
+@dataclass(frozen=True)
+class InstagramMedia:
+    """How one file goes in an Instagram Direct message: its attachment type, and the
+    content type its signed URL serves it with."""
+
+    kind: Literal["image", "video", "audio"]
+    content_type: str
+
+
+def instagram_media(file: OutFile) -> InstagramMedia | str:
+    """How `file` goes in an Instagram Direct message, or why it cannot. An image is told by
+    its bytes (an "image/png" that is really HTML is not one); Meta itself checks the
+    video and audio it fetches, so those go by their declared type."""
+    sniffed = sniff_image(file.data)
+    declared = declared_type(file.content_type)
+    found: InstagramMedia | None = None
+    limit = INSTAGRAM_AV_MAX
+    if sniffed in INSTAGRAM_IMAGES:
+        found, limit = InstagramMedia("image", sniffed), INSTAGRAM_IMAGE_MAX
+    elif sniffed is None and declared in INSTAGRAM_VIDEO:
+        found = InstagramMedia("video", declared)
+    elif sniffed is None and declared in INSTAGRAM_AUDIO:
+        found = InstagramMedia("audio", declared)
+    if found is None:
+        return f"{file.filename}: an Instagram Direct message carries {INSTAGRAM_TYPES} only"
+    if len(file.data) > limit:
+        return (
+            f"{file.filename} is {len(file.data)} bytes; Instagram takes {found.kind} of at "
+            f"most {limit} bytes"
+        )
+    return found
+
+
+def instagram_plan(text: str, files: Sequence[OutFile]) -> list[MediaPart] | str:
+    """The messages that carry `text` and `files` on Instagram (no captions: the text
+    first, then a message per file), or why a file cannot go (the first one's reason)."""
+    parts = [MediaPart("text", text)] if text or not files else []
+    for index, file in enumerate(files):
+        found = instagram_media(file)
+        if isinstance(found, str):
+            return found
+        parts.append(MediaPart(found.kind, "", index))
+    return parts
 
 
 def media_kind(rules: MediaRules, file: OutFile) -> Literal["image", "document"]:
@@ -195,11 +270,22 @@ class MetaSender:
 
     resend_safe = False
 
-    def __init__(self, channel: str, settings: MetaSettings, graph: Graph, engine: Engine) -> None:
+    def __init__(
+        self,
+        channel: str,
+        settings: MetaSettings,
+        graph: Graph,
+        engine: Engine,
+        *,
+        media_key: bytes | None = None,
+    ) -> None:
         self.channel = channel
         self.settings = settings
         self.graph = graph
         self.engine = engine
+        # Signs the URLs Meta fetches an Instagram reply's files from (connectors/meta/
+        # intake.py MEDIA_CONTEXT, under the app secret); None: files cannot go by URL.
+        self.media_key = media_key
 
     def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
         return None
@@ -228,6 +314,9 @@ class MetaSender:
 
     def send(self, row: Claimed) -> str | None:
         payload = row.payload
+        if payload.get("mode") == "comment" and row.files:
+            # The reply form refuses this first; a row queued otherwise never loses its files.
+            raise Refused(files_in_public(self.channel))
         if payload.get("mode") == "comment":
             return self._comment(str(payload["comment_id"]), row.body)
         to = str(payload.get("to") or row.recipient)
@@ -249,7 +338,18 @@ class MetaSender:
         answer = self.graph.post("me/messages", body)
         return str(answer.get("message_id") or "") or None
 
-    def _with_files(self, row: Claimed, to: str, decided: Window) -> str | None:
+    def _plan(self, row: Claimed, decided: Window) -> list[MediaPart]:
+        """The messages of a reply with files on this channel; Refused where it cannot go."""
+        if self.channel == "instagram":
+            if self.media_key is None or not self.settings.public_url:
+                raise Refused(
+                    "Instagram fetches a reply's files from connectors.meta.public_url, "
+                    "which is not set"
+                )
+            found = instagram_plan(row.body, row.files)
+            if isinstance(found, str):
+                raise Refused(found)
+            return found
         rules = media_rules(self.channel)
         if rules is None:
             raise Refused(f"Parity's {self.channel} sender does not send files yet")
@@ -258,7 +358,10 @@ class MetaSender:
         for file in row.files:
             if len(file.data) > rules.file_max:
                 raise Refused(f"{file.filename} is over {self.channel}'s {rules.file_max} bytes")
-        parts = plan(rules, row.body, row.files)
+        return plan(rules, row.body, row.files)
+
+    def _with_files(self, row: Claimed, to: str, decided: Window) -> str | None:
+        parts = self._plan(row, decided)
         done = row.payload.get("parts_sent")
         sent: list[str] = [str(i) for i in done] if isinstance(done, list) else []
         for part in parts[len(sent) :]:
@@ -274,6 +377,8 @@ class MetaSender:
                 return self._whatsapp(row, to, decided)
             return self._messenger(to, decided, {"text": part.text})
         file = row.files[part.file]
+        if self.channel == "instagram":
+            return self._messenger(to, decided, {"attachment": self._by_url(file)})
         if self.channel == "whatsapp":
             media = self.graph.post_file(
                 f"{self.settings.whatsapp_phone_number_id}/media",
@@ -310,6 +415,21 @@ class MetaSender:
             decided,
             {"attachment": {"type": kind, "payload": {"attachment_id": attachment_id}}},
         )
+
+    def _by_url(self, file: OutFile) -> dict[str, Any]:
+        """An Instagram attachment naming `file` by a signed URL Meta fetches it from."""
+        found = instagram_media(file)
+        assert not isinstance(found, str) and self.media_key is not None  # checked by _plan
+        url = signed_url(
+            self.settings.public_url,
+            MEDIA_PATH,
+            self.media_key,
+            hashlib.sha256(file.data).hexdigest(),
+            found.content_type,
+            utcnow(),
+            self.settings.media_url_ttl_s,
+        )
+        return {"type": found.kind, "payload": {"url": url}}
 
     def _whatsapp(self, row: Claimed, to: str, decided: Window) -> str | None:
         body: dict[str, Any] = {}

@@ -43,6 +43,13 @@ class MetaSettings(Strict):
     # a case, and an agent's reply (the customer answers it, and the window opens again).
     whatsapp_ack_template: WhatsAppTemplate = WhatsAppTemplate()
     whatsapp_reply_template: WhatsAppTemplate = WhatsAppTemplate()
+    # The base URL Meta reaches this listener at (where /meta/webhook is served): Instagram
+    # fetches an agent's files from signed URLs under it (/meta/media/...). Empty: a reply
+    # with files on Instagram is refused with that reason.
+    public_url: str = ""
+    # How long such a URL works (Meta fetches the file while it takes the message; the
+    # margin covers its own retries).
+    media_url_ttl_s: int = Field(default=900, ge=60, le=86_400)
     # Media downloads: attempts before giving up (then noted on the message), and a bound.
     media_attempts: int = Field(default=5, ge=1)
     media_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1)

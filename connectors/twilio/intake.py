@@ -38,10 +38,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.base import ConnectorHealth
 from connectors.media import MediaFile, attach, extension, media_due, note_failure
+from connectors.media_url import ReplyFiles, media_key
 from connectors.reports import AfterReply
-from connectors.twilio.media_url import PATH as MEDIA_PATH
-from connectors.twilio.media_url import check as check_media_url
-from connectors.twilio.media_url import media_key
 from connectors.twilio.parse import (
     STATUS_UNREADABLE,
     form,
@@ -53,7 +51,7 @@ from connectors.twilio.settings import TwilioSettings
 from connectors.twilio.status import apply_left, apply_reports, report_key, report_of
 from inbox.config import SlaSettings
 from inbox.db import read
-from inbox.models import Attachment, Blob, Checkpoint, Message, utcnow
+from inbox.models import Checkpoint, Message, utcnow
 from inbox.secrets import Secret
 from inbox.sla import due_time
 from inbox.web.routes import Route
@@ -70,6 +68,10 @@ HELP_TEXT = (
     "Reply STOP to stop texts, START to receive them again."
 )
 Submit = Callable[[RawInput], Awaitable[Stored]]
+# Where Twilio fetches the files of an MMS reply (connectors/media_url.py), and the context
+# their URLs' key is derived under from the auth token.
+MEDIA_PATH = "/twilio/media/{sha256}"
+MEDIA_CONTEXT = b"parity twilio mms media url v1"
 
 
 def optout_key(number: str) -> str:
@@ -118,7 +120,13 @@ class TwilioWebhooks:
         self.settings = settings
         self.engine = engine
         self.validator = RequestValidator(auth_token.reveal())
-        self.media_key = media_key(auth_token)
+        self.media = ReplyFiles(
+            engine,
+            media_key(auth_token, MEDIA_CONTEXT),
+            MEDIA_PATH,
+            "twilio",
+            "Twilio: a file of an MMS reply, fetched by Twilio at a signed, expiring URL",
+        )
         self.submit = submit
         self.sla = sla or SlaSettings()
         self.base = settings.public_url.rstrip("/")
@@ -154,60 +162,8 @@ class TwilioWebhooks:
             route("/twilio/recording", self.twilio_recording, "Twilio: voicemail recording status"),
             route("/twilio/transcription", self.twilio_transcription, "Twilio: voicemail text"),
             route("/twilio/status", self.twilio_status, "Twilio: delivery status of a sent SMS"),
-            Route(
-                "GET",
-                MEDIA_PATH,
-                self.twilio_media,
-                "Twilio: a file of an MMS reply, fetched by Twilio at a signed, expiring URL",
-                "twilio",
-                auth="signature",
-                kind="file",
-                responses={200: "the file", 404: "no such file, or the URL is bad or expired"},
-                in_openapi=False,
-            ),
+            self.media.route(),
         ]
-
-    async def twilio_media(self, request: web.Request) -> web.StreamResponse:
-        """One file of an MMS reply, for Twilio to fetch: no login, the URL's HMAC is the
-        permission, and only a file an agent sent in a reply is ever served."""
-        sha = request.match_info["sha256"]
-        kind = request.query.get("type", "")
-        why = check_media_url(
-            self.media_key,
-            sha,
-            kind,
-            request.query.get("expires", ""),
-            request.query.get("sig", ""),
-            utcnow(),
-        )
-        data = None if why else await asyncio.to_thread(self._reply_file, sha)
-        if data is None:
-            log.warning("twilio media %s: refused (%s)", sha[:12], why or "not a reply's file")
-            raise web.HTTPNotFound(text="not found")
-        return web.Response(
-            body=data,
-            content_type=kind,
-            headers={
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'; sandbox",
-                "Cache-Control": "private, no-store",
-                "Content-Disposition": "attachment",
-            },
-        )
-
-    def _reply_file(self, sha: str) -> bytes | None:
-        """The bytes of `sha` if it is a file of one of our outbound messages (an agent's
-        reply), else None: a signed URL is never a way to any other blob."""
-        with read(self.engine) as conn:
-            found = conn.execute(
-                select(Blob.data)
-                .join(Attachment, Attachment.sha256 == Blob.sha256)
-                .join(Message, Message.id == Attachment.message_id)
-                .where(Blob.sha256 == sha, Message.direction == "outbound")
-                .limit(1)
-            ).scalar_one_or_none()
-            conn.rollback()
-        return bytes(found) if found is not None else None
 
     async def _signed(self, request: web.Request) -> tuple[bytes, dict[str, str]]:
         raw = await request.read()

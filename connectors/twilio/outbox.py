@@ -5,8 +5,9 @@ keep (connectors/twilio/intake.py) before every send.
 
 A reply with files goes as one MMS: Twilio fetches each file from a `MediaUrl` we give it,
 which is a signed URL on our own listener (`public_url` + /twilio/media/..., see
-media_url.py), good for `media_url_ttl_s`. Twilio takes at most 10 media and 5 MB in all per
-message; a reply over that is refused with the reason, never sent without its files.
+connectors/media_url.py), good for `media_url_ttl_s`. Twilio takes at most 10 media and
+5 MB in all per message; a reply over that is refused with the reason, never sent without
+its files.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from sqlalchemy import Engine
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from connectors.media_url import media_key, signed_url
 from connectors.outbox import Lookup, OutboxDrainer, Permanent, Retriable, http_retriable
-from connectors.twilio.intake import opted_out
-from connectors.twilio.media_url import media_key, signed_url
+from connectors.twilio.intake import MEDIA_CONTEXT, MEDIA_PATH, opted_out
 from connectors.twilio.parse import normalise_number
 from connectors.twilio.settings import TwilioSettings
 from inbox.models import utcnow
@@ -59,7 +60,7 @@ class TwilioSmsSender:
     ) -> None:
         self.channel = channel
         # Signs the MediaUrl of an MMS reply's files; None: files cannot be sent.
-        self.media_key = media_key(auth_token) if auth_token is not None else None
+        self.media_key = media_key(auth_token, MEDIA_CONTEXT) if auth_token is not None else None
         self.settings = settings
         self.client = client
         self.engine = engine
@@ -105,6 +106,7 @@ class TwilioSmsSender:
         return [
             signed_url(
                 self.settings.public_url,
+                MEDIA_PATH,
                 self.media_key,
                 hashlib.sha256(f.data).hexdigest(),
                 f.content_type,

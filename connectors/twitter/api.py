@@ -11,6 +11,7 @@ so the client is asked for the raw `requests.Response` and the headers are read 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,9 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from connectors.twitter.auth import TwitterCredentials
 
 TWITTER_HOST = "https://api.twitter.com"
+# Where v1.1 media uploads go (tweepy.API's upload host); rebased with the API when the
+# configured base URL is not X's own (one fake, or one proxy, serves both).
+UPLOAD_HOST = "https://upload.twitter.com"
 
 # What the connector does about a failure:
 # rate_limited: wait for x-rate-limit-reset, then repeat the same request;
@@ -139,10 +143,13 @@ class RebaseAdapter(HTTPAdapter):
     signature covers https://api.twitter.com exactly as X itself checks it.
     """
 
-    def __init__(self, base_url: str, timeout: tuple[float, float]) -> None:
+    def __init__(
+        self, base_url: str, timeout: tuple[float, float], host: str = TWITTER_HOST
+    ) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.host = host
 
     def send(
         self,
@@ -154,8 +161,8 @@ class RebaseAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         url = request.url or ""
-        if self.base_url != TWITTER_HOST and url.startswith(TWITTER_HOST):
-            request.url = self.base_url + url[len(TWITTER_HOST) :]
+        if self.base_url != TWITTER_HOST and url.startswith(self.host):
+            request.url = self.base_url + url[len(self.host) :]
         return super().send(
             request,
             stream=stream,
@@ -240,9 +247,23 @@ class XApi:
             wait_on_rate_limit=False,
         )
         self.client.session.mount(TWITTER_HOST, RebaseAdapter(base_url, timeout))
+        # Media for DMs: v1.1's upload endpoint, which only tweepy's v1.1 API speaks, signed
+        # with the same user-context keys.
+        self.uploads = tweepy.API(
+            tweepy.OAuth1UserHandler(
+                credentials.consumer_key.reveal(),
+                credentials.consumer_secret.reveal(),
+                credentials.access_token.reveal(),
+                credentials.access_token_secret.reveal(),
+            ),
+            timeout=timeout,
+            wait_on_rate_limit=False,
+        )
+        self.uploads.session.mount(UPLOAD_HOST, RebaseAdapter(base_url, timeout, UPLOAD_HOST))
 
     def close(self) -> None:
         self.client.session.close()
+        self.uploads.session.close()
 
     # --- calls -------------------------------------------------------------------------
 
@@ -284,14 +305,45 @@ class XApi:
             send=True,
         )
 
-    def create_dm(self, participant_id: str, text: str) -> dict[str, Any]:
+    def create_dm(
+        self, participant_id: str, text: str, media_id: str | None = None
+    ) -> dict[str, Any]:
+        """A DM with `text`, or with one uploaded medium and the text if any (X takes one
+        medium per DM, and a DM without text when it has one)."""
         return self._call(
             "create_dm",
             lambda c: c.create_direct_message(
-                participant_id=participant_id, text=text, user_auth=True
+                participant_id=participant_id,
+                text=text if text or media_id is None else None,
+                media_id=media_id,
+                user_auth=True,
             ),
             send=True,
         )
+
+    def upload_media(self, data: bytes, filename: str, media_type: str, category: str) -> str:
+        """One file uploaded for a DM, by v1.1's chunked upload (INIT, APPEND per chunk,
+        FINALIZE, then STATUS while X processes a video or GIF, as X says when to ask); its
+        media id. Nothing reaches the customer yet: an upload may always be done again."""
+        try:
+            media = self.uploads.chunked_upload(
+                filename, file=io.BytesIO(data), file_type=media_type, media_category=category
+            )
+        except tweepy.HTTPException as exc:
+            raise self._http_error("media_upload", exc) from exc
+        except tweepy.TweepyException as exc:
+            # tweepy wraps the transport's failure; an upload is safe to repeat.
+            raise XError("transient", f"media upload: {exc}") from exc
+        info = getattr(media, "processing_info", None)
+        if isinstance(info, dict) and info.get("state") == "failed":
+            error = info.get("error")
+            found = error if isinstance(error, dict) else {}
+            why = str(found.get("message") or found.get("name") or "processing failed")
+            raise XError("rejected", f"X could not process {filename}: {why}")
+        media_id = getattr(media, "media_id_string", None) or getattr(media, "media_id", None)
+        if not media_id:
+            raise XError("transient", "the media upload answered no media id")
+        return str(media_id)
 
     def own_tweets(self, start_time: datetime) -> dict[str, Any]:
         """Our own recent tweets, to find out whether a send with a lost answer went out."""
@@ -330,21 +382,7 @@ class XApi:
         try:
             response = request(self.client)
         except tweepy.HTTPException as exc:
-            raw: requests.Response = exc.response
-            self._budget(endpoint, raw.headers)
-            body = _json_or_empty(raw)
-            status = raw.status_code
-            reset_at = getattr(exc, "reset_time", None)
-            budget = read_budget(raw.headers)
-            if reset_at is None and budget is not None:
-                reset_at = budget.reset_at
-            raise XError(
-                classify(status),
-                describe(status, raw.reason or "", body),
-                status=status,
-                reset_at=float(reset_at) if reset_at is not None else None,
-                body=body,
-            ) from exc
+            raise self._http_error(endpoint, exc) from exc
         except requests.RequestException as exc:
             kind: ErrorKind = "unsure" if send and not _connection_never_made(exc) else "transient"
             raise XError(kind, f"{type(exc).__name__}: {exc}") from exc
@@ -361,6 +399,23 @@ class XApi:
         if not isinstance(body, dict):
             raise XError("unsure" if send else "transient", "answer is not a JSON object")
         return body
+
+    def _http_error(self, endpoint: str, exc: tweepy.HTTPException) -> XError:
+        raw: requests.Response = exc.response
+        self._budget(endpoint, raw.headers)
+        body = _json_or_empty(raw)
+        status = raw.status_code
+        reset_at = getattr(exc, "reset_time", None)
+        budget = read_budget(raw.headers)
+        if reset_at is None and budget is not None:
+            reset_at = budget.reset_at
+        return XError(
+            classify(status),
+            describe(status, raw.reason or "", body),
+            status=status,
+            reset_at=float(reset_at) if reset_at is not None else None,
+            body=body,
+        )
 
     def _budget(self, endpoint: str, headers: Mapping[str, str]) -> None:
         budget = read_budget(headers)

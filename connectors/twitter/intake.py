@@ -245,7 +245,7 @@ class TwitterConnector(Poller):
         # The shared outbox drainer, run by the holder of the poller lock: the one sender.
         self.delivery = drainer(
             engine,
-            TwitterSender(self.api, credits_retry_seconds=settings.credits_retry_seconds),
+            TwitterSender(self.api, engine, credits_retry_seconds=settings.credits_retry_seconds),
             instance,
         )
         self.outbox_counts: dict[str, int] = {"sent": 0, "retry": 0, "failed": 0, "unknown": 0}

@@ -14,11 +14,25 @@ adds only X's transport, its error classification and its lookup. A tweet or a D
 no idempotency key, so a send whose answer was lost is "unknown": the drainer's next pass
 looks it up at X (our own timeline, or the DM conversation), and it is left for an agent
 when it cannot be found, rather than posted twice.
+
+An agent's files go by DM only (`dm_media`, `dm_parts`, pure). X takes one medium per DM,
+so a reply with several files is several DMs: the text with the first file, then one DM
+per further file, in the order the agent attached them. Each file is uploaded first
+(v1.1's chunked media upload, category dm_image, dm_gif or dm_video), then sent by its
+media id. Every file is checked against X's DM media rules before anything is uploaded:
+JPEG, PNG and WEBP images up to 5 MB, GIFs up to 15 MB, MP4 video up to 512 MB, told by
+their bytes rather than the declared type; a reply with any other file is refused whole,
+with the reason, never sent without it. Each DM sent is kept on the row (`parts_sent`)
+before the next, so a retry after a failure part-way sends only the rest. A reply with
+files whose answer was lost is left for an agent: the lookup could match its first DM's
+text and call the row sent while later files never went. A public reply is text only
+(inbox.compose `files_in_public`); the sender refuses one with files all the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal
@@ -31,8 +45,10 @@ from connectors.twitter.api import XApi, XError, is_duplicate_content, seconds_u
 from connectors.twitter.parse import tweet_ref
 from connectors.twitter.settings import TwitterSettings
 from inbox import outbox
+from inbox.compose import files_in_public
+from inbox.downloads import sniff_image
 from inbox.i18n import default_or_own
-from inbox.outbox import Claimed
+from inbox.outbox import Claimed, OutFile, save_route
 from normalizer.ack_plan import AckCase, AckOut, AckRoute
 from normalizer.threads import case_tag
 
@@ -149,6 +165,69 @@ def ack_routes(settings: TwitterSettings) -> dict[str, AckRoute]:
     return {CHANNEL: AckRoute(partial(ack_route, settings), state=ACK_STATE)}
 
 
+# --- files: X's DM media rules -------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DmMedia:
+    """How one file goes in a DM: the type X is told, the upload's category, X's bound."""
+
+    media_type: str
+    category: str
+    max_bytes: int
+    what: str
+
+
+DM_IMAGE = {
+    "image/jpeg": DmMedia("image/jpeg", "dm_image", 5 * MB, "an image"),
+    "image/png": DmMedia("image/png", "dm_image", 5 * MB, "an image"),
+    "image/webp": DmMedia("image/webp", "dm_image", 5 * MB, "an image"),
+    "image/gif": DmMedia("image/gif", "dm_gif", 15 * MB, "a GIF"),
+}
+DM_VIDEO = DmMedia("video/mp4", "dm_video", 512 * MB, "a video")
+DM_TYPES = "JPEG, PNG, WEBP and GIF images and MP4 video"
+
+
+def is_mp4(data: bytes) -> bool:
+    """An ISO media file (MP4, MOV) by its bytes: a "ftyp" box first."""
+    return data[4:8] == b"ftyp"
+
+
+def dm_media(file: OutFile) -> DmMedia | str:
+    """How `file` goes in an X DM, or why it cannot: its kind is told by its bytes, never
+    by the type the agent's browser declared."""
+    kind = DM_IMAGE.get(sniff_image(file.data) or "")
+    if kind is None and is_mp4(file.data) and file.content_type.lower().startswith("video/"):
+        kind = DM_VIDEO
+    if kind is None:
+        return f"{file.filename}: an X Direct Message carries {DM_TYPES} only"
+    if len(file.data) > kind.max_bytes:
+        return (
+            f"{file.filename} is {len(file.data)} bytes; X takes {kind.what} of at most "
+            f"{kind.max_bytes} bytes in a Direct Message"
+        )
+    return kind
+
+
+def dm_refusal(files: Sequence[OutFile]) -> str | None:
+    """Why a reply's files cannot all go by DM (the first file's reason), or None."""
+    for file in files:
+        found = dm_media(file)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def dm_parts(text: str, count: int) -> list[tuple[str, int | None]]:
+    """The DMs that carry `text` and `count` files: (its text, the file's index or None).
+    One medium per DM: the text rides with the first file, the others go alone."""
+    if count == 0:
+        return [(text, None)]
+    return [(text if index == 0 else "", index) for index in range(count)]
+
+
 # --- delivery --------------------------------------------------------------------------------
 
 
@@ -172,6 +251,10 @@ class Unroutable(Exception):
     """A row whose route is neither a tweet nor a DM: it can never be sent."""
 
 
+class Refused(Exception):
+    """Refused before anything was sent (a file X does not take): the reason is the case's."""
+
+
 class TwitterSender:
     """Sends the outbox rows of channel "twitter": a public reply tweet or a DM, via XApi.
 
@@ -184,8 +267,10 @@ class TwitterSender:
     # does not prove it was never posted, so it is left for an agent rather than resent.
     resend_if_absent = False
 
-    def __init__(self, api: XApi, *, credits_retry_seconds: float) -> None:
+    def __init__(self, api: XApi, engine: Engine, *, credits_retry_seconds: float) -> None:
         self.api = api
+        # Where the DMs of a reply with files already sent are kept (`parts_sent`).
+        self.engine = engine
         self.credits_retry_seconds = credits_retry_seconds
 
     def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
@@ -197,6 +282,8 @@ class TwitterSender:
 
     def send(self, row: Claimed) -> str | None:
         mode = row.payload.get("mode")
+        if row.files and mode == "tweet":
+            raise Refused(files_in_public(CHANNEL))
         if mode == "tweet":
             try:
                 body = self.api.create_tweet(row.body, row.payload.get("in_reply_to_tweet_id"))
@@ -205,6 +292,8 @@ class TwitterSender:
                     raise AlreadyPosted(str(exc)) from exc
                 raise
             provider_id = _data_field(body, "id")
+        elif mode == "dm" and row.files:
+            provider_id = self._dm_with_files(row)
         elif mode == "dm":
             participant = str(row.payload.get("participant_id") or row.recipient)
             provider_id = _data_field(self.api.create_dm(participant, row.body), "dm_event_id")
@@ -213,6 +302,33 @@ class TwitterSender:
         if provider_id is None:
             raise NoAnswerId("X accepted the send but its answer carried no id")
         return provider_id
+
+    def _dm_with_files(self, row: Claimed) -> str | None:
+        """The reply's DMs, one per file, each file uploaded just before its DM; the first
+        DM's event id. Parts already sent (a retry) are skipped."""
+        refusal = dm_refusal(row.files)
+        if refusal is not None:
+            raise Refused(refusal)
+        participant = str(row.payload.get("participant_id") or row.recipient)
+        parts = dm_parts(row.body, len(row.files))
+        done = row.payload.get("parts_sent")
+        sent: list[str] = [str(i) for i in done] if isinstance(done, list) else []
+        for text, index in parts[len(sent) :]:
+            assert index is not None  # files are present: every part carries one
+            file = row.files[index]
+            kind = dm_media(file)
+            assert not isinstance(kind, str)  # dm_refusal checked every file
+            media_id = self.api.upload_media(
+                file.data, file.filename, kind.media_type, kind.category
+            )
+            event = _data_field(self.api.create_dm(participant, text, media_id), "dm_event_id")
+            if event is None:
+                raise NoAnswerId("X accepted a DM with a file but its answer carried no id")
+            sent.append(event)
+            if len(parts) > 1:
+                # Kept before the next part: a failure after this one retries only the rest.
+                save_route(self.engine, row.id, {**row.payload, "parts_sent": sent})
+        return sent[0] if sent else None
 
     def refs(self, row: Claimed, provider_id: str | None) -> list[str]:
         # A reply to our public reply threads into this case by our tweet's id.
@@ -226,7 +342,7 @@ class TwitterSender:
             # Either the answer was lost, or X says we already posted this very text: the
             # item probably exists. Look for it instead of posting again.
             return Failure(False, message, unknown=True)
-        if isinstance(exc, Unroutable):
+        if isinstance(exc, Unroutable | Refused):
             return Failure(False, message)
         if not isinstance(exc, XError):
             # Something we did not foresee, mid-request: X may have it. Never resent blindly.
@@ -246,6 +362,9 @@ class TwitterSender:
 
     def reconcile(self, row: Claimed) -> Lookup:
         """Look the row up on our own timeline (a tweet) or in the DM conversation."""
+        if row.files:
+            # Its first DM's text would match while later files never went: an agent looks.
+            return Lookup(None)
         since = row.created_at - timedelta(minutes=1)
         found = (
             self._find_tweet(row, since)

@@ -33,7 +33,7 @@ from inbox.channels import (
     SENDER_CHECKED_CHANNELS,
     stylesheet,
 )
-from inbox.compose import attachment_refusal
+from inbox.compose import attachment_refusal, files_in_public
 from inbox.db import read
 from inbox.delivery import WayOut, by_channel, not_received
 from inbox.display import strip_bidi
@@ -475,6 +475,10 @@ async def case_page(request: web.Request) -> web.StreamResponse:
         }
         for t in view["reply_targets"]
     ]
+    for t in targets:
+        if t["public"] and not t["files_refused"]:
+            # A public reply is text only, on every channel (the server refuses it too).
+            t["files_refused"] = files_in_public(t["channel"])
     viewers = [v["user"] for v in view.get("viewers", []) if v["user"] != who.name]
     # Another agent's lease: the reply box is shut (the server refuses anyway, issue 16).
     lease = view.get("lease")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
@@ -130,6 +131,11 @@ class FakeGraph:
     # part's name, declared type and bytes.
     uploaded: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail_uploads: list[tuple[int, dict[str, Any]] | None] = field(default_factory=list)
+    # Files a message named by URL (Instagram), as Meta fetched them while taking it: the
+    # URL, the answer's status and Content-Type, and the bytes.
+    fetched: list[dict[str, Any]] = field(default_factory=list)
+    # The error answer the nth message received (counting from 1) gets, whatever `fail` holds.
+    fail_at: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
 
     def _token(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
@@ -270,6 +276,31 @@ class FakeGraph:
                 return str(found)
         return None
 
+    async def _fetch_by_url(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """An attachment named by URL is fetched while the message is taken, as Meta does;
+        an error answer when the URL does not give a file, else None."""
+        attachment = (body.get("message") or {}).get("attachment")
+        if not isinstance(attachment, dict):
+            return None
+        url = (attachment.get("payload") or {}).get("url")
+        if url is None:
+            return None
+        if attachment.get("type") not in ("image", "video", "audio", "file"):
+            return error(100, "(#100) Invalid attachment type")
+        async with aiohttp.ClientSession() as session, session.get(str(url)) as got:
+            data = await got.read()
+            self.fetched.append(
+                {
+                    "url": url,
+                    "status": got.status,
+                    "content_type": got.headers.get("Content-Type", ""),
+                    "data": data,
+                }
+            )
+        if got.status != 200:
+            return error(100, "(#100) Upload attachment failure.", "OAuthException", 2018047)
+        return None
+
     async def messages(self, request: web.Request) -> web.Response:
         if self._token(request) not in self.tokens:
             return self._refused()
@@ -279,6 +310,10 @@ class FakeGraph:
             return web.json_response(
                 error(100, f"(#100) Invalid media or attachment id {unknown}"), status=400
             )
+        if (refused := await self._fetch_by_url(body)) is not None:
+            return web.json_response(refused, status=400)
+        if (planned := self.fail_at.get(len(self.received))) is not None:
+            return web.json_response(planned[1], status=planned[0])
         if self.fail:
             status, answer = self.fail.pop(0)
             return web.json_response(answer, status=status)

@@ -17,9 +17,9 @@ import requests
 from sqlalchemy import Engine, select
 
 from connectors.config import OutboxSettings
+from connectors.media_url import check, media_key, signed_url
 from connectors.outbox import OutboxDrainer
-from connectors.twilio.intake import TwilioWebhooks
-from connectors.twilio.media_url import check, media_key, signed_url
+from connectors.twilio.intake import MEDIA_CONTEXT, MEDIA_PATH, TwilioWebhooks
 from connectors.twilio.outbox import TwilioSmsSender, make_client
 from inbox.models import Outbox
 from inbox.secrets import Secret
@@ -155,8 +155,10 @@ def by_hand(sha: str, kind: str, expires: int) -> str:
 
 
 def test_the_key_and_the_url_are_as_computed_by_hand() -> None:
-    assert media_key(Secret(TOKEN)) == KEY
-    url = signed_url("https://support.example.com/hooks/", KEY, SHA, "image/png", NOW, 600)
+    assert media_key(Secret(TOKEN), MEDIA_CONTEXT) == KEY
+    url = signed_url(
+        "https://support.example.com/hooks/", MEDIA_PATH, KEY, SHA, "image/png", NOW, 600
+    )
     expires = int(NOW.timestamp()) + 600
     assert url == (
         f"https://support.example.com/hooks/twilio/media/{SHA}"

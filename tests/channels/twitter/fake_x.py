@@ -10,7 +10,10 @@ written by us after X's documented formats, and behaves like X where Parity depe
 - x-rate-limit-limit / -remaining / -reset headers on every answer, 429 when a window is
   used up, and no Retry-After;
 - posted tweets go to our timeline, posted DMs become DM events sent by us (so the poller
-  sees its own acknowledgements come back, as with the real API).
+  sees its own acknowledgements come back, as with the real API);
+- v1.1's chunked media upload on the upload host (INIT, APPEND, FINALIZE, STATUS), signed
+  over https://upload.twitter.com with the form's fields where the body is a form; the
+  bytes are kept as the chunks arrive, and a DM may name one finalized media id only.
 Failures are injected as behaviour of the fake (`inject`, `before`, `hold_posts`), never by
 patching Parity's code.
 """
@@ -32,12 +35,20 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 from oauthlib.oauth1.rfc5849.utils import parse_authorization_header
 
 FIXTURES = Path(__file__).parent / "fixtures"
 X_HOST = "https://api.twitter.com"
+UPLOAD_HOST = "https://upload.twitter.com"
+UPLOAD_PATH = "/1.1/media/upload.json"
+# What X's v1.1 upload takes for a DM, by category.
+DM_CATEGORIES = {
+    "dm_image": {"image/jpeg", "image/png", "image/webp"},
+    "dm_gif": {"image/gif"},
+    "dm_video": {"video/mp4"},
+}
 TWITTER_EPOCH_MS = 1288834974657
 
 ACCOUNT_ID = "1412345678901234567"
@@ -127,6 +138,11 @@ class FakeX:
     # While set, POSTs are never answered and nothing is created (the request was lost).
     drop_posts: bool = False
     post_received: threading.Event = field(default_factory=threading.Event)
+    # Uploaded media by id: media_type, category, total_bytes, chunks by segment index, and
+    # once finalized the whole bytes ("data") and the processing state.
+    media: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The check_after_secs a video's or GIF's FINALIZE answers (X processes those first).
+    processing_wait: int = 1
 
     def __post_init__(self) -> None:
         self._tokens: dict[str, tuple[str, str]] = {}
@@ -252,6 +268,12 @@ class FakeX:
         query = dict(request.query)
         path = request.path
         body: Any = None
+        if path == UPLOAD_PATH:
+            status, payload = await self._upload(request, query)
+            self.seen.append(Seen(request.method, path, query, status, time.time(), None))
+            if payload is None:
+                return web.Response(status=status)
+            return web.json_response(payload, status=status)
         if request.can_read_body:
             raw = await request.read()
             body = json.loads(raw) if raw else None
@@ -337,7 +359,14 @@ class FakeX:
             header, f"Bearer {self.bearer_token}"
         )
 
-    def _user_context(self, request: web.Request, path: str, query: dict[str, str]) -> bool:
+    def _user_context(
+        self,
+        request: web.Request,
+        path: str,
+        query: dict[str, str],
+        form: list[tuple[str, str]] | None = None,
+        host: str = X_HOST,
+    ) -> bool:
         header = request.headers.get("Authorization", "")
         if not header.startswith("OAuth "):
             return False
@@ -348,14 +377,16 @@ class FakeX:
         if params.get("oauth_token") != creds["TWITTER_ACCESS_TOKEN"]:
             return False
         # X checks the signature over its own URL, whatever host the request came through.
+        # A form body's fields are signed too (OAuth 1.0a); a multipart body's are not.
         collected = oauth_signature.collect_parameters(
             uri_query=request.rel_url.raw_query_string,
+            body=form or [],
             headers={"Authorization": header},
             exclude_oauth_signature=True,
         )
         base = oauth_signature.signature_base_string(
             request.method,
-            oauth_signature.base_string_uri(X_HOST + path),
+            oauth_signature.base_string_uri(host + path),
             oauth_signature.normalize_parameters(collected),
         )
         expected = oauth_signature.sign_hmac_sha1_with_client(
@@ -520,16 +551,119 @@ class FakeX:
         self.posted_tweets.append(tweet)
         return 201, {"data": {"id": tweet_id, "text": text, "edit_history_tweet_ids": [tweet_id]}}
 
+    # --- v1.1 media upload ----------------------------------------------------------------
+
+    async def _upload(self, request: web.Request, query: dict[str, str]) -> tuple[int, Any]:
+        fields: dict[str, str] = {}
+        chunk: bytes | None = None
+        form: list[tuple[str, str]] = []
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, BodyPartReader)
+                if part.name == "media":
+                    chunk = bytes(await part.read())
+                elif part.name:
+                    fields[part.name] = await part.text()
+        elif request.method == "POST":
+            posted = await request.post()
+            form = [(k, str(v)) for k, v in posted.items()]
+            fields = dict(form)
+        else:
+            fields = dict(query)
+        if not self._user_context(request, UPLOAD_PATH, query, form, UPLOAD_HOST):
+            return 401, {"errors": [{"code": 32, "message": "Could not authenticate you."}]}
+        for rule in self.rules:
+            if (
+                rule.hits < rule.times
+                and rule.method == request.method
+                and rule.path in UPLOAD_PATH
+                and (rule.when is None or rule.when(fields))
+            ):
+                rule.hits += 1
+                return rule.status, rule.body
+        command = fields.get("command", "")
+        media = self.media.get(fields.get("media_id", ""))
+        if command == "INIT":
+            return self._upload_init(fields)
+        if media is None:
+            return 400, {"errors": [{"code": 324, "message": "Invalid media id."}]}
+        if command == "APPEND" and request.method == "POST" and chunk is not None:
+            index = int(fields.get("segment_index", "-1"))
+            if not 0 <= index <= 999 or len(chunk) > 5 * 1024 * 1024 or "data" in media:
+                return 400, {"errors": [{"code": 324, "message": "Invalid segment."}]}
+            media["chunks"][index] = chunk
+            return 204, None
+        if command == "FINALIZE" and request.method == "POST":
+            data = b"".join(media["chunks"][i] for i in sorted(media["chunks"]))
+            if len(data) != media["total_bytes"]:
+                message = "Segments do not add up to provided total file size."
+                return 400, {"errors": [{"code": 324, "message": message}]}
+            media["data"] = data
+            answer = self._media_answer(media)
+            if media["category"] in ("dm_gif", "dm_video"):
+                media["state"] = "pending"
+                info = {"state": "pending", "check_after_secs": self.processing_wait}
+                answer["processing_info"] = info
+            else:
+                media["state"] = "succeeded"
+            return 201, answer
+        if command == "STATUS" and request.method == "GET":
+            # Processing finishes by the first STATUS after FINALIZE.
+            if media.get("state") == "pending":
+                media["state"] = "succeeded"
+            answer = self._media_answer(media)
+            answer["processing_info"] = {"state": media.get("state"), "progress_percent": 100}
+            return 200, answer
+        return 400, {"errors": [{"code": 214, "message": f"Bad command {command!r}."}]}
+
+    def _upload_init(self, fields: dict[str, str]) -> tuple[int, Any]:
+        kind = fields.get("media_type", "")
+        category = fields.get("media_category", "")
+        if kind not in DM_CATEGORIES.get(category, set()):
+            message = f"media type {kind!r} is not allowed in category {category!r}"
+            return 400, {"errors": [{"code": 324, "message": message}]}
+        total = int(fields.get("total_bytes", "0") or 0)
+        media_id = self.next_id()
+        self.media[media_id] = {
+            "id": media_id,
+            "media_type": kind,
+            "category": category,
+            "total_bytes": total,
+            "chunks": {},
+        }
+        return 202, {"media_id": int(media_id), "media_id_string": media_id,
+                     "expires_after_secs": 86400}  # fmt: skip
+
+    def _media_answer(self, media: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "media_id": int(media["id"]),
+            "media_id_string": media["id"],
+            "media_key": f"3_{media['id']}",
+            "size": len(media.get("data", b"")),
+            "expires_after_secs": 86400,
+        }
+
     def _create_dm(self, participant_id: str, body: dict[str, Any]) -> tuple[int, Any]:
         if participant_id not in self.users:
             return 403, fixture("errors/403_dm_not_permitted.json")
         if self.users[participant_id].get("dm_closed"):
             return 403, fixture("errors/403_dm_not_permitted.json")
+        attachments = body.get("attachments") or []
+        if len(attachments) > 1:
+            return 400, {"title": "Invalid Request", "detail": "Only one attachment allowed."}
+        medium = self.media.get(str(attachments[0].get("media_id"))) if attachments else None
+        if attachments and (medium is None or medium.get("state") != "succeeded"):
+            return 400, {"title": "Invalid Request", "detail": "Invalid media id."}
+        if not body.get("text") and medium is None:
+            return 400, {"title": "Invalid Request", "detail": "text or attachments required"}
         event = self.add_dm(self.account_id, str(body.get("text", "")))
         pair = sorted([participant_id, self.account_id], key=int)
         event["dm_conversation_id"] = "-".join(pair)
         event["participant_ids"] = pair
-        self.posted_dms.append({**event, "to": participant_id})
+        if medium is not None:
+            event["attachments"] = {"media_keys": [f"3_{medium['id']}"]}
+        self.posted_dms.append({**event, "to": participant_id, "medium": medium})
         return 201, {
             "data": {"dm_conversation_id": event["dm_conversation_id"], "dm_event_id": event["id"]}
         }
@@ -538,6 +672,8 @@ class FakeX:
 def _endpoint(method: str, path: str) -> str:
     if path.endswith("/mentions"):
         return "mentions"
+    if path == UPLOAD_PATH:
+        return "media_upload"
     if "dm_events" in path:
         return "dm_events"
     if method == "POST" and path == "/2/tweets":
