@@ -59,9 +59,7 @@ def _probe_order(i: int) -> tuple[int, ...]:
     """The order in which empty bin `i` looks at the other bins: fixed for ever (a hash of
     the pair, not a random generator whose algorithm could change with Python)."""
     others = [j for j in range(NUM_PERM) if j != i]
-    return tuple(
-        sorted(others, key=lambda j: hashlib.blake2b(f"oph {i} {j}".encode()).digest())
-    )
+    return tuple(sorted(others, key=lambda j: hashlib.blake2b(f"oph {i} {j}".encode()).digest()))
 
 
 # Each bin its own order: borrowing from the right-hand neighbour instead made runs of empty

@@ -908,9 +908,7 @@ def _add_merge_commands(cases: Any, sub: Any) -> None:
     reindex = similar_sub.add_parser(
         "reindex", help="rebuild signatures of the old MinHash scheme (resumable)"
     )
-    reindex.add_argument(
-        "--batch", type=_positive_int, default=200, help="cases per transaction"
-    )
+    reindex.add_argument("--batch", type=_positive_int, default=200, help="cases per transaction")
     reindex.add_argument("--json", action="store_true", help="print the counts as JSON")
     reindex.set_defaults(func=cmd_suggestions_reindex)
     retention = sub.add_parser(

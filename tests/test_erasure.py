@@ -174,6 +174,7 @@ def test_erasing_a_contact_leaves_nothing_of_them(
             )
         )
     # Zelda answers the survey of the resolved case with a comment (the rating page's path).
+    assert theirs.case_id is not None
     survey_id = asked_survey(engine, theirs.case_id, contact_id, now - timedelta(minutes=4))
     assert csat.record_rating(
         engine, survey_id, 2, f"The {CSAT_WORD} was rude, Zelda Quintanilla", 7, now=now
@@ -349,7 +350,7 @@ def test_their_message_merged_into_another_persons_case_is_erased_too(
     assert (
         cli.main([*base, "contacts", "link", "phone", PHONE, "--to-contact", str(contact_id)]) == 0
     )
-    assert cli.main([*base, "cases", "merge", sms_ref, refs[bobs.case_id]]) == 0
+    assert cli.main([*base, "cases", "merge", str(sms_ref), refs[bobs.case_id]]) == 0
     with engine.connect() as conn:
         moved = conn.execute(
             select(CaseMerge.moved).where(CaseMerge.source_case_id == sms_case)
