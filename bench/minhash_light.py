@@ -16,7 +16,12 @@ ways of making a 64-value signature of a text's word-bigram set:
 - `oph`: one-permutation hashing in plain Python, as shipped (inbox/minhash.py, the winner:
   one 64-bit blake2b per shingle; its low bits pick one of 64 bins, the rest is the value;
   each bin keeps its minimum, and an empty bin borrows its right neighbour's, so the
-  signature still bands for LSH).
+  signature still bands for LSH); each empty bin looks at the other bins in an order of its
+  own (the first version borrowed from the right-hand neighbour: `oph-neighbour`, kept
+  here to show the difference in accuracy on short texts).
+
+Both wall and CPU time (this process's) are given: on a loaded machine the wall time of a
+few microseconds' work is mostly waiting, and CPU time is the steadier figure.
 
 For each: the time per signature (wall, median of rounds) as a ratio to the baseline's in
 the same run, and the accuracy of the Jaccard estimate against the exact Jaccard of the
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import statistics
 import struct
@@ -85,6 +91,27 @@ def pure_minhash(parts: set[str]) -> Signature:
     return [min(((a * h + b) % _PRIME) & _MAX32 for h in hashes) for a, b in _PAIRS]
 
 
+def oph_neighbour(parts: set[str]) -> Signature:
+    """The first OPH measured for issue 24: an empty bin borrows its right-hand neighbour's
+    value (cyclically). Runs of empty bins then copy one value and agree or disagree
+    together, which made short texts' estimates rougher than inbox/minhash.py's own probe
+    order per bin."""
+    empty = (1 << 64) - 1
+    bins = [empty] * NUM_PERM
+    for p in parts:
+        h = int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8).digest(), "little")
+        slot, value = h % NUM_PERM, h // NUM_PERM
+        if value < bins[slot]:
+            bins[slot] = value
+    out = list(bins)
+    for i in range(NUM_PERM):
+        j = i
+        while bins[j % NUM_PERM] == empty:
+            j += 1
+        out[i] = bins[j % NUM_PERM] + (j - i) * (1 << 58)
+    return out
+
+
 _PERSONS = [f"parity-mh{i}".encode() for i in range(NUM_PERM // 16)]
 _SIXTEEN = struct.Struct("<16I")
 
@@ -110,6 +137,7 @@ def ways() -> dict[str, Callable[[set[str]], Signature]]:
         found["datasketch"] = datasketch
     found["pure-minhash"] = pure_minhash
     found["oph"] = minhash.signature
+    found["oph-neighbour"] = oph_neighbour
     found["pure-blake"] = pure_blake
     return found
 
@@ -142,19 +170,22 @@ def main() -> None:
     measured = ways()
     baseline = next(iter(measured))
     times: dict[str, list[float]] = {name: [] for name in measured}
+    cpu: dict[str, list[float]] = {name: [] for name in measured}
     for _ in range(args.rounds):
         for name, way in measured.items():  # baseline first in every round
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for parts in texts:
                 way(parts)
             times[name].append((time.perf_counter() - start) / len(texts))
+            cpu[name].append((time.process_time() - start_cpu) / len(texts))
     base = statistics.median(times[baseline])
+    base_cpu = statistics.median(cpu[baseline])
     print(
         f"{args.texts} texts, {args.rounds} rounds; per signature, median of rounds; "
-        f"ratio to {baseline}"
+        f"ratio to {baseline}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(
-        f"{'way':14} {'us/sig':>8} {'ratio':>6} {'MAE':>6} "
+        f"{'way':14} {'us/sig':>8} {'ratio':>6} {'cpu us':>7} {'ratio':>6} {'MAE':>6} "
         f"{'near-dup recall':>16} {'false cand.':>12}"
     )
     for name, way in measured.items():
@@ -164,9 +195,10 @@ def main() -> None:
         dup_pairs = [(x, y) for x, y in near if jaccard(x, y) >= suggestions.THRESHOLD]
         recall = sum(shares_band(way(x), way(y)) for x, y in dup_pairs) / max(1, len(dup_pairs))
         false = sum(shares_band(way(x), way(y)) for x, y in far) / max(1, len(far))
-        median = statistics.median(times[name])
+        median, median_cpu = statistics.median(times[name]), statistics.median(cpu[name])
         print(
-            f"{name:14} {median * 1e6:8.1f} {median / base:6.2f} {statistics.fmean(errors):6.3f} "
+            f"{name:14} {median * 1e6:8.1f} {median / base:6.2f} {median_cpu * 1e6:7.1f} "
+            f"{median_cpu / base_cpu:6.2f} {statistics.fmean(errors):6.3f} "
             f"{recall:16.3f} {false:12.4f}"
         )
     print(
