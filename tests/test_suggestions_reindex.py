@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
+import secrets
 import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, insert, select, update
+import pytest
+from alembic import command
+from sqlalchemy import Connection, Engine, create_engine, delete, insert, select, text, update
 
-from inbox import merges, minhash, suggestions
-from inbox.db import write
+from inbox import merges, migrate, minhash, suggestions
+from inbox.db import make_engine, write
 from inbox.models import Case, CaseBand, CaseSignature
 from parity import cli
 from parity.daemon import reindex_signatures
+from tests.conftest import PG_ADMIN_URL
 from tests.fixtures.suggestions.pairs import PAIRS
 from tests.support.inbox_helpers import email_case
 from tests.test_suggestions import agent, case_id, index_rows, suggested
@@ -236,3 +242,85 @@ def test_a_case_without_a_signature_is_left_alone(engine: Engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(select(Case.id).where(Case.id == cid)).scalar_one() == cid
     assert cid not in index_rows(engine)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at_0020(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database migrated only to 0020, as the version before issue 24 left it."""
+    admin = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        name = None
+    else:
+        name = f"parity_0020_{os.getpid()}_{secrets.token_hex(3)}"
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    migrate.upgrade(engine, "0020")
+    yield engine
+    engine.dispose()
+    if admin is not None:
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def _raw_case(conn: Connection, cid: int, values: tuple[int, ...], scheme: int | None) -> None:
+    at = T0.replace(tzinfo=None)
+    conn.execute(
+        text(
+            "INSERT INTO cases (id, reference, token, contact_id, status, channel, subject,"
+            " due_at, first_inbound_at, last_activity_at, created_at, followups)"
+            " VALUES (:id, :ref, 'abcdefghijkl', 1, 'open', 'email', '', :at, :at, :at, :at, 0)"
+        ),
+        {"id": cid, "ref": f"C-{cid:06d}", "at": at},
+    )
+    columns, params = "case_id, hashvalues, shingles, updated_at", ":id, :h, 20, :at"
+    if scheme is not None:
+        columns, params = columns + ", scheme", params + ", :s"
+    conn.execute(
+        text(f"INSERT INTO case_signatures ({columns}) VALUES ({params})"),  # noqa: S608
+        {"id": cid, "h": minhash.encode(values), "at": at, "s": scheme},
+    )
+    for band, bucket in enumerate(minhash.buckets(values, scheme or minhash.LEGACY)):
+        conn.execute(
+            text("INSERT INTO case_bands (case_id, band, bucket) VALUES (:id, :b, :h)"),
+            {"id": cid, "b": band, "h": bucket},
+        )
+
+
+def test_migration_0021_marks_old_rows_and_its_downgrade_drops_new_ones(
+    store_at_0020: Engine,
+) -> None:
+    engine = store_at_0020
+    old = legacy_values(PAIRS[0][2])
+    with write(engine) as conn:
+        conn.execute(
+            text("INSERT INTO contacts (id, name, created_at) VALUES (1, 'x', :at)"),
+            {"at": T0.replace(tzinfo=None)},
+        )
+        _raw_case(conn, 1, old, None)  # written by the code before 0021: no scheme
+    migrate.upgrade(engine)
+    assert schemes(engine) == {1: minhash.LEGACY}
+    new = minhash.signature(suggestions.shingles(PAIRS[0][2]))
+    with write(engine) as conn:
+        _raw_case(conn, 2, new, minhash.OPH)
+    assert schemes(engine) == {1: minhash.LEGACY, 2: minhash.OPH}
+
+    config = migrate._config()
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0020")
+        conn.commit()
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT case_id, hashvalues FROM case_signatures")).all()
+        banded = set(conn.execute(text("SELECT DISTINCT case_id FROM case_bands")).scalars())
+    # The older code only ever sees datasketch's values, untouched.
+    assert [(r[0], bytes(r[1])) for r in rows] == [(1, minhash.encode(old))]
+    assert banded == {1}
