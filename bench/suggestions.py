@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import delete, insert, select
 
-from inbox import migrate, suggestions
+from inbox import migrate, minhash, suggestions
 from inbox.db import SQLITE_CACHE_MB, make_engine, write
 from inbox.models import Case, CaseBand, CaseSignature
 
@@ -77,7 +77,7 @@ def edited(text: str, seed: int) -> str:
 def _row(i: int) -> tuple[int, bytes, int, list[int]]:
     parts = suggestions.shingles(complaint(i))
     values = suggestions.signature(parts)
-    return i, values.astype("<u8").tobytes(), len(parts), suggestions.buckets(values)
+    return i, minhash.encode(values), len(parts), suggestions.buckets(values)
 
 
 def fill(path: Path, count: int) -> None:
@@ -117,9 +117,9 @@ def _insert(
         [(i, f"C-{i:07d}", at, at, at, at) for i, _v, _n, _b in batch],
     )
     db.executemany(
-        "INSERT INTO case_signatures (case_id, hashvalues, shingles, updated_at)"
-        " VALUES (?, ?, ?, ?)",
-        [(i, v, n, at) for i, v, n, _b in batch],
+        "INSERT INTO case_signatures (case_id, hashvalues, shingles, scheme, updated_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(i, v, n, minhash.OPH, at) for i, v, n, _b in batch],
     )
     db.executemany(
         "INSERT INTO case_bands (case_id, band, bucket) VALUES (?, ?, ?)",

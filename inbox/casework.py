@@ -541,7 +541,7 @@ def _claim_next_pg(
         own = {}
         if found.sig_shingles is not None and found.sig_shingles >= suggestions.MIN_SHINGLES:
             own[found.id] = suggestions.Own(
-                found.sig_hashvalues, found.contact_id, found.first_inbound_at
+                found.sig_hashvalues, found.contact_id, found.first_inbound_at, found.sig_scheme
             )
         similar = suggestions.suggestions_for(conn, [found.id], own=own)
         item["suggestions"] = [s.json() for s in similar.get(found.id, [])]
@@ -659,7 +659,7 @@ SELECT chosen.*,
      FROM identities i WHERE i.contact_id = chosen.contact_id) AS contact_identities,
     (SELECT name FROM users WHERE id = chosen.assignee_id) AS assignee_name,
     (SELECT name FROM users WHERE id = chosen.before_claimed_by) AS before_holder_name,
-    sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles,
+    sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles, sig.scheme AS sig_scheme,
     head.audit_seq, head.audit_hmac
 FROM chosen
 JOIN contacts ON contacts.id = chosen.contact_id
@@ -679,6 +679,7 @@ LEFT JOIN LATERAL {audit.head_sql("chosen.id", "NOT chosen.renewed")} head ON tr
         column("before_holder_name", String),
         column("sig_hashvalues", LargeBinary),
         column("sig_shingles", Integer),
+        column("sig_scheme", Integer),
         column("audit_seq", BigInteger),
         column("audit_hmac", String),
     )

@@ -2,7 +2,8 @@
 
 `erase_contact` removes everything Parity holds about one contact: the content of their
 cases (message bodies and headers, raw input, attachments, notes, field values, outbound
-bodies and recipients, drafts, similarity signatures), their identities' handles and names,
+bodies and recipients, drafts, similarity signatures, survey comments, the threading keys and
+signatures merge records keep), their identities' handles and names,
 their dead letters, and the values in audit rows that name them. `erase_cases` does the
 per-case part alone; retention calls it for cases resolved longer ago than the setting.
 
@@ -37,10 +38,12 @@ from inbox.models import (
     Case,
     CaseBand,
     CaseField,
+    CaseMerge,
     CaseNote,
     CaseSignature,
     Checkpoint,
     Contact,
+    CsatSurvey,
     DeadLetter,
     Identity,
     Intake,
@@ -211,6 +214,9 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
         ).scalars()
     ]
     _erase_messages(conn, elsewhere, result, blobs)
+    # Their answers to surveys of cases that are not theirs any more (a merge moved the case
+    # under another contact keeps the survey's contact).
+    _erase_surveys(conn, CsatSurvey.contact_id == contact_id, needles)
     result.dead_letters = _erase_dead_letters(conn, needles, blobs)
     # Outbox rows to them outside their cases (a merge moved them, an alert had no case).
     result.outbox += _erase_outbox(
@@ -324,6 +330,8 @@ def _erase_case(
     conn.execute(delete(ReplyUpload).where(ReplyUpload.case_id == case_id))
     conn.execute(delete(ReplyDraft).where(ReplyDraft.case_id == case_id))
     conn.execute(update(CaseNote).where(CaseNote.case_id == case_id).values(text=""))
+    _erase_surveys(conn, CsatSurvey.case_id == case_id, needles)
+    _erase_merge_records(conn, case_id)
     conn.execute(update(CaseField).where(CaseField.case_id == case_id).values(value=""))
     # Threading keys ("phone:+1415...", Message-IDs): a later message from the person opens a
     # new case instead of joining one whose content is gone.
@@ -385,6 +393,8 @@ def _erase_messages(
             ).scalar_one()
         )
         conn.execute(delete(Attachment).where(Attachment.message_id.in_(messages)))
+        # Their threading keys, wherever a merge took them (the case's own go with the case).
+        conn.execute(delete(MessageRef).where(MessageRef.message_id.in_(messages)))
         # The intake rows stay (their source keys keep a redelivered input a duplicate, so
         # erased content is not filed again), their bytes go.
         intake_ids = select(Receipt.intake_id).where(Receipt.message_id.in_(messages))
@@ -425,6 +435,35 @@ def _erase_messages(
                 )
             )
         result.messages += len(messages)
+
+
+def _erase_surveys(conn: Connection, where: Any, needles: Sequence[str]) -> None:
+    """A survey's comment is the person's own words: emptied ("" keeps that there was one).
+    The rating stays, as the report's figures do."""
+    conn.execute(
+        update(CsatSurvey).where(where, CsatSurvey.comment.is_not(None)).values(comment="")
+    )
+    for row in conn.execute(select(CsatSurvey.id, CsatSurvey.reason).where(where)).all():
+        if mentions(row.reason, needles):
+            conn.execute(update(CsatSurvey).where(CsatSurvey.id == row.id).values(reason="erased"))
+
+
+def _erase_merge_records(conn: Connection, case_id: int) -> None:
+    """A merge record keeps the threading keys it moved ("phone:+1415...", Message-IDs) and
+    both cases' MinHash signatures (a digest of the text) for its undo: both go. An undo of
+    it then threads nothing back by those keys and rebuilds the signatures from the (erased)
+    messages, as for a merge recorded before signatures were saved."""
+    for row in conn.execute(
+        select(CaseMerge.id, CaseMerge.moved).where(
+            or_(CaseMerge.source_case_id == case_id, CaseMerge.into_case_id == case_id)
+        )
+    ).all():
+        moved = dict(row.moved or {})
+        if not moved.get("ref_values") and "signatures" not in moved:
+            continue
+        moved["ref_values"] = []
+        moved.pop("signatures", None)
+        conn.execute(update(CaseMerge).where(CaseMerge.id == row.id).values(moved=moved))
 
 
 def _erase_outbox(conn: Connection, where: Any) -> int:

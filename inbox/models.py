@@ -664,6 +664,10 @@ class CaseSignature(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
     hashvalues: Mapped[bytes] = mapped_column(LargeBinary)
     shingles: Mapped[int] = mapped_column(Integer, default=0)
+    # Which MinHash made it (inbox/minhash.py): 2 is one-permutation hashing. The server
+    # default is 1, datasketch's, which every row from before migration 0021 is; a row
+    # written without saying is then never compared with the new ones, only re-indexed.
+    scheme: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("1"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

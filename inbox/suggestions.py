@@ -7,11 +7,17 @@ scored by the signatures' estimated Jaccard similarity and kept above THRESHOLD,
 WINDOW of each other, open, and of another contact. A suggestion is only ever shown: merging
 is an agent's action.
 
+Signatures are one-permutation hashing in plain Python (inbox/minhash.py, issue 24). Rows
+from before it (`scheme` LEGACY, datasketch's) are compared only with each other, folded
+with nothing new, and rebuilt from the stored messages by `reindex` (`parity suggestions
+reindex`, and `parity run` in the background); a case with a LEGACY row that gets a message
+or a merge is rebuilt on the spot.
+
 Why these numbers (measured, see tests/test_suggestions.py and docs/agents/merges.md):
 - 2-word shingles: a 5% word edit of a 55-word complaint keeps Jaccard about 0.86 with
   2-word shingles against 0.80 with 3-word ones (0.69 on the issue's sample); on our
   labelled pairs every same complaint scores 0.59..0.82 and every different one 0.02..0.46.
-- 64 permutations in 16 bands of 4 rows: the LSH S-curve's midpoint is (1/16)^(1/4) = 0.5,
+- 64 bins in 16 bands of 4 rows: the LSH S-curve's midpoint is (1/16)^(1/4) = 0.5,
   so a pair at 0.6 is a candidate with probability 0.88 and at 0.8 with 0.9998.
 - MIN_SHINGLES: "thanks" or "help please" match everything short; texts under 8 shingles
   are never suggested (nor suggested for).
@@ -19,41 +25,41 @@ Why these numbers (measured, see tests/test_suggestions.py and docs/agents/merge
 
 from __future__ import annotations
 
-import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
-from datasketch import MinHash  # type: ignore[import-untyped]
 from sqlalchemy import (
     CompoundSelect,
     Connection,
     Engine,
     bindparam,
     delete,
+    func,
     insert,
     select,
     union_all,
     update,
 )
 
-from inbox.db import read
-from inbox.models import Case, CaseBand, CaseSignature, utcnow
+from inbox import minhash
+from inbox.db import read, write
+from inbox.minhash import LEGACY, OPH, Signature
+from inbox.models import Case, CaseBand, CaseSignature, Message, utcnow
 from inbox.queries import OPEN_STATUSES, iso
 
 SHINGLE = 2
-NUM_PERM = 64
-BANDS = 16
-ROWS = NUM_PERM // BANDS
+NUM_PERM = minhash.NUM_PERM
+BANDS = minhash.BANDS
+ROWS = minhash.ROWS
 THRESHOLD = 0.5
 MIN_SHINGLES = 8
 WINDOW = timedelta(days=7)
 LIMIT = 5
 _WORD = re.compile(r"\w+")
-_SEED = 11
 
 
 def shingles(text: str, size: int = SHINGLE) -> set[str]:
@@ -64,34 +70,17 @@ def shingles(text: str, size: int = SHINGLE) -> set[str]:
     return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
 
 
-# Drawing the permutations costs most of a MinHash's set-up: draw them once per process.
-_TEMPLATE = MinHash(num_perm=NUM_PERM, seed=_SEED)
-_PERMUTATIONS, _SCHEME = _TEMPLATE.permutations, _TEMPLATE.scheme
+def signature(parts: set[str]) -> Signature:
+    """The signature of a set of shingles, in the current scheme (OPH)."""
+    return minhash.signature(parts)
 
 
-def signature(parts: set[str]) -> np.ndarray[Any, np.dtype[np.uint64]]:
-    sketch = MinHash(num_perm=NUM_PERM, seed=_SEED, permutations=_PERMUTATIONS, scheme=_SCHEME)
-    sketch.update_batch([p.encode() for p in sorted(parts)])
-    return np.asarray(sketch.hashvalues, dtype=np.uint64)
+similarity = minhash.similarity
 
 
-def similarity(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
-    """Estimated Jaccard similarity: the share of permutations whose minimum agrees."""
-    return float(np.count_nonzero(a == b)) / len(a)
-
-
-def buckets(values: np.ndarray[Any, Any]) -> list[int]:
-    """One bucket per band: a 63-bit hash of the band's rows (fits a signed BIGINT)."""
-    out = []
-    for band in range(BANDS):
-        chunk = values[band * ROWS : (band + 1) * ROWS].astype("<u8").tobytes()
-        digest = hashlib.blake2b(chunk, digest_size=8, person=band.to_bytes(2, "big")).digest()
-        out.append(int.from_bytes(digest, "big") >> 1)
-    return out
-
-
-def _decode(data: bytes) -> np.ndarray[Any, Any]:
-    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+def buckets(values: Signature, scheme: int = OPH) -> list[int]:
+    """One bucket per band (see minhash.buckets)."""
+    return minhash.buckets(values, scheme)
 
 
 def text_signature(text: str) -> tuple[bytes, int] | None:
@@ -103,14 +92,38 @@ def text_signature(text: str) -> tuple[bytes, int] | None:
     parts = shingles(text)
     if not parts:
         return None
-    return signature(parts).astype("<u8").tobytes(), len(parts)
+    return minhash.encode(signature(parts)), len(parts)
+
+
+def case_signature(conn: Connection, case_id: int) -> tuple[Signature, int] | None:
+    """A case's signature and shingle count computed from its stored inbound messages (as
+    the normalizer would have folded them one by one), or None when none has a word.
+
+    Bounces are left out as at intake: their boilerplate would make every bounced case
+    look alike."""
+    values: Signature | None = None
+    count = 0
+    for m in conn.execute(
+        select(Message.subject, Message.text, Message.meta)
+        .where(Message.case_id == case_id, Message.direction == "inbound")
+        .order_by(Message.id)
+    ):
+        if (m.meta or {}).get("delivery_report"):
+            continue
+        parts = shingles(f"{m.subject}\n{m.text}")
+        if not parts:
+            continue
+        sig = signature(parts)
+        values = sig if values is None else minhash.fold(values, sig)
+        count += len(parts)
+    return None if values is None else (values, count)
 
 
 @dataclass
 class PendingSignature:
     """Signatures of one case's messages filed in one transaction, folded together."""
 
-    values: np.ndarray[Any, np.dtype[np.uint64]]
+    values: Signature
     shingles: int
     new_case: bool
 
@@ -123,12 +136,12 @@ def fold_signature(
     The element-wise minimum is associative, so folding a batch's messages first and the
     stored signature last gives the signature `index_text` one message at a time would.
     """
-    values, count = _decode(sig[0]), sig[1]
+    values, count = minhash.decode(sig[0]), sig[1]
     seen = pending.get(case_id)
     if seen is None:
         pending[case_id] = PendingSignature(values, count, new_case)
     else:
-        seen.values = np.minimum(seen.values, values)
+        seen.values = minhash.fold(seen.values, values)
         seen.shingles += count
 
 
@@ -136,7 +149,8 @@ def index_signatures(conn: Connection, pending: dict[int, PendingSignature]) -> 
     """Write the folded signatures of a transaction's cases and their bands, set-based.
 
     The same rows as `index_text` per message: one read of the stored signatures of the
-    cases that are not new, then one statement per kind of write.
+    cases that are not new, then one statement per kind of write. A case whose stored row
+    is LEGACY is rebuilt from its messages instead (this transaction's are stored already).
     """
     if not pending:
         return
@@ -146,7 +160,10 @@ def index_signatures(conn: Connection, pending: dict[int, PendingSignature]) -> 
             r.case_id: r
             for r in conn.execute(
                 select(
-                    CaseSignature.case_id, CaseSignature.hashvalues, CaseSignature.shingles
+                    CaseSignature.case_id,
+                    CaseSignature.hashvalues,
+                    CaseSignature.shingles,
+                    CaseSignature.scheme,
                 ).where(CaseSignature.case_id.in_(sorted(existing)))
             )
         }
@@ -166,24 +183,31 @@ def index_signatures(conn: Connection, pending: dict[int, PendingSignature]) -> 
             inserts.append(
                 {
                     "case_id": case_id,
-                    "hashvalues": values.astype("<u8").tobytes(),
+                    "hashvalues": minhash.encode(values),
                     "shingles": count,
+                    "scheme": OPH,
                     "updated_at": now,
                 }
             )
         else:
-            old = _decode(row.hashvalues)
-            values = np.minimum(old, p.values)
-            count = row.shingles + p.shingles
+            if row.scheme != OPH:
+                rebuilt = case_signature(conn, case_id)
+                values, count = rebuilt if rebuilt is not None else (p.values, p.shingles)
+                old: Signature | None = None
+            else:
+                old = minhash.decode(row.hashvalues)
+                values = minhash.fold(old, p.values)
+                count = row.shingles + p.shingles
             updates.append(
                 {
                     "k_case_id": case_id,
-                    "hashvalues": values.astype("<u8").tobytes(),
+                    "hashvalues": minhash.encode(values),
                     "shingles": count,
+                    "scheme": OPH,
                     "updated_at": now,
                 }
             )
-            if np.array_equal(old, values) and row.shingles >= MIN_SHINGLES:
+            if old == values and row.shingles >= MIN_SHINGLES:
                 continue  # the bands are those of the stored signature already
             cleared.append(case_id)
         if count >= MIN_SHINGLES:
@@ -206,6 +230,7 @@ _UPDATE_SIGNATURE = (
     .values(
         hashvalues=bindparam("hashvalues"),
         shingles=bindparam("shingles"),
+        scheme=bindparam("scheme"),
         updated_at=bindparam("updated_at"),
     )
 )
@@ -217,47 +242,16 @@ def index_text(conn: Connection, case_id: int, text: str, *, new_case: bool = Fa
     `new_case`: the case was opened in this transaction, so it has no signature yet and
     there is none to read (one round trip fewer per new case).
     """
-    parts = shingles(text)
-    if not parts:
+    sig = text_signature(text)
+    if sig is None:
         return
-    values = signature(parts)
-    row = (
-        None
-        if new_case
-        else conn.execute(
-            select(CaseSignature.hashvalues, CaseSignature.shingles).where(
-                CaseSignature.case_id == case_id
-            )
-        ).one_or_none()
+    index_signatures(
+        conn, {case_id: PendingSignature(minhash.decode(sig[0]), sig[1], new_case=new_case)}
     )
-    if row is None:
-        count = len(parts)
-        conn.execute(
-            insert(CaseSignature).values(
-                case_id=case_id,
-                hashvalues=values.astype("<u8").tobytes(),
-                shingles=count,
-                updated_at=utcnow(),
-            )
-        )
-    else:
-        old = _decode(row.hashvalues)
-        merged = np.minimum(old, values)
-        # The shingle count is an upper bound of the union's size; it only gates short texts.
-        count = row.shingles + len(parts)
-        conn.execute(
-            update(CaseSignature)
-            .where(CaseSignature.case_id == case_id)
-            .values(hashvalues=merged.astype("<u8").tobytes(), shingles=count, updated_at=utcnow())
-        )
-        if np.array_equal(old, merged) and row.shingles >= MIN_SHINGLES:
-            return
-        values = merged
-    _write_bands(conn, case_id, values, count, fresh=row is None)
 
 
 def _write_bands(
-    conn: Connection, case_id: int, values: np.ndarray[Any, Any], count: int, *, fresh: bool
+    conn: Connection, case_id: int, values: Signature, count: int, scheme: int, *, fresh: bool
 ) -> None:
     """A case's bands from its signature: none while it has fewer than MIN_SHINGLES."""
     if not fresh:
@@ -267,49 +261,63 @@ def _write_bands(
         return
     conn.execute(
         insert(CaseBand),
-        [{"case_id": case_id, "band": b, "bucket": h} for b, h in enumerate(buckets(values))],
+        [
+            {"case_id": case_id, "band": b, "bucket": h}
+            for b, h in enumerate(buckets(values, scheme))
+        ],
     )
 
 
 def saved_signature(conn: Connection, case_id: int) -> dict[str, Any] | None:
     """A case's signature as JSON-safe values, for a merge record to restore it from."""
     row = conn.execute(
-        select(CaseSignature.hashvalues, CaseSignature.shingles).where(
+        select(CaseSignature.hashvalues, CaseSignature.shingles, CaseSignature.scheme).where(
             CaseSignature.case_id == case_id
         )
     ).one_or_none()
     if row is None:
         return None
-    return {"hashvalues": bytes(row.hashvalues).hex(), "shingles": row.shingles}
+    return {
+        "hashvalues": bytes(row.hashvalues).hex(),
+        "shingles": row.shingles,
+        "scheme": row.scheme,
+    }
 
 
 def restore_signature(conn: Connection, case_id: int, saved: dict[str, Any] | None) -> None:
     """Put back a signature taken by `saved_signature` (None: the case had none), and its
-    bands, which are a function of the signature."""
+    bands, which are a function of the signature. A merge recorded before issue 24 saved
+    no scheme: its signatures are LEGACY, and stay so until the re-index rebuilds them."""
     conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
     conn.execute(delete(CaseSignature).where(CaseSignature.case_id == case_id))
     if saved is None:
         return
     data = bytes.fromhex(saved["hashvalues"])
     count = int(saved["shingles"])
+    scheme = int(saved.get("scheme", LEGACY))
     conn.execute(
         insert(CaseSignature).values(
-            case_id=case_id, hashvalues=data, shingles=count, updated_at=utcnow()
+            case_id=case_id, hashvalues=data, shingles=count, scheme=scheme, updated_at=utcnow()
         )
     )
-    _write_bands(conn, case_id, _decode(data), count, fresh=True)
+    _write_bands(conn, case_id, minhash.decode(data), count, scheme, fresh=True)
 
 
 def fold_case(conn: Connection, source_id: int, into_id: int) -> None:
     """A merge: the survivor's signature becomes that of the union of both cases' texts (the
     element-wise minimum), its bands follow, and the absorbed case leaves the index (it is no
-    longer open, and its text now lives in the survivor's signature)."""
+    longer open, and its text now lives in the survivor's signature). Signatures of two
+    schemes cannot be folded: the survivor, which holds both cases' messages by now, is
+    rebuilt from them."""
     rows = {
         r.case_id: r
         for r in conn.execute(
-            select(CaseSignature.case_id, CaseSignature.hashvalues, CaseSignature.shingles).where(
-                CaseSignature.case_id.in_([source_id, into_id])
-            )
+            select(
+                CaseSignature.case_id,
+                CaseSignature.hashvalues,
+                CaseSignature.shingles,
+                CaseSignature.scheme,
+            ).where(CaseSignature.case_id.in_([source_id, into_id]))
         )
     }
     conn.execute(delete(CaseBand).where(CaseBand.case_id == source_id))
@@ -317,26 +325,103 @@ def fold_case(conn: Connection, source_id: int, into_id: int) -> None:
     source, into = rows.get(source_id), rows.get(into_id)
     if source is None:
         return
-    values = _decode(source.hashvalues)
-    count = source.shingles
-    if into is not None:
-        values = np.minimum(_decode(into.hashvalues), values)
+    values = minhash.decode(source.hashvalues)
+    count, scheme = source.shingles, source.scheme
+    if into is not None and into.scheme != scheme:
+        rebuilt = case_signature(conn, into_id)
+        if rebuilt is None:
+            conn.execute(delete(CaseBand).where(CaseBand.case_id == into_id))
+            conn.execute(delete(CaseSignature).where(CaseSignature.case_id == into_id))
+            return
+        (values, count), scheme = rebuilt, OPH
+    elif into is not None:
+        values = minhash.fold(minhash.decode(into.hashvalues), values)
         count += into.shingles
+    if into is not None:
         conn.execute(
             update(CaseSignature)
             .where(CaseSignature.case_id == into_id)
-            .values(hashvalues=values.astype("<u8").tobytes(), shingles=count, updated_at=utcnow())
+            .values(
+                hashvalues=minhash.encode(values),
+                shingles=count,
+                scheme=scheme,
+                updated_at=utcnow(),
+            )
         )
     else:
         conn.execute(
             insert(CaseSignature).values(
                 case_id=into_id,
-                hashvalues=values.astype("<u8").tobytes(),
+                hashvalues=minhash.encode(values),
                 shingles=count,
+                scheme=scheme,
                 updated_at=utcnow(),
             )
         )
-    _write_bands(conn, into_id, values, count, fresh=into is None)
+    _write_bands(conn, into_id, values, count, scheme, fresh=into is None)
+
+
+def legacy_signatures(conn: Connection) -> int:
+    """How many stored signatures are still LEGACY (waiting for the re-index)."""
+    return int(
+        conn.execute(
+            select(func.count()).select_from(CaseSignature).where(CaseSignature.scheme != OPH)
+        ).scalar_one()
+    )
+
+
+def reindex_batch(engine: Engine, size: int = 200) -> int:
+    """Rebuild up to `size` LEGACY signatures (lowest case ids first) from their cases'
+    stored messages in one write transaction; the number of LEGACY rows it took (0: none
+    left).
+
+    Each row is replaced only if it is still LEGACY when written: a message filed to the
+    case meanwhile rebuilt it already (from the same messages and its own), and on
+    PostgreSQL the conditional UPDATE waits for that writer and then matches no row. So it
+    is idempotent, and resumable: a stopped re-index leaves only whole batches behind."""
+    with write(engine) as conn:
+        ids = list(
+            conn.execute(
+                select(CaseSignature.case_id)
+                .where(CaseSignature.scheme != OPH)
+                .order_by(CaseSignature.case_id)
+                .limit(size)
+            ).scalars()
+        )
+        for case_id in ids:
+            rebuilt = case_signature(conn, case_id)
+            legacy = (CaseSignature.case_id == case_id) & (CaseSignature.scheme != OPH)
+            if rebuilt is None:
+                # No stored words left (erased, or only bounces): nothing to index.
+                if conn.execute(delete(CaseSignature).where(legacy)).rowcount:
+                    conn.execute(delete(CaseBand).where(CaseBand.case_id == case_id))
+                continue
+            values, count = rebuilt
+            changed = conn.execute(
+                update(CaseSignature)
+                .where(legacy)
+                .values(
+                    hashvalues=minhash.encode(values),
+                    shingles=count,
+                    scheme=OPH,
+                    updated_at=utcnow(),
+                )
+            ).rowcount
+            if changed:
+                _write_bands(conn, case_id, values, count, OPH, fresh=False)
+        return len(ids)
+
+
+def reindex(
+    engine: Engine, *, size: int = 200, progress: Callable[[int], None] | None = None
+) -> int:
+    """Rebuild every LEGACY signature, batch after batch; the number of rows taken."""
+    total = 0
+    while done := reindex_batch(engine, size):
+        total += done
+        if progress is not None:
+            progress(total)
+    return total
 
 
 @dataclass(frozen=True)
@@ -363,6 +448,7 @@ class Own:
     hashvalues: bytes
     contact_id: int
     first_inbound_at: datetime
+    scheme: int = OPH
 
 
 def suggestions_for(
@@ -383,23 +469,25 @@ def suggestions_for(
     if not case_ids:
         return result
     own = own if own is not None else _own(conn, case_ids)
-    values = {}
+    values: dict[int, Signature] = {}
     probes: dict[tuple[int, int], list[int]] = {}
     for case_id, row in own.items():
-        values[case_id] = _decode(row.hashvalues)
-        for band, bucket in enumerate(buckets(values[case_id])):
+        values[case_id] = minhash.decode(row.hashvalues)
+        # A LEGACY case probes with the LEGACY buckets, so it only meets LEGACY cases.
+        for band, bucket in enumerate(buckets(values[case_id], row.scheme)):
             probes.setdefault((band, bucket), []).append(case_id)
     return _pair(conn, own, values, probes, result, threshold, window, limit)
 
 
 def _own(conn: Connection, case_ids: list[int]) -> dict[int, Own]:
     return {
-        r.case_id: Own(r.hashvalues, r.contact_id, r.first_inbound_at)
+        r.case_id: Own(r.hashvalues, r.contact_id, r.first_inbound_at, r.scheme)
         for r in conn.execute(
             select(
                 CaseSignature.case_id,
                 CaseSignature.hashvalues,
                 CaseSignature.shingles,
+                CaseSignature.scheme,
                 Case.contact_id,
                 Case.first_inbound_at,
             )
@@ -413,7 +501,7 @@ def _own(conn: Connection, case_ids: list[int]) -> dict[int, Own]:
 def _pair(
     conn: Connection,
     own: dict[int, Own],
-    values: dict[int, Any],
+    values: dict[int, Signature],
     probes: dict[tuple[int, int], list[int]],
     result: dict[int, list[Suggestion]],
     threshold: float,
@@ -446,12 +534,14 @@ def _pair(
     for start in range(0, len(candidate_ids), 900):
         ids = candidate_ids[start : start + 900]
         for sig in conn.execute(
-            select(CaseSignature.case_id, CaseSignature.hashvalues).where(
+            select(CaseSignature.case_id, CaseSignature.hashvalues, CaseSignature.scheme).where(
                 CaseSignature.case_id.in_(ids)
             )
         ):
-            theirs = _decode(sig.hashvalues)
+            theirs = minhash.decode(sig.hashvalues)
             for case_id in asked_by[sig.case_id]:
+                if own[case_id].scheme != sig.scheme:
+                    continue  # never compared across schemes, even on a bucket collision
                 score = similarity(values[case_id], theirs)
                 if score >= threshold:
                     scores[(case_id, sig.case_id)] = score

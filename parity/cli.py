@@ -843,6 +843,30 @@ def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def cmd_suggestions_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild merge-suggestion signatures of the old MinHash scheme from the stored messages
+    (docs/operations/suggestions.md). Exit 0 done (also when nothing was left), 75 the
+    database is unavailable (run it again: it resumes)."""
+    from inbox import suggestions
+
+    engine = _migrated_engine(settings)
+    with read(engine) as conn:
+        before = suggestions.legacy_signatures(conn)
+    total = suggestions.reindex(engine, size=args.batch)
+    if args.json:
+        _print_json({"old_scheme_before": before, "reindexed": total})
+    else:
+        print(f"suggestions: re-indexed {total} signatures of the old scheme ({before} found)")
+    return EXIT_OK
+
+
 def _add_merge_commands(cases: Any, sub: Any) -> None:
     merge = cases.add_parser("merge", help="merge case SOURCE into case INTO (undoable)")
     merge.add_argument("source")
@@ -878,6 +902,15 @@ def _add_merge_commands(cases: Any, sub: Any) -> None:
     erase.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     erase.add_argument("--json", action="store_true", help="print the counts as JSON")
     erase.set_defaults(func=cmd_contacts_erase)
+    similar_sub = sub.add_parser("suggestions", help="the merge suggestions' index").add_subparsers(
+        dest="suggestions_command", required=True
+    )
+    reindex = similar_sub.add_parser(
+        "reindex", help="rebuild signatures of the old MinHash scheme (resumable)"
+    )
+    reindex.add_argument("--batch", type=_positive_int, default=200, help="cases per transaction")
+    reindex.add_argument("--json", action="store_true", help="print the counts as JSON")
+    reindex.set_defaults(func=cmd_suggestions_reindex)
     retention = sub.add_parser(
         "retention", help="erase the content of cases past [retention]"
     ).add_subparsers(dest="retention_command", required=True)

@@ -37,7 +37,7 @@ from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, EMAIL_RELAY, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from connectors.webhook import WebhookSender, url_problem
-from inbox import alerts, audit, csat, erasure, logcontext, notifications
+from inbox import alerts, audit, csat, erasure, logcontext, notifications, suggestions
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.delivery import WayOut, WayState
 from inbox.models import ConnectorState, Intake, utcnow
@@ -577,6 +577,7 @@ class Daemon:
             policy.resolved_case_days > 0 or any(policy.channels.values())
         ):
             tasks.append(asyncio.create_task(self._retention(), name="retention"))
+        tasks.append(asyncio.create_task(self._reindex(), name="reindex"))
         await self.stop.wait()
         log.info("stopping")
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -664,6 +665,9 @@ class Daemon:
             except Exception as exc:  # never let retention take the daemon down
                 log.warning("could not apply the retention policy: %s", exc)
             await _wait_any(policy.interval_s, self.stop)
+
+    async def _reindex(self) -> None:
+        await reindex_signatures(self.engine, self.stop)
 
     async def _heartbeat(self) -> None:
         """Write each connector's state every `heartbeat_s`, and within a second of news.
@@ -761,6 +765,42 @@ def csat_limiter(engine: Engine, settings: csat.CsatSettings) -> csat_page.Limit
             return take_buckets(conn, [bucket], now)
 
     return take
+
+
+async def reindex_signatures(
+    engine: Engine, stop: asyncio.Event, *, size: int = 200, retry_s: float = 30.0
+) -> int:
+    """Rebuild merge-suggestion signatures of the old scheme in the background (issue 24,
+    docs/operations/suggestions.md); the number of rows taken.
+
+    Batch by batch, each its own short write transaction, so intake never waits long behind
+    it; meanwhile old-scheme cases are only compared with each other, so suggestions keep
+    working. Every instance may run it: a row is rebuilt only while it is still of the old
+    scheme. A store without such rows costs one count at start.
+    """
+
+    def left() -> int:
+        with read(engine) as conn:
+            return suggestions.legacy_signatures(conn)
+
+    total = 0
+    while not stop.is_set():
+        try:
+            if total == 0 and not await asyncio.to_thread(left):
+                return 0
+            if total == 0:
+                log.info("suggestions: re-indexing signatures of the old MinHash scheme")
+            done = await asyncio.to_thread(suggestions.reindex_batch, engine, size)
+        except Exception as exc:  # never let the re-index take the daemon down
+            log.warning("could not re-index merge-suggestion signatures: %s", exc)
+            await _wait_any(retry_s, stop)
+            continue
+        if not done:
+            log.info("suggestions: re-indexed %d signatures of the old scheme", total)
+            return total
+        total += done
+        await asyncio.sleep(0)  # let the loop breathe between batches
+    return total
 
 
 async def _wait_any(seconds: float, *events: asyncio.Event) -> None:

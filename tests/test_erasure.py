@@ -20,16 +20,18 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
-from inbox import audit, erasure, report_sql
+from inbox import audit, csat, erasure, report_sql
 from inbox.models import (
     Attachment,
     AuditChain,
     AuditLog,
     Blob,
     Case,
+    CaseMerge,
     Contact,
+    CsatSurvey,
     Identity,
     Message,
     utcnow,
@@ -48,6 +50,7 @@ PHONE = "+14155550177"
 WORD = "xylophonicorn"
 PHRASE = f"my {WORD} kettle exploded on Tuesday"
 SMS_WORD = "quokkablaster"
+CSAT_WORD = "marmalizarding"
 SHARED = b"%PDF-1.4 the same warranty leaflet everybody sends us\n" * 20
 OTHER = "bob.other@example.org"
 OTHER_TEXT = "Bob asks about his invoice number 5531"
@@ -175,9 +178,15 @@ def test_erasing_a_contact_leaves_nothing_of_them(
                 resolved_at=now - timedelta(minutes=5),
             )
         )
+    # Zelda answers the survey of the resolved case with a comment (the rating page's path).
+    assert theirs.case_id is not None
+    survey_id = asked_survey(engine, theirs.case_id, contact_id, now - timedelta(minutes=4))
+    assert csat.record_rating(
+        engine, survey_id, 2, f"The {CSAT_WORD} was rude, Zelda Quintanilla", 7, now=now
+    )
     before = report(engine, now)
     data = store_bytes(engine, db_url)
-    for needle in (ADDRESS, NAME, PHONE, WORD, SMS_WORD):
+    for needle in (ADDRESS, NAME, PHONE, WORD, SMS_WORD, CSAT_WORD):
         assert found(data, needle), f"{needle} should be stored before the erasure"
 
     assert cli.main([*base, "contacts", "erase", ADDRESS]) == 2  # no --yes: nothing done
@@ -189,7 +198,17 @@ def test_erasing_a_contact_leaves_nothing_of_them(
     assert "1 blobs removed" not in out  # the raw mail, the raw SMS: more than one
 
     data = store_bytes(engine, db_url)
-    for needle in (ADDRESS, NAME, "Quintanilla", PHONE, "4155550177", WORD, PHRASE, SMS_WORD):
+    for needle in (
+        ADDRESS,
+        NAME,
+        "Quintanilla",
+        PHONE,
+        "4155550177",
+        WORD,
+        PHRASE,
+        SMS_WORD,
+        CSAT_WORD,
+    ):
         assert not found(data, needle), f"{needle} is still in the store"
     # Bob's mail and the attachment both sent are untouched.
     assert found(data, OTHER) and found(data, "invoice number 5531")
@@ -227,8 +246,36 @@ def test_erasing_a_contact_leaves_nothing_of_them(
     with engine.connect() as conn:
         assert audit.verify(conn).ok
     assert cli.main([*base, "audit", "verify"]) == 0
-    # The figures did not move: timing facts, channels and visibilities stayed.
+    # The figures did not move: timing facts, channels and visibilities stayed, and the
+    # survey's rating (only its comment went).
     assert report(engine, now) == before
+    with engine.connect() as conn:
+        survey = conn.execute(
+            select(CsatSurvey.rating, CsatSurvey.comment).where(CsatSurvey.id == survey_id)
+        ).one()
+    assert (survey.rating, survey.comment) == (2, "")
+
+
+def asked_survey(engine: Engine, case_id: int, contact_id: int, at: datetime) -> int:
+    """A link survey asked of the case's contact (as `parity csat plan` records one)."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                insert(CsatSurvey)
+                .values(
+                    case_id=case_id,
+                    contact_id=contact_id,
+                    case_channel="email",
+                    channel="email",
+                    side="private",
+                    mode="link",
+                    state="asked",
+                    language="en",
+                    asked_at=at,
+                )
+                .returning(CsatSurvey.id)
+            ).scalar_one()
+        )
 
 
 def test_an_erased_value_cannot_be_changed_again(engine: Engine) -> None:
@@ -379,6 +426,34 @@ def test_their_message_merged_into_another_persons_case_is_erased_too(
         refs = {c.id: str(c.reference) for c in conn.execute(select(Case.id, Case.reference))}
     base = ["--settings", settings_file(tmp_path, db_url)]
     assert cli.main([*base, "cases", "merge", refs[theirs.case_id], refs[bobs.case_id]]) == 0
+    # Her SMS case too, once the number is linked to her: the merge record keeps the
+    # threading keys it moved ("phone:+1415..."), and the keys now thread Bob's case.
+    ingest(
+        engine,
+        sms_post("SM" + "7b" * 16, PHONE, f"It is me again, the {SMS_WORD} one. Call me."),
+        channel="sms",
+        connector="twilio",
+        source_key="sms:SM" + "7b" * 16,
+        envelope={"kind": "sms", "address": "+14155550100"},
+    )
+    normalize(engine)
+    with engine.connect() as conn:
+        contact_id = conn.execute(
+            select(Case.contact_id).where(Case.id == theirs.case_id)
+        ).scalar_one()
+        sms_case, sms_ref = conn.execute(
+            select(Case.id, Case.reference).where(Case.channel == "sms")
+        ).one()
+    assert (
+        cli.main([*base, "contacts", "link", "phone", PHONE, "--to-contact", str(contact_id)]) == 0
+    )
+    assert cli.main([*base, "cases", "merge", str(sms_ref), refs[bobs.case_id]]) == 0
+    with engine.connect() as conn:
+        moved = conn.execute(
+            select(CaseMerge.moved).where(CaseMerge.source_case_id == sms_case)
+        ).scalar_one()
+    assert any(PHONE in ref for ref in moved["ref_values"])
+    assert moved["signatures"]["source"] is not None
     with engine.connect() as conn:
         moved_to = conn.execute(
             select(Message.case_id).where(Message.id == theirs.message_id)
@@ -391,7 +466,12 @@ def test_their_message_merged_into_another_persons_case_is_erased_too(
     assert texts[theirs.message_id] == ""
     assert "invoice number 5531" in texts[bobs.message_id]
     data = store_bytes(engine, db_url)
-    assert not found(data, WORD) and not found(data, ADDRESS)
+    for needle in (WORD, ADDRESS, PHONE, "4155550177", SMS_WORD):
+        assert not found(data, needle), f"{needle} is still in the store"
+    with engine.connect() as conn:
+        records = conn.execute(select(CaseMerge.moved)).scalars().all()
+    assert len(records) == 2
+    assert all(r["ref_values"] == [] and "signatures" not in r for r in records)
 
 
 def resolved_case(engine: Engine, sender: str, text: str, resolved: datetime | None) -> int:
