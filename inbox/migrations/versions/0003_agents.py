@@ -2,7 +2,7 @@
 presence, and full-text search
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-21 01:00:00
 
 Search is kept in sync by the database itself, so no writer (the normalizer, a reply, a
