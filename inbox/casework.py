@@ -1390,8 +1390,9 @@ def _queue_reply(
             case.reference,
             case.token,
         )
-        own_id = own_message_id(case.reference, case.token, secrets.token_hex(8), domain)
-        header = f"<{own_id}>"
+        # Kept without angle brackets, like an acknowledgement's: a delivery report names it
+        # that way (inbox.references.bare_message_id), and the relay writes the brackets.
+        header = own_message_id(case.reference, case.token, secrets.token_hex(8), domain)
         if answered is not None and answered.external_id:
             earlier = [str(r) for r in (answered.thread or {}).get("references", [])]
             references = [*earlier[-20:], answered.external_id]
@@ -1432,7 +1433,7 @@ def _queue_reply(
             direction="outbound",
             visibility=visibility,
             dedup_key=f"outbox:{outbox_id}",
-            external_id=header[1:-1] if header else None,
+            external_id=header,
             from_handle="",
             from_name=principal.name,
             subject=subject,
@@ -1463,9 +1464,7 @@ def _queue_reply(
     ).scalar_one()
     if header:
         # The customer's answer names this id in In-Reply-To: it threads back here.
-        conn.execute(
-            insert(MessageRef).values(ref=header[1:-1], case_id=case.id, message_id=message_id)
-        )
+        conn.execute(insert(MessageRef).values(ref=header, case_id=case.id, message_id=message_id))
     return outbox_id, message_id
 
 
