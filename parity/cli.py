@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -829,17 +830,21 @@ def cmd_contacts_erase(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
-    """Apply [retention] now: erase the content of cases resolved too long ago."""
-    from inbox import erasure
+    """Apply [retention] now: erase the content of cases resolved too long ago, and remove
+    reply uploads never sent (unsent_upload_hours)."""
+    from inbox import erasure, uploads
 
     policy = settings.retention
-    count = erasure.run_retention(
-        _engine(settings), policy.resolved_case_days, policy.channels, CHANNELS
-    )
+    engine = _engine(settings)
+    swept = uploads.Swept(0, 0)
+    if policy.unsent_upload_hours > 0:
+        swept = uploads.sweep(engine, keep=timedelta(hours=policy.unsent_upload_hours))
+    count = erasure.run_retention(engine, policy.resolved_case_days, policy.channels, CHANNELS)
     if args.json:
-        _print_json({"cases_erased": count})
+        _print_json({"cases_erased": count, "unsent_uploads_removed": swept.uploads})
     else:
         print(f"retention: erased the content of {count} resolved cases")
+        print(f"retention: removed {swept.uploads} unsent reply uploads ({swept.blobs} blobs)")
     return EXIT_OK
 
 
