@@ -27,6 +27,7 @@ from connectors.registry import RELAY_CHANNEL
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
 from inbox.db import StorageUnavailable, make_engine, read, write
+from inbox.delivery import captured_text
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import mask
 from normalizer import backfill, deadletters
@@ -978,18 +979,26 @@ def cmd_outbox_status(settings: Settings, args: argparse.Namespace) -> int:
                 .order_by(ConnectorState.connector, ConnectorState.instance)
             )
         ]
+    # Trial mode: the relay "sends" into a Maildir nobody reads; said as the banner says it
+    # (inbox.delivery), never as sendable.
+    captured_to = settings.outbox.email.capture_dir or None
+    if can_send and captured_to:
+        can_send, why = False, captured_text(RELAY_CHANNEL, captured_to)
     channels = outbox.counts(engine)
     status = {
         # An output format, kept as it is: the relay's availability (outbox_availability)
         # under the name of the channel it sends, first.
-        RELAY_CHANNEL: {"can_send": can_send, "reason": why},
+        RELAY_CHANNEL: {"can_send": can_send, "reason": why, "captured_to": captured_to},
         "channels": channels,
         "senders": senders,
     }
     if args.json:
         _print_json(status)
         return 0
-    print(f"{RELAY_CHANNEL}: {'can send' if can_send else 'cannot send: ' + str(why)}")
+    if captured_to and why:
+        print(f"{RELAY_CHANNEL}: captured, not sent: {why}")
+    else:
+        print(f"{RELAY_CHANNEL}: {'can send' if can_send else 'cannot send: ' + str(why)}")
     _table(
         "Outbox by channel",
         ["channel", *outbox.STATES, "oldest queued"],
