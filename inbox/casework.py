@@ -1184,18 +1184,19 @@ def reply(
     message_id_domain: str,
     timing: Timing = Timing(),
     limits: FileLimits = FileLimits(),
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Queue a reply in the outbox, to an identity of the case's contact, and record it.
 
     The connector of the channel delivers it; this only decides where it goes and what it
-    says, and marks the case's first response.
+    says, and marks the case's first response. `now`: the clock (tests replay a calendar).
     """
     text = request.text.strip()
     if not text or len(text) > MAX_TEXT:
         raise Invalid(f"a reply has 1 to {MAX_TEXT} characters")
     if request.status not in SETTABLE_STATUSES:
         raise Invalid(f"status is one of {', '.join(SETTABLE_STATUSES)}")
-    now = utcnow()
+    now = now or utcnow()
     with write(engine) as conn:
         case = _case(conn, reference, lock=True)
         _guard(conn, case, principal, now, request.force)
