@@ -8,14 +8,12 @@ server (the sink) and the bounce built around what the sink received.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import func, insert, select
 
 from inbox import casework, migrate
 from inbox.casework import ReplyRequest
@@ -25,11 +23,11 @@ from inbox.outbox import report_delivery
 from inbox.references import bare_message_id
 from normalizer.dsn import DeliveryReport, RecipientStatus
 from normalizer.mail import parse_email
-from tests.conftest import PG_ADMIN_URL
 from tests.support.helpers import FIXTURES, ingest_and_normalize
 from tests.support.outbox_helpers import audit_actions, case_row, drainer_for, mail, outbox_rows
 from tests.support.reply_files import agent
 from tests.support.sink import Sink
+from tests.support.stores import store_at
 
 DSN = FIXTURES / "dsn"
 WHEN = datetime(2026, 11, 23, 10, 3, tzinfo=UTC)
@@ -239,27 +237,8 @@ def test_one_form_of_our_message_ids(written: str) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_at_0020(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database migrated to 0020, as the version before the bare ids left it."""
-    admin = None
-    if request.param == "sqlite":
-        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
-    else:
-        name = f"parity_old_{os.getpid()}_{secrets.token_hex(3)}"
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    migrate.upgrade(engine, "0020")
-    engine.dispose()
-    yield url
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with store_at(request.param, tmp_path, "0020") as url:
+        yield url
 
 
 def test_replies_sent_before_the_upgrade_still_match_their_bounces(store_at_0020: str) -> None:

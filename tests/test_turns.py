@@ -52,6 +52,14 @@ def case_turns(engine: Engine) -> tuple[Any, list[Any]]:
     return case, list(rows)
 
 
+def answer(
+    engine: Engine, agent: Principal, reference: str, text: str, at: datetime
+) -> tuple[Any, list[Any]]:
+    """The agent replies at `at` (the code's clock, never the real one); the turns after."""
+    reply(engine, agent, reference, ReplyRequest(text=text), message_id_domain=DOMAIN, now=at)
+    return case_turns(engine)
+
+
 def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine: Engine) -> None:
     agent = Principal(id=make_user(engine, "sam"), name="sam", role="agent", via="cli")
     # Monday 09:00 + 4 working hours: 13:00 the same day.
@@ -62,15 +70,7 @@ def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine: Engine) -> N
     assert [(t.seq, t.due_at, t.responded_at) for t in rows] == [(0, case.due_at, None)]
 
     answered = opened + timedelta(hours=1)
-    reply(
-        engine,
-        agent,
-        case.reference,
-        ReplyRequest(text="It ships tomorrow."),
-        message_id_domain=DOMAIN,
-        now=answered,
-    )
-    case, rows = case_turns(engine)
+    case, rows = answer(engine, agent, case.reference, "It ships tomorrow.", answered)
     assert (rows[0].responded_at, rows[0].responder_id) == (answered, agent.id)
 
     # Friday 16:00: one working hour that day; Monday is a holiday; three more hours on
@@ -113,15 +113,7 @@ def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine: Engine) -> N
 
     # Our next answer closes turn 1, by the same agent.
     secured = FRIDAY_4PM + timedelta(minutes=50)
-    reply(
-        engine,
-        agent,
-        case.reference,
-        ReplyRequest(text="Secured."),
-        message_id_domain=DOMAIN,
-        now=secured,
-    )
-    case, rows = case_turns(engine)
+    case, rows = answer(engine, agent, case.reference, "Secured.", secured)
     assert (rows[1].responded_at, rows[1].responder_id) == (secured, agent.id)
 
 
@@ -133,14 +125,7 @@ def test_the_queue_orders_by_the_follow_up_due_time(engine):
     ingest(engine, raw, received_at=old)
     normalize(engine, settings)
     [reference] = [c["reference"] for c in queries.list_cases(engine)]
-    reply(
-        engine,
-        agent,
-        reference,
-        ReplyRequest(text="Answer"),
-        message_id_domain=DOMAIN,
-        now=old + timedelta(minutes=30),
-    )
+    answer(engine, agent, reference, "Answer", old + timedelta(minutes=30))
     # A newer case, due at 2026-12-01 14:00, and then the old case's follow-up at 11:00:
     # due 15:00, so it queues after the newer case although the case is older.
     ingest(
