@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
-from inbox.db import insert_ignore, write
+from inbox.db import insert_ignore, read, write
 from inbox.downloads import safe_filename
 from inbox.models import (
     Attachment,
@@ -164,14 +164,16 @@ def sweep(engine: Engine, *, keep: timedelta, now: datetime | None = None) -> Sw
         ReplyDraft.case_id == ReplyUpload.case_id,
         ReplyDraft.updated_at >= cutoff,
     )
+    query = select(ReplyUpload.id, ReplyUpload.sha256).where(
+        ReplyUpload.message_id.is_(None), ReplyUpload.created_at < cutoff, ~recent_draft
+    )
+    # Looked for in a read first: on SQLite every write transaction takes the write lock,
+    # and most sweeps find nothing.
+    with read(engine) as conn:
+        if conn.execute(query.limit(1)).first() is None:
+            return Swept(0, 0)
     with write(engine) as conn:
-        stale = conn.execute(
-            select(ReplyUpload.id, ReplyUpload.sha256).where(
-                ReplyUpload.message_id.is_(None),
-                ReplyUpload.created_at < cutoff,
-                ~recent_draft,
-            )
-        ).all()
+        stale = conn.execute(query).all()
         if not stale:
             return Swept(0, 0)
         conn.execute(delete(ReplyUpload).where(ReplyUpload.id.in_([r.id for r in stale])))
