@@ -15,8 +15,6 @@ creates and drops its own database. Not run by CI.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
 import sys
 import time
@@ -25,16 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from inbox import csat, migrate
-from inbox.db import make_engine
+from bench.pg_scratch import load_average, scratch_database
+from inbox import csat
 from inbox.models import utcnow
-
-ADMIN = os.environ.get(
-    "PARITY_BENCH_PG",
-    os.environ.get("PARITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
-)
 
 GROUP_BY = """
 SELECT case_channel, count(*) FROM csat_surveys
@@ -88,14 +81,7 @@ def main() -> None:
     parser.add_argument("--surveys", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    name = f"parity_bench_csat_{secrets.token_hex(3)}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    try:
-        migrate.upgrade(engine)
+    with scratch_database("parity_bench_csat") as engine:
         print(f"loading {args.surveys:,} surveys", flush=True)
         load(engine, args.surveys)
         until = utcnow() + timedelta(days=1)
@@ -115,15 +101,7 @@ def main() -> None:
         print(f"csat report (3 dimensions)   {whole:8.3f} s")
         print(f"ratio report/GROUP BY        {whole / group_by:8.2f}x")
         print(f"CSAT of the bench data       {data['total']['csat_pct']} %")
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+        print(f"load average                 {load_average()}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ CI: filling takes a few minutes per store.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -41,16 +39,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
+from bench.pg_scratch import scratch_database
 from inbox import migrate, search
 from inbox.accounts import Principal
 from inbox.db import is_sqlite, make_engine
 
-ADMIN = os.environ.get(
-    "PARITY_BENCH_PG",
-    os.environ.get("PARITY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
-)
 MESSAGES_PER_CASE = 10
 VOCABULARY = 20_000
 WORDS = 12
@@ -241,21 +236,10 @@ def report(store: str, rows: list[dict[str, Any]]) -> None:
 
 
 def run_pg(messages: int, repeats: int) -> None:
-    name = f"parity_bench_search_{secrets.token_hex(3)}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(ADMIN.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        migrate.upgrade(engine)
+    with scratch_database("parity_bench_search") as engine:
         print(f"PostgreSQL: loading {messages:,} messages", flush=True)
         fill(engine, messages)
         report("PostgreSQL (tsvector + GIN)", measure(engine, repeats))
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run_sqlite(messages: int, repeats: int) -> None:

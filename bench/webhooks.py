@@ -201,12 +201,38 @@ def print_rates(results: Mapping[str, float], unit: str = "requests/s", rounds: 
         print(f"  ratio parity / bare: {results['parity'] / results['bare aiohttp']:.2f}")
 
 
-def print_load(before: tuple[float, float, float]) -> None:
-    """The load average before the run (`os.getloadavg()` then) and now: how shared the
-    machine was while the figures were taken."""
-    print(
-        "  load average before / after: "
-        + " ".join(f"{x:.2f}" for x in before)
-        + " / "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    )
+Load = tuple[float, float, float]
+# Linux recomputes the load average every 5 seconds (LOAD_FREQ; measured here: a change
+# every 5.0 s). A run shorter than that read the same figures "after" as "before" (seen
+# as "0.73 0.35 0.14 / 0.73 0.35 0.14"): the after sample waits for the next update.
+LOAD_PERIOD_S = 5.0
+
+
+def load_after(
+    before: Load,
+    sample: Callable[[], Load] = os.getloadavg,
+    sleep: Callable[[float], object] = time.sleep,
+    step_s: float = 0.25,
+) -> Load:
+    """The load average after a run: the first figures the kernel computed since `before`
+    was read, waiting at most one update period (the same figures if none came)."""
+    after = sample()
+    for _ in range(int(LOAD_PERIOD_S / step_s) + 2):
+        if after != before:
+            break
+        sleep(step_s)
+        after = sample()
+    return after
+
+
+def load_line(before: Load, after: Load) -> str:
+    text = " ".join(f"{x:.2f}" for x in before) + " / " + " ".join(f"{x:.2f}" for x in after)
+    if after == before:
+        text += " (not recomputed since before)"
+    return "  load average before / after: " + text
+
+
+def print_load(before: Load) -> None:
+    """The load average before the run (`os.getloadavg()` then) and after it: how shared
+    the machine was while the figures were taken."""
+    print(load_line(before, load_after(before)))

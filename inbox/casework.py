@@ -1186,18 +1186,19 @@ def reply(
     message_id_domain: str,
     timing: Timing = Timing(),
     limits: FileLimits = FileLimits(),
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Queue a reply in the outbox, to an identity of the case's contact, and record it.
 
     The connector of the channel delivers it; this only decides where it goes and what it
-    says, and marks the case's first response.
+    says, and marks the case's first response. `now`: the clock (tests replay a calendar).
     """
     text = request.text.strip()
     if not text or len(text) > MAX_TEXT:
         raise Invalid(f"a reply has 1 to {MAX_TEXT} characters")
     if request.status not in SETTABLE_STATUSES:
         raise Invalid(f"status is one of {', '.join(SETTABLE_STATUSES)}")
-    now = utcnow()
+    now = now or utcnow()
     with write(engine) as conn:
         case = _case(conn, reference, lock=True)
         _guard(conn, case, principal, now, request.force)
@@ -1395,8 +1396,9 @@ def _queue_reply(
             case.reference,
             case.token,
         )
-        own_id = own_message_id(case.reference, case.token, secrets.token_hex(8), domain)
-        header = f"<{own_id}>"
+        # Kept without angle brackets, like an acknowledgement's: a delivery report names it
+        # that way (inbox.references.bare_message_id), and the relay writes the brackets.
+        header = own_message_id(case.reference, case.token, secrets.token_hex(8), domain)
         if answered is not None and answered.external_id:
             earlier = [str(r) for r in (answered.thread or {}).get("references", [])]
             references = [*earlier[-20:], answered.external_id]
@@ -1437,7 +1439,7 @@ def _queue_reply(
             direction="outbound",
             visibility=visibility,
             dedup_key=f"outbox:{outbox_id}",
-            external_id=header[1:-1] if header else None,
+            external_id=header,
             from_handle="",
             from_name=principal.name,
             subject=subject,
@@ -1468,9 +1470,7 @@ def _queue_reply(
     ).scalar_one()
     if header:
         # The customer's answer names this id in In-Reply-To: it threads back here.
-        conn.execute(
-            insert(MessageRef).values(ref=header[1:-1], case_id=case.id, message_id=message_id)
-        )
+        conn.execute(insert(MessageRef).values(ref=header, case_id=case.id, message_id=message_id))
     return outbox_id, message_id
 
 

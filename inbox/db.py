@@ -131,10 +131,17 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 def insert_ignore(conn: Connection, table: Any, index: Sequence[str]) -> Insert:
     # `table` is a Table or a mapped class; both dialects' insert() accept either.
-    """INSERT ... ON CONFLICT (index) DO NOTHING, for either dialect."""
+    """INSERT ... ON CONFLICT (index) DO NOTHING, for either dialect. Its result's rowcount
+    is the number of rows it added (a skipped conflict is not one), on both stores."""
+    statement: Insert
     if is_sqlite(conn):
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index))
-    return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index))
+        statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index))
+    else:
+        statement = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index))
+    # SQLAlchemy does not keep the driver's rowcount of an INSERT on PostgreSQL (it reported
+    # -1, "unknown", which a caller's `if rowcount` took for added); the server's own count
+    # ("INSERT 0 n") counts only the rows written. tests/test_insert_ignore.py.
+    return statement.execution_options(preserve_rowcount=True)
 
 
 @contextmanager

@@ -40,6 +40,19 @@ class Notice:
     text: str
 
 
+def label(channel: str) -> str:
+    return CHANNEL_FACTS[channel].label if channel in CHANNEL_FACTS else channel
+
+
+def captured_text(channel: str, where: str) -> str:
+    """What the banner and `parity outbox status` say of a channel in trial mode: one
+    wording, so the command never calls captured mail sendable."""
+    return (
+        f"Trial mode: {label(channel)} is written to {where or 'a Maildir'} instead of "
+        "being sent. Customers receive nothing."
+    )
+
+
 def notices(ways: Iterable[WayOut], queued: Iterable[str]) -> list[Notice]:
     """The banner's lines: every channel whose mail is captured, and every channel with no
     way out that takes messages in or has something queued. A channel neither used nor
@@ -47,23 +60,16 @@ def notices(ways: Iterable[WayOut], queued: Iterable[str]) -> list[Notice]:
     waiting = set(queued)
     out: list[Notice] = []
     for way in ways:
-        label = CHANNEL_FACTS[way.channel].label if way.channel in CHANNEL_FACTS else way.channel
+        name = label(way.channel)
         if way.state == "captured":
-            out.append(
-                Notice(
-                    way.channel,
-                    way.state,
-                    f"Trial mode: {label} is written to {way.reason or 'a Maildir'} instead of "
-                    "being sent. Customers receive nothing.",
-                )
-            )
+            out.append(Notice(way.channel, way.state, captured_text(way.channel, way.reason)))
         elif way.state == "none" and (way.takes_in or way.channel in waiting):
             why = f" ({way.reason})" if way.reason else ""
             out.append(
                 Notice(
                     way.channel,
                     way.state,
-                    f"Nothing goes out on {label}{why}: acknowledgements and replies stay "
+                    f"Nothing goes out on {name}{why}: acknowledgements and replies stay "
                     "queued, and customers receive nothing.",
                 )
             )

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from inbox import audit, suggestions
+from inbox import audit, suggestions, turns
 from inbox.accounts import Principal
 from inbox.casework import Conflict, Invalid, NotFound, _case, _guard
 from inbox.db import read, write
@@ -142,6 +142,18 @@ def merge(
             into_values.update(due_at=source.due_at, due_rule=source.due_rule)
         if into.status == "resolved" and source.status != "resolved":
             into_values.update(status="open")
+        # The turns fold the same way: one wait stays open, the earlier one, and the case's
+        # due time is its due time (docs/agents/merges.md).
+        waiting, moved["turns"] = turns.fold(
+            conn,
+            source_id=source.id,
+            into_id=into.id,
+            source_waits=source.status != "resolved",
+            into_waits=into_values.get("status", into.status) != "resolved",
+            now=now,
+        )
+        if waiting is not None:
+            into_values.update(due_at=waiting.due_at, due_rule=waiting.due_rule)
         conn.execute(update(Case).where(Case.id == into.id).values(**into_values))
         suggestions.fold_case(conn, source.id, into.id)
         # An undo restores the survivor's status only if nobody changed it since.
@@ -172,6 +184,11 @@ def merge(
             "into": into.reference,
             "messages": len(moved["messages"]),
         }
+        turns_after = {
+            "moved": len(moved["turns"]["moved"]),
+            "closed": moved["turns"]["closed"],
+            "open": waiting.id if waiting is not None else None,
+        }
         audit.append(
             conn,
             actor=principal.actor,
@@ -186,7 +203,7 @@ def merge(
             action="case.absorbed",
             case_id=into.id,
             before=into_state,
-            after=details,
+            after={**details, "turns": turns_after},
         )
         row = conn.execute(select(CaseMerge).where(CaseMerge.id == merge_id)).one()
         return merge_json(row, {source.id: source.reference, into.id: into.reference})
@@ -286,6 +303,10 @@ def undo(
                     .values(case_id=row.source_case_id)
                 )
         _restore_signatures(conn, row, returned_ids, kept, texts)
+        if "turns" in moved:  # merges made before turns folded moved none
+            turns.unfold(
+                conn, moved["turns"], source_id=row.source_case_id, into_id=row.into_case_id
+            )
         source_values = _restore(row.source_state)
         into_values = _restore(row.into_state)
         # Activity since the merge is real: keep the later time, never go back before it.
@@ -320,6 +341,7 @@ def undo(
             "source": source_ref,
             "into": refs[row.into_case_id],
             "returned_after_merge": returned_ids,
+            "turns_returned": len(moved.get("turns", {}).get("moved", [])),
         }
         audit.append(
             conn,

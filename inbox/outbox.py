@@ -31,6 +31,7 @@ from inbox import audit
 from inbox.channels import MESSAGE_ID_CHANNELS
 from inbox.db import is_sqlite, write
 from inbox.models import Blob, Case, MessageRef, Outbox, OutboxAttempt, utcnow
+from inbox.references import bare_message_id
 
 STATES = ("queued", "sending", "sent", "delivered", "failed", "undelivered", "unknown")
 # States after which we never send a row again on our own.
@@ -608,7 +609,7 @@ def mark(
     condition = (
         Outbox.provider_id == provider_id
         if provider_id is not None
-        else Outbox.message_id_header == message_id_header
+        else Outbox.message_id_header == bare_message_id(message_id_header or "")
     )
     with write(engine) as conn:
         return int(
@@ -638,7 +639,7 @@ def report_delivery(
                 # A delivery status notification names the Message-ID of the mail it
                 # reports on: only the rows of a channel that sends one can match.
                 Outbox.channel.in_(sorted(MESSAGE_ID_CHANNELS)),
-                Outbox.message_id_header == message_id_header,
+                Outbox.message_id_header == bare_message_id(message_id_header),
                 Outbox.state.in_(("sent", "unknown", "delivered")),
             )
         )

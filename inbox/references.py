@@ -30,6 +30,17 @@ def own_message_id(reference: str, token: str, unique: str, domain: str) -> str:
     return f"parity.{reference}.{token}.{unique}@{domain}"
 
 
+def bare_message_id(value: str) -> str:
+    """A Message-ID as the outbox keeps it and a delivery report is matched by: without its
+    angle brackets. Every side that writes or compares our ids goes through this one form,
+    so a DSN names the same string the outbox row holds (the brackets are the relay's to
+    write, on the wire only)."""
+    text = value.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text
+
+
 def find_references(*texts: str) -> list[str]:
     """Case references cited in the texts, first mention first."""
     found: dict[str, None] = {}

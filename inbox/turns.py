@@ -25,6 +25,7 @@ class OpenTurn:
     id: int
     seq: int
     due_at: datetime
+    due_rule: str | None = None
 
 
 def decide(open_turn: OpenTurn | None, candidate: datetime, *, reopened: bool) -> Action:
@@ -42,7 +43,7 @@ def decide(open_turn: OpenTurn | None, candidate: datetime, *, reopened: bool) -
 
 def open_turn(conn: Connection, case_id: int) -> OpenTurn | None:
     row = conn.execute(
-        select(CaseTurn.id, CaseTurn.seq, CaseTurn.due_at)
+        select(CaseTurn.id, CaseTurn.seq, CaseTurn.due_at, CaseTurn.due_rule)
         .where(
             CaseTurn.case_id == case_id,
             CaseTurn.responded_at.is_(None),
@@ -51,7 +52,7 @@ def open_turn(conn: Connection, case_id: int) -> OpenTurn | None:
         .order_by(CaseTurn.seq.desc())
         .limit(1)
     ).first()
-    return OpenTurn(row.id, row.seq, row.due_at) if row is not None else None
+    return OpenTurn(row.id, row.seq, row.due_at, row.due_rule) if row is not None else None
 
 
 def first_row(case_id: int, at: datetime, due: datetime, rule: str | None) -> dict[str, Any]:
@@ -109,3 +110,86 @@ def answered(conn: Connection, case_id: int, at: datetime, responder_id: int | N
         )
         .values(responded_at=at, responder_id=responder_id)
     )
+
+
+def fold_waits(
+    into_wait: OpenTurn | None, source_wait: OpenTurn | None
+) -> tuple[OpenTurn | None, OpenTurn | None]:
+    """Of the two cases' waiting turns at a merge, (the one that keeps waiting, the one folded
+    into it). The earlier due time wins, as the case row keeps the earlier promise; on a tie
+    the surviving case's own turn does."""
+    if into_wait is None or source_wait is None:
+        return into_wait or source_wait, None
+    if source_wait.due_at < into_wait.due_at:
+        return source_wait, into_wait
+    return into_wait, source_wait
+
+
+def fold(
+    conn: Connection,
+    *,
+    source_id: int,
+    into_id: int,
+    source_waits: bool,
+    into_waits: bool,
+    now: datetime,
+) -> tuple[OpenTurn | None, dict[str, Any]]:
+    """A merge moves the absorbed case's turns to the survivor, after its own (so its answered
+    turns still count as next responses there), and leaves one turn waiting.
+
+    `*_waits`: whether that case is still waiting for us (not resolved) once merged. A turn
+    left open by a case that does not wait (resolved without a reply) ends now, as a reopen
+    ends it. Returns the turn that waits (None: none does) and what an undo needs.
+    """
+    into_open, source_open = open_turn(conn, into_id), open_turn(conn, source_id)
+    closed: list[int] = []
+    if source_open is not None and not source_waits:
+        closed.append(source_open.id)
+        source_open = None
+    if into_open is not None and not into_waits:
+        closed.append(into_open.id)
+        into_open = None
+    waiting, folded = fold_waits(into_open, source_open)
+    if folded is not None:
+        closed.append(folded.id)
+    if closed:
+        conn.execute(update(CaseTurn).where(CaseTurn.id.in_(closed)).values(closed_at=now))
+    base = conn.execute(
+        select(func.coalesce(func.max(CaseTurn.seq) + 1, 0)).where(CaseTurn.case_id == into_id)
+    ).scalar_one()
+    moved: list[list[int]] = []
+    for turn_id, seq in conn.execute(
+        select(CaseTurn.id, CaseTurn.seq)
+        .where(CaseTurn.case_id == source_id)
+        .order_by(CaseTurn.seq)
+    ).all():
+        conn.execute(
+            update(CaseTurn)
+            .where(CaseTurn.id == turn_id)
+            .values(case_id=into_id, seq=base + len(moved))
+        )
+        moved.append([turn_id, seq])
+    return waiting, {"moved": moved, "closed": closed}
+
+
+def unfold(conn: Connection, record: dict[str, Any], *, source_id: int, into_id: int) -> None:
+    """Undo `fold`: the absorbed case's turns go back under their own numbers, and a wait the
+    merge ended waits again, unless its case has another open turn by now (a follow-up
+    since the merge started one)."""
+    for turn_id, seq in record.get("moved", []):
+        conn.execute(
+            update(CaseTurn)
+            .where(CaseTurn.id == turn_id, CaseTurn.case_id == into_id)
+            .values(case_id=source_id, seq=seq)
+        )
+    for turn_id in record.get("closed", []):
+        case_id = conn.execute(
+            select(CaseTurn.case_id).where(CaseTurn.id == turn_id)
+        ).scalar_one_or_none()
+        if case_id is None or open_turn(conn, case_id) is not None:
+            continue
+        conn.execute(
+            update(CaseTurn)
+            .where(CaseTurn.id == turn_id, CaseTurn.responded_at.is_(None))
+            .values(closed_at=None)
+        )

@@ -11,13 +11,24 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, delete, exists, insert, or_, select, update
 
-from inbox.db import insert_ignore
+from inbox.db import insert_ignore, read, write
 from inbox.downloads import safe_filename
-from inbox.models import Attachment, Blob, ReplyUpload, utcnow
+from inbox.models import (
+    Attachment,
+    Blob,
+    DeadLetter,
+    Intake,
+    Message,
+    ReplyDraft,
+    ReplyUpload,
+    utcnow,
+)
 
 # A content type as a browser declares it: a token/token pair, nothing a header could be
 # bent by. Anything else is opaque bytes.
@@ -132,3 +143,56 @@ def describe(conn: Connection, *, user_id: int, case_id: int, ids: Sequence[int]
             .order_by(ReplyUpload.id)
         )
     ]
+
+
+@dataclass(frozen=True)
+class Swept:
+    uploads: int  # unsent upload rows removed
+    blobs: int  # their blobs removed (a blob something else still uses is kept)
+
+
+def sweep(engine: Engine, *, keep: timedelta, now: datetime | None = None) -> Swept:
+    """Remove uploads never sent whose last touch is older than `keep`: the upload itself, or
+    the uploader's draft on that case, whichever is later (an agent still writing that draft
+    keeps their files). Without this an abandoned reply's files stayed for ever.
+
+    A blob goes too when nothing else refers to it; blobs are content-addressed and shared
+    (the same file sent, received, or uploaded by someone else stays)."""
+    cutoff = (now or utcnow()) - keep
+    recent_draft = exists().where(
+        ReplyDraft.user_id == ReplyUpload.user_id,
+        ReplyDraft.case_id == ReplyUpload.case_id,
+        ReplyDraft.updated_at >= cutoff,
+    )
+    query = select(ReplyUpload.id, ReplyUpload.sha256).where(
+        ReplyUpload.message_id.is_(None), ReplyUpload.created_at < cutoff, ~recent_draft
+    )
+    # Looked for in a read first: on SQLite every write transaction takes the write lock,
+    # and most sweeps find nothing.
+    with read(engine) as conn:
+        if conn.execute(query.limit(1)).first() is None:
+            return Swept(0, 0)
+    with write(engine) as conn:
+        stale = conn.execute(query).all()
+        if not stale:
+            return Swept(0, 0)
+        conn.execute(delete(ReplyUpload).where(ReplyUpload.id.in_([r.id for r in stale])))
+        shas = sorted({r.sha256 for r in stale})
+        used = set(
+            conn.execute(
+                select(Blob.sha256).where(
+                    Blob.sha256.in_(shas),
+                    or_(
+                        exists().where(Intake.raw_sha256 == Blob.sha256),
+                        exists().where(Message.raw_sha256 == Blob.sha256),
+                        exists().where(Attachment.sha256 == Blob.sha256),
+                        exists().where(DeadLetter.raw_sha256 == Blob.sha256),
+                        exists().where(ReplyUpload.sha256 == Blob.sha256),
+                    ),
+                )
+            ).scalars()
+        )
+        unused = [sha for sha in shas if sha not in used]
+        if unused:
+            conn.execute(delete(Blob).where(Blob.sha256.in_(unused)))
+        return Swept(len(stale), len(unused))

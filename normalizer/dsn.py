@@ -16,6 +16,8 @@ from email.message import Message
 from email.parser import HeaderParser
 from typing import Any, Literal
 
+from inbox.references import bare_message_id
+
 # The actions RFC 3464 section 2.3.3 defines; anything else is read as unknown.
 _ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
 Outcome = Literal["undelivered", "delivered", "delayed"]
@@ -137,7 +139,7 @@ def delivery_report(msg: Message) -> DeliveryReport | None:
     original = _original_headers(msg)
     message_id = None
     if original is not None and original.get("message-id"):
-        message_id = str(original["message-id"]).strip().strip("<>").strip() or None
+        message_id = bare_message_id(str(original["message-id"])) or None
     if not recipients and message_id is None:
         return None
     return DeliveryReport(original_message_id=message_id, recipients=tuple(recipients))

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from connectors.registry import RELAY_CHANNEL
 from inbox import audit, migrate, outbox, queries
 from inbox.channels import IDENTITY_KIND_NAMES
 from inbox.db import StorageUnavailable, make_engine, read, write
+from inbox.delivery import captured_text
 from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import mask
 from normalizer import backfill, deadletters
@@ -829,17 +831,21 @@ def cmd_contacts_erase(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
-    """Apply [retention] now: erase the content of cases resolved too long ago."""
-    from inbox import erasure
+    """Apply [retention] now: erase the content of cases resolved too long ago, and remove
+    reply uploads never sent (unsent_upload_hours)."""
+    from inbox import erasure, uploads
 
     policy = settings.retention
-    count = erasure.run_retention(
-        _engine(settings), policy.resolved_case_days, policy.channels, CHANNELS
-    )
+    engine = _engine(settings)
+    swept = uploads.Swept(0, 0)
+    if policy.unsent_upload_hours > 0:
+        swept = uploads.sweep(engine, keep=timedelta(hours=policy.unsent_upload_hours))
+    count = erasure.run_retention(engine, policy.resolved_case_days, policy.channels, CHANNELS)
     if args.json:
-        _print_json({"cases_erased": count})
+        _print_json({"cases_erased": count, "unsent_uploads_removed": swept.uploads})
     else:
         print(f"retention: erased the content of {count} resolved cases")
+        print(f"retention: removed {swept.uploads} unsent reply uploads ({swept.blobs} blobs)")
     return EXIT_OK
 
 
@@ -1006,18 +1012,26 @@ def cmd_outbox_status(settings: Settings, args: argparse.Namespace) -> int:
                 .order_by(ConnectorState.connector, ConnectorState.instance)
             )
         ]
+    # Trial mode: the relay "sends" into a Maildir nobody reads; said as the banner says it
+    # (inbox.delivery), never as sendable.
+    captured_to = settings.outbox.email.capture_dir or None
+    if can_send and captured_to:
+        can_send, why = False, captured_text(RELAY_CHANNEL, captured_to)
     channels = outbox.counts(engine)
     status = {
         # An output format, kept as it is: the relay's availability (outbox_availability)
         # under the name of the channel it sends, first.
-        RELAY_CHANNEL: {"can_send": can_send, "reason": why},
+        RELAY_CHANNEL: {"can_send": can_send, "reason": why, "captured_to": captured_to},
         "channels": channels,
         "senders": senders,
     }
     if args.json:
         _print_json(status)
         return 0
-    print(f"{RELAY_CHANNEL}: {'can send' if can_send else 'cannot send: ' + str(why)}")
+    if captured_to and why:
+        print(f"{RELAY_CHANNEL}: captured, not sent: {why}")
+    else:
+        print(f"{RELAY_CHANNEL}: {'can send' if can_send else 'cannot send: ' + str(why)}")
     _table(
         "Outbox by channel",
         ["channel", *outbox.STATES, "oldest queued"],

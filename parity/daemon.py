@@ -37,7 +37,7 @@ from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, EMAIL_RELAY, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from connectors.webhook import WebhookSender, url_problem
-from inbox import alerts, audit, csat, erasure, logcontext, notifications, suggestions
+from inbox import alerts, audit, csat, erasure, logcontext, notifications, suggestions, uploads
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.delivery import WayOut, WayState
 from inbox.models import ConnectorState, Intake, utcnow
@@ -574,7 +574,9 @@ class Daemon:
             tasks.append(asyncio.create_task(self._notify(), name="notifications"))
         policy = self.settings.retention
         if policy.interval_s > 0 and (
-            policy.resolved_case_days > 0 or any(policy.channels.values())
+            policy.resolved_case_days > 0
+            or any(policy.channels.values())
+            or policy.unsent_upload_hours > 0
         ):
             tasks.append(asyncio.create_task(self._retention(), name="retention"))
         tasks.append(asyncio.create_task(self._reindex(), name="reindex"))
@@ -652,16 +654,26 @@ class Daemon:
         """
         policy = self.settings.retention
 
-        def run() -> int:
-            return erasure.run_retention(
+        def run() -> tuple[int, uploads.Swept]:
+            swept = uploads.Swept(0, 0)
+            if policy.unsent_upload_hours > 0:
+                swept = uploads.sweep(self.engine, keep=timedelta(hours=policy.unsent_upload_hours))
+            erased = erasure.run_retention(
                 self.engine, policy.resolved_case_days, policy.channels, CHANNELS
             )
+            return erased, swept
 
         while not self.stop.is_set():
             try:
-                erased = await asyncio.to_thread(run)
+                erased, swept = await asyncio.to_thread(run)
                 if erased:
                     log.info("retention: erased the content of %d resolved cases", erased)
+                if swept.uploads:
+                    log.info(
+                        "retention: removed %d unsent reply uploads (%d blobs)",
+                        swept.uploads,
+                        swept.blobs,
+                    )
             except Exception as exc:  # never let retention take the daemon down
                 log.warning("could not apply the retention policy: %s", exc)
             await _wait_any(policy.interval_s, self.stop)

@@ -56,6 +56,9 @@ class RetentionSettings(Strict):
     channels: dict[str, int] = Field(default_factory=dict)
     # `parity run` applies the policy this often (seconds; 0: only `parity retention run`).
     interval_s: int = Field(default=3600, ge=0, le=7 * 86400)
+    # Files uploaded for a reply that was never sent are removed this many hours after they
+    # were uploaded or their draft was last touched, whichever is later (0: kept for ever).
+    unsent_upload_hours: int = Field(default=24, ge=0, le=24 * 3650)
 
     @field_validator("channels")
     @classmethod

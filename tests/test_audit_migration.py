@@ -7,46 +7,26 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, delete, text, update
+from sqlalchemy import delete, text, update
 
 from inbox import audit, migrate
 from inbox.db import make_engine, write
 from inbox.models import AuditLog
-from tests.conftest import PG_ADMIN_URL
 from tests.support.inbox_helpers import bulk_cases
+from tests.support.stores import store_at
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database migrated only to 0008, as the version before this one left it."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-        name = None
-    else:
-        name = f"parity_old_{os.getpid()}_{secrets.token_hex(3)}"
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    migrate.upgrade(engine, "0008")
-    engine.dispose()
-    yield url
-    if name is not None:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with store_at(request.param, tmp_path, "0008") as url:
+        yield url
 
 
 def _old_hmac(prev: str, at: datetime, actor: str, action: str, after: dict[str, Any]) -> str:

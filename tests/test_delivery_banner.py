@@ -137,3 +137,47 @@ async def test_no_banner_where_the_composition_root_says_nothing(api: Any, engin
     make_user(engine, "ann")
     client, _ = await api.session("ann")
     assert 'id="delivery-banner"' not in await (await client.get("/queue")).text()
+
+
+@pytest.mark.parametrize(
+    ("relay", "line", "can_send", "captured_to"),
+    [
+        (
+            'capture_dir = "trial-mail"\n',
+            "email: captured, not sent: Trial mode: email is written to trial-mail instead of "
+            "being sent. Customers receive nothing.",
+            False,
+            "trial-mail",
+        ),
+        ('host = "relay.example.net"\n', "email: can send", True, None),
+        (
+            "",
+            "email: cannot send: no relay configured ([outbox.email] host); email stays queued",
+            False,
+            None,
+        ),
+    ],
+)
+def test_outbox_status_says_mail_is_captured_not_sent(
+    db_url: str,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    relay: str,
+    line: str,
+    can_send: bool,
+    captured_to: str | None,
+) -> None:
+    """`parity outbox status` says what the banner says: a trial Maildir is not sending."""
+    import json
+
+    from parity.cli import main
+
+    settings = tmp_path / "settings.toml"
+    settings.write_text(
+        f'[database]\nurl = "{db_url}"\nurl_env = "PARITY_TEST_UNSET_URL"\n[outbox.email]\n{relay}'
+    )
+    assert main(["--settings", str(settings), "outbox", "status"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == line
+    assert main(["--settings", str(settings), "outbox", "status", "--json"]) == 0
+    email = json.loads(capsys.readouterr().out)["email"]
+    assert (email["can_send"], email["captured_to"]) == (can_send, captured_to)

@@ -8,17 +8,26 @@ server (the sink) and the bounce built around what the sink received.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from inbox.models import Case
+from inbox import casework, migrate
+from inbox.casework import ReplyRequest
+from inbox.db import make_engine, write
+from inbox.models import Case, Outbox
+from inbox.outbox import report_delivery
+from inbox.references import bare_message_id
 from normalizer.dsn import DeliveryReport, RecipientStatus
 from normalizer.mail import parse_email
 from tests.support.helpers import FIXTURES, ingest_and_normalize
 from tests.support.outbox_helpers import audit_actions, case_row, drainer_for, mail, outbox_rows
+from tests.support.reply_files import agent
 from tests.support.sink import Sink
+from tests.support.stores import store_at
 
 DSN = FIXTURES / "dsn"
 WHEN = datetime(2026, 11, 23, 10, 3, tzinfo=UTC)
@@ -171,3 +180,99 @@ def test_the_same_bounce_twice_moves_the_row_once(engine, sink: Sink):
     ingest_and_normalize(engine, raw, envelope={"mail_from": ""}, source_key="again")
     assert [r.state for r in outbox_rows(engine)] == ["undelivered"]
     assert [a for a, _ in audit_actions(engine, case_id)].count("ack.undelivered") == 1
+
+
+def _agent_reply_sent(engine, sink: Sink, case_id: int) -> str:
+    """An agent answers the case by mail; the id the customer's server saw, without brackets."""
+    principal = agent(engine)
+    reference = case_row(engine, case_id).reference
+    casework.reply(
+        engine,
+        principal,
+        reference,
+        ReplyRequest(text="Your account is unlocked now."),
+        message_id_domain="support.example.com",
+    )
+    assert drainer_for(engine, sink).drain_once().sent == 1
+    sent = sink.delivered[-1].parsed()
+    assert sent["Subject"].startswith("Re:")
+    return str(sent["Message-ID"]).strip().removeprefix("<").removesuffix(">")
+
+
+def test_a_bounced_agent_reply_is_undelivered_and_the_acknowledgement_is_untouched(
+    engine, sink: Sink
+):
+    case_id, _ = _acknowledged_case(engine, sink)
+    reply_id = _agent_reply_sent(engine, sink, case_id)
+
+    bounce = ingest_and_normalize(
+        engine, postfix_bounce(reply_id), envelope={"mail_from": "", "rcpt_tos": []}
+    )
+
+    assert bounce.case_id == case_id
+    assert [(r.kind, r.state) for r in outbox_rows(engine)] == [
+        ("ack", "sent"),
+        ("reply", "undelivered"),
+    ]
+    reply_row = outbox_rows(engine)[1]
+    assert "User unknown" in (reply_row.last_error or "")
+    assert case_row(engine, case_id).ack_state == "sent"
+    actions = [a for a, _ in audit_actions(engine, case_id)]
+    assert actions.count("reply.undelivered") == 1
+    assert "ack.undelivered" not in actions
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "<parity.x.1@support.example.com>",
+        " parity.x.1@support.example.com ",
+        "parity.x.1@support.example.com",
+    ],
+)
+def test_one_form_of_our_message_ids(written: str) -> None:
+    assert bare_message_id(written) == "parity.x.1@support.example.com"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at_0020(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database migrated to 0020, as the version before the bare ids left it."""
+    with store_at(request.param, tmp_path, "0020") as url:
+        yield url
+
+
+def test_replies_sent_before_the_upgrade_still_match_their_bounces(store_at_0020: str) -> None:
+    engine = make_engine(store_at_0020)
+    try:
+        old_ids = {
+            "reply": "<parity.C-000001.abcdefghijkl.00ff@support.example.com>",
+            "ack": "parity.C-000001.abcdefghijkl.1.00aa@support.example.com",
+        }
+        with engine.begin() as conn:
+            for kind, header in old_ids.items():
+                conn.execute(
+                    insert(Outbox).values(
+                        kind=kind,
+                        channel="email",
+                        recipient="ann@example.org",
+                        message_id_header=header,
+                        state="sent",
+                    )
+                )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            kept = {k: h for k, h in conn.execute(select(Outbox.kind, Outbox.message_id_header))}
+        assert kept == {
+            "reply": "parity.C-000001.abcdefghijkl.00ff@support.example.com",
+            "ack": "parity.C-000001.abcdefghijkl.1.00aa@support.example.com",
+        }
+        with write(engine) as conn:
+            moved = report_delivery(
+                conn,
+                message_id_header="parity.C-000001.abcdefghijkl.00ff@support.example.com",
+                outcome="undelivered",
+                reason="5.1.1 user unknown",
+            )
+        assert len(moved) == 1
+    finally:
+        engine.dispose()

@@ -10,9 +10,18 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from inbox import audit, casework, identities, merges
+from inbox import audit, casework, identities, merges, turns
 from inbox.accounts import Principal
-from inbox.models import AuditLog, Case, CaseNote, Identity, Message, MessageRef, Receipt
+from inbox.models import (
+    AuditLog,
+    Case,
+    CaseNote,
+    CaseTurn,
+    Identity,
+    Message,
+    MessageRef,
+    Receipt,
+)
 from tests.support.helpers import ingest_and_normalize
 from tests.support.inbox_helpers import case_row, email_case, mail, make_user
 
@@ -97,6 +106,69 @@ def test_merge_keeps_everything_and_undo_restores_both(engine: Engine) -> None:
         assert audit.verify(conn).ok
     with pytest.raises(casework.Conflict):
         merges.undo(engine, who, record["id"])
+
+
+def turns_of(engine: Engine, reference: str) -> list[tuple[int, int, datetime, bool, bool]]:
+    """A case's turns as (id, seq, due_at, answered, closed), in seq order."""
+    case_id = case_row(engine, reference).id
+    with engine.connect() as conn:
+        return [
+            (t.id, t.seq, t.due_at, t.responded_at is not None, t.closed_at is not None)
+            for t in conn.execute(
+                select(CaseTurn).where(CaseTurn.case_id == case_id).order_by(CaseTurn.seq)
+            )
+        ]
+
+
+def test_a_merge_folds_the_turns_and_the_earlier_open_one_waits(engine: Engine) -> None:
+    who = agent(engine)
+    a, b = two_cases(engine, who)  # a's question came an hour before b's
+    (a_turn,), (b_turn,) = turns_of(engine, a), turns_of(engine, b)
+    a_id, _, a_due, _, _ = a_turn
+    b_id, _, b_due, _, _ = b_turn
+    assert a_due < b_due
+
+    record = merges.merge(engine, who, a, b)  # the earlier case into the later one
+
+    # a's turn moves after b's own; the earlier due time is the one still waiting, b's own
+    # wait is folded into it (closed), and the case's due time is the open turn's.
+    assert turns_of(engine, a) == []
+    assert turns_of(engine, b) == [
+        (b_id, 0, b_due, False, True),
+        (a_id, 1, a_due, False, False),
+    ]
+    assert case_row(engine, b).due_at == a_due
+    with engine.connect() as conn:
+        absorbed = conn.execute(
+            select(AuditLog.after).where(AuditLog.action == "case.absorbed")
+        ).scalar_one()
+    assert absorbed["turns"] == {"moved": 1, "closed": [b_id], "open": a_id}
+
+    # An answer on the survivor answers the one wait, and the report sees both turns.
+    casework.reply(
+        engine, who, b, casework.ReplyRequest(text="Unlocked."), message_id_domain="x.example"
+    )
+    assert [(t[3], t[4]) for t in turns_of(engine, b)] == [(False, True), (True, False)]
+
+    merges.undo(engine, who, record["id"])
+    assert turns_of(engine, a) == [(a_id, 0, a_due, True, False)]
+    assert turns_of(engine, b) == [(b_id, 0, b_due, False, False)]
+
+
+def test_a_resolved_case_merged_in_brings_its_turns_but_no_wait(engine: Engine) -> None:
+    who = agent(engine)
+    a, b = two_cases(engine, who)
+    casework.set_status(engine, who, a, "resolved")
+    (a_turn,), (b_turn,) = turns_of(engine, a), turns_of(engine, b)
+
+    record = merges.merge(engine, who, a, b)
+
+    # Resolved without a reply: a's wait ended, as a reopen would end it; b's still waits.
+    assert turns_of(engine, b) == [b_turn, (a_turn[0], 1, a_turn[2], False, True)]
+    assert case_row(engine, b).due_at == b_turn[2]
+    merges.undo(engine, who, record["id"])
+    assert turns_of(engine, a) == [a_turn]
+    assert turns_of(engine, b) == [b_turn]
 
 
 def test_undo_after_new_messages_sends_back_only_the_absorbed_thread(engine: Engine) -> None:
@@ -256,3 +328,28 @@ def test_token_of_a_merged_case_threads_to_the_survivor(engine: Engine) -> None:
         assert conn.execute(select(Case.status).where(Case.reference == b)).scalar_one() == (
             "merged"
         )
+
+
+def _wait(turn_id: int, hour: int) -> turns.OpenTurn:
+    return turns.OpenTurn(turn_id, 0, datetime(2026, 1, 5, hour, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("into_wait", "source_wait", "kept", "folded"),
+    [
+        (None, None, None, None),
+        (_wait(1, 9), None, 1, None),
+        (None, _wait(2, 9), 2, None),
+        (_wait(1, 9), _wait(2, 10), 1, 2),
+        (_wait(1, 11), _wait(2, 10), 2, 1),
+        (_wait(1, 10), _wait(2, 10), 1, 2),  # a tie: the survivor's own
+    ],
+)
+def test_the_earlier_wait_is_kept(
+    into_wait: turns.OpenTurn | None,
+    source_wait: turns.OpenTurn | None,
+    kept: int | None,
+    folded: int | None,
+) -> None:
+    keep, fold = turns.fold_waits(into_wait, source_wait)
+    assert (keep.id if keep else None, fold.id if fold else None) == (kept, folded)

@@ -2,7 +2,10 @@
 follow-up after we answered waits under the same SLA policy as a new case (business hours,
 holidays, content rules; never the channel), and the queue orders by it.
 
-Expected due times are worked out by hand from the calendar below."""
+Expected due times are worked out by hand from the calendar below. Every step, the agent's
+replies too, happens at a time given to the code, so the calendar never meets the real clock
+(it used to: the replies were stamped with today, and the story's order depended on the date
+the suite ran)."""
 
 from __future__ import annotations
 
@@ -49,6 +52,14 @@ def case_turns(engine: Engine) -> tuple[Any, list[Any]]:
     return case, list(rows)
 
 
+def answer(
+    engine: Engine, agent: Principal, reference: str, text: str, at: datetime
+) -> tuple[Any, list[Any]]:
+    """The agent replies at `at` (the code's clock, never the real one); the turns after."""
+    reply(engine, agent, reference, ReplyRequest(text=text), message_id_domain=DOMAIN, now=at)
+    return case_turns(engine)
+
+
 def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine: Engine) -> None:
     agent = Principal(id=make_user(engine, "sam"), name="sam", role="agent", via="cli")
     # Monday 09:00 + 4 working hours: 13:00 the same day.
@@ -58,15 +69,9 @@ def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine: Engine) -> N
     assert case.due_at == datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
     assert [(t.seq, t.due_at, t.responded_at) for t in rows] == [(0, case.due_at, None)]
 
-    reply(
-        engine,
-        agent,
-        case.reference,
-        ReplyRequest(text="It ships tomorrow."),
-        message_id_domain=DOMAIN,
-    )
-    case, rows = case_turns(engine)
-    assert rows[0].responded_at is not None and rows[0].responder_id == agent.id
+    answered = opened + timedelta(hours=1)
+    case, rows = answer(engine, agent, case.reference, "It ships tomorrow.", answered)
+    assert (rows[0].responded_at, rows[0].responder_id) == (answered, agent.id)
 
     # Friday 16:00: one working hour that day; Monday is a holiday; three more hours on
     # Tuesday from 09:00: due Tuesday 12:00.
@@ -107,9 +112,9 @@ def test_a_follow_up_after_our_answer_gets_its_own_due_time(engine: Engine) -> N
     assert case.due_rule == rows[1].due_rule == "hacked"
 
     # Our next answer closes turn 1, by the same agent.
-    reply(engine, agent, case.reference, ReplyRequest(text="Secured."), message_id_domain=DOMAIN)
-    case, rows = case_turns(engine)
-    assert rows[1].responded_at is not None and rows[1].responder_id == agent.id
+    secured = FRIDAY_4PM + timedelta(minutes=50)
+    case, rows = answer(engine, agent, case.reference, "Secured.", secured)
+    assert (rows[1].responded_at, rows[1].responder_id) == (secured, agent.id)
 
 
 def test_the_queue_orders_by_the_follow_up_due_time(engine):
@@ -120,7 +125,7 @@ def test_the_queue_orders_by_the_follow_up_due_time(engine):
     ingest(engine, raw, received_at=old)
     normalize(engine, settings)
     [reference] = [c["reference"] for c in queries.list_cases(engine)]
-    reply(engine, agent, reference, ReplyRequest(text="Answer"), message_id_domain=DOMAIN)
+    answer(engine, agent, reference, "Answer", old + timedelta(minutes=30))
     # A newer case, due at 2026-12-01 14:00, and then the old case's follow-up at 11:00:
     # due 15:00, so it queues after the newer case although the case is older.
     ingest(

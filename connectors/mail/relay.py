@@ -37,6 +37,7 @@ from inbox import tokens
 from inbox.delivery import CAPTURED_PREFIX
 from inbox.models import utcnow
 from inbox.outbox import Claimed
+from inbox.references import bare_message_id
 from inbox.secrets import Secret, from_env
 from normalizer.acks import header_text
 from normalizer.mail import OWN_HEADER
@@ -65,13 +66,8 @@ def relay_availability(outbox: OutboxSettings) -> tuple[bool, str | None]:
 def safe_ids(ids: list[str] | tuple[str, ...]) -> list[str]:
     # An agent's reply keeps its ids in angle brackets (inbox.casework), an acknowledgement
     # without: both are the same id, and the brackets are ours to write.
-    bare = (_bare(i) for i in ids if isinstance(i, str))
+    bare = (bare_message_id(i) for i in ids if isinstance(i, str))
     return [i for i in bare if _SAFE_ID.match(i)]
-
-
-def _bare(message_id: str) -> str:
-    value = message_id.strip()
-    return value[1:-1] if value.startswith("<") and value.endswith(">") else value
 
 
 def compose_email(
@@ -97,7 +93,7 @@ def compose_email(
     # BCC addresses are envelope recipients only (send): never a header anyone receives.
     msg["Subject"] = header_text(row.subject, 250)
     msg["Date"] = format_datetime(now or utcnow())
-    msg["Message-ID"] = f"<{_bare(row.message_id_header)}>"
+    msg["Message-ID"] = f"<{bare_message_id(row.message_id_header)}>"
     in_reply_to = safe_ids([str(row.payload.get("in_reply_to") or "")])
     if in_reply_to:
         msg["In-Reply-To"] = f"<{in_reply_to[0]}>"

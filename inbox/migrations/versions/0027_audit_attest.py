@@ -1,7 +1,7 @@
 """Audit rows of form 3: a row written before 0020 that named an erased person, re-attested
 
 Revision ID: 0027
-Revises: 0021
+Revises: 0026
 Create Date: 2026-12-07 18:45:00
 
 - audit_log.attest: for form 3 only, the HMAC over the row as it is after an erasure (its
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0027"
-down_revision = "0021"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 

@@ -3,17 +3,7 @@
 // who else is viewing, remote images on request, and the keyboard shortcuts.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
-  const reference = document.getElementById("case").dataset.reference;
-  const base = `/api/cases/${encodeURIComponent(reference)}`;
-  const problem = document.getElementById("case-error");
-
-  function fail(error) {
-    problem.textContent = error.message;
-    problem.hidden = false;
-  }
-  function reload() {
-    window.location.reload();
-  }
+  const { reference, base, problem, fail, reload } = Parity.casePage();
   // Flow (issue 22): after a reply or a resolve, the agent's setting says stay (reload) or
   // go on to the next case (claim-next; the queue when there is none).
   async function done() {

@@ -90,5 +90,23 @@ const Parity = (() => {
   function localTime(value) {
     return value ? new Date(value).toISOString() : null;
   }
-  return { api, onKeys, claimNext, localTime, localTimes };
+  // The case page's scripts (case.js, labels.js) share these: the case's reference, its
+  // API path, the error line under the title, and a reload after a change.
+  function casePage() {
+    const reference = document.getElementById("case").dataset.reference;
+    const problem = document.getElementById("case-error");
+    return {
+      reference,
+      base: `/api/cases/${encodeURIComponent(reference)}`,
+      problem,
+      fail(error) {
+        problem.textContent = error.message;
+        problem.hidden = false;
+      },
+      reload() {
+        window.location.reload();
+      },
+    };
+  }
+  return { api, onKeys, claimNext, localTime, localTimes, casePage };
 })();

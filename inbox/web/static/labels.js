@@ -1,16 +1,7 @@
 // The case page's tags, custom fields and snooze (issue 22), beside case.js.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
-  const reference = document.getElementById("case").dataset.reference;
-  const base = `/api/cases/${encodeURIComponent(reference)}`;
-  const problem = document.getElementById("case-error");
-  function fail(error) {
-    problem.textContent = error.message;
-    problem.hidden = false;
-  }
-  function reload() {
-    window.location.reload();
-  }
+  const { base, problem, fail, reload } = Parity.casePage();
   function submit(id, handler) {
     const form = document.getElementById(id);
     if (!form) return;
