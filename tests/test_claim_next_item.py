@@ -5,6 +5,7 @@ chain's own verification. Runs on both stores."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -105,7 +106,7 @@ def test_claim_next_carries_tags_fields_and_team_in_its_own_statement(engine):
         casework.set_field(engine, agent, reference, "country", "DE")
         teams.set_case_team(engine, agent, reference, "billing")
 
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
 
     def claim() -> None:
         item = casework.claim_next(engine, agent)

@@ -193,17 +193,20 @@ async def test_a_case_of_mine_about_to_breach_notifies_once(
     settings_file = tmp_path / "settings.toml"
     settings_file.write_text(child_settings(db_url))
     env = {**child_env(), "PARITY_SETTINGS": str(settings_file)}
-    for added in (2, 0):
-        done = await asyncio.to_thread(
-            subprocess.run,
+
+    def sweep() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "parity", "notifications", "sweep"],
             capture_output=True,
             text=True,
             env=env,
             timeout=120,
         )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(f"{added} breach notifications added, 0 digests")
+
+    for added in (2, 0):
+        ran = await asyncio.to_thread(sweep)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.startswith(f"{added} breach notifications added, 0 digests")
     assert kinds_of(await api.call("ann", "GET", "/api/notifications")) == [("breach", soon)]
     assert kinds_of(await api.call("bob", "GET", "/api/notifications")) == [("breach", late)]
 
