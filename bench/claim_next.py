@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, insert, select, text, tuple_
+from sqlalchemy import Engine, create_engine, func, insert, select, text, tuple_
 
 from inbox import casework, migrate
 from inbox.accounts import Principal
@@ -439,7 +439,10 @@ def main() -> int:
         vacuumed = measure_claims(engine, team, args.samples // 2)
 
         print()
-        teams = f", agents and open cases in {args.teams} teams" if args.teams else ", no teams"
+        # Said from the store: a kept database keeps the teams an earlier run made.
+        with engine.connect() as conn:
+            in_teams = conn.execute(select(func.count()).select_from(Team)).scalar_one()
+        teams = f", agents and open cases in {in_teams} teams" if in_teams else ", no teams"
         print(
             f"{args.cases:,} cases ({open_cases:,} open), PostgreSQL, {args.samples} samples"
             + teams
