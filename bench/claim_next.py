@@ -11,7 +11,11 @@ samples what their backends wait on (`pg_stat_activity`: the lock wait share), a
 why the cases table wants vacuuming: every claim and resolve leaves dead tuples at the head
 of the queue index that SKIP LOCKED walks.
 
-    .venv/bin/python bench/claim_next.py [--cases 1000000] [--samples 2000]
+    .venv/bin/python bench/claim_next.py [--cases 1000000] [--samples 2000] [--teams 4]
+
+`--teams N` puts the agents in N teams (agent i in team i mod N) and routes the open cases
+to them in turn, so claim-next walks its team tiers (docs/agents/teams.md) and the queue
+item names the case's team; without it no agent is in a team and no case has one.
 
 Needs PostgreSQL (PARITY_BENCH_PG, else PARITY_TEST_PG, else postgres@127.0.0.1:5432). It
 creates and drops its own database. Not run by CI: it takes a few minutes.
@@ -35,12 +39,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, insert, select, text, tuple_
+from sqlalchemy import Engine, create_engine, func, insert, select, text, tuple_
 
 from inbox import casework, migrate
 from inbox.accounts import Principal
 from inbox.db import make_engine
-from inbox.models import Case, User
+from inbox.models import Case, Team, TeamMember, User
 from inbox.queries import OPEN_STATUSES, queue_order
 
 ADMIN = os.environ.get(
@@ -132,6 +136,35 @@ def agents(engine: Engine) -> list[Principal]:
             ).scalar_one()
             out.append(Principal(id=user_id, name=f"agent{i:02d}", role="agent", via="token"))
     return out
+
+
+def into_teams(engine: Engine, team: list[Principal], count: int) -> None:
+    """Agent i into team i mod `count`, open case n to team n mod `count`; nothing when the
+    (kept) database has its teams already."""
+    with engine.begin() as conn:
+        if conn.execute(select(Team.id).limit(1)).first() is not None:
+            return
+        ids = [
+            conn.execute(
+                insert(Team)
+                .values(name=f"team{k:02d}", created_at=datetime.now(UTC))
+                .returning(Team.id)
+            ).scalar_one()
+            for k in range(count)
+        ]
+        for i, agent in enumerate(team):
+            conn.execute(
+                insert(TeamMember).values(
+                    team_id=ids[i % count], user_id=agent.id, added_at=datetime.now(UTC)
+                )
+            )
+        conn.execute(
+            text(
+                "UPDATE cases SET team_id = (CAST(:ids AS bigint[]))[1 + id % :n] "
+                "WHERE status = ANY(:open)"
+            ),
+            {"ids": ids, "n": count, "open": list(OPEN_STATUSES)},
+        )
 
 
 def top_claimable(engine: Engine, principal: Principal) -> int | None:
@@ -345,6 +378,9 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--pages", type=int, default=300)
+    parser.add_argument(
+        "--teams", type=int, default=0, help="put the agents and the open cases in N teams"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument(
         "--database", help="measure again on a database kept by an earlier --keep run"
@@ -375,6 +411,9 @@ def main() -> int:
             vacuum(engine, ("contacts", "identities", "cases", "messages"))
             print(f"  vacuum       {time.perf_counter() - started:6.1f} s", flush=True)
             team = agents(engine)
+        if args.teams:
+            into_teams(engine, team, args.teams)
+            vacuum(engine)
         with engine.connect() as conn:
             open_cases = conn.execute(
                 select(text("count(*)")).select_from(Case).where(Case.status.in_(OPEN_STATUSES))
@@ -400,7 +439,14 @@ def main() -> int:
         vacuumed = measure_claims(engine, team, args.samples // 2)
 
         print()
-        print(f"{args.cases:,} cases ({open_cases:,} open), PostgreSQL, {args.samples} samples")
+        # Said from the store: a kept database keeps the teams an earlier run made.
+        with engine.connect() as conn:
+            in_teams = conn.execute(select(func.count()).select_from(Team)).scalar_one()
+        teams = f", agents and open cases in {in_teams} teams" if in_teams else ", no teams"
+        print(
+            f"{args.cases:,} cases ({open_cases:,} open), PostgreSQL, {args.samples} samples"
+            + teams
+        )
         print()
         print(
             "| operation | p50 ms | p99 ms | bare SELECT p50 ms | bare SELECT p99 ms | "

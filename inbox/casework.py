@@ -511,10 +511,12 @@ def _claim_next_pg(
     """claim-next on PostgreSQL in four round trips: BEGIN, one statement, the audit row, COMMIT.
 
     The one statement renews my held lease or takes the top case (SKIP LOCKED), reads what
-    the queue item shows, and locks the head of that case's audit chain; each of those used
-    to be a round trip of its own, and on a busy host every round trip costs a wait for the
-    scheduler on both sides. The audit row waits only for a writer of the same case, never
-    for agents on other cases (docs/architecture/audit.md).
+    the queue item shows (tags, custom fields and team included), and locks the head of that
+    case's audit chain; each of those used to be a round trip of its own, and on a busy host
+    every round trip costs a wait for the scheduler on both sides. The audit row waits only
+    for a writer of the same case, never for agents on other cases
+    (docs/architecture/audit.md). A case with a text signature costs one more round trip:
+    the probe for its merge suggestions (inbox/suggestions.py).
     """
     with write(engine) as conn:
         row = conn.execute(_CLAIM_NEXT_PG, {"me": principal.id, "now": now, "until": until})
@@ -545,10 +547,11 @@ def _claim_next_pg(
             )
         similar = suggestions.suggestions_for(conn, [found.id], own=own)
         item["suggestions"] = [s.json() for s in similar.get(found.id, [])]
-        item["tags"] = tags.tags_of(conn, [found.id]).get(found.id, [])
-        item["fields"] = tags.fields_of(conn, [found.id]).get(found.id, {})
+        # Read by the one statement, in the order tags.tags_of / fields_of give them.
+        item["tags"] = list(found.item_tags or [])
+        item["fields"] = dict(found.item_fields or {})
         item["snooze"] = _snooze_json(found)
-        item["team"] = _team_names(conn, {found.team_id}).get(found.team_id)
+        item["team"] = found.team_name
         item["already_held"] = found.renewed
         if not found.renewed:
             before = _Lease(found, found.before_claimed_by, found.before_lease_until)
@@ -659,6 +662,10 @@ SELECT chosen.*,
      FROM identities i WHERE i.contact_id = chosen.contact_id) AS contact_identities,
     (SELECT name FROM users WHERE id = chosen.assignee_id) AS assignee_name,
     (SELECT name FROM users WHERE id = chosen.before_claimed_by) AS before_holder_name,
+    (SELECT array_agg(tag ORDER BY tag) FROM case_tags WHERE case_id = chosen.id) AS item_tags,
+    (SELECT json_object_agg(name, value ORDER BY name)
+     FROM case_fields WHERE case_id = chosen.id) AS item_fields,
+    (SELECT name FROM teams WHERE id = chosen.team_id) AS team_name,
     sig.hashvalues AS sig_hashvalues, sig.shingles AS sig_shingles, sig.scheme AS sig_scheme,
     head.audit_seq, head.audit_hmac
 FROM chosen
@@ -677,6 +684,9 @@ LEFT JOIN LATERAL {audit.head_sql("chosen.id", "NOT chosen.renewed")} head ON tr
         column("contact_identities", JSON),
         column("assignee_name", String),
         column("before_holder_name", String),
+        column("item_tags", ARRAY(String)),
+        column("item_fields", JSON),
+        column("team_name", String),
         column("sig_hashvalues", LargeBinary),
         column("sig_shingles", Integer),
         column("sig_scheme", Integer),

@@ -7,10 +7,12 @@ current wait for us (inbox/turns.py), so a customer writing three times before w
 one "answered", and a breach sweep run every minute is one "breach" per turn. The unique
 constraint says it, so two processes racing add one row (INSERT ... ON CONFLICT DO NOTHING).
 
-"About to breach" is found by a sweep (`sweep_breaches`), run when an agent's page asks for
-its notifications and by `parity run` every minute, so a breach is noticed whether or not a
-page is open. The digest is sent through the outbox like any mail, so it is retried, logged
-and never sent twice, and goes out at most once per period per agent.
+"About to breach" is found by a sweep (`sweep_breaches`), run by `parity run` every minute
+(and by `parity notifications sweep`), never by reading: a page that asks for its
+notifications writes nothing. Open pages learn of new ones through a live stream that
+watches `signature` (inbox/web/notify_page.py). The digest is sent through the outbox like
+any mail, so it is retried, logged and never sent twice, and goes out at most once per
+period per agent.
 """
 
 from __future__ import annotations
@@ -232,26 +234,30 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def signature(engine: Engine, user_id: int) -> tuple[int, int]:
+    """(my newest notification's id, my unread count): what an open page's live stream
+    watches, once a second. It changes when one is added for me or I read some (in any tab,
+    on any instance), and never for another agent's. One statement over my rows of
+    ix_notifications_user."""
+    with read(engine) as conn:
+        newest, unread = conn.execute(
+            select(
+                func.max(Notification.id),
+                func.count().filter(Notification.read_at.is_(None)),
+            ).where(Notification.user_id == user_id)
+        ).one()
+    return int(newest or 0), int(unread or 0)
+
+
 def listing(
     engine: Engine,
     user_id: int,
     *,
     unread_only: bool = False,
     limit: int = 30,
-    breach_within: timedelta | None = None,
-    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """My notifications, newest first, and how many are unread. Sweeps my breaches first,
-    so an open page learns of one within a poll."""
-    now = now or utcnow()
-    if breach_within is not None:
-        # Every open page polls: look first, and take the write lock (SQLite has one for
-        # the whole store) only when there is a breach to record.
-        with read(engine) as conn:
-            due = conn.execute(_breaching(now, breach_within, user_id).limit(1)).first()
-        if due is not None:
-            with write(engine) as conn:
-                sweep_breaches(conn, now, breach_within, user_id)
+    """My notifications, newest first, and how many are unread. Only reads: breaches are
+    found by the sweep (`sweep_breaches`), not by asking."""
     limit = max(1, min(limit, LIST_MAX))
     with read(engine) as conn:
         query = (

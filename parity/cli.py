@@ -624,6 +624,27 @@ def cmd_alerts_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notifications_sweep(settings: Settings, args: argparse.Namespace) -> int:
+    """What `parity run` does every `[inbox] notify_sweep_seconds`, once: notify assignees
+    of cases about to breach, and queue the email digests that are due."""
+    from datetime import timedelta
+
+    from inbox import notifications
+
+    engine, inbox = _migrated_engine(settings), settings.inbox
+    now = utcnow()
+    with write(engine) as conn:
+        breaches = notifications.sweep_breaches(conn, now, inbox.breach_within())
+    digests = notifications.send_digests(
+        engine,
+        after=timedelta(minutes=inbox.digest_after_minutes),
+        period=timedelta(minutes=inbox.digest_period_minutes),
+        now=now,
+    )
+    print(f"{breaches} breach notifications added, {digests} digests queued")
+    return 0
+
+
 def _add_csat_parsers(sub: Any) -> None:
     survey = sub.add_parser("csat", help="satisfaction surveys").add_subparsers(
         dest="csat_command", required=True
@@ -641,6 +662,12 @@ def _add_csat_parsers(sub: Any) -> None:
     check = alert.add_parser("check", help="evaluate the alert conditions now")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_alerts_check)
+    notify = sub.add_parser("notifications", help="agents' notifications").add_subparsers(
+        dest="notifications_command", required=True
+    )
+    notify.add_parser(
+        "sweep", help="notify of cases about to breach and queue due digests now, then exit"
+    ).set_defaults(func=cmd_notifications_sweep)
 
 
 # --- teams (issue 22) ------------------------------------------------------------------------

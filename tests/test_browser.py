@@ -53,13 +53,14 @@ HTML_MAIL = (
 class Server:
     """The inbox app on 127.0.0.1:<ephemeral> in its own thread and event loop."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, settings: InboxSettings | None = None) -> None:
         self.engine = engine
+        self.settings = settings or InboxSettings()
         self.url = ""
         self._served = served_in_thread(self._app, shutdown_timeout=1)
 
     def _app(self) -> web.Application:
-        return create_app(self.engine, InboxSettings(), message_id_domain=DOMAIN)
+        return create_app(self.engine, self.settings, message_id_domain=DOMAIN)
 
     def __enter__(self) -> Server:
         self.url = self._served.__enter__()

@@ -5,11 +5,13 @@ chain's own verification. Runs on both stores."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 
-from inbox import audit, casework
+from inbox import audit, casework, teams
 from inbox.accounts import Principal
+from inbox.db import is_sqlite
 from inbox.models import AuditLog, Case
 from tests.fixtures.suggestions.pairs import PAIRS, SAME
 from tests.support.inbox_helpers import add_inbound, email_case, link_identity, make_user
@@ -66,3 +68,68 @@ def test_no_case_no_answer_and_no_audit_row(engine):
     assert casework.claim_next(engine, agent) is None
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(AuditLog)).scalar_one() == 0
+
+
+def _round_trips(engine, action) -> int:
+    """Round trips of one call, counted in libpq's protocol trace as bench/claim_next.py
+    counts them: each request the client waits on ends in a Query or a Sync message."""
+    import tempfile
+
+    from psycopg import pq
+
+    with engine.connect() as conn:
+        pgconn = conn.connection.driver_connection.pgconn
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            action()
+        finally:
+            pgconn.untrace()
+        trace.seek(0)
+        sent = [line.split("\t") for line in trace.read().splitlines()]
+    return sum(1 for f in sent if f[0] == "F" and f[2].strip() in ("Query", "Sync"))
+
+
+def test_claim_next_carries_tags_fields_and_team_in_its_own_statement(engine):
+    agent = _agent(engine, "agent01")
+    teams.create_team(engine, "cli:mia", "billing")
+    teams.set_members(engine, "cli:mia", "billing", add=["agent01"])
+    cases = [
+        email_case(engine, f"c{n}@example.com", f"Invoice {n}", "Where is my invoice?", at=T0)
+        for n in range(8)
+    ]
+    for n, reference in enumerate(cases):
+        # Given out of order: the answer sorts them as the queue page does.
+        casework.change_tags(engine, agent, reference, add=["vip", "billing", f"batch-{n}"])
+        casework.set_field(engine, agent, reference, "plan", "gold")
+        casework.set_field(engine, agent, reference, "country", "DE")
+        teams.set_case_team(engine, agent, reference, "billing")
+
+    items: list[dict[str, Any]] = []
+
+    def claim() -> None:
+        item = casework.claim_next(engine, agent)
+        assert item is not None
+        items.append(item)
+
+    # Warm (psycopg prepares a statement on its fifth run, as in service), then one traced.
+    for _ in range(6):
+        claim()
+        casework.set_status(engine, agent, items[-1]["reference"], "resolved")
+    if is_sqlite(engine):
+        claim()
+    else:
+        # Pool ping, BEGIN, the one statement, the audit row, COMMIT: tags, fields and the
+        # team's name add none (they were three more).
+        assert _round_trips(engine, claim) == 5
+    assert [item["reference"] for item in items] == cases[:7]
+    for n, item in enumerate(items):
+        assert item["tags"] == sorted(["vip", "billing", f"batch-{n}"])
+        assert list(item["fields"].items()) == [("country", "DE"), ("plan", "gold")]
+        assert item["team"] == "billing"
+    # The same answer as the queue page's item, built query by query.
+    last = items[-1]
+    assert last.pop("already_held") is False
+    page = casework.queue_page(engine, agent)["cases"]
+    assert last == next(c for c in page if c["reference"] == last["reference"])

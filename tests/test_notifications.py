@@ -6,7 +6,12 @@ to a real SMTP sink. The decisions are pure functions, tested by tables below.""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +20,8 @@ from sqlalchemy import Engine, select, update
 from inbox import notifications
 from inbox.models import Message, Notification, User
 from inbox.notifications import Prefs
+from inbox.web import pages
+from tests.support.helpers import child_env, child_settings
 from tests.support.inbox_helpers import Api, case_row, email_case, make_user
 from tests.support.outbox_helpers import drainer_for
 from tests.support.sink import Sink
@@ -157,7 +164,9 @@ async def test_a_customer_answer_on_my_case_notifies_once_per_turn(
     assert len(stored(engine, "ann")) == 2
 
 
-async def test_a_case_of_mine_about_to_breach_notifies_once(api: Api, engine: Engine) -> None:
+async def test_a_case_of_mine_about_to_breach_notifies_once(
+    api: Api, engine: Engine, db_url: str, tmp_path: Path
+) -> None:
     make_user(engine, "ann")
     make_user(engine, "bob")
     # The default policy: first response within 240 minutes of the message. Due in 20 min,
@@ -173,8 +182,31 @@ async def test_a_case_of_mine_about_to_breach_notifies_once(api: Api, engine: En
     await api.call("bob", "POST", f"/api/cases/{late}/assign", json={"assignee": "bob"})
     await api.call("ann", "POST", f"/api/cases/{done}/status", json={"status": "resolved"})
 
-    # Asking for them sweeps (within [inbox] notify_breach_minutes = 30 by default).
-    assert kinds_of(await api.call("ann", "GET", "/api/notifications")) == [("breach", soon)]
+    # A read writes nothing: asking for them, or opening the page, finds no breach.
+    assert kinds_of(await api.call("ann", "GET", "/api/notifications")) == []
+    client, _ = await api.session("bob")
+    assert (await client.get("/notifications")).status == 200
+    assert stored(engine, "ann") == [] and stored(engine, "bob") == []
+
+    # The sweep `parity run` runs every minute, run once by its command (within [inbox]
+    # notify_breach_minutes = 30 by default); a second run adds nothing.
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text(child_settings(db_url))
+    env = {**child_env(), "PARITY_SETTINGS": str(settings_file)}
+
+    def sweep() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "parity", "notifications", "sweep"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    for added in (2, 0):
+        ran = await asyncio.to_thread(sweep)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.startswith(f"{added} breach notifications added, 0 digests")
     assert kinds_of(await api.call("ann", "GET", "/api/notifications")) == [("breach", soon)]
     assert kinds_of(await api.call("bob", "GET", "/api/notifications")) == [("breach", late)]
 
@@ -188,6 +220,87 @@ async def test_a_case_of_mine_about_to_breach_notifies_once(api: Api, engine: En
         )
     assert (added, again) == (1, 0)
     assert [k for k, _, _ in stored(engine, "ann")] == ["breach", "breach"]
+
+
+async def next_event(response: Any) -> tuple[str, dict[str, Any]]:
+    """The next server-sent event of a stream (comments and `retry:` skipped)."""
+    lines: list[str] = []
+    while True:
+        # A guard against a hung stream, not a measurement: events come within a second.
+        line = await asyncio.wait_for(response.content.readline(), timeout=30)
+        assert line, "the stream ended"
+        text = line.decode().rstrip("\n")
+        if not text:
+            if lines:
+                break
+            continue
+        if not text.startswith((":", "retry:")):
+            lines.append(text)
+    fields = dict(line.split(": ", 1) for line in lines)
+    return fields["event"], json.loads(fields["data"])
+
+
+async def test_each_agent_hears_only_their_own_on_a_live_stream(
+    api: Api, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Credentials are checked again at each keep-alive: soon, so the test sees a logout end it.
+    monkeypatch.setattr(pages, "SSE_KEEPALIVE_SECONDS", 2.0)
+    make_user(engine, "ann")
+    make_user(engine, "bob")
+    make_user(engine, "mia", "manager")
+    a = email_case(engine, "kim@example.org", "Refund", "Where is my refund?", at=NOW)
+    b = email_case(engine, "lee@example.org", "Login", "I cannot log in.", at=NOW)
+    soon = email_case(engine, "pat@example.org", "Soon", "due", at=NOW - timedelta(minutes=220))
+    assert (await (await api.client()).get("/events/notifications")).status == 401
+
+    ann, ann_csrf = await api.session("ann")
+    bob, bob_csrf = await api.session("bob")
+    ann_stream = await ann.get("/events/notifications")
+    bob_stream = await bob.get("/events/notifications")
+    assert ann_stream.status == 200
+    assert ann_stream.headers["Content-Type"].startswith("text/event-stream")
+    # At once: the listing as GET /api/notifications gives it (nothing yet).
+    assert await next_event(ann_stream) == (
+        "notifications",
+        {"unread": 0, "browser": True, "notifications": []},
+    )
+    bob_heard = [await next_event(bob_stream)]
+    assert bob_heard[0][1]["notifications"] == []
+
+    # Assigned to Ann: her stream tells her, Bob's says nothing.
+    await api.call("mia", "POST", f"/api/cases/{a}/assign", json={"assignee": "ann"})
+    event, data = await next_event(ann_stream)
+    assert event == "notifications" and data["unread"] == 1
+    assert [(n["kind"], n["reference"]) for n in data["notifications"]] == [("assigned", a)]
+    # Then one for Bob: his next event is his alone (Ann's came first; had his stream sent
+    # anything for it, that would be this event).
+    await api.call("mia", "POST", f"/api/cases/{b}/assign", json={"assignee": "bob"})
+    bob_heard.append(await next_event(bob_stream))
+    _, data = bob_heard[-1]
+    assert [(n["kind"], n["reference"]) for n in data["notifications"]] == [("assigned", b)]
+
+    # Written outside the web app (the sweep of `parity run`, here on its own connection):
+    # the stream finds it in the store, as it finds what other instances write.
+    await api.call("ann", "POST", f"/api/cases/{soon}/assign", json={"assignee": "ann"})
+    with engine.begin() as conn:
+        assert notifications.sweep_breaches(conn, datetime.now(UTC), timedelta(minutes=30)) == 1
+    _, data = await next_event(ann_stream)
+    assert [n["kind"] for n in data["notifications"]] == ["breach", "assigned"]
+    assert data["unread"] == 2
+
+    # Read in another tab: the count follows.
+    await ann.post("/api/notifications/read", json={"all": True}, headers=ann_csrf)
+    assert (await next_event(ann_stream))[1]["unread"] == 0
+
+    # Logged out, a stream ends (its credentials are checked again at each keep-alive).
+    assert (await ann.post("/api/logout", headers=ann_csrf)).status == 200
+    assert (await bob.post("/api/logout", headers=bob_csrf)).status == 200
+    ann_rest = await asyncio.wait_for(ann_stream.content.read(), timeout=30)
+    bob_rest = await asyncio.wait_for(bob_stream.content.read(), timeout=30)
+    assert b"event:" not in ann_rest + bob_rest
+    # Nothing of Ann's ever reached Bob's stream.
+    heard_by_bob = json.dumps(bob_heard)
+    assert b in heard_by_bob and a not in heard_by_bob and soon not in heard_by_bob
 
 
 async def test_settings_validate_the_digest_address(api: Api, engine: Engine) -> None:

@@ -1,7 +1,10 @@
 """Issue 22, notifications in real headless Chromium, on SQLite and PostgreSQL: the bell's
 unread count, permission asked only on a click (granted through the DevTools protocol), a
 browser notification fired when a case is assigned while the page is open (window.Notification
-wrapped by the test to see the call), the list with mark read, and the settings form."""
+wrapped by the test to see the call), the list with mark read, and the settings form.
+
+Everything reaches the page on the agent's live stream: the fallback poll is set to a day, and
+the page is checked to have asked GET /api/notifications not once."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from sqlalchemy import Engine, select
 from inbox import casework, notifications
 from inbox.accounts import Principal
 from inbox.models import Notification
+from inbox.web.config import InboxSettings
 from tests.support.inbox_helpers import email_case, make_user
 from tests.test_agent_day_browser import login
 from tests.test_browser import Server, browser, wait
@@ -51,6 +55,24 @@ def recorded(driver: WebDriver) -> Any:
     return driver.execute_script("return [window.__notified, window.__asked]")
 
 
+def polls(driver: WebDriver) -> list[str]:
+    """The page's own requests for GET /api/notifications (the fallback poll), if any."""
+    return list(
+        driver.execute_script(
+            "return performance.getEntriesByType('resource').map((e) => e.name)"
+            ".filter((n) => n.includes('/api/notifications?'))"
+        )
+    )
+
+
+def live(driver: WebDriver) -> bool:
+    return driver.find_element(By.ID, "bell").get_attribute("data-live") == "on"
+
+
+# A day: within the test, only the live stream can bring anything.
+NO_POLL = InboxSettings(notify_fallback_poll_seconds=24 * 3600)
+
+
 def test_the_bell_and_a_browser_notification_in_a_real_browser(
     engine: Engine, browser: WebDriver
 ) -> None:
@@ -61,8 +83,9 @@ def test_the_bell_and_a_browser_notification_in_a_real_browser(
     driver = browser
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WRAP_NOTIFICATION})
 
-    with Server(engine) as server:
+    with Server(engine, NO_POLL) as server:
         login(driver, server, "ann")
+        wait(driver, live)
         assert bell(driver) == ""  # nothing unread: no number
         driver.get(server.url + "/notifications")
         wait(driver, lambda d: d.find_element(By.ID, "notify-permission-state").text != "")
@@ -75,13 +98,16 @@ def test_the_bell_and_a_browser_notification_in_a_real_browser(
         wait(driver, lambda d: d.find_element(By.ID, "notify-permission-state").text == "Allowed.")
         assert recorded(driver)[1] == 1
 
-        # A manager assigns a case to Ann while her page is open: the bell and the browser.
+        # A manager assigns a case to Ann while her page is open: the bell and the browser,
+        # from the stream (the page never polled).
+        wait(driver, live)
         casework.assign(engine, mia, first, "ann")
         wait(driver, lambda d: bell(d) == "1")
         notified, _ = wait(driver, lambda d: recorded(d) if recorded(d)[0] else None)
         assert [(n["title"], n["body"]) for n in notified] == [
             ("Parity", f"Assigned to you: {first} Refund")
         ]
+        assert polls(driver) == []
 
         # A reload shows it in the list and fires nothing again (it is not news).
         driver.refresh()
@@ -92,6 +118,7 @@ def test_the_bell_and_a_browser_notification_in_a_real_browser(
         wait(driver, lambda d: bell(d) == "2")
         notified = wait(driver, lambda d: recorded(d)[0] or None)
         assert [n["body"] for n in notified] == [f"Assigned to you: {second} Printer"]
+        assert polls(driver) == []
 
         # Mark read: the number goes, the row says so.
         item.find_element(By.CLASS_NAME, "notify-read").click()
@@ -140,4 +167,24 @@ def test_the_bell_and_a_browser_notification_in_a_real_browser(
             return rows == []
 
         wait(driver, unread_left)
-        assert bell(driver) == ""
+        wait(driver, lambda d: bell(d) == "")
+        assert polls(driver) == []
+
+
+def test_the_bell_polls_only_while_its_stream_is_down(engine: Engine, browser: WebDriver) -> None:
+    """The fallback: a page whose stream is refused (the session ended under it) falls back
+    to polling, every [inbox] notify_fallback_poll_seconds (here the least, 5 s)."""
+    make_user(engine, "ann")
+    driver = browser
+    with Server(engine, InboxSettings(notify_fallback_poll_seconds=5)) as server:
+        login(driver, server, "ann")
+        wait(driver, live)
+        assert polls(driver) == []
+        # Ann logs out in another tab: this page's stream ends and is refused (401); the page
+        # polls (and is refused too), and reopens the stream at each poll.
+        driver.execute_script(
+            "fetch('/api/logout', {method: 'POST', credentials: 'same-origin', headers: "
+            "{'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}})"
+        )
+        wait(driver, lambda d: not live(d))
+        wait(driver, lambda d: polls(d) != [], timeout=60)

@@ -721,7 +721,6 @@ async def notifications_list(request: web.Request) -> web.StreamResponse:
         principal(request).id,
         unread_only=unread,
         limit=limit,
-        breach_within=ctx.settings.breach_within(),
     )
     return reply_json(result)
 

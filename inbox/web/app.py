@@ -235,6 +235,13 @@ async def _authenticate(request: web.Request) -> Principal | None:
     )
 
 
+async def still_signed_in(request: web.Request) -> bool:
+    """Whether a long request (an event stream) would still be let in, as the same person:
+    the session not logged out, expired or idle, the token not revoked, the user enabled."""
+    found = await _authenticate(request)
+    return found is not None and found.id == principal(request).id
+
+
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")

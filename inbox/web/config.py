@@ -61,6 +61,9 @@ class InboxSettings(Strict):
     digest_period_minutes: int = Field(default=240, ge=5, le=7 * 24 * 60)
     # How often `parity run` looks for breaches and digests to send (0: never).
     notify_sweep_seconds: int = Field(default=60, ge=0, le=3600)
+    # Open pages get their notifications over a live stream (/events/notifications); only
+    # while it is down do they ask /api/notifications, this often.
+    notify_fallback_poll_seconds: int = Field(default=60, ge=5, le=24 * 3600)
 
     @field_validator("cookie_samesite")
     @classmethod

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import mimetypes
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -41,7 +42,15 @@ from inbox.downloads import INLINE_IMAGES
 from inbox.labels import BadTag, normalize_tag
 from inbox.models import Case, Message, utcnow
 from inbox.web import flash
-from inbox.web.app import FORBIDDEN_PAGE, LOGIN_PATH, PRINCIPAL, blocking, context, principal
+from inbox.web.app import (
+    FORBIDDEN_PAGE,
+    LOGIN_PATH,
+    PRINCIPAL,
+    blocking,
+    context,
+    principal,
+    still_signed_in,
+)
 from inbox.web.banner import NOTICES
 from inbox.web.mailview import fold, with_images
 from inbox.web.routes import Route
@@ -262,6 +271,8 @@ def render(request: web.Request, name: str, *, status: int = 200, **values: Any)
         # The navigation's Manager link, for managers and admins only.
         is_manager=found is not None and has_role(found.role, "manager"),
         delivery_notices=request.get(NOTICES, []),
+        # The bell's poll while its live stream is down (static/notify.js).
+        notify_poll_seconds=context(request).settings.notify_fallback_poll_seconds,
         **values,
     )
     return web.Response(
@@ -611,10 +622,19 @@ def queue_signature(engine: Engine) -> str:
     return digest.hexdigest()
 
 
-async def queue_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: `queue` whenever the queue changed (polled once a second; one
-    indexed scan of the open cases, cheap next to an agent reloading the page)."""
-    engine = context(request).engine
+async def change_stream(
+    request: web.Request,
+    probe: Callable[[], Hashable],
+    event: str,
+    payload: Callable[[], str],
+    *,
+    first: bool = False,
+) -> web.StreamResponse:
+    """Server-sent events: `event` with `payload()` whenever `probe()` changed (asked once a
+    second, so a change written by any process of any instance reaches the page within a
+    second or so); with `first`, once at the start too. Every SSE_KEEPALIVE_SECONDS the
+    stream's credentials are checked again, as a request would check them: a logged-out,
+    expired or disabled session ends the stream."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -623,8 +643,15 @@ async def queue_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    last = await blocking(queue_signature, engine)
+    last = await blocking(probe)
     await response.write(b"retry: 2000\n\n")
+
+    async def send() -> None:
+        data = await blocking(payload)
+        await response.write(f"event: {event}\ndata: {data}\n\n".encode())
+
+    if first:
+        await send()
     idle = 0.0
     closing = request.app.get(CLOSING) or asyncio.Event()  # an app built without install()
     try:
@@ -634,20 +661,33 @@ async def queue_events(request: web.Request) -> web.StreamResponse:
                 break
             except TimeoutError:
                 pass
-            current = await blocking(queue_signature, engine)
+            current = await blocking(probe)
             if current != last:
                 last = current
-                data = json.dumps({"at": utcnow().isoformat()})
-                await response.write(f"event: queue\ndata: {data}\n\n".encode())
+                await send()
                 idle = 0.0
             else:
                 idle += SSE_POLL_SECONDS
                 if idle >= SSE_KEEPALIVE_SECONDS:
+                    if not await still_signed_in(request):
+                        break
                     await response.write(b": keep-alive\n\n")
                     idle = 0.0
     except ConnectionResetError:
         pass  # the agent closed the page
     return response
+
+
+async def queue_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: `queue` whenever the queue changed (one indexed scan of the open
+    cases a second, cheap next to an agent reloading the page)."""
+    engine = context(request).engine
+    return await change_stream(
+        request,
+        lambda: queue_signature(engine),
+        "queue",
+        lambda: json.dumps({"at": utcnow().isoformat()}),
+    )
 
 
 def routes() -> list[Route]:

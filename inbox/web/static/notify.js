@@ -1,11 +1,15 @@
 // Notifications (issue 22), on every signed-in page: the bell's unread count, browser
 // notifications for ones that arrive while the page is open, and the notifications page.
+// They arrive on the agent's own live stream (/events/notifications: the listing at once,
+// then again whenever one is added or read); /api/notifications is asked only while the
+// stream is down, every data-poll-seconds of the bell.
 "use strict";
 (() => {
-  const POLL_MS = 10000;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const count = document.getElementById("bell-count");
   if (!count) return;
+  const bell = document.getElementById("bell");
+  const FALLBACK_MS = 1000 * (Number(count.dataset.pollSeconds) || 60);
   async function api(method, path, body) {
     const options = { method, headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" };
     if (body !== undefined) {
@@ -20,7 +24,7 @@
   function showCount(unread) {
     count.textContent = String(unread);
     count.hidden = unread === 0;
-    document.getElementById("bell").setAttribute("aria-label", `Notifications: ${unread} unread`);
+    bell.setAttribute("aria-label", `Notifications: ${unread} unread`);
   }
   // Only notifications newer than what the page saw first are news: a reload never
   // replays old ones as browser notifications.
@@ -40,24 +44,48 @@
   // On a case's page its own notifications are read: the agent is looking at it.
   const here = /^\/cases\/([^/]+)$/.exec(window.location.pathname);
   const hereRef = here ? decodeURIComponent(here[1]) : null;
+  // One listing, from the stream or a poll.
+  async function apply(data) {
+    const seen = data.notifications.filter((n) => !n.read_at && n.reference === hereRef);
+    let unread = data.unread;
+    if (seen.length) {
+      // The stream sends the listing again once they are read; the count is known now.
+      unread = (await api("POST", "/api/notifications/read", { ids: seen.map((n) => n.id) }))
+        .unread;
+    }
+    showCount(unread);
+    announce(data.notifications.filter((n) => n.reference !== hereRef), data.browser);
+  }
   async function poll() {
     try {
-      let data = await api("GET", "/api/notifications?limit=20");
-      const seen = data.notifications.filter((n) => !n.read_at && n.reference === hereRef);
-      if (seen.length) {
-        await api("POST", "/api/notifications/read", { ids: seen.map((n) => n.id) });
-        data = await api("GET", "/api/notifications?limit=20");
-      }
-      showCount(data.unread);
-      announce(data.notifications.filter((n) => n.reference !== hereRef), data.browser);
+      await apply(await api("GET", "/api/notifications?limit=20"));
     } catch (error) {
       // Logged out or offline: the next poll tries again; the page says nothing new.
     }
   }
-  poll();
-  setInterval(poll, POLL_MS);
+  let stream = null;
+  function connect() {
+    stream = new EventSource("/events/notifications");
+    stream.addEventListener("open", () => {
+      bell.dataset.live = "on";
+    });
+    // The browser reconnects by itself (the stream says how soon); a refused stream (the
+    // session ended) stays closed until the fallback below opens it again.
+    stream.addEventListener("error", () => {
+      bell.dataset.live = "off";
+    });
+    stream.addEventListener("notifications", (event) => {
+      apply(JSON.parse(event.data)).catch(() => {});
+    });
+  }
+  connect();
+  setInterval(() => {
+    if (stream.readyState === EventSource.OPEN) return;
+    if (stream.readyState === EventSource.CLOSED) connect();
+    poll();
+  }, FALLBACK_MS);
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) poll();
+    if (!document.hidden && stream.readyState !== EventSource.OPEN) poll();
   });
 
   // --- the notifications page ---
