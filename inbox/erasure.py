@@ -32,6 +32,7 @@ from inbox import audit
 from inbox.db import insert_ignore, is_sqlite, write
 from inbox.models import (
     AckBucket,
+    AlertEvent,
     Attachment,
     AuditLog,
     Blob,
@@ -42,6 +43,7 @@ from inbox.models import (
     CaseNote,
     CaseSignature,
     Checkpoint,
+    ConnectorState,
     Contact,
     CsatSurvey,
     DeadLetter,
@@ -121,6 +123,20 @@ def mentions(value: Any, needles: Sequence[str]) -> bool:
         return False
     lowered = value.lower()
     return any(n in lowered for n in needles)
+
+
+ERASED_TEXT = "(erased)"
+
+
+def scrubbed(value: Any, needles: Sequence[str]) -> Any:
+    """A JSON tree with every string that names the person replaced by ERASED_TEXT, for
+    state that only quotes people in passing (a relay's refusal, an alert's detail): the
+    rest of it stays useful to operators."""
+    if isinstance(value, dict):
+        return {k: scrubbed(v, needles) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(v, needles) for v in value]
+    return ERASED_TEXT if mentions(value, needles) else value
 
 
 def audit_eraser(needles: Sequence[str], *, whole_case: bool) -> Callable[[str, Any], bool]:
@@ -230,6 +246,22 @@ def _erase_contact(conn: Connection, contact_id: int, *, actor: str) -> Erased:
     for row in conn.execute(select(Checkpoint.id, Checkpoint.key, Checkpoint.value)).all():
         if mentions(row.key, needles) or _json_mentions(row.value, needles):
             conn.execute(delete(Checkpoint).where(Checkpoint.id == row.id))
+    # Operators' state that may quote them: a relay's or a platform's refusal ("550
+    # <zelda@...> unknown") in a connector's last error, a detail of an alert.
+    for state in conn.execute(
+        select(ConnectorState.id, ConnectorState.last_error, ConnectorState.details)
+    ).all():
+        error, details = scrubbed(state.last_error, needles), scrubbed(state.details, needles)
+        if (error, details) != (state.last_error, state.details):
+            conn.execute(
+                update(ConnectorState)
+                .where(ConnectorState.id == state.id)
+                .values(last_error=error, details=details)
+            )
+    for event in conn.execute(select(AlertEvent.id, AlertEvent.detail)).all():
+        detail = scrubbed(event.detail, needles)
+        if detail != event.detail:
+            conn.execute(update(AlertEvent).where(AlertEvent.id == event.id).values(detail=detail))
     # The rows about no case (links of identities, imports...) that name them.
     erased, legacy = _erase_audit(conn, audit.NO_CASE, audit_eraser(needles, whole_case=False))
     result.audit_values += erased

@@ -24,12 +24,14 @@ from sqlalchemy import Engine, insert, select, update
 
 from inbox import audit, csat, erasure, report_sql
 from inbox.models import (
+    AlertEvent,
     Attachment,
     AuditChain,
     AuditLog,
     Blob,
     Case,
     CaseMerge,
+    ConnectorState,
     Contact,
     CsatSurvey,
     Identity,
@@ -184,6 +186,24 @@ def test_erasing_a_contact_leaves_nothing_of_them(
     assert csat.record_rating(
         engine, survey_id, 2, f"The {CSAT_WORD} was rude, Zelda Quintanilla", 7, now=now
     )
+    # A relay's refusal quoting them in a connector's state, an alert's detail naming them.
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ConnectorState).values(
+                connector="mail-relay",
+                instance="test",
+                last_error=f"550 5.1.1 <{ADDRESS}>: Recipient address rejected",
+                details={"last_refusal": {"to": PHONE, "code": 550}, "queued": 3},
+            )
+        )
+        conn.execute(
+            insert(AlertEvent).values(
+                key="unanswered:email:2026-12-07T12",
+                condition="unanswered",
+                subject="email",
+                detail={"oldest": f"Case from {NAME}", "count": 12},
+            )
+        )
     before = report(engine, now)
     data = store_bytes(engine, db_url)
     for needle in (ADDRESS, NAME, PHONE, WORD, SMS_WORD, CSAT_WORD):
@@ -210,6 +230,16 @@ def test_erasing_a_contact_leaves_nothing_of_them(
         CSAT_WORD,
     ):
         assert not found(data, needle), f"{needle} is still in the store"
+    with engine.connect() as conn:
+        state = conn.execute(
+            select(ConnectorState.last_error, ConnectorState.details).where(
+                ConnectorState.connector == "mail-relay"
+            )
+        ).one()
+        alert = conn.execute(select(AlertEvent.detail)).scalar_one()
+    # What does not name them is kept for the operators.
+    assert state.details == {"last_refusal": {"to": "(erased)", "code": 550}, "queued": 3}
+    assert state.last_error == "(erased)" and alert == {"oldest": "(erased)", "count": 12}
     # Bob's mail and the attachment both sent are untouched.
     assert found(data, OTHER) and found(data, "invoice number 5531")
     with engine.connect() as conn:
@@ -629,3 +659,20 @@ def test_retention_cutoffs(
     assert got == {
         c: (now - timedelta(days=d) if d is not None else None) for c, d in expected_days.items()
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("550 <zelda.quintanilla@example.org> unknown", "(erased)"),
+        ("421 try again later", "421 try again later"),
+        ({"to": "+14155550177", "code": 550}, {"to": "(erased)", "code": 550}),
+        (["ok", "Zelda Quintanilla called"], ["ok", "(erased)"]),
+        ({"n": None, "deep": {"x": ["ZELDA.QUINTANILLA@EXAMPLE.ORG"]}},
+         {"n": None, "deep": {"x": ["(erased)"]}}),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_scrubbed(value: Any, expected: Any) -> None:
+    needles = ["zelda.quintanilla@example.org", "+14155550177", "zelda quintanilla"]
+    assert erasure.scrubbed(value, needles) == expected
