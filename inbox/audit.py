@@ -137,6 +137,12 @@ def erase_values(value: Any, erase: Any, key: bytes | None = None, *, path: str 
     return value
 
 
+def _signed(fields: list[Any], secret: bytes) -> str:
+    """The HMAC of a row's fields as canonical JSON (sorted keys, no spaces)."""
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return _hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+
+
 def row_hmac(
     prev: str,
     at: datetime,
@@ -172,8 +178,7 @@ def row_hmac(
         fields += [chain, seq]
     if form != FORM_PLAIN:
         fields.append({"form": form})
-    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return _hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+    return _signed(fields, secret)
 
 
 def attest_hmac(
@@ -207,8 +212,7 @@ def attest_hmac(
         seq,
         {"form": FORM_REATTESTED},
     ]
-    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return _hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+    return _signed(fields, secret)
 
 
 def row_valid(row: Any, prev: str) -> bool:
