@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
 
-from inbox import audit
+from inbox import audit, uploads
 from inbox.db import insert_ignore, is_sqlite, write
 from inbox.models import (
     AckBucket,
@@ -624,25 +624,11 @@ def _ensure_empty_blob(conn: Connection) -> None:
 
 
 def _drop_unused_blobs(conn: Connection, candidates: set[str], result: Erased) -> None:
-    """Delete the blobs no row refers to any more; a blob another message (or anything
-    else) still uses is kept: blobs are content-addressed and shared."""
-    for sha in sorted(candidates - {EMPTY_SHA256}):
-        used = conn.execute(
-            select(
-                or_(
-                    exists().where(Intake.raw_sha256 == sha),
-                    exists().where(Message.raw_sha256 == sha),
-                    exists().where(Attachment.sha256 == sha),
-                    exists().where(DeadLetter.raw_sha256 == sha),
-                    exists().where(ReplyUpload.sha256 == sha),
-                )
-            )
-        ).scalar_one()
-        if used:
-            result.blobs_kept_shared += 1
-        else:
-            conn.execute(delete(Blob).where(Blob.sha256 == sha))
-            result.blobs_removed += 1
+    """Delete the blobs no row refers to any more (the empty blob erased references point
+    at always stays)."""
+    removed, kept = uploads.drop_unused_blobs(conn, candidates - {EMPTY_SHA256})
+    result.blobs_removed += removed
+    result.blobs_kept_shared += kept
 
 
 def _secure(conn: Connection) -> None:

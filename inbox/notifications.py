@@ -155,8 +155,8 @@ def add(conn: Connection, user_id: int, case_id: int, kind: str, turn: int, now:
     ).one_or_none()
     if row is None or row.disabled or kind not in prefs_of(row.notify_prefs).kinds:
         return False
-    # RETURNING, not rowcount: a skipped conflict is no row on both stores, while the
-    # PostgreSQL driver's rowcount for ON CONFLICT DO NOTHING is not to be relied on.
+    # RETURNING: the row added, or none when the conflict skipped it (insert_ignore's
+    # rowcount says the same on both stores; this also gives the id, were it wanted).
     added = conn.execute(
         insert_ignore(conn, Notification, ("user_id", "case_id", "kind", "turn"))
         .values(user_id=user_id, case_id=case_id, kind=kind, turn=turn, created_at=now)

@@ -177,22 +177,32 @@ def sweep(engine: Engine, *, keep: timedelta, now: datetime | None = None) -> Sw
         if not stale:
             return Swept(0, 0)
         conn.execute(delete(ReplyUpload).where(ReplyUpload.id.in_([r.id for r in stale])))
-        shas = sorted({r.sha256 for r in stale})
-        used = set(
-            conn.execute(
-                select(Blob.sha256).where(
-                    Blob.sha256.in_(shas),
-                    or_(
-                        exists().where(Intake.raw_sha256 == Blob.sha256),
-                        exists().where(Message.raw_sha256 == Blob.sha256),
-                        exists().where(Attachment.sha256 == Blob.sha256),
-                        exists().where(DeadLetter.raw_sha256 == Blob.sha256),
-                        exists().where(ReplyUpload.sha256 == Blob.sha256),
-                    ),
-                )
-            ).scalars()
-        )
-        unused = [sha for sha in shas if sha not in used]
-        if unused:
-            conn.execute(delete(Blob).where(Blob.sha256.in_(unused)))
-        return Swept(len(stale), len(unused))
+        removed, _kept = drop_unused_blobs(conn, {r.sha256 for r in stale})
+        return Swept(len(stale), removed)
+
+
+def drop_unused_blobs(conn: Connection, candidates: set[str]) -> tuple[int, int]:
+    """Delete the blobs among `candidates` that no row refers to any more: (removed, kept).
+    Blobs are content-addressed and shared, so one another message, attachment, dead letter
+    or upload still uses is kept. The one place that decides whether a blob is in use."""
+    shas = sorted(candidates)
+    if not shas:
+        return 0, 0
+    used = set(
+        conn.execute(
+            select(Blob.sha256).where(
+                Blob.sha256.in_(shas),
+                or_(
+                    exists().where(Intake.raw_sha256 == Blob.sha256),
+                    exists().where(Message.raw_sha256 == Blob.sha256),
+                    exists().where(Attachment.sha256 == Blob.sha256),
+                    exists().where(DeadLetter.raw_sha256 == Blob.sha256),
+                    exists().where(ReplyUpload.sha256 == Blob.sha256),
+                ),
+            )
+        ).scalars()
+    )
+    unused = [sha for sha in shas if sha not in used]
+    if unused:
+        conn.execute(delete(Blob).where(Blob.sha256.in_(unused)))
+    return len(unused), len(used)

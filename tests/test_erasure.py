@@ -86,6 +86,18 @@ def sms_post(sid: str, number: str, body: str) -> bytes:
     ).encode()
 
 
+def their_sms(engine: Engine, sid: str) -> None:
+    """Store (not file) an SMS from their number that names their word."""
+    ingest(
+        engine,
+        sms_post(sid, PHONE, f"It is me again, the {SMS_WORD} one. Call me."),
+        channel="sms",
+        connector="twilio",
+        source_key=f"sms:{sid}",
+        envelope={"kind": "sms", "address": "+14155550100"},
+    )
+
+
 def settings_file(tmp_path: Path, db_url: str, extra: str = "") -> str:
     path = tmp_path / "settings.toml"
     path.write_text(f'[database]\nurl = "{db_url}"\nurl_env = "PARITY_TEST_NO_SUCH_VAR"\n{extra}')
@@ -148,14 +160,7 @@ def test_erasing_a_contact_leaves_nothing_of_them(
     bobs = ingest_and_normalize(
         engine, email_with_attachment(OTHER, "Bob Other", OTHER_TEXT, "bo1")
     )
-    ingest(
-        engine,
-        sms_post("SM" + "7a" * 16, PHONE, f"It is me again, the {SMS_WORD} one. Call me."),
-        channel="sms",
-        connector="twilio",
-        source_key="sms:SM" + "7a" * 16,
-        envelope={"kind": "sms", "address": "+14155550100"},
-    )
+    their_sms(engine, "SM" + "7a" * 16)
     normalize(engine)
     with engine.connect() as conn:
         contact_id = conn.execute(
@@ -458,14 +463,7 @@ def test_their_message_merged_into_another_persons_case_is_erased_too(
     assert cli.main([*base, "cases", "merge", refs[theirs.case_id], refs[bobs.case_id]]) == 0
     # Her SMS case too, once the number is linked to her: the merge record keeps the
     # threading keys it moved ("phone:+1415..."), and the keys now thread Bob's case.
-    ingest(
-        engine,
-        sms_post("SM" + "7b" * 16, PHONE, f"It is me again, the {SMS_WORD} one. Call me."),
-        channel="sms",
-        connector="twilio",
-        source_key="sms:SM" + "7b" * 16,
-        envelope={"kind": "sms", "address": "+14155550100"},
-    )
+    their_sms(engine, "SM" + "7b" * 16)
     normalize(engine)
     with engine.connect() as conn:
         contact_id = conn.execute(
