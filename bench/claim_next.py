@@ -310,7 +310,7 @@ def measure_crowd(
     }
 
 
-def _traced(engine: Engine, action: Any) -> int:
+def traced_round_trips(engine: Engine, action: Any) -> int:
     """Round trips of one call of `action`, counted in libpq's protocol trace.
 
     Each request the client sends and then waits on ends in a Query (simple protocol) or a
@@ -349,9 +349,9 @@ def round_trips(url: str, agent: Principal) -> tuple[int, int]:
             claim()
             top_claimable(engine, agent)
             casework.set_status(engine, agent, taken[-1], "resolved")
-        claim_trips = _traced(engine, claim)
+        claim_trips = traced_round_trips(engine, claim)
         casework.set_status(engine, agent, taken[-1], "resolved")
-        return claim_trips, _traced(engine, lambda: top_claimable(engine, agent))
+        return claim_trips, traced_round_trips(engine, lambda: top_claimable(engine, agent))
     finally:
         engine.dispose()
 

@@ -71,24 +71,11 @@ def test_no_case_no_answer_and_no_audit_row(engine):
 
 
 def _round_trips(engine, action) -> int:
-    """Round trips of one call, counted in libpq's protocol trace as bench/claim_next.py
-    counts them: each request the client waits on ends in a Query or a Sync message."""
-    import tempfile
+    """Round trips of one call, counted in libpq's protocol trace as the bench counts them
+    (each request the client waits on ends in a Query or a Sync message)."""
+    from bench.claim_next import traced_round_trips
 
-    from psycopg import pq
-
-    with engine.connect() as conn:
-        pgconn = conn.connection.driver_connection.pgconn
-    with tempfile.TemporaryFile("w+") as trace:
-        pgconn.trace(trace.fileno())
-        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            action()
-        finally:
-            pgconn.untrace()
-        trace.seek(0)
-        sent = [line.split("\t") for line in trace.read().splitlines()]
-    return sum(1 for f in sent if f[0] == "F" and f[2].strip() in ("Query", "Sync"))
+    return traced_round_trips(engine, action)
 
 
 def test_claim_next_carries_tags_fields_and_team_in_its_own_statement(engine):
