@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -217,6 +218,54 @@ DM_EVENT_FIELDS = [
     "attachments",
 ]
 PAGE_SIZE = 100  # the most X returns per page on both timelines
+# Between two STATUS requests about a medium X is processing: never longer than the cap, so
+# a hostile check_after_secs cannot park the sender in one long sleep, and never shorter than
+# the floor, so a check_after_secs of 0 cannot turn the wait into a stream of requests.
+PROCESSING_WAIT_CAP_S = 10.0
+PROCESSING_WAIT_FLOOR_S = 1.0
+
+
+@dataclass(frozen=True)
+class ProcessingStep:
+    """What to do about an uploaded medium's processing_info: send it ("ready"), refuse it
+    ("failed"), ask again in `seconds` ("wait"), or stop waiting ("give_up")."""
+
+    action: Literal["ready", "failed", "wait", "give_up"]
+    seconds: float = 0.0
+
+
+def processing_step(info: object, elapsed: float, timeout: float) -> ProcessingStep:
+    """The next step after X answered `info` (a FINALIZE's or STATUS's processing_info, None
+    when X sent none: an image needs no processing), `elapsed` seconds into a wait of at most
+    `timeout`. Every value in `info` is X's, so none is trusted: only "succeeded" is ready,
+    and any state but "failed" is waited on like "in_progress", under the same deadline."""
+    if info is None:
+        return ProcessingStep("ready")
+    found = info if isinstance(info, Mapping) else {}
+    state = found.get("state")
+    if state == "succeeded":
+        return ProcessingStep("ready")
+    if state == "failed" or "error" in found:
+        return ProcessingStep("failed")
+    left = timeout - elapsed
+    if left <= 0:
+        return ProcessingStep("give_up")
+    asked = found.get("check_after_secs")
+    after = (
+        float(asked)
+        if isinstance(asked, int | float) and not isinstance(asked, bool) and math.isfinite(asked)
+        else 0.0
+    )
+    wait = max(PROCESSING_WAIT_FLOOR_S, min(after, left, PROCESSING_WAIT_CAP_S))
+    return ProcessingStep("wait", wait)
+
+
+def processing_error(info: object) -> str:
+    """X's reason for a failed processing, from processing_info's error when it gives one."""
+    found = info if isinstance(info, Mapping) else {}
+    error = found.get("error")
+    reason = error if isinstance(error, Mapping) else {}
+    return str(reason.get("message") or reason.get("name") or "processing failed")
 
 
 class XApi:
@@ -230,8 +279,10 @@ class XApi:
         *,
         timeout: tuple[float, float] = (10.0, 30.0),
         on_budget: Callable[[str, Budget], None] | None = None,
+        media_processing_timeout_s: float = 120.0,
     ) -> None:
         self.account_id = account_id
+        self.media_processing_timeout_s = media_processing_timeout_s
         self.on_budget = on_budget
         bearer = credentials.bearer_token
         self.app_auth = bearer is not None
@@ -323,27 +374,53 @@ class XApi:
 
     def upload_media(self, data: bytes, filename: str, media_type: str, category: str) -> str:
         """One file uploaded for a DM, by v1.1's chunked upload (INIT, APPEND per chunk,
-        FINALIZE, then STATUS while X processes a video or GIF, as X says when to ask); its
-        media id. Nothing reaches the customer yet: an upload may always be done again."""
-        try:
-            media = self.uploads.chunked_upload(
-                filename, file=io.BytesIO(data), file_type=media_type, media_category=category
+        FINALIZE, then STATUS while X processes a video or GIF); its media id. Nothing reaches
+        the customer yet: an upload may always be done again."""
+        # tweepy's own wait for processing sleeps X's check_after_secs for as long as X says
+        # "in progress", without end: one hostile or broken answer would hold the outbox, so
+        # the waiting is done here, under `media_processing_timeout_s`.
+        media = self._upload_step(
+            lambda: self.uploads.chunked_upload(
+                filename,
+                file=io.BytesIO(data),
+                file_type=media_type,
+                media_category=category,
+                wait_for_async_finalize=False,
             )
+        )
+        media_id = getattr(media, "media_id_string", None) or getattr(media, "media_id", None)
+        if not media_id:
+            raise XError("transient", "the media upload answered no media id")
+        timeout = self.media_processing_timeout_s
+        started = time.monotonic()
+        while True:
+            waited = time.monotonic() - started
+            step = processing_step(getattr(media, "processing_info", None), waited, timeout)
+            if step.action == "ready":
+                return str(media_id)
+            if step.action == "failed":
+                info = getattr(media, "processing_info", None)
+                raise XError(
+                    "rejected", f"X could not process {filename}: {processing_error(info)}"
+                )
+            if step.action == "give_up":
+                # Transient: the outbox tries the reply again later with its usual backoff.
+                raise XError(
+                    "transient",
+                    f"X was still processing {filename} after {waited:.0f} s "
+                    f"(media_processing_timeout_s = {timeout:g})",
+                )
+            time.sleep(step.seconds)
+            media = self._upload_step(lambda: self.uploads.get_media_upload_status(media_id))
+
+    def _upload_step(self, request: Callable[[], Any]) -> Any:
+        try:
+            return request()
         except tweepy.HTTPException as exc:
             raise self._http_error("media_upload", exc) from exc
         except tweepy.TweepyException as exc:
             # tweepy wraps the transport's failure; an upload is safe to repeat.
             raise XError("transient", f"media upload: {exc}") from exc
-        info = getattr(media, "processing_info", None)
-        if isinstance(info, dict) and info.get("state") == "failed":
-            error = info.get("error")
-            found = error if isinstance(error, dict) else {}
-            why = str(found.get("message") or found.get("name") or "processing failed")
-            raise XError("rejected", f"X could not process {filename}: {why}")
-        media_id = getattr(media, "media_id_string", None) or getattr(media, "media_id", None)
-        if not media_id:
-            raise XError("transient", "the media upload answered no media id")
-        return str(media_id)
 
     def own_tweets(self, start_time: datetime) -> dict[str, Any]:
         """Our own recent tweets, to find out whether a send with a lost answer went out."""

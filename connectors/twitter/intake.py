@@ -241,6 +241,7 @@ class TwitterConnector(Poller):
             settings.user_id,
             timeout=api_timeout,
             on_budget=self._on_budget,
+            media_processing_timeout_s=settings.media_processing_timeout_s,
         )
         # The shared outbox drainer, run by the holder of the poller lock: the one sender.
         self.delivery = drainer(

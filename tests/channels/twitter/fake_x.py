@@ -13,7 +13,9 @@ written by us after X's documented formats, and behaves like X where Parity depe
   sees its own acknowledgements come back, as with the real API);
 - v1.1's chunked media upload on the upload host (INIT, APPEND, FINALIZE, STATUS), signed
   over https://upload.twitter.com with the form's fields where the body is a form; the
-  bytes are kept as the chunks arrive, and a DM may name one finalized media id only.
+  bytes are kept as the chunks arrive, and a DM may name one finalized media id only;
+  STATUS answers "in_progress" as many times as a test says (`processing_rounds`, with its
+  `status_wait` as check_after_secs), then "succeeded" or "failed" (`processing_result`).
 Failures are injected as behaviour of the fake (`inject`, `before`, `hold_posts`), never by
 patching Parity's code.
 """
@@ -43,6 +45,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 X_HOST = "https://api.twitter.com"
 UPLOAD_HOST = "https://upload.twitter.com"
 UPLOAD_PATH = "/1.1/media/upload.json"
+# "In progress for ever" ends after this many STATUS answers (see FakeX.processing_rounds).
+PROCESSING_FOREVER = 50
+# X's processing_info when it could not process a medium (its documented shape).
+PROCESSING_ERROR = {"code": 1, "name": "InvalidMedia", "message": "Unsupported video format"}
 # What X's v1.1 upload takes for a DM, by category.
 DM_CATEGORIES = {
     "dm_image": {"image/jpeg", "image/png", "image/webp"},
@@ -143,6 +149,13 @@ class FakeX:
     media: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The check_after_secs a video's or GIF's FINALIZE answers (X processes those first).
     processing_wait: int = 1
+    # How many STATUS requests about one medium are answered "in_progress" (with
+    # `status_wait` as check_after_secs) before processing ends as `processing_result`;
+    # None: "in_progress" for ever, or rather up to PROCESSING_FOREVER answers, so that a
+    # sender that waits without a bound of its own fails its test instead of hanging it.
+    processing_rounds: int | None = 0
+    status_wait: int = 1
+    processing_result: str = "succeeded"
 
     def __post_init__(self) -> None:
         self._tokens: dict[str, tuple[str, str]] = {}
@@ -609,13 +622,32 @@ class FakeX:
                 media["state"] = "succeeded"
             return 201, answer
         if command == "STATUS" and request.method == "GET":
-            # Processing finishes by the first STATUS after FINALIZE.
-            if media.get("state") == "pending":
-                media["state"] = "succeeded"
-            answer = self._media_answer(media)
-            answer["processing_info"] = {"state": media.get("state"), "progress_percent": 100}
-            return 200, answer
+            return 200, self._status(media)
         return 400, {"errors": [{"code": 214, "message": f"Bad command {command!r}."}]}
+
+    def _status(self, media: dict[str, Any]) -> dict[str, Any]:
+        """STATUS: "in_progress" for `processing_rounds` answers, then `processing_result`."""
+        answer = self._media_answer(media)
+        if media.get("state") in ("pending", "in_progress"):
+            media["status_asked"] = asked = media.get("status_asked", 0) + 1
+            rounds = self.processing_rounds
+            if rounds is None:
+                rounds = PROCESSING_FOREVER
+            if asked <= rounds:
+                media["state"] = "in_progress"
+                percent = min(99, 100 * asked // (rounds + 1))
+                answer["processing_info"] = {
+                    "state": "in_progress",
+                    "check_after_secs": self.status_wait,
+                    "progress_percent": percent,
+                }
+                return answer
+            media["state"] = self.processing_result
+        info: dict[str, Any] = {"state": media.get("state"), "progress_percent": 100}
+        if media["state"] == "failed":
+            info["error"] = dict(PROCESSING_ERROR)
+        answer["processing_info"] = info
+        return answer
 
     def _upload_init(self, fields: dict[str, str]) -> tuple[int, Any]:
         kind = fields.get("media_type", "")

@@ -3,18 +3,23 @@ file uploaded by v1.1's chunked media upload (signed over X's upload host), then
 DM of its own by its media id, the text with the first; the bytes X received compared with
 hashes computed here; a failure part-way retried without any file going twice; a file X
 does not take in a DM refused whole before anything is uploaded; and a public reply (a
-reply tweet) refused files with the reason. The expected DMs are written out by hand."""
+reply tweet) refused files with the reason; X's processing of a GIF or video waited for
+under media_processing_timeout_s, so that a STATUS answering "in progress" for ever gives
+the reply back to the outbox for later instead of holding it. The expected DMs are written
+out by hand."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, update
 
+from connectors.twitter.api import ProcessingStep, processing_error, processing_step
 from connectors.twitter.outbox import DM_VIDEO, DmMedia, dm_media, dm_parts
 from inbox.casework import Invalid
 from inbox.models import Outbox, utcnow
@@ -42,16 +47,29 @@ def only(fake: FakeX, *ids: str) -> None:
     fake.dm_events = [e for e in fake.dm_events if e["id"] in ids]
 
 
+def statuses(fake: FakeX) -> int:
+    return sum(1 for s in fake.seen if s.query.get("command") == "STATUS")
+
+
+def due_now(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(Outbox)
+            .where(Outbox.kind == "reply")
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+
+
 def the_reply(engine: Engine) -> Any:
     with engine.connect() as conn:
         return conn.execute(select(Outbox).where(Outbox.kind == "reply")).one()
 
 
-async def a_dm_case(engine: Engine, fake: FakeX) -> Any:
+async def a_dm_case(engine: Engine, fake: FakeX, **overrides: Any) -> Any:
     """Chloé's DM, its case, and its acknowledgement sent: the connector, ready to send."""
     only(fake, CHLOE_DM)
     fake.processing_wait = 0  # a GIF's processing is done by the first STATUS
-    settings = settings_for(fake)
+    settings = settings_for(fake, **overrides)
     twitter = connector(engine, settings)
     await twitter.poll_dms(asyncio.Event())
     normalize(engine, connectors=routes(settings))
@@ -116,12 +134,7 @@ async def test_a_failure_part_way_sends_only_the_rest(engine: Engine, fake: Fake
     first = the_reply(engine)
     assert first.state == "queued" and "503" in first.last_error
     assert len(first.payload["parts_sent"]) == 1
-    with engine.begin() as conn:
-        conn.execute(
-            update(Outbox)
-            .where(Outbox.kind == "reply")
-            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
-        )
+    due_now(engine)
     done = send_next(twitter)
     assert done is not None and done[1] == "sent"
     # Each file reached the customer once: the image with the text, then the GIF.
@@ -207,3 +220,127 @@ def test_one_medium_per_dm_the_text_with_the_first(
     text: str, count: int, expected: list[tuple[str, int | None]]
 ) -> None:
     assert dm_parts(text, count) == expected
+
+
+# --- X's processing of a GIF or a video -----------------------------------------------------
+
+
+async def test_a_medium_x_processes_a_while_goes_once_processed(
+    engine: Engine, fake: FakeX
+) -> None:
+    twitter = await a_dm_case(engine, fake)
+    fake.processing_rounds = 2  # "in_progress" twice, then "succeeded"
+    fake.status_wait = 1
+    reply_with_files(engine, agent(engine), the_reference(engine), "Spinner.", FILES[1:])
+    done = send_next(twitter)
+    assert done is not None and done[1] == "sent"
+    assert received(fake) == [(CHLOE, "Spinner.", "dm_gif", "image/gif", sha(GIF))]
+    # Asked after FINALIZE's "pending", after each "in_progress", and no more.
+    assert statuses(fake) == 3
+
+
+async def test_processing_for_ever_gives_the_reply_back_for_later(
+    engine: Engine, fake: FakeX
+) -> None:
+    twitter = await a_dm_case(engine, fake, media_processing_timeout_s=2)
+    # "in_progress" with check_after_secs 0, for ever: a sender that waits without a bound
+    # sends the GIF once the fake gives up (after 50 answers), and fails this test.
+    fake.processing_rounds = None
+    fake.status_wait = 0
+    reply_with_files(engine, agent(engine), the_reference(engine), "Spinner.", FILES[1:])
+    done = send_next(twitter)
+    assert done is not None and done[1] == "retry"
+    reply = the_reply(engine)
+    assert reply.state == "queued" and reply.attempts == 1
+    assert reply.next_attempt_at > utcnow()
+    assert received(fake) == []
+    waited = re.fullmatch(
+        r"X was still processing spinner\.gif after (\d+) s \(media_processing_timeout_s = 2\)",
+        reply.last_error,
+    )
+    assert waited is not None and int(waited.group(1)) >= 2
+    # At least a second between two STATUS requests, whatever X's check_after_secs: in 2 s
+    # at most one after FINALIZE's answer, one a second later and one at the deadline.
+    assert 1 <= statuses(fake) <= 3
+    # Later, X processes the upload it is given again, and the reply goes once.
+    fake.processing_rounds = 0
+    due_now(engine)
+    done = send_next(twitter)
+    assert done is not None and done[1] == "sent"
+    assert received(fake) == [(CHLOE, "Spinner.", "dm_gif", "image/gif", sha(GIF))]
+    assert len(fake.media) == 2  # the upload given up on is never sent
+
+
+async def test_a_medium_x_cannot_process_fails_the_reply(engine: Engine, fake: FakeX) -> None:
+    twitter = await a_dm_case(engine, fake)
+    fake.processing_rounds = 1
+    fake.status_wait = 1
+    fake.processing_result = "failed"
+    reply_with_files(engine, agent(engine), the_reference(engine), "A clip.", [
+        ("clip.mp4", "video/mp4", MP4)
+    ])  # fmt: skip
+    done = send_next(twitter)
+    assert done is not None and done[1] == "failed"
+    reply = the_reply(engine)
+    assert reply.last_error == "X could not process clip.mp4: Unsupported video format"
+    assert received(fake) == [] and statuses(fake) == 2
+
+
+ERROR = {"code": 1, "name": "InvalidMedia", "message": "Unsupported video format"}
+
+
+@pytest.mark.parametrize(
+    ("info", "elapsed", "expected"),
+    [
+        # No processing_info (an image), or done: ready, even past the deadline.
+        (None, 0.0, ProcessingStep("ready")),
+        ({"state": "succeeded", "progress_percent": 100}, 500.0, ProcessingStep("ready")),
+        ({"state": "failed", "error": ERROR}, 0.0, ProcessingStep("failed")),
+        ({"state": "failed"}, 500.0, ProcessingStep("failed")),
+        # An error while "in progress" is a failure too (tweepy stops waiting on one).
+        ({"state": "in_progress", "error": ERROR}, 0.0, ProcessingStep("failed")),
+        # X's check_after_secs, between the floor (1 s) and the cap (10 s).
+        ({"state": "pending", "check_after_secs": 5}, 0.0, ProcessingStep("wait", 5.0)),
+        ({"state": "in_progress", "check_after_secs": 2.5}, 0.0, ProcessingStep("wait", 2.5)),
+        ({"state": "in_progress", "check_after_secs": 0}, 0.0, ProcessingStep("wait", 1.0)),
+        ({"state": "in_progress", "check_after_secs": -30}, 0.0, ProcessingStep("wait", 1.0)),
+        ({"state": "in_progress", "check_after_secs": 3600}, 0.0, ProcessingStep("wait", 10.0)),
+        # No more than the time left, but still the floor when less than it is left.
+        ({"state": "in_progress", "check_after_secs": 5}, 117.0, ProcessingStep("wait", 3.0)),
+        ({"state": "in_progress", "check_after_secs": 5}, 119.5, ProcessingStep("wait", 1.0)),
+        # Past the deadline: give up.
+        ({"state": "in_progress", "check_after_secs": 5}, 120.0, ProcessingStep("give_up")),
+        ({"state": "pending", "check_after_secs": 1}, 121.0, ProcessingStep("give_up")),
+        # Values that are not numbers count as 0: the floor.
+        ({"state": "in_progress", "check_after_secs": "5"}, 0.0, ProcessingStep("wait", 1.0)),
+        ({"state": "in_progress", "check_after_secs": True}, 0.0, ProcessingStep("wait", 1.0)),
+        ({"state": "in_progress", "check_after_secs": float("nan")}, 0.0,
+         ProcessingStep("wait", 1.0)),
+        ({"state": "in_progress", "check_after_secs": float("inf")}, 0.0,
+         ProcessingStep("wait", 1.0)),
+        ({"state": "in_progress"}, 0.0, ProcessingStep("wait", 1.0)),
+        # A state X does not document, none, or no object: waited on, under the deadline.
+        ({"state": "queued", "check_after_secs": 4}, 0.0, ProcessingStep("wait", 4.0)),
+        ({}, 0.0, ProcessingStep("wait", 1.0)),
+        ("in_progress", 0.0, ProcessingStep("wait", 1.0)),
+        ("in_progress", 120.0, ProcessingStep("give_up")),
+    ],
+)  # fmt: skip
+def test_what_to_do_while_x_processes(
+    info: object, elapsed: float, expected: ProcessingStep
+) -> None:
+    assert processing_step(info, elapsed, timeout=120.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ({"state": "failed", "error": ERROR}, "Unsupported video format"),
+        ({"state": "failed", "error": {"code": 1, "name": "InvalidMedia"}}, "InvalidMedia"),
+        ({"state": "failed", "error": "broken"}, "processing failed"),
+        ({"state": "failed"}, "processing failed"),
+        (None, "processing failed"),
+    ],
+)
+def test_why_x_could_not_process(info: object, expected: str) -> None:
+    assert processing_error(info) == expected
