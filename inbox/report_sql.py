@@ -33,9 +33,18 @@ SQL_DIMENSIONS: dict[str, str | None] = {
 }
 
 _CASES = """
-    SELECT c.id, c.status, c.first_inbound_at, c.first_response_at, c.resolved_at,
-           c.followups, c.ack_state, c.reopens, c.ack_eta_at,
-           COALESCE(c.first_due_at, c.due_at) AS fdue,
+    SELECT c.id, c.first_inbound_at, c.followups,
+           c.status <> 'resolved' AS open,
+           c.ack_state IS NOT NULL AS ack_eligible,
+           c.ack_state = 'sent' AS ack_sent,
+           c.first_response_at IS NOT NULL
+               OR COALESCE(c.first_due_at, c.due_at) < :now AS sla_judged,
+           c.first_response_at <= COALESCE(c.first_due_at, c.due_at) AS sla_attained,
+           c.ack_eta_at IS NOT NULL
+               AND (c.first_response_at IS NOT NULL OR c.ack_eta_at < :now) AS promised,
+           c.first_response_at <= c.ack_eta_at AS kept,
+           c.reopens > 0 AS reopened,
+           c.status = 'resolved' OR c.reopens > 0 AS ever_resolved,
            {dims},
            EXTRACT(EPOCH FROM c.first_response_at - c.first_inbound_at)::float8 AS fr,
            CASE WHEN c.status = 'resolved'
@@ -48,30 +57,32 @@ _CASES = """
     WHERE c.first_inbound_at >= :since AND c.first_inbound_at < :until
 """
 
+# Each grouping set sorts the rows it aggregates (percentile_cont cannot be hashed), so they
+# carry the case's conditions as booleans, not the columns they are computed from: narrower
+# rows to sort. OFFSET 0 keeps the subquery from being inlined, which would compute each
+# duration again in every aggregate that reads it.
 _FIGURES = """
     SELECT {names}, {grouping} AS g,
         count(*) AS volume,
-        count(*) FILTER (WHERE ack_state IS NOT NULL) AS ack_eligible,
-        count(*) FILTER (WHERE ack_state = 'sent') AS ack_sent,
+        count(*) FILTER (WHERE ack_eligible) AS ack_eligible,
+        count(*) FILTER (WHERE ack_sent) AS ack_sent,
         count(fr) AS answered,
         percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY fr) AS fr_p,
         count(res) AS resolved,
         percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY res) AS res_p,
-        count(*) FILTER (WHERE first_response_at IS NOT NULL OR fdue < :now) AS sla_judged,
-        count(*) FILTER (WHERE first_response_at <= fdue) AS sla_attained,
-        count(*) FILTER (WHERE status <> 'resolved') AS open,
-        min(first_inbound_at) FILTER (WHERE status <> 'resolved') AS oldest_open,
-        count(*) FILTER (WHERE fr IS NULL AND status <> 'resolved') AS unanswered,
-        min(first_inbound_at) FILTER (WHERE fr IS NULL AND status <> 'resolved')
-            AS oldest_unanswered,
+        count(*) FILTER (WHERE sla_judged) AS sla_judged,
+        count(*) FILTER (WHERE sla_attained) AS sla_attained,
+        count(*) FILTER (WHERE open) AS open,
+        min(first_inbound_at) FILTER (WHERE open) AS oldest_open,
+        count(*) FILTER (WHERE fr IS NULL AND open) AS unanswered,
+        min(first_inbound_at) FILTER (WHERE fr IS NULL AND open) AS oldest_unanswered,
         sum(followups) AS followups,
-        count(*) FILTER (WHERE ack_eta_at IS NOT NULL
-                         AND (first_response_at IS NOT NULL OR ack_eta_at < :now)) AS promises,
-        count(*) FILTER (WHERE first_response_at <= ack_eta_at) AS kept,
+        count(*) FILTER (WHERE promised) AS promises,
+        count(*) FILTER (WHERE kept) AS kept,
         percentile_cont(0.5) WITHIN GROUP (ORDER BY perr) AS perr_p50,
-        count(*) FILTER (WHERE reopens > 0) AS reopened,
-        count(*) FILTER (WHERE status = 'resolved' OR reopens > 0) AS ever_resolved
-    FROM ({cases}) AS r
+        count(*) FILTER (WHERE reopened) AS reopened,
+        count(*) FILTER (WHERE ever_resolved) AS ever_resolved
+    FROM ({cases} OFFSET 0) AS r
     GROUP BY GROUPING SETS ({sets})
 """
 
@@ -81,7 +92,7 @@ _TURNS = """
         count(nr) AS next_answered,
         percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY nr) AS nr_p,
         count(*) FILTER (WHERE nr IS NOT NULL
-                         OR (closed_at IS NULL AND status <> 'resolved' AND due_at < :now))
+                         OR (closed_at IS NULL AND open AND due_at < :now))
             AS next_sla_judged,
         count(*) FILTER (WHERE responded_at <= due_at) AS next_sla_attained
     FROM (
@@ -109,6 +120,12 @@ _NEXT_SOURCE = """
     SELECT r.*, EXTRACT(EPOCH FROM t.responded_at - t.started_at)::float8 AS nr
     FROM ({cases}) AS r LEFT JOIN case_turns t ON t.case_id = r.id AND t.seq >= 1
 """
+
+
+# For the report's own transaction only (SET LOCAL ends with it; the callers' connections
+# roll back when they are done). JIT compiling the report's wide expressions cost more than
+# it saved (bench/audit_report.py; docs/benchmarks/inbox.md, "The manager report").
+SETTINGS = ("SET LOCAL jit = off",)
 
 
 def uses_sql(dialect: str) -> bool:
@@ -174,6 +191,8 @@ def build(
     # GROUPING() has a bit per dimension, 1 where the row is NOT grouped by it.
     full = (1 << len(names)) - 1
     mask = {name: full ^ (1 << (len(names) - 1 - i)) for i, name in enumerate(names)}
+    for setting in SETTINGS:
+        conn.execute(text(setting))
     figures: dict[tuple[str, str | None], dict[str, Any]] = {}
     query = _FIGURES.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
     for row in conn.execute(text(query), params).mappings():
@@ -302,9 +321,10 @@ def _weeks(
 ) -> tuple[list[tuple[str, int, list[float | None]]], dict[str, list[int]]]:
     """Per week: its volume and each channel's median of the parity measure; per channel:
     the first-response histogram."""
-    # bucket_of: the number of edges past the first that the response reached.
-    bucket = " + ".join(f"(fr >= {edge})::int" for edge in BUCKET_EDGES[1:])
-    bucket = f"CASE WHEN fr IS NULL THEN NULL ELSE {bucket} END"
+    # bucket_of: the number of edges past the first that the response reached (the edges
+    # ascend; a response below the second edge, negative ones too, is in bucket 0).
+    edges = ", ".join(str(float(edge)) for edge in BUCKET_EDGES[1:])
+    bucket = f"width_bucket(fr, ARRAY[{edges}]::float8[])"
     grouping = "GROUPING(week, channel, bucket)"
     rows = list(
         conn.execute(
