@@ -26,11 +26,14 @@ SQL_DIMENSIONS: dict[str, str | None] = {
     "channel": "c.channel",
     "side": "COALESCE(c.side, 'private')",
     "language": "COALESCE(c.language, 'en')",
-    "agent": "u.name",
-    # A scalar subquery on teams' primary key: the few teams stay cached, and the cases
-    # scan is not widened by a join.
-    "team": "(SELECT t.name FROM teams t WHERE t.id = c.team_id)",
+    "agent": "COALESCE(c.assignee_id, c.first_responder_id)",
+    "team": "c.team_id",
 }
+# Dimensions whose expression is the id of a row in this table, grouped by id and named by
+# the row's name once the groups are counted: the names are unique (users_name_key,
+# teams_name_key) and the ids foreign keys, so the groups are the names' groups, without a
+# join or a lookup per case and with integers, not names, to sort by.
+SQL_NAMED_BY: dict[str, str] = {"agent": "users", "team": "teams"}
 
 _CASES = """
     SELECT c.id, c.first_inbound_at, c.followups,
@@ -53,7 +56,6 @@ _CASES = """
                      AND (c.first_response_at IS NOT NULL OR c.ack_eta_at < :now)
                 THEN EXTRACT(EPOCH FROM c.first_response_at - c.ack_eta_at)::float8 END AS perr
     FROM cases c
-    LEFT JOIN users u ON u.id = COALESCE(c.assignee_id, c.first_responder_id)
     WHERE c.first_inbound_at >= :since AND c.first_inbound_at < :until
 """
 
@@ -104,15 +106,20 @@ _TURNS = """
     GROUP BY GROUPING SETS ({sets})
 """
 
+# One sort, by week and channel: a week's volume is the sum of its channels' and a channel's
+# histogram the sum of its weeks', added up in Python, where grouping sets for them would sort
+# the period's rows once more and take medians nobody reads. OFFSET 0 computes the measure
+# and its bucket once per row, not once per aggregate that reads them.
 _WEEKS = """
-    SELECT week, channel, bucket, {grouping} AS g, count(*) AS volume,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY {measure}) AS median
+    SELECT week, channel, count(*) AS volume,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY {measure}) AS median{buckets}
     FROM (
         SELECT r.*, (date_trunc('week', r.first_inbound_at))::date AS week,
                {bucket} AS bucket
         FROM ({source}) AS r
+        OFFSET 0
     ) AS r
-    GROUP BY GROUPING SETS ((week), (week, channel), (channel, bucket))
+    GROUP BY week, channel
 """
 
 
@@ -193,16 +200,19 @@ def build(
     mask = {name: full ^ (1 << (len(names) - 1 - i)) for i, name in enumerate(names)}
     for setting in SETTINGS:
         conn.execute(text(setting))
-    figures: dict[tuple[str, str | None], dict[str, Any]] = {}
     query = _FIGURES.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
-    for row in conn.execute(text(query), params).mappings():
-        key = _key(row, names, mask, full)
+    figure_rows = list(conn.execute(text(query), params).mappings())
+    query = _TURNS.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
+    turn_rows = list(conn.execute(text(query), params).mappings())
+    named = _names(conn, figure_rows, names, mask)
+    figures: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for row in figure_rows:
+        key = _key(row, names, mask, full, named)
         if key is not None:
             figures[key] = _case_figures(row, now)
-    query = _TURNS.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
     turns = {}
-    for row in conn.execute(text(query), params).mappings():
-        key = _key(row, names, mask, full)
+    for row in turn_rows:
+        key = _key(row, names, mask, full, named)
         if key is not None:
             turns[key] = _turn_figures(row)
     empty = report.group_stats([], now)
@@ -238,14 +248,37 @@ def build(
     )
 
 
+def _names(
+    conn: Connection, rows: list[Any], names: list[str], mask: dict[str, int]
+) -> dict[str, dict[Any, str]]:
+    """Per dimension of SQL_NAMED_BY, the names of the ids its groups have (every case is in
+    the figures' rows, so every id the later turns have is among them)."""
+    named: dict[str, dict[Any, str]] = {}
+    for name, table in SQL_NAMED_BY.items():
+        if name not in names:
+            continue
+        ids = [r[name] for r in rows if r["g"] == mask[name] and r[name] is not None]
+        # Only our own table names are formatted in; the ids are bound.
+        query = text(f"SELECT id, name FROM {table} WHERE id = ANY(:ids)")  # noqa: S608
+        named[name] = {i: n for i, n in conn.execute(query, {"ids": ids}).tuples()}
+    return named
+
+
 def _key(
-    row: Any, names: list[str], mask: dict[str, int], full: int
+    row: Any,
+    names: list[str],
+    mask: dict[str, int],
+    full: int,
+    named: Mapping[str, Mapping[Any, str]],
 ) -> tuple[str, str | None] | None:
     if row["g"] == full:
         return ("", None)
     for name in names:
         if row["g"] == mask[name]:
-            return None if row[name] is None else (name, row[name])
+            value = row[name]
+            if name in named:
+                value = named[name].get(value)
+            return None if value is None else (name, value)
     return None
 
 
@@ -324,35 +357,33 @@ def _weeks(
     # bucket_of: the number of edges past the first that the response reached (the edges
     # ascend; a response below the second edge, negative ones too, is in bucket 0).
     edges = ", ".join(str(float(edge)) for edge in BUCKET_EDGES[1:])
-    bucket = f"width_bucket(fr, ARRAY[{edges}]::float8[])"
-    grouping = "GROUPING(week, channel, bucket)"
-    rows = list(
-        conn.execute(
-            text(_WEEKS.format(grouping=grouping, measure="fr", bucket=bucket, source=cases)),
-            params,
-        ).mappings()
+    buckets = "".join(
+        f", count(*) FILTER (WHERE bucket = {i}) AS b{i}" for i in range(len(BUCKET_EDGES))
     )
-    volumes = {r["week"]: r["volume"] for r in rows if r["g"] == 0b011}
-    medians: dict[Any, list[float | None]] = {}
-    if parity_on == "first_response":
-        for r in rows:
-            if r["g"] == 0b001:
-                medians.setdefault(r["week"], []).append(_ms(r["median"]))
-    else:
-        # Next responses: the turns of each week's cases; a channel without one that week
-        # has no median (as on the Python path, where it is None).
-        # Only our own constant SQL is formatted in: no input reaches these strings.
-        source = _NEXT_SOURCE.format(cases=cases)
-        query = _WEEKS.format(grouping=grouping, measure="nr", bucket="NULL::int", source=source)
-        for r in conn.execute(text(query), params).mappings():
-            if r["g"] == 0b001:
-                medians.setdefault(r["week"], []).append(_ms(r["median"]))
+    # Only our own constant SQL is formatted in: no input reaches these strings.
+    query = _WEEKS.format(
+        measure="fr",
+        buckets=buckets,
+        bucket=f"width_bucket(fr, ARRAY[{edges}]::float8[])",
+        source=cases,
+    )
+    rows = list(conn.execute(text(query), params).mappings())
+    volumes: dict[Any, int] = {}
     histograms: dict[str, list[int]] = {}
     for r in rows:
-        if r["g"] == 0b100:
-            counts = histograms.setdefault(r["channel"], [0] * len(BUCKET_EDGES))
-            if r["bucket"] is not None:
-                counts[r["bucket"]] += r["volume"]
+        volumes[r["week"]] = volumes.get(r["week"], 0) + r["volume"]
+        counts = histograms.setdefault(r["channel"], [0] * len(BUCKET_EDGES))
+        for i in range(len(BUCKET_EDGES)):
+            counts[i] += r[f"b{i}"]
+    if parity_on != "first_response":
+        # Next responses: the turns of each week's cases; a channel without one that week
+        # has no median (as on the Python path, where it is None).
+        source = _NEXT_SOURCE.format(cases=cases)
+        query = _WEEKS.format(measure="nr", buckets="", bucket="NULL::int", source=source)
+        rows = list(conn.execute(text(query), params).mappings())
+    medians: dict[Any, list[float | None]] = {}
+    for r in rows:
+        medians.setdefault(r["week"], []).append(_ms(r["median"]))
     weeks = [
         (week.isoformat(), volume, medians.get(week, []))
         for week, volume in sorted(volumes.items())
