@@ -5,7 +5,9 @@ the period, a second over their later turns and a third for the weeks and the hi
 The figures are the Python path's (inbox/report.py, which stays the SQLite path and this
 one's oracle: tests/test_report_sql.py compares the two on the tests' data sets). The case
 row carries what the report needs from elsewhere (side, turn 0's due time, the promised
-time, the first responder), so nothing but the small users table is joined to it.
+time, the first responder), so no table is joined to it but the later turns; agents and
+teams are named from their ids once counted. Where the time goes, and what was tried:
+docs/benchmarks/inbox.md, "The manager report".
 """
 
 from __future__ import annotations
