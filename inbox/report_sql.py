@@ -5,7 +5,9 @@ the period, a second over their later turns and a third for the weeks and the hi
 The figures are the Python path's (inbox/report.py, which stays the SQLite path and this
 one's oracle: tests/test_report_sql.py compares the two on the tests' data sets). The case
 row carries what the report needs from elsewhere (side, turn 0's due time, the promised
-time, the first responder), so nothing but the small users table is joined to it.
+time, the first responder), so no table is joined to it but the later turns; agents and
+teams are named from their ids once counted. Where the time goes, and what was tried:
+docs/benchmarks/inbox.md, "The manager report".
 """
 
 from __future__ import annotations
@@ -26,16 +28,28 @@ SQL_DIMENSIONS: dict[str, str | None] = {
     "channel": "c.channel",
     "side": "COALESCE(c.side, 'private')",
     "language": "COALESCE(c.language, 'en')",
-    "agent": "u.name",
-    # A scalar subquery on teams' primary key: the few teams stay cached, and the cases
-    # scan is not widened by a join.
-    "team": "(SELECT t.name FROM teams t WHERE t.id = c.team_id)",
+    "agent": "COALESCE(c.assignee_id, c.first_responder_id)",
+    "team": "c.team_id",
 }
+# Dimensions whose expression is the id of a row in this table, grouped by id and named by
+# the row's name once the groups are counted: the names are unique (users_name_key,
+# teams_name_key) and the ids foreign keys, so the groups are the names' groups, without a
+# join or a lookup per case and with integers, not names, to sort by.
+SQL_NAMED_BY: dict[str, str] = {"agent": "users", "team": "teams"}
 
 _CASES = """
-    SELECT c.id, c.status, c.first_inbound_at, c.first_response_at, c.resolved_at,
-           c.followups, c.ack_state, c.reopens, c.ack_eta_at,
-           COALESCE(c.first_due_at, c.due_at) AS fdue,
+    SELECT c.id, c.first_inbound_at, c.followups,
+           c.status <> 'resolved' AS open,
+           c.ack_state IS NOT NULL AS ack_eligible,
+           c.ack_state = 'sent' AS ack_sent,
+           c.first_response_at IS NOT NULL
+               OR COALESCE(c.first_due_at, c.due_at) < :now AS sla_judged,
+           c.first_response_at <= COALESCE(c.first_due_at, c.due_at) AS sla_attained,
+           c.ack_eta_at IS NOT NULL
+               AND (c.first_response_at IS NOT NULL OR c.ack_eta_at < :now) AS promised,
+           c.first_response_at <= c.ack_eta_at AS kept,
+           c.reopens > 0 AS reopened,
+           c.status = 'resolved' OR c.reopens > 0 AS ever_resolved,
            {dims},
            EXTRACT(EPOCH FROM c.first_response_at - c.first_inbound_at)::float8 AS fr,
            CASE WHEN c.status = 'resolved'
@@ -44,34 +58,35 @@ _CASES = """
                      AND (c.first_response_at IS NOT NULL OR c.ack_eta_at < :now)
                 THEN EXTRACT(EPOCH FROM c.first_response_at - c.ack_eta_at)::float8 END AS perr
     FROM cases c
-    LEFT JOIN users u ON u.id = COALESCE(c.assignee_id, c.first_responder_id)
     WHERE c.first_inbound_at >= :since AND c.first_inbound_at < :until
 """
 
+# Each grouping set sorts the rows it aggregates (percentile_cont cannot be hashed), so they
+# carry the case's conditions as booleans, not the columns they are computed from: narrower
+# rows to sort. OFFSET 0 keeps the subquery from being inlined, which would compute each
+# duration again in every aggregate that reads it.
 _FIGURES = """
     SELECT {names}, {grouping} AS g,
         count(*) AS volume,
-        count(*) FILTER (WHERE ack_state IS NOT NULL) AS ack_eligible,
-        count(*) FILTER (WHERE ack_state = 'sent') AS ack_sent,
+        count(*) FILTER (WHERE ack_eligible) AS ack_eligible,
+        count(*) FILTER (WHERE ack_sent) AS ack_sent,
         count(fr) AS answered,
         percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY fr) AS fr_p,
         count(res) AS resolved,
         percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY res) AS res_p,
-        count(*) FILTER (WHERE first_response_at IS NOT NULL OR fdue < :now) AS sla_judged,
-        count(*) FILTER (WHERE first_response_at <= fdue) AS sla_attained,
-        count(*) FILTER (WHERE status <> 'resolved') AS open,
-        min(first_inbound_at) FILTER (WHERE status <> 'resolved') AS oldest_open,
-        count(*) FILTER (WHERE fr IS NULL AND status <> 'resolved') AS unanswered,
-        min(first_inbound_at) FILTER (WHERE fr IS NULL AND status <> 'resolved')
-            AS oldest_unanswered,
+        count(*) FILTER (WHERE sla_judged) AS sla_judged,
+        count(*) FILTER (WHERE sla_attained) AS sla_attained,
+        count(*) FILTER (WHERE open) AS open,
+        min(first_inbound_at) FILTER (WHERE open) AS oldest_open,
+        count(*) FILTER (WHERE fr IS NULL AND open) AS unanswered,
+        min(first_inbound_at) FILTER (WHERE fr IS NULL AND open) AS oldest_unanswered,
         sum(followups) AS followups,
-        count(*) FILTER (WHERE ack_eta_at IS NOT NULL
-                         AND (first_response_at IS NOT NULL OR ack_eta_at < :now)) AS promises,
-        count(*) FILTER (WHERE first_response_at <= ack_eta_at) AS kept,
+        count(*) FILTER (WHERE promised) AS promises,
+        count(*) FILTER (WHERE kept) AS kept,
         percentile_cont(0.5) WITHIN GROUP (ORDER BY perr) AS perr_p50,
-        count(*) FILTER (WHERE reopens > 0) AS reopened,
-        count(*) FILTER (WHERE status = 'resolved' OR reopens > 0) AS ever_resolved
-    FROM ({cases}) AS r
+        count(*) FILTER (WHERE reopened) AS reopened,
+        count(*) FILTER (WHERE ever_resolved) AS ever_resolved
+    FROM ({cases} OFFSET 0) AS r
     GROUP BY GROUPING SETS ({sets})
 """
 
@@ -81,7 +96,7 @@ _TURNS = """
         count(nr) AS next_answered,
         percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY nr) AS nr_p,
         count(*) FILTER (WHERE nr IS NOT NULL
-                         OR (closed_at IS NULL AND status <> 'resolved' AND due_at < :now))
+                         OR (closed_at IS NULL AND open AND due_at < :now))
             AS next_sla_judged,
         count(*) FILTER (WHERE responded_at <= due_at) AS next_sla_attained
     FROM (
@@ -93,15 +108,20 @@ _TURNS = """
     GROUP BY GROUPING SETS ({sets})
 """
 
+# One sort, by week and channel: a week's volume is the sum of its channels' and a channel's
+# histogram the sum of its weeks', added up in Python, where grouping sets for them would sort
+# the period's rows once more and take medians nobody reads. OFFSET 0 computes the measure
+# and its bucket once per row, not once per aggregate that reads them.
 _WEEKS = """
-    SELECT week, channel, bucket, {grouping} AS g, count(*) AS volume,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY {measure}) AS median
+    SELECT week, channel, count(*) AS volume,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY {measure}) AS median{buckets}
     FROM (
         SELECT r.*, (date_trunc('week', r.first_inbound_at))::date AS week,
                {bucket} AS bucket
         FROM ({source}) AS r
+        OFFSET 0
     ) AS r
-    GROUP BY GROUPING SETS ((week), (week, channel), (channel, bucket))
+    GROUP BY week, channel
 """
 
 
@@ -109,6 +129,12 @@ _NEXT_SOURCE = """
     SELECT r.*, EXTRACT(EPOCH FROM t.responded_at - t.started_at)::float8 AS nr
     FROM ({cases}) AS r LEFT JOIN case_turns t ON t.case_id = r.id AND t.seq >= 1
 """
+
+
+# For the report's own transaction only (SET LOCAL ends with it; the callers' connections
+# roll back when they are done). JIT compiling the report's wide expressions cost more than
+# it saved (bench/audit_report.py; docs/benchmarks/inbox.md, "The manager report").
+SETTINGS = ("SET LOCAL jit = off",)
 
 
 def uses_sql(dialect: str) -> bool:
@@ -174,16 +200,21 @@ def build(
     # GROUPING() has a bit per dimension, 1 where the row is NOT grouped by it.
     full = (1 << len(names)) - 1
     mask = {name: full ^ (1 << (len(names) - 1 - i)) for i, name in enumerate(names)}
-    figures: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for setting in SETTINGS:
+        conn.execute(text(setting))
     query = _FIGURES.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
-    for row in conn.execute(text(query), params).mappings():
-        key = _key(row, names, mask, full)
+    figure_rows = list(conn.execute(text(query), params).mappings())
+    query = _TURNS.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
+    turn_rows = list(conn.execute(text(query), params).mappings())
+    named = _names(conn, figure_rows, names, mask)
+    figures: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for row in figure_rows:
+        key = _key(row, names, mask, full, named)
         if key is not None:
             figures[key] = _case_figures(row, now)
-    query = _TURNS.format(names=", ".join(names), grouping=grouping, cases=cases, sets=sets)
     turns = {}
-    for row in conn.execute(text(query), params).mappings():
-        key = _key(row, names, mask, full)
+    for row in turn_rows:
+        key = _key(row, names, mask, full, named)
         if key is not None:
             turns[key] = _turn_figures(row)
     empty = report.group_stats([], now)
@@ -219,14 +250,37 @@ def build(
     )
 
 
+def _names(
+    conn: Connection, rows: list[Any], names: list[str], mask: dict[str, int]
+) -> dict[str, dict[Any, str]]:
+    """Per dimension of SQL_NAMED_BY, the names of the ids its groups have (every case is in
+    the figures' rows, so every id the later turns have is among them)."""
+    named: dict[str, dict[Any, str]] = {}
+    for name, table in SQL_NAMED_BY.items():
+        if name not in names:
+            continue
+        ids = [r[name] for r in rows if r["g"] == mask[name] and r[name] is not None]
+        # Only our own table names are formatted in; the ids are bound.
+        query = text(f"SELECT id, name FROM {table} WHERE id = ANY(:ids)")  # noqa: S608
+        named[name] = {i: n for i, n in conn.execute(query, {"ids": ids}).tuples()}
+    return named
+
+
 def _key(
-    row: Any, names: list[str], mask: dict[str, int], full: int
+    row: Any,
+    names: list[str],
+    mask: dict[str, int],
+    full: int,
+    named: Mapping[str, Mapping[Any, str]],
 ) -> tuple[str, str | None] | None:
     if row["g"] == full:
         return ("", None)
     for name in names:
         if row["g"] == mask[name]:
-            return None if row[name] is None else (name, row[name])
+            value = row[name]
+            if name in named:
+                value = named[name].get(value)
+            return None if value is None else (name, value)
     return None
 
 
@@ -302,37 +356,36 @@ def _weeks(
 ) -> tuple[list[tuple[str, int, list[float | None]]], dict[str, list[int]]]:
     """Per week: its volume and each channel's median of the parity measure; per channel:
     the first-response histogram."""
-    # bucket_of: the number of edges past the first that the response reached.
-    bucket = " + ".join(f"(fr >= {edge})::int" for edge in BUCKET_EDGES[1:])
-    bucket = f"CASE WHEN fr IS NULL THEN NULL ELSE {bucket} END"
-    grouping = "GROUPING(week, channel, bucket)"
-    rows = list(
-        conn.execute(
-            text(_WEEKS.format(grouping=grouping, measure="fr", bucket=bucket, source=cases)),
-            params,
-        ).mappings()
+    # bucket_of: the number of edges past the first that the response reached (the edges
+    # ascend; a response below the second edge, negative ones too, is in bucket 0).
+    edges = ", ".join(str(float(edge)) for edge in BUCKET_EDGES[1:])
+    buckets = "".join(
+        f", count(*) FILTER (WHERE bucket = {i}) AS b{i}" for i in range(len(BUCKET_EDGES))
     )
-    volumes = {r["week"]: r["volume"] for r in rows if r["g"] == 0b011}
-    medians: dict[Any, list[float | None]] = {}
-    if parity_on == "first_response":
-        for r in rows:
-            if r["g"] == 0b001:
-                medians.setdefault(r["week"], []).append(_ms(r["median"]))
-    else:
-        # Next responses: the turns of each week's cases; a channel without one that week
-        # has no median (as on the Python path, where it is None).
-        # Only our own constant SQL is formatted in: no input reaches these strings.
-        source = _NEXT_SOURCE.format(cases=cases)
-        query = _WEEKS.format(grouping=grouping, measure="nr", bucket="NULL::int", source=source)
-        for r in conn.execute(text(query), params).mappings():
-            if r["g"] == 0b001:
-                medians.setdefault(r["week"], []).append(_ms(r["median"]))
+    # Only our own constant SQL is formatted in: no input reaches these strings.
+    query = _WEEKS.format(
+        measure="fr",
+        buckets=buckets,
+        bucket=f"width_bucket(fr, ARRAY[{edges}]::float8[])",
+        source=cases,
+    )
+    rows = list(conn.execute(text(query), params).mappings())
+    volumes: dict[Any, int] = {}
     histograms: dict[str, list[int]] = {}
     for r in rows:
-        if r["g"] == 0b100:
-            counts = histograms.setdefault(r["channel"], [0] * len(BUCKET_EDGES))
-            if r["bucket"] is not None:
-                counts[r["bucket"]] += r["volume"]
+        volumes[r["week"]] = volumes.get(r["week"], 0) + r["volume"]
+        counts = histograms.setdefault(r["channel"], [0] * len(BUCKET_EDGES))
+        for i in range(len(BUCKET_EDGES)):
+            counts[i] += r[f"b{i}"]
+    if parity_on != "first_response":
+        # Next responses: the turns of each week's cases; a channel without one that week
+        # has no median (as on the Python path, where it is None).
+        source = _NEXT_SOURCE.format(cases=cases)
+        query = _WEEKS.format(measure="nr", buckets="", bucket="NULL::int", source=source)
+        rows = list(conn.execute(text(query), params).mappings())
+    medians: dict[Any, list[float | None]] = {}
+    for r in rows:
+        medians.setdefault(r["week"], []).append(_ms(r["median"]))
     weeks = [
         (week.isoformat(), volume, medians.get(week, []))
         for week, volume in sorted(volumes.items())

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from inbox import report, report_rows, report_sql
 from tests import test_turns
-from tests.test_audit_report import EVENTS, OLD, seed
+from tests.test_audit_report import EVENTS, OLD, Event, seed
 
 
 def both(engine: Engine, since: datetime, until: datetime, **kwargs: Any) -> tuple[Any, Any]:
@@ -66,3 +66,20 @@ def test_the_report_takes_the_sql_path_on_postgresql_only(engine):
         )
     assert data["channels"]["email"]["volume"] == 6
     assert report_sql.uses_sql(engine.dialect.name) == (engine.dialect.name == "postgresql")
+
+
+# First responses on and beside the histogram's edges (15 min, 1 h, 4 h, 3 days), and one
+# recorded before the message it answers (a clock skew): a response on an edge is in the
+# bucket the edge opens, one before it (or negative) in the bucket below.
+EDGE_RESPONSES_MIN = [15, 14.99, 60, 240, 3 * 24 * 60, 3 * 24 * 60 - 0.01, -1]
+
+
+def test_the_histogram_puts_a_response_on_an_edge_above_it(engine: Engine) -> None:
+    seed(engine, [Event("sms", "private", 24 * 5, m, None, 4) for m in EDGE_RESPONSES_MIN])
+    now = datetime.now(UTC)
+    with engine.connect() as conn:
+        data = report_sql.compute(
+            conn, now=now, since=now - timedelta(days=30), until=now, threshold=2.0
+        )
+    # Buckets: <15 min, 15 min-1 h, 1-4 h, 4-8 h, 8-24 h, 1-3 days, 3 days and more.
+    assert data["histogram"]["channels"]["sms"] == [2, 1, 1, 1, 0, 1, 1]
