@@ -1555,7 +1555,7 @@ class WorkerLoop:
         idle_poll_s: float = 1.0,
         busy_share: float = 0.15,
         busy_defer_s: float = 10.0,
-        idle_chunk: int = 10,
+        idle_chunk: int | None = None,
     ) -> None:
         self.normalizer = normalizer
         self.intake_busy = intake_busy
@@ -1618,9 +1618,10 @@ class WorkerLoop:
             position = 0
             while position < len(batch) and not stop.is_set() and not self._deferring():
                 # While intake is busy: one row per trip to a thread, then a pause (below).
-                # Otherwise a chunk per trip, since each trip to a thread and back waits on
-                # the scheduler twice, which on a loaded machine costs more than a row.
-                size = 1 if self.intake_busy() else self.idle_chunk
+                # Otherwise the whole claim in one trip (or `idle_chunk` rows): each trip to
+                # a thread and back waits on the scheduler twice, and rows parsed together
+                # are filed together, a transaction for many rather than one each.
+                size = 1 if self.intake_busy() else self.idle_chunk or len(batch)
                 if not stop.is_set():
                     self._refilling.set()
                 started = time.perf_counter()
@@ -1669,10 +1670,16 @@ class WorkerLoop:
         return len(ids), None
 
     def _refill(self, count: int) -> list[int]:
-        if not self._refilling.is_set():
+        """More rows for the parse processes while this trip's rows are being finished.
+
+        A backlog is claimed a batch at a time, not a row per free process: each claim is a
+        write of its own, and rows claimed together are parsed and filed together. A burst of
+        intake ends the refilling, so the worker goes back to deferring to it.
+        """
+        if not self._refilling.is_set() or self.intake_busy():
             return []
         try:
-            return self.normalizer.claim(count)
+            return self.normalizer.claim(max(count, self.normalizer.settings.batch_size))
         except StorageUnavailable:
             return []
 
