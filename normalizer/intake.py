@@ -14,6 +14,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -331,6 +332,7 @@ class IntakeWriter:
         self._turn: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
         self._thread: threading.Thread | None = None
         self.pending = 0
+        # time.monotonic(), not the loop's clock: the worker's refill reads it from a thread.
         self.last_submit = 0.0
 
     def start(self) -> None:
@@ -354,7 +356,7 @@ class IntakeWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Stored] = loop.create_future()
         self.pending += 1
-        self.last_submit = loop.time()
+        self.last_submit = time.monotonic()
         turn = self._turn.get(loop)
         if turn is None:
             turn = self._turn[loop] = []

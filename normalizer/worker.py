@@ -284,22 +284,24 @@ class Normalizer:
         *,
         refill: Callable[[int], list[int]] | None = None,
         outcomes: list[Outcome] | None = None,
+        ordered: bool | None = None,
     ) -> list[Outcome]:
         """Normalize rows, parsing `workers` of them at once in child processes.
 
         Each row is persisted here, in this process, as soon as its parse is back, so a slow
         parse holds back no other row. While a slow parse runs and no row is left, `refill`
         is asked for more rows (the daemon claims more): the slow one holds one child only.
-        Without `refill` (draining, importing) rows are filed in intake order instead, in
-        whole batches of `persist_batch`: a parse that comes back early waits for the rows
-        before it.
+        Without `refill` (draining), or with `ordered` (an import, whose `refill` stores the
+        next rows while these are filed), rows are filed in intake order instead, in whole
+        batches of `persist_batch`: a parse that comes back early waits for the rows before
+        it. `refill` must then give rows after every row it gave before.
         Outcomes are appended to `outcomes` as they happen (the caller sees how far a failure
         got); what persisting raises (StorageUnavailable) stops the call.
         """
         done: list[Outcome] = [] if outcomes is None else outcomes
         loaded: dict[int, Any] = {}
         # In order: the parse jobs' keys in intake order, made before any of them is parsed.
-        ordered = refill is None
+        ordered = refill is None if ordered is None else ordered
         expected: list[int] = []
 
         def jobs(ids: Sequence[int]) -> list[ParseJob]:
@@ -1553,7 +1555,7 @@ class WorkerLoop:
         idle_poll_s: float = 1.0,
         busy_share: float = 0.15,
         busy_defer_s: float = 10.0,
-        idle_chunk: int = 10,
+        idle_chunk: int | None = None,
     ) -> None:
         self.normalizer = normalizer
         self.intake_busy = intake_busy
@@ -1616,9 +1618,10 @@ class WorkerLoop:
             position = 0
             while position < len(batch) and not stop.is_set() and not self._deferring():
                 # While intake is busy: one row per trip to a thread, then a pause (below).
-                # Otherwise a chunk per trip, since each trip to a thread and back waits on
-                # the scheduler twice, which on a loaded machine costs more than a row.
-                size = 1 if self.intake_busy() else self.idle_chunk
+                # Otherwise the whole claim in one trip (or `idle_chunk` rows): each trip to
+                # a thread and back waits on the scheduler twice, and rows parsed together
+                # are filed together, a transaction for many rather than one each.
+                size = 1 if self.intake_busy() else self.idle_chunk or len(batch)
                 if not stop.is_set():
                     self._refilling.set()
                 started = time.perf_counter()
@@ -1667,10 +1670,16 @@ class WorkerLoop:
         return len(ids), None
 
     def _refill(self, count: int) -> list[int]:
-        if not self._refilling.is_set():
+        """More rows for the parse processes while this trip's rows are being finished.
+
+        A backlog is claimed a batch at a time, not a row per free process: each claim is a
+        write of its own, and rows claimed together are parsed and filed together. A burst of
+        intake ends the refilling, so the worker goes back to deferring to it.
+        """
+        if not self._refilling.is_set() or self.intake_busy():
             return []
         try:
-            return self.normalizer.claim(count)
+            return self.normalizer.claim(max(count, self.normalizer.settings.batch_size))
         except StorageUnavailable:
             return []
 

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -191,8 +192,8 @@ class Daemon:
         self.ways_out: list[WayOut] = []
 
     def _intake_busy(self) -> bool:
-        loop = asyncio.get_running_loop()
-        return self.writer.pending > 0 or loop.time() - self.writer.last_submit < 0.25
+        # Asked from the worker's threads too (its refill), so no event loop is assumed.
+        return self.writer.pending > 0 or time.monotonic() - self.writer.last_submit < 0.25
 
     def _stored(self, count: int = 0) -> None:
         """New input is stored: wake whichever normalizer this process runs."""

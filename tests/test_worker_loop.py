@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from connectors.registry import parser_table
 from inbox.config import StoreSettings
@@ -115,3 +115,33 @@ async def test_sustained_intake_still_gets_a_share_after_the_deferral(engine):
     assert time.monotonic() - started >= 0.3
     stop.set()
     await asyncio.wait_for(task, timeout=60)
+
+
+async def test_a_backlog_is_claimed_a_batch_at_a_time_not_a_row_per_free_process(engine):
+    """Each claim is a write of its own: 120 rows waiting are taken in a handful of claims
+    (batches of `batch_size`, 50), not one or two rows each time a parse process is free."""
+    for n in range(120):
+        ingest(engine, mail(n), connector="smtp")
+    claims: list[str] = []
+
+    def count_claims(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().upper().startswith("UPDATE INTAKE SET CLAIMED_BY"):
+            claims.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count_claims)
+    try:
+        loop = WorkerLoop(
+            Normalizer(engine, StoreSettings(), mail_auth=test_mail_auth(), parsers=parser_table())
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop.run(stop))
+        await until(lambda: loop.processed >= 120)
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+    finally:
+        event.remove(engine, "before_cursor_execute", count_claims)
+    with engine.connect() as conn:
+        assert set(conn.execute(select(Intake.state)).scalars()) == {"done"}
+    # 120 rows in batches of 50: three claims that found rows, and the empty ones that end
+    # each run; a row per free process would be some sixty.
+    assert 3 <= len(claims) <= 10
