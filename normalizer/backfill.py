@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 from inbox import audit
 from inbox.channels import MAIL_CHANNEL
 from inbox.db import write
-from normalizer.intake import RawInput, Stored, sha256, store
-from normalizer.worker import Normalizer, Outcome
+from normalizer.intake import RawInput, sha256, store
+from normalizer.worker import Normalizer
 
 CONNECTOR = "import"
 
@@ -65,121 +65,54 @@ def import_messages(
     *,
     origin: str,
     batch_size: int = 200,
-    window: int = 10_000,
     progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
     """Store and normalize `messages` batch by batch; never acknowledged.
 
-    Each batch is one intake transaction. The next batch is stored and handed to the parse
-    processes while this one is filed, so parsing, storing and filing overlap; at most
-    `window` messages are in flight, so memory stays bounded whatever the mailbox's size, and
-    the progress shown is messages that are cased, not merely read.
+    Each batch is one intake transaction, then normalized right away, so memory stays
+    bounded and the progress shown is messages that are cased, not merely read.
     """
     summary = ImportSummary()
     # Importing is one decision by an operator: "this is history, acknowledge none of it".
     # It is audited once here rather than once per case.
     _audit(engine, "import.started", {"origin": origin})
     iterator = iter(messages)
-    while True:
-        feed = _Feed(engine, normalizer, iterator, origin, batch_size, window, progress)
-        first = feed(batch_size)
-        if not feed.batches:
-            break
-        if first:
-            normalizer.process_many(first, refill=feed, ordered=True, outcomes=feed.outcomes)
-        feed.report(everything=True)
-        states = {o.intake_id: o.state for o in feed.outcomes}
-        summary.parse_cpu_seconds += sum(o.cpu_seconds for o in feed.outcomes)
-        for stored in feed.batches:
-            _count(summary, stored, states)
+    while batch := list(islice(iterator, batch_size)):
+        items = [
+            RawInput(
+                connector=CONNECTOR,
+                channel=MAIL_CHANNEL,
+                source_key=source_key(raw),
+                payload=raw,
+                envelope={"import": origin},
+                acknowledge=False,
+            )
+            for raw in batch
+        ]
+        stored = store(engine, items)
+        # The whole batch claimed at once: it is filed in whole persist batches while the
+        # parse processes work on the next ones.
+        drained = normalizer.drain(only=sorted({s.intake_id for s in stored}), claim=len(stored))
+        outcomes = {o.intake_id: o.state for o in drained}
+        summary.parse_cpu_seconds += sum(o.cpu_seconds for o in drained)
+        counted: set[int] = set()
+        for result in stored:
+            summary.read += 1
+            state = outcomes.get(result.intake_id) if result.intake_id not in counted else None
+            counted.add(result.intake_id)
+            if state == "done":
+                summary.imported += 1
+            elif state == "dead":
+                summary.dead_lettered += 1
+            elif state == "duplicate" or result.duplicate:
+                summary.duplicates += 1
+            else:
+                summary.elsewhere += 1
+        if progress is not None:
+            progress(len(batch))
     counts = {k: v for k, v in asdict(summary).items() if k != "parse_cpu_seconds"}
     _audit(engine, "import.finished", {"origin": origin, **counts})
     return summary
-
-
-class _Feed:
-    """The next batch stored and claimed, each time the parse processes run short of work.
-
-    Called from the parse thread while the caller's thread files the batch before; the
-    intake ids it gives only ever grow, which is what filing in intake order needs.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        normalizer: Normalizer,
-        messages: Iterator[bytes],
-        origin: str,
-        batch_size: int,
-        window: int,
-        progress: Callable[[int], None] | None,
-    ) -> None:
-        self.engine, self.normalizer, self.messages = engine, normalizer, messages
-        self.origin, self.batch_size, self.window = origin, batch_size, window
-        self.progress = progress
-        self.batches: list[list[Stored]] = []
-        # Filled by the filing thread, read here: how far the filing got.
-        self.outcomes: list[Outcome] = []
-        self.read = 0
-        self._claimed = 0
-        self._settled_at: list[int] = []  # per batch: outcomes needed before it is all cased
-        self._reported = 0
-
-    def report(self, everything: bool = False) -> None:
-        """Progress for the batches cased since the last report."""
-        done = len(self.outcomes)
-        while self._reported < len(self.batches) and (
-            everything or self._settled_at[self._reported] <= done
-        ):
-            if self.progress is not None:
-                self.progress(len(self.batches[self._reported]))
-            self._reported += 1
-
-    def __call__(self, _wanted: int) -> list[int]:
-        self.report()
-        # A batch with nothing to claim (all of it seen before) would let the parse
-        # processes run dry and end this window early: read on until there is work.
-        while self.read < self.window:
-            batch = list(islice(self.messages, min(self.batch_size, self.window - self.read)))
-            if not batch:
-                return []
-            self.read += len(batch)
-            stored = store(self.engine, [self._item(raw) for raw in batch])
-            self.batches.append(stored)
-            ids = sorted({s.intake_id for s in stored})
-            claimed = self.normalizer.claim(len(ids), only=ids)
-            self._claimed += len(claimed)
-            self._settled_at.append(self._claimed)
-            if claimed:
-                return claimed
-        return []
-
-    def _item(self, raw: bytes) -> RawInput:
-        return RawInput(
-            connector=CONNECTOR,
-            channel=MAIL_CHANNEL,
-            source_key=source_key(raw),
-            payload=raw,
-            envelope={"import": self.origin},
-            acknowledge=False,
-        )
-
-
-def _count(summary: ImportSummary, stored: list[Stored], states: dict[int, str]) -> None:
-    """One batch's messages in the summary, by what became of each."""
-    counted: set[int] = set()
-    for result in stored:
-        summary.read += 1
-        state = states.get(result.intake_id) if result.intake_id not in counted else None
-        counted.add(result.intake_id)
-        if state == "done":
-            summary.imported += 1
-        elif state == "dead":
-            summary.dead_lettered += 1
-        elif state == "duplicate" or result.duplicate:
-            summary.duplicates += 1
-        else:
-            summary.elsewhere += 1
 
 
 def _audit(engine: Engine, action: str, after: dict[str, object]) -> None:

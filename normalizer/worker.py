@@ -284,24 +284,22 @@ class Normalizer:
         *,
         refill: Callable[[int], list[int]] | None = None,
         outcomes: list[Outcome] | None = None,
-        ordered: bool | None = None,
     ) -> list[Outcome]:
         """Normalize rows, parsing `workers` of them at once in child processes.
 
         Each row is persisted here, in this process, as soon as its parse is back, so a slow
         parse holds back no other row. While a slow parse runs and no row is left, `refill`
         is asked for more rows (the daemon claims more): the slow one holds one child only.
-        Without `refill` (draining), or with `ordered` (an import, whose `refill` stores the
-        next rows while these are filed), rows are filed in intake order instead, in whole
-        batches of `persist_batch`: a parse that comes back early waits for the rows before
-        it. `refill` must then give rows after every row it gave before.
+        Without `refill` (draining, importing) rows are filed in intake order instead, in
+        whole batches of `persist_batch`: a parse that comes back early waits for the rows
+        before it.
         Outcomes are appended to `outcomes` as they happen (the caller sees how far a failure
         got); what persisting raises (StorageUnavailable) stops the call.
         """
         done: list[Outcome] = [] if outcomes is None else outcomes
         loaded: dict[int, Any] = {}
         # In order: the parse jobs' keys in intake order, made before any of them is parsed.
-        ordered = refill is None if ordered is None else ordered
+        ordered = refill is None
         expected: list[int] = []
 
         def jobs(ids: Sequence[int]) -> list[ParseJob]:

@@ -14,11 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from connectors.registry import parser_table
-from inbox.config import StoreSettings
 from inbox.models import AuditLog, Case, DeadLetter, Intake, Message, Outbox
-from normalizer import backfill
-from normalizer.worker import Normalizer
 from parity.cli import main
 from tests.support.helpers import ingest_and_normalize
 
@@ -156,33 +152,3 @@ def test_a_missing_file_is_a_clear_error(tmp_path, db_url, capsys):
     assert "no such mbox file" in capsys.readouterr().err
     assert main(["--settings", settings, "import", "maildir", str(tmp_path)]) == 2
     assert "not a Maildir" in capsys.readouterr().err
-
-
-def test_an_import_overlapping_an_earlier_one_pipelines_every_window_to_the_end(engine, tmp_path):
-    """Batches of 7 in windows of 50: storing, parsing and filing overlap, yet a run of
-    batches with nothing new in them does not end the import, every message is cased once,
-    and the cases are opened in the file's order, as a one-batch import opens them."""
-    normalizer = Normalizer(engine, StoreSettings(), parsers=parser_table())
-    first = [_message(i).encode() for i in range(150)]
-    later = first + [_message(i).encode() for i in range(150, 300)]
-    backfill.import_messages(engine, normalizer, first, origin="first.mbox", batch_size=500)
-
-    advanced: list[int] = []
-    summary = backfill.import_messages(
-        engine,
-        normalizer,
-        later,
-        origin="later.mbox",
-        batch_size=7,
-        window=50,
-        progress=advanced.append,
-    )
-    assert (summary.read, summary.imported, summary.duplicates) == (300, 150, 150)
-    assert (summary.dead_lettered, summary.elsewhere) == (0, 0)
-    assert sum(advanced) == 300 and max(advanced) <= 7
-
-    # Unauthenticated senders open a case per message (a From alone joins nothing), so the
-    # cases in the order they were opened must spell the file's order.
-    with engine.connect() as conn:
-        opened = conn.execute(select(Message.external_id).order_by(Message.case_id)).scalars()
-        assert list(opened) == [f"hist-{i}@example.org" for i in range(300)]
