@@ -17,7 +17,7 @@ no locks at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,9 +202,15 @@ class Writes:
     finished: list[dict[str, Any]] = field(default_factory=list)
     refs: list[dict[str, Any]] = field(default_factory=list)
     signatures: dict[int, PendingSignature] = field(default_factory=dict)
+    # New cases' acknowledgements, planned once every row of the batch is written: planning
+    # reads and writes (the case's ack columns, the outbox, the audit chain), and run between
+    # two inputs each of those statements would write the deferred rows so far, a few rows
+    # at a time instead of one INSERT per table for the batch.
+    acknowledgements: list[Callable[[], None]] = field(default_factory=list)
     # While deferring: new contacts, cases and messages, ids already given, rows not written.
     new_rows: dict[Any, list[dict[str, Any]]] | None = None
     contact_ids: Ids | None = None
+    case_ids: Ids | None = None
     identity_ids: Ids | None = None
     message_ids: Ids | None = None
     _writing: bool = False
@@ -224,6 +230,7 @@ class Writes:
         """
         self.new_rows = {model: [] for model in _DEFERRED}
         self.contact_ids = Ids(Contact, expected)
+        self.case_ids = Ids(Case, expected)
         self.identity_ids = Ids(Identity, expected)
         self.message_ids = Ids(Message, expected)
 
@@ -238,7 +245,7 @@ class Writes:
         finally:
             event.remove(conn, "before_execute", before)
             self.new_rows = None
-            self.contact_ids = self.identity_ids = self.message_ids = None
+            self.contact_ids = self.identity_ids = self.message_ids = self.case_ids = None
 
     def new_contact(self, contact_id: int) -> bool:
         """Whether this batch made the contact (so it has no earlier messages to read)."""
@@ -278,10 +285,14 @@ class Writes:
         index_signatures(conn, self.signatures)
         if self.finished:
             conn.execute(_FINISH, self.finished)
+        # In filing order, so two new cases of one person are throttled as if filed apart.
+        for acknowledge in self.acknowledgements:
+            acknowledge()
         self.clear()
 
     def clear(self) -> None:
         self.receipts, self.finished, self.refs, self.signatures = [], [], [], {}
+        self.acknowledgements = []
 
 
 # One UPDATE for every intake row a batch settled, each with its own values.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -851,12 +852,43 @@ class Normalizer:
                 .values(callback_requested_at=message.received_at)
             )
         self._receipts(writes, message_id, intake)
-        if acknowledging and routed is not None:
-            self._acknowledge_routed(conn, routed, case_id, facts, message)
-        elif acknowledging:
-            self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
+        if acknowledging:
+            writes.acknowledgements.append(
+                functools.partial(
+                    self._acknowledge_later,
+                    conn,
+                    intake.id,
+                    routed,
+                    case_id,
+                    message_id,
+                    facts,
+                    withheld,
+                    message,
+                    auth,
+                )
+            )
         self._finish(writes, intake.id, message_id)
         return Outcome(intake.id, "done", message_id, case_id, decision)
+
+    def _acknowledge_later(
+        self,
+        conn: Connection,
+        intake_id: int,
+        routed: AckRoute | None,
+        case_id: int,
+        message_id: int,
+        facts: AckFacts,
+        withheld: str | None,
+        message: InboundMessage,
+        auth: dict[str, str] | None,
+    ) -> None:
+        """A new case's acknowledgement, planned when its batch's rows are written (batch.py
+        Writes.acknowledgements): still in the transaction that opens the case."""
+        with logcontext.bound(intake_id=intake_id, case=format_reference(case_id)):
+            if routed is not None:
+                self._acknowledge_routed(conn, routed, case_id, facts, message)
+            else:
+                self._acknowledge(conn, case_id, message_id, facts, withheld, message, auth)
 
     def _file_answer(
         self,
@@ -1074,7 +1106,11 @@ class Normalizer:
             due, rule = due_time(now, message.subject, message.text, self.store.sla)
             # The id first, so the reference (made from it) is written with the row: no
             # second statement, and on PostgreSQL no second row version per new case.
-            case_id = _next_case_id(conn, reads)
+            case_id = (
+                writes.case_ids.take(conn)
+                if writes is not None and writes.case_ids is not None
+                else _next_case_id(conn, reads)
+            )
             language = _case_language(conn, message, contact_id, writes)
             row = dict(
                 id=case_id,
