@@ -300,6 +300,12 @@ RETURNING id"""
 )
 
 
+# The head of a chain no row was appended to yet: a case opened in the caller's transaction
+# (`append(..., head=NEW_CHAIN)`). A guess, like `head_sql`'s: should a row of the chain have
+# been appended meanwhile, the head has moved, the guess loses, and the head is read.
+NEW_CHAIN: tuple[int, str] = (0, GENESIS)
+
+
 def append(
     conn: Connection,
     *,

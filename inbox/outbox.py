@@ -309,6 +309,7 @@ def audit_ack_queued(
     channel: str,
     recipient: str,
     eta_at: datetime,
+    audit_head: tuple[int | None, str | None] | None = None,
     **details: Any,
 ) -> None:
     """Audit an acknowledgement queued, with the time it promises, in the caller's
@@ -328,10 +329,18 @@ def audit_ack_queued(
             "eta_at": eta_at.isoformat(),
             **details,
         },
+        head=audit_head,
     )
 
 
-def audit_ack_withheld(conn: Connection, case_id: int, *, reason: str, **details: Any) -> None:
+def audit_ack_withheld(
+    conn: Connection,
+    case_id: int,
+    *,
+    reason: str,
+    audit_head: tuple[int | None, str | None] | None = None,
+    **details: Any,
+) -> None:
     """Audit why a new case gets no acknowledgement (a system decision on the case)."""
     audit.append(
         conn,
@@ -339,6 +348,7 @@ def audit_ack_withheld(conn: Connection, case_id: int, *, reason: str, **details
         action=ACK_WITHHELD,
         case_id=case_id,
         after={"reason": reason, **details},
+        head=audit_head,
     )
 
 

@@ -108,6 +108,7 @@ def queue_ack(
     limits: AckLimits | None,
     audit_withheld: Mapping[str, Any] | None,
     claim: bool = True,
+    audit_head: tuple[int | None, str | None] | None = None,
 ) -> AckPlanned | None:
     """Queue `plan` for a new case, or withhold it (`plan` is then the reason); audited.
 
@@ -117,6 +118,8 @@ def queue_ack(
     only for an acknowledgement that will be queued, all three or none. `audit_withheld`
     holds the fields beside the reason of the `acknowledgement.withheld` row, or is None
     when a withheld case writes none (imported history is audited once per import).
+    `audit_head` is the case's audit chain head if the caller knows it (audit.append):
+    `audit.NEW_CHAIN` for a case opened in this transaction saves reading it.
     """
     state, reason = ("withheld", plan) if isinstance(plan, str) else ("queued", plan.reason)
     where = [Case.id == case_id] + ([Case.ack_state.is_(None)] if claim else [])
@@ -139,7 +142,7 @@ def queue_ack(
             )
     if isinstance(plan, str):
         if audit_withheld is not None:
-            audit_ack_withheld(conn, case_id, reason=plan, **audit_withheld)
+            audit_ack_withheld(conn, case_id, reason=plan, audit_head=audit_head, **audit_withheld)
         return AckPlanned(None, plan)
     outbox_id = enqueue(
         conn,
@@ -158,6 +161,7 @@ def queue_ack(
         channel=channel,
         recipient=plan.recipient,
         eta_at=eta_at,
+        audit_head=audit_head,
         **plan.audit,
     )
     return AckPlanned(outbox_id, None)

@@ -1342,6 +1342,7 @@ class Normalizer:
                 limits=None,
                 claim=False,
                 audit_withheld={} if facts.acknowledge else None,
+                audit_head=audit.NEW_CHAIN,
             )
             return
         sender = message.sender
@@ -1384,6 +1385,7 @@ class Normalizer:
             now=now,
             limits=self.acks.limits,
             audit_withheld={},
+            audit_head=audit.NEW_CHAIN,
         )
 
     def _acknowledge_routed(
@@ -1446,6 +1448,7 @@ class Normalizer:
             limits=self.acks.limits,
             audit_withheld={"channel": message.channel},
             claim=False,  # opened in this transaction: its ack_state is still empty
+            audit_head=audit.NEW_CHAIN,
         )
 
     def _eta(self, conn: Connection, case_id: int, due_at: datetime, now: datetime) -> Eta:

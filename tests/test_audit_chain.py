@@ -68,6 +68,31 @@ def test_each_case_has_a_chain_of_its_own(engine):
     assert _verify(engine).ok
 
 
+def test_a_new_chain_guessed_wrong_reads_its_head_and_stays_whole(engine):
+    """`head=NEW_CHAIN` says "no row on this case's chain yet" (the worker's guess for a
+    case it opened in the same transaction). Right, the row starts the chain; wrong, because
+    a row was appended before it in the transaction, the row still follows that one."""
+    fresh, used = bulk_cases(engine, 2)
+    with write(engine) as conn:
+        first = audit.append(
+            conn, actor="system", action="case.opened", case_id=fresh, head=audit.NEW_CHAIN
+        )
+        earlier = audit.append(conn, actor="rules", action="case.assigned", case_id=used)
+        later = audit.append(
+            conn,
+            actor="system",
+            action="acknowledgement.withheld",
+            case_id=used,
+            head=audit.NEW_CHAIN,
+        )
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(AuditLog))}
+    assert (rows[first].seq, rows[first].prev_hmac) == (1, audit.GENESIS)
+    assert (rows[earlier].seq, rows[later].seq) == (1, 2)
+    assert rows[later].prev_hmac == rows[earlier].hmac
+    assert _verify(engine).ok
+
+
 def test_changed_row_is_named(engine):
     ids = _append(engine, 6)
     with engine.begin() as conn:
