@@ -24,11 +24,12 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects import sqlite
 
-from inbox.db import StorageUnavailable, insert_ignore, is_sqlite
+from inbox.db import StorageUnavailable, is_sqlite
 from inbox.models import AuditChain, AuditLog, AuditSeal, AuditSealHead, utcnow
 
 KEY_ENV = "PARITY_AUDIT_KEY"
@@ -247,11 +248,33 @@ def _lock_head(conn: Connection, chain: int) -> tuple[int, str]:
     the chain's true end. Writers of other chains lock other rows and never wait. SQLite
     has one writer at a time (BEGIN IMMEDIATE), so a plain read is the true end there.
     """
-    query = select(AuditChain.seq, AuditChain.hmac).where(AuditChain.chain == chain)
-    if not is_sqlite(conn):
-        query = query.with_for_update()
-    head = conn.execute(query).one_or_none()
+    query = _HEAD_SQLITE if is_sqlite(conn) else _HEAD_PG
+    head = conn.execute(query, {"chain": chain}).one_or_none()
     return (0, GENESIS) if head is None else (int(head.seq), str(head.hmac))
+
+
+# Built once: every audit row runs these, and building a statement (and its cache key) per
+# row cost more than running it (a profile of filing live mail on SQLite: 1.7 ms an append).
+_HEAD_SQLITE = select(AuditChain.seq, AuditChain.hmac).where(AuditChain.chain == bindparam("chain"))
+_HEAD_PG = _HEAD_SQLITE.with_for_update()
+_LOG = cast(Table, AuditLog.__table__)
+_INSERT_ROW = insert(_LOG).returning(_LOG.c.id)
+_chains = sqlite.insert(cast(Table, AuditChain.__table__)).values(
+    chain=bindparam("chain"),
+    seq=bindparam("seq"),
+    hmac=bindparam("hmac"),
+    row_id=bindparam("row_id"),
+    sealed_seq=0,
+)
+# SQLite: the head moved (or made, for a chain's first row) in one statement.
+_MOVE_HEAD_SQLITE = _chains.on_conflict_do_update(
+    index_elements=["chain"],
+    set_={
+        "seq": _chains.excluded.seq,
+        "hmac": _chains.excluded.hmac,
+        "row_id": _chains.excluded.row_id,
+    },
+)
 
 
 def head_sql(case_id: str, when: str = "true") -> str:
@@ -358,18 +381,10 @@ def append(
             "form": FORM_DIGESTED,
         }
         if sqlite:  # one writer at a time (BEGIN IMMEDIATE): nobody can move the head meanwhile
-            row_id = int(
-                conn.execute(insert(AuditLog).values(**values).returning(AuditLog.id)).scalar_one()
-            )
+            row_id = int(conn.execute(_INSERT_ROW, values).scalar_one())
             conn.execute(
-                insert_ignore(conn, AuditChain, ["chain"]).values(
-                    chain=chain, seq=0, hmac=GENESIS, row_id=0, sealed_seq=0
-                )
-            )
-            conn.execute(
-                update(AuditChain)
-                .where(AuditChain.chain == chain)
-                .values(seq=seq + 1, hmac=digest, row_id=row_id)
+                _MOVE_HEAD_SQLITE,
+                {"chain": chain, "seq": seq + 1, "hmac": digest, "row_id": row_id},
             )
             return row_id
         moved = conn.execute(_APPEND_PG, {**values, "prev_seq": seq}).scalar_one_or_none()

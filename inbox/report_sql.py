@@ -262,7 +262,7 @@ def _names(
         ids = [r[name] for r in rows if r["g"] == mask[name] and r[name] is not None]
         # Only our own table names are formatted in; the ids are bound.
         query = text(f"SELECT id, name FROM {table} WHERE id = ANY(:ids)")  # noqa: S608
-        named[name] = {i: n for i, n in conn.execute(query, {"ids": ids}).tuples()}
+        named[name] = {i: n for i, n in conn.execute(query, {"ids": ids})}
     return named
 
 
