@@ -210,7 +210,6 @@ class Writes:
     # While deferring: new contacts, cases and messages, ids already given, rows not written.
     new_rows: dict[Any, list[dict[str, Any]]] | None = None
     contact_ids: Ids | None = None
-    case_ids: Ids | None = None
     identity_ids: Ids | None = None
     message_ids: Ids | None = None
     _writing: bool = False
@@ -230,7 +229,6 @@ class Writes:
         """
         self.new_rows = {model: [] for model in _DEFERRED}
         self.contact_ids = Ids(Contact, expected)
-        self.case_ids = Ids(Case, expected)
         self.identity_ids = Ids(Identity, expected)
         self.message_ids = Ids(Message, expected)
 
@@ -245,7 +243,7 @@ class Writes:
         finally:
             event.remove(conn, "before_execute", before)
             self.new_rows = None
-            self.contact_ids = self.identity_ids = self.message_ids = self.case_ids = None
+            self.contact_ids = self.identity_ids = self.message_ids = None
 
     def new_contact(self, contact_id: int) -> bool:
         """Whether this batch made the contact (so it has no earlier messages to read)."""

@@ -1106,11 +1106,7 @@ class Normalizer:
             due, rule = due_time(now, message.subject, message.text, self.store.sla)
             # The id first, so the reference (made from it) is written with the row: no
             # second statement, and on PostgreSQL no second row version per new case.
-            case_id = (
-                writes.case_ids.take(conn)
-                if writes is not None and writes.case_ids is not None
-                else _next_case_id(conn, reads)
-            )
+            case_id = _next_case_id(conn, reads)
             language = _case_language(conn, message, contact_id, writes)
             row = dict(
                 id=case_id,
