@@ -868,6 +868,14 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "case_id", "kind", "turn", name="uq_notification_turn"),
         Index("ix_notifications_user", "user_id", "id"),
+        # The unread count an open page asks for every second reads only the unread ones
+        # (migration 0028); notifications are kept, so an agent's all grow without end.
+        Index(
+            "ix_notifications_unread",
+            "user_id",
+            sqlite_where=text("read_at IS NULL"),
+            postgresql_where=text("read_at IS NULL"),
+        ),
     )
 
 

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from alembic import command
+from sqlalchemy import Engine, insert, inspect, select, text, update
 
-from inbox import notifications
+from inbox import migrate, notifications
 from inbox.models import Message, Notification, User
 from inbox.notifications import Prefs
 from inbox.web import pages
 from tests.support.helpers import child_env, child_settings
-from tests.support.inbox_helpers import Api, case_row, email_case, make_user
+from tests.support.inbox_helpers import Api, bulk_cases, case_row, email_case, make_user
 from tests.support.outbox_helpers import drainer_for
 from tests.support.sink import Sink
 
@@ -466,3 +467,71 @@ def test_the_digest_text() -> None:
     assert subject == "Parity: 3 unread notifications"
     assert "- Assigned to you: P-1 Refund\n- and 2 more\n" in body
     assert body.startswith("Hello ann,\n")
+
+
+def _notify(engine: Engine, user_id: int, case_id: int, count: int, unread: int) -> list[int]:
+    """`count` notifications for one agent, the last `unread` of them unread; their ids."""
+    at = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    rows = [
+        {
+            "user_id": user_id,
+            "case_id": case_id,
+            "kind": "answered",
+            "turn": n,
+            "created_at": at,
+            "read_at": None if n >= count - unread else at,
+        }
+        for n in range(count)
+    ]
+    with engine.begin() as conn:
+        return list(conn.execute(insert(Notification).returning(Notification.id), rows).scalars())
+
+
+def test_an_open_pages_signature_is_its_agents_newest_and_unread_count(engine):
+    case_id = bulk_cases(engine, 1)[0]
+    ann, bo = make_user(engine, "ann-sig"), make_user(engine, "bo-sig")
+    anns = _notify(engine, ann, case_id, 40, unread=7)
+    bos = _notify(engine, bo, case_id, 5, unread=2)
+    assert notifications.signature(engine, ann) == (max(anns), 7)
+    assert notifications.signature(engine, bo) == (max(bos), 2)
+    notifications.mark_read(engine, ann, anns[-3:])
+    assert notifications.signature(engine, ann) == (max(anns), 4)
+    assert notifications.signature(engine, make_user(engine, "cy-sig")) == (0, 0)
+
+
+def test_the_unread_count_reads_the_unread_index_not_every_notification(engine):
+    """The count every open page asks for each second: over ix_notifications_unread, the
+    agent's unread notifications, where it used to read all they ever had."""
+    case_id = bulk_cases(engine, 1)[0]
+    ann = make_user(engine, "ann-plan")
+    _notify(engine, ann, case_id, 2000, unread=3)
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+        for query in (notifications.unread_query(ann), notifications.signature_query(ann)):
+            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+            if conn.dialect.name == "sqlite":
+                plan = " ".join(
+                    str(row[-1]) for row in conn.execute(text("EXPLAIN QUERY PLAN " + sql))
+                )
+            else:
+                plan = " ".join(str(row[0]) for row in conn.execute(text("EXPLAIN " + sql)))
+            assert "ix_notifications_unread" in plan, plan
+
+
+def test_migration_0028_adds_the_unread_index_and_its_downgrade_drops_it(engine):
+    def indexes() -> set[str]:
+        with engine.connect() as conn:
+            return {i["name"] for i in inspect(conn).get_indexes("notifications")}
+
+    assert "ix_notifications_unread" in indexes()
+    config = migrate._config()
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0027")
+            conn.commit()
+        assert "ix_notifications_unread" not in indexes()
+        assert "ix_notifications_user" in indexes()
+    finally:  # PostgreSQL's test database is shared by the tests after this one
+        migrate.upgrade(engine)
+    assert "ix_notifications_unread" in indexes()
