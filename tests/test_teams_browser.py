@@ -142,9 +142,13 @@ def test_an_agents_picker_offers_themselves_and_the_current_assignee(
             "nobody",
             "ann",
         ]
+        # The page reloads once the assignment is stored; a navigation started before that
+        # reload would be overtaken by it, so the test waits for the new document.
+        driver.execute_script("document.body.dataset.before = 'assign'")
         press(driver, "a")
         driver.switch_to.active_element.send_keys("an", Keys.ENTER)
         wait(driver, lambda _: holder(engine, ref)[0] == "ann")
+        wait(driver, lambda d: d.execute_script("return !document.body.dataset.before"))
         driver.get(f"{server.url}/cases/{other}")
         wait(driver, lambda d: d.find_elements(By.ID, "assignee"))
         picker = Select(driver.find_element(By.ID, "assignee"))
