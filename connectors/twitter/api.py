@@ -372,10 +372,19 @@ class XApi:
             send=True,
         )
 
-    def upload_media(self, data: bytes, filename: str, media_type: str, category: str) -> str:
+    def upload_media(
+        self,
+        data: bytes,
+        filename: str,
+        media_type: str,
+        category: str,
+        *,
+        timeout: float | None = None,
+    ) -> str:
         """One file uploaded for a DM, by v1.1's chunked upload (INIT, APPEND per chunk,
         FINALIZE, then STATUS while X processes a video or GIF); its media id. Nothing reaches
-        the customer yet: an upload may always be done again."""
+        the customer yet: an upload may always be done again. X's processing is waited on for
+        at most `timeout` seconds (what the reply has left of `media_processing_timeout_s`)."""
         # tweepy's own wait for processing sleeps X's check_after_secs for as long as X says
         # "in progress", without end: one hostile or broken answer would hold the outbox, so
         # the waiting is done here, under `media_processing_timeout_s`.
@@ -391,7 +400,8 @@ class XApi:
         media_id = getattr(media, "media_id_string", None) or getattr(media, "media_id", None)
         if not media_id:
             raise XError("transient", "the media upload answered no media id")
-        timeout = self.media_processing_timeout_s
+        limit = self.media_processing_timeout_s
+        timeout = limit if timeout is None else max(0.0, min(timeout, limit))
         started = time.monotonic()
         while True:
             waited = time.monotonic() - started
@@ -408,7 +418,7 @@ class XApi:
                 raise XError(
                     "transient",
                     f"X was still processing {filename} after {waited:.0f} s "
-                    f"(media_processing_timeout_s = {timeout:g})",
+                    f"(media_processing_timeout_s = {limit:g} for the reply's files)",
                 )
             time.sleep(step.seconds)
             media = self._upload_step(lambda: self.uploads.get_media_upload_status(media_id))

@@ -31,6 +31,7 @@ text and call the row sent while later files never went. A public reply is text 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -313,13 +314,21 @@ class TwitterSender:
         parts = dm_parts(row.body, len(row.files))
         done = row.payload.get("parts_sent")
         sent: list[str] = [str(i) for i in done] if isinstance(done, list) else []
+        # One wait for X's processing per attempt, shared by the reply's files: per file, a
+        # reply of many slow videos could outlast the outbox's sending lease, and another
+        # instance would take the row while this one still sends. What is left goes later.
+        deadline = time.monotonic() + self.api.media_processing_timeout_s
         for text, index in parts[len(sent) :]:
             assert index is not None  # files are present: every part carries one
             file = row.files[index]
             kind = dm_media(file)
             assert not isinstance(kind, str)  # dm_refusal checked every file
             media_id = self.api.upload_media(
-                file.data, file.filename, kind.media_type, kind.category
+                file.data,
+                file.filename,
+                kind.media_type,
+                kind.category,
+                timeout=deadline - time.monotonic(),
             )
             event = _data_field(self.api.create_dm(participant, text, media_id), "dm_event_id")
             if event is None:

@@ -32,9 +32,11 @@ class TwitterSettings(Strict):
     # A standby instance retries the poller lock this often: the takeover time after the
     # active instance dies (plus database.keepalive_s * 2 when its whole host vanished).
     standby_retry_seconds: int = Field(default=15, ge=1)
-    # The longest a file sent by DM waits for X to process it (a GIF or a video) before the
-    # send is given up and retried later: the longest one upload holds the outbox.
-    media_processing_timeout_s: int = Field(default=120, ge=1)
+    # The longest a reply's files sent by DM wait, together, for X to process them (GIFs and
+    # videos) before the rest of the reply is given up and retried later. At most 300, half
+    # the outbox's default sending lease: keep it below `[outbox] lease_seconds`, so no other
+    # instance takes a reply still being sent.
+    media_processing_timeout_s: int = Field(default=120, ge=1, le=300)
     # Acknowledgement texts. Placeholders: {reference}, {eta}; the DM text may also use {tag},
     # the reference with the case's secret token, and {status_url}, the case's status page
     # with that token. A public reply never carries anything else. The defaults are said in

@@ -255,7 +255,8 @@ async def test_processing_for_ever_gives_the_reply_back_for_later(
     assert reply.next_attempt_at > utcnow()
     assert received(fake) == []
     waited = re.fullmatch(
-        r"X was still processing spinner\.gif after (\d+) s \(media_processing_timeout_s = 2\)",
+        r"X was still processing spinner\.gif after (\d+) s "
+        r"\(media_processing_timeout_s = 2 for the reply's files\)",
         reply.last_error,
     )
     assert waited is not None and int(waited.group(1)) >= 2
@@ -269,6 +270,31 @@ async def test_processing_for_ever_gives_the_reply_back_for_later(
     assert done is not None and done[1] == "sent"
     assert received(fake) == [(CHLOE, "Spinner.", "dm_gif", "image/gif", sha(GIF))]
     assert len(fake.media) == 2  # the upload given up on is never sent
+
+
+async def test_the_wait_for_processing_is_the_replys_not_each_files(
+    engine: Engine, fake: FakeX
+) -> None:
+    """Two GIFs X processes for about 2 s each, 3 s for the reply: the first goes, the
+    second is given back for later, where a wait per file would send both in about 4 s (and
+    a reply of many videos would outlast the outbox's sending lease)."""
+    twitter = await a_dm_case(engine, fake, media_processing_timeout_s=3)
+    fake.processing_rounds = 1  # "pending", one "in_progress", then "succeeded": ~2 s
+    fake.status_wait = 1
+    gifs = [("spinner.gif", "image/gif", GIF), ("loader.gif", "image/gif", GIF)]
+    reply_with_files(engine, agent(engine), the_reference(engine), "Two.", gifs)
+    done = send_next(twitter)
+    assert done is not None and done[1] == "retry"
+    assert received(fake) == [(CHLOE, "Two.", "dm_gif", "image/gif", sha(GIF))]
+    assert "X was still processing loader.gif" in the_reply(engine).last_error
+    # Later, with the reply's time anew, only the second DM goes.
+    due_now(engine)
+    done = send_next(twitter)
+    assert done is not None and done[1] == "sent"
+    assert received(fake) == [
+        (CHLOE, "Two.", "dm_gif", "image/gif", sha(GIF)),
+        (CHLOE, "", "dm_gif", "image/gif", sha(GIF)),
+    ]
 
 
 async def test_a_medium_x_cannot_process_fails_the_reply(engine: Engine, fake: FakeX) -> None:
