@@ -78,7 +78,9 @@ def write_mbox(path: Path, numbers: range, sender_of: Any) -> None:
             out.write(raw_message(n, sender_of(n)) + "\n")
 
 
-def run_import(engine: Engine, path: Path) -> tuple[float, float, backfill.ImportSummary]:
+def run_import(
+    engine: Engine, path: Path, batch: int | None = None
+) -> tuple[float, float, backfill.ImportSummary]:
     """(wall seconds, CPU seconds of this process, summary) of importing `path`.
 
     This process reads the mbox, stores the intake rows and files every message; the parse
@@ -88,7 +90,13 @@ def run_import(engine: Engine, path: Path) -> tuple[float, float, backfill.Impor
     normalizer = Normalizer(engine, StoreSettings(), parsers=parser_table())
     started, cpu = time.perf_counter(), time.process_time()  # reading the mbox is part of it
     _total, messages = backfill.mbox_messages(path)
-    summary = backfill.import_messages(engine, normalizer, messages, origin=path.name)
+    summary = backfill.import_messages(
+        engine,
+        normalizer,
+        messages,
+        origin=path.name,
+        batch_size=backfill.IMPORT_BATCH if batch is None else batch,
+    )
     return time.perf_counter() - started, time.process_time() - cpu, summary
 
 
@@ -274,6 +282,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000, help="messages per import")
     parser.add_argument("--fill", type=int, default=100_000, help="messages in the full store")
     parser.add_argument("--pg", help="PostgreSQL admin URL; a scratch database is made there")
+    parser.add_argument(
+        "--batch", type=int, help="messages stored and filed per import step (default: parity's)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="parity-bench-import-") as tmp:
@@ -300,14 +311,14 @@ def main() -> None:
                 lambda n: n % (count // 6) if n % 3 == 0 else 500_000 + n,
             )
 
-            a_time, a_cpu, a = run_import(engine, first)
+            a_time, a_cpu, a = run_import(engine, first, args.batch)
             fill_started = time.perf_counter()
             fill(engine, args.fill, first_number=10 * count)
             fill_time = time.perf_counter() - fill_started
             with engine.connect() as conn:
                 held = int(conn.execute(select(func.count()).select_from(Message)).scalar_one())
-            b_time, b_cpu, b = run_import(engine, second)
-            c_time, c_cpu, c = run_import(engine, second)
+            b_time, b_cpu, b = run_import(engine, second, args.batch)
+            c_time, c_cpu, c = run_import(engine, second, args.batch)
         finally:
             engine.dispose()
             if args.pg:
@@ -318,6 +329,7 @@ def main() -> None:
     result = {
         "database": "postgresql" if args.pg else "sqlite",
         "messages_per_import": count,
+        "batch": args.batch or backfill.IMPORT_BATCH,
         "empty_store": {
             "seconds": round(a_time, 1),
             "msgs_per_s": round(count / a_time, 1),

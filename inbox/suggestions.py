@@ -41,6 +41,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     union_all,
     update,
 )
@@ -220,8 +221,7 @@ def index_signatures(conn: Connection, pending: dict[int, PendingSignature]) -> 
         conn.execute(_UPDATE_SIGNATURE, updates)
     if cleared:
         conn.execute(delete(CaseBand).where(CaseBand.case_id.in_(cleared)))
-    if bands:
-        conn.execute(insert(CaseBand), bands)
+    insert_bands(conn, bands)
 
 
 _UPDATE_SIGNATURE = (
@@ -259,13 +259,40 @@ def _write_bands(
     if count < MIN_SHINGLES:
         # Too short to be indexed yet; a later, longer message may change that.
         return
-    conn.execute(
-        insert(CaseBand),
+    insert_bands(
+        conn,
         [
             {"case_id": case_id, "band": b, "bucket": h}
             for b, h in enumerate(buckets(values, scheme))
         ],
     )
+
+
+# PostgreSQL: a batch's bands (BANDS rows per case) as one INSERT over three arrays. A
+# multi-row VALUES or an executemany makes the server parse or execute once per row; the
+# arrays are one statement whatever the count (bench/import_mbox.py; docs/benchmarks/intake.md).
+_INSERT_BANDS_PG = text(
+    "INSERT INTO case_bands (case_id, band, bucket)"
+    " SELECT * FROM unnest(CAST(:case_ids AS bigint[]), CAST(:bands AS integer[]),"
+    " CAST(:buckets AS bigint[]))"
+)
+
+
+def insert_bands(conn: Connection, bands: list[dict[str, Any]]) -> None:
+    """Write band rows ({case_id, band, bucket}), one statement on either store."""
+    if not bands:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            _INSERT_BANDS_PG,
+            {
+                "case_ids": [b["case_id"] for b in bands],
+                "bands": [b["band"] for b in bands],
+                "buckets": [b["bucket"] for b in bands],
+            },
+        )
+        return
+    conn.execute(insert(CaseBand), bands)
 
 
 def saved_signature(conn: Connection, case_id: int) -> dict[str, Any] | None:

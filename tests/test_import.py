@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from inbox.models import AuditLog, Case, DeadLetter, Intake, Message, Outbox
+from normalizer.backfill import steps
 from parity.cli import main
 from tests.support.helpers import ingest_and_normalize
 
@@ -152,3 +153,39 @@ def test_a_missing_file_is_a_clear_error(tmp_path, db_url, capsys):
     assert "no such mbox file" in capsys.readouterr().err
     assert main(["--settings", settings, "import", "maildir", str(tmp_path)]) == 2
     assert "not a Maildir" in capsys.readouterr().err
+
+
+# --- an import's steps: at most so many messages and so many bytes, in order -----------------
+
+A, B, C = b"a" * 10, b"b" * 30, b"c" * 70
+
+
+@pytest.mark.parametrize(
+    ("messages", "max_count", "max_bytes", "expected"),
+    [
+        ([], 3, 100, []),
+        ([A], 3, 100, [[A]]),
+        # By count: 3, 3, then the 1 left.
+        ([A] * 7, 3, 1000, [[A, A, A], [A, A, A], [A]]),
+        # By bytes: 10 + 30 + 70 = 110 > 100, so C starts a step of its own.
+        ([A, B, C, A], 10, 100, [[A, B], [C, A]]),
+        # Exactly max_bytes fits: 30 + 70 = 100.
+        ([B, C, A], 10, 100, [[B, C], [A]]),
+        # A message larger than max_bytes is a step alone, never dropped or split.
+        ([A, C, A], 10, 50, [[A], [C], [A]]),
+        ([C], 10, 50, [[C]]),
+        # Both limits: count stops the first step, bytes the second.
+        ([A, A, B, C, A], 2, 90, [[A, A], [B], [C, A]]),
+    ],
+)
+def test_an_import_is_cut_into_steps_bounded_by_count_and_bytes(
+    messages: list[bytes], max_count: int, max_bytes: int, expected: list[list[bytes]]
+) -> None:
+    got = list(steps(iter(messages), max_count, max_bytes))
+    assert got == expected
+    assert [raw for step in got for raw in step] == messages  # in order, nothing lost
+
+
+def test_a_step_of_no_messages_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_count"):
+        list(steps(iter([b"x"]), 0, 100))
