@@ -39,6 +39,7 @@ from inbox.outbox import (
     record,
     recover,
     release,
+    renew,
     resolve_unknown,
     save_route,
     unknown_rows,
@@ -291,6 +292,12 @@ class OutboxDrainer:
                         # Never sent: back in the queue, and no attempt counted.
                         release(self.engine, rest, self.worker, "stopped before sending", utcnow())
                     return report
+                # Each row's lease restarts as its send begins (the first was just claimed).
+                if index > 0 and not renew(self.engine, claimed, self.worker, utcnow() + lease):
+                    log.warning(
+                        "outbox %s: its lease ran out before its turn; not sent here", claimed.id
+                    )
+                    continue
                 try:
                     self._one(claimed, report)
                 except Halted as stopped:
