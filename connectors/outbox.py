@@ -39,6 +39,7 @@ from inbox.outbox import (
     record,
     recover,
     release,
+    renew,
     resolve_unknown,
     save_route,
     unknown_rows,
@@ -53,6 +54,14 @@ class Retriable(Exception):
 
 class Permanent(Exception):
     """A failure that will not pass by trying again: SMTP 5xx, HTTP 4xx, a bad address."""
+
+
+class Halted(Exception):
+    """A sender gave a row up because it was asked to stop (the process is shutting down),
+    while waiting and with nothing of the row in flight: the row goes back to the queue,
+    due at once and no attempt counted, like the rows of the batch not yet tried. Whatever
+    of it went out before must be kept on the row by the sender (Twitter's `parts_sent`),
+    so the next run sends only the rest."""
 
 
 def http_retriable(status: int) -> bool:
@@ -179,6 +188,8 @@ class OutboxDrainer:
             ), None
         try:
             provider_id = self.sender.send(row)
+        except Halted:
+            raise  # not a failure: the caller gives the row back (`drain_once`)
         except Exception as exc:
             failure = as_failure(self.sender.classify(exc))
             return self._after_failure(row, failure), failure
@@ -281,7 +292,19 @@ class OutboxDrainer:
                         # Never sent: back in the queue, and no attempt counted.
                         release(self.engine, rest, self.worker, "stopped before sending", utcnow())
                     return report
-                self._one(claimed, report)
+                # Each row's lease restarts as its send begins (the first was just claimed).
+                if index > 0 and not renew(self.engine, claimed, self.worker, utcnow() + lease):
+                    log.warning(
+                        "outbox %s: its lease ran out before its turn; not sent here", claimed.id
+                    )
+                    continue
+                try:
+                    self._one(claimed, report)
+                except Halted as stopped:
+                    release(self.engine, claimed, self.worker, str(stopped), utcnow())
+                    for rest in batch[index + 1 :]:
+                        release(self.engine, rest, self.worker, "stopped before sending", utcnow())
+                    return report
                 done += 1
         return report
 

@@ -247,6 +247,7 @@ def _twitter_build(section: TwitterSettings, runtime: Runtime) -> Built:
                 on_stored=runtime.on_stored,
                 timezone=runtime.timezone,
                 lock_retry_s=section.standby_retry_seconds,
+                outbox=runtime.outbox,
             )
         ]
     )

@@ -440,6 +440,23 @@ def record(
     return True
 
 
+def renew(engine: Engine, row: Claimed, worker: str, until: datetime) -> bool:
+    """Restart a claimed row's sending lease as its send begins; False when the row is no
+    longer ours (its lease ran out while the rows before it were sent, and another process
+    took it over): then it must not be sent here.
+
+    A batch is claimed with one lease, so without this the last of its rows would have
+    what the others' sends left of it: a sender bounded per row (X's wait for media
+    processing, below the lease) would not be bounded per batch.
+    """
+    with write(engine) as conn:
+        return bool(
+            conn.execute(
+                update(Outbox).where(_ours(row.id, worker)).values(claimed_until=until)
+            ).rowcount
+        )
+
+
 def release(engine: Engine, row: Claimed, worker: str, reason: str, at: datetime) -> bool:
     """Give a claimed row back, due at `at`, without counting an attempt: it was never sent
     (the sender stopped, or paused before trying). False when the row was no longer ours."""

@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from connectors.config import OutboxSettings
 from connectors.oauth import OAuthSettings
 from connectors.registry import ConnectorsSettings
+from connectors.twitter.settings import lease_problem
 from inbox.alerts import AlertSettings
 from inbox.config import DatabaseSettings, SlaSettings, StoreSettings, Strict, ThreadingSettings
 from inbox.csat import CsatSettings
@@ -110,6 +111,14 @@ class Settings(Strict):
                 raise ValueError(f"{where}: no [[oauth.accounts]] entry named {name!r}")
         return self
 
+    @model_validator(mode="after")
+    def _x_wait_within_lease(self) -> Settings:
+        """X's wait for media processing ends before the outbox's sending lease does."""
+        problem = lease_problem(self.connectors.twitter, self.outbox.lease_seconds)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
     # The file these settings were read from, None for the built-in defaults alone.
     _source: str | None = PrivateAttr(default=None)
 
@@ -170,6 +179,9 @@ def parse(data: dict[str, Any], source: str = "settings") -> Settings:
 
 def _describe(error: Any) -> str:
     location = ".".join(str(p) for p in error["loc"])
+    if not location:
+        # A check across sections (a model validator): its message names the settings.
+        return str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"unknown key {location!r}"
     given = error.get("input")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import tweepy
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from connectors.outbox import Halted
 from connectors.twitter.auth import TwitterCredentials
 
 TWITTER_HOST = "https://api.twitter.com"
@@ -220,7 +222,9 @@ DM_EVENT_FIELDS = [
 PAGE_SIZE = 100  # the most X returns per page on both timelines
 # Between two STATUS requests about a medium X is processing: never longer than the cap, so
 # a hostile check_after_secs cannot park the sender in one long sleep, and never shorter than
-# the floor, so a check_after_secs of 0 cannot turn the wait into a stream of requests.
+# the floor, so a check_after_secs of 0 cannot turn the wait into a stream of requests. The
+# first STATUS, after FINALIZE's answer, has no floor: one request cannot make a stream, and
+# a GIF X has already processed then goes without a second's wait.
 PROCESSING_WAIT_CAP_S = 10.0
 PROCESSING_WAIT_FLOOR_S = 1.0
 
@@ -234,11 +238,14 @@ class ProcessingStep:
     seconds: float = 0.0
 
 
-def processing_step(info: object, elapsed: float, timeout: float) -> ProcessingStep:
+def processing_step(
+    info: object, elapsed: float, timeout: float, *, first: bool = False
+) -> ProcessingStep:
     """The next step after X answered `info` (a FINALIZE's or STATUS's processing_info, None
     when X sent none: an image needs no processing), `elapsed` seconds into a wait of at most
-    `timeout`. Every value in `info` is X's, so none is trusted: only "succeeded" is ready,
-    and any state but "failed" is waited on like "in_progress", under the same deadline."""
+    `timeout`; `first` when `info` is FINALIZE's, so no STATUS was asked yet. Every value in
+    `info` is X's, so none is trusted: only "succeeded" is ready, and any state but "failed"
+    is waited on like "in_progress", under the same deadline."""
     if info is None:
         return ProcessingStep("ready")
     found = info if isinstance(info, Mapping) else {}
@@ -256,8 +263,19 @@ def processing_step(info: object, elapsed: float, timeout: float) -> ProcessingS
         if isinstance(asked, int | float) and not isinstance(asked, bool) and math.isfinite(asked)
         else 0.0
     )
-    wait = max(PROCESSING_WAIT_FLOOR_S, min(after, left, PROCESSING_WAIT_CAP_S))
+    floor = 0.0 if first else PROCESSING_WAIT_FLOOR_S
+    wait = max(floor, min(max(after, 0.0), left, PROCESSING_WAIT_CAP_S))
     return ProcessingStep("wait", wait)
+
+
+def pause(seconds: float, halt: threading.Event | None) -> bool:
+    """Wait `seconds` (not at all for 0), or until `halt` is set: True when it was."""
+    if halt is None:
+        time.sleep(max(seconds, 0.0))
+        return False
+    if seconds <= 0:
+        return halt.is_set()
+    return halt.wait(seconds)
 
 
 def processing_error(info: object) -> str:
@@ -380,11 +398,13 @@ class XApi:
         category: str,
         *,
         timeout: float | None = None,
+        halt: threading.Event | None = None,
     ) -> str:
         """One file uploaded for a DM, by v1.1's chunked upload (INIT, APPEND per chunk,
         FINALIZE, then STATUS while X processes a video or GIF); its media id. Nothing reaches
         the customer yet: an upload may always be done again. X's processing is waited on for
-        at most `timeout` seconds (what the reply has left of `media_processing_timeout_s`)."""
+        at most `timeout` seconds (what the reply has left of `media_processing_timeout_s`),
+        and no longer than until `halt` is set (the connector stops): then `Halted`."""
         # tweepy's own wait for processing sleeps X's check_after_secs for as long as X says
         # "in progress", without end: one hostile or broken answer would hold the outbox, so
         # the waiting is done here, under `media_processing_timeout_s`.
@@ -403,13 +423,15 @@ class XApi:
         limit = self.media_processing_timeout_s
         timeout = limit if timeout is None else max(0.0, min(timeout, limit))
         started = time.monotonic()
+        first = True
         while True:
             waited = time.monotonic() - started
-            step = processing_step(getattr(media, "processing_info", None), waited, timeout)
+            info = getattr(media, "processing_info", None)
+            step = processing_step(info, waited, timeout, first=first)
+            first = False
             if step.action == "ready":
                 return str(media_id)
             if step.action == "failed":
-                info = getattr(media, "processing_info", None)
                 raise XError(
                     "rejected", f"X could not process {filename}: {processing_error(info)}"
                 )
@@ -420,7 +442,10 @@ class XApi:
                     f"X was still processing {filename} after {waited:.0f} s "
                     f"(media_processing_timeout_s = {limit:g} for the reply's files)",
                 )
-            time.sleep(step.seconds)
+            # On the stop event, not a plain sleep: a shutdown must not wait out X's
+            # processing (up to the timeout) before the process can end.
+            if pause(step.seconds, halt):
+                raise Halted(f"stopped while X was processing {filename}")
             media = self._upload_step(lambda: self.uploads.get_media_upload_status(media_id))
 
     def _upload_step(self, request: Callable[[], Any]) -> Any:

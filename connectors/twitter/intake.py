@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from connectors import poller
+from connectors.config import OutboxSettings
 from connectors.poller import Disable, Poller, Retry, iso, iso_epoch, next_step, sleep_or_stop
 from connectors.twitter.api import Budget, XApi, XError, seconds_until
 from connectors.twitter.auth import TwitterCredentials
@@ -225,6 +226,8 @@ class TwitterConnector(Poller):
         lock_retry_s: float = 15.0,
         api_timeout: tuple[float, float] = (10.0, 30.0),
         timezone: str = "UTC",
+        outbox: OutboxSettings | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         super().__init__(engine, CONNECTOR, standby_retry_seconds=lock_retry_s, label="twitter")
         # The business hours' time zone, in which a promised time is worded.
@@ -243,11 +246,20 @@ class TwitterConnector(Poller):
             on_budget=self._on_budget,
             media_processing_timeout_s=settings.media_processing_timeout_s,
         )
+        # The drainer's thread's view of the connector stopping: set by the delivery loop,
+        # it also ends the sender's wait for X's processing (tests may pass their own).
+        self.stopping = stopping if stopping is not None else threading.Event()
         # The shared outbox drainer, run by the holder of the poller lock: the one sender.
         self.delivery = drainer(
             engine,
-            TwitterSender(self.api, engine, credits_retry_seconds=settings.credits_retry_seconds),
+            TwitterSender(
+                self.api,
+                engine,
+                credits_retry_seconds=settings.credits_retry_seconds,
+                halt=self.stopping,
+            ),
             instance,
+            outbox,
         )
         self.outbox_counts: dict[str, int] = {"sent": 0, "retry": 0, "failed": 0, "unknown": 0}
         self.streams = {
@@ -373,7 +385,8 @@ class TwitterConnector(Poller):
                 return
 
     async def _delivery_loop(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
-        sending = threading.Event()  # the drainer's thread's view of `stop` and `halt`
+        sending = self.stopping  # the drainer's thread's view of `stop` and `halt`
+        sending.clear()  # a serve after a restart sends again
         watcher = asyncio.create_task(_set_when(sending, stop, halt))
         try:
             await self._deliver(stop, halt, sending)

@@ -31,6 +31,7 @@ text and call the row sent while later files never went. A public reply is text 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine
 
 from connectors.config import OutboxSettings
-from connectors.outbox import DrainReport, Failure, Lookup, OutboxDrainer
+from connectors.outbox import DrainReport, Failure, Halted, Lookup, OutboxDrainer
 from connectors.twitter.api import XApi, XError, is_duplicate_content, seconds_until
 from connectors.twitter.parse import tweet_ref
 from connectors.twitter.settings import TwitterSettings
@@ -268,11 +269,21 @@ class TwitterSender:
     # does not prove it was never posted, so it is left for an agent rather than resent.
     resend_if_absent = False
 
-    def __init__(self, api: XApi, engine: Engine, *, credits_retry_seconds: float) -> None:
+    def __init__(
+        self,
+        api: XApi,
+        engine: Engine,
+        *,
+        credits_retry_seconds: float,
+        halt: threading.Event | None = None,
+    ) -> None:
         self.api = api
         # Where the DMs of a reply with files already sent are kept (`parts_sent`).
         self.engine = engine
         self.credits_retry_seconds = credits_retry_seconds
+        # Set when the connector stops: a wait for X's processing ends at once, and the
+        # reply goes back to the queue (`Halted`) with the DMs it already sent kept on it.
+        self.halt = halt if halt is not None else threading.Event()
 
     def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
         return None
@@ -320,6 +331,9 @@ class TwitterSender:
         deadline = time.monotonic() + self.api.media_processing_timeout_s
         for text, index in parts[len(sent) :]:
             assert index is not None  # files are present: every part carries one
+            if self.halt.is_set():
+                # Asked to stop between two files: the rest goes on the next run.
+                raise Halted("stopped between the files of the reply")
             file = row.files[index]
             kind = dm_media(file)
             assert not isinstance(kind, str)  # dm_refusal checked every file
@@ -329,6 +343,7 @@ class TwitterSender:
                 kind.media_type,
                 kind.category,
                 timeout=deadline - time.monotonic(),
+                halt=self.halt,
             )
             event = _data_field(self.api.create_dm(participant, text, media_id), "dm_event_id")
             if event is None:
@@ -407,11 +422,14 @@ class TwitterSender:
         return None
 
 
-def drainer(engine: Engine, sender: TwitterSender, worker: str) -> OutboxDrainer:
-    """The shared drainer for Twitter's rows, with the outbox's default retry curve."""
-    # The [outbox] defaults (max_attempts, backoff, the 10-minute sending lease), as before.
+def drainer(
+    engine: Engine, sender: TwitterSender, worker: str, settings: OutboxSettings | None = None
+) -> OutboxDrainer:
+    """The shared drainer for Twitter's rows, with the [outbox] retry curve and sending lease
+    (the settings validate media_processing_timeout_s against that lease), in batches of 10."""
+    chosen = settings if settings is not None else OutboxSettings()
     return OutboxDrainer(
-        engine, sender, OutboxSettings().model_copy(update={"batch_size": 10}), worker=worker
+        engine, sender, chosen.model_copy(update={"batch_size": 10}), worker=worker
     )
 
 

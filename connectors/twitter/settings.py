@@ -34,7 +34,8 @@ class TwitterSettings(Strict):
     standby_retry_seconds: int = Field(default=15, ge=1)
     # The longest a reply's files sent by DM wait, together, for X to process them (GIFs and
     # videos) before the rest of the reply is given up and retried later. At most 300, half
-    # the outbox's default sending lease: keep it below `[outbox] lease_seconds`, so no other
+    # the outbox's default sending lease; with the connector enabled, the settings refuse a
+    # value that is not at least LEASE_MARGIN_S below `[outbox] lease_seconds`, so no other
     # instance takes a reply still being sent.
     media_processing_timeout_s: int = Field(default=120, ge=1, le=300)
     # Acknowledgement texts. Placeholders: {reference}, {eta}; the DM text may also use {tag},
@@ -88,3 +89,29 @@ def _template(value: str, *, allowed: set[str], limit: int) -> str:
     if len(value) > limit - 90:
         raise ValueError(f"too long: filled in, it must fit in {limit} characters")
     return value
+
+
+# What one attempt may still take after media_processing_timeout_s has run out: the last
+# wait passes the deadline by up to a second (connectors/twitter/api.py's floor), then one
+# STATUS request and the DM itself, each bounded by the X client's timeouts (10 s to connect,
+# 30 s to read): 81 s, and 90 with room for the attempt's database writes. A file's upload
+# is not bounded by it: one begun just before the deadline still runs to its end.
+LEASE_MARGIN_S = 90
+
+
+def lease_problem(section: TwitterSettings, lease_seconds: int) -> str | None:
+    """Why the X connector's wait for media processing does not fit in the outbox's sending
+    lease, or None: past the lease a row still being sent counts as a dead process's."""
+    if not section.enabled:
+        return None
+    timeout = section.media_processing_timeout_s
+    if timeout + LEASE_MARGIN_S <= lease_seconds:
+        return None
+    fixes = [f"raise outbox.lease_seconds to {timeout + LEASE_MARGIN_S} or more"]
+    if lease_seconds - LEASE_MARGIN_S >= 1:
+        fixes.append(f"lower the timeout to {lease_seconds - LEASE_MARGIN_S} or less")
+    return (
+        f"connectors.twitter.media_processing_timeout_s ({timeout}) must be at least "
+        f"{LEASE_MARGIN_S} s below outbox.lease_seconds ({lease_seconds}), or a reply still "
+        f"waiting for X's processing outlives its sending lease: {' or '.join(fixes)}"
+    )

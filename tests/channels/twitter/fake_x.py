@@ -14,8 +14,10 @@ written by us after X's documented formats, and behaves like X where Parity depe
 - v1.1's chunked media upload on the upload host (INIT, APPEND, FINALIZE, STATUS), signed
   over https://upload.twitter.com with the form's fields where the body is a form; the
   bytes are kept as the chunks arrive, and a DM may name one finalized media id only;
-  STATUS answers "in_progress" as many times as a test says (`processing_rounds`, with its
-  `status_wait` as check_after_secs), then "succeeded" or "failed" (`processing_result`).
+  FINALIZE answers a GIF or video "pending" (`processing_wait` as check_after_secs), or
+  "succeeded" (`finalize_done`); STATUS answers "in_progress" as many times as a test says
+  (`processing_rounds`, with its `status_wait` as check_after_secs), then "succeeded" or
+  "failed" (`processing_result`).
 Failures are injected as behaviour of the fake (`inject`, `before`, `hold_posts`), never by
 patching Parity's code.
 """
@@ -149,6 +151,8 @@ class FakeX:
     media: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The check_after_secs a video's or GIF's FINALIZE answers (X processes those first).
     processing_wait: int = 1
+    # X had processed the GIF or video by the time it answered FINALIZE: "succeeded" there.
+    finalize_done: bool = False
     # How many STATUS requests about one medium are answered "in_progress" (with
     # `status_wait` as check_after_secs) before processing ends as `processing_result`;
     # None: "in_progress" for ever, or rather up to PROCESSING_FOREVER answers, so that a
@@ -614,7 +618,10 @@ class FakeX:
                 return 400, {"errors": [{"code": 324, "message": message}]}
             media["data"] = data
             answer = self._media_answer(media)
-            if media["category"] in ("dm_gif", "dm_video"):
+            if media["category"] in ("dm_gif", "dm_video") and self.finalize_done:
+                media["state"] = "succeeded"
+                answer["processing_info"] = {"state": "succeeded", "progress_percent": 100}
+            elif media["category"] in ("dm_gif", "dm_video"):
                 media["state"] = "pending"
                 info = {"state": "pending", "check_after_secs": self.processing_wait}
                 answer["processing_info"] = info

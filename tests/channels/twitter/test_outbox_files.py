@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from inbox.casework import Invalid
 from inbox.models import Outbox, utcnow
 from inbox.outbox import OutFile
 from tests.channels.twitter.fake_x import ACCOUNT_ID, FakeX
-from tests.channels.twitter.support import connector, routes, send_next, settings_for
+from tests.channels.twitter.support import connector, routes, send_next, settings_for, until
 from tests.support.helpers import normalize
 from tests.support.reply_files import PDF, PNG, agent, reply_with_files, the_reference
 
@@ -65,12 +66,14 @@ def the_reply(engine: Engine) -> Any:
         return conn.execute(select(Outbox).where(Outbox.kind == "reply")).one()
 
 
-async def a_dm_case(engine: Engine, fake: FakeX, **overrides: Any) -> Any:
+async def a_dm_case(
+    engine: Engine, fake: FakeX, *, stopping: threading.Event | None = None, **overrides: Any
+) -> Any:
     """Chloé's DM, its case, and its acknowledgement sent: the connector, ready to send."""
     only(fake, CHLOE_DM)
     fake.processing_wait = 0  # a GIF's processing is done by the first STATUS
     settings = settings_for(fake, **overrides)
-    twitter = connector(engine, settings)
+    twitter = connector(engine, settings, stopping=stopping)
     await twitter.poll_dms(asyncio.Event())
     normalize(engine, connectors=routes(settings))
     done = send_next(twitter)
@@ -261,7 +264,7 @@ async def test_processing_for_ever_gives_the_reply_back_for_later(
     )
     assert waited is not None and int(waited.group(1)) >= 2
     # At least a second between two STATUS requests, whatever X's check_after_secs: in 2 s
-    # at most one after FINALIZE's answer, one a second later and one at the deadline.
+    # at most one right after FINALIZE's answer, one a second later and one at the deadline.
     assert 1 <= statuses(fake) <= 3
     # Later, X processes the upload it is given again, and the reply goes once.
     fake.processing_rounds = 0
@@ -279,7 +282,8 @@ async def test_the_wait_for_processing_is_the_replys_not_each_files(
     second is given back for later, where a wait per file would send both in about 4 s (and
     a reply of many videos would outlast the outbox's sending lease)."""
     twitter = await a_dm_case(engine, fake, media_processing_timeout_s=3)
-    fake.processing_rounds = 1  # "pending", one "in_progress", then "succeeded": ~2 s
+    # FINALIZE's "pending" (check at once), two "in_progress" of 1 s, then "succeeded": ~2 s
+    fake.processing_rounds = 2
     fake.status_wait = 1
     gifs = [("spinner.gif", "image/gif", GIF), ("loader.gif", "image/gif", GIF)]
     reply_with_files(engine, agent(engine), the_reference(engine), "Two.", gifs)
@@ -310,6 +314,102 @@ async def test_a_medium_x_cannot_process_fails_the_reply(engine: Engine, fake: F
     reply = the_reply(engine)
     assert reply.last_error == "X could not process clip.mp4: Unsupported video format"
     assert received(fake) == [] and statuses(fake) == 2
+
+
+class Waits(threading.Event):
+    """A stop event that is never set and notes every wait the sender makes on it: how long
+    each was to last (a wait for X's processing is one on the connector's stop event)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.asked.append(timeout)
+        return super().wait(timeout)
+
+
+@pytest.mark.parametrize(
+    ("finalize_done", "processing_wait", "expected_waits", "expected_statuses"),
+    [
+        # FINALIZE already says "succeeded": sent at once, no STATUS, no wait.
+        (True, 0, [], 0),
+        # FINALIZE says "pending", check after 0 s: STATUS at once, which says "succeeded".
+        (False, 0, [], 1),
+        # FINALIZE says "pending", check after 1 s: X's word is followed, once.
+        (False, 1, [1.0], 1),
+    ],
+)
+async def test_a_gif_x_has_processed_goes_without_waiting(
+    engine: Engine,
+    fake: FakeX,
+    finalize_done: bool,
+    processing_wait: int,
+    expected_waits: list[float],
+    expected_statuses: int,
+) -> None:
+    waits = Waits()
+    twitter = await a_dm_case(engine, fake, stopping=waits)
+    fake.processing_rounds = 0
+    fake.finalize_done = finalize_done
+    fake.processing_wait = processing_wait
+    reply_with_files(engine, agent(engine), the_reference(engine), "Spinner.", FILES[1:])
+    done = send_next(twitter)
+    assert done is not None and done[1] == "sent"
+    assert received(fake) == [(CHLOE, "Spinner.", "dm_gif", "image/gif", sha(GIF))]
+    assert waits.asked == expected_waits
+    assert statuses(fake) == expected_statuses
+
+
+async def test_an_image_goes_without_asking_or_waiting(engine: Engine, fake: FakeX) -> None:
+    waits = Waits()
+    twitter = await a_dm_case(engine, fake, stopping=waits)
+    reply_with_files(engine, agent(engine), the_reference(engine), "Screen.", FILES[:1])
+    done = send_next(twitter)
+    assert done is not None and done[1] == "sent"
+    assert waits.asked == [] and statuses(fake) == 0
+
+
+async def test_a_stop_ends_the_wait_and_the_reply_goes_on_the_next_run(
+    engine: Engine, fake: FakeX
+) -> None:
+    """X processes the GIF for ever, 10 s between two STATUS requests, 300 s for the reply:
+    stopping the connector ends the wait at once, and gives the reply back to the queue
+    uncounted with its first DM (the image) kept; the next run sends only the GIF."""
+    twitter = await a_dm_case(engine, fake, media_processing_timeout_s=300)
+    fake.processing_rounds = None
+    fake.status_wait = 10
+    reply_with_files(engine, agent(engine), the_reference(engine), "Both screens.", FILES)
+    stop = asyncio.Event()
+    task = asyncio.create_task(twitter.run(stop))
+    try:
+        await until(lambda: statuses(fake) >= 2)  # waiting the 10 s X asked for
+    finally:
+        stop.set()
+        # Well within the 10 s wait under way: only the stop can end it this soon.
+        await asyncio.wait_for(task, 8)
+    asked = statuses(fake)
+    reply = the_reply(engine)
+    assert reply.state == "queued" and reply.attempts == 0
+    assert reply.last_error == "stopped while X was processing spinner.gif"
+    assert reply.next_attempt_at <= utcnow()
+    assert reply.claimed_by is None
+    assert received(fake) == [(CHLOE, "Both screens.", "dm_image", "image/png", sha(PNG))]
+    assert reply.payload["parts_sent"] == [fake.posted_dms[1]["id"]]
+    # The next run (another process): X now processes the GIF it is given again.
+    fake.processing_rounds = 0
+    again = connector(engine, settings_for(fake))
+    try:
+        done = send_next(again)
+    finally:
+        again.api.close()
+    assert done is not None and done[1] == "sent"
+    assert received(fake) == [
+        (CHLOE, "Both screens.", "dm_image", "image/png", sha(PNG)),
+        (CHLOE, "", "dm_gif", "image/gif", sha(GIF)),
+    ]
+    assert statuses(fake) == asked + 1  # nothing more was asked after the stop
+    assert the_reply(engine).state == "sent"
 
 
 ERROR = {"code": 1, "name": "InvalidMedia", "message": "Unsupported video format"}
@@ -356,6 +456,33 @@ def test_what_to_do_while_x_processes(
     info: object, elapsed: float, expected: ProcessingStep
 ) -> None:
     assert processing_step(info, elapsed, timeout=120.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("info", "elapsed", "expected"),
+    [
+        # FINALIZE's answer: done, or nothing to process, goes at once (no STATUS at all).
+        (None, 0.0, ProcessingStep("ready")),
+        ({"state": "succeeded"}, 0.0, ProcessingStep("ready")),
+        ({"state": "failed", "error": ERROR}, 0.0, ProcessingStep("failed")),
+        # X's check_after_secs is followed, under the cap; 0 (or none, or not a number)
+        # means the first STATUS is asked at once: no floor before it.
+        ({"state": "pending", "check_after_secs": 0}, 0.0, ProcessingStep("wait", 0.0)),
+        ({"state": "pending"}, 0.0, ProcessingStep("wait", 0.0)),
+        ({"state": "pending", "check_after_secs": -5}, 0.0, ProcessingStep("wait", 0.0)),
+        ({"state": "pending", "check_after_secs": "1"}, 0.0, ProcessingStep("wait", 0.0)),
+        ({"state": "pending", "check_after_secs": 0.5}, 0.0, ProcessingStep("wait", 0.5)),
+        ({"state": "pending", "check_after_secs": 1}, 0.0, ProcessingStep("wait", 1.0)),
+        ({"state": "pending", "check_after_secs": 3600}, 0.0, ProcessingStep("wait", 10.0)),
+        # The reply's time already spent on earlier files still bounds it.
+        ({"state": "pending", "check_after_secs": 5}, 118.0, ProcessingStep("wait", 2.0)),
+        ({"state": "pending", "check_after_secs": 0}, 120.0, ProcessingStep("give_up")),
+    ],
+)  # fmt: skip
+def test_the_first_check_follows_finalizes_answer_without_a_floor(
+    info: object, elapsed: float, expected: ProcessingStep
+) -> None:
+    assert processing_step(info, elapsed, timeout=120.0, first=True) == expected
 
 
 @pytest.mark.parametrize(
