@@ -76,6 +76,7 @@ from normalizer.config import NormalizerSettings
 from normalizer.eta import estimate
 from normalizer.intake import sha256
 from normalizer.mailauth import MailAuthSettings, authenticated, greeting_name
+from normalizer.memory import Trimmer
 from normalizer.message import InboundMessage
 from normalizer.parse import Parsers
 from normalizer.pool import ParseJob, ParseResult, message_signature, shared_pool
@@ -1603,6 +1604,10 @@ class WorkerLoop:
         self.last_error: str | None = None
         # Cleared when stopping, so a running chunk claims nothing more.
         self._refilling = threading.Event()
+        # Freed heap pages back to the system after work (normalizer/memory.py): without it
+        # the threads' malloc arenas hold what each batch freed, and RSS climbs.
+        self.trimmer = Trimmer()
+        self._trimmed_at = 0  # `processed` when the worker last trimmed
 
     def notify(self, _count: int = 0) -> None:
         """Called from any thread when new input was stored."""
@@ -1645,6 +1650,10 @@ class WorkerLoop:
                 self.last_error = str(exc)
                 batch = []
             if not batch:
+                if self.processed != self._trimmed_at:
+                    # The backlog is done: what its batches freed goes back now, once.
+                    self._trimmed_at = self.processed
+                    await asyncio.to_thread(self.trimmer.maybe, force=True)
                 self.wake.clear()
                 await _wait_any(stop, self.wake, self.idle_poll_s)
                 continue
@@ -1698,6 +1707,10 @@ class WorkerLoop:
             self.normalizer.process_many(ids, refill=self._refill, outcomes=outcomes)
         except Exception as exc:
             return len(ids), exc
+        finally:
+            # In this thread, not the event loop's: a trim takes milliseconds.
+            if self.trimmer.maybe():
+                self._trimmed_at = self.processed
         # Rows claimed by refilling were filed too: they count as processed.
         self.processed += max(0, len(outcomes) - len(ids))
         return len(ids), None

@@ -45,6 +45,7 @@ from inbox.models import ConnectorState, Intake, utcnow
 from inbox.secrets import from_env
 from inbox.web import create_app, csat_page, manager
 from inbox.web.routes import Route
+from normalizer import memory
 from normalizer.ack_limits import take_buckets
 from normalizer.acks import Bucket
 from normalizer.intake import IntakeWriter
@@ -832,6 +833,8 @@ def run(settings: Settings, only: Iterable[str] | None = None, *, normalizer: bo
     except audit.AuditKeyMissing as exc:
         print(f"parity: {exc}", file=sys.stderr, flush=True)
         return 78  # EX_CONFIG
+    # Before any thread starts: fewer malloc arenas hold less freed memory (normalizer/memory.py).
+    memory.limit_arenas()
     daemon = Daemon(settings, only, normalizer=normalizer)
     daemon.announce_start = True  # the banner, once the ports are bound (Daemon.announce)
     return asyncio.run(daemon.run())

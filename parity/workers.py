@@ -47,6 +47,7 @@ from connectors.registry import ack_route_table, parser_table
 from inbox import audit
 from inbox.db import StorageUnavailable, insert_ignore, is_sqlite, make_engine, write
 from inbox.models import ConnectorState, utcnow
+from normalizer import memory
 from normalizer.worker import Normalizer, Outcome, WorkerLoop
 from parity import logs
 from parity.settings import Settings
@@ -184,6 +185,8 @@ class WorkerProcess:
         loop.call_soon_threadsafe(self.stop.set)
 
     async def run(self) -> int:
+        # Before the worker's threads start (normalizer/memory.py).
+        memory.limit_arenas()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
