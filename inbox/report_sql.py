@@ -212,7 +212,7 @@ def build(
     threshold: float,
     parity_on: str = "first_response",
     csat: Mapping[str, Mapping[str, Any]] | None = None,
-    snapshot_taken: Callable[[], None] | None = None,
+    snapshot_taken: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
     """report.build's answer, computed by PostgreSQL. snapshot_taken, if given, is called
     once the report's snapshot is taken, before its statements run (tests use it to write
@@ -475,7 +475,7 @@ def _figure_part(names: list[str], part: list[str], total: bool) -> dict[str, st
 
 
 def run_concurrently(
-    conn: Connection, tasks: list[Task], snapshot_taken: Callable[[], None] | None = None
+    conn: Connection, tasks: list[Task], snapshot_taken: Callable[[], object] | None = None
 ) -> list[Any]:
     """Each task's result, in order, the tasks run at once on conn and up to
     MAX_EXTRA_CONNECTIONS more connections of its engine, all under one snapshot: that of
@@ -523,7 +523,7 @@ def run_concurrently(
 
 
 def _one_after_another(
-    conn: Connection, tasks: list[Task], snapshot_taken: Callable[[], None] | None
+    conn: Connection, tasks: list[Task], snapshot_taken: Callable[[], object] | None
 ) -> list[Any]:
     _apply_settings(conn)
     if snapshot_taken is not None:
