@@ -146,13 +146,15 @@ SETTINGS = ("SET LOCAL jit = off",)
 # connection, all under one snapshot (the caller's transaction exports it, the others import
 # it), so the report is as consistent as one statement would be and takes about as long as
 # its longest statement rather than their sum. At most this many connections besides the
-# caller's: the report has four or five statements; each extra one is a server process and
-# its own sort memory (work_mem per sort, per statement), and it comes from the pool that
-# intake and the web share, so a report never takes more than three of its connections.
-MAX_EXTRA_CONNECTIONS = 3
+# caller's: each is a server process that sorts with its own memory (work_mem per sort) and
+# comes from the pool intake and the web share. Two measured best on a 2-core server at
+# 1,000,000 cases (three statements at once: 1.47 x faster than one after the other; four:
+# 1.32 x; bench/audit_report.py, docs/benchmarks/inbox.md, "The manager report").
+MAX_EXTRA_CONNECTIONS = 2
 
-# The figures' grouping sets, split in two statements so that two cores share the largest:
-# the first dimensions in one, the others and the total in the other.
+# The figures' grouping sets, split in two statements so that two connections share the
+# largest statement (a sort of the period's cases per set): channel, side and language in
+# one; agent, team and the total in the other.
 FIGURE_SPLIT = 3
 
 # What pg_export_snapshot() returns: hex and decimal fields joined by dashes. Checked before

@@ -176,6 +176,7 @@ def test_without_a_spare_connection_the_report_runs_on_the_callers(pg: Engine) -
     single = create_engine(pg.url, pool_size=1, max_overflow=0, pool_timeout=1)
     try:
         with single.connect() as conn, backends(single) as pids:
+            assert report_sql._spare(single) == 0  # not one to wait for
             python, sql = both_on(conn, now - timedelta(days=30), now)
     finally:
         single.dispose()
