@@ -1,6 +1,8 @@
 """The manager report computed by PostgreSQL: counts, sums and exact percentiles
-(percentile_cont) per channel, side and agent in one pass of grouping sets over the cases of
-the period, a second over their later turns and a third for the weeks and the histogram.
+(percentile_cont) per channel, side and agent in grouping sets over the cases of the period
+(two statements), one over their later turns and one for the weeks and the histogram. The
+statements run at once on up to three connections, all reading one snapshot
+(run_concurrently).
 
 The figures are the Python path's (inbox/report.py, which stays the SQLite path and this
 one's oracle: tests/test_report_sql.py compares the two on the tests' data sets). The case
