@@ -10,11 +10,13 @@ baseline is the cheapest honest SQL over the same rows: one
 With --python it also times the Python path (inbox/report_rows.fetch + inbox/report.build,
 SQLite's path: every row read into Python) and checks both give the same figures.
 
+The report's statements run at once on several connections under one snapshot
+(report_sql.run_concurrently), so its time is about its longest statement's, not their sum.
 With --explain it prints where the report's time goes: EXPLAIN ANALYZE of each statement
-report_sql.build runs, against EXPLAIN ANALYZE of the baseline. With --floor it times query
-shapes that a one-pass report would need (a hash aggregation over every case, the later turns
-joined, a row per case and duration, the whole bucketed pass) against the baseline in the
-same run: the least such a report could cost on this machine.
+report_sql.build runs, each alone, against EXPLAIN ANALYZE of the baseline. With --floor it
+times query shapes that a one-pass report would need (a hash aggregation over every case, the
+later turns joined, a row per case and duration, the whole bucketed pass) against the
+baseline in the same run: the least such a report could cost on this machine.
 
     .venv/bin/python bench/audit_report.py [--cases 1000000] [--runs 3] [--python]
         [--explain] [--floor]
@@ -149,8 +151,9 @@ def explain(engine: Engine, now: datetime, since: datetime) -> None:
     def capture(
         conn: object, cursor: object, statement: str, params: object, *rest: object
     ) -> None:
-        # The statements, not the report's SET LOCAL before them.
-        if isinstance(params, dict) and statement.lstrip().upper().startswith("SELECT"):
+        # The report's statements, not its settings, snapshot or names lookups (from every
+        # connection it runs on: the listener is the engine's).
+        if isinstance(params, dict) and "percentile_cont" in statement:
             seen.append((statement, dict(params)))
 
     event.listen(engine, "before_cursor_execute", capture)
