@@ -123,6 +123,10 @@ def _no_checks(_section: Any, _environ: Mapping[str, str]) -> list[str]:
     return []
 
 
+def _no_lease_problem(_section: Any, _lease_seconds: int) -> str | None:
+    return None
+
+
 def _always(_section: Any, _environ: Mapping[str, str]) -> Availability:
     return AVAILABLE
 
@@ -161,6 +165,12 @@ class ConnectorSpec(Generic[S]):
     # `AckRoute`); none means the channel is acknowledged from [acknowledgements]. Handed
     # to the worker by the composition root, like the parsers.
     ack_routes: Callable[[S], Mapping[str, AckRoute]] = _no_ack_routes
+    # Why one of its sending attempts could outlast the outbox's sending lease
+    # (`[outbox] lease_seconds`, given), or None: past the lease a row still being sent is
+    # taken for a dead process's and may go twice. The settings refuse to load on an answer
+    # (parity/settings.py). Only a sender that waits on its own clock, beyond its HTTP
+    # client's timeouts, needs one (X's wait for media processing).
+    lease_problem: Callable[[S, int], str | None] = _no_lease_problem
 
     @property
     def channels(self) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ from connectors.twilio.parse import parse as twilio_parse
 from connectors.twilio.settings import TwilioSettings
 from connectors.twitter.parse import parse as twitter_parse
 from connectors.twitter.settings import TwitterSettings
+from connectors.twitter.settings import lease_problem as twitter_lease_problem
 from connectors.webform.parse import parse as webform_parse
 from connectors.webform.settings import WebformSettings
 from inbox.channels import channels_of
@@ -629,6 +630,7 @@ REGISTRY: tuple[ConnectorSpec[Any], ...] = (
         endpoints=lambda s: [url_endpoint("X API", s.api_base_url)],
         parsers={"twitter": twitter_parse},
         ack_routes=_twitter_ack_routes,
+        lease_problem=twitter_lease_problem,
     ),
     ConnectorSpec(
         "reddit",

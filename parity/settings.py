@@ -19,8 +19,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from connectors.config import OutboxSettings
 from connectors.oauth import OAuthSettings
-from connectors.registry import ConnectorsSettings
-from connectors.twitter.settings import lease_problem
+from connectors.registry import REGISTRY, ConnectorsSettings
 from inbox.alerts import AlertSettings
 from inbox.config import DatabaseSettings, SlaSettings, StoreSettings, Strict, ThreadingSettings
 from inbox.csat import CsatSettings
@@ -112,11 +111,13 @@ class Settings(Strict):
         return self
 
     @model_validator(mode="after")
-    def _x_wait_within_lease(self) -> Settings:
-        """X's wait for media processing ends before the outbox's sending lease does."""
-        problem = lease_problem(self.connectors.twitter, self.outbox.lease_seconds)
-        if problem is not None:
-            raise ValueError(problem)
+    def _sends_within_the_lease(self) -> Settings:
+        """No connector's sending attempt outlasts the outbox's sending lease (each
+        connector's registry entry says, `ConnectorSpec.lease_problem`)."""
+        for spec in REGISTRY:
+            problem = spec.lease_problem(spec.section(self.connectors), self.outbox.lease_seconds)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
     # The file these settings were read from, None for the built-in defaults alone.
