@@ -30,6 +30,7 @@ from tests.support.helpers import ingest
 from tests.support.smtp_support import (
     DOMAINS,
     REPO,
+    STOP_WITHIN_S,
     DaemonThread,
     ParityProcess,
     daemon_settings,
@@ -208,7 +209,7 @@ def test_run_stops_cleanly_on_a_signal(db_url, tmp_path, sig):
         wait_for(lambda: {"smtp", "web"} <= set(states(db_url)), message="heartbeat")
         assert all(r.running for r in states(db_url).values())
         parity.signal(sig)
-        assert parity.wait(timeout=30) == 0, parity.log()
+        assert parity.wait(timeout=STOP_WITHIN_S) == 0, parity.log()
     assert "Traceback" not in parity.log()
     assert {n: r.running for n, r in states(db_url).items()} == {"smtp": False, "web": False}
     assert not port_open(smtp_port) and not port_open(web_port)

@@ -8,7 +8,13 @@ import smtplib
 import subprocess
 from email.message import EmailMessage
 
-from tests.support.smtp_support import REPO, ParityProcess, daemon_settings, wait_for
+from tests.support.smtp_support import (
+    REPO,
+    STOP_WITHIN_S,
+    ParityProcess,
+    daemon_settings,
+    wait_for,
+)
 
 
 def test_scripts_run_accepts_a_mail_and_cases_list_shows_it(db_url, tmp_path):
@@ -46,7 +52,7 @@ def test_scripts_run_accepts_a_mail_and_cases_list_shows_it(db_url, tmp_path):
         assert case["channels"] == ["email"]
         assert case["contact"]["identities"][0]["handle"] == "ann@example.org"
         parity.signal(signal.SIGTERM)
-        assert parity.wait(timeout=30) == 0, parity.log()
+        assert parity.wait(timeout=STOP_WITHIN_S) == 0, parity.log()
     finally:
         parity.kill()
     assert "database at revision" in parity.log()  # ./scripts/run migrated first

@@ -36,10 +36,16 @@ from connectors.smtp.settings import SmtpSettings
 from inbox.db import make_engine
 from inbox.models import Intake
 from normalizer.intake import IntakeWriter
+from parity.workers import STOP_GRACE_S
 from tests.support.dns_server import shared_dns
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ["support.example.com", "help.example.net"]
+# How long a test gives a `parity run` to stop cleanly after SIGTERM. The daemon's own bound
+# is its worker processes' grace (each finishes the chunk it is filing, then is killed) plus
+# a few seconds of its own threads: a loaded CI machine took longer than a flat 30 s when a
+# worker was still in its first chunk, a failure of the test's patience, not of the daemon.
+STOP_WITHIN_S = STOP_GRACE_S + 30
 
 
 def free_port() -> int:

@@ -63,6 +63,7 @@ from tests.support.dovecot import (
     make_mail,
 )
 from tests.support.helpers import normalize
+from tests.support.smtp_support import STOP_WITHIN_S
 
 ARCHIVE = "Parity.Archived"  # "Parity/Archived" in settings, spelled with Dovecot's "."
 SUPPORT = "help@support.example.com"
@@ -547,7 +548,7 @@ def test_sigkill_mid_batch_loses_doubles_and_early_archives_nothing(
         )
     finally:
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
+        assert daemon.wait(timeout=STOP_WITHIN_S) == 0
     assert Counter(stored_message_ids(engine)) == want
     assert Counter(mailbox.message_ids(ARCHIVE)) == want
     assert count(engine, Intake) == total
