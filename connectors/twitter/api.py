@@ -11,7 +11,7 @@ so the client is asked for the raw `requests.Response` and the headers are read 
 
 from __future__ import annotations
 
-import io
+import functools
 import json
 import math
 import threading
@@ -226,6 +226,9 @@ PAGE_SIZE = 100  # the most X returns per page on both timelines
 # first STATUS, after FINALIZE's answer, has no floor: one request cannot make a stream, and
 # a GIF X has already processed then goes without a second's wait.
 PROCESSING_WAIT_CAP_S = 10.0
+# A file goes to X in chunks of this size (tweepy's own; X takes up to 5 MiB an APPEND): the
+# deadline is looked at between two, so at most one chunk's request runs past it.
+UPLOAD_CHUNK_BYTES = 1024 * 1024
 PROCESSING_WAIT_FLOOR_S = 1.0
 
 
@@ -402,27 +405,50 @@ class XApi:
     ) -> str:
         """One file uploaded for a DM, by v1.1's chunked upload (INIT, APPEND per chunk,
         FINALIZE, then STATUS while X processes a video or GIF); its media id. Nothing reaches
-        the customer yet: an upload may always be done again. X's processing is waited on for
-        at most `timeout` seconds (what the reply has left of `media_processing_timeout_s`),
-        and no longer than until `halt` is set (the connector stops): then `Halted`."""
-        # tweepy's own wait for processing sleeps X's check_after_secs for as long as X says
-        # "in progress", without end: one hostile or broken answer would hold the outbox, so
-        # the waiting is done here, under `media_processing_timeout_s`.
-        media = self._upload_step(
-            lambda: self.uploads.chunked_upload(
-                filename,
-                file=io.BytesIO(data),
-                file_type=media_type,
-                media_category=category,
-                wait_for_async_finalize=False,
-            )
-        )
-        media_id = getattr(media, "media_id_string", None) or getattr(media, "media_id", None)
-        if not media_id:
-            raise XError("transient", "the media upload answered no media id")
+        the customer yet: an upload may always be done again. The upload and X's processing
+        take at most `timeout` seconds (what the reply has left of
+        `media_processing_timeout_s`), checked before each request, and no longer than until
+        `halt` is set (the connector stops): then `Halted`."""
         limit = self.media_processing_timeout_s
         timeout = limit if timeout is None else max(0.0, min(timeout, limit))
         started = time.monotonic()
+
+        def before_request() -> None:
+            # Before each request, not around the whole upload: one request is bounded by
+            # the client's timeouts, and past the deadline no other one begins, so an
+            # attempt ends within the outbox's sending lease (settings.LEASE_MARGIN_S).
+            if halt is not None and halt.is_set():
+                raise Halted(f"stopped while uploading {filename}")
+            if time.monotonic() - started >= timeout:
+                # Transient: the outbox tries the reply again later with its usual backoff.
+                raise XError(
+                    "transient",
+                    f"the upload of {filename} to X did not fit in the reply's time for its "
+                    f"files (media_processing_timeout_s = {limit:g})",
+                )
+
+        # Done here rather than by tweepy's chunked_upload, which sends every chunk without a
+        # look at the clock (a slow link would hold the row past its lease) and then sleeps
+        # X's check_after_secs for as long as X says "in progress", without end.
+        before_request()
+        init = self._upload_step(
+            lambda: self.uploads.chunked_upload_init(len(data), media_type, media_category=category)
+        )
+        media_id = getattr(init, "media_id_string", None) or getattr(init, "media_id", None)
+        if not media_id:
+            raise XError("transient", "the media upload answered no media id")
+        for index, offset in enumerate(range(0, len(data), UPLOAD_CHUNK_BYTES)):
+            before_request()
+            self._upload_step(
+                functools.partial(
+                    self.uploads.chunked_upload_append,
+                    media_id,
+                    (filename, data[offset : offset + UPLOAD_CHUNK_BYTES]),
+                    index,
+                )
+            )
+        before_request()
+        media = self._upload_step(lambda: self.uploads.chunked_upload_finalize(media_id))
         first = True
         while True:
             waited = time.monotonic() - started

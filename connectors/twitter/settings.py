@@ -32,11 +32,11 @@ class TwitterSettings(Strict):
     # A standby instance retries the poller lock this often: the takeover time after the
     # active instance dies (plus database.keepalive_s * 2 when its whole host vanished).
     standby_retry_seconds: int = Field(default=15, ge=1)
-    # The longest a reply's files sent by DM wait, together, for X to process them (GIFs and
-    # videos) before the rest of the reply is given up and retried later. At most 300, half
-    # the outbox's default sending lease; with the connector enabled, the settings refuse a
-    # value that is not at least LEASE_MARGIN_S below `[outbox] lease_seconds`, so no other
-    # instance takes a reply still being sent.
+    # The longest a reply's files sent by DM take, together, to upload and for X to process
+    # them (GIFs and videos) before the rest of the reply is given up and retried later. At
+    # most 300, half the outbox's default sending lease; with the connector enabled, the
+    # settings refuse a value that is not at least LEASE_MARGIN_S below `[outbox]
+    # lease_seconds`, so no other instance takes a reply still being sent.
     media_processing_timeout_s: int = Field(default=120, ge=1, le=300)
     # Acknowledgement texts. Placeholders: {reference}, {eta}; the DM text may also use {tag},
     # the reference with the case's secret token, and {status_url}, the case's status page
@@ -93,9 +93,9 @@ def _template(value: str, *, allowed: set[str], limit: int) -> str:
 
 # What one attempt may still take after media_processing_timeout_s has run out: the last
 # wait passes the deadline by up to a second (connectors/twitter/api.py's floor), then one
-# STATUS request and the DM itself, each bounded by the X client's timeouts (10 s to connect,
-# 30 s to read): 81 s, and 90 with room for the attempt's database writes. A file's upload
-# is not bounded by it: one begun just before the deadline still runs to its end.
+# request begun before it (a STATUS, an upload's chunk or its FINALIZE; no other starts
+# after it) and the DM itself, each bounded by the X client's timeouts (10 s to connect, 30 s
+# to read): 81 s, and 90 with room for the attempt's database writes.
 LEASE_MARGIN_S = 90
 
 

@@ -17,7 +17,7 @@ written by us after X's documented formats, and behaves like X where Parity depe
   FINALIZE answers a GIF or video "pending" (`processing_wait` as check_after_secs), or
   "succeeded" (`finalize_done`); STATUS answers "in_progress" as many times as a test says
   (`processing_rounds`, with its `status_wait` as check_after_secs), then "succeeded" or
-  "failed" (`processing_result`).
+  "failed" (`processing_result`); each APPEND may take `append_delay` seconds, a slow link.
 Failures are injected as behaviour of the fake (`inject`, `before`, `hold_posts`), never by
 patching Parity's code.
 """
@@ -160,6 +160,10 @@ class FakeX:
     processing_rounds: int | None = 0
     status_wait: int = 1
     processing_result: str = "succeeded"
+    # Seconds each APPEND takes before its answer: a slow link to the upload host.
+    append_delay: float = 0.0
+    # Every upload request's command as it arrived (an APPEND before its delay).
+    upload_commands: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._tokens: dict[str, tuple[str, str]] = {}
@@ -600,12 +604,14 @@ class FakeX:
                 rule.hits += 1
                 return rule.status, rule.body
         command = fields.get("command", "")
+        self.upload_commands.append(command)
         media = self.media.get(fields.get("media_id", ""))
         if command == "INIT":
             return self._upload_init(fields)
         if media is None:
             return 400, {"errors": [{"code": 324, "message": "Invalid media id."}]}
         if command == "APPEND" and request.method == "POST" and chunk is not None:
+            await asyncio.sleep(self.append_delay)
             index = int(fields.get("segment_index", "-1"))
             if not 0 <= index <= 999 or len(chunk) > 5 * 1024 * 1024 or "data" in media:
                 return 400, {"errors": [{"code": 324, "message": "Invalid segment."}]}

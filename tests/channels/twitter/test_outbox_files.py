@@ -301,6 +301,72 @@ async def test_the_wait_for_processing_is_the_replys_not_each_files(
     ]
 
 
+# A video of five chunks of 1 MiB (the last one short), the size tweepy's own upload uses.
+CLIP = MP4 + bytes(range(256)) * (4 * 4096 + 1)
+
+
+def appends(fake: FakeX) -> int:
+    return fake.upload_commands.count("APPEND")
+
+
+async def test_an_upload_slower_than_the_replys_time_goes_later(
+    engine: Engine, fake: FakeX
+) -> None:
+    """Each APPEND takes a second, the reply has 2 s for its files: the upload stops between
+    two chunks once the time is out, the reply is given back for later (where an upload
+    that sends every chunk whatever the clock would hold the row past its sending lease on
+    a slow link), and goes whole on a later try."""
+    twitter = await a_dm_case(engine, fake, media_processing_timeout_s=2)
+    fake.append_delay = 1.0
+    reply_with_files(engine, agent(engine), the_reference(engine), "A clip.", [
+        ("clip.mp4", "video/mp4", CLIP)
+    ])  # fmt: skip
+    chunks = -(-len(CLIP) // (1024 * 1024))
+    assert chunks == 5
+    done = send_next(twitter)
+    assert done is not None and done[1] == "retry"
+    reply = the_reply(engine)
+    assert reply.state == "queued" and reply.attempts == 1
+    assert reply.last_error == (
+        "the upload of clip.mp4 to X did not fit in the reply's time for its files "
+        "(media_processing_timeout_s = 2)"
+    )
+    # A chunk begun within the 2 s may end after them, and no other begins: 2 or 3 APPENDs
+    # on a quiet machine, fewer on a loaded one, never all five.
+    assert 1 <= appends(fake) < chunks
+    assert received(fake) == [] and statuses(fake) == 0
+    # Later, on a quick link, the reply goes with the whole file.
+    fake.append_delay = 0.0
+    due_now(engine)
+    before = appends(fake)
+    done = send_next(twitter)
+    assert done is not None and done[1] == "sent"
+    assert received(fake) == [(CHLOE, "A clip.", "dm_video", "video/mp4", sha(CLIP))]
+    assert appends(fake) - before == chunks
+
+
+async def test_a_stop_ends_an_upload_between_two_chunks(engine: Engine, fake: FakeX) -> None:
+    """Half a second an APPEND, 300 s for the reply: stopping the connector ends the upload
+    before its next chunk, and gives the reply back uncounted for the next run."""
+    twitter = await a_dm_case(engine, fake, media_processing_timeout_s=300)
+    fake.append_delay = 0.5
+    reply_with_files(engine, agent(engine), the_reference(engine), "A clip.", [
+        ("clip.mp4", "video/mp4", CLIP)
+    ])  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(twitter.run(stop))
+    try:
+        await until(lambda: appends(fake) >= 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert appends(fake) < 5
+    reply = the_reply(engine)
+    assert reply.state == "queued" and reply.attempts == 0
+    assert reply.last_error == "stopped while uploading clip.mp4"
+    assert reply.claimed_by is None and received(fake) == []
+
+
 async def test_a_medium_x_cannot_process_fails_the_reply(engine: Engine, fake: FakeX) -> None:
     twitter = await a_dm_case(engine, fake)
     fake.processing_rounds = 1
