@@ -440,20 +440,30 @@ def record(
     return True
 
 
-def renew(engine: Engine, row: Claimed, worker: str, until: datetime) -> bool:
-    """Restart a claimed row's sending lease as its send begins; False when the row is no
-    longer ours (its lease ran out while the rows before it were sent, and another process
-    took it over): then it must not be sent here.
+def renew(engine: Engine, rows: Sequence[Claimed], worker: str, until: datetime) -> set[int]:
+    """Restart the sending lease of claimed rows still waiting their turn, in one statement;
+    the ids still ours. A row missing from them is no longer ours (its lease ran out while
+    the rows before it were sent, and another process took it over): it must not be sent
+    here.
 
     A batch is claimed with one lease, so without this the last of its rows would have
     what the others' sends left of it: a sender bounded per row (X's wait for media
     processing, below the lease) would not be bounded per batch.
     """
+    if not rows:
+        return set()
     with write(engine) as conn:
-        return bool(
+        return set(
             conn.execute(
-                update(Outbox).where(_ours(row.id, worker)).values(claimed_until=until)
-            ).rowcount
+                update(Outbox)
+                .where(
+                    Outbox.id.in_([r.id for r in rows]),
+                    Outbox.state == "sending",
+                    Outbox.claimed_by == worker,
+                )
+                .values(claimed_until=until)
+                .returning(Outbox.id)
+            ).scalars()
         )
 
 
