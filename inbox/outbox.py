@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
 
 from inbox import audit
 from inbox.channels import MESSAGE_ID_CHANNELS
@@ -187,6 +188,31 @@ def _claimed(box: Any, header: str | None, files: tuple[OutFile, ...] = ()) -> C
     )
 
 
+def in_turn(now: datetime) -> ColumnElement[bool]:
+    """True for an outbox row no earlier row of its case on its channel goes before.
+
+    Without it, two drainers (two instances on PostgreSQL, each with a batch) could send a
+    case's two replies at once and the customer read the second first. An earlier row
+    being sent, or due, holds the later ones back until it is done; one waiting out its
+    backoff does not, or a message that keeps failing would hold its case's others for
+    hours. Rows of no case (alerts, digests) are never held.
+    """
+    earlier = aliased(Outbox)
+    return ~(
+        select(earlier.id)
+        .where(
+            earlier.case_id == Outbox.case_id,
+            earlier.channel == Outbox.channel,
+            earlier.id < Outbox.id,
+            or_(
+                earlier.state == "sending",
+                and_(earlier.state == "queued", earlier.next_attempt_at <= now),
+            ),
+        )
+        .exists()
+    )
+
+
 def claim(
     engine: Engine,
     channel: str,
@@ -199,12 +225,20 @@ def claim(
 ) -> list[Claimed]:
     """Move up to `limit` due rows of `channel` from queued to sending, for `worker` alone.
 
+    A case's messages on a channel go in the order they were queued: a row is not taken
+    while an earlier one of its case on its channel is being sent or is due (`in_turn`).
+
     `assign_id(row_id, reference, token)` gives a row that has none its provider-visible id
     (email's Message-ID) in this same transaction, before anything is sent, so a resend after
     a crash carries the very same id.
     """
     now = now or utcnow()
-    due = and_(Outbox.channel == channel, Outbox.state == "queued", Outbox.next_attempt_at <= now)
+    due = and_(
+        Outbox.channel == channel,
+        Outbox.state == "queued",
+        Outbox.next_attempt_at <= now,
+        in_turn(now),
+    )
     values = {"state": "sending", "claimed_by": worker, "claimed_until": now + lease}
     with write(engine) as conn:
         if is_sqlite(conn):
