@@ -113,5 +113,6 @@ def lease_problem(section: TwitterSettings, lease_seconds: int) -> str | None:
     return (
         f"connectors.twitter.media_processing_timeout_s ({timeout}) must be at least "
         f"{LEASE_MARGIN_S} s below outbox.lease_seconds ({lease_seconds}), or a reply still "
-        f"waiting for X's processing outlives its sending lease: {' or '.join(fixes)}"
+        f"uploading its files to X or waiting for X's processing outlives its sending lease: "
+        f"{' or '.join(fixes)}"
     )

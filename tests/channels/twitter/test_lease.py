@@ -28,18 +28,19 @@ from tests.channels.twitter.support import connector, settings_for
         (True, 120, 210, None),
         # One second short: refused, with both ways out.
         (True, 120, 209, "connectors.twitter.media_processing_timeout_s (120) must be at "
-         "least 90 s below outbox.lease_seconds (209), or a reply still waiting for X's "
-         "processing outlives its sending lease: raise outbox.lease_seconds to 210 or more "
-         "or lower the timeout to 119 or less"),
+         "least 90 s below outbox.lease_seconds (209), or a reply still uploading its files "
+         "to X or waiting for X's processing outlives its sending lease: raise "
+         "outbox.lease_seconds to 210 or more or lower the timeout to 119 or less"),
         # The operator of the brief: a one-minute lease; no timeout fits under it.
         (True, 120, 60, "connectors.twitter.media_processing_timeout_s (120) must be at "
-         "least 90 s below outbox.lease_seconds (60), or a reply still waiting for X's "
-         "processing outlives its sending lease: raise outbox.lease_seconds to 210 or more"),
+         "least 90 s below outbox.lease_seconds (60), or a reply still uploading its files "
+         "to X or waiting for X's processing outlives its sending lease: raise "
+         "outbox.lease_seconds to 210 or more"),
         (True, 1, 91, None),
         (True, 2, 91, "connectors.twitter.media_processing_timeout_s (2) must be at least "
-         "90 s below outbox.lease_seconds (91), or a reply still waiting for X's processing "
-         "outlives its sending lease: raise outbox.lease_seconds to 92 or more or lower the "
-         "timeout to 1 or less"),
+         "90 s below outbox.lease_seconds (91), or a reply still uploading its files to X or "
+         "waiting for X's processing outlives its sending lease: raise "
+         "outbox.lease_seconds to 92 or more or lower the timeout to 1 or less"),
         # The connector off: it sends nothing, so nothing to check.
         (False, 300, 60, None),
     ],
