@@ -226,10 +226,11 @@ PAGE_SIZE = 100  # the most X returns per page on both timelines
 # first STATUS, after FINALIZE's answer, has no floor: one request cannot make a stream, and
 # a GIF X has already processed then goes without a second's wait.
 PROCESSING_WAIT_CAP_S = 10.0
-# A file goes to X in chunks of this size (tweepy's own; X takes up to 5 MiB an APPEND): the
-# deadline is looked at between two, so at most one chunk's request runs past it.
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 PROCESSING_WAIT_FLOOR_S = 1.0
+# A file goes to X in chunks of this size (tweepy's own; X takes up to 5 MiB an APPEND, and
+# at most 1,000 of them, 512 for the largest DM video): the deadline is looked at between
+# two, so at most one chunk's request runs past it.
+UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
