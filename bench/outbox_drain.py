@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -226,6 +227,8 @@ def main() -> None:
                     median["drain_renew_each_row"] / median["bare"], 2
                 ),
                 "statements_per_row": per_row,
+                # How shared the machine was: the 1, 5 and 15-minute load before and after.
+                "loadavg_before": " ".join(f"{x:.2f}" for x in load_before),
                 "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             },
             indent=2,
