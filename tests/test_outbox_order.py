@@ -35,7 +35,13 @@ def a_case(engine: Engine, who: str) -> int:
     return case_id
 
 
-def queue_reply(engine: Engine, case_id: int, text: str, channel: str = "email") -> int:
+def queue_reply(
+    engine: Engine,
+    case_id: int,
+    text: str,
+    channel: str = "email",
+    recipient: str = "ann@example.org",
+) -> int:
     with engine.begin() as conn:
         return int(
             conn.execute(
@@ -44,7 +50,7 @@ def queue_reply(engine: Engine, case_id: int, text: str, channel: str = "email")
                     case_id=case_id,
                     kind="reply",
                     channel=channel,
-                    recipient="ann@example.org",
+                    recipient=recipient,
                     subject="Re: Locked out of my account",
                     body=text,
                     next_attempt_at=utcnow() - timedelta(seconds=1),
@@ -146,8 +152,8 @@ def test_only_the_same_case_on_the_same_channel_is_held(engine: Engine) -> None:
     ack = first_row(engine, ann)
     set_state(engine, ack, state="sending", claimed_by="host-z:9", claimed_until=utcnow() + LEASE)
     # An earlier row of Ann's case on another channel does not hold her email.
-    sms = queue_reply(engine, ann, "Texted too.", channel="sms")
-    bob_reply = queue_reply(engine, bob, "Bob's answer.")
+    sms = queue_reply(engine, ann, "Texted too.", channel="sms", recipient="+14155550101")
+    bob_reply = queue_reply(engine, bob, "Bob's answer.", recipient="bob@example.org")
     set_state(engine, first_row(engine, bob), state="sent")
     with engine.begin() as conn:
         # A row of no case (an alert, a digest) is never held.
