@@ -50,7 +50,7 @@ from connectors.mail.relay import SmtpRelaySender, compose_email, serialize
 from inbox import migrate
 from inbox.db import make_engine
 from inbox.models import Outbox, OutboxAttempt, utcnow
-from inbox.outbox import Claimed
+from inbox.outbox import claim
 
 
 def queue(engine: Engine, count: int, run: str) -> None:
@@ -96,35 +96,11 @@ def settings_for(port: int) -> OutboxSettings:
 
 
 def bare(engine: Engine, port: int, settings: OutboxSettings) -> float:
-    """Send what the drainer would, straight to the relay: seconds taken."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(Outbox).order_by(Outbox.id)).all()
-    messages = [
-        (
-            row.recipient,
-            serialize(
-                compose_email(
-                    Claimed(
-                        id=row.id,
-                        case_id=None,
-                        kind=row.kind,
-                        channel=row.channel,
-                        recipient=row.recipient,
-                        subject=row.subject,
-                        body=row.body,
-                        message_id_header=row.message_id_header,
-                        payload=row.payload,
-                        attempts=0,
-                        created_at=row.created_at,
-                        case_reference=None,
-                        case_token=None,
-                    ),
-                    settings.email,
-                )
-            ),
-        )
-        for row in rows
-    ]
+    """Send what the drainer would, straight to the relay: seconds taken. The rows are
+    claimed as the drainer claims them (so the messages are composed from the same
+    `Claimed` rows), before the clock starts."""
+    rows = claim(engine, "email", "bench-bare:1", limit=1_000_000, lease=timedelta(hours=1))
+    messages = [(row.recipient, serialize(compose_email(row, settings.email))) for row in rows]
     started = time.perf_counter()
     for to, data in messages:
         conn_ = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.example.com", timeout=30)

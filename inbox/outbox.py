@@ -422,8 +422,13 @@ def _ack_outcome(
     )
 
 
+def _held_by(worker: str) -> ColumnElement[bool]:
+    """A row `worker` claimed and is still sending (not taken over since)."""
+    return and_(Outbox.state == "sending", Outbox.claimed_by == worker)
+
+
 def _ours(outbox_id: int, worker: str) -> ColumnElement[bool]:
-    return and_(Outbox.id == outbox_id, Outbox.state == "sending", Outbox.claimed_by == worker)
+    return and_(Outbox.id == outbox_id, _held_by(worker))
 
 
 def record(
@@ -490,11 +495,7 @@ def renew(engine: Engine, rows: Sequence[Claimed], worker: str, until: datetime)
         return set(
             conn.execute(
                 update(Outbox)
-                .where(
-                    Outbox.id.in_([r.id for r in rows]),
-                    Outbox.state == "sending",
-                    Outbox.claimed_by == worker,
-                )
+                .where(Outbox.id.in_([r.id for r in rows]), _held_by(worker))
                 .values(claimed_until=until)
                 .returning(Outbox.id)
             ).scalars()

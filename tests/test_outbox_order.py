@@ -37,18 +37,20 @@ def a_case(engine: Engine, who: str) -> int:
 
 def queue_reply(
     engine: Engine,
-    case_id: int,
+    case_id: int | None,
     text: str,
     channel: str = "email",
     recipient: str = "ann@example.org",
+    kind: str = "reply",
 ) -> int:
+    """An outbox row due now (`case_id` None and another `kind` for an alert)."""
     with engine.begin() as conn:
         return int(
             conn.execute(
                 insert(Outbox)
                 .values(
                     case_id=case_id,
-                    kind="reply",
+                    kind=kind,
                     channel=channel,
                     recipient=recipient,
                     subject="Re: Locked out of my account",
@@ -155,22 +157,9 @@ def test_only_the_same_case_on_the_same_channel_is_held(engine: Engine) -> None:
     sms = queue_reply(engine, ann, "Texted too.", channel="sms", recipient="+14155550101")
     bob_reply = queue_reply(engine, bob, "Bob's answer.", recipient="bob@example.org")
     set_state(engine, first_row(engine, bob), state="sent")
-    with engine.begin() as conn:
-        # A row of no case (an alert, a digest) is never held.
-        alert = int(
-            conn.execute(
-                insert(Outbox)
-                .values(
-                    case_id=None,
-                    kind="alert",
-                    channel="email",
-                    recipient="manager@example.org",
-                    subject="Parity breach",
-                    body="...",
-                    next_attempt_at=utcnow() - timedelta(seconds=1),
-                )
-                .returning(Outbox.id)
-            ).scalar_one()
-        )
+    # A row of no case (an alert, a digest) is never held.
+    alert = queue_reply(
+        engine, None, "Parity breach", recipient="manager@example.org", kind="alert"
+    )
     assert claimed(engine, "host-a:1") == [bob_reply, alert]
     assert [r.id for r in claim(engine, "sms", "host-a:1", limit=5, lease=LEASE)] == [sms]
