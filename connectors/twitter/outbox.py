@@ -42,7 +42,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine
 
 from connectors.config import OutboxSettings
-from connectors.outbox import DrainReport, Failure, Halted, Lookup, OutboxDrainer
+from connectors.outbox import DrainReport, Failure, Lookup, OutboxDrainer
 from connectors.twitter.api import XApi, XError, is_duplicate_content, seconds_until
 from connectors.twitter.parse import tweet_ref
 from connectors.twitter.settings import TwitterSettings
@@ -281,8 +281,9 @@ class TwitterSender:
         # Where the DMs of a reply with files already sent are kept (`parts_sent`).
         self.engine = engine
         self.credits_retry_seconds = credits_retry_seconds
-        # Set when the connector stops: a wait for X's processing ends at once, and the
-        # reply goes back to the queue (`Halted`) with the DMs it already sent kept on it.
+        # Set when the connector stops: an upload or a wait for X's processing ends before its
+        # next request, and the reply goes back to the queue (`Halted`) with the DMs it
+        # already sent kept on it.
         self.halt = halt if halt is not None else threading.Event()
 
     def assign_id(self, row_id: int, reference: str | None, token: str | None) -> str | None:
@@ -325,15 +326,13 @@ class TwitterSender:
         parts = dm_parts(row.body, len(row.files))
         done = row.payload.get("parts_sent")
         sent: list[str] = [str(i) for i in done] if isinstance(done, list) else []
-        # One wait for X's processing per attempt, shared by the reply's files: per file, a
-        # reply of many slow videos could outlast the outbox's sending lease, and another
-        # instance would take the row while this one still sends. What is left goes later.
+        # One time for the uploads and X's processing per attempt, shared by the reply's
+        # files: per file, a reply of many slow videos could outlast the outbox's sending
+        # lease, and another instance would take the row while this one still sends. What is
+        # left goes later. A stop ends it before the next request (upload_media's `halt`).
         deadline = time.monotonic() + self.api.media_processing_timeout_s
         for text, index in parts[len(sent) :]:
             assert index is not None  # files are present: every part carries one
-            if self.halt.is_set():
-                # Asked to stop between two files: the rest goes on the next run.
-                raise Halted("stopped between the files of the reply")
             file = row.files[index]
             kind = dm_media(file)
             assert not isinstance(kind, str)  # dm_refusal checked every file
