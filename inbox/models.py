@@ -213,6 +213,9 @@ class Case(Base):
         # The queue: open cases by due time, channel never part of the key.
         Index("ix_cases_queue", "status", "due_at", "id"),
         Index("ix_cases_contact_activity", "contact_id", "last_activity_at"),
+        # The manager report's period, read from the cases for the days its rollups do not
+        # cover (inbox/report_days.py).
+        Index("ix_cases_first_inbound", "first_inbound_at"),
         # The queue's pages and claim-next walk these in queue order; partial, so resolved
         # cases (most of a long-lived store) are not in them.
         Index(

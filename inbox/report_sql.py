@@ -184,9 +184,12 @@ def compute(
     parity_on: str = "first_response",
     csat: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The report, by the fastest path the store allows."""
-    if uses_sql(conn.dialect.name):
-        return build(
+    """The report, by the fastest path the store allows: PostgreSQL's daily rollups
+    (inbox/report_days.py), else every case read into Python."""
+    from inbox import report_days  # it builds on this module
+
+    if report_days.uses_rollups(conn.dialect.name):
+        return report_days.build(
             conn,
             now=now,
             since=since,
@@ -281,6 +284,38 @@ def build(
         key = _key(row, names, mask, full, named)
         if key is not None:
             turns[key] = _turn_figures(row)
+    return finish(
+        figures,
+        turns,
+        set(dims),
+        weeks,
+        histograms,
+        now=now,
+        since=since,
+        until=until,
+        threshold=threshold,
+        parity_on=parity_on,
+        csat=csat,
+    )
+
+
+def finish(
+    figures: Mapping[tuple[str, str | None], dict[str, Any]],
+    turns: Mapping[tuple[str, str | None], dict[str, Any]],
+    dims: set[str],
+    weeks: list[tuple[str, int, list[float | None]]],
+    histograms: dict[str, list[int]],
+    *,
+    now: datetime,
+    since: datetime,
+    until: datetime,
+    threshold: float,
+    parity_on: str,
+    csat: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """The report from each group's figures and later turns' figures (keyed by dimension
+    and value, the total by ("", None)), as the Python path assembles it: the groups of each
+    dimension in its order, a group without later turns with their empty figures."""
     empty = report.group_stats([], now)
     no_turns = {k: empty[k] for k in _turn_figures({})}
 
