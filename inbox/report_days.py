@@ -140,9 +140,7 @@ _IN_RANGES = """
         OFFSET 0
     ) AS c
 """
-_GIVEN_RANGES = (
-    "unnest(CAST(:starts AS timestamp[]), CAST(:ends AS timestamp[])) AS r(a, b)"
-)
+_GIVEN_RANGES = "unnest(CAST(:starts AS timestamp[]), CAST(:ends AS timestamp[])) AS r(a, b)"
 
 
 def _aggregate(ranges: str) -> str:
@@ -167,7 +165,11 @@ AGGREGATE = _aggregate(_GIVEN_RANGES)
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SENT = ", ".join(
-    [*KEY, *(c for c, _, _ in (*COUNTS, *TIMES)), *(f"array_send({c}) AS {c}" for c, _, _ in VALUES)]
+    [
+        *KEY,
+        *(c for c, _, _ in (*COUNTS, *TIMES)),
+        *(f"array_send({c}) AS {c}" for c, _, _ in VALUES),
+    ]
 )
 
 # The report's one statement (one snapshot): the rollup rows of the whole days of the period
@@ -214,7 +216,9 @@ class Folded:
     busy: bool = False
 
 
-def fold(engine: Engine, *, now: datetime | None = None, max_new_days: int = MAX_NEW_DAYS) -> Folded:
+def fold(
+    engine: Engine, *, now: datetime | None = None, max_new_days: int = MAX_NEW_DAYS
+) -> Folded:
     """Recompute the marked days' rollups, and up to max_new_days days never folded (newest
     first), from the cases, in one transaction."""
     at = report_sql._naive(now or datetime.now(UTC))
@@ -247,7 +251,7 @@ def fold(engine: Engine, *, now: datetime | None = None, max_new_days: int = MAX
         ends = [s + timedelta(days=1) for s in starts]
         conn.execute(text("DELETE FROM report_days WHERE day = ANY(:days)"), {"days": days})
         conn.execute(
-            text(f"INSERT INTO report_days ({_COLUMN_LIST}) {AGGREGATE}"),  # noqa: S608
+            text(f"INSERT INTO report_days ({_COLUMN_LIST}) {AGGREGATE}"),
             {"starts": starts, "ends": ends},
         )
         conn.execute(
@@ -268,12 +272,9 @@ def period_parts(
     hi = until.date()
     if lo >= hi:  # no whole day: the period is one range
         return lo, lo, [since], [until]
-    starts, ends = [], []
-    if since < datetime.combine(lo, time()):
-        starts.append(since), ends.append(datetime.combine(lo, time()))
-    if datetime.combine(hi, time()) < until:
-        starts.append(datetime.combine(hi, time())), ends.append(until)
-    return lo, hi, starts, ends
+    first, last = datetime.combine(lo, time()), datetime.combine(hi, time())
+    ranges = [(a, b) for a, b in ((since, first), (last, until)) if a < b]
+    return lo, hi, [a for a, _ in ranges], [b for _, b in ranges]
 
 
 def read(conn: Connection, since: datetime, until: datetime) -> list[Any]:
@@ -306,7 +307,7 @@ def percentiles(values: np.ndarray, ps: Iterable[float]) -> list[float] | None:
         return None
     wanted = list(ps)
     positions = [p * (n - 1) for p in wanted]
-    ranks = sorted({int(math.floor(x)) for x in positions} | {int(math.ceil(x)) for x in positions})
+    ranks = sorted({math.floor(x) for x in positions} | {math.ceil(x) for x in positions})
     ranked = np.partition(values, ranks)
     out = []
     for x in positions:
@@ -352,7 +353,8 @@ def figures(group: _Group, now_s: float) -> tuple[dict[str, Any], dict[str, Any]
     turns' figures."""
     c = group.counts
     fr, res, perr, nr = (group.joined(k) for k in ("fr", "res", "perr", "nr"))
-    due, eta, turn_due = (group.joined(k) for k in ("due_waiting", "eta_waiting", "turn_due_waiting"))
+    due, eta = group.joined("due_waiting"), group.joined("eta_waiting")
+    turn_due = group.joined("turn_due_waiting")
     perr_p = percentiles(perr, [0.5])
     case_row = {
         "volume": c["volume"],
@@ -464,9 +466,8 @@ def _week_rows(weeks: Mapping[tuple[date, str], _Group]) -> tuple[list[Any], lis
         row.update({f"b{i}": int(n) for i, n in enumerate(buckets)})
         rows.append(row)
         next_median = percentiles(nr, [0.5])
-        next_rows.append(
-            {"week": week, "channel": channel, "median": None if next_median is None else next_median[0]}
-        )
+        median_next = None if next_median is None else next_median[0]
+        next_rows.append({"week": week, "channel": channel, "median": median_next})
     return rows, next_rows
 
 

@@ -358,6 +358,30 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_audit_fold(settings: Settings, args: argparse.Namespace) -> int:
+    """Recompute the report's daily rollups of the days that changed (what `parity run` does
+    every `[audit] rollup_interval_s`), for stores without the daemon or from cron."""
+    from inbox import report_days
+
+    engine = _engine(settings)
+    if not report_days.uses_rollups(engine.dialect.name):
+        print(
+            "parity audit fold: nothing to fold: the report keeps rollups on PostgreSQL only",
+            file=sys.stderr,
+        )
+        folded = report_days.Folded()
+    else:
+        folded = report_days.fold(engine)
+    days = [d.isoformat() for d in folded.days]
+    if args.json:
+        print(json.dumps({"days": days, "busy": folded.busy}))
+    elif folded.busy:
+        print("another fold is running; this one left the days to it")
+    else:
+        print(f"folded {len(days)} day(s)" + (f": {days[0]} to {days[-1]}" if days else ""))
+    return 0
+
+
 def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
     # With the key it seals first, so the checkpoint covers every chain committed by now.
     # Without it, it only reads: the newest seal, which `parity run` makes at intervals.
@@ -1382,6 +1406,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = audit_sub.add_parser("checkpoint", help="export the newest row's HMAC")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
     export.set_defaults(audit_func=cmd_audit_checkpoint)
+    fold_cmd = audit_sub.add_parser(
+        "fold", help="recompute the report's daily rollups of the days that changed"
+    )
+    fold_cmd.add_argument("--json", action="store_true")
+    fold_cmd.set_defaults(audit_func=cmd_audit_fold)
 
     backup_cmd = sub.add_parser(
         "backup", help="write a consistent copy of the store, with an audit checkpoint, to FILE"

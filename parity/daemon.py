@@ -38,7 +38,17 @@ from connectors.outbox import OutboxDrainer
 from connectors.registry import CONNECTORS, EMAIL_RELAY, HTTP_LISTENER, REGISTRY
 from connectors.registry import availability as connector_availability
 from connectors.webhook import WebhookSender, url_problem
-from inbox import alerts, audit, csat, erasure, logcontext, notifications, suggestions, uploads
+from inbox import (
+    alerts,
+    audit,
+    csat,
+    erasure,
+    logcontext,
+    notifications,
+    report_days,
+    suggestions,
+    uploads,
+)
 from inbox.db import StorageUnavailable, insert_ignore, make_engine, read, write
 from inbox.delivery import WayOut, WayState
 from inbox.models import ConnectorState, Intake, utcnow
@@ -570,6 +580,19 @@ class Daemon:
             tasks.append(asyncio.create_task(self.announce(), name="announce"))
         if self.settings.audit.seal_interval_s > 0:
             tasks.append(asyncio.create_task(self._seal_audit(), name="audit-sealer"))
+        if self.settings.audit.rollup_interval_s > 0 and report_days.uses_rollups(
+            self.engine.dialect.name
+        ):
+            tasks.append(
+                asyncio.create_task(
+                    self._every(
+                        self.settings.audit.rollup_interval_s,
+                        "report rollup fold",
+                        lambda: report_days.fold(self.engine),
+                    ),
+                    name="report-rollups",
+                )
+            )
         if self.only is None:
             tasks += self._periodic_tasks()
         if self.settings.inbox.notify_sweep_seconds > 0:

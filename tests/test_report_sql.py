@@ -48,7 +48,8 @@ def comparable(data: dict[str, Any]) -> dict[str, Any]:
     """The report without what depends on when each path ran: the ages of the oldest open
     cases count from each path's own "now"."""
     data.pop("generated_at")
-    for groups in (data["channels"], data["sides"], data["agents"], {"": data["total"]}):
+    # (No agents at all: the report has no agents' table.)
+    for groups in (data["channels"], data["sides"], data.get("agents", {}), {"": data["total"]}):
         for figures in groups.values():
             for key in ("oldest_open_age_s", "oldest_unanswered_age_s"):
                 figures[key] = figures[key] is not None
