@@ -20,7 +20,9 @@ How the rollups stay exact:
 - The fold deletes the marks it saw before it recomputes: a change committed after that is
   still marked, so a later report reads its day live and a later fold recomputes it.
 
-`parity run` folds every `[audit] rollup_interval_s`; `parity audit fold` folds once.
+`compute` is the report's entry: this path on PostgreSQL, the Python path (every case read
+into Python, inbox/report.py) on SQLite. `parity run` folds every
+`[audit] rollup_interval_s`; `parity audit fold` folds once.
 Where the time goes: docs/benchmarks/inbox.md, "The manager report".
 """
 
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
-from inbox import report, report_sql
+from inbox import report, report_rows, report_sql
 from inbox.report import BUCKET_EDGES, DIMENSIONS
 
 # The rollup's key: the UTC day of the case's first inbound message, then the dimensions
@@ -206,6 +208,40 @@ MAX_NEW_DAYS = 62
 def uses_rollups(dialect: str) -> bool:
     """PostgreSQL, with a rollup column for every dimension of the report."""
     return report_sql.uses_sql(dialect) and set(DIMENSIONS) <= set(DIMS)
+
+
+def compute(
+    conn: Connection,
+    *,
+    now: datetime,
+    since: datetime,
+    until: datetime,
+    threshold: float,
+    parity_on: str = "first_response",
+    csat: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The report, by the fastest path the store allows: PostgreSQL's daily rollups
+    (inbox/report_days.py), else every case read into Python."""
+    if uses_rollups(conn.dialect.name):
+        return build(
+            conn,
+            now=now,
+            since=since,
+            until=until,
+            threshold=threshold,
+            parity_on=parity_on,
+            csat=csat,
+        )
+    rows = report_rows.fetch(conn, since, until)
+    return report.build(
+        rows,
+        now=now,
+        since=since,
+        until=until,
+        threshold=threshold,
+        parity_on=parity_on,
+        csat=csat,
+    )
 
 
 @dataclass(frozen=True, slots=True)

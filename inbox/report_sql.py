@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, QueuePool
 
-from inbox import report, report_rows
+from inbox import report
 from inbox.report import BUCKET_EDGES, DIMENSIONS, SIDES
 
 # Each dimension's value on a case row (alias c) in SQL; a dimension with no expression here
@@ -172,42 +172,6 @@ def uses_sql(dialect: str) -> bool:
     """PostgreSQL, with an SQL expression for every dimension of the report; else the
     Python path (SQLite, or a dimension added without its SQL)."""
     return dialect == "postgresql" and set(DIMENSIONS) <= set(SQL_DIMENSIONS)
-
-
-def compute(
-    conn: Connection,
-    *,
-    now: datetime,
-    since: datetime,
-    until: datetime,
-    threshold: float,
-    parity_on: str = "first_response",
-    csat: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The report, by the fastest path the store allows: PostgreSQL's daily rollups
-    (inbox/report_days.py), else every case read into Python."""
-    from inbox import report_days  # it builds on this module
-
-    if report_days.uses_rollups(conn.dialect.name):
-        return report_days.build(
-            conn,
-            now=now,
-            since=since,
-            until=until,
-            threshold=threshold,
-            parity_on=parity_on,
-            csat=csat,
-        )
-    rows = report_rows.fetch(conn, since, until)
-    return report.build(
-        rows,
-        now=now,
-        since=since,
-        until=until,
-        threshold=threshold,
-        parity_on=parity_on,
-        csat=csat,
-    )
 
 
 def build(

@@ -298,7 +298,7 @@ def cmd_audit_report(settings: Settings, args: argparse.Namespace) -> int:
     """The per-channel service report. A breach of the parity threshold is flagged in the
     output and on stderr; it makes the exit status 3 only with --fail-on-breach, so tools
     that read the report are not told the command failed."""
-    from inbox import report, report_sql
+    from inbox import report, report_days
 
     now = utcnow()
     try:
@@ -308,7 +308,7 @@ def cmd_audit_report(settings: Settings, args: argparse.Namespace) -> int:
         print(f"parity audit: {exc}", file=sys.stderr)
         return 2
     with _engine(settings).connect() as conn:
-        data = report_sql.compute(
+        data = report_days.compute(
             conn,
             now=now,
             since=since,

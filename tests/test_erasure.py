@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
-from inbox import audit, csat, erasure, report_sql
+from inbox import audit, csat, erasure, report_days
 from inbox.models import (
     AlertEvent,
     Attachment,
@@ -106,7 +106,7 @@ def settings_file(tmp_path: Path, db_url: str, extra: str = "") -> str:
 
 def report(engine: Engine, now: datetime) -> dict[str, Any]:
     with engine.connect() as conn:
-        return report_sql.compute(
+        return report_days.compute(
             conn, now=now, since=now - timedelta(days=400), until=now, threshold=2.0
         )
 

@@ -201,7 +201,7 @@ def test_the_report_on_postgresql_is_the_rollups(engine: Engine) -> None:
                 threshold=2.0,
                 rows_read=read.append,
             )
-        data = report_sql.compute(
+        data = report_days.compute(
             conn, now=now, since=now - timedelta(days=30), until=now, threshold=2.0
         )
     assert report_days.uses_rollups(engine.dialect.name) == (engine.dialect.name == "postgresql")

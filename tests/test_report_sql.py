@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, text
 
-from inbox import report, report_rows, report_sql
+from inbox import report, report_days, report_rows, report_sql
 from tests import test_turns
 from tests.test_audit_report import EVENTS, OLD, Event, seed
 
@@ -68,7 +68,7 @@ def test_the_report_takes_the_sql_path_on_postgresql_only(engine):
     seed(engine, EVENTS)
     now = datetime.now(UTC)
     with engine.connect() as conn:
-        data = report_sql.compute(
+        data = report_days.compute(
             conn, now=now, since=now - timedelta(days=30), until=now, threshold=2.0
         )
     assert data["channels"]["email"]["volume"] == 6
@@ -85,7 +85,7 @@ def test_the_histogram_puts_a_response_on_an_edge_above_it(engine: Engine) -> No
     seed(engine, [Event("sms", "private", 24 * 5, m, None, 4) for m in EDGE_RESPONSES_MIN])
     now = datetime.now(UTC)
     with engine.connect() as conn:
-        data = report_sql.compute(
+        data = report_days.compute(
             conn, now=now, since=now - timedelta(days=30), until=now, threshold=2.0
         )
     # Buckets: <15 min, 15 min-1 h, 1-4 h, 4-8 h, 8-24 h, 1-3 days, 3 days and more.

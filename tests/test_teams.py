@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import Engine, select, update
 
-from inbox import report_sql, teams
+from inbox import report_days, teams
 from inbox.accounts import Principal
 from inbox.config import RoutingRule, StoreSettings
 from inbox.models import AuditLog, Case, Team, User
@@ -312,7 +312,7 @@ def test_the_manager_report_has_per_team_figures(engine: Engine) -> None:
                 conn.execute(update(Case).where(Case.reference == ref).values(**values))
     now = datetime.now(UTC)
     with engine.connect() as conn:
-        data = report_sql.compute(
+        data = report_days.compute(
             conn, now=now, since=T0 - timedelta(days=1), until=now, threshold=2.0
         )
     by_team = data["teams"]

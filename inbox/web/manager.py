@@ -21,7 +21,7 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy import Engine, select
 
-from inbox import audit, casework, csat, queries, report, report_rows, report_sql
+from inbox import audit, casework, csat, queries, report, report_days, report_rows
 from inbox.db import write
 from inbox.models import Case, utcnow
 from inbox.report import AuditSettings
@@ -59,7 +59,7 @@ def compute(
     parity_on: str = "first_response",
 ) -> dict[str, Any]:
     with engine.connect() as conn:
-        data = report_sql.compute(
+        data = report_days.compute(
             conn, now=now, since=since, until=until, threshold=threshold, parity_on=parity_on
         )
     return report.add_csat(data, csat.csat_by(engine, "channel", since, until))
