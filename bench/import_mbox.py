@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,6 +38,10 @@ from sqlalchemy import Engine, create_engine, func, insert, select, text
 # every part that writes the audit log needs one) is not imported by itself.
 os.environ.setdefault("PARITY_AUDIT_KEY", "bench-" + secrets.token_hex(32))
 
+# The repository root, for the bench package (run as a script, only bench/ is on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report_marks import switch
 from connectors.registry import parser_table
 from inbox import migrate
 from inbox.config import StoreSettings
@@ -285,6 +290,12 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, help="messages stored and filed per import step (default: parity's)"
     )
+    parser.add_argument(
+        "--without-report-marks",
+        action="store_true",
+        help="PostgreSQL: disable the report's day-marking triggers (migration 0029), to"
+        " measure what they cost intake against a run with them",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="parity-bench-import-") as tmp:
@@ -300,6 +311,8 @@ def main() -> None:
         engine = make_engine(url)
         try:
             migrate.upgrade(engine)
+            if args.pg and args.without_report_marks:
+                switch(engine, on=False)
             first, second = work / "first.mbox", work / "second.mbox"
             count = args.count
             # A: distinct senders, as a first backfill of a mailbox would have.
@@ -329,6 +342,7 @@ def main() -> None:
     result = {
         "database": "postgresql" if args.pg else "sqlite",
         "messages_per_import": count,
+        "report_marks": not args.without_report_marks,
         "batch": args.batch or backfill.IMPORT_BATCH,
         "empty_store": {
             "seconds": round(a_time, 1),

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Connection, Engine, insert
 
-from inbox import audit, report, report_rows
+from inbox import audit, report_days
 from inbox.channels import MAIL_CHANNEL
 from inbox.config import Strict
 from inbox.db import insert_ignore, write
@@ -162,12 +162,14 @@ def _reports(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     start = now - timedelta(hours=settings.window_hours)
     base_start = start - timedelta(days=settings.sla_baseline_days)
+    # The report's own path: PostgreSQL's daily rollups (a check every few minutes no longer
+    # reads the baseline's days of cases into Python), SQLite's Python path; same figures.
     with engine.connect() as conn:
-        rows = report_rows.fetch(conn, start, now)
-        base_rows = report_rows.fetch(conn, base_start, start)
+        window = report_days.compute(conn, now=now, since=start, until=now, threshold=threshold)
+        baseline = report_days.compute(
+            conn, now=now, since=base_start, until=start, threshold=threshold
+        )
         conn.rollback()
-    window = report.build(rows, now=now, since=start, until=now, threshold=threshold)
-    baseline = report.build(base_rows, now=now, since=base_start, until=start, threshold=threshold)
     return window, baseline
 
 

@@ -1,8 +1,12 @@
-"""The manager report computed by PostgreSQL: counts, sums and exact percentiles
-(percentile_cont) per channel, side and agent in grouping sets over the cases of the period
-(two statements), one over their later turns and one for the weeks and the histogram. The
-statements run at once on up to three connections, all reading one snapshot
-(run_concurrently).
+"""The manager report computed by PostgreSQL from the cases themselves: counts, sums and
+exact percentiles (percentile_cont) per channel, side and agent in grouping sets over the
+cases of the period (two statements), one over their later turns and one for the weeks and
+the histogram. The statements run at once on up to three connections, all reading one
+snapshot (run_concurrently).
+
+The report itself now reads daily rollups (inbox/report_days.py, which builds on this
+module's dimensions and figure helpers); this path is kept as a second oracle that reads
+the case columns as the rollups do (tests/test_report_days.py) and as the bench's "before".
 
 The figures are the Python path's (inbox/report.py, which stays the SQLite path and this
 one's oracle: tests/test_report_sql.py compares the two on the tests' data sets). The case
