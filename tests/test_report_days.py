@@ -11,11 +11,14 @@ time, the period's whole days, and the percentiles against a hand interpolation.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import random
 import re
+import signal
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +29,14 @@ from inbox.db import make_engine
 from inbox.models import Base
 from inbox.report import AuditSettings
 from tests import test_turns
-from tests.test_audit_report import EVENTS, OLD, Event, seed
+from tests.support.smtp_support import (
+    STOP_WITHIN_S,
+    ParityProcess,
+    daemon_settings,
+    running,
+    wait_for,
+)
+from tests.test_audit_report import EVENTS, OLD, Event, parity_cli, seed
 from tests.test_report_sql import comparable
 
 MIGRATION = importlib.import_module("inbox.migrations.versions.0029_report_days")
@@ -423,3 +433,46 @@ def test_array_send_is_read_back_exactly(pg: Engine) -> None:
     assert report_days.values_of(values_sent(pg, values)()).tolist() == values
     assert len(report_days.values_of(values_sent(pg, [])())) == 0
     assert len(report_days.values_of(None)) == 0
+
+
+def test_parity_run_folds_what_changed(pg: Engine, pg_database: str, tmp_path: Path) -> None:
+    """The daemon folds every `[audit] rollup_interval_s`: the seeded days get their
+    rollups and their marks go, without anyone running a report."""
+    seed(pg, EVENTS)
+    assert marked_days(pg)
+    settings, _, web_port = daemon_settings(
+        tmp_path, pg_database, extra={"audit": {"rollup_interval_s": 1}}
+    )
+    parity = ParityProcess.run(settings, log_path=tmp_path / "parity.log")
+    with running(parity):
+        parity.wait_for_port(web_port)
+        wait_for(lambda: not marked_days(pg), message="the daemon's fold")
+        parity.signal(signal.SIGTERM)
+        assert parity.wait(timeout=STOP_WITHIN_S) == 0, parity.log()
+    with pg.connect() as conn:
+        folded = set(conn.execute(text("SELECT day FROM report_folded")).scalars())
+        seeded = set(conn.execute(text("SELECT first_inbound_at::date FROM cases")).scalars())
+    assert seeded <= folded
+    python, rolled = reports(pg, *period())
+    assert rolled == python
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_the_fold_command(engine: Engine, db_url: str, tmp_path: Path, as_json: bool) -> None:
+    seed(engine, EVENTS)
+    out = parity_cli(db_url, tmp_path, "fold", *(["--json"] if as_json else []))
+    assert out.returncode == 0, out.stderr
+    if engine.dialect.name != "postgresql":
+        assert "PostgreSQL only" in out.stderr
+        return
+    # Every day from the first case's to today: the days between with no case are folded
+    # too (as empty), so the report reads none of them from the cases.
+    with engine.connect() as conn:
+        first = conn.execute(text("SELECT min(first_inbound_at)::date FROM cases")).scalar_one()
+    today = datetime.now(UTC).date()
+    days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
+    if as_json:
+        assert json.loads(out.stdout) == {"days": [d.isoformat() for d in days], "busy": False}
+    else:
+        assert out.stdout.strip() == f"folded {len(days)} day(s): {days[0]} to {days[-1]}"
+    assert not marked_days(engine)
