@@ -332,6 +332,9 @@ def values_of(sent: bytes | None) -> np.ndarray:
     """The floats of an array_send'd float8[] (none for NULL or an empty array)."""
     if sent is None or len(sent) <= _HEADER:
         return np.empty(0)
+    dimensions, has_null = int.from_bytes(sent[0:4], "big"), int.from_bytes(sent[4:8], "big")
+    if dimensions != 1 or has_null:  # AGGREGATE keeps NULLs out; anything else is a bug
+        raise ValueError("a rollup array is not a one-dimensional array without NULLs")
     return np.frombuffer(sent, dtype=_ELEMENT, offset=_HEADER)["value"].astype(np.float64)
 
 

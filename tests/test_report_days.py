@@ -329,11 +329,12 @@ def test_a_fold_covers_the_newest_days_never_folded_first(pg: Engine) -> None:
     assert rolled == python
 
 
-def test_truncating_the_cases_empties_the_rollups(pg: Engine) -> None:
+@pytest.mark.parametrize("table", ["cases", "case_turns"])
+def test_truncating_the_cases_or_turns_empties_the_rollups(pg: Engine, table: str) -> None:
     seed(pg, EVENTS)
     report_days.fold(pg)
     with pg.begin() as conn:
-        conn.execute(text("TRUNCATE cases CASCADE"))
+        conn.execute(text(f"TRUNCATE {table} CASCADE"))
         left = conn.execute(
             text(
                 "SELECT (SELECT count(*) FROM report_days) + (SELECT count(*) FROM "
@@ -433,6 +434,9 @@ def test_array_send_is_read_back_exactly(pg: Engine) -> None:
     assert report_days.values_of(values_sent(pg, values)()).tolist() == values
     assert len(report_days.values_of(values_sent(pg, [])())) == 0
     assert len(report_days.values_of(None)) == 0
+    # A NULL among the values would shift every value after it: refused, not misread.
+    with pytest.raises(ValueError, match="without NULLs"):
+        report_days.values_of(values_sent(pg, [1.0, None, 2.0])())  # type: ignore[list-item]
 
 
 def test_parity_run_folds_what_changed(pg: Engine, pg_database: str, tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ Create Date: 2026-12-08 05:00:00
     the cases, and the fold recomputes it and deletes the marks it saw.
   - Triggers mark the days: a new case or later turn (per statement, so a bulk insert
     marks each day once), an update of a column the report reads (per row, filtered by WHEN
-    so other updates cost nothing), a deletion. TRUNCATE of cases empties the three tables.
+    so other updates cost nothing), a deletion. TRUNCATE of cases or case_turns empties the
+    three tables (every day is then read from the cases until folded again).
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ def upgrade() -> None:
             FOR EACH ROW EXECUTE FUNCTION report_mark_case()""",
         """CREATE TRIGGER report_cases_truncated AFTER TRUNCATE ON cases
             FOR EACH STATEMENT EXECUTE FUNCTION report_forget()""",
+        """CREATE TRIGGER report_turns_truncated AFTER TRUNCATE ON case_turns
+            FOR EACH STATEMENT EXECUTE FUNCTION report_forget()""",
         """CREATE TRIGGER report_new_turns AFTER INSERT ON case_turns
             REFERENCING NEW TABLE AS new_rows
             FOR EACH STATEMENT EXECUTE FUNCTION report_mark_new_turns()""",
@@ -180,6 +183,7 @@ def downgrade() -> None:
             ("report_case_changed", "cases"),
             ("report_case_deleted", "cases"),
             ("report_cases_truncated", "cases"),
+            ("report_turns_truncated", "case_turns"),
             ("report_new_turns", "case_turns"),
             ("report_turn_changed", "case_turns"),
             ("report_turn_deleted", "case_turns"),
