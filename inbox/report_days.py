@@ -220,8 +220,8 @@ def compute(
     parity_on: str = "first_response",
     csat: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The report, by the fastest path the store allows: PostgreSQL's daily rollups
-    (inbox/report_days.py), else every case read into Python."""
+    """The report, by the fastest path the store allows: PostgreSQL's daily rollups (this
+    module), else every case read into Python (inbox/report.py, the oracle)."""
     if uses_rollups(conn.dialect.name):
         return build(
             conn,
