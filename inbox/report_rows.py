@@ -19,21 +19,24 @@ from inbox.report import CaseRow, Turn
 ACK_ACTION = ACK_QUEUED  # written by every channel through inbox.outbox
 
 
-def fetch(conn: Connection, since: datetime, until: datetime) -> list[CaseRow]:
+def fetch(
+    conn: Connection, since: datetime, until: datetime, *, channel: str | None = None
+) -> list[CaseRow]:
+    """The cases first heard from in [since, until), of one channel if given (a drill-down
+    into a channel's figure reads that channel's cases, not the whole period's)."""
+    period = (Case.first_inbound_at >= since) & (Case.first_inbound_at < until)
+    if channel is not None:
+        period = period & (Case.channel == channel)
     # Each case's first inbound message: one grouped pass over the period's messages, which
     # both databases hash-join; a per-case correlated subquery cost a lookup per case.
     first_ids = (
         select(Message.case_id, func.min(Message.id).label("first_id"))
         .join(Case, Case.id == Message.case_id)
-        .where(
-            Message.direction == "inbound",
-            (Case.first_inbound_at >= since) & (Case.first_inbound_at < until),
-        )
+        .where(Message.direction == "inbound", period)
         .group_by(Message.case_id)
         .subquery()
     )
     first_message = Message.__table__.alias("first_message")
-    period = (Case.first_inbound_at >= since) & (Case.first_inbound_at < until)
     etas: dict[int, datetime] = {}
     promised = conn.execute(
         select(AuditLog.case_id, AuditLog.after)

@@ -540,3 +540,35 @@ def test_the_readable_table_names_figures_not_fields(engine, db_url, tmp_path):
     assert "3 h 15 min" in out
     # The period to the minute, not the microsecond.
     assert "." not in out.splitlines()[0].split(" from ")[1]
+
+
+@pytest.mark.parametrize("which", ["all", "open", "unanswered", "sla_missed", "next_waited"])
+def test_a_drill_down_reads_only_its_channel_and_week_and_finds_the_same_cases(
+    engine: Engine, which: str
+) -> None:
+    """The drill-down fetches only the cases of its channel and week from the store; the
+    cases it lists are those the whole period's rows give under the same filter."""
+    seed(engine, [*EVENTS, OLD])
+    now = datetime.now(UTC)
+    since = now - timedelta(days=30)
+    with engine.connect() as conn:
+        everything = report_rows.fetch(conn, since, now)
+    weeks = sorted({report_mod.week_of(r.first_inbound_at) for r in everything})
+    channels = sorted({r.channel for r in everything})
+    assert len(weeks) > 1 and len(channels) > 1  # the narrowing has something to leave out
+    for channel in [None, *channels]:
+        for week in [None, *weeks]:
+            filters = {"channel": channel, "week": week, "which": which}
+            expected = report_mod.select_cases(everything, now=now, **filters)
+            assert manager._cases(engine, now, since, now, **filters) == expected, filters
+            with engine.connect() as conn:
+                read = manager._drill_rows(conn, since, now, filters)
+            assert all(r.channel == channel for r in read) if channel else True
+            if week:
+                assert {report_mod.week_of(r.first_inbound_at) for r in read} <= {week}
+
+
+def test_a_drill_down_into_a_week_that_is_not_a_date_is_refused(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(ValueError):
+        manager._cases(engine, now, now - timedelta(days=30), now, week="last")

@@ -12,14 +12,15 @@ import csv
 import io
 import json
 import time
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 from markupsafe import Markup
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from inbox import audit, casework, csat, queries, report, report_days, report_rows
 from inbox.db import write
@@ -109,8 +110,21 @@ def _cases(
     engine: Engine, now: datetime, since: datetime, until: datetime, **filters: Any
 ) -> list[str]:
     with engine.connect() as conn:
-        rows = report_rows.fetch(conn, since, until)
+        rows = _drill_rows(conn, since, until, filters)
     return report.select_cases(rows, now=now, **filters)
+
+
+def _drill_rows(
+    conn: Connection, since: datetime, until: datetime, filters: Mapping[str, Any]
+) -> list[report.CaseRow]:
+    """The cases a drill-down filters: only its channel's, and only its week's, when it has
+    them (the same cases case_filter keeps, from fewer rows read into Python)."""
+    if filters.get("week"):
+        start = datetime.combine(
+            date.fromisoformat(filters["week"]), datetime.min.time(), since.tzinfo
+        )
+        since, until = max(since, start), min(until, start + timedelta(days=7))
+    return report_rows.fetch(conn, since, until, channel=filters.get("channel") or None)
 
 
 async def cases_api(request: web.Request) -> web.StreamResponse:
@@ -478,7 +492,7 @@ def _case_list(
 ) -> tuple[int, list[dict[str, Any]]]:
     """The queue's rows for the cases behind a figure (the first DRILL_LIMIT, queue order)."""
     with engine.connect() as conn:
-        rows = report_rows.fetch(conn, since, until)
+        rows = _drill_rows(conn, since, until, filters)
         keep = report.case_filter(now=now, **filters)
         ids = [r.id for r in rows if keep(r)]
         # The queue's order (current due time, age, id), in chunks: a figure may stand for
