@@ -570,5 +570,5 @@ def test_a_drill_down_reads_only_its_channel_and_week_and_finds_the_same_cases(
 
 def test_a_drill_down_into_a_week_that_is_not_a_date_is_refused(engine: Engine) -> None:
     now = datetime.now(UTC)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="week is a week's Monday"):
         manager._cases(engine, now, now - timedelta(days=30), now, week="last")

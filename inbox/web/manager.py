@@ -120,9 +120,11 @@ def _drill_rows(
     """The cases a drill-down filters: only its channel's, and only its week's, when it has
     them (the same cases case_filter keeps, from fewer rows read into Python)."""
     if filters.get("week"):
-        start = datetime.combine(
-            date.fromisoformat(filters["week"]), datetime.min.time(), since.tzinfo
-        )
+        try:
+            monday = date.fromisoformat(filters["week"])
+        except ValueError:
+            raise ValueError("week is a week's Monday, as YYYY-MM-DD") from None
+        start = datetime.combine(monday, datetime.min.time(), since.tzinfo)
         since, until = max(since, start), min(until, start + timedelta(days=7))
     return report_rows.fetch(conn, since, until, channel=filters.get("channel") or None)
 
