@@ -222,26 +222,17 @@ def compute(
 ) -> dict[str, Any]:
     """The report, by the fastest path the store allows: PostgreSQL's daily rollups (this
     module), else every case read into Python (inbox/report.py, the oracle)."""
+    ask: dict[str, Any] = {
+        "now": now,
+        "since": since,
+        "until": until,
+        "threshold": threshold,
+        "parity_on": parity_on,
+        "csat": csat,
+    }
     if uses_rollups(conn.dialect.name):
-        return build(
-            conn,
-            now=now,
-            since=since,
-            until=until,
-            threshold=threshold,
-            parity_on=parity_on,
-            csat=csat,
-        )
-    rows = report_rows.fetch(conn, since, until)
-    return report.build(
-        rows,
-        now=now,
-        since=since,
-        until=until,
-        threshold=threshold,
-        parity_on=parity_on,
-        csat=csat,
-    )
+        return build(conn, **ask)
+    return report.build(report_rows.fetch(conn, since, until), **ask)
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +447,9 @@ def build(
                 groups.setdefault((dim, row[dim]), _Group.empty()).add(row, arrays)
         monday = row["day"] - timedelta(days=row["day"].weekday())
         weeks.setdefault((monday, row["channel"]), _Group.empty()).add(row, arrays)
-    named = _names(conn, groups)
+    named = report_sql.named_ids(
+        conn, {dim: [v for (d, v) in groups if d == dim] for dim in report_sql.SQL_NAMED_BY}
+    )
     case_figures: dict[tuple[str, str | None], dict[str, Any]] = {}
     turn_figures: dict[tuple[str, str | None], dict[str, Any]] = {}
     for (dim, value), group in [(("", None), total), *groups.items()]:
@@ -508,16 +501,3 @@ def _week_rows(weeks: Mapping[tuple[date, str], _Group]) -> tuple[list[Any], lis
         median_next = None if next_median is None else next_median[0]
         next_rows.append({"week": week, "channel": channel, "median": median_next})
     return rows, next_rows
-
-
-def _names(conn: Connection, groups: Mapping[tuple[str, Any], _Group]) -> dict[str, dict[Any, str]]:
-    """The names of the agents' and teams' ids among the groups."""
-    named: dict[str, dict[Any, str]] = {}
-    for dim, table in report_sql.SQL_NAMED_BY.items():
-        ids = [value for (d, value) in groups if d == dim]
-        named[dim] = {}
-        if ids:
-            # Only our own table names are formatted in; the ids are bound.
-            query = text(f"SELECT id, name FROM {table} WHERE id = ANY(:ids)")  # noqa: S608
-            named[dim] = {i: n for i, n in conn.execute(query, {"ids": ids})}
-    return named

@@ -321,17 +321,26 @@ def _names(
 ) -> dict[str, dict[Any, str]]:
     """Per dimension of SQL_NAMED_BY, the names of the ids its groups have (every case is in
     the figures' rows, so every id the later turns have is among them)."""
+    return named_ids(
+        conn,
+        {
+            name: [r[name] for r in rows if r["g"] == mask[name] and r[name] is not None]
+            for name in SQL_NAMED_BY
+            if name in names
+        },
+    )
+
+
+def named_ids(conn: Connection, ids: Mapping[str, list[Any]]) -> dict[str, dict[Any, str]]:
+    """Per dimension of SQL_NAMED_BY given, the name of each of its ids (an id of no row has
+    none, and its group is left out, as on the Python path)."""
     named: dict[str, dict[Any, str]] = {}
-    for name, table in SQL_NAMED_BY.items():
-        if name not in names:
-            continue
-        ids = [r[name] for r in rows if r["g"] == mask[name] and r[name] is not None]
-        if not ids:
-            named[name] = {}
-            continue
-        # Only our own table names are formatted in; the ids are bound.
-        query = text(f"SELECT id, name FROM {table} WHERE id = ANY(:ids)")  # noqa: S608
-        named[name] = {i: n for i, n in conn.execute(query, {"ids": ids})}
+    for name, wanted in ids.items():
+        named[name] = {}
+        if wanted:
+            # Only our own table names are formatted in; the ids are bound.
+            query = text(f"SELECT id, name FROM {SQL_NAMED_BY[name]} WHERE id = ANY(:ids)")  # noqa: S608
+            named[name] = {i: n for i, n in conn.execute(query, {"ids": wanted})}
     return named
 
 

@@ -178,17 +178,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        for trigger, table in (
-            ("report_new_cases", "cases"),
-            ("report_case_changed", "cases"),
-            ("report_case_deleted", "cases"),
-            ("report_cases_truncated", "cases"),
-            ("report_turns_truncated", "case_turns"),
-            ("report_new_turns", "case_turns"),
-            ("report_turn_changed", "case_turns"),
-            ("report_turn_deleted", "case_turns"),
-        ):
-            op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
         for function in (
             "report_mark_new_cases",
             "report_mark_case",
@@ -196,7 +185,8 @@ def downgrade() -> None:
             "report_mark_turn",
             "report_forget",
         ):
-            op.execute(f"DROP FUNCTION IF EXISTS {function}()")
+            # CASCADE: with each function go the triggers that call it.
+            op.execute(f"DROP FUNCTION IF EXISTS {function}() CASCADE")
         for table in ("report_days", "report_folded", "report_dirty"):
             op.execute(f"DROP TABLE IF EXISTS {table}")
     op.drop_index("ix_cases_first_inbound", table_name="cases")
